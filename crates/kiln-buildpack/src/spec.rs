@@ -1,0 +1,150 @@
+//! The `buildpack.toml` schema as typed data (no behaviour). See `docs/buildpack-toml.md`.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BuildpackToml {
+    pub buildpack: BuildpackInfo,
+    #[serde(default)]
+    pub detect: DetectRules,
+    #[serde(default)]
+    pub build: BuildSpec,
+    #[serde(default)]
+    pub layers: Vec<LayerSpec>,
+    #[serde(default)]
+    pub processes: Vec<ProcessSpec>,
+    /// Processes read from a file in the source tree (e.g. a `Procfile`).
+    #[serde(default)]
+    pub processes_from: Option<ProcessesFrom>,
+    #[serde(default)]
+    pub launch: LaunchSpec,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BuildpackInfo {
+    /// Lowercase `[a-z0-9-]+`; the directory name under `buildpacks/`.
+    pub id: String,
+    pub version: String,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+/// All given rules must hold for the buildpack to pass.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DetectRules {
+    /// At least one of these paths (relative to the source root) must exist.
+    #[serde(default)]
+    pub any: Vec<String>,
+    /// Every one of these paths must exist.
+    #[serde(default)]
+    pub all: Vec<String>,
+    /// None of these paths may exist.
+    #[serde(default)]
+    pub none: Vec<String>,
+    /// Content matches; all must hold.
+    #[serde(default, rename = "match")]
+    pub matches: Vec<ContentMatch>,
+}
+
+/// A content rule on one file: `key` (a dotted path into a JSON or TOML document, chosen by the
+/// file extension) must exist, and/or the file must `contain` a substring.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContentMatch {
+    pub file: String,
+    #[serde(default)]
+    pub key: Option<String>,
+    #[serde(default)]
+    pub contains: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BuildSpec {
+    /// Environment for every step of this buildpack (step `env` wins).
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    #[serde(default)]
+    pub steps: Vec<StepSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StepSpec {
+    pub name: String,
+    pub command: String,
+    #[serde(default)]
+    pub args: Vec<String>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Relative to the app working copy; default `.`.
+    #[serde(default)]
+    pub workdir: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LayerSpec {
+    /// `[a-z0-9-]+`; the layer lands at `/layers/<buildpack id>/<name>` in the image.
+    pub name: String,
+    /// In the final image.
+    #[serde(default)]
+    pub launch: bool,
+    /// Visible to later buildpacks' steps.
+    #[serde(default)]
+    pub build: bool,
+    /// Kept in the build cache between builds (restored before the steps run).
+    #[serde(default)]
+    pub cache: bool,
+    /// Paths of the app working copy (relative) that this layer takes over: after the steps they
+    /// are packed into this layer at `/workspace/<path>` and left out of the app layer.
+    #[serde(default)]
+    pub capture: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProcessSpec {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub command: CommandSpec,
+    #[serde(default)]
+    pub default: bool,
+}
+
+/// An argv array (executed directly) or a string (run by `/bin/sh -c` unless it is a plain argv
+/// with no shell syntax, which is then split and executed directly).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum CommandSpec {
+    Exec(Vec<String>),
+    Shell(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProcessesFrom {
+    pub file: String,
+    pub format: ProcessFileFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProcessFileFormat {
+    Procfile,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LaunchSpec {
+    /// Set in the image config `Env` (values may use `${layer:NAME}`, expanded to image paths).
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+}
