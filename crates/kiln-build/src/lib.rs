@@ -1,1 +1,312 @@
-//! `kiln-build`: the engine.
+//! `kiln-build`: the engine. It takes a source tree through detection and planning
+//! (`kiln-buildpack`), runs the plan's steps on the host in a private working copy, packs the
+//! resulting layers and writes the image (`kiln-oci`). Library first: the `kiln` CLI is a thin
+//! shell over [`build`], [`detect`] and [`inspect::inspect`].
+//!
+//! Flow of [`build`]: source → [`source::copy_tree`] (working copy) → [`steps::run_step`] for
+//! each planned step → [`export`] (layers, cached by content key; config; manifest; output file).
+
+pub mod cache;
+pub mod error;
+mod export;
+pub mod ignore;
+pub mod inspect;
+pub mod metadata;
+pub mod source;
+pub mod steps;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde::Serialize;
+
+use kiln_buildpack::detect::Detection;
+use kiln_buildpack::plan::{Plan, Process};
+use kiln_buildpack::project::ProjectConfig;
+use kiln_buildpack::BuildpackSet;
+use kiln_oci::digest::Digest;
+use kiln_oci::layer::Compression;
+use kiln_oci::reference::Reference;
+use kiln_oci::source::ImageSource;
+
+pub use error::{Error, Result};
+
+use cache::BuildCache;
+use error::IoContext;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OutputFormat {
+    /// An OCI layout in a tar that also carries Docker's `manifest.json`.
+    OciArchive,
+    /// An OCI image layout directory.
+    OciDir,
+}
+
+/// Everything a build needs to know. [`BuildOptions::new`] gives the defaults.
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    pub source: PathBuf,
+    pub output: PathBuf,
+    pub format: OutputFormat,
+    pub tag: Option<Reference>,
+    pub run_image: ImageSource,
+    pub cache_dir: PathBuf,
+    /// `None`: the built-in buildpacks.
+    pub buildpacks: Option<BuildpackSet>,
+    /// The environment steps start from. Nothing else of the caller's environment reaches them;
+    /// see [`default_step_env`].
+    pub env: BTreeMap<String, String>,
+    /// Layer mtimes and the image `created` time, in seconds since the epoch.
+    pub source_date_epoch: u64,
+    pub compression: Compression,
+}
+
+impl BuildOptions {
+    pub fn new(source: impl Into<PathBuf>, output: impl Into<PathBuf>) -> BuildOptions {
+        BuildOptions {
+            source: source.into(),
+            output: output.into(),
+            format: OutputFormat::OciArchive,
+            tag: None,
+            run_image: ImageSource::Scratch,
+            cache_dir: default_cache_dir(),
+            buildpacks: None,
+            env: default_step_env(),
+            source_date_epoch: kiln_oci::layer::DEFAULT_MTIME,
+            compression: Compression::DEFAULT,
+        }
+    }
+}
+
+/// `$XDG_CACHE_HOME/kiln`, else `$HOME/.cache/kiln`, else a directory under the system temp dir.
+pub fn default_cache_dir() -> PathBuf {
+    let from_env = |key: &str| std::env::var_os(key).filter(|v| !v.is_empty()).map(PathBuf::from);
+    from_env("XDG_CACHE_HOME")
+        .or_else(|| from_env("HOME").map(|h| h.join(".cache")))
+        .unwrap_or_else(std::env::temp_dir)
+        .join("kiln")
+}
+
+/// The default step environment: only the caller's `PATH` (so host toolchains are found) and
+/// `LANG=C.UTF-8`. Credentials and other variables are passed only when asked for (`--env`).
+pub fn default_step_env() -> BTreeMap<String, String> {
+    let path = std::env::var("PATH")
+        .unwrap_or_else(|_| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+    BTreeMap::from([
+        ("PATH".to_owned(), path),
+        ("LANG".to_owned(), "C.UTF-8".to_owned()),
+    ])
+}
+
+/// What a build produced, as printed by `kiln build --json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct BuildReport {
+    pub output: PathBuf,
+    pub format: OutputFormat,
+    pub manifest_digest: Digest,
+    pub config_digest: Digest,
+    pub layers: Vec<LayerReport>,
+    pub processes: Vec<Process>,
+    pub timings: Timings,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LayerReport {
+    /// `base`, `go/bin`, `app`, …
+    pub name: String,
+    pub digest: Digest,
+    pub diff_id: Digest,
+    /// Compressed bytes.
+    pub size: u64,
+    /// Taken as is (base layers, cache hits): not re-tarred or recompressed.
+    pub reused: bool,
+    /// Why it was reused or rebuilt.
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Timings {
+    pub detect_ms: u64,
+    pub steps_ms: u64,
+    pub export_ms: u64,
+    pub total_ms: u64,
+}
+
+/// Detects which buildpacks apply to `source`.
+pub fn detect(source: &Path, buildpacks: Option<&BuildpackSet>) -> Result<Detection> {
+    let src = source::resolve_source(source)?;
+    let builtin;
+    let set = match buildpacks {
+        Some(set) => set,
+        None => {
+            builtin = BuildpackSet::builtin()?;
+            &builtin
+        }
+    };
+    Ok(kiln_buildpack::detect::detect(set, &src)?)
+}
+
+/// Runs a whole build, logging progress to `log`.
+pub fn build(opts: &BuildOptions, log: &mut dyn Write) -> Result<BuildReport> {
+    let started = Instant::now();
+    let src = source::resolve_source(&opts.source)?;
+    let builtin;
+    let set = match &opts.buildpacks {
+        Some(set) => set,
+        None => {
+            builtin = BuildpackSet::builtin()?;
+            &builtin
+        }
+    };
+    let project = ProjectConfig::load(&src)?;
+    let detection = kiln_buildpack::detect::detect(set, &src)?;
+    if !detection.detected {
+        return Err(nothing_detected(&opts.source, &detection));
+    }
+    for verdict in &detection.buildpacks {
+        let _ = writeln!(log, "detected {}: {}", verdict.id, verdict.reason);
+    }
+    let plan = kiln_buildpack::plan::plan(set, &detection, &project, &src)?;
+    let detect_ms = elapsed_ms(started);
+
+    let cache = BuildCache::open(&opts.cache_dir)?;
+    let scratch = cache.scratch_dir()?;
+    let app_dir = make_dir(&scratch.path().join("app"))?;
+    let rules = source::exclude_rules(&src, &project.build.exclude)?;
+    let copied = source::copy_tree(&src, &app_dir, &rules)?;
+    let _ = writeln!(log, "copied {copied} source entries into the working copy");
+
+    let steps_started = Instant::now();
+    let layer_dirs = prepare_layer_dirs(&cache, &plan, scratch.path())?;
+    run_steps(opts, &plan, &app_dir, &layer_dirs, scratch.path(), log)?;
+    let steps_ms = elapsed_ms(steps_started);
+
+    let export_started = Instant::now();
+    let exported = export::export(
+        &export::ExportInput {
+            opts,
+            cache: &cache,
+            plan: &plan,
+            app_dir: &app_dir,
+            layer_dirs: &layer_dirs,
+        },
+        log,
+    )?;
+    save_cache_layers(&cache, &plan, &layer_dirs)?;
+    let export_ms = elapsed_ms(export_started);
+
+    Ok(BuildReport {
+        output: opts.output.clone(),
+        format: opts.format,
+        manifest_digest: exported.image.manifest_digest,
+        config_digest: exported.image.config_digest,
+        layers: exported.layers,
+        processes: plan.processes.clone(),
+        timings: Timings {
+            detect_ms,
+            steps_ms,
+            export_ms,
+            total_ms: elapsed_ms(started),
+        },
+    })
+}
+
+fn nothing_detected(path: &Path, detection: &Detection) -> Error {
+    let looked_for = detection
+        .rejected
+        .iter()
+        .map(|v| format!("  {}: {}", v.id, v.reason))
+        .collect::<Vec<_>>()
+        .join("\n");
+    Error::NothingDetected {
+        path: path.to_path_buf(),
+        looked_for: format!("looked for:\n{looked_for}"),
+    }
+}
+
+/// Host directories of every declared layer, keyed by buildpack id then layer name; cache layers
+/// start from their kept copy.
+type LayerDirs = BTreeMap<String, BTreeMap<String, PathBuf>>;
+
+fn prepare_layer_dirs(cache: &BuildCache, plan: &Plan, scratch: &Path) -> Result<LayerDirs> {
+    let mut dirs = LayerDirs::new();
+    for bp in &plan.buildpacks {
+        let mut layers = BTreeMap::new();
+        for layer in &bp.layers {
+            let dir = scratch.join("layers").join(&bp.id).join(&layer.name);
+            let kept = cache.cached_layer_dir(&bp.id, &layer.name);
+            if layer.cache && kept.is_dir() {
+                cache::copy_dir(&kept, &dir)?;
+            }
+            make_dir(&dir)?;
+            layers.insert(layer.name.clone(), dir);
+        }
+        dirs.insert(bp.id.clone(), layers);
+    }
+    Ok(dirs)
+}
+
+fn run_steps(
+    opts: &BuildOptions,
+    plan: &Plan,
+    app_dir: &Path,
+    layer_dirs: &LayerDirs,
+    scratch: &Path,
+    log: &mut dyn Write,
+) -> Result<()> {
+    let mut env = opts.env.clone();
+    env.insert("HOME".into(), make_dir(&scratch.join("home"))?.display().to_string());
+    env.insert("TMPDIR".into(), make_dir(&scratch.join("tmp"))?.display().to_string());
+    env.insert("SOURCE_DATE_EPOCH".into(), opts.source_date_epoch.to_string());
+    env.insert("KILN_APP_DIR".into(), app_dir.display().to_string());
+    let empty = BTreeMap::new();
+    for bp in &plan.buildpacks {
+        let dirs = layer_dirs.get(&bp.id).unwrap_or(&empty);
+        let ctx = steps::StepContext {
+            buildpack: &bp.id,
+            app_dir,
+            layer_dirs: dirs,
+            base_env: &env,
+        };
+        for step in &bp.steps {
+            steps::run_step(step, &ctx, log)?;
+        }
+        // `build = true` layers are visible to later buildpacks: their bin/ joins PATH.
+        for layer in bp.layers.iter().filter(|l| l.build) {
+            let bin = dirs.get(&layer.name).map(|d| d.join("bin"));
+            if let Some(bin) = bin.filter(|b| b.is_dir()) {
+                let path = env.get("PATH").cloned().unwrap_or_default();
+                env.insert("PATH".into(), format!("{}:{path}", bin.display()));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn save_cache_layers(cache: &BuildCache, plan: &Plan, layer_dirs: &LayerDirs) -> Result<()> {
+    for bp in &plan.buildpacks {
+        for layer in bp.layers.iter().filter(|l| l.cache) {
+            if let Some(dir) = layer_dirs.get(&bp.id).and_then(|d| d.get(&layer.name)) {
+                cache.save_layer_dir(&bp.id, &layer.name, dir)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Creates `dir` with mode 0755 (temp dirs default to 0700, which would end up in the image).
+fn make_dir(dir: &Path) -> Result<PathBuf> {
+    fs::create_dir_all(dir).ctx(|| format!("creating {}", dir.display()))?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o755))
+        .ctx(|| format!("setting permissions of {}", dir.display()))?;
+    Ok(dir.to_path_buf())
+}
+
+fn elapsed_ms(since: Instant) -> u64 {
+    since.elapsed().as_millis() as u64
+}

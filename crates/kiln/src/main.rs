@@ -1,1 +1,263 @@
-fn main() {}
+//! `kiln`: the command line. A thin shell over `kiln-build`: parse arguments, call the library,
+//! print human text (stderr for logs) or one JSON object (stdout, `--json`).
+//!
+//! Exit codes: 0 success, 1 build or I/O failure, 2 usage error, 3 nothing detected.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use kiln_build::{BuildOptions, Error, OutputFormat};
+use kiln_buildpack::BuildpackSet;
+use kiln_oci::layer::Compression;
+use kiln_oci::reference::Reference;
+use kiln_oci::source::ImageSource;
+
+const EXIT_FAILED: u8 = 1;
+const EXIT_NOTHING_DETECTED: u8 = 3;
+
+#[derive(Parser)]
+#[command(name = "kiln", version, about = "Build OCI images from source, without Docker")]
+#[command(after_help = "Exit codes: 0 ok, 1 build failed, 2 usage error, 3 nothing detected")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Detect, run build steps, and write an image.
+    Build(BuildArgs),
+    /// Show which buildpacks apply to a source tree, and why.
+    Detect(DetectArgs),
+    /// Show an image's layers (and what made each), processes, entrypoint, env and base.
+    Inspect(InspectArgs),
+}
+
+#[derive(clap::Args)]
+struct BuildArgs {
+    /// Source directory.
+    #[arg(default_value = ".")]
+    src: PathBuf,
+    /// Where to write the image.
+    #[arg(short, long)]
+    output: PathBuf,
+    #[arg(long, value_enum, default_value_t = Format::OciArchive)]
+    format: Format,
+    /// Image name, e.g. `myapp:1.2` (recorded in the archive's annotations and RepoTags).
+    #[arg(short, long)]
+    tag: Option<String>,
+    /// Base image: scratch, oci-archive:PATH[:REF], oci:DIR[:REF] or docker-archive:PATH.
+    #[arg(long, default_value = "scratch")]
+    run_image: String,
+    /// Build cache (blobs, layer records, cache layers). Default: $XDG_CACHE_HOME/kiln.
+    #[arg(long)]
+    cache_dir: Option<PathBuf>,
+    /// Use buildpacks from this directory (with order.toml) instead of the built-in ones.
+    #[arg(long)]
+    buildpacks: Option<PathBuf>,
+    /// Pass KEY=VALUE (or KEY, taking the caller's value) to build steps. Repeatable.
+    #[arg(short, long = "env", value_name = "KEY[=VALUE]")]
+    env: Vec<String>,
+    /// Layer compression: gzip[:LEVEL] (default gzip:6) or none.
+    #[arg(long, default_value = "gzip:6")]
+    compression: String,
+    /// Fixed timestamp for layer entries and the image's `created`.
+    #[arg(long, env = "SOURCE_DATE_EPOCH")]
+    source_date_epoch: Option<u64>,
+    /// Print one JSON object describing the result on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args)]
+struct DetectArgs {
+    #[arg(default_value = ".")]
+    src: PathBuf,
+    #[arg(long)]
+    buildpacks: Option<PathBuf>,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args)]
+struct InspectArgs {
+    /// An image: oci-archive:PATH[:REF], oci:DIR[:REF], docker-archive:PATH, or a plain path (a
+    /// file is read as an oci-archive, a directory as an OCI layout).
+    image: String,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    OciArchive,
+    OciDir,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Build(args) => build(args),
+        Command::Detect(args) => detect(args),
+        Command::Inspect(args) => inspect(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err}");
+            let code = match err.downcast_ref::<Error>() {
+                Some(Error::NothingDetected { .. }) => EXIT_NOTHING_DETECTED,
+                _ => EXIT_FAILED,
+            };
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn load_buildpacks(dir: Option<&Path>) -> anyhow::Result<Option<BuildpackSet>> {
+    Ok(dir.map(BuildpackSet::load_dir).transpose()?)
+}
+
+fn build(args: BuildArgs) -> anyhow::Result<ExitCode> {
+    let mut opts = BuildOptions::new(&args.src, &args.output);
+    opts.format = match args.format {
+        Format::OciArchive => OutputFormat::OciArchive,
+        Format::OciDir => OutputFormat::OciDir,
+    };
+    opts.tag = args.tag.as_deref().map(Reference::parse).transpose()?;
+    opts.run_image = args.run_image.parse::<ImageSource>()?;
+    if let Some(dir) = args.cache_dir {
+        opts.cache_dir = dir;
+    }
+    opts.buildpacks = load_buildpacks(args.buildpacks.as_deref())?;
+    opts.env.extend(parse_env(&args.env)?);
+    opts.compression = parse_compression(&args.compression)?;
+    if let Some(epoch) = args.source_date_epoch {
+        opts.source_date_epoch = epoch;
+    }
+    let report = kiln_build::build(&opts, &mut std::io::stderr())?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        let reused = report.layers.iter().filter(|l| l.reused).count();
+        println!(
+            "built {} ({} layers, {reused} reused) in {} ms\nmanifest {}",
+            report.output.display(),
+            report.layers.len(),
+            report.timings.total_ms,
+            report.manifest_digest
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `KEY=VALUE` as given; a bare `KEY` takes the caller's value (and is an error if unset, so a
+/// missing secret fails loudly instead of building without it).
+fn parse_env(pairs: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
+    pairs
+        .iter()
+        .map(|pair| match pair.split_once('=') {
+            Some((k, _)) if k.is_empty() => anyhow::bail!("--env {pair:?}: empty variable name"),
+            Some((k, v)) => Ok((k.to_owned(), v.to_owned())),
+            None => std::env::var(pair)
+                .map(|v| (pair.clone(), v))
+                .map_err(|_| anyhow::anyhow!("--env {pair}: not set in the environment")),
+        })
+        .collect()
+}
+
+fn parse_compression(s: &str) -> anyhow::Result<Compression> {
+    let (name, level) = s.split_once(':').unwrap_or((s, ""));
+    match (name, level) {
+        ("none", "") => Ok(Compression::None),
+        ("gzip", "") => Ok(Compression::DEFAULT),
+        ("gzip", level) => match level.parse::<u32>() {
+            Ok(level @ 0..=9) => Ok(Compression::Gzip { level }),
+            _ => anyhow::bail!("--compression {s:?}: gzip level must be 0-9"),
+        },
+        _ => anyhow::bail!("--compression {s:?}: expected gzip[:LEVEL] or none"),
+    }
+}
+
+fn detect(args: DetectArgs) -> anyhow::Result<ExitCode> {
+    let set = load_buildpacks(args.buildpacks.as_deref())?;
+    let detection = kiln_build::detect(&args.src, set.as_ref())?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&detection)?);
+    } else {
+        let mut out = std::io::stdout().lock();
+        for v in &detection.buildpacks {
+            writeln!(out, "pass  {:<10} {}", v.id, v.reason)?;
+        }
+        for v in &detection.rejected {
+            writeln!(out, "skip  {:<10} {}", v.id, v.reason)?;
+        }
+    }
+    if detection.detected {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        if !args.json {
+            eprintln!("error: no buildpack detected for {}", args.src.display());
+        }
+        Ok(ExitCode::from(EXIT_NOTHING_DETECTED))
+    }
+}
+
+fn inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {
+    let source = image_source_or_path(&args.image)?;
+    let report = kiln_build::inspect::inspect(&source)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "image      {}", report.image)?;
+    if let Some(d) = &report.manifest_digest {
+        writeln!(out, "manifest   {d}")?;
+    }
+    writeln!(out, "platform   {}/{}", report.os, report.architecture)?;
+    if let Some(base) = &report.base {
+        writeln!(out, "base       {} ({} layers)", base.name, base.layer_count)?;
+    }
+    writeln!(out, "entrypoint {:?}", report.entrypoint.unwrap_or_default())?;
+    if let Some(cmd) = &report.cmd {
+        writeln!(out, "cmd        {cmd:?}")?;
+    }
+    writeln!(out, "workdir    {}", report.working_dir.unwrap_or_default())?;
+    for env in &report.env {
+        writeln!(out, "env        {env}")?;
+    }
+    writeln!(out, "layers:")?;
+    for l in &report.layers {
+        writeln!(out, "  {:>12} bytes  {}  {}", l.size, l.digest, l.made_by)?;
+    }
+    if !report.processes.is_empty() {
+        writeln!(out, "processes:")?;
+        for p in &report.processes {
+            let default = if p.default { " (default)" } else { "" };
+            writeln!(out, "  {}{default}: {:?}  [{}]", p.kind, p.command, p.buildpack)?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn image_source_or_path(s: &str) -> anyhow::Result<ImageSource> {
+    let path = Path::new(s);
+    if path.is_file() {
+        return Ok(ImageSource::OciArchive {
+            path: path.to_path_buf(),
+            reference: None,
+        });
+    }
+    if path.is_dir() {
+        return Ok(ImageSource::OciDir {
+            path: path.to_path_buf(),
+            reference: None,
+        });
+    }
+    Ok(s.parse()?)
+}

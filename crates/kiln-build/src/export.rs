@@ -1,0 +1,257 @@
+//! Export: turning the build's directories into layers and the layers into the output image.
+//!
+//! Layer order is least to most often changed: base layers, then each buildpack's launch layers in
+//! plan order, then the app layer. A layer whose content key is in the cache is reused without
+//! re-tarring or recompressing (ko's "lazy layer").
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+
+use kiln_buildpack::plan::{Plan, APP_DIR, LAYERS_DIR};
+use kiln_oci::image::{self, Image};
+use kiln_oci::layer::{self, Entry, LayerOptions};
+use kiln_oci::source::{load_image, LoadedImage};
+use kiln_oci::spec::{self, History, ImageConfig, LayerRecord};
+
+use crate::cache::{BuildCache, LayerDecision};
+use crate::error::{IoContext, Result};
+use crate::metadata::{
+    BaseMetadata, BuildpackRef, ImageMetadata, LayerMetadata, ProcessMetadata, LABEL,
+    METADATA_VERSION,
+};
+use crate::{BuildOptions, LayerDirs, LayerReport, OutputFormat};
+
+/// `PATH` for images whose base sets none (scratch): Docker's default.
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+pub struct ExportInput<'a> {
+    pub opts: &'a BuildOptions,
+    pub cache: &'a BuildCache,
+    pub plan: &'a Plan,
+    pub app_dir: &'a Path,
+    pub layer_dirs: &'a LayerDirs,
+}
+
+pub struct Exported {
+    pub image: Image,
+    pub layers: Vec<LayerReport>,
+}
+
+/// A layer Kiln builds: its name and what goes in it.
+struct PlannedLayer {
+    name: String,
+    entries: Vec<Entry>,
+}
+
+pub fn export(input: &ExportInput<'_>, log: &mut dyn Write) -> Result<Exported> {
+    let opts = input.opts;
+    let base = load_image(&opts.run_image, &input.cache.store)?;
+    let layer_opts = LayerOptions {
+        mtime: opts.source_date_epoch,
+        compression: opts.compression,
+        ..LayerOptions::default()
+    };
+
+    let mut reports: Vec<LayerReport> = base
+        .layers
+        .iter()
+        .map(|l| LayerReport {
+            name: "base".into(),
+            digest: l.descriptor.digest.clone(),
+            diff_id: l.diff_id.clone(),
+            size: l.descriptor.size,
+            reused: true,
+            reason: "base image layer, copied verbatim".into(),
+        })
+        .collect();
+    let mut records: Vec<LayerRecord> = base.layers.clone();
+    let mut built: Vec<LayerMetadata> = Vec::new();
+    for planned in planned_layers(input)? {
+        let key = layer::content_key(&planned.entries, &layer_opts)?;
+        let (decision, cached) = input.cache.lookup_layer(&key);
+        let record = match cached {
+            Some(record) => record,
+            None => {
+                let record = layer::write_layer(&input.cache.store, &planned.entries, &layer_opts)?;
+                input.cache.record_layer(&key, &record)?;
+                record
+            }
+        };
+        let reused = decision == LayerDecision::Reused;
+        let _ = writeln!(
+            log,
+            "layer {}: {} ({}, {} bytes)",
+            planned.name,
+            if reused { "reused" } else { "built" },
+            decision.reason(),
+            record.descriptor.size
+        );
+        reports.push(LayerReport {
+            name: planned.name.clone(),
+            digest: record.descriptor.digest.clone(),
+            diff_id: record.diff_id.clone(),
+            size: record.descriptor.size,
+            reused,
+            reason: decision.reason().into(),
+        });
+        built.push(LayerMetadata {
+            name: planned.name,
+            diff_id: record.diff_id.clone(),
+        });
+        records.push(record);
+    }
+
+    let config = image_config(input, &base, &built)?;
+    let mut annotations = BTreeMap::from([(
+        spec::ANNOTATION_CREATED.to_owned(),
+        spec::rfc3339(opts.source_date_epoch),
+    )]);
+    if let Some(digest) = &base.manifest_digest {
+        annotations.insert(spec::ANNOTATION_BASE_NAME.into(), base.source.to_string());
+        annotations.insert(spec::ANNOTATION_BASE_DIGEST.into(), digest.to_string());
+    }
+    let image = image::assemble(&input.cache.store, config, &records, annotations)?;
+    if let Some(parent) = opts.output.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).ctx(|| format!("creating {}", parent.display()))?;
+    }
+    match opts.format {
+        OutputFormat::OciArchive => kiln_oci::archive::write_oci_archive(
+            &input.cache.store,
+            &image,
+            opts.tag.as_ref(),
+            &opts.output,
+        )?,
+        OutputFormat::OciDir => kiln_oci::archive::write_oci_dir(
+            &input.cache.store,
+            &image,
+            opts.tag.as_ref(),
+            &opts.output,
+        )?,
+    }
+    let _ = writeln!(
+        log,
+        "wrote {} ({})",
+        opts.output.display(),
+        image.manifest_digest
+    );
+    Ok(Exported {
+        image,
+        layers: reports,
+    })
+}
+
+/// The launch layers of every buildpack (with their captured app paths), then the app layer.
+fn planned_layers(input: &ExportInput<'_>) -> Result<Vec<PlannedLayer>> {
+    let app_image_dir = APP_DIR.trim_start_matches('/');
+    let mut captured: Vec<String> = Vec::new();
+    let mut layers = Vec::new();
+    for bp in &input.plan.buildpacks {
+        for spec in bp.layers.iter().filter(|l| l.launch) {
+            let Some(dir) = input.layer_dirs.get(&bp.id).and_then(|d| d.get(&spec.name)) else {
+                continue;
+            };
+            let mut entries = Vec::new();
+            if !is_empty_dir(dir)? {
+                let image_dir = format!("{LAYERS_DIR}/{}/{}", bp.id, spec.name);
+                entries.extend(layer::tree_entries(dir, &image_dir)?);
+            }
+            for path in &spec.capture {
+                let host = input.app_dir.join(path);
+                if std::fs::symlink_metadata(&host).is_ok() {
+                    entries.extend(layer::tree_entries(&host, &format!("{APP_DIR}/{path}"))?);
+                    captured.push(format!("{app_image_dir}/{}", path.trim_end_matches('/')));
+                }
+            }
+            if entries.is_empty() {
+                continue;
+            }
+            layers.push(PlannedLayer {
+                name: format!("{}/{}", bp.id, spec.name),
+                entries: layer::normalize(entries)?,
+            });
+        }
+    }
+    let app_entries = layer::tree_entries(input.app_dir, APP_DIR)?
+        .into_iter()
+        .filter(|e| {
+            !captured
+                .iter()
+                .any(|c| e.path == *c || e.path.strip_prefix(c.as_str()).is_some_and(|r| r.starts_with('/')))
+        })
+        .collect();
+    layers.push(PlannedLayer {
+        name: "app".into(),
+        entries: layer::normalize(app_entries)?,
+    });
+    Ok(layers)
+}
+
+fn is_empty_dir(dir: &Path) -> Result<bool> {
+    Ok(std::fs::read_dir(dir)
+        .ctx(|| format!("reading {}", dir.display()))?
+        .next()
+        .is_none())
+}
+
+/// The base config with Kiln's changes: default process as entrypoint, app dir as working dir,
+/// launch env, metadata label and history for the new layers.
+fn image_config(
+    input: &ExportInput<'_>,
+    base: &LoadedImage,
+    built: &[LayerMetadata],
+) -> Result<ImageConfig> {
+    let opts = input.opts;
+    let plan = input.plan;
+    let created = spec::rfc3339(opts.source_date_epoch);
+    let mut config = base.config.clone();
+    config.created = Some(created.clone());
+    let runtime = &mut config.config;
+    if runtime.env_var("PATH").is_none() {
+        runtime.set_env_var("PATH", DEFAULT_PATH);
+    }
+    for (key, value) in &plan.launch_env {
+        runtime.set_env_var(key, value);
+    }
+    runtime.working_dir = Some(APP_DIR.to_owned());
+    // The base's Cmd would become arguments of our entrypoint: replace both.
+    runtime.entrypoint = plan.processes.first().map(|p| p.command.clone());
+    runtime.cmd = None;
+    let metadata = ImageMetadata {
+        version: METADATA_VERSION,
+        base: base.manifest_digest.as_ref().map(|digest| BaseMetadata {
+            name: base.source.to_string(),
+            digest: Some(digest.clone()),
+            top_layer: base.layers.last().map(|l| l.diff_id.clone()),
+            layer_count: base.layers.len(),
+        }),
+        buildpacks: plan
+            .buildpacks
+            .iter()
+            .map(|b| BuildpackRef {
+                id: b.id.clone(),
+                version: b.version.clone(),
+            })
+            .collect(),
+        layers: built.to_vec(),
+        processes: plan.processes.iter().map(ProcessMetadata::from).collect(),
+    };
+    runtime.labels.insert(
+        LABEL.to_owned(),
+        String::from_utf8(kiln_oci::json::to_canonical_vec(&metadata))
+            .expect("JSON is UTF-8"),
+    );
+    // History must pair with layers; extend it only when the base's is consistent.
+    let base_layer_history = config.history.iter().filter(|h| !h.empty_layer).count();
+    if base_layer_history == base.layers.len() {
+        config.history.extend(built.iter().map(|layer| History {
+            created: Some(created.clone()),
+            created_by: Some(format!("kiln: layer {}", layer.name)),
+            comment: None,
+            empty_layer: false,
+        }));
+    } else {
+        config.history.clear();
+    }
+    Ok(config)
+}
