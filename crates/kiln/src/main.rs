@@ -48,11 +48,11 @@ struct BuildArgs {
     #[arg(long, value_enum, default_value_t = Format::OciArchive)]
     format: Format,
     /// Image name, e.g. `myapp:1.2` (recorded in the archive's annotations and RepoTags).
-    #[arg(short, long)]
-    tag: Option<String>,
+    #[arg(short, long, value_parser = parse_reference)]
+    tag: Option<Reference>,
     /// Base image: scratch, oci-archive:PATH[:REF], oci:DIR[:REF] or docker-archive:PATH.
-    #[arg(long, default_value = "scratch")]
-    run_image: String,
+    #[arg(long, default_value = "scratch", value_parser = parse_image_source)]
+    run_image: ImageSource,
     /// Build cache (blobs, layer records, cache layers). Default: $XDG_CACHE_HOME/kiln.
     #[arg(long)]
     cache_dir: Option<PathBuf>,
@@ -63,8 +63,8 @@ struct BuildArgs {
     #[arg(short, long = "env", value_name = "KEY[=VALUE]")]
     env: Vec<String>,
     /// Layer compression: gzip[:LEVEL] (default gzip:6) or none.
-    #[arg(long, default_value = "gzip:6")]
-    compression: String,
+    #[arg(long, default_value = "gzip:6", value_parser = parse_compression)]
+    compression: Compression,
     /// Fixed timestamp for layer entries and the image's `created`.
     #[arg(long, env = "SOURCE_DATE_EPOCH")]
     source_date_epoch: Option<u64>,
@@ -128,14 +128,14 @@ fn build(args: BuildArgs) -> anyhow::Result<ExitCode> {
         Format::OciArchive => OutputFormat::OciArchive,
         Format::OciDir => OutputFormat::OciDir,
     };
-    opts.tag = args.tag.as_deref().map(Reference::parse).transpose()?;
-    opts.run_image = args.run_image.parse::<ImageSource>()?;
+    opts.tag = args.tag;
+    opts.run_image = args.run_image;
     if let Some(dir) = args.cache_dir {
         opts.cache_dir = dir;
     }
     opts.buildpacks = load_buildpacks(args.buildpacks.as_deref())?;
     opts.env.extend(parse_env(&args.env)?);
-    opts.compression = parse_compression(&args.compression)?;
+    opts.compression = args.compression;
     if let Some(epoch) = args.source_date_epoch {
         opts.source_date_epoch = epoch;
     }
@@ -170,17 +170,25 @@ fn parse_env(pairs: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
         .collect()
 }
 
-fn parse_compression(s: &str) -> anyhow::Result<Compression> {
+fn parse_compression(s: &str) -> Result<Compression, String> {
     let (name, level) = s.split_once(':').unwrap_or((s, ""));
     match (name, level) {
         ("none", "") => Ok(Compression::None),
         ("gzip", "") => Ok(Compression::DEFAULT),
         ("gzip", level) => match level.parse::<u32>() {
             Ok(level @ 0..=9) => Ok(Compression::Gzip { level }),
-            _ => anyhow::bail!("--compression {s:?}: gzip level must be 0-9"),
+            _ => Err("gzip level must be 0-9".into()),
         },
-        _ => anyhow::bail!("--compression {s:?}: expected gzip[:LEVEL] or none"),
+        _ => Err("expected gzip[:LEVEL] or none".into()),
     }
+}
+
+fn parse_reference(s: &str) -> Result<Reference, String> {
+    Reference::parse(s).map_err(|e| e.to_string())
+}
+
+fn parse_image_source(s: &str) -> Result<ImageSource, String> {
+    s.parse().map_err(|e: kiln_oci::Error| e.to_string())
 }
 
 fn detect(args: DetectArgs) -> anyhow::Result<ExitCode> {

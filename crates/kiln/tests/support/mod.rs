@@ -1,0 +1,250 @@
+//! Shared end-to-end test support: running the `kiln` binary, external tools (fail under `CI`,
+//! loud skip elsewhere), a busybox base image built with Kiln's own writer, and running an image
+//! under runc to talk HTTP to it (GUIDE.md §5: skopeo → umoci unpack → trimmed config → runc).
+
+#![allow(dead_code)] // each test binary uses a different part of this module
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use kiln_oci::image::assemble;
+use kiln_oci::layer::{normalize, write_layer, Entry, EntryKind, LayerOptions};
+use kiln_oci::reference::Reference;
+use kiln_oci::spec::{ImageConfig, Platform};
+use kiln_oci::store::BlobStore;
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+pub fn fixture(name: &str) -> PathBuf {
+    repo_root().join("fixtures").join(name)
+}
+
+/// Runs `kiln ARGS`, returning its output (never panics on a non-zero exit).
+pub fn kiln(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(args)
+        .output()
+        .expect("the kiln binary runs")
+}
+
+/// Runs `kiln ARGS` and asserts success, returning stdout.
+pub fn kiln_ok(args: &[&str]) -> String {
+    let out = kiln(args);
+    assert!(
+        out.status.success(),
+        "kiln {args:?} failed ({}):\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("UTF-8 stdout")
+}
+
+/// Whether every tool is on PATH. Missing tools fail the test under CI (env `CI` set) and skip it
+/// loudly elsewhere.
+pub fn require_tools(tools: &[&str]) -> bool {
+    let missing: Vec<&str> = tools.iter().copied().filter(|t| !on_path(t)).collect();
+    if missing.is_empty() {
+        return true;
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!("required tools missing under CI: {}", missing.join(", "));
+    }
+    eprintln!(
+        "\n*** SKIPPED: missing {} (install them, or run .ci/run) ***\n",
+        missing.join(", ")
+    );
+    false
+}
+
+fn on_path(tool: &str) -> bool {
+    std::env::var_os("PATH").is_some_and(|paths| {
+        std::env::split_paths(&paths).any(|dir| dir.join(tool).is_file())
+    })
+}
+
+/// Runs an external command and asserts success, returning stdout.
+pub fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?} could not start: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Writes an oci-archive at `out` holding a static busybox (`/bin/busybox` plus `sh`, `httpd`, …
+/// links) and `PATH=/bin`: a tiny base image with a shell, built with Kiln's own layer writer.
+pub fn busybox_base_image(out: &Path) {
+    let busybox = Path::new("/usr/bin/busybox");
+    let size = std::fs::metadata(busybox).expect("busybox-static installed").len();
+    let mut entries = vec![Entry {
+        path: "bin/busybox".into(),
+        kind: EntryKind::File {
+            source: busybox.to_path_buf(),
+            size,
+        },
+        mode: 0o755,
+    }];
+    for applet in ["sh", "httpd", "cat", "ls", "env", "wget"] {
+        entries.push(Entry {
+            path: format!("bin/{applet}"),
+            kind: EntryKind::Symlink {
+                target: "busybox".into(),
+            },
+            mode: 0o777,
+        });
+    }
+    entries.push(Entry {
+        path: "tmp".into(),
+        kind: EntryKind::Dir,
+        mode: 0o1777,
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let store = BlobStore::open(dir.path()).unwrap();
+    let layer = write_layer(&store, &normalize(entries).unwrap(), &LayerOptions::default()).unwrap();
+    let platform = Platform::host();
+    let mut config = ImageConfig {
+        architecture: platform.architecture,
+        os: platform.os,
+        variant: platform.variant,
+        ..ImageConfig::default()
+    };
+    config.config.set_env_var("PATH", "/bin");
+    config.config.cmd = Some(vec!["/bin/sh".into()]);
+    let image = assemble(&store, config, &[layer], BTreeMap::new()).unwrap();
+    let tag = Reference::parse("kiln-test/busybox:1").unwrap();
+    kiln_oci::archive::write_oci_archive(&store, &image, Some(&tag), out).unwrap();
+}
+
+/// A port that was free a moment ago on 127.0.0.1.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind 127.0.0.1:0")
+}
+
+/// A container started under runc from an image; killed and deleted on drop.
+pub struct Container {
+    id: String,
+    _dir: tempfile::TempDir,
+    log: PathBuf,
+}
+
+impl Container {
+    /// Copies `image` (`oci-archive:PATH`, `docker-archive:PATH`, …) with skopeo, unpacks it with
+    /// umoci and starts it detached with runc, sharing the host network, with `env` added.
+    pub fn start(image: &str, env: &[(&str, &str)]) -> Container {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = dir.path().join("layout");
+        let bundle = dir.path().join("bundle");
+        run_ok(Command::new("skopeo").args([
+            "copy",
+            "--quiet",
+            image,
+            &format!("oci:{}:run", layout.display()),
+        ]));
+        run_ok(Command::new("umoci").args([
+            "unpack",
+            "--image",
+            &format!("{}:run", layout.display()),
+            bundle.to_str().unwrap(),
+        ]));
+        let config_path = bundle.join("config.json");
+        let mut config: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&config_path).unwrap()).unwrap();
+        // What this machine's sandbox cannot do (GUIDE.md §5).
+        let process = config["process"].as_object_mut().unwrap();
+        process.remove("rlimits");
+        process.insert("terminal".into(), false.into());
+        let process_env = process["env"].as_array_mut().unwrap();
+        for (k, v) in env {
+            process_env.push(format!("{k}={v}").into());
+        }
+        let linux = config["linux"].as_object_mut().unwrap();
+        linux.remove("resources");
+        linux.remove("cgroupsPath");
+        linux["namespaces"]
+            .as_array_mut()
+            .unwrap()
+            .retain(|ns| ns["type"] != "network");
+        std::fs::write(&config_path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
+
+        let id = format!(
+            "kiln-test-{}-{}",
+            std::process::id(),
+            dir.path().file_name().unwrap().to_string_lossy().replace('.', "")
+        );
+        let log = dir.path().join("container.log");
+        let log_file = std::fs::File::create(&log).unwrap();
+        let status = Command::new("runc")
+            .args(["run", "-d", &id])
+            .current_dir(&bundle)
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone().unwrap())
+            .stderr(log_file)
+            .status()
+            .expect("runc runs");
+        let container = Container {
+            id,
+            _dir: dir,
+            log,
+        };
+        assert!(status.success(), "runc run failed:\n{}", container.log());
+        container
+    }
+
+    /// The unpacked root filesystem the container runs from.
+    pub fn rootfs(&self) -> PathBuf {
+        self._dir.path().join("bundle/rootfs")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// GETs `path` on 127.0.0.1:`port`, retrying until the server answers (or 20 s pass), and
+    /// returns (status line, body).
+    pub fn http_get(&self, port: u16, path: &str) -> (String, String) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            match http_get(port, path) {
+                Ok(answer) => return answer,
+                Err(e) if Instant::now() < deadline => {
+                    let _ = e;
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(e) => panic!("no HTTP answer on port {port}: {e}\n{}", self.log()),
+            }
+        }
+    }
+}
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        let _ = Command::new("runc").args(["kill", &self.id, "KILL"]).output();
+        let _ = Command::new("runc").args(["delete", "-f", &self.id]).output();
+    }
+}
+
+fn http_get(port: u16, path: &str) -> std::io::Result<(String, String)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| std::io::Error::other(format!("malformed response {response:?}")))?;
+    let status = head.lines().next().unwrap_or_default().to_owned();
+    Ok((status, body.to_owned()))
+}
