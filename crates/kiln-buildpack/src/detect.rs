@@ -5,8 +5,10 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::set::BuildpackSet;
+use crate::source::{self, Document, Entry, Found};
+use crate::spec::{ContentMatch, DetectRules};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Verdict {
@@ -24,7 +26,263 @@ pub struct Detection {
 }
 
 /// Evaluates every buildpack of `set` against the tree at `src`.
+///
+/// A buildpack passes when all of its rules hold; its reason then lists what each rule found,
+/// joined by `; `. A failing buildpack's reason is the first rule that failed (`any`, `all`,
+/// `none`, then each `match`).
 pub fn detect(set: &BuildpackSet, src: &Path) -> Result<Detection> {
-    let _ = (set, src);
-    todo!()
+    // The root itself is the user's choice and may be a symlink; everything below it may not.
+    let meta = std::fs::metadata(src).map_err(|source| Error::Io {
+        context: format!("reading source directory {}", src.display()),
+        source,
+    })?;
+    if !meta.is_dir() {
+        return Err(Error::Io {
+            context: format!("reading source directory {}", src.display()),
+            source: std::io::Error::from(std::io::ErrorKind::NotADirectory),
+        });
+    }
+    let mut detection = Detection {
+        detected: false,
+        buildpacks: Vec::new(),
+        rejected: Vec::new(),
+    };
+    for buildpack in &set.buildpacks {
+        let id = buildpack.spec.buildpack.id.clone();
+        match evaluate(&buildpack.spec.detect, src)? {
+            Ok(reason) => detection.buildpacks.push(Verdict { id, reason }),
+            Err(reason) => detection.rejected.push(Verdict { id, reason }),
+        }
+    }
+    detection.detected = !detection.buildpacks.is_empty();
+    Ok(detection)
+}
+
+/// `Ok(pass reason)` or `Err(fail reason)`; the outer `Result` is for I/O failures only.
+fn evaluate(rules: &DetectRules, src: &Path) -> Result<std::result::Result<String, String>> {
+    let has_rules = !(rules.any.is_empty()
+        && rules.all.is_empty()
+        && rules.none.is_empty()
+        && rules.matches.is_empty());
+    if !has_rules {
+        // Passing on nothing would make a buildpack run on every tree.
+        return Ok(Err("declares no detect rules".to_owned()));
+    }
+    let mut passed = Vec::new();
+
+    if !rules.any.is_empty() {
+        match first_present(&rules.any, src)? {
+            Some(path) => passed.push(format!("found {path}")),
+            None if rules.any.len() == 1 => return Ok(Err(format!("missing {}", rules.any[0]))),
+            None => return Ok(Err(format!("none of {} found", rules.any.join(", ")))),
+        }
+    }
+    if !rules.all.is_empty() {
+        let (_, missing) = partition(&rules.all, src)?;
+        if !missing.is_empty() {
+            return Ok(Err(format!("missing {}", missing.join(", "))));
+        }
+        passed.push(format!("found {}", rules.all.join(", ")));
+    }
+    if !rules.none.is_empty() {
+        let (found, _) = partition(&rules.none, src)?;
+        if let Some(first) = found.first() {
+            return Ok(Err(format!("found {first} (excluded)")));
+        }
+        passed.push(format!("no {}", rules.none.join(", ")));
+    }
+    for rule in &rules.matches {
+        match content_match(rule, src)? {
+            Ok(reason) => passed.push(reason),
+            Err(reason) => return Ok(Err(reason)),
+        }
+    }
+    Ok(Ok(passed.join("; ")))
+}
+
+/// Whether `rel` is a regular file or directory reached without symlinks.
+fn present(rel: &str, src: &Path) -> Result<bool> {
+    Ok(matches!(source::entry(src, rel)?, Entry::File | Entry::Dir))
+}
+
+fn first_present<'a>(paths: &'a [String], src: &Path) -> Result<Option<&'a str>> {
+    for p in paths {
+        if present(p, src)? {
+            return Ok(Some(p));
+        }
+    }
+    Ok(None)
+}
+
+/// `(present, absent)`, each in the given order.
+fn partition<'a>(paths: &'a [String], src: &Path) -> Result<(Vec<&'a str>, Vec<&'a str>)> {
+    let (mut found, mut missing) = (Vec::new(), Vec::new());
+    for p in paths {
+        if present(p, src)? {
+            found.push(p.as_str());
+        } else {
+            missing.push(p.as_str());
+        }
+    }
+    Ok((found, missing))
+}
+
+fn content_match(rule: &ContentMatch, src: &Path) -> Result<std::result::Result<String, String>> {
+    let file = &rule.file;
+    let bytes = match source::read_regular(src, file)? {
+        Ok(bytes) => bytes,
+        Err(Entry::Missing) => return Ok(Err(format!("missing {file}"))),
+        Err(other) => return Ok(Err(format!("{file} {}", other.describe()))),
+    };
+    let mut found = Vec::new();
+    if let Some(key) = &rule.key {
+        // Validation only lets `key` through with a .json or .toml file.
+        let Some(format) = source::format_of(file) else {
+            return Ok(Err(format!("{file} is neither .json nor .toml")));
+        };
+        let doc = match Document::parse(format, &bytes) {
+            Ok(doc) => doc,
+            Err(e) => return Ok(Err(format!("{file} is not valid {}: {e}", format.name()))),
+        };
+        if doc.get(key) == Found::Absent {
+            return Ok(Err(format!("{file} has no key {key}")));
+        }
+        found.push(format!("has key {key}"));
+    }
+    if let Some(needle) = &rule.contains {
+        if !contains(&bytes, needle.as_bytes()) {
+            return Ok(Err(format!("{file} does not contain {needle:?}")));
+        }
+        found.push(format!("contains {needle:?}"));
+    }
+    Ok(Ok(format!("{file} {}", found.join(" and "))))
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    needle.is_empty() || haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+
+    fn rules(text: &str) -> DetectRules {
+        toml::from_str(text).unwrap()
+    }
+
+    fn eval(text: &str, src: &Path) -> std::result::Result<String, String> {
+        evaluate(&rules(text), src).unwrap()
+    }
+
+    #[test]
+    fn no_rules_never_pass() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(eval("", dir.path()), Err("declares no detect rules".into()));
+    }
+
+    #[test]
+    fn any_all_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path();
+        fs::write(src.join("main.go"), "package main").unwrap();
+        fs::create_dir(src.join("cmd")).unwrap();
+
+        assert_eq!(
+            eval("any = [\"go.mod\", \"main.go\"]", src),
+            Ok("found main.go".into())
+        );
+        assert_eq!(
+            eval("any = [\"go.mod\", \"go.work\"]", src),
+            Err("none of go.mod, go.work found".into())
+        );
+        assert_eq!(
+            eval("any = [\"go.mod\"]", src),
+            Err("missing go.mod".into())
+        );
+        assert_eq!(
+            eval("all = [\"main.go\", \"cmd\"]", src),
+            Ok("found main.go, cmd".into())
+        );
+        assert_eq!(
+            eval("all = [\"main.go\", \"a\", \"b\"]", src),
+            Err("missing a, b".into())
+        );
+        assert_eq!(
+            eval("any = [\"main.go\"]\nnone = [\"Dockerfile\"]", src),
+            Ok("found main.go; no Dockerfile".into())
+        );
+        fs::write(src.join("Dockerfile"), "FROM x").unwrap();
+        assert_eq!(
+            eval("any = [\"main.go\"]\nnone = [\"x\", \"Dockerfile\"]", src),
+            Err("found Dockerfile (excluded)".into())
+        );
+    }
+
+    #[test]
+    fn content_matches() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path();
+        fs::write(
+            src.join("package.json"),
+            r#"{"scripts":{"start":"node server.js"},"dependencies":{"next":"14"}}"#,
+        )
+        .unwrap();
+        fs::write(src.join("broken.json"), "{\"a\": ").unwrap();
+        fs::write(src.join("pyproject.toml"), "[tool.poetry]\nname = \"x\"\n").unwrap();
+
+        let m = |body: &str| eval(&format!("[[match]]\n{body}"), src);
+        assert_eq!(
+            m("file = \"package.json\"\nkey = \"scripts.start\""),
+            Ok("package.json has key scripts.start".into())
+        );
+        assert_eq!(
+            m("file = \"package.json\"\nkey = \"scripts.build\""),
+            Err("package.json has no key scripts.build".into())
+        );
+        assert_eq!(
+            m("file = \"package.json\"\nkey = \"dependencies.next\"\ncontains = \"node\""),
+            Ok("package.json has key dependencies.next and contains \"node\"".into())
+        );
+        assert_eq!(
+            m("file = \"package.json\"\ncontains = \"deno\""),
+            Err("package.json does not contain \"deno\"".into())
+        );
+        assert_eq!(
+            m("file = \"pyproject.toml\"\nkey = \"tool.poetry\""),
+            Ok("pyproject.toml has key tool.poetry".into())
+        );
+        assert_eq!(
+            m("file = \"app.json\"\ncontains = \"x\""),
+            Err("missing app.json".into())
+        );
+        let broken = m("file = \"broken.json\"\nkey = \"a\"").unwrap_err();
+        assert!(
+            broken.starts_with("broken.json is not valid JSON: "),
+            "{broken}"
+        );
+    }
+
+    #[test]
+    fn a_directory_is_not_a_matchable_file() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir(dir.path().join("x.json")).unwrap();
+        assert_eq!(
+            eval("[[match]]\nfile = \"x.json\"\ncontains = \"a\"", dir.path()),
+            Err("x.json is a directory".into())
+        );
+    }
+
+    #[test]
+    fn source_must_be_a_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("f");
+        fs::write(&file, "").unwrap();
+        let set = BuildpackSet::builtin().unwrap();
+        assert!(detect(&set, &file)
+            .unwrap_err()
+            .to_string()
+            .contains("reading source directory"));
+        assert!(detect(&set, &dir.path().join("nope")).is_err());
+    }
 }

@@ -8,10 +8,12 @@
 
 pub mod detect;
 pub mod error;
+mod manifest;
 pub mod plan;
 pub mod procfile;
 pub mod project;
 pub mod set;
+mod source;
 pub mod spec;
 pub mod template;
 

@@ -9,10 +9,13 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::detect::Detection;
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::procfile;
 use crate::project::ProjectConfig;
 use crate::set::BuildpackSet;
-use crate::spec::LayerSpec;
+use crate::source::{self, Document, Found};
+use crate::spec::{CommandSpec, LayerSpec, ProcessFileFormat};
+use crate::template::{self, SourceFormat, Var};
 
 /// Where the app lives in the image.
 pub const APP_DIR: &str = "/workspace";
@@ -38,6 +41,9 @@ pub struct PlannedBuildpack {
     pub layers: Vec<LayerSpec>,
 }
 
+/// A build step. `command`, `args`, `env` values and `workdir` are templates that may still hold
+/// `${app}` and `${layer:NAME}` (and `$$` for a literal `$`): expand each with
+/// [`template::expand`] or [`template::expand_paths`] using host paths before running.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Step {
     pub name: String,
@@ -60,12 +66,217 @@ pub struct Process {
 }
 
 /// Builds the plan for the passing buildpacks of `detection`.
+///
+/// Processes: a later buildpack replaces an earlier one's process of the same type, and within a
+/// buildpack `processes_from` replaces `[[processes]]`. The default process is `web` if there is
+/// one; otherwise the type marked `default = true` by the last buildpack that marks one; otherwise
+/// the first type alphabetically.
 pub fn plan(
     set: &BuildpackSet,
     detection: &Detection,
     project: &ProjectConfig,
     src: &Path,
 ) -> Result<Plan> {
-    let _ = (set, detection, project, src);
-    todo!()
+    let mut buildpacks = Vec::with_capacity(detection.buildpacks.len());
+    let mut processes: BTreeMap<String, Process> = BTreeMap::new();
+    let mut marked_default: Option<String> = None;
+    let mut launch_env = BTreeMap::new();
+
+    for verdict in &detection.buildpacks {
+        let buildpack = set.get(&verdict.id).ok_or_else(|| {
+            Error::Template(format!(
+                "detection passed buildpack {:?}, which is not in the buildpack set",
+                verdict.id
+            ))
+        })?;
+        let spec = &buildpack.spec;
+        let id = &spec.buildpack.id;
+        let sources = Sources { src, buildpack: id };
+        let layers_root = format!("{LAYERS_DIR}/{id}");
+
+        let mut steps = Vec::with_capacity(spec.build.steps.len());
+        for step in &spec.build.steps {
+            let mut env = BTreeMap::new();
+            for (key, value) in &spec.build.env {
+                env.insert(key.clone(), sources.for_step(value)?);
+            }
+            // kiln.toml values are plain strings, not templates: escaped so the engine's expansion
+            // gives them back unchanged.
+            for (key, value) in &project.build.env {
+                env.insert(key.clone(), template::escape(value));
+            }
+            for (key, value) in &step.env {
+                env.insert(key.clone(), sources.for_step(value)?);
+            }
+            steps.push(Step {
+                name: step.name.clone(),
+                command: sources.for_step(&step.command)?,
+                args: step
+                    .args
+                    .iter()
+                    .map(|a| sources.for_step(a))
+                    .collect::<Result<_>>()?,
+                env,
+                workdir: step.workdir.clone().unwrap_or_else(|| ".".to_owned()),
+            });
+        }
+
+        let mut own: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for process in &spec.processes {
+            let command = match &process.command {
+                CommandSpec::Exec(argv) => argv
+                    .iter()
+                    .map(|a| sources.for_image(a, &layers_root))
+                    .collect::<Result<_>>()?,
+                CommandSpec::Shell(line) => argv_of(&sources.for_image(line, &layers_root)?),
+            };
+            own.insert(process.kind.clone(), command);
+            if process.default {
+                marked_default = Some(process.kind.clone());
+            }
+        }
+        if let Some(from) = &spec.processes_from {
+            match from.format {
+                // Procfile commands are the user's shell lines, not templates: `${PORT}` is the
+                // shell's, so they are taken as written.
+                ProcessFileFormat::Procfile => {
+                    for (kind, line) in read_procfile(src, &from.file, id)? {
+                        own.insert(kind, argv_of(&line));
+                    }
+                }
+            }
+        }
+        for (kind, command) in own {
+            let process = Process {
+                kind: kind.clone(),
+                command,
+                default: false,
+                buildpack: id.clone(),
+            };
+            processes.insert(kind, process);
+        }
+
+        for (key, value) in &spec.launch.env {
+            launch_env.insert(key.clone(), sources.for_image(value, &layers_root)?);
+        }
+
+        buildpacks.push(PlannedBuildpack {
+            id: id.clone(),
+            version: spec.buildpack.version.clone(),
+            reason: verdict.reason.clone(),
+            steps,
+            layers: spec.layers.clone(),
+        });
+    }
+
+    let default = if processes.contains_key("web") {
+        Some("web".to_owned())
+    } else {
+        // Processes are only ever replaced, never removed, so a marked type is still present.
+        marked_default.or_else(|| processes.keys().next().cloned())
+    };
+    let mut ordered = Vec::with_capacity(processes.len());
+    if let Some(mut first) = default.and_then(|kind| processes.remove(&kind)) {
+        first.default = true;
+        ordered.push(first);
+    }
+    ordered.extend(processes.into_values());
+
+    Ok(Plan {
+        buildpacks,
+        processes: ordered,
+        launch_env,
+    })
+}
+
+/// Resolves `${toml:…}`/`${json:…}` from the source tree for one buildpack's templates.
+struct Sources<'a> {
+    src: &'a Path,
+    buildpack: &'a str,
+}
+
+impl Sources<'_> {
+    /// A step template: source values filled in, `${app}`/`${layer:…}` left for the engine.
+    fn for_step(&self, input: &str) -> Result<String> {
+        template::expand_some(input, &mut |var| match template::parse_var(var) {
+            Some(Var::Source { format, file, key }) => self.value(var, format, file, key).map(Some),
+            _ => Ok(None),
+        })
+    }
+
+    /// A process or launch env template, fully expanded with image paths.
+    fn for_image(&self, input: &str, layers_root: &str) -> Result<String> {
+        template::expand_paths(&self.for_step(input)?, APP_DIR, layers_root)
+    }
+
+    /// The value of a `${toml:FILE:KEY}` / `${json:FILE:KEY}` variable.
+    fn value(&self, var: &str, format: SourceFormat, file: &str, key: &str) -> Result<String> {
+        let bytes = source::read_regular(self.src, file)?.map_err(|entry| {
+            self.error(
+                var,
+                format!("{file} {} in the source tree", entry.describe()),
+            )
+        })?;
+        let doc = Document::parse(format, &bytes)
+            .map_err(|e| self.error(var, format!("{file} is not valid {}: {e}", format.name())))?;
+        match doc.get(key) {
+            Found::Scalar(value) => Ok(value),
+            Found::Absent => Err(self.error(var, format!("{file} has no key {key}"))),
+            Found::Composite => Err(self.error(
+                var,
+                format!("{key} in {file} is not a string, number or boolean"),
+            )),
+        }
+    }
+
+    fn error(&self, var: &str, why: String) -> Error {
+        Error::Template(format!("buildpack {}: `${{{var}}}`: {why}", self.buildpack))
+    }
+}
+
+fn read_procfile(src: &Path, file: &str, buildpack: &str) -> Result<Vec<(String, String)>> {
+    let path = src.join(file);
+    let bytes = source::read_regular(src, file)?.map_err(|entry| Error::Manifest {
+        path: path.clone(),
+        line: None,
+        message: format!(
+            "{} (buildpack {buildpack} reads its processes from it)",
+            entry.describe()
+        ),
+    })?;
+    let text = String::from_utf8(bytes).map_err(|e| Error::Manifest {
+        path: path.clone(),
+        line: None,
+        message: format!("not valid UTF-8: {e}"),
+    })?;
+    procfile::parse(&text, &path)
+}
+
+/// Characters that make a command string need a shell.
+const SHELL_SYNTAX: &[char] = &[
+    '$', '`', '\\', '"', '\'', '|', '&', ';', '<', '>', '(', ')', '*', '?', '[', ']', '~', '{',
+    '}', '#', '\n',
+];
+
+/// Shell keywords and builtins with no program of that name to exec.
+const SHELL_WORDS: &[&str] = &[
+    "!", ".", ":", "alias", "break", "case", "cd", "continue", "eval", "exec", "exit", "export",
+    "for", "if", "readonly", "return", "set", "shift", "source", "trap", "ulimit", "umask",
+    "unset", "until", "wait", "while",
+];
+
+/// The argv for a command string: split on whitespace and executed directly when it is a plain
+/// program with arguments (so it runs on images without a shell, like scratch), else run by
+/// `/bin/sh -c`. A first word with `=` is an environment assignment, which needs the shell too.
+fn argv_of(command: &str) -> Vec<String> {
+    let words: Vec<&str> = command.split_whitespace().collect();
+    let plain = !command.contains(SHELL_SYNTAX)
+        && words
+            .first()
+            .is_some_and(|w| !w.contains('=') && !SHELL_WORDS.contains(w));
+    if plain {
+        words.into_iter().map(str::to_owned).collect()
+    } else {
+        vec!["/bin/sh".to_owned(), "-c".to_owned(), command.to_owned()]
+    }
 }

@@ -11,7 +11,12 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::manifest::{self, check_env_names, invalid};
+use crate::source::{self, Entry};
+
+/// The project file's name at the source root.
+pub const FILE_NAME: &str = "kiln.toml";
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -32,7 +37,79 @@ pub struct ProjectBuild {
 impl ProjectConfig {
     /// Reads `<src>/kiln.toml`; absent means the default. Errors name the file and line.
     pub fn load(src: &Path) -> Result<ProjectConfig> {
-        let _ = src;
-        todo!()
+        let path = src.join(FILE_NAME);
+        match source::entry(src, FILE_NAME)? {
+            Entry::Missing => return Ok(ProjectConfig::default()),
+            Entry::File => {}
+            // Following it could read a file from outside the source tree.
+            Entry::Symlink => {
+                return Err(invalid(&path, "is a symlink; it must be a regular file"))
+            }
+            Entry::Dir | Entry::Other => return Err(invalid(&path, "is not a regular file")),
+        }
+        let text = std::fs::read_to_string(&path).map_err(|source| Error::Io {
+            context: format!("reading {}", path.display()),
+            source,
+        })?;
+        ProjectConfig::parse(&text, &path)
+    }
+
+    /// Parses the text of a `kiln.toml` read from `path` (named in errors).
+    fn parse(text: &str, path: &Path) -> Result<ProjectConfig> {
+        let config: ProjectConfig = manifest::parse_toml(text, path)?;
+        check_env_names(config.build.env.keys(), "[build.env]", path)?;
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+
+    #[test]
+    fn absent_is_default() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(
+            ProjectConfig::load(dir.path()).unwrap(),
+            ProjectConfig::default()
+        );
+    }
+
+    #[test]
+    fn reads_exclude_and_env() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(
+            dir.path().join("kiln.toml"),
+            "[build]\nexclude = [\"docs/\"]\nenv = { GOFLAGS = \"-tags=prod\" }\n",
+        )
+        .unwrap();
+        let config = ProjectConfig::load(dir.path()).unwrap();
+        assert_eq!(config.build.exclude, vec!["docs/"]);
+        assert_eq!(config.build.env["GOFLAGS"], "-tags=prod");
+    }
+
+    #[test]
+    fn errors_name_file_and_line() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("kiln.toml"), "[build]\n\nexclud = []\n").unwrap();
+        let err = ProjectConfig::load(dir.path()).unwrap_err().to_string();
+        let expected = format!("{}:3:", dir.path().join("kiln.toml").display());
+        assert!(err.starts_with(&expected), "{err}");
+        assert!(err.contains("exclud"), "{err}");
+    }
+
+    #[test]
+    fn symlink_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        fs::write(outside.path().join("real.toml"), "[build]\n").unwrap();
+        std::os::unix::fs::symlink(
+            outside.path().join("real.toml"),
+            dir.path().join("kiln.toml"),
+        )
+        .unwrap();
+        let err = ProjectConfig::load(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("is a symlink"), "{err}");
     }
 }

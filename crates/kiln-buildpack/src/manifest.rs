@@ -1,0 +1,460 @@
+//! Reading TOML manifests with line numbers in errors, and the checks a `buildpack.toml` must pass
+//! beyond its schema (names, duplicates, paths, template variables).
+
+use std::collections::BTreeSet;
+use std::path::{Component, Path};
+
+use serde::de::DeserializeOwned;
+
+use crate::error::{Error, Result};
+use crate::spec::{BuildpackToml, CommandSpec};
+use crate::template::{self, Var};
+
+/// Deserializes `text`; a syntax or schema error becomes [`Error::Manifest`] with the 1-based line
+/// the parser points at and its message alone (its rendered snippet would repeat the file).
+pub(crate) fn parse_toml<T: DeserializeOwned>(text: &str, path: &Path) -> Result<T> {
+    toml::from_str(text).map_err(|e| Error::Manifest {
+        path: path.to_path_buf(),
+        line: e.span().map(|span| line_of(text, span.start)),
+        message: e.message().trim_end().to_owned(),
+    })
+}
+
+/// The 1-based line of byte `offset` in `text`.
+pub(crate) fn line_of(text: &str, offset: usize) -> usize {
+    let end = offset.min(text.len());
+    text.as_bytes()[..end]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
+/// A manifest that parsed but means something invalid (no line: the typed data has none).
+pub(crate) fn invalid(path: &Path, message: impl Into<String>) -> Error {
+    Error::Manifest {
+        path: path.to_path_buf(),
+        line: None,
+        message: message.into(),
+    }
+}
+
+/// `[a-z0-9-]+`: buildpack ids and layer names, which become directory names.
+pub(crate) fn is_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+/// `[A-Za-z0-9_-]+`: process types (Procfile's own rule).
+pub(crate) fn is_process_type(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// A path inside the source tree or app: relative, without `..`, naming something (not `.`).
+/// Returns why not.
+pub(crate) fn check_relative(path: &str) -> std::result::Result<(), &'static str> {
+    let p = Path::new(path);
+    if p.is_absolute() {
+        return Err("must be relative");
+    }
+    let mut named = false;
+    for component in p.components() {
+        match component {
+            Component::Normal(_) => named = true,
+            Component::CurDir => {}
+            Component::ParentDir => return Err("may not contain `..`"),
+            Component::RootDir | Component::Prefix(_) => return Err("must be relative"),
+        }
+    }
+    if named {
+        Ok(())
+    } else {
+        Err("must name a file or directory")
+    }
+}
+
+/// An environment variable name a process environment can carry.
+fn check_env_name(name: &str) -> std::result::Result<(), &'static str> {
+    if name.is_empty() {
+        Err("is empty")
+    } else if name.contains('=') || name.contains('\0') {
+        Err("may not contain `=` or NUL")
+    } else {
+        Ok(())
+    }
+}
+
+pub(crate) fn check_env_names<'a>(
+    names: impl IntoIterator<Item = &'a String>,
+    table: &str,
+    path: &Path,
+) -> Result<()> {
+    for name in names {
+        check_env_name(name)
+            .map_err(|why| invalid(path, format!("{table}: variable name {name:?} {why}")))?;
+    }
+    Ok(())
+}
+
+/// Everything the schema cannot say about a `buildpack.toml`.
+pub(crate) fn validate_buildpack(spec: &BuildpackToml, path: &Path) -> Result<()> {
+    let id = &spec.buildpack.id;
+    if !is_name(id) {
+        return Err(invalid(
+            path,
+            format!("buildpack.id {id:?} must match [a-z0-9-]+"),
+        ));
+    }
+    if spec.buildpack.version.trim().is_empty() {
+        return Err(invalid(path, "buildpack.version is empty"));
+    }
+
+    let detect = &spec.detect;
+    for (rule, paths) in [
+        ("any", &detect.any),
+        ("all", &detect.all),
+        ("none", &detect.none),
+    ] {
+        for p in paths {
+            check_relative(p)
+                .map_err(|why| invalid(path, format!("detect.{rule}: path {p:?} {why}")))?;
+        }
+    }
+    for m in &detect.matches {
+        check_relative(&m.file)
+            .map_err(|why| invalid(path, format!("detect.match: file {:?} {why}", m.file)))?;
+        if m.key.is_none() && m.contains.is_none() {
+            return Err(invalid(
+                path,
+                format!("detect.match on {:?} needs `key` or `contains`", m.file),
+            ));
+        }
+        if let Some(key) = &m.key {
+            if !(m.file.ends_with(".json") || m.file.ends_with(".toml")) {
+                return Err(invalid(
+                    path,
+                    format!(
+                        "detect.match: `key` needs a .json or .toml file, not {:?}",
+                        m.file
+                    ),
+                ));
+            }
+            check_key(key).map_err(|why| invalid(path, format!("detect.match: key {why}")))?;
+        }
+    }
+
+    let mut layers = BTreeSet::new();
+    for layer in &spec.layers {
+        if !is_name(&layer.name) {
+            return Err(invalid(
+                path,
+                format!("layer name {:?} must match [a-z0-9-]+", layer.name),
+            ));
+        }
+        if !layers.insert(layer.name.as_str()) {
+            return Err(invalid(
+                path,
+                format!("layer {:?} declared twice", layer.name),
+            ));
+        }
+        for p in &layer.capture {
+            check_relative(p).map_err(|why| {
+                invalid(
+                    path,
+                    format!("layer {:?}: capture path {p:?} {why}", layer.name),
+                )
+            })?;
+        }
+    }
+
+    let mut steps = BTreeSet::new();
+    for step in &spec.build.steps {
+        if step.name.trim().is_empty() {
+            return Err(invalid(path, "a build step has an empty name"));
+        }
+        if !steps.insert(step.name.as_str()) {
+            return Err(invalid(
+                path,
+                format!("build step {:?} declared twice", step.name),
+            ));
+        }
+        if step.command.trim().is_empty() {
+            return Err(invalid(
+                path,
+                format!("build step {:?} has an empty command", step.name),
+            ));
+        }
+        if let Some(workdir) = &step.workdir {
+            // Plain paths only: a template could point the step outside the app.
+            let ok = check_relative(workdir).and_then(|()| {
+                if workdir.contains('$') {
+                    Err("may not use templates")
+                } else {
+                    Ok(())
+                }
+            });
+            ok.map_err(|why| {
+                invalid(
+                    path,
+                    format!("build step {:?}: workdir {workdir:?} {why}", step.name),
+                )
+            })?;
+        }
+        check_env_names(
+            step.env.keys(),
+            &format!("build step {:?} env", step.name),
+            path,
+        )?;
+    }
+    check_env_names(spec.build.env.keys(), "[build.env]", path)?;
+    check_env_names(spec.launch.env.keys(), "[launch.env]", path)?;
+
+    let mut types = BTreeSet::new();
+    let mut defaults = Vec::new();
+    for process in &spec.processes {
+        let kind = &process.kind;
+        if !is_process_type(kind) {
+            return Err(invalid(
+                path,
+                format!("process type {kind:?} must match [A-Za-z0-9_-]+"),
+            ));
+        }
+        if !types.insert(kind.as_str()) {
+            return Err(invalid(
+                path,
+                format!("process type {kind:?} declared twice"),
+            ));
+        }
+        if process.default {
+            defaults.push(kind.as_str());
+        }
+        let empty = match &process.command {
+            CommandSpec::Exec(argv) => argv.first().is_none_or(|a| a.trim().is_empty()),
+            CommandSpec::Shell(line) => line.trim().is_empty(),
+        };
+        if empty {
+            return Err(invalid(
+                path,
+                format!("process {kind:?} has an empty command"),
+            ));
+        }
+    }
+    if defaults.len() > 1 {
+        return Err(invalid(
+            path,
+            format!(
+                "more than one default process: {} (at most one may set default = true)",
+                defaults.join(", ")
+            ),
+        ));
+    }
+    if let Some(from) = &spec.processes_from {
+        check_relative(&from.file)
+            .map_err(|why| invalid(path, format!("processes_from: file {:?} {why}", from.file)))?;
+    }
+
+    for text in templates(spec) {
+        check_template(text, &layers, path)?;
+    }
+    Ok(())
+}
+
+/// Every string of a buildpack that is a template.
+fn templates(spec: &BuildpackToml) -> impl Iterator<Item = &String> {
+    let steps = spec.build.steps.iter().flat_map(|s| {
+        std::iter::once(&s.command)
+            .chain(&s.args)
+            .chain(s.env.values())
+    });
+    let processes = spec.processes.iter().flat_map(|p| match &p.command {
+        CommandSpec::Exec(argv) => argv.iter().collect::<Vec<_>>(),
+        CommandSpec::Shell(line) => vec![line],
+    });
+    spec.build
+        .env
+        .values()
+        .chain(steps)
+        .chain(processes)
+        .chain(spec.launch.env.values())
+}
+
+fn check_template(text: &str, layers: &BTreeSet<&str>, path: &Path) -> Result<()> {
+    let vars = template::variables(text).map_err(|e| invalid(path, e.to_string()))?;
+    for var in vars {
+        match template::parse_var(var) {
+            None => {
+                return Err(invalid(
+                    path,
+                    format!(
+                        "unknown variable `${{{var}}}` in {text:?} (known: ${{app}}, \
+                         ${{layer:NAME}}, ${{toml:FILE:KEY}}, ${{json:FILE:KEY}})"
+                    ),
+                ))
+            }
+            Some(Var::App) => {}
+            Some(Var::Layer(name)) => {
+                if !layers.contains(name) {
+                    return Err(invalid(
+                        path,
+                        format!(
+                            "`${{{var}}}` refers to layer {name:?}, which is not declared in \
+                             [[layers]]"
+                        ),
+                    ));
+                }
+            }
+            Some(Var::Source { file, key, .. }) => {
+                check_relative(file)
+                    .map_err(|why| invalid(path, format!("`${{{var}}}`: file {file:?} {why}")))?;
+                check_key(key).map_err(|why| invalid(path, format!("`${{{var}}}`: key {why}")))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A dotted key: non-empty segments.
+fn check_key(key: &str) -> std::result::Result<(), String> {
+    if key.split('.').any(str::is_empty) {
+        Err(format!(
+            "{key:?} must be dotted non-empty names, e.g. package.name"
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(text: &str) -> Result<()> {
+        let path = Path::new("bp/buildpack.toml");
+        let spec: BuildpackToml = parse_toml(text, path)?;
+        validate_buildpack(&spec, path)
+    }
+
+    const HEAD: &str = "[buildpack]\nid = \"x\"\nversion = \"1\"\n";
+
+    fn err(text: &str) -> String {
+        check(&format!("{HEAD}{text}")).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn line_of_counts_from_one() {
+        assert_eq!(line_of("a\nb\nc", 0), 1);
+        assert_eq!(line_of("a\nb\nc", 2), 2);
+        assert_eq!(line_of("a\nb\nc", 4), 3);
+        assert_eq!(line_of("a\n", 99), 2);
+    }
+
+    #[test]
+    fn syntax_error_has_line_and_plain_message() {
+        let e = check("[buildpack]\nid = \"x\"\nversion = \n").unwrap_err();
+        match e {
+            Error::Manifest { line, message, .. } => {
+                assert_eq!(line, Some(3));
+                assert!(!message.contains('|'), "snippet leaked: {message}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn names() {
+        assert!(is_name("go-cache1"));
+        assert!(!is_name(""));
+        assert!(!is_name("Go"));
+        assert!(!is_name("a_b"));
+        assert!(is_process_type("web_2-A"));
+        assert!(!is_process_type("we b"));
+    }
+
+    #[test]
+    fn relative_paths() {
+        assert!(check_relative("a/b").is_ok());
+        assert!(check_relative("./a").is_ok());
+        assert_eq!(check_relative("/a"), Err("must be relative"));
+        assert_eq!(check_relative("a/../b"), Err("may not contain `..`"));
+        assert_eq!(check_relative("."), Err("must name a file or directory"));
+        assert_eq!(check_relative(""), Err("must name a file or directory"));
+    }
+
+    #[test]
+    fn valid_buildpack_passes() {
+        check(&format!(
+            "{HEAD}[build.env]\nX = \"${{layer:a}}\"\n[[build.steps]]\nname = \"s\"\n\
+             command = \"${{app}}/run\"\nargs = [\"${{toml:Cargo.toml:package.name}}\"]\n\
+             [[layers]]\nname = \"a\"\ncapture = [\"target\"]\n\
+             [[processes]]\ntype = \"web\"\ncommand = \"${{layer:a}}/x\"\ndefault = true\n"
+        ))
+        .unwrap();
+    }
+
+    #[test]
+    fn rejects_bad_ids_and_names() {
+        assert!(check("[buildpack]\nid = \"\"\nversion = \"1\"\n")
+            .unwrap_err()
+            .to_string()
+            .contains("buildpack.id \"\""));
+        assert!(err("[[layers]]\nname = \"Bin\"\n").contains("layer name \"Bin\""));
+    }
+
+    #[test]
+    fn rejects_duplicates() {
+        assert!(err("[[layers]]\nname = \"a\"\n[[layers]]\nname = \"a\"\n")
+            .contains("layer \"a\" declared twice"));
+        assert!(err("[[build.steps]]\nname = \"s\"\ncommand = \"c\"\n\
+             [[build.steps]]\nname = \"s\"\ncommand = \"c\"\n")
+        .contains("build step \"s\" declared twice"));
+        assert!(err("[[processes]]\ntype = \"web\"\ncommand = \"a\"\n\
+             [[processes]]\ntype = \"web\"\ncommand = \"b\"\n")
+        .contains("process type \"web\" declared twice"));
+        assert!(err(
+            "[[processes]]\ntype = \"web\"\ncommand = \"a\"\ndefault = true\n\
+             [[processes]]\ntype = \"w\"\ncommand = \"b\"\ndefault = true\n"
+        )
+        .contains("more than one default process: web, w"));
+    }
+
+    #[test]
+    fn rejects_escaping_capture_and_workdir() {
+        assert!(err("[[layers]]\nname = \"a\"\ncapture = [\"../x\"]\n")
+            .contains("capture path \"../x\" may not contain `..`"));
+        assert!(err("[[layers]]\nname = \"a\"\ncapture = [\"/x\"]\n").contains("must be relative"));
+        assert!(
+            err("[[build.steps]]\nname = \"s\"\ncommand = \"c\"\nworkdir = \"${app}\"\n")
+                .contains("may not use templates")
+        );
+    }
+
+    #[test]
+    fn rejects_undeclared_layer_and_unknown_variables() {
+        let e = err("[launch.env]\nP = \"${layer:x}/bin\"\n");
+        assert!(e.contains("bp/buildpack.toml"), "{e}");
+        assert!(e.contains("${layer:x}"), "{e}");
+        let e = err("[[processes]]\ntype = \"web\"\ncommand = [\"${home}\"]\n");
+        assert!(e.contains("unknown variable `${home}`"), "{e}");
+        let e = err("[build.env]\nA = \"${app\"\n");
+        assert!(e.contains("unterminated"), "{e}");
+        let e = err("[build.env]\nA = \"${toml:../x.toml:a}\"\n");
+        assert!(e.contains("may not contain `..`"), "{e}");
+    }
+
+    #[test]
+    fn rejects_meaningless_detect_rules() {
+        assert!(err("[[detect.match]]\nfile = \"a.json\"\n").contains("needs `key` or `contains`"));
+        assert!(err("[[detect.match]]\nfile = \"a.yaml\"\nkey = \"x\"\n")
+            .contains("needs a .json or .toml file"));
+        assert!(err("[detect]\nany = [\"/etc/passwd\"]\n").contains("must be relative"));
+    }
+
+    #[test]
+    fn rejects_empty_commands_and_env_names() {
+        assert!(err("[[processes]]\ntype = \"web\"\ncommand = []\n").contains("empty command"));
+        assert!(err("[launch.env]\n\"A=B\" = \"x\"\n").contains("may not contain `=`"));
+    }
+}
