@@ -280,3 +280,236 @@ fn argv_of(command: &str) -> Vec<String> {
         vec!["/bin/sh".to_owned(), "-c".to_owned(), command.to_owned()]
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::detect::Verdict;
+    use crate::set::Buildpack;
+    use std::path::PathBuf;
+
+    fn set(manifests: &[&str]) -> BuildpackSet {
+        let buildpacks = manifests
+            .iter()
+            .enumerate()
+            .map(|(i, text)| Buildpack::from_toml(text, PathBuf::from(format!("bp{i}"))).unwrap())
+            .collect();
+        BuildpackSet { buildpacks }
+    }
+
+    /// A detection where every buildpack of `set` passed.
+    fn all_pass(set: &BuildpackSet) -> Detection {
+        Detection {
+            detected: true,
+            buildpacks: set
+                .buildpacks
+                .iter()
+                .map(|b| Verdict {
+                    id: b.spec.buildpack.id.clone(),
+                    reason: "test".into(),
+                })
+                .collect(),
+            rejected: Vec::new(),
+        }
+    }
+
+    fn plan_of(manifests: &[&str]) -> Result<Plan> {
+        let dir = tempfile::tempdir().unwrap();
+        let set = set(manifests);
+        plan(&set, &all_pass(&set), &ProjectConfig::default(), dir.path())
+    }
+
+    fn with_processes(id: &str, processes: &str) -> String {
+        format!("[buildpack]\nid = \"{id}\"\nversion = \"1\"\n{processes}")
+    }
+
+    fn types(plan: &Plan) -> Vec<(&str, bool)> {
+        plan.processes
+            .iter()
+            .map(|p| (p.kind.as_str(), p.default))
+            .collect()
+    }
+
+    #[test]
+    fn argv_of_splits_plain_commands_only() {
+        assert_eq!(
+            argv_of("./server --port 8080"),
+            ["./server", "--port", "8080"]
+        );
+        assert_eq!(argv_of("  bin/app\t-v  "), ["bin/app", "-v"]);
+        for shell in [
+            "./server --port $PORT",
+            "a && b",
+            "echo 'hi'",
+            "run > log",
+            "ls *.txt",
+            "cd app",
+            "exec ./server",
+            "PORT=80 ./server",
+            "a # comment",
+        ] {
+            assert_eq!(argv_of(shell), ["/bin/sh", "-c", shell], "{shell}");
+        }
+    }
+
+    #[test]
+    fn web_is_the_default_even_when_another_is_marked() {
+        let plan = plan_of(&[&with_processes(
+            "a",
+            "[[processes]]\ntype = \"worker\"\ncommand = \"w\"\ndefault = true\n\
+             [[processes]]\ntype = \"web\"\ncommand = \"s\"\n\
+             [[processes]]\ntype = \"cron\"\ncommand = \"c\"\n",
+        )])
+        .unwrap();
+        assert_eq!(
+            types(&plan),
+            [("web", true), ("cron", false), ("worker", false)]
+        );
+    }
+
+    #[test]
+    fn without_web_the_last_marked_default_wins() {
+        let plan = plan_of(&[
+            &with_processes(
+                "a",
+                "[[processes]]\ntype = \"worker\"\ncommand = \"w\"\ndefault = true\n",
+            ),
+            &with_processes(
+                "b",
+                "[[processes]]\ntype = \"jobs\"\ncommand = \"j\"\ndefault = true\n\
+                 [[processes]]\ntype = \"api\"\ncommand = \"a\"\n",
+            ),
+        ])
+        .unwrap();
+        assert_eq!(
+            types(&plan),
+            [("jobs", true), ("api", false), ("worker", false)]
+        );
+    }
+
+    #[test]
+    fn the_default_type_survives_an_override() {
+        let plan = plan_of(&[
+            &with_processes(
+                "a",
+                "[[processes]]\ntype = \"worker\"\ncommand = \"w\"\ndefault = true\n",
+            ),
+            &with_processes(
+                "b",
+                "[[processes]]\ntype = \"worker\"\ncommand = \"w2\"\n\
+                 [[processes]]\ntype = \"api\"\ncommand = \"a\"\n",
+            ),
+        ])
+        .unwrap();
+        assert_eq!(types(&plan), [("worker", true), ("api", false)]);
+        assert_eq!(plan.processes[0].command, ["w2"]);
+        assert_eq!(plan.processes[0].buildpack, "b");
+    }
+
+    #[test]
+    fn otherwise_the_first_type_alphabetically() {
+        let plan = plan_of(&[&with_processes(
+            "a",
+            "[[processes]]\ntype = \"worker\"\ncommand = \"w\"\n\
+             [[processes]]\ntype = \"api\"\ncommand = \"a\"\n",
+        )])
+        .unwrap();
+        assert_eq!(types(&plan), [("api", true), ("worker", false)]);
+        assert!(plan_of(&[&with_processes("a", "")])
+            .unwrap()
+            .processes
+            .is_empty());
+    }
+
+    #[test]
+    fn process_and_launch_templates_get_image_paths() {
+        let plan = plan_of(&[&with_processes(
+            "node",
+            "[[layers]]\nname = \"modules\"\nlaunch = true\n\
+             [launch.env]\nNODE_PATH = \"${layer:modules}/lib:${app}\"\nPRICE = \"$$5\"\n\
+             [[processes]]\ntype = \"web\"\ncommand = [\"${layer:modules}/bin/node\", \"${app}/index.js\", \"$HOME\"]\n\
+             [[processes]]\ntype = \"shell\"\ncommand = \"${layer:modules}/bin/x --a b\"\n",
+        )])
+        .unwrap();
+        assert_eq!(
+            plan.launch_env["NODE_PATH"],
+            "/layers/node/modules/lib:/workspace"
+        );
+        assert_eq!(plan.launch_env["PRICE"], "$5");
+        // An exec array is kept as is: `$HOME` is not split or handed to a shell.
+        assert_eq!(
+            plan.processes[0].command,
+            [
+                "/layers/node/modules/bin/node",
+                "/workspace/index.js",
+                "$HOME"
+            ]
+        );
+        assert_eq!(
+            plan.processes[1].command,
+            ["/layers/node/modules/bin/x", "--a", "b"]
+        );
+    }
+
+    #[test]
+    fn steps_keep_engine_variables_and_escapes() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("app.json"), r#"{"name": "a$b", "v": 2}"#).unwrap();
+        let set = set(&[&with_processes(
+            "x",
+            "[build.env]\nOUT = \"${layer:out}\"\nLIT = \"$${HOME}\"\n\
+             [[build.steps]]\nname = \"s\"\ncommand = \"${app}/build.sh\"\n\
+             args = [\"${json:app.json:name}-${json:app.json:v}\", \"${layer:out}\"]\n\
+             workdir = \"sub\"\n\
+             [[layers]]\nname = \"out\"\n",
+        )]);
+        let project = ProjectConfig {
+            build: crate::project::ProjectBuild {
+                exclude: Vec::new(),
+                env: BTreeMap::from([("RAW".to_owned(), "${not-a-template}".to_owned())]),
+            },
+        };
+        let plan = plan(&set, &all_pass(&set), &project, dir.path()).unwrap();
+        let step = &plan.buildpacks[0].steps[0];
+        assert_eq!(step.command, "${app}/build.sh");
+        assert_eq!(step.args, ["a$$b-2", "${layer:out}"]);
+        assert_eq!(step.workdir, "sub");
+        assert_eq!(step.env["OUT"], "${layer:out}");
+        assert_eq!(step.env["LIT"], "$${HOME}");
+        assert_eq!(step.env["RAW"], "$${not-a-template}");
+        // What the engine gets after expanding with its own paths:
+        let expand = |s: &str| template::expand_paths(s, "/host/app", "/host/layers").unwrap();
+        assert_eq!(expand(&step.args[0]), "a$b-2");
+        assert_eq!(expand(&step.env["LIT"]), "${HOME}");
+        assert_eq!(expand(&step.env["RAW"]), "${not-a-template}");
+    }
+
+    #[test]
+    fn source_value_errors_name_file_and_key() {
+        let manifest = with_processes(
+            "x",
+            "[[build.steps]]\nname = \"s\"\ncommand = \"c\"\nargs = [\"${toml:Cargo.toml:package.name}\"]\n",
+        );
+        let err = plan_of(&[&manifest]).unwrap_err().to_string();
+        assert!(err.contains("${toml:Cargo.toml:package.name}"), "{err}");
+        assert!(err.contains("Cargo.toml not found"), "{err}");
+    }
+
+    #[test]
+    fn a_verdict_outside_the_set_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let empty = BuildpackSet {
+            buildpacks: Vec::new(),
+        };
+        let detection = Detection {
+            detected: true,
+            buildpacks: vec![Verdict {
+                id: "ghost".into(),
+                reason: "x".into(),
+            }],
+            rejected: Vec::new(),
+        };
+        let err = plan(&empty, &detection, &ProjectConfig::default(), dir.path()).unwrap_err();
+        assert!(err.to_string().contains("\"ghost\""), "{err}");
+    }
+}
