@@ -92,15 +92,32 @@ pub fn default_cache_dir() -> PathBuf {
         .join("kiln")
 }
 
-/// The default step environment: only the caller's `PATH` (so host toolchains are found) and
-/// `LANG=C.UTF-8`. Credentials and other variables are passed only when asked for (`--env`).
+/// Caller variables that only locate host toolchains, passed through when set. Nothing else of the
+/// caller's environment reaches steps unless asked for with `--env` (credentials stay out).
+const TOOLCHAIN_VARS: &[&str] = &["RUSTUP_HOME", "RUSTUP_TOOLCHAIN", "GOROOT", "JAVA_HOME"];
+
+/// The default step environment: the caller's `PATH` (so host toolchains are found), the
+/// toolchain-locating [`TOOLCHAIN_VARS`], and `LANG=C.UTF-8`. Steps get a private `HOME`, so a
+/// rustup install's default `RUSTUP_HOME` (`~/.rustup`) is made explicit here.
 pub fn default_step_env() -> BTreeMap<String, String> {
     let path = std::env::var("PATH")
         .unwrap_or_else(|_| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
-    BTreeMap::from([
+    let mut env = BTreeMap::from([
         ("PATH".to_owned(), path),
         ("LANG".to_owned(), "C.UTF-8".to_owned()),
-    ])
+    ]);
+    for key in TOOLCHAIN_VARS {
+        if let Ok(value) = std::env::var(key) {
+            env.insert((*key).to_owned(), value);
+        }
+    }
+    if !env.contains_key("RUSTUP_HOME") {
+        let rustup = std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".rustup"));
+        if let Some(rustup) = rustup.filter(|p| p.is_dir()) {
+            env.insert("RUSTUP_HOME".into(), rustup.display().to_string());
+        }
+    }
+    env
 }
 
 /// What a build produced, as printed by `kiln build --json`.
