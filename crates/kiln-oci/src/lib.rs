@@ -11,6 +11,7 @@ pub mod archive;
 pub mod digest;
 pub mod error;
 pub mod image;
+mod io_util;
 pub mod json;
 pub mod layer;
 pub mod reference;
