@@ -239,3 +239,59 @@ fn oci_dir_output_is_an_oci_layout_skopeo_reads() {
     .unwrap();
     assert_eq!(inspected["Digest"], report["manifest_digest"]);
 }
+
+/// The README's example: a static Rust binary on scratch, built with only the Rust toolchain.
+#[test]
+fn readme_example_rust_hello_runs_on_scratch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("rust-hello.tar");
+    let report = build_json(&[
+        fixture("rust-hello").to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+        "--tag",
+        "rust-hello:latest",
+        "--cache-dir",
+        tmp.path().join("cache").to_str().unwrap(),
+    ]);
+    assert_eq!(
+        report["processes"][0]["command"],
+        serde_json::json!(["/layers/rust/bin/bin/rust-hello"])
+    );
+    let names: Vec<&str> = report["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["rust/bin", "app"]);
+    if !require_tools(&["skopeo", "umoci", "runc"]) {
+        return;
+    }
+    let port = free_port();
+    let container = Container::start(
+        &format!("oci-archive:{}", out.display()),
+        &[("PORT", &port.to_string())],
+    );
+    let (status, body) = container.http_get(port, "/readme");
+    assert!(status.contains("200"), "{status}");
+    assert_eq!(body, "hello from kiln rust-hello at /readme\n");
+    // Only the binary ships from the build: no .crates.toml bookkeeping, no target dir.
+    let bin = container.rootfs().join("layers/rust/bin");
+    let mut shipped: Vec<String> = walk(&bin);
+    shipped.sort();
+    assert_eq!(shipped, ["bin", "bin/rust-hello"]);
+}
+
+fn walk(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if entry.file_type().unwrap().is_dir() {
+            out.extend(walk(&entry.path()).into_iter().map(|p| format!("{name}/{p}")));
+        }
+        out.push(name);
+    }
+    out
+}
