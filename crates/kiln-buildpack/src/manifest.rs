@@ -453,6 +453,15 @@ mod tests {
     }
 
     #[test]
+    fn wrong_command_type_says_what_is_expected() {
+        let e = err("[[processes]]\ntype = \"web\"\ncommand = 5\n");
+        assert_eq!(
+            e,
+            "bp/buildpack.toml:6: expected a command string or an array of strings (argv)"
+        );
+    }
+
+    #[test]
     fn rejects_empty_commands_and_env_names() {
         assert!(err("[[processes]]\ntype = \"web\"\ncommand = []\n").contains("empty command"));
         assert!(err("[launch.env]\n\"A=B\" = \"x\"\n").contains("may not contain `=`"));

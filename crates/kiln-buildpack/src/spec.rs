@@ -122,7 +122,10 @@ pub struct ProcessSpec {
 /// An argv array (executed directly) or a string (run by `/bin/sh -c` unless it is a plain argv
 /// with no shell syntax, which is then split and executed directly).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(untagged)]
+#[serde(
+    untagged,
+    expecting = "expected a command string or an array of strings (argv)"
+)]
 pub enum CommandSpec {
     Exec(Vec<String>),
     Shell(String),

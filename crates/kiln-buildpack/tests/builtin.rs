@@ -1,0 +1,251 @@
+//! The built-in `go` and `procfile` buildpacks against real source trees: detection reasons and the
+//! resulting plan.
+
+use std::fs;
+use std::path::Path;
+
+use kiln_buildpack::detect::{detect, Detection, Verdict};
+use kiln_buildpack::plan::{plan, Plan};
+use kiln_buildpack::project::ProjectConfig;
+use kiln_buildpack::{BuildpackSet, Error};
+use tempfile::TempDir;
+
+fn tree(files: &[(&str, &str)]) -> TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for (path, text) in files {
+        let path = dir.path().join(path);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(path, text).unwrap();
+    }
+    dir
+}
+
+fn detect_builtin(src: &Path) -> Detection {
+    detect(&BuildpackSet::builtin().unwrap(), src).unwrap()
+}
+
+fn plan_builtin(src: &Path) -> kiln_buildpack::Result<Plan> {
+    let set = BuildpackSet::builtin().unwrap();
+    let detection = detect(&set, src).unwrap();
+    let project = ProjectConfig::load(src)?;
+    plan(&set, &detection, &project, src)
+}
+
+fn verdict(id: &str, reason: &str) -> Verdict {
+    Verdict {
+        id: id.into(),
+        reason: reason.into(),
+    }
+}
+
+const GO_MOD: &str = "module example.com/hello\n\ngo 1.22\n";
+const MAIN_GO: &str = "package main\n\nfunc main() {}\n";
+
+#[test]
+fn go_detected_by_go_mod() {
+    let src = tree(&[("go.mod", GO_MOD), ("main.go", MAIN_GO)]);
+    let detection = detect_builtin(src.path());
+    assert!(detection.detected);
+    assert_eq!(detection.buildpacks, [verdict("go", "found go.mod")]);
+    assert_eq!(
+        detection.rejected,
+        [verdict("procfile", "missing Procfile")]
+    );
+}
+
+#[test]
+fn go_detected_by_main_go_alone() {
+    let src = tree(&[("main.go", MAIN_GO)]);
+    assert_eq!(
+        detect_builtin(src.path()).buildpacks,
+        [verdict("go", "found main.go")]
+    );
+}
+
+#[test]
+fn nothing_detected_says_why() {
+    let src = tree(&[("README.md", "hi")]);
+    let detection = detect_builtin(src.path());
+    assert!(!detection.detected);
+    assert!(detection.buildpacks.is_empty());
+    assert_eq!(
+        detection.rejected,
+        [
+            verdict("go", "none of go.mod, main.go found"),
+            verdict("procfile", "missing Procfile"),
+        ]
+    );
+}
+
+#[test]
+fn symlinked_go_mod_is_not_counted() {
+    let outside = tree(&[("go.mod", GO_MOD)]);
+    let src = tree(&[]);
+    std::os::unix::fs::symlink(outside.path().join("go.mod"), src.path().join("go.mod")).unwrap();
+    let detection = detect_builtin(src.path());
+    assert!(!detection.detected);
+    assert_eq!(
+        detection.rejected[0],
+        verdict("go", "none of go.mod, main.go found")
+    );
+}
+
+#[test]
+fn go_plan_alone() {
+    let src = tree(&[("go.mod", GO_MOD), ("main.go", MAIN_GO)]);
+    let plan = plan_builtin(src.path()).unwrap();
+    assert_eq!(plan.buildpacks.len(), 1);
+    let go = &plan.buildpacks[0];
+    assert_eq!((go.id.as_str(), go.reason.as_str()), ("go", "found go.mod"));
+    let step = &go.steps[0];
+    assert_eq!(step.name, "compile");
+    assert_eq!(step.command, "go");
+    assert_eq!(step.workdir, ".");
+    assert!(
+        step.args.contains(&"${layer:bin}/app".to_owned()),
+        "{:?}",
+        step.args
+    );
+    assert_eq!(step.env["CGO_ENABLED"], "0");
+    assert_eq!(step.env["GOCACHE"], "${layer:go-cache}/build");
+    let layers: Vec<_> = go
+        .layers
+        .iter()
+        .map(|l| (l.name.as_str(), l.launch, l.cache))
+        .collect();
+    assert_eq!(layers, [("bin", true, false), ("go-cache", false, true)]);
+
+    assert_eq!(plan.processes.len(), 1);
+    let web = &plan.processes[0];
+    assert_eq!(web.kind, "web");
+    assert_eq!(web.command, ["/layers/go/bin/app"]);
+    assert!(web.default);
+    assert_eq!(web.buildpack, "go");
+    assert!(plan.launch_env.is_empty());
+}
+
+#[test]
+fn procfile_and_go_both_pass_and_procfile_web_wins() {
+    let src = tree(&[
+        ("go.mod", GO_MOD),
+        ("main.go", MAIN_GO),
+        (
+            "Procfile",
+            "web: ./server --port 8080\nworker: ./server --worker\n",
+        ),
+    ]);
+    let detection = detect_builtin(src.path());
+    assert_eq!(
+        detection.buildpacks,
+        [
+            verdict("go", "found go.mod"),
+            verdict("procfile", "found Procfile")
+        ]
+    );
+    assert!(detection.rejected.is_empty());
+
+    let plan = plan_builtin(src.path()).unwrap();
+    let ids: Vec<_> = plan.buildpacks.iter().map(|b| b.id.as_str()).collect();
+    assert_eq!(ids, ["go", "procfile"]);
+    let processes: Vec<_> = plan
+        .processes
+        .iter()
+        .map(|p| {
+            (
+                p.kind.as_str(),
+                p.buildpack.as_str(),
+                p.default,
+                p.command.clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        processes,
+        [
+            (
+                "web",
+                "procfile",
+                true,
+                vec!["./server".into(), "--port".into(), "8080".into()]
+            ),
+            (
+                "worker",
+                "procfile",
+                false,
+                vec!["./server".into(), "--worker".into()]
+            ),
+        ]
+    );
+}
+
+#[test]
+fn procfile_with_shell_syntax_runs_through_sh() {
+    let src = tree(&[("Procfile", "web: ./server --port $PORT\n")]);
+    let plan = plan_builtin(src.path()).unwrap();
+    assert_eq!(
+        plan.processes[0].command,
+        ["/bin/sh", "-c", "./server --port $PORT"]
+    );
+}
+
+#[test]
+fn procfile_without_web_keeps_go_web_as_default() {
+    let src = tree(&[("go.mod", GO_MOD), ("Procfile", "worker: ./w\n")]);
+    let plan = plan_builtin(src.path()).unwrap();
+    let kinds: Vec<_> = plan
+        .processes
+        .iter()
+        .map(|p| (p.kind.as_str(), p.buildpack.as_str(), p.default))
+        .collect();
+    assert_eq!(kinds, [("web", "go", true), ("worker", "procfile", false)]);
+}
+
+#[test]
+fn broken_procfile_line_is_reported() {
+    let src = tree(&[(
+        "Procfile",
+        "# processes\nweb: ./server\nthis line is broken\n",
+    )]);
+    // Detection only checks that a Procfile exists; planning reads it.
+    assert!(detect_builtin(src.path()).detected);
+    let err = plan_builtin(src.path()).unwrap_err();
+    match &err {
+        Error::Manifest { path, line, .. } => {
+            assert_eq!(path, &src.path().join("Procfile"));
+            assert_eq!(*line, Some(3));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        err.to_string()
+            .starts_with(&format!("{}:3: ", src.path().join("Procfile").display())),
+        "{err}"
+    );
+}
+
+#[test]
+fn kiln_toml_env_reaches_go_steps_and_overrides_the_buildpack() {
+    let src = tree(&[
+        ("go.mod", GO_MOD),
+        (
+            "kiln.toml",
+            "[build]\nenv = { GOFLAGS = \"-tags=prod\", CGO_ENABLED = \"1\" }\n",
+        ),
+    ]);
+    let plan = plan_builtin(src.path()).unwrap();
+    let env = &plan.buildpacks[0].steps[0].env;
+    assert_eq!(env["GOFLAGS"], "-tags=prod");
+    assert_eq!(env["CGO_ENABLED"], "1");
+    assert_eq!(env["GOTOOLCHAIN"], "local");
+}
+
+#[test]
+fn broken_kiln_toml_names_file_and_line() {
+    let src = tree(&[
+        ("go.mod", GO_MOD),
+        ("kiln.toml", "[build]\nenv = { A = 1 }\n"),
+    ]);
+    let err = plan_builtin(src.path()).unwrap_err().to_string();
+    let expected = format!("{}:2:", src.path().join("kiln.toml").display());
+    assert!(err.starts_with(&expected), "{err}");
+}
