@@ -33,6 +33,10 @@ mod builtin {
     pub(super) const BUILDPACKS: &[(&str, &str)] = &[
         ("go", include_str!("../../../buildpacks/go/buildpack.toml")),
         (
+            "rust",
+            include_str!("../../../buildpacks/rust/buildpack.toml"),
+        ),
+        (
             "procfile",
             include_str!("../../../buildpacks/procfile/buildpack.toml"),
         ),
@@ -153,7 +157,7 @@ mod tests {
             .iter()
             .map(|b| b.spec.buildpack.id.as_str())
             .collect();
-        assert_eq!(ids, ["go", "procfile"]);
+        assert_eq!(ids, ["go", "rust", "procfile"]);
         assert_eq!(
             set.get("go").unwrap().manifest_path,
             PathBuf::from("<builtin>/go/buildpack.toml")

@@ -49,7 +49,10 @@ fn go_detected_by_go_mod() {
     assert_eq!(detection.buildpacks, [verdict("go", "found go.mod")]);
     assert_eq!(
         detection.rejected,
-        [verdict("procfile", "missing Procfile")]
+        [
+            verdict("rust", "missing Cargo.toml, Cargo.lock"),
+            verdict("procfile", "missing Procfile")
+        ]
     );
 }
 
@@ -72,6 +75,7 @@ fn nothing_detected_says_why() {
         detection.rejected,
         [
             verdict("go", "none of go.mod, main.go found"),
+            verdict("rust", "missing Cargo.toml, Cargo.lock"),
             verdict("procfile", "missing Procfile"),
         ]
     );
@@ -142,7 +146,7 @@ fn procfile_and_go_both_pass_and_procfile_web_wins() {
             verdict("procfile", "found Procfile")
         ]
     );
-    assert!(detection.rejected.is_empty());
+    assert_eq!(detection.rejected.len(), 1, "{:?}", detection.rejected);
 
     let plan = plan_builtin(src.path()).unwrap();
     let ids: Vec<_> = plan.buildpacks.iter().map(|b| b.id.as_str()).collect();
@@ -248,4 +252,64 @@ fn broken_kiln_toml_names_file_and_line() {
     let err = plan_builtin(src.path()).unwrap_err().to_string();
     let expected = format!("{}:2:", src.path().join("kiln.toml").display());
     assert!(err.starts_with(&expected), "{err}");
+}
+
+/// The repository's `fixtures/rust-hello` (the README example).
+fn rust_hello() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/rust-hello")
+}
+
+#[test]
+fn rust_fixture_plans_a_static_cargo_install() {
+    let src = rust_hello();
+    let detection = detect_builtin(&src);
+    assert_eq!(
+        detection.buildpacks,
+        [verdict(
+            "rust",
+            "found Cargo.toml, Cargo.lock; Cargo.toml has key package.name"
+        )]
+    );
+    let plan = plan_builtin(&src).unwrap();
+    let step = &plan.buildpacks[0].steps[0];
+    assert_eq!(step.command, "cargo");
+    assert_eq!(
+        step.args,
+        [
+            "install",
+            "--path",
+            ".",
+            "--root",
+            "${layer:bin}",
+            "--no-track",
+            "--locked"
+        ]
+    );
+    assert!(step.env["CARGO_ENCODED_RUSTFLAGS"].starts_with("-Ctarget-feature=+crt-static\u{1f}"));
+    assert_eq!(
+        plan.processes[0].command,
+        ["/layers/rust/bin/bin/rust-hello"]
+    );
+    assert!(plan.processes[0].default);
+    let shipped: Vec<_> = plan.buildpacks[0]
+        .layers
+        .iter()
+        .filter(|l| l.launch)
+        .map(|l| l.name.as_str())
+        .collect();
+    assert_eq!(shipped, ["bin"]);
+}
+
+#[test]
+fn a_virtual_cargo_workspace_is_not_a_rust_app() {
+    let src = tree(&[
+        ("Cargo.toml", "[workspace]\nmembers = [\"a\"]\n"),
+        ("Cargo.lock", "version = 3\n"),
+    ]);
+    let detection = detect_builtin(src.path());
+    assert!(!detection.detected);
+    assert_eq!(
+        detection.rejected[1],
+        verdict("rust", "Cargo.toml has no key package.name")
+    );
 }
