@@ -5,13 +5,34 @@
 //! Outputs are written to a temporary sibling path and renamed into place only when complete. The
 //! archive's own tar is deterministic (sorted entries, fixed mtime), so the same image gives the
 //! same archive bytes.
+//!
+//! Layout directories get their blobs hardlinked from the store when both are on one filesystem
+//! (blobs are immutable, so sharing the inode is safe), and copied otherwise.
 
+use std::collections::BTreeMap;
+use std::fs::{self, File, Permissions};
+use std::io::{self, BufWriter, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use crate::error::Result;
+use serde_json::json;
+use tar::{Builder, EntryType, Header};
+
+use crate::digest::Digest;
+use crate::error::{Error, IoContext, Result};
 use crate::image::Image;
+use crate::io_util::{ExactReader, HashingReader};
+use crate::json::to_canonical_vec;
 use crate::reference::Reference;
+use crate::spec::{
+    Descriptor, ImageIndex, ANNOTATION_CONTAINERD_NAME, ANNOTATION_REF_NAME, MEDIA_TYPE_INDEX,
+    MEDIA_TYPE_MANIFEST,
+};
 use crate::store::BlobStore;
+
+/// mtime of every entry of the archive's own tar (1980-01-01T00:00:01Z, as for layers).
+const ARCHIVE_MTIME: u64 = crate::layer::DEFAULT_MTIME;
+const OCI_LAYOUT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
 
 /// Writes `image` as an `oci-archive` tarball at `out`. With `tag`, the index entry carries
 /// `io.containerd.image.name` (full name) and `org.opencontainers.image.ref.name` (the tag, as
@@ -22,8 +43,58 @@ pub fn write_oci_archive(
     tag: Option<&Reference>,
     out: &Path,
 ) -> Result<()> {
-    let _ = (store, image, tag, out);
-    todo!()
+    let (parent, name) = split_out_path(out)?;
+    let ctx = || format!("writing {}", out.display());
+    let tmp = tempfile::Builder::new()
+        .prefix(&format!(".{name}."))
+        .suffix(".tmp")
+        .tempfile_in(parent)
+        .ctx(ctx)?;
+    let mut tar = Builder::new(BufWriter::new(tmp));
+    // Entries in path byte order: "blobs/" < "blobs/sha256/…" < "index.json" < "manifest.json"
+    // < "oci-layout".
+    append_dir(&mut tar, "blobs/").ctx(ctx)?;
+    append_dir(&mut tar, "blobs/sha256/").ctx(ctx)?;
+    for (digest, size) in blob_sizes(image) {
+        let path = format!("blobs/sha256/{}", digest.hex());
+        let blob = store.open_blob(&digest)?;
+        let mut content = HashingReader::new(ExactReader::new(
+            blob,
+            size,
+            store.path(&digest).display().to_string(),
+        ));
+        tar.append(&file_header(&path, size), &mut content)
+            .ctx(ctx)?;
+        let (content, actual) = content.finish();
+        content.check_end().ctx(ctx)?;
+        if actual != digest {
+            return Err(Error::DigestMismatch {
+                expected: digest.to_string(),
+                actual: actual.to_string(),
+            });
+        }
+    }
+    for (path, bytes) in [
+        ("index.json", to_canonical_vec(&index(image, tag))),
+        ("manifest.json", docker_manifest(image, tag)),
+        ("oci-layout", OCI_LAYOUT.to_vec()),
+    ] {
+        tar.append(&file_header(path, bytes.len() as u64), bytes.as_slice())
+            .ctx(ctx)?;
+    }
+    let tmp = tar
+        .into_inner()
+        .ctx(ctx)?
+        .into_inner()
+        .map_err(|e| e.into_error())
+        .ctx(ctx)?;
+    // Temporary files are created 0600; the archive is an ordinary output file.
+    tmp.as_file()
+        .set_permissions(Permissions::from_mode(0o644))
+        .ctx(ctx)?;
+    tmp.as_file().sync_all().ctx(ctx)?;
+    tmp.persist(out).map_err(|e| e.error).ctx(ctx)?;
+    Ok(())
 }
 
 /// Writes `image` as an OCI image layout directory at `out` (replacing an existing layout there
@@ -35,6 +106,208 @@ pub fn write_oci_dir(
     tag: Option<&Reference>,
     out: &Path,
 ) -> Result<()> {
-    let _ = (store, image, tag, out);
-    todo!()
+    let (parent, name) = split_out_path(out)?;
+    let ctx = || format!("writing OCI layout {}", out.display());
+    // Refuse early, and again right before the swap: never replace something that is not ours.
+    check_replaceable(out)?;
+    let tmp = tempfile::Builder::new()
+        .prefix(&format!(".{name}."))
+        .suffix(".tmp")
+        .tempdir_in(parent)
+        .ctx(ctx)?;
+    // Temporary directories are created 0700; the layout is an ordinary output directory.
+    fs::set_permissions(tmp.path(), Permissions::from_mode(0o755)).ctx(ctx)?;
+    let blob_dir = tmp.path().join("blobs/sha256");
+    fs::create_dir_all(&blob_dir).ctx(ctx)?;
+    for (digest, size) in blob_sizes(image) {
+        link_or_copy_blob(store, &digest, size, &blob_dir.join(digest.hex()))?;
+    }
+    fs::write(tmp.path().join("oci-layout"), OCI_LAYOUT).ctx(ctx)?;
+    fs::write(
+        tmp.path().join("index.json"),
+        to_canonical_vec(&index(image, tag)),
+    )
+    .ctx(ctx)?;
+
+    if check_replaceable(out)? {
+        // Move the old layout aside into a temporary directory (deleted when dropped), then move
+        // the new one in. There is a short window with nothing at `out`, but never a half layout.
+        let trash = tempfile::Builder::new()
+            .prefix(&format!(".{name}."))
+            .suffix(".old")
+            .tempdir_in(parent)
+            .ctx(ctx)?;
+        let old = trash.path().join("old");
+        fs::rename(out, &old).ctx(ctx)?;
+        if let Err(e) = fs::rename(tmp.path(), out) {
+            // Put the old layout back; the error that matters is the failed rename.
+            let _ = fs::rename(&old, out);
+            return Err(Error::io(ctx(), e));
+        }
+    } else {
+        fs::rename(tmp.path(), out).ctx(ctx)?;
+    }
+    // The directory now lives at `out`: it must not be cleaned up.
+    let _ = tmp.keep();
+    Ok(())
+}
+
+/// `out`'s parent directory (`.` for a bare name) and file name.
+fn split_out_path(out: &Path) -> Result<(&Path, String)> {
+    let name = out
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| {
+            Error::io(
+                format!("writing {}", out.display()),
+                io::Error::new(io::ErrorKind::InvalidInput, "output path has no file name"),
+            )
+        })?
+        .to_owned();
+    let parent = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    Ok((parent, name))
+}
+
+/// Whether `out` exists and may be replaced (an OCI layout or an empty directory); an error when
+/// it exists and is anything else.
+fn check_replaceable(out: &Path) -> Result<bool> {
+    let md = match fs::symlink_metadata(out) {
+        Ok(md) => md,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(Error::io(format!("inspecting {}", out.display()), e)),
+    };
+    let replaceable = md.is_dir()
+        && (out.join("oci-layout").is_file()
+            || fs::read_dir(out)
+                .ctx(|| format!("reading {}", out.display()))?
+                .next()
+                .is_none());
+    if replaceable {
+        Ok(true)
+    } else {
+        Err(Error::io(
+            format!("writing OCI layout {}", out.display()),
+            io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                "the path exists and is neither an OCI image layout nor an empty directory; \
+                 not replacing it",
+            ),
+        ))
+    }
+}
+
+fn link_or_copy_blob(store: &BlobStore, digest: &Digest, size: u64, dest: &Path) -> Result<()> {
+    let src = store.path(digest);
+    if fs::hard_link(&src, dest).is_ok() {
+        return Ok(());
+    }
+    // Different filesystem (EXDEV) or no hardlink support: copy, verifying on the way.
+    let ctx = || format!("copying blob {} to {}", src.display(), dest.display());
+    let mut content = HashingReader::new(ExactReader::new(
+        store.open_blob(digest)?,
+        size,
+        src.display().to_string(),
+    ));
+    let mut file = File::create(dest).ctx(ctx)?;
+    io::copy(&mut content, &mut file).ctx(ctx)?;
+    file.sync_all().ctx(ctx)?;
+    let (content, actual) = content.finish();
+    content.check_end().ctx(ctx)?;
+    if &actual != digest {
+        return Err(Error::DigestMismatch {
+            expected: digest.to_string(),
+            actual: actual.to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// Every blob of `image` (config, manifest, layers; each once) with its size, in digest order.
+fn blob_sizes(image: &Image) -> BTreeMap<Digest, u64> {
+    let mut blobs = BTreeMap::new();
+    blobs.insert(image.manifest_digest.clone(), image.manifest_size);
+    blobs.insert(image.config_digest.clone(), image.manifest.config.size);
+    for layer in &image.manifest.layers {
+        blobs.insert(layer.digest.clone(), layer.size);
+    }
+    blobs
+}
+
+/// `index.json`: one manifest descriptor, named as Docker ≥ 25 names it when tagged.
+fn index(image: &Image, tag: Option<&Reference>) -> ImageIndex {
+    let mut annotations = BTreeMap::new();
+    if let Some(reference) = tag {
+        annotations.insert(ANNOTATION_CONTAINERD_NAME.to_owned(), reference.full_name());
+        if let Some(tag) = &reference.tag {
+            annotations.insert(ANNOTATION_REF_NAME.to_owned(), tag.clone());
+        }
+    }
+    ImageIndex {
+        schema_version: 2,
+        media_type: MEDIA_TYPE_INDEX.to_owned(),
+        manifests: vec![Descriptor {
+            media_type: MEDIA_TYPE_MANIFEST.to_owned(),
+            digest: image.manifest_digest.clone(),
+            size: image.manifest_size,
+            annotations,
+            platform: None,
+        }],
+        annotations: BTreeMap::new(),
+    }
+}
+
+/// Docker's `manifest.json` for `docker load`, pointing into `blobs/sha256/`.
+fn docker_manifest(image: &Image, tag: Option<&Reference>) -> Vec<u8> {
+    let blob_path = |d: &Digest| format!("blobs/sha256/{}", d.hex());
+    // RepoTags hold `name:tag`; a digest-only reference has no tag to give.
+    let repo_tags: Vec<String> = tag
+        .filter(|r| r.tag.is_some())
+        .map(|r| {
+            Reference {
+                digest: None,
+                ..r.clone()
+            }
+            .familiar_name()
+        })
+        .into_iter()
+        .collect();
+    let layers: Vec<String> = image
+        .manifest
+        .layers
+        .iter()
+        .map(|l| blob_path(&l.digest))
+        .collect();
+    to_canonical_vec(&json!([{
+        "Config": blob_path(&image.config_digest),
+        "RepoTags": repo_tags,
+        "Layers": layers,
+    }]))
+}
+
+fn append_dir<W: Write>(tar: &mut Builder<W>, path: &str) -> io::Result<()> {
+    tar.append(&header(path, EntryType::Directory, 0o755, 0), io::empty())
+}
+
+fn file_header(path: &str, size: u64) -> Header {
+    header(path, EntryType::Regular, 0o644, size)
+}
+
+/// A fixed-metadata ustar header (all archive paths are short enough for ustar).
+fn header(path: &str, kind: EntryType, mode: u32, size: u64) -> Header {
+    let mut h = Header::new_ustar();
+    let bytes = path.as_bytes();
+    if let Some(ustar) = h.as_ustar_mut() {
+        ustar.name[..bytes.len()].copy_from_slice(bytes);
+    }
+    h.set_entry_type(kind);
+    h.set_mode(mode);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(ARCHIVE_MTIME);
+    h.set_size(size);
+    h.set_cksum();
+    h
 }

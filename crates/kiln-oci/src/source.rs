@@ -5,13 +5,40 @@
 //! [`BlobStore`] verbatim (never recompressed), each verified against its digest. Archives are read
 //! defensively: an entry with an absolute path, a `..` component, or a link is rejected with an
 //! error naming the archive and entry. Multi-platform indexes select the host platform.
+//!
+//! Archives are read in one streaming pass: blob entries go straight into the store (verified
+//! against their names), only small metadata files (`index.json`, `manifest.json`) are held in
+//! memory, and those with a size cap. Docker media types are accepted; base layer descriptors are
+//! kept verbatim (media type, digest, size) because their blobs are copied, never recompressed.
 
-use std::path::PathBuf;
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{self, BufReader, Read};
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
 
 use crate::digest::Digest;
-use crate::error::Result;
-use crate::spec::{ImageConfig, LayerRecord};
+use crate::error::{Error, IoContext, Result};
+use crate::io_util::read_capped;
+use crate::reference::Reference;
+use crate::spec::{
+    Descriptor, ImageConfig, ImageIndex, ImageManifest, LayerRecord, Platform, RootFs,
+    ANNOTATION_CONTAINERD_NAME, ANNOTATION_REF_NAME, DOCKER_MEDIA_TYPE_CONFIG,
+    DOCKER_MEDIA_TYPE_MANIFEST, DOCKER_MEDIA_TYPE_MANIFEST_LIST, MEDIA_TYPE_CONFIG,
+    MEDIA_TYPE_INDEX, MEDIA_TYPE_LAYER_GZIP, MEDIA_TYPE_LAYER_TAR, MEDIA_TYPE_LAYER_ZSTD,
+    MEDIA_TYPE_MANIFEST,
+};
 use crate::store::BlobStore;
+
+const ACCEPTED_FORMS: &str =
+    "accepted forms: scratch, oci-archive:PATH[:REF], oci:DIR[:REF], docker-archive:PATH";
+/// Largest metadata file (index.json, manifest.json) or JSON blob (manifest, index, config) read
+/// into memory. Real ones are kilobytes; the cap keeps a hostile archive from exhausting memory.
+const MAX_JSON_SIZE: u64 = 16 << 20;
+/// How deep indexes may nest (Docker ≥ 25 archives: index.json → image index → manifest).
+const MAX_INDEX_DEPTH: usize = 4;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ImageSource {
@@ -33,16 +60,56 @@ impl std::str::FromStr for ImageSource {
     type Err = crate::error::Error;
 
     fn from_str(s: &str) -> Result<ImageSource> {
-        let _ = s;
-        todo!()
+        let fail = |why: String| Error::InvalidReference {
+            reference: s.to_owned(),
+            why: format!("{why}; {ACCEPTED_FORMS}"),
+        };
+        if s == "scratch" {
+            return Ok(ImageSource::Scratch);
+        }
+        let Some((transport, rest)) = s.split_once(':') else {
+            return Err(fail("not an image source".to_owned()));
+        };
+        // As in skopeo, the path ends at the first ':'; the rest (which may contain ':') is REF.
+        let (path, reference) = match rest.split_once(':') {
+            Some((path, reference)) => (path, Some(reference)),
+            None => (rest, None),
+        };
+        if path.is_empty() {
+            return Err(fail("empty path".to_owned()));
+        }
+        if reference == Some("") {
+            return Err(fail("empty reference after ':'".to_owned()));
+        }
+        let path = PathBuf::from(path);
+        let reference = reference.map(str::to_owned);
+        match transport {
+            "oci-archive" => Ok(ImageSource::OciArchive { path, reference }),
+            "oci" => Ok(ImageSource::OciDir { path, reference }),
+            "docker-archive" if reference.is_some() => Err(fail(
+                "docker-archive takes no reference (the archive must hold exactly one image)"
+                    .to_owned(),
+            )),
+            "docker-archive" => Ok(ImageSource::DockerArchive { path }),
+            other => Err(fail(format!("unknown transport {other:?}"))),
+        }
     }
 }
 
 impl std::fmt::Display for ImageSource {
     /// The canonical spelling (`oci-archive:/abs/run.tar:latest`), recorded as the base name.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let _ = f;
-        todo!()
+        let (transport, path, reference) = match self {
+            ImageSource::Scratch => return f.write_str("scratch"),
+            ImageSource::OciArchive { path, reference } => ("oci-archive", path, reference),
+            ImageSource::OciDir { path, reference } => ("oci", path, reference),
+            ImageSource::DockerArchive { path } => ("docker-archive", path, &None),
+        };
+        write!(f, "{transport}:{}", path.display())?;
+        if let Some(reference) = reference {
+            write!(f, ":{reference}")?;
+        }
+        Ok(())
     }
 }
 
@@ -50,7 +117,8 @@ impl std::fmt::Display for ImageSource {
 #[derive(Debug, Clone)]
 pub struct LoadedImage {
     pub source: ImageSource,
-    /// `None` for `scratch`.
+    /// `None` for `scratch`, and for `docker-archive` (its `manifest.json` is not a content-addressed
+    /// manifest, so there is no digest to record).
     pub manifest_digest: Option<Digest>,
     /// For `scratch`: an empty config for the host platform.
     pub config: ImageConfig,
@@ -61,6 +129,627 @@ pub struct LoadedImage {
 
 /// Loads `source`, importing its blobs into `store`.
 pub fn load_image(source: &ImageSource, store: &BlobStore) -> Result<LoadedImage> {
-    let _ = (source, store);
-    todo!()
+    match source {
+        ImageSource::Scratch => Ok(LoadedImage {
+            source: source.clone(),
+            manifest_digest: None,
+            config: scratch_config(),
+            layers: Vec::new(),
+            annotations: Default::default(),
+        }),
+        ImageSource::OciArchive { path, reference } => {
+            let index = import_oci_archive(path, store)?;
+            let image = source.to_string();
+            // Every blob of the archive is in the store now; one it lacks is simply missing.
+            let fetch = |d: &Descriptor| {
+                if store.contains(&d.digest) {
+                    Ok(())
+                } else {
+                    Err(invalid_image(
+                        &image,
+                        format!(
+                            "references blob {}, which the archive does not contain",
+                            d.digest
+                        ),
+                    ))
+                }
+            };
+            resolve(source, store, &index, reference.as_deref(), &fetch)
+        }
+        ImageSource::OciDir { path, reference } => {
+            let index_path = path.join("index.json");
+            let index_file =
+                File::open(&index_path).ctx(|| format!("opening {}", index_path.display()))?;
+            let what = index_path.display().to_string();
+            let bytes =
+                read_capped(index_file, MAX_JSON_SIZE, &what).ctx(|| format!("reading {what}"))?;
+            let index: ImageIndex = parse_json(&bytes, &what)?;
+            let image = source.to_string();
+            let fetch = |d: &Descriptor| copy_from_dir(&image, path, store, &d.digest);
+            resolve(source, store, &index, reference.as_deref(), &fetch)
+        }
+        ImageSource::DockerArchive { path } => load_docker_archive(source, path, store),
+    }
+}
+
+/// An empty config for the host platform.
+fn scratch_config() -> ImageConfig {
+    let platform = Platform::host();
+    ImageConfig {
+        architecture: platform.architecture,
+        os: platform.os,
+        variant: platform.variant,
+        rootfs: RootFs {
+            kind: "layers".to_owned(),
+            diff_ids: Vec::new(),
+        },
+        ..Default::default()
+    }
+}
+
+fn invalid_image(image: &str, why: String) -> Error {
+    Error::InvalidImage {
+        image: image.to_owned(),
+        why,
+    }
+}
+
+fn parse_json<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|source| Error::Json {
+        path: what.to_owned(),
+        source,
+    })
+}
+
+/// Makes sure the blob `d` is in the store, importing it from wherever the image comes from.
+type Fetch<'a> = dyn Fn(&Descriptor) -> Result<()> + 'a;
+
+/// Streams the outer tar of an OCI archive: blobs into the store, `index.json` into memory.
+fn import_oci_archive(archive: &Path, store: &BlobStore) -> Result<ImageIndex> {
+    let image = archive.display().to_string();
+    let mut index_json = None;
+    for_each_file(archive, |path, _size, entry| {
+        if let Some(hex) = path.strip_prefix("blobs/sha256/") {
+            let digest = Digest::parse(&format!("sha256:{hex}")).map_err(|_| {
+                invalid_image(
+                    &image,
+                    format!("entry {path:?} is not named by a sha256 digest"),
+                )
+            })?;
+            // Already stored (verified when it was written): the archive's copy is not needed.
+            if !store.contains(&digest) {
+                store
+                    .put_reader(entry, Some(&digest))
+                    .map_err(|e| invalid_image(&image, format!("entry {path:?}: {e}")))?;
+            }
+        } else if path == "index.json" {
+            if index_json.is_some() {
+                return Err(invalid_image(
+                    &image,
+                    "more than one index.json entry".to_owned(),
+                ));
+            }
+            let what = format!("{image}: index.json");
+            index_json =
+                Some(read_capped(entry, MAX_JSON_SIZE, &what).ctx(|| format!("reading {what}"))?);
+        }
+        Ok(())
+    })?;
+    let bytes = index_json.ok_or_else(|| {
+        invalid_image(
+            &image,
+            "no index.json entry: not an OCI image archive".to_owned(),
+        )
+    })?;
+    parse_json(&bytes, &format!("{image}: index.json"))
+}
+
+/// Calls `visit` with the normalized path, size and content of every regular file of the tar at
+/// `archive`, in archive order, after rejecting unsafe entries (see [`check_entry`]).
+fn for_each_file(
+    archive: &Path,
+    mut visit: impl FnMut(&str, u64, &mut dyn Read) -> Result<()>,
+) -> Result<()> {
+    let ctx = || format!("reading archive {}", archive.display());
+    let file = File::open(archive).ctx(ctx)?;
+    let mut tar = tar::Archive::new(BufReader::new(file));
+    for entry in tar.entries().ctx(ctx)? {
+        let mut entry = entry.ctx(ctx)?;
+        let raw = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+        if let Some(path) = check_entry(archive, &raw, entry.header().entry_type())? {
+            let size = entry.size();
+            visit(&path, size, &mut entry)?;
+        }
+    }
+    Ok(())
+}
+
+/// Rejects entries that could escape the archive root or that a reader must not follow (absolute
+/// paths, `..`, links, devices, fifos). Returns the normalized path of a regular file (no `./`,
+/// no empty components), `None` for entries carrying nothing to read (directories, global PAX
+/// headers).
+fn check_entry(archive: &Path, raw: &str, kind: tar::EntryType) -> Result<Option<String>> {
+    use tar::EntryType::*;
+    let unsafe_entry = |why: &'static str| Error::UnsafePath {
+        archive: archive.to_owned(),
+        entry: raw.to_owned(),
+        why,
+    };
+    if raw.starts_with('/') {
+        return Err(unsafe_entry("absolute path"));
+    }
+    if raw.split('/').any(|c| c == "..") {
+        return Err(unsafe_entry("'..' path component"));
+    }
+    match kind {
+        Regular | Continuous => {}
+        Directory | XGlobalHeader => return Ok(None),
+        Symlink => return Err(unsafe_entry("symbolic link entries are not allowed")),
+        Link => return Err(unsafe_entry("hard link entries are not allowed")),
+        Char | Block => return Err(unsafe_entry("device entries are not allowed")),
+        Fifo => return Err(unsafe_entry("fifo entries are not allowed")),
+        _ => return Err(unsafe_entry("unsupported entry type")),
+    }
+    let path = normalize_archive_path(raw);
+    if path.is_empty() {
+        return Err(unsafe_entry("file entry with an empty path"));
+    }
+    Ok(Some(path))
+}
+
+/// `./a//b` → `a/b`: how archive entries and the paths inside manifest.json are compared.
+fn normalize_archive_path(raw: &str) -> String {
+    raw.split('/')
+        .filter(|c| !c.is_empty() && *c != ".")
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// Imports blob `digest` from the layout directory `dir` into the store, verifying it.
+fn copy_from_dir(image: &str, dir: &Path, store: &BlobStore, digest: &Digest) -> Result<()> {
+    if store.contains(digest) {
+        return Ok(());
+    }
+    let src = dir.join("blobs/sha256").join(digest.hex());
+    let file = match File::open(&src) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(invalid_image(
+                image,
+                format!(
+                    "references blob {digest}, but {} does not exist",
+                    src.display()
+                ),
+            ))
+        }
+        Err(e) => return Err(Error::io(format!("opening {}", src.display()), e)),
+    };
+    store
+        .put_reader(BufReader::new(file), Some(digest))
+        .map_err(|e| invalid_image(image, format!("{}: {e}", src.display())))?;
+    Ok(())
+}
+
+/// Reads a manifest/index/config blob (bounded size) after fetching it, checking its size.
+fn read_json_blob(
+    image: &str,
+    store: &BlobStore,
+    desc: &Descriptor,
+    fetch: &Fetch,
+) -> Result<Vec<u8>> {
+    if desc.size > MAX_JSON_SIZE {
+        return Err(invalid_image(
+            image,
+            format!(
+                "blob {} claims {} bytes, too large for JSON metadata",
+                desc.digest, desc.size
+            ),
+        ));
+    }
+    fetch(desc)?;
+    let bytes = store.read_verified(&desc.digest)?;
+    if bytes.len() as u64 != desc.size {
+        return Err(invalid_image(
+            image,
+            format!(
+                "blob {} has {} bytes but its descriptor says {}",
+                desc.digest,
+                bytes.len(),
+                desc.size
+            ),
+        ));
+    }
+    Ok(bytes)
+}
+
+/// The media type of a manifest or index: the descriptor's, else the document's own `mediaType`,
+/// else guessed from its shape (both fields are optional in some older writers).
+fn document_media_type(desc: &Descriptor, bytes: &[u8], what: &str) -> Result<String> {
+    if !desc.media_type.is_empty() {
+        return Ok(desc.media_type.clone());
+    }
+    let doc: serde_json::Value = parse_json(bytes, what)?;
+    let declared = doc
+        .get("mediaType")
+        .and_then(|m| m.as_str())
+        .unwrap_or_default();
+    Ok(if !declared.is_empty() {
+        declared.to_owned()
+    } else if doc.get("manifests").is_some() {
+        MEDIA_TYPE_INDEX.to_owned()
+    } else {
+        MEDIA_TYPE_MANIFEST.to_owned()
+    })
+}
+
+/// From an `index.json`: picks the image by reference, follows indexes to the host platform and
+/// loads the manifest, config and layers.
+fn resolve(
+    source: &ImageSource,
+    store: &BlobStore,
+    index: &ImageIndex,
+    reference: Option<&str>,
+    fetch: &Fetch,
+) -> Result<LoadedImage> {
+    let image = source.to_string();
+    let mut desc = select_by_reference(&image, &index.manifests, reference)?.clone();
+    for _ in 0..MAX_INDEX_DEPTH {
+        let bytes = read_json_blob(&image, store, &desc, fetch)?;
+        let what = format!("{image}: blob {}", desc.digest);
+        match document_media_type(&desc, &bytes, &what)?.as_str() {
+            MEDIA_TYPE_INDEX | DOCKER_MEDIA_TYPE_MANIFEST_LIST => {
+                let nested: ImageIndex = parse_json(&bytes, &what)?;
+                desc = select_platform(&image, &nested.manifests)?.clone();
+            }
+            MEDIA_TYPE_MANIFEST | DOCKER_MEDIA_TYPE_MANIFEST => {
+                let manifest: ImageManifest = parse_json(&bytes, &what)?;
+                return load_manifest(source, store, desc.digest, manifest, fetch);
+            }
+            other => {
+                return Err(invalid_image(
+                    &image,
+                    format!("{} has unsupported media type {other:?}", desc.digest),
+                ))
+            }
+        }
+    }
+    Err(invalid_image(
+        &image,
+        format!("image indexes nest more than {MAX_INDEX_DEPTH} deep"),
+    ))
+}
+
+fn load_manifest(
+    source: &ImageSource,
+    store: &BlobStore,
+    manifest_digest: Digest,
+    manifest: ImageManifest,
+    fetch: &Fetch,
+) -> Result<LoadedImage> {
+    let image = source.to_string();
+    let config_type = manifest.config.media_type.as_str();
+    if config_type != MEDIA_TYPE_CONFIG && config_type != DOCKER_MEDIA_TYPE_CONFIG {
+        return Err(invalid_image(
+            &image,
+            format!(
+                "manifest {manifest_digest} is not a container image (config media type \
+                 {config_type:?})"
+            ),
+        ));
+    }
+    let config_bytes = read_json_blob(&image, store, &manifest.config, fetch)?;
+    let config: ImageConfig = parse_json(
+        &config_bytes,
+        &format!("{image}: config {}", manifest.config.digest),
+    )?;
+    let diff_ids = &config.rootfs.diff_ids;
+    if diff_ids.len() != manifest.layers.len() {
+        return Err(invalid_image(
+            &image,
+            format!(
+                "manifest {manifest_digest} lists {} layers but its config has {} diff_ids",
+                manifest.layers.len(),
+                diff_ids.len()
+            ),
+        ));
+    }
+    let mut layers = Vec::with_capacity(manifest.layers.len());
+    for (layer, diff_id) in manifest.layers.iter().zip(diff_ids) {
+        fetch(layer)?;
+        let path = store.path(&layer.digest);
+        let stored_size = std::fs::metadata(&path)
+            .ctx(|| format!("reading metadata of {}", path.display()))?
+            .len();
+        if stored_size != layer.size {
+            return Err(invalid_image(
+                &image,
+                format!(
+                    "layer {} has {stored_size} bytes but the manifest says {}",
+                    layer.digest, layer.size
+                ),
+            ));
+        }
+        layers.push(LayerRecord {
+            descriptor: layer.clone(),
+            diff_id: diff_id.clone(),
+        });
+    }
+    Ok(LoadedImage {
+        source: source.clone(),
+        manifest_digest: Some(manifest_digest),
+        config,
+        layers,
+        annotations: manifest.annotations,
+    })
+}
+
+/// The names a descriptor of `index.json` is known by.
+fn descriptor_names(desc: &Descriptor) -> impl Iterator<Item = &str> {
+    [ANNOTATION_REF_NAME, ANNOTATION_CONTAINERD_NAME]
+        .into_iter()
+        .filter_map(|key| desc.annotations.get(key).map(String::as_str))
+}
+
+/// Whether `reference` names `desc`: equal to either name annotation, equal to the tag of one,
+/// or the same image once both are normalized (`app:1` vs `docker.io/library/app:1`).
+fn matches_reference(desc: &Descriptor, reference: &str) -> bool {
+    let wanted = Reference::parse(reference).ok();
+    descriptor_names(desc).any(|name| {
+        if name == reference {
+            return true;
+        }
+        let Ok(parsed) = Reference::parse(name) else {
+            return false;
+        };
+        parsed.tag.as_deref() == Some(reference)
+            || wanted
+                .as_ref()
+                .is_some_and(|w| w.full_name() == parsed.full_name())
+    })
+}
+
+fn available_names(manifests: &[Descriptor]) -> String {
+    let names: Vec<String> = manifests
+        .iter()
+        .map(|d| {
+            let names: Vec<&str> = descriptor_names(d).collect();
+            if names.is_empty() {
+                format!("(unnamed {})", d.digest)
+            } else {
+                names.join(" / ")
+            }
+        })
+        .collect();
+    names.join(", ")
+}
+
+fn select_by_reference<'a>(
+    image: &str,
+    manifests: &'a [Descriptor],
+    reference: Option<&str>,
+) -> Result<&'a Descriptor> {
+    let Some(reference) = reference else {
+        return match manifests {
+            [only] => Ok(only),
+            [] => Err(invalid_image(
+                image,
+                "index.json lists no images".to_owned(),
+            )),
+            many => Err(invalid_image(
+                image,
+                format!(
+                    "index.json lists {} images; name one with :REF (available: {})",
+                    many.len(),
+                    available_names(many)
+                ),
+            )),
+        };
+    };
+    let mut matching = manifests.iter().filter(|d| matches_reference(d, reference));
+    let Some(first) = matching.next() else {
+        return Err(invalid_image(
+            image,
+            format!(
+                "no image named {reference:?} (available: {})",
+                available_names(manifests)
+            ),
+        ));
+    };
+    if matching.any(|d| d.digest != first.digest) {
+        return Err(invalid_image(
+            image,
+            format!("{reference:?} names more than one image; use the full name"),
+        ));
+    }
+    Ok(first)
+}
+
+/// The entry for the host's os/architecture, preferring an exact variant match.
+fn select_platform<'a>(image: &str, manifests: &'a [Descriptor]) -> Result<&'a Descriptor> {
+    let host = Platform::host();
+    let candidates: Vec<&Descriptor> = manifests
+        .iter()
+        .filter(|d| {
+            d.platform
+                .as_ref()
+                .is_some_and(|p| p.os == host.os && p.architecture == host.architecture)
+        })
+        .collect();
+    let exact = candidates.iter().find(|d| {
+        d.platform
+            .as_ref()
+            .is_some_and(|p| p.variant == host.variant)
+    });
+    match exact.or(candidates.first()) {
+        Some(desc) => Ok(desc),
+        None => {
+            let available: Vec<String> = manifests
+                .iter()
+                .filter_map(|d| d.platform.as_ref())
+                .map(|p| format!("{}/{}", p.os, p.architecture))
+                .collect();
+            Err(invalid_image(
+                image,
+                format!(
+                    "no image for {}/{} in the index (available: {})",
+                    host.os,
+                    host.architecture,
+                    available.join(", ")
+                ),
+            ))
+        }
+    }
+}
+
+/// One image of Docker's `manifest.json`.
+#[derive(Deserialize)]
+struct DockerManifestEntry {
+    #[serde(rename = "Config")]
+    config: String,
+    #[serde(rename = "RepoTags", default)]
+    repo_tags: Option<Vec<String>>,
+    #[serde(rename = "Layers")]
+    layers: Vec<String>,
+}
+
+/// A `docker save` archive: `manifest.json` names the config and layer files by path, and may come
+/// after them, so every file is spooled into the store (by content digest) on the way through.
+fn load_docker_archive(
+    source: &ImageSource,
+    archive: &Path,
+    store: &BlobStore,
+) -> Result<LoadedImage> {
+    let image = source.to_string();
+    let mut files: HashMap<String, (Digest, u64)> = HashMap::new();
+    let mut manifest_json = None;
+    for_each_file(archive, |path, size, entry| {
+        if path == "manifest.json" {
+            if manifest_json.is_some() {
+                return Err(invalid_image(
+                    &image,
+                    "more than one manifest.json entry".to_owned(),
+                ));
+            }
+            let what = format!("{image}: manifest.json");
+            manifest_json =
+                Some(read_capped(entry, MAX_JSON_SIZE, &what).ctx(|| format!("reading {what}"))?);
+            return Ok(());
+        }
+        // Hybrid (Docker ≥ 25) archives name blobs by digest: verify them on the way in.
+        let expected = path
+            .strip_prefix("blobs/sha256/")
+            .and_then(|hex| Digest::parse(&format!("sha256:{hex}")).ok());
+        let stored = match expected {
+            Some(digest) if store.contains(&digest) => (digest, size),
+            _ => store
+                .put_reader(entry, expected.as_ref())
+                .map_err(|e| invalid_image(&image, format!("entry {path:?}: {e}")))?,
+        };
+        files.insert(path.to_owned(), stored);
+        Ok(())
+    })?;
+    let bytes = manifest_json.ok_or_else(|| {
+        invalid_image(
+            &image,
+            "no manifest.json entry: not a docker archive".to_owned(),
+        )
+    })?;
+    let entries: Vec<DockerManifestEntry> = parse_json(&bytes, &format!("{image}: manifest.json"))?;
+    let entry = match entries.as_slice() {
+        [only] => only,
+        [] => {
+            return Err(invalid_image(
+                &image,
+                "manifest.json lists no images".to_owned(),
+            ))
+        }
+        many => {
+            let tags: Vec<String> = many
+                .iter()
+                .map(|e| e.repo_tags.clone().unwrap_or_default().join(" "))
+                .collect();
+            return Err(invalid_image(
+                &image,
+                format!(
+                    "manifest.json lists {} images ({}); only single-image archives can be loaded",
+                    many.len(),
+                    tags.join(", ")
+                ),
+            ));
+        }
+    };
+    let lookup = |path: &str| {
+        files.get(&normalize_archive_path(path)).ok_or_else(|| {
+            invalid_image(
+                &image,
+                format!("manifest.json references {path:?}, which the archive does not contain"),
+            )
+        })
+    };
+    let (config_digest, config_size) = lookup(&entry.config)?;
+    if *config_size > MAX_JSON_SIZE {
+        return Err(invalid_image(
+            &image,
+            format!("config {:?} is too large", entry.config),
+        ));
+    }
+    let config_bytes = store.read_verified(config_digest)?;
+    let config: ImageConfig = parse_json(&config_bytes, &format!("{image}: {}", entry.config))?;
+    let diff_ids = &config.rootfs.diff_ids;
+    if diff_ids.len() != entry.layers.len() {
+        return Err(invalid_image(
+            &image,
+            format!(
+                "manifest.json lists {} layers but the config has {} diff_ids",
+                entry.layers.len(),
+                diff_ids.len()
+            ),
+        ));
+    }
+    let mut layers = Vec::with_capacity(entry.layers.len());
+    for (path, diff_id) in entry.layers.iter().zip(diff_ids) {
+        let (digest, size) = lookup(path)?;
+        let media_type = sniff_layer_media_type(store, digest)?;
+        if media_type == MEDIA_TYPE_LAYER_TAR && digest != diff_id {
+            return Err(invalid_image(
+                &image,
+                format!(
+                    "layer {path:?} is an uncompressed tar hashing to {digest}, but the config's \
+                     diff_id for it is {diff_id}"
+                ),
+            ));
+        }
+        layers.push(LayerRecord {
+            descriptor: Descriptor {
+                media_type: media_type.to_owned(),
+                digest: digest.clone(),
+                size: *size,
+                annotations: Default::default(),
+                platform: None,
+            },
+            diff_id: diff_id.clone(),
+        });
+    }
+    Ok(LoadedImage {
+        source: source.clone(),
+        manifest_digest: None,
+        config,
+        layers,
+        annotations: Default::default(),
+    })
+}
+
+/// Docker archives do not record layer media types: tell gzip and zstd from plain tar by magic.
+fn sniff_layer_media_type(store: &BlobStore, digest: &Digest) -> Result<&'static str> {
+    let mut magic = Vec::with_capacity(4);
+    store
+        .open_blob(digest)?
+        .take(4)
+        .read_to_end(&mut magic)
+        .ctx(|| format!("reading {}", store.path(digest).display()))?;
+    Ok(match magic.as_slice() {
+        [0x1f, 0x8b, ..] => MEDIA_TYPE_LAYER_GZIP,
+        [0x28, 0xb5, 0x2f, 0xfd] => MEDIA_TYPE_LAYER_ZSTD,
+        _ => MEDIA_TYPE_LAYER_TAR,
+    })
 }
