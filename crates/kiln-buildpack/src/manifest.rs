@@ -56,6 +56,17 @@ pub(crate) fn is_process_type(s: &str) -> bool {
 /// A path inside the source tree or app: relative, without `..`, naming something (not `.`).
 /// Returns why not.
 pub(crate) fn check_relative(path: &str) -> std::result::Result<(), &'static str> {
+    match check_within(path)? {
+        true => Ok(()),
+        false => Err("must name a file or directory"),
+    }
+}
+
+/// A relative path without `..` (`.` allowed): whether it names something below the root.
+fn check_within(path: &str) -> std::result::Result<bool, &'static str> {
+    if path.is_empty() {
+        return Err("is empty");
+    }
     let p = Path::new(path);
     if p.is_absolute() {
         return Err("must be relative");
@@ -69,11 +80,7 @@ pub(crate) fn check_relative(path: &str) -> std::result::Result<(), &'static str
             Component::RootDir | Component::Prefix(_) => return Err("must be relative"),
         }
     }
-    if named {
-        Ok(())
-    } else {
-        Err("must name a file or directory")
-    }
+    Ok(named)
 }
 
 /// An environment variable name a process environment can carry.
@@ -189,7 +196,7 @@ pub(crate) fn validate_buildpack(spec: &BuildpackToml, path: &Path) -> Result<()
         }
         if let Some(workdir) = &step.workdir {
             // Plain paths only: a template could point the step outside the app.
-            let ok = check_relative(workdir).and_then(|()| {
+            let ok = check_within(workdir).and_then(|_| {
                 if workdir.contains('$') {
                     Err("may not use templates")
                 } else {
@@ -380,7 +387,9 @@ mod tests {
         assert_eq!(check_relative("/a"), Err("must be relative"));
         assert_eq!(check_relative("a/../b"), Err("may not contain `..`"));
         assert_eq!(check_relative("."), Err("must name a file or directory"));
-        assert_eq!(check_relative(""), Err("must name a file or directory"));
+        assert_eq!(check_relative(""), Err("is empty"));
+        assert_eq!(check_within("./"), Ok(false));
+        assert_eq!(check_within("a/.."), Err("may not contain `..`"));
     }
 
     #[test]
@@ -418,6 +427,18 @@ mod tests {
              [[processes]]\ntype = \"w\"\ncommand = \"b\"\ndefault = true\n"
         )
         .contains("more than one default process: web, w"));
+    }
+
+    #[test]
+    fn workdir_may_be_the_app_root() {
+        check(&format!(
+            "{HEAD}[[build.steps]]\nname = \"s\"\ncommand = \"c\"\nworkdir = \".\"\n"
+        ))
+        .unwrap();
+        assert!(
+            err("[[build.steps]]\nname = \"s\"\ncommand = \"c\"\nworkdir = \"../x\"\n")
+                .contains("workdir \"../x\" may not contain `..`")
+        );
     }
 
     #[test]
