@@ -94,17 +94,19 @@ pub fn plan(
         let sources = Sources { src, buildpack: id };
         let layers_root = format!("{LAYERS_DIR}/{id}");
 
+        // The environment every step of this buildpack starts from: its [build.env], then
+        // kiln.toml's. kiln.toml values are plain strings, not templates: escaped so the engine's
+        // expansion gives them back unchanged.
+        let mut base_env = BTreeMap::new();
+        for (key, value) in &spec.build.env {
+            base_env.insert(key.clone(), sources.for_step(value)?);
+        }
+        for (key, value) in &project.build.env {
+            base_env.insert(key.clone(), template::escape(value));
+        }
         let mut steps = Vec::with_capacity(spec.build.steps.len());
         for step in &spec.build.steps {
-            let mut env = BTreeMap::new();
-            for (key, value) in &spec.build.env {
-                env.insert(key.clone(), sources.for_step(value)?);
-            }
-            // kiln.toml values are plain strings, not templates: escaped so the engine's expansion
-            // gives them back unchanged.
-            for (key, value) in &project.build.env {
-                env.insert(key.clone(), template::escape(value));
-            }
+            let mut env = base_env.clone();
             for (key, value) in &step.env {
                 env.insert(key.clone(), sources.for_step(value)?);
             }
