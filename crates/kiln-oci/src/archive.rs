@@ -311,3 +311,232 @@ fn header(path: &str, kind: EntryType, mode: u32, size: u64) -> Header {
     h.set_cksum();
     h
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    use crate::test_util::small_image;
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        root: std::path::PathBuf,
+        store: BlobStore,
+        image: Image,
+    }
+
+    fn fixture() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_owned();
+        let store = BlobStore::open(root.join("store")).unwrap();
+        let image = small_image(&store, &root.join("src"));
+        Fixture {
+            _dir: dir,
+            root,
+            store,
+            image,
+        }
+    }
+
+    /// (path, type, mode, mtime, uid, content) of every entry.
+    fn entries(archive: &Path) -> Vec<(String, EntryType, u32, u64, u64, Vec<u8>)> {
+        let bytes = fs::read(archive).unwrap();
+        let mut tar = tar::Archive::new(bytes.as_slice());
+        tar.entries()
+            .unwrap()
+            .map(|e| {
+                let mut e = e.unwrap();
+                let h = e.header().clone();
+                let mut content = Vec::new();
+                e.read_to_end(&mut content).unwrap();
+                (
+                    String::from_utf8(e.path_bytes().into_owned()).unwrap(),
+                    h.entry_type(),
+                    h.mode().unwrap(),
+                    h.mtime().unwrap(),
+                    h.uid().unwrap(),
+                    content,
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn tagged_archive_has_layout_names_and_docker_manifest() {
+        let f = fixture();
+        let out = f.root.join("image.tar");
+        let tag = Reference::parse("kiln-test/interop:1").unwrap();
+        write_oci_archive(&f.store, &f.image, Some(&tag), &out).unwrap();
+
+        let entries = entries(&out);
+        let paths: Vec<&str> = entries.iter().map(|e| e.0.as_str()).collect();
+        let mut blobs = [
+            f.image.manifest_digest.clone(),
+            f.image.config_digest.clone(),
+            f.image.manifest.layers[0].digest.clone(),
+        ];
+        blobs.sort();
+        let mut expected = vec!["blobs/".to_owned(), "blobs/sha256/".to_owned()];
+        expected.extend(blobs.iter().map(|d| format!("blobs/sha256/{}", d.hex())));
+        expected.extend(["index.json", "manifest.json", "oci-layout"].map(String::from));
+        assert_eq!(paths, expected);
+        for (path, kind, mode, mtime, uid, content) in &entries {
+            assert_eq!((*mtime, *uid), (ARCHIVE_MTIME, 0), "{path}");
+            let want_mode = if *kind == EntryType::Directory {
+                0o755
+            } else {
+                0o644
+            };
+            assert_eq!(*mode, want_mode, "{path}");
+            if let Some(hex) = path.strip_prefix("blobs/sha256/").filter(|h| !h.is_empty()) {
+                assert_eq!(Digest::of(content).hex(), hex);
+            }
+        }
+        let content = |name: &str| &entries.iter().find(|e| e.0 == name).unwrap().5;
+        assert_eq!(content("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#);
+
+        let index: ImageIndex = serde_json::from_slice(content("index.json")).unwrap();
+        assert_eq!(to_canonical_vec(&index), *content("index.json"));
+        assert_eq!(
+            (index.schema_version, index.media_type.as_str()),
+            (2, MEDIA_TYPE_INDEX)
+        );
+        let m = &index.manifests[0];
+        assert_eq!(m.media_type, MEDIA_TYPE_MANIFEST);
+        assert_eq!(
+            (&m.digest, m.size),
+            (&f.image.manifest_digest, f.image.manifest_size)
+        );
+        assert_eq!(
+            m.annotations,
+            BTreeMap::from([
+                (
+                    ANNOTATION_CONTAINERD_NAME.to_owned(),
+                    "docker.io/kiln-test/interop:1".to_owned()
+                ),
+                (ANNOTATION_REF_NAME.to_owned(), "1".to_owned()),
+            ])
+        );
+
+        let docker: serde_json::Value = serde_json::from_slice(content("manifest.json")).unwrap();
+        assert_eq!(
+            docker,
+            json!([{
+                "Config": format!("blobs/sha256/{}", f.image.config_digest.hex()),
+                "RepoTags": ["kiln-test/interop:1"],
+                "Layers": [format!("blobs/sha256/{}", f.image.manifest.layers[0].digest.hex())],
+            }])
+        );
+        let mode = fs::metadata(&out).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o644);
+    }
+
+    #[test]
+    fn same_image_gives_byte_identical_archives() {
+        let f = fixture();
+        let tag = Reference::parse("app:v1").unwrap();
+        let (a, b) = (f.root.join("a.tar"), f.root.join("b.tar"));
+        write_oci_archive(&f.store, &f.image, Some(&tag), &a).unwrap();
+        write_oci_archive(&f.store, &f.image, Some(&tag), &b).unwrap();
+        assert_eq!(fs::read(&a).unwrap(), fs::read(&b).unwrap());
+        // A second image built from identical inputs in another store is identical too.
+        let g = fixture();
+        let c = g.root.join("c.tar");
+        write_oci_archive(&g.store, &g.image, Some(&tag), &c).unwrap();
+        assert_eq!(fs::read(&a).unwrap(), fs::read(&c).unwrap());
+    }
+
+    #[test]
+    fn untagged_archive_has_no_names() {
+        let f = fixture();
+        let out = f.root.join("image.tar");
+        write_oci_archive(&f.store, &f.image, None, &out).unwrap();
+        let entries = entries(&out);
+        let content = |name: &str| &entries.iter().find(|e| e.0 == name).unwrap().5;
+        let index: ImageIndex = serde_json::from_slice(content("index.json")).unwrap();
+        assert!(index.manifests[0].annotations.is_empty());
+        let docker: serde_json::Value = serde_json::from_slice(content("manifest.json")).unwrap();
+        assert_eq!(docker[0]["RepoTags"], json!([]));
+    }
+
+    #[test]
+    fn failed_archive_write_leaves_nothing() {
+        let f = fixture();
+        fs::remove_file(f.store.path(&f.image.manifest.layers[0].digest)).unwrap();
+        let out_dir = f.root.join("out");
+        fs::create_dir(&out_dir).unwrap();
+        let out = out_dir.join("image.tar");
+        assert!(write_oci_archive(&f.store, &f.image, None, &out).is_err());
+        assert_eq!(fs::read_dir(&out_dir).unwrap().count(), 0);
+        assert!(write_oci_dir(&f.store, &f.image, None, &out_dir.join("layout")).is_err());
+        assert_eq!(fs::read_dir(&out_dir).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn corrupt_store_blob_is_not_archived() {
+        let f = fixture();
+        let layer = f.store.path(&f.image.manifest.layers[0].digest);
+        let mut bytes = fs::read(&layer).unwrap();
+        bytes[20] ^= 0xff;
+        fs::write(&layer, bytes).unwrap();
+        let out = f.root.join("image.tar");
+        let err = write_oci_archive(&f.store, &f.image, None, &out).unwrap_err();
+        assert!(matches!(err, Error::DigestMismatch { .. }), "{err}");
+        assert!(!out.exists());
+    }
+
+    #[test]
+    fn oci_dir_is_written_and_replaced_only_when_safe() {
+        let f = fixture();
+        let out = f.root.join("layout");
+        let tag = Reference::parse("kiln-test/interop:1").unwrap();
+        write_oci_dir(&f.store, &f.image, Some(&tag), &out).unwrap();
+        assert_eq!(fs::read(out.join("oci-layout")).unwrap(), OCI_LAYOUT);
+        assert!(!out.join("manifest.json").exists());
+        let index: ImageIndex =
+            serde_json::from_slice(&fs::read(out.join("index.json")).unwrap()).unwrap();
+        assert_eq!(index.manifests[0].annotations[ANNOTATION_REF_NAME], "1");
+        let mode = fs::metadata(&out).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o755);
+        for d in blob_sizes(&f.image).keys() {
+            let blob = fs::read(out.join("blobs/sha256").join(d.hex())).unwrap();
+            assert_eq!(&Digest::of(&blob), d);
+        }
+
+        // An existing layout is replaced (a stray file in it disappears).
+        fs::write(out.join("stray"), b"x").unwrap();
+        write_oci_dir(&f.store, &f.image, None, &out).unwrap();
+        assert!(!out.join("stray").exists());
+        let index: ImageIndex =
+            serde_json::from_slice(&fs::read(out.join("index.json")).unwrap()).unwrap();
+        assert!(index.manifests[0].annotations.is_empty());
+
+        // An empty directory is fine; anything else is left alone.
+        let empty = f.root.join("empty");
+        fs::create_dir(&empty).unwrap();
+        write_oci_dir(&f.store, &f.image, None, &empty).unwrap();
+        assert!(empty.join("index.json").is_file());
+
+        let precious = f.root.join("precious");
+        fs::create_dir(&precious).unwrap();
+        fs::write(precious.join("notes.txt"), b"keep me").unwrap();
+        let err = write_oci_dir(&f.store, &f.image, None, &precious).unwrap_err();
+        assert!(err.to_string().contains("not replacing it"), "{err}");
+        assert_eq!(fs::read(precious.join("notes.txt")).unwrap(), b"keep me");
+        assert_eq!(fs::read_dir(&precious).unwrap().count(), 1);
+
+        let a_file = f.root.join("file");
+        fs::write(&a_file, b"data").unwrap();
+        assert!(write_oci_dir(&f.store, &f.image, None, &a_file).is_err());
+        assert_eq!(fs::read(&a_file).unwrap(), b"data");
+
+        // No temporary or trash directories are left next to the outputs.
+        let leftovers: Vec<_> = fs::read_dir(&f.root)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.starts_with('.'))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
+}

@@ -18,6 +18,8 @@ pub mod reference;
 pub mod source;
 pub mod spec;
 pub mod store;
+#[cfg(test)]
+mod test_util;
 
 pub use digest::Digest;
 pub use error::{Error, Result};

@@ -753,3 +753,410 @@ fn sniff_layer_media_type(store: &BlobStore, digest: &Digest) -> Result<&'static
         _ => MEDIA_TYPE_LAYER_TAR,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+    use std::fs;
+
+    use crate::archive::{write_oci_archive, write_oci_dir};
+    use crate::image::Image;
+    use crate::json::to_canonical_vec;
+    use crate::layer::{normalize, write_layer, Compression, Entry, EntryKind, LayerOptions};
+    use crate::test_util::{file, raw_tar, small_image, RawEntry};
+
+    fn archive_source(path: &Path, reference: Option<&str>) -> ImageSource {
+        ImageSource::OciArchive {
+            path: path.to_owned(),
+            reference: reference.map(str::to_owned),
+        }
+    }
+
+    fn assert_same_image(loaded: &LoadedImage, image: &Image) {
+        assert_eq!(
+            loaded.manifest_digest.as_ref(),
+            Some(&image.manifest_digest)
+        );
+        assert_eq!(loaded.config, image.config);
+        let descriptors: Vec<&Descriptor> = loaded.layers.iter().map(|l| &l.descriptor).collect();
+        assert_eq!(
+            descriptors,
+            image.manifest.layers.iter().collect::<Vec<_>>()
+        );
+        let diff_ids: Vec<&Digest> = loaded.layers.iter().map(|l| &l.diff_id).collect();
+        assert_eq!(
+            diff_ids,
+            image.config.rootfs.diff_ids.iter().collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn sources_parse_and_display() {
+        let cases = [
+            ("scratch", ImageSource::Scratch),
+            (
+                "oci-archive:/tmp/run.tar",
+                archive_source(Path::new("/tmp/run.tar"), None),
+            ),
+            (
+                "oci-archive:run.tar:docker.io/library/run:1",
+                archive_source(Path::new("run.tar"), Some("docker.io/library/run:1")),
+            ),
+            (
+                "oci:/layouts/run:latest",
+                ImageSource::OciDir {
+                    path: "/layouts/run".into(),
+                    reference: Some("latest".into()),
+                },
+            ),
+            (
+                "docker-archive:/tmp/x.tar",
+                ImageSource::DockerArchive {
+                    path: "/tmp/x.tar".into(),
+                },
+            ),
+        ];
+        for (text, source) in cases {
+            assert_eq!(text.parse::<ImageSource>().unwrap(), source, "{text}");
+            assert_eq!(source.to_string(), text);
+        }
+        for bad in [
+            "ubuntu:22.04",
+            "docker://ubuntu",
+            "oci-archive:",
+            "oci:",
+            "oci:dir:",
+            "docker-archive:x.tar:ref",
+            "Scratch",
+        ] {
+            let err = bad.parse::<ImageSource>().unwrap_err().to_string();
+            assert!(err.contains(ACCEPTED_FORMS), "{bad}: {err}");
+            assert!(err.contains(&format!("{bad:?}")), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn scratch_is_empty_for_the_host_platform() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path()).unwrap();
+        let loaded = load_image(&ImageSource::Scratch, &store).unwrap();
+        let host = Platform::host();
+        assert_eq!(
+            (
+                loaded.config.architecture,
+                loaded.config.os,
+                loaded.config.variant
+            ),
+            (host.architecture, host.os, host.variant)
+        );
+        assert_eq!(loaded.config.rootfs.kind, "layers");
+        assert!(loaded.config.rootfs.diff_ids.is_empty() && loaded.layers.is_empty());
+        assert_eq!(loaded.manifest_digest, None);
+    }
+
+    #[test]
+    fn oci_archive_round_trip_by_any_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path().join("store")).unwrap();
+        let image = small_image(&store, &dir.path().join("src"));
+        let out = dir.path().join("image.tar");
+        let tag = Reference::parse("kiln-test/interop:1").unwrap();
+        write_oci_archive(&store, &image, Some(&tag), &out).unwrap();
+
+        for reference in [
+            None,
+            Some("1"),
+            Some("kiln-test/interop:1"),
+            Some("docker.io/kiln-test/interop:1"),
+        ] {
+            // A fresh store each time: everything must come from the archive.
+            let fresh = BlobStore::open(dir.path().join(format!("fresh-{reference:?}"))).unwrap();
+            let source = archive_source(&out, reference);
+            let loaded = load_image(&source, &fresh).unwrap();
+            assert_same_image(&loaded, &image);
+            assert_eq!(loaded.source, source);
+            for layer in &loaded.layers {
+                assert!(fresh.contains(&layer.descriptor.digest));
+            }
+        }
+        let err = load_image(&archive_source(&out, Some("2")), &store)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("no image named \"2\"") && err.contains("docker.io/kiln-test/interop:1"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn oci_dir_round_trip_and_missing_blob() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path().join("store")).unwrap();
+        let image = small_image(&store, &dir.path().join("src"));
+        let layout = dir.path().join("layout");
+        write_oci_dir(&store, &image, None, &layout).unwrap();
+        let source = ImageSource::OciDir {
+            path: layout.clone(),
+            reference: None,
+        };
+        let fresh = BlobStore::open(dir.path().join("fresh")).unwrap();
+        assert_same_image(&load_image(&source, &fresh).unwrap(), &image);
+
+        let layer = &image.manifest.layers[0].digest;
+        fs::remove_file(layout.join("blobs/sha256").join(layer.hex())).unwrap();
+        let empty = BlobStore::open(dir.path().join("empty")).unwrap();
+        let err = load_image(&source, &empty).unwrap_err().to_string();
+        assert!(
+            err.contains(layer.as_str()) && err.contains("does not exist"),
+            "{err}"
+        );
+
+        // A blob whose content does not match its name is refused.
+        fs::write(layout.join("blobs/sha256").join(layer.hex()), b"garbage").unwrap();
+        let err = load_image(&source, &empty).unwrap_err().to_string();
+        assert!(err.contains("corrupt"), "{err}");
+        assert!(!empty.contains(layer));
+    }
+
+    #[test]
+    fn multi_platform_index_selects_the_host() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path().join("store")).unwrap();
+        let image = small_image(&store, &dir.path().join("src"));
+        let host = Platform::host();
+        let other = Platform {
+            architecture: if host.architecture == "s390x" {
+                "amd64"
+            } else {
+                "s390x"
+            }
+            .into(),
+            os: "linux".into(),
+            variant: None,
+        };
+        let manifest_desc = |platform: Platform| Descriptor {
+            media_type: MEDIA_TYPE_MANIFEST.into(),
+            digest: image.manifest_digest.clone(),
+            size: image.manifest_size,
+            annotations: BTreeMap::new(),
+            platform: Some(platform),
+        };
+        // The other platform points at a manifest that does not exist: selecting it would fail.
+        let mut decoy = manifest_desc(other);
+        decoy.digest = Digest::of(b"no such manifest");
+        let nested = ImageIndex {
+            schema_version: 2,
+            media_type: MEDIA_TYPE_INDEX.into(),
+            manifests: vec![decoy, manifest_desc(host)],
+            annotations: BTreeMap::new(),
+        };
+        let nested_bytes = to_canonical_vec(&nested);
+        let nested_digest = store.put_bytes(&nested_bytes).unwrap();
+        let top = ImageIndex {
+            schema_version: 2,
+            media_type: MEDIA_TYPE_INDEX.into(),
+            manifests: vec![Descriptor {
+                media_type: MEDIA_TYPE_INDEX.into(),
+                digest: nested_digest,
+                size: nested_bytes.len() as u64,
+                annotations: BTreeMap::new(),
+                platform: None,
+            }],
+            annotations: BTreeMap::new(),
+        };
+        // The store itself is a valid layout once it has oci-layout and index.json.
+        fs::write(
+            store.root().join("oci-layout"),
+            br#"{"imageLayoutVersion":"1.0.0"}"#,
+        )
+        .unwrap();
+        fs::write(store.root().join("index.json"), to_canonical_vec(&top)).unwrap();
+        let source = ImageSource::OciDir {
+            path: store.root().to_owned(),
+            reference: None,
+        };
+        assert_same_image(&load_image(&source, &store).unwrap(), &image);
+    }
+
+    fn expect_unsafe(entries: &[RawEntry], entry_name: &str) {
+        let dir = tempfile::tempdir().unwrap();
+        let archive = dir.path().join("evil.tar");
+        fs::write(&archive, raw_tar(entries)).unwrap();
+        let store = BlobStore::open(dir.path().join("store")).unwrap();
+        for source in [
+            archive_source(&archive, None),
+            ImageSource::DockerArchive {
+                path: archive.clone(),
+            },
+        ] {
+            let err = load_image(&source, &store).unwrap_err();
+            assert!(
+                matches!(&err, Error::UnsafePath { entry, .. } if entry == entry_name),
+                "{err}"
+            );
+            let msg = err.to_string();
+            assert!(
+                msg.contains(entry_name) && msg.contains("evil.tar"),
+                "{msg}"
+            );
+        }
+        assert!(!dir.path().join("evil").exists());
+    }
+
+    #[test]
+    fn unsafe_archive_entries_are_rejected() {
+        expect_unsafe(
+            &[file("oci-layout", b"{}"), file("../evil", b"x")],
+            "../evil",
+        );
+        expect_unsafe(&[file("/abs", b"x")], "/abs");
+        expect_unsafe(&[file("blobs/../../x", b"x")], "blobs/../../x");
+        let link = |name, kind| RawEntry {
+            name,
+            kind,
+            content: b"",
+            link: Some("/etc/passwd"),
+        };
+        expect_unsafe(&[link("index.json", tar::EntryType::Symlink)], "index.json");
+        expect_unsafe(&[link("blobs/hard", tar::EntryType::Link)], "blobs/hard");
+        let special = |name, kind| RawEntry {
+            name,
+            kind,
+            content: b"",
+            link: None,
+        };
+        expect_unsafe(&[special("dev", tar::EntryType::Char)], "dev");
+        expect_unsafe(&[special("pipe", tar::EntryType::Fifo)], "pipe");
+    }
+
+    #[test]
+    fn archive_blob_not_matching_its_name_is_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let archive = dir.path().join("bad.tar");
+        let name = format!("blobs/sha256/{}", Digest::of(b"expected").hex());
+        fs::write(&archive, raw_tar(&[file(&name, b"actual")])).unwrap();
+        let store = BlobStore::open(dir.path().join("store")).unwrap();
+        let err = load_image(&archive_source(&archive, None), &store)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(&name) && err.contains("corrupt"), "{err}");
+        assert!(!store.contains(&Digest::of(b"actual")));
+    }
+
+    /// A classic `docker save` archive: `<id>/layer.tar`, `<id>.json` config, manifest.json last.
+    fn docker_archive(
+        dir: &Path,
+        compression: Compression,
+        diff_id_override: Option<Digest>,
+    ) -> (PathBuf, LayerRecord) {
+        let store = BlobStore::open(dir.join("build-store")).unwrap();
+        let entries = normalize(vec![Entry {
+            path: "etc/motd".into(),
+            kind: EntryKind::Symlink {
+                target: "/dev/null".into(),
+            },
+            mode: 0o777,
+        }])
+        .unwrap();
+        let opts = LayerOptions {
+            compression,
+            ..LayerOptions::default()
+        };
+        let layer = write_layer(&store, &entries, &opts).unwrap();
+        let layer_bytes = fs::read(store.path(&layer.descriptor.digest)).unwrap();
+        let config = ImageConfig {
+            architecture: "amd64".into(),
+            os: "linux".into(),
+            rootfs: RootFs {
+                kind: "layers".into(),
+                diff_ids: vec![diff_id_override.unwrap_or_else(|| layer.diff_id.clone())],
+            },
+            ..Default::default()
+        };
+        let config_bytes = to_canonical_vec(&config);
+        let manifest = serde_json::to_vec(&serde_json::json!([{
+            "Config": "abc123.json",
+            "RepoTags": ["app:latest"],
+            "Layers": ["./layerid/layer.tar"],
+        }]))
+        .unwrap();
+        let path = dir.join("docker.tar");
+        fs::write(
+            &path,
+            raw_tar(&[
+                file("abc123.json", &config_bytes),
+                RawEntry {
+                    name: "layerid/",
+                    kind: tar::EntryType::Directory,
+                    content: b"",
+                    link: None,
+                },
+                file("layerid/layer.tar", &layer_bytes),
+                file("manifest.json", &manifest),
+                file("repositories", b"{}"),
+            ]),
+        )
+        .unwrap();
+        (path, layer)
+    }
+
+    #[test]
+    fn docker_archive_with_uncompressed_layer() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, built) = docker_archive(dir.path(), Compression::None, None);
+        let store = BlobStore::open(dir.path().join("store")).unwrap();
+        let source = ImageSource::DockerArchive { path };
+        let loaded = load_image(&source, &store).unwrap();
+        assert_eq!(loaded.manifest_digest, None);
+        assert_eq!(loaded.layers.len(), 1);
+        let layer = &loaded.layers[0];
+        assert_eq!(layer.descriptor.media_type, MEDIA_TYPE_LAYER_TAR);
+        assert_eq!(layer.descriptor.digest, layer.diff_id);
+        assert_eq!(layer, &built);
+        assert!(store.contains(&layer.diff_id));
+        assert_eq!(loaded.config.rootfs.diff_ids, vec![built.diff_id]);
+    }
+
+    #[test]
+    fn docker_archive_with_gzip_layer_is_sniffed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, built) = docker_archive(dir.path(), Compression::DEFAULT, None);
+        let store = BlobStore::open(dir.path().join("store")).unwrap();
+        let loaded = load_image(&ImageSource::DockerArchive { path }, &store).unwrap();
+        assert_eq!(loaded.layers[0], built);
+        assert_eq!(
+            loaded.layers[0].descriptor.media_type,
+            MEDIA_TYPE_LAYER_GZIP
+        );
+    }
+
+    #[test]
+    fn docker_archive_layer_must_match_its_diff_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let wrong = Digest::of(b"wrong");
+        let (path, _) = docker_archive(dir.path(), Compression::None, Some(wrong.clone()));
+        let store = BlobStore::open(dir.path().join("store")).unwrap();
+        let err = load_image(&ImageSource::DockerArchive { path }, &store)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("layerid/layer.tar") && err.contains(wrong.as_str()),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn kiln_archives_load_as_docker_archives() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path().join("store")).unwrap();
+        let image = small_image(&store, &dir.path().join("src"));
+        let out = dir.path().join("image.tar");
+        write_oci_archive(&store, &image, None, &out).unwrap();
+        let fresh = BlobStore::open(dir.path().join("fresh")).unwrap();
+        let loaded = load_image(&ImageSource::DockerArchive { path: out }, &fresh).unwrap();
+        assert_eq!(loaded.config, image.config);
+        let layers: Vec<&Descriptor> = loaded.layers.iter().map(|l| &l.descriptor).collect();
+        assert_eq!(layers, image.manifest.layers.iter().collect::<Vec<_>>());
+    }
+}
