@@ -15,9 +15,27 @@ use crate::template::{self, Var};
 pub(crate) fn parse_toml<T: DeserializeOwned>(text: &str, path: &Path) -> Result<T> {
     toml::from_str(text).map_err(|e| Error::Manifest {
         path: path.to_path_buf(),
-        line: e.span().map(|span| line_of(text, span.start)),
-        message: e.message().trim_end().to_owned(),
+        line: e.span().map(|span| error_line(text, span.start)),
+        message: one_line(e.message()),
     })
+}
+
+/// The line to report for a parse error at byte `offset`. Something left open at the end of the
+/// file (`any = ["x"` on the last line) is reported at end of input, which may be an empty line
+/// after the final newline; the last line with content is where the fix goes.
+pub(crate) fn error_line(text: &str, offset: usize) -> usize {
+    let content_end = text.trim_end().len();
+    line_of(text, offset.min(content_end.saturating_sub(1)))
+}
+
+/// The parser's message on one line: it puts details (`expected `]``) on lines of their own.
+pub(crate) fn one_line(message: &str) -> String {
+    message
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(": ")
 }
 
 /// The 1-based line of byte `offset` in `text`.
@@ -356,6 +374,14 @@ mod tests {
         assert_eq!(line_of("a\nb\nc", 2), 2);
         assert_eq!(line_of("a\nb\nc", 4), 3);
         assert_eq!(line_of("a\n", 99), 2);
+    }
+
+    #[test]
+    fn unclosed_at_end_of_file_points_at_the_last_content_line() {
+        let e = check("[buildpack]\nid = \"x\"\nversion = \"1\"\n[detect]\nany = [\"x\"\n\n")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(e, "bp/buildpack.toml:5: invalid array: expected `]`");
     }
 
     #[test]

@@ -5,6 +5,7 @@ use std::io::ErrorKind;
 use std::path::{Component, Path};
 
 use crate::error::{Error, Result};
+use crate::manifest;
 use crate::template::SourceFormat;
 
 /// What a relative path names inside the source tree.
@@ -115,13 +116,14 @@ impl Document {
             SourceFormat::Toml => text
                 .parse::<toml::Table>()
                 .map(|t| Document::Toml(toml::Value::Table(t)))
-                .map_err(|e| match e.span() {
-                    Some(span) => format!(
-                        "line {}: {}",
-                        crate::manifest::line_of(text, span.start),
-                        e.message().trim_end()
-                    ),
-                    None => e.message().trim_end().to_owned(),
+                .map_err(|e| {
+                    let message = manifest::one_line(e.message());
+                    match e.span() {
+                        Some(span) => {
+                            format!("line {}: {message}", manifest::error_line(text, span.start))
+                        }
+                        None => message,
+                    }
                 }),
         }
     }
