@@ -3,8 +3,12 @@
 //! Accepted forms: `scratch`, `oci-archive:PATH[:REF]`, `oci:DIR[:REF]`, `docker-archive:PATH`
 //! (as skopeo spells them; the path ends at the first `:`). Blobs are imported into a
 //! [`BlobStore`] verbatim (never recompressed), each verified against its digest. Archives are read
-//! defensively: an entry with an absolute path, a `..` component, or a link is rejected with an
-//! error naming the archive and entry. Multi-platform indexes select the host platform.
+//! defensively: an entry with an absolute path, a `..` component, a device or fifo is rejected with
+//! an error naming the archive and entry, and so is a link in an OCI archive. Docker archives
+//! legitimately use links (`docker save` and skopeo store a shared layer once and link to it):
+//! there a link whose target stays inside the archive is accepted as another name for that file,
+//! used only to look up `manifest.json` paths (nothing is ever extracted). Multi-platform indexes
+//! select the host platform.
 //!
 //! Archives are read in one streaming pass: blob entries go straight into the store (verified
 //! against their names), only small metadata files (`index.json`, `manifest.json`) are held in
@@ -39,6 +43,8 @@ const ACCEPTED_FORMS: &str =
 const MAX_JSON_SIZE: u64 = 16 << 20;
 /// How deep indexes may nest (Docker ≥ 25 archives: index.json → image index → manifest).
 const MAX_INDEX_DEPTH: usize = 4;
+/// How many links a docker archive may chain from a manifest.json path to a file.
+const MAX_LINK_HOPS: usize = 8;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ImageSource {
@@ -208,7 +214,7 @@ type Fetch<'a> = dyn Fn(&Descriptor) -> Result<()> + 'a;
 fn import_oci_archive(archive: &Path, store: &BlobStore) -> Result<ImageIndex> {
     let image = archive.display().to_string();
     let mut index_json = None;
-    for_each_file(archive, |path, _size, entry| {
+    for_each_file(archive, None, |path, _size, entry| {
         if let Some(hex) = path.strip_prefix("blobs/sha256/") {
             let digest = Digest::parse(&format!("sha256:{hex}")).map_err(|_| {
                 invalid_image(
@@ -246,8 +252,14 @@ fn import_oci_archive(archive: &Path, store: &BlobStore) -> Result<ImageIndex> {
 
 /// Calls `visit` with the normalized path, size and content of every regular file of the tar at
 /// `archive`, in archive order, after rejecting unsafe entries (see [`check_entry`]).
+///
+/// Link entries are rejected unless `links` is given: then each one is recorded there as an alias
+/// (normalized link path → normalized target path inside the archive). Nothing is ever extracted,
+/// so an alias is only a second name to look a file up by; targets leaving the archive root are
+/// still rejected.
 fn for_each_file(
     archive: &Path,
+    mut links: Option<&mut HashMap<String, String>>,
     mut visit: impl FnMut(&str, u64, &mut dyn Read) -> Result<()>,
 ) -> Result<()> {
     let ctx = || format!("reading archive {}", archive.display());
@@ -256,7 +268,15 @@ fn for_each_file(
     for entry in tar.entries().ctx(ctx)? {
         let mut entry = entry.ctx(ctx)?;
         let raw = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
-        if let Some(path) = check_entry(archive, &raw, entry.header().entry_type())? {
+        let kind = entry.header().entry_type();
+        if let (Some(links), tar::EntryType::Symlink | tar::EntryType::Link) = (&mut links, kind) {
+            let target = entry
+                .link_name_bytes()
+                .map(|t| String::from_utf8_lossy(&t).into_owned())
+                .unwrap_or_default();
+            let (path, target) = check_link(archive, &raw, &target, kind)?;
+            links.insert(path, target);
+        } else if let Some(path) = check_entry(archive, &raw, kind)? {
             let size = entry.size();
             visit(&path, size, &mut entry)?;
         }
@@ -275,12 +295,7 @@ fn check_entry(archive: &Path, raw: &str, kind: tar::EntryType) -> Result<Option
         entry: raw.to_owned(),
         why,
     };
-    if raw.starts_with('/') {
-        return Err(unsafe_entry("absolute path"));
-    }
-    if raw.split('/').any(|c| c == "..") {
-        return Err(unsafe_entry("'..' path component"));
-    }
+    check_entry_path(archive, raw)?;
     match kind {
         Regular | Continuous => {}
         Directory | XGlobalHeader => return Ok(None),
@@ -295,6 +310,62 @@ fn check_entry(archive: &Path, raw: &str, kind: tar::EntryType) -> Result<Option
         return Err(unsafe_entry("file entry with an empty path"));
     }
     Ok(Some(path))
+}
+
+fn check_entry_path(archive: &Path, raw: &str) -> Result<()> {
+    let unsafe_entry = |why: &'static str| Error::UnsafePath {
+        archive: archive.to_owned(),
+        entry: raw.to_owned(),
+        why,
+    };
+    if raw.starts_with('/') {
+        return Err(unsafe_entry("absolute path"));
+    }
+    if raw.split('/').any(|c| c == "..") {
+        return Err(unsafe_entry("'..' path component"));
+    }
+    Ok(())
+}
+
+/// A link entry as (path, target), both normalized archive paths. Symlink targets are relative to
+/// the link's directory, hardlink targets to the archive root; either must stay inside the root.
+fn check_link(
+    archive: &Path,
+    raw: &str,
+    target: &str,
+    kind: tar::EntryType,
+) -> Result<(String, String)> {
+    let unsafe_entry = |why: &'static str| Error::UnsafePath {
+        archive: archive.to_owned(),
+        entry: raw.to_owned(),
+        why,
+    };
+    check_entry_path(archive, raw)?;
+    if target.starts_with('/') {
+        return Err(unsafe_entry("link target is an absolute path"));
+    }
+    let path = normalize_archive_path(raw);
+    let mut resolved: Vec<&str> = Vec::new();
+    if kind == tar::EntryType::Symlink {
+        resolved.extend(path.split('/'));
+        resolved.pop();
+    }
+    for component in target.split('/') {
+        match component {
+            "" | "." => {}
+            ".." => {
+                if resolved.pop().is_none() {
+                    return Err(unsafe_entry("link target leaves the archive root"));
+                }
+            }
+            name => resolved.push(name),
+        }
+    }
+    if path.is_empty() || resolved.is_empty() {
+        return Err(unsafe_entry("link with an empty path or target"));
+    }
+    let resolved = resolved.join("/");
+    Ok((path, resolved))
 }
 
 /// `./a//b` → `a/b`: how archive entries and the paths inside manifest.json are compared.
@@ -622,7 +693,9 @@ fn load_docker_archive(
     let image = source.to_string();
     let mut files: HashMap<String, (Digest, u64)> = HashMap::new();
     let mut manifest_json = None;
-    for_each_file(archive, |path, size, entry| {
+    // docker save and skopeo write a layer shared by several images once and link to it.
+    let mut links = HashMap::new();
+    for_each_file(archive, Some(&mut links), |path, size, entry| {
         if path == "manifest.json" {
             if manifest_json.is_some() {
                 return Err(invalid_image(
@@ -679,12 +752,21 @@ fn load_docker_archive(
         }
     };
     let lookup = |path: &str| {
-        files.get(&normalize_archive_path(path)).ok_or_else(|| {
-            invalid_image(
-                &image,
-                format!("manifest.json references {path:?}, which the archive does not contain"),
-            )
-        })
+        let mut name = normalize_archive_path(path);
+        // Links may chain; a bound keeps a cycle from looping forever.
+        for _ in 0..MAX_LINK_HOPS {
+            if let Some(found) = files.get(&name) {
+                return Ok(found);
+            }
+            match links.get(&name) {
+                Some(target) => name = target.clone(),
+                None => break,
+            }
+        }
+        Err(invalid_image(
+            &image,
+            format!("manifest.json references {path:?}, which the archive does not contain"),
+        ))
     };
     let (config_digest, config_size) = lookup(&entry.config)?;
     if *config_size > MAX_JSON_SIZE {
@@ -759,6 +841,7 @@ mod tests {
     use super::*;
     use std::collections::BTreeMap;
     use std::fs;
+    use std::io::Read;
 
     use crate::archive::{write_oci_archive, write_oci_dir};
     use crate::image::Image;
@@ -1144,6 +1227,66 @@ mod tests {
             err.contains("layerid/layer.tar") && err.contains(wrong.as_str()),
             "{err}"
         );
+    }
+
+    #[test]
+    fn docker_archive_links_are_names_inside_the_archive_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, built) = docker_archive(dir.path(), Compression::None, None);
+        let layer_bytes = fs::read(
+            BlobStore::open(dir.path().join("build-store"))
+                .unwrap()
+                .path(&built.diff_id),
+        )
+        .unwrap();
+        // Rebuild the archive the way skopeo writes it: the layer stored once, linked from
+        // `<id>/layer.tar` (itself reached through a second, hardlink, name).
+        let mut entries = vec![];
+        let original = tar::Archive::new(fs::read(&path).unwrap().as_slice())
+            .entries()
+            .unwrap()
+            .map(|e| {
+                let mut e = e.unwrap();
+                let mut content = Vec::new();
+                e.read_to_end(&mut content).unwrap();
+                (
+                    String::from_utf8(e.path_bytes().into_owned()).unwrap(),
+                    content,
+                )
+            })
+            .collect::<Vec<_>>();
+        for (name, content) in &original {
+            if name != "layerid/layer.tar" && name != "layerid/" {
+                entries.push(file(name, content));
+            }
+        }
+        entries.push(file("shared.tar", &layer_bytes));
+        entries.push(RawEntry {
+            name: "alias.tar",
+            kind: tar::EntryType::Link,
+            content: b"",
+            link: Some("shared.tar"),
+        });
+        entries.push(RawEntry {
+            name: "layerid/layer.tar",
+            kind: tar::EntryType::Symlink,
+            content: b"",
+            link: Some("../alias.tar"),
+        });
+        let linked = dir.path().join("linked.tar");
+        fs::write(&linked, raw_tar(&entries)).unwrap();
+        let store = BlobStore::open(dir.path().join("store")).unwrap();
+        let loaded = load_image(&ImageSource::DockerArchive { path: linked }, &store).unwrap();
+        assert_eq!(loaded.layers, vec![built]);
+
+        // A link leaving the archive root is refused, naming the entry.
+        let escape = RawEntry {
+            name: "layerid/layer.tar",
+            kind: tar::EntryType::Symlink,
+            content: b"",
+            link: Some("../../etc/passwd"),
+        };
+        expect_unsafe(&[escape], "layerid/layer.tar");
     }
 
     #[test]
