@@ -251,5 +251,10 @@ fn we_read_docker_archives_written_by_skopeo() {
     assert_eq!(loaded.layers.len(), 1);
     let layer = &loaded.layers[0];
     assert!(fresh.contains(&layer.descriptor.digest));
-    eprintln!("skopeo's docker-archive layer: {:?}", layer.descriptor);
+    // skopeo's docker-archive destination stores layers uncompressed: the blob is the diff.
+    assert_eq!(
+        layer.descriptor.media_type,
+        kiln_oci::spec::MEDIA_TYPE_LAYER_TAR
+    );
+    assert_eq!(layer.descriptor.digest, layer.diff_id);
 }
