@@ -4,9 +4,10 @@
 //! one streaming pass: tar → sha256 (diff_id) → gzip → sha256 (digest) → blob store. The tar is
 //! built header by header (never `tar::Builder::append_dir_all`, which follows symlinks, keeps
 //! filesystem order and host owners):
-//! - entries sorted by path bytes, no duplicates, an explicit `0755` root-owned entry for every
-//!   parent directory not given explicitly;
-//! - mtime fixed to [`LayerOptions::mtime`], uid/gid from options (default 0), no user/group names;
+//! - entries sorted by path bytes, no duplicates, an explicit `0755` entry for every parent
+//!   directory not given explicitly;
+//! - mtime fixed to [`LayerOptions::mtime`], uid/gid from options for every entry (default 0, so
+//!   added parents are root-owned unless the options say otherwise), no user/group names;
 //! - permission bits kept (`mode & 0o7777`, so exec/setuid bits survive);
 //! - symlinks stored as symlinks, never followed; hardlinks only to an earlier entry of the same
 //!   layer (files sharing a host inode become hardlinks to the first such path);
