@@ -25,7 +25,10 @@ fn main() -> ExitCode {
             println!("{} {}", report.manifest_digest, report.output.display());
             for layer in &report.layers {
                 let how = if layer.reused { "reused" } else { "built" };
-                println!("  {:<10} {} {} bytes ({how})", layer.name, layer.digest, layer.size);
+                println!(
+                    "  {:<10} {} {} bytes ({how})",
+                    layer.name, layer.digest, layer.size
+                );
             }
             ExitCode::SUCCESS
         }

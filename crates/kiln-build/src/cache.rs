@@ -4,10 +4,15 @@
 //! CACHE/blobs/sha256/<hex>          content-addressed blobs (layers, configs, base images)
 //! CACHE/layers/<content key>.json   finished-layer records: a hit skips tar and gzip entirely
 //! CACHE/buildpacks/<id>/<layer>/    `cache = true` layer directories kept between builds
+//! CACHE/work/<id>/<layer>/          where a build uses a cache layer (a stable path: compilers
+//!                                   such as cargo key their incremental state on absolute paths)
 //! CACHE/tmp/                        build scratch space (same filesystem, so saves are renames)
+//! CACHE/lock                        held exclusively for a whole build
 //! ```
 //!
-//! Every write is temp-then-rename, so a killed build leaves either the old or the new state.
+//! Every write is temp-then-rename, so a killed build leaves either the old or the new state. A
+//! cache layer is *moved* into `work/` for a build and moved back only when the build succeeds:
+//! a failed or killed build loses that layer's cache, but never saves a half-updated one.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -21,6 +26,8 @@ use crate::error::{IoContext, Result};
 pub struct BuildCache {
     root: PathBuf,
     pub store: BlobStore,
+    /// Held for the life of the build: builds sharing a cache directory take turns.
+    _lock: fs::File,
 }
 
 /// Why a layer was or wasn't taken from the cache; reported per layer.
@@ -45,14 +52,28 @@ impl LayerDecision {
 }
 
 impl BuildCache {
-    pub fn open(root: &Path) -> Result<BuildCache> {
-        for dir in ["layers", "buildpacks", "tmp"] {
+    /// Opens the cache, waiting for any other build that holds it.
+    pub fn open(root: &Path, log: &mut dyn std::io::Write) -> Result<BuildCache> {
+        for dir in ["layers", "buildpacks", "work", "tmp"] {
             fs::create_dir_all(root.join(dir))
                 .ctx(|| format!("creating cache directory {}", root.join(dir).display()))?;
+        }
+        let lock_path = root.join("lock");
+        let lock = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .ctx(|| format!("opening {}", lock_path.display()))?;
+        if lock.try_lock().is_err() {
+            let _ = writeln!(log, "waiting for another build using {}", root.display());
+            lock.lock()
+                .ctx(|| format!("locking {}", lock_path.display()))?;
         }
         Ok(BuildCache {
             root: root.to_path_buf(),
             store: BlobStore::open(root)?,
+            _lock: lock,
         })
     }
 
@@ -89,29 +110,51 @@ impl BuildCache {
         self.root.join("layers").join(format!("{}.json", key.hex()))
     }
 
-    /// The kept directory of a `cache = true` layer (may not exist).
-    pub fn cached_layer_dir(&self, buildpack: &str, layer: &str) -> PathBuf {
+    fn kept_layer_dir(&self, buildpack: &str, layer: &str) -> PathBuf {
         self.root.join("buildpacks").join(buildpack).join(layer)
     }
 
-    /// Replaces the kept directory of a cache layer with `built` (moved, not copied). The old one
-    /// is renamed aside first and removed after, so a crash loses at most the cache, never mixes
-    /// two builds' contents.
-    pub fn save_layer_dir(&self, buildpack: &str, layer: &str, built: &Path) -> Result<()> {
-        let kept = self.cached_layer_dir(buildpack, layer);
-        let parent = kept.parent().expect("cache layer dirs have a parent");
+    /// Takes a `cache = true` layer out of the cache for this build: its kept contents (if any)
+    /// are moved to a stable working path, which is returned. Leftovers of a build that died are
+    /// discarded, since they may be half-updated.
+    pub fn checkout_layer_dir(&self, buildpack: &str, layer: &str) -> Result<(PathBuf, bool)> {
+        let work = self.root.join("work").join(buildpack).join(layer);
+        if fs::symlink_metadata(&work).is_ok() {
+            remove_tree(&work)?;
+        }
+        let parent = work.parent().expect("work dirs have a parent");
         fs::create_dir_all(parent).ctx(|| format!("creating {}", parent.display()))?;
-        let aside = parent.join(format!(".{layer}.old-{}", std::process::id()));
-        let had_old = kept.exists();
-        if had_old {
-            fs::rename(&kept, &aside).ctx(|| format!("moving aside {}", kept.display()))?;
+        let kept = self.kept_layer_dir(buildpack, layer);
+        let restored = kept.is_dir();
+        if restored {
+            fs::rename(&kept, &work).ctx(|| format!("restoring cache layer {}", kept.display()))?;
         }
-        fs::rename(built, &kept).ctx(|| format!("saving cache layer {}", kept.display()))?;
-        if had_old {
-            fs::remove_dir_all(&aside).ctx(|| format!("removing {}", aside.display()))?;
-        }
-        Ok(())
+        Ok((work, restored))
     }
+
+    /// Puts a cache layer's working directory back as the kept copy (after a successful build).
+    pub fn checkin_layer_dir(&self, buildpack: &str, layer: &str, work: &Path) -> Result<()> {
+        let kept = self.kept_layer_dir(buildpack, layer);
+        let parent = kept.parent().expect("kept dirs have a parent");
+        fs::create_dir_all(parent).ctx(|| format!("creating {}", parent.display()))?;
+        fs::rename(work, &kept).ctx(|| format!("saving cache layer {}", kept.display()))
+    }
+}
+
+/// Removes a directory tree, first making read-only directories writable (Go's module cache
+/// marks its directories 0555, which would stop a non-root removal).
+fn remove_tree(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    for entry in walkdir::WalkDir::new(dir)
+        .follow_links(false)
+        .into_iter()
+        .flatten()
+    {
+        if entry.file_type().is_dir() {
+            let _ = fs::set_permissions(entry.path(), fs::Permissions::from_mode(0o755));
+        }
+    }
+    fs::remove_dir_all(dir).ctx(|| format!("removing {}", dir.display()))
 }
 
 /// Writes `bytes` to `path` through a temporary file in the same directory and a rename.
@@ -125,30 +168,5 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     tmp.persist(path)
         .map_err(|e| e.error)
         .ctx(|| format!("writing {}", path.display()))?;
-    Ok(())
-}
-
-/// Copies a directory tree (files, dirs, symlinks) keeping modes; used to restore cache layers so
-/// a failed build never damages what is kept.
-pub fn copy_dir(from: &Path, to: &Path) -> Result<()> {
-    use std::os::unix::fs::symlink;
-    for entry in walkdir::WalkDir::new(from).follow_links(false) {
-        let entry = entry.map_err(|e| crate::error::Error::Io {
-            context: format!("reading {}", from.display()),
-            source: e.into(),
-        })?;
-        let rel = entry.path().strip_prefix(from).unwrap_or(Path::new(""));
-        let target = to.join(rel);
-        let ft = entry.file_type();
-        if ft.is_dir() {
-            fs::create_dir_all(&target).ctx(|| format!("creating {}", target.display()))?;
-        } else if ft.is_symlink() {
-            let link = fs::read_link(entry.path())
-                .ctx(|| format!("reading link {}", entry.path().display()))?;
-            symlink(&link, &target).ctx(|| format!("creating {}", target.display()))?;
-        } else {
-            fs::copy(entry.path(), &target).ctx(|| format!("copying to {}", target.display()))?;
-        }
-    }
     Ok(())
 }

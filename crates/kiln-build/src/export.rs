@@ -175,9 +175,12 @@ fn planned_layers(input: &ExportInput<'_>) -> Result<Vec<PlannedLayer>> {
     let app_entries = layer::tree_entries(input.app_dir, APP_DIR)?
         .into_iter()
         .filter(|e| {
-            !captured
-                .iter()
-                .any(|c| e.path == *c || e.path.strip_prefix(c.as_str()).is_some_and(|r| r.starts_with('/')))
+            !captured.iter().any(|c| {
+                e.path == *c
+                    || e.path
+                        .strip_prefix(c.as_str())
+                        .is_some_and(|r| r.starts_with('/'))
+            })
         })
         .collect();
     layers.push(PlannedLayer {
@@ -238,8 +241,7 @@ fn image_config(
     };
     runtime.labels.insert(
         LABEL.to_owned(),
-        String::from_utf8(kiln_oci::json::to_canonical_vec(&metadata))
-            .expect("JSON is UTF-8"),
+        String::from_utf8(kiln_oci::json::to_canonical_vec(&metadata)).expect("JSON is UTF-8"),
     );
     // History must pair with layers; extend it only when the base's is consistent.
     let base_layer_history = config.history.iter().filter(|h| !h.empty_layer).count();

@@ -98,13 +98,27 @@ mod tests {
 
     #[test]
     fn docker_semantics() {
-        let r = rules(&["# comment", "", "*.log", "/build/", "docs", "**/tmp", "!docs/keep.md"]);
+        let r = rules(&[
+            "# comment",
+            "",
+            "*.log",
+            "/build/",
+            "docs",
+            "**/tmp",
+            "!docs/keep.md",
+        ]);
         assert!(r.is_excluded("a.log"));
         assert!(!r.is_excluded("sub/a.log"), "* does not cross /");
         assert!(r.is_excluded("build"));
-        assert!(r.is_excluded("build/out/x.o"), "a matched directory excludes its contents");
+        assert!(
+            r.is_excluded("build/out/x.o"),
+            "a matched directory excludes its contents"
+        );
         assert!(r.is_excluded("docs/guide.md"));
-        assert!(!r.is_excluded("docs/keep.md"), "last match wins: re-included");
+        assert!(
+            !r.is_excluded("docs/keep.md"),
+            "last match wins: re-included"
+        );
         assert!(r.is_excluded("a/b/tmp/x"));
         assert!(r.is_excluded("tmp"));
         assert!(!r.is_excluded("src/main.go"));

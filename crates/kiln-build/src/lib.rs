@@ -85,7 +85,11 @@ impl BuildOptions {
 
 /// `$XDG_CACHE_HOME/kiln`, else `$HOME/.cache/kiln`, else a directory under the system temp dir.
 pub fn default_cache_dir() -> PathBuf {
-    let from_env = |key: &str| std::env::var_os(key).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let from_env = |key: &str| {
+        std::env::var_os(key)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
     from_env("XDG_CACHE_HOME")
         .or_else(|| from_env("HOME").map(|h| h.join(".cache")))
         .unwrap_or_else(std::env::temp_dir)
@@ -191,7 +195,7 @@ pub fn build(opts: &BuildOptions, log: &mut dyn Write) -> Result<BuildReport> {
     let plan = kiln_buildpack::plan::plan(set, &detection, &project, &src)?;
     let detect_ms = elapsed_ms(started);
 
-    let cache = BuildCache::open(&opts.cache_dir)?;
+    let cache = BuildCache::open(&opts.cache_dir, log)?;
     let scratch = cache.scratch_dir()?;
     let app_dir = make_dir(&scratch.path().join("app"))?;
     let rules = source::exclude_rules(&src, &project.build.exclude)?;
@@ -199,7 +203,7 @@ pub fn build(opts: &BuildOptions, log: &mut dyn Write) -> Result<BuildReport> {
     let _ = writeln!(log, "copied {copied} source entries into the working copy");
 
     let steps_started = Instant::now();
-    let layer_dirs = prepare_layer_dirs(&cache, &plan, scratch.path())?;
+    let layer_dirs = prepare_layer_dirs(&cache, &plan, scratch.path(), log)?;
     run_steps(opts, &plan, &app_dir, &layer_dirs, scratch.path(), log)?;
     let steps_ms = elapsed_ms(steps_started);
 
@@ -250,18 +254,29 @@ fn nothing_detected(path: &Path, detection: &Detection) -> Error {
 /// start from their kept copy.
 type LayerDirs = BTreeMap<String, BTreeMap<String, PathBuf>>;
 
-fn prepare_layer_dirs(cache: &BuildCache, plan: &Plan, scratch: &Path) -> Result<LayerDirs> {
+fn prepare_layer_dirs(
+    cache: &BuildCache,
+    plan: &Plan,
+    scratch: &Path,
+    log: &mut dyn Write,
+) -> Result<LayerDirs> {
     let mut dirs = LayerDirs::new();
     for bp in &plan.buildpacks {
         let mut layers = BTreeMap::new();
         for layer in &bp.layers {
-            let dir = scratch.join("layers").join(&bp.id).join(&layer.name);
-            let kept = cache.cached_layer_dir(&bp.id, &layer.name);
-            if layer.cache && kept.is_dir() {
-                cache::copy_dir(&kept, &dir)?;
-            }
-            make_dir(&dir)?;
-            layers.insert(layer.name.clone(), dir);
+            let dir = if layer.cache {
+                let (dir, restored) = cache.checkout_layer_dir(&bp.id, &layer.name)?;
+                let state = if restored {
+                    "restored"
+                } else {
+                    "empty: no cache yet"
+                };
+                let _ = writeln!(log, "cache layer {}/{}: {state}", bp.id, layer.name);
+                dir
+            } else {
+                scratch.join("layers").join(&bp.id).join(&layer.name)
+            };
+            layers.insert(layer.name.clone(), make_dir(&dir)?);
         }
         dirs.insert(bp.id.clone(), layers);
     }
@@ -277,9 +292,18 @@ fn run_steps(
     log: &mut dyn Write,
 ) -> Result<()> {
     let mut env = opts.env.clone();
-    env.insert("HOME".into(), make_dir(&scratch.join("home"))?.display().to_string());
-    env.insert("TMPDIR".into(), make_dir(&scratch.join("tmp"))?.display().to_string());
-    env.insert("SOURCE_DATE_EPOCH".into(), opts.source_date_epoch.to_string());
+    env.insert(
+        "HOME".into(),
+        make_dir(&scratch.join("home"))?.display().to_string(),
+    );
+    env.insert(
+        "TMPDIR".into(),
+        make_dir(&scratch.join("tmp"))?.display().to_string(),
+    );
+    env.insert(
+        "SOURCE_DATE_EPOCH".into(),
+        opts.source_date_epoch.to_string(),
+    );
     env.insert("KILN_APP_DIR".into(), app_dir.display().to_string());
     let empty = BTreeMap::new();
     for bp in &plan.buildpacks {
@@ -309,7 +333,7 @@ fn save_cache_layers(cache: &BuildCache, plan: &Plan, layer_dirs: &LayerDirs) ->
     for bp in &plan.buildpacks {
         for layer in bp.layers.iter().filter(|l| l.cache) {
             if let Some(dir) = layer_dirs.get(&bp.id).and_then(|d| d.get(&layer.name)) {
-                cache.save_layer_dir(&bp.id, &layer.name, dir)?;
+                cache.checkin_layer_dir(&bp.id, &layer.name, dir)?;
             }
         }
     }

@@ -35,7 +35,10 @@ pub fn resolve_source(path: &Path) -> Result<PathBuf> {
 /// The exclusion rules for `src`: built-ins, `.dockerignore`, then `kiln.toml` excludes.
 pub fn exclude_rules(src: &Path, project_excludes: &[String]) -> Result<ExcludeRules> {
     let mut rules = ExcludeRules::default();
-    rules.add(ALWAYS_EXCLUDED.iter().copied(), Path::new("<built-in excludes>"))?;
+    rules.add(
+        ALWAYS_EXCLUDED.iter().copied(),
+        Path::new("<built-in excludes>"),
+    )?;
     let dockerignore = src.join(".dockerignore");
     match fs::symlink_metadata(&dockerignore) {
         Ok(meta) if meta.file_type().is_file() => {
@@ -96,8 +99,11 @@ pub fn copy_tree(src: &Path, dest: &Path, rules: &ExcludeRules) -> Result<usize>
                 path: entry.path().to_path_buf(),
                 why: e.to_string(),
             })?;
-            fs::set_permissions(&target, fs::Permissions::from_mode(mode.permissions().mode()))
-                .map_err(copy_err)?;
+            fs::set_permissions(
+                &target,
+                fs::Permissions::from_mode(mode.permissions().mode()),
+            )
+            .map_err(copy_err)?;
         } else if file_type.is_symlink() {
             let link = fs::read_link(entry.path()).map_err(copy_err)?;
             check_link_stays_inside(&rel, &link).map_err(|why| Error::Source {
@@ -123,9 +129,7 @@ pub fn copy_tree(src: &Path, dest: &Path, rules: &ExcludeRules) -> Result<usize>
 
 fn ensure_parent(path: &Path) -> Result<()> {
     match path.parent() {
-        Some(parent) => {
-            fs::create_dir_all(parent).ctx(|| format!("creating {}", parent.display()))
-        }
+        Some(parent) => fs::create_dir_all(parent).ctx(|| format!("creating {}", parent.display())),
         None => Ok(()),
     }
 }

@@ -87,8 +87,14 @@ pub fn run_step(step: &Step, ctx: &StepContext<'_>, log: &mut dyn Write) -> Resu
     // Both pipes feed one channel so lines interleave roughly as the step printed them.
     let (tx, rx) = mpsc::channel::<String>();
     let readers: Vec<_> = [
-        child.stdout.take().map(|s| Box::new(s) as Box<dyn Read + Send>),
-        child.stderr.take().map(|s| Box::new(s) as Box<dyn Read + Send>),
+        child
+            .stdout
+            .take()
+            .map(|s| Box::new(s) as Box<dyn Read + Send>),
+        child
+            .stderr
+            .take()
+            .map(|s| Box::new(s) as Box<dyn Read + Send>),
     ]
     .into_iter()
     .flatten()
@@ -96,7 +102,10 @@ pub fn run_step(step: &Step, ctx: &StepContext<'_>, log: &mut dyn Write) -> Resu
         let tx = tx.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(pipe).split(b'\n').map_while(|l| l.ok()) {
-                if tx.send(String::from_utf8_lossy(&line).into_owned()).is_err() {
+                if tx
+                    .send(String::from_utf8_lossy(&line).into_owned())
+                    .is_err()
+                {
                     break;
                 }
             }
@@ -180,12 +189,21 @@ mod tests {
         std::env::set_var("KILN_TEST_LEAK", "leaked");
         let base = BTreeMap::from([("PATH".to_owned(), "/usr/bin:/bin".to_owned())]);
         let (result, log) = run(
-            &step("sh", &["-c", "echo \"$GREETING\"; echo \"leak=$KILN_TEST_LEAK\" >&2"]),
+            &step(
+                "sh",
+                &[
+                    "-c",
+                    "echo \"$GREETING\"; echo \"leak=$KILN_TEST_LEAK\" >&2",
+                ],
+            ),
             base,
         );
         result.unwrap();
         assert!(log.contains("[bp/s] hi from /"), "{log}");
-        assert!(log.contains("[bp/s] leak=\n"), "caller env must not reach steps: {log}");
+        assert!(
+            log.contains("[bp/s] leak=\n"),
+            "caller env must not reach steps: {log}"
+        );
     }
 
     #[test]

@@ -20,7 +20,11 @@ const EXIT_FAILED: u8 = 1;
 const EXIT_NOTHING_DETECTED: u8 = 3;
 
 #[derive(Parser)]
-#[command(name = "kiln", version, about = "Build OCI images from source, without Docker")]
+#[command(
+    name = "kiln",
+    version,
+    about = "Build OCI images from source, without Docker"
+)]
 #[command(after_help = "Exit codes: 0 ok, 1 build failed, 2 usage error, 3 nothing detected")]
 struct Cli {
     #[command(subcommand)]
@@ -30,7 +34,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Detect, run build steps, and write an image.
-    Build(BuildArgs),
+    Build(Box<BuildArgs>),
     /// Show which buildpacks apply to a source tree, and why.
     Detect(DetectArgs),
     /// Show an image's layers (and what made each), processes, entrypoint, env and base.
@@ -101,7 +105,7 @@ enum Format {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Build(args) => build(args),
+        Command::Build(args) => build(*args),
         Command::Detect(args) => detect(args),
         Command::Inspect(args) => inspect(args),
     };
@@ -161,7 +165,7 @@ fn parse_env(pairs: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
     pairs
         .iter()
         .map(|pair| match pair.split_once('=') {
-            Some((k, _)) if k.is_empty() => anyhow::bail!("--env {pair:?}: empty variable name"),
+            Some(("", _)) => anyhow::bail!("--env {pair:?}: empty variable name"),
             Some((k, v)) => Ok((k.to_owned(), v.to_owned())),
             None => std::env::var(pair)
                 .map(|v| (pair.clone(), v))
@@ -229,9 +233,17 @@ fn inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {
     }
     writeln!(out, "platform   {}/{}", report.os, report.architecture)?;
     if let Some(base) = &report.base {
-        writeln!(out, "base       {} ({} layers)", base.name, base.layer_count)?;
+        writeln!(
+            out,
+            "base       {} ({} layers)",
+            base.name, base.layer_count
+        )?;
     }
-    writeln!(out, "entrypoint {:?}", report.entrypoint.unwrap_or_default())?;
+    writeln!(
+        out,
+        "entrypoint {:?}",
+        report.entrypoint.unwrap_or_default()
+    )?;
     if let Some(cmd) = &report.cmd {
         writeln!(out, "cmd        {cmd:?}")?;
     }
@@ -247,7 +259,11 @@ fn inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {
         writeln!(out, "processes:")?;
         for p in &report.processes {
             let default = if p.default { " (default)" } else { "" };
-            writeln!(out, "  {}{default}: {:?}  [{}]", p.kind, p.command, p.buildpack)?;
+            writeln!(
+                out,
+                "  {}{default}: {:?}  [{}]",
+                p.kind, p.command, p.buildpack
+            )?;
         }
     }
     Ok(ExitCode::SUCCESS)

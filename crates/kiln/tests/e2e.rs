@@ -43,12 +43,10 @@ fn go_http_image_is_accepted_by_skopeo_and_answers_http_under_runc() {
     assert_eq!(report["processes"][0]["command"][0], "/layers/go/bin/app");
 
     let archive = format!("oci-archive:{}", out.display());
-    let inspected: Value = serde_json::from_str(&run_ok(
-        Command::new("skopeo").args(["inspect", &archive]),
-    ))
-    .unwrap();
+    let inspected: Value =
+        serde_json::from_str(&run_ok(Command::new("skopeo").args(["inspect", &archive]))).unwrap();
     assert_eq!(inspected["Digest"], manifest_digest);
-    assert_eq!(inspected["Labels"]["dev.kiln.metadata"].is_string(), true);
+    assert!(inspected["Labels"]["dev.kiln.metadata"].is_string());
 
     let port = free_port();
     let container = Container::start(&archive, &[("PORT", &port.to_string())]);
@@ -289,7 +287,11 @@ fn walk(dir: &Path) -> Vec<String> {
         let entry = entry.unwrap();
         let name = entry.file_name().to_string_lossy().into_owned();
         if entry.file_type().unwrap().is_dir() {
-            out.extend(walk(&entry.path()).into_iter().map(|p| format!("{name}/{p}")));
+            out.extend(
+                walk(&entry.path())
+                    .into_iter()
+                    .map(|p| format!("{name}/{p}")),
+            );
         }
         out.push(name);
     }

@@ -48,7 +48,12 @@ fn broken_buildpack_toml_names_file_and_line() {
         "broken",
         "[buildpack]\nid = \"broken\"\nversion = \"1\"\n\n[detect]\nany = [\"x\"\n",
     );
-    let out = kiln(&["detect", fixture("go-http").to_str().unwrap(), "--buildpacks", &bps]);
+    let out = kiln(&[
+        "detect",
+        fixture("go-http").to_str().unwrap(),
+        "--buildpacks",
+        &bps,
+    ]);
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
     assert!(err.contains("broken/buildpack.toml:6"), "{err}");
@@ -134,7 +139,11 @@ args = ["-c", "echo compiling; echo 'error: widget missing' >&2; exit 3"]
 "#,
     );
     let out_path = tmp.path().join("out.tar");
-    let out = build(&fixture("procfile-static"), &out_path, &["--buildpacks", &bps]);
+    let out = build(
+        &fixture("procfile-static"),
+        &out_path,
+        &["--buildpacks", &bps],
+    );
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
     assert!(err.contains("step fails/explode failed"), "{err}");
@@ -166,7 +175,14 @@ fn nothing_detected_exits_3_and_lists_what_was_looked_for() {
 fn usage_errors_exit_2() {
     let out = kiln(&["build", "--no-such-flag"]);
     assert_eq!(out.status.code(), Some(2));
-    let out = kiln(&["build", ".", "--output", "x.tar", "--compression", "gzip:42"]);
+    let out = kiln(&[
+        "build",
+        ".",
+        "--output",
+        "x.tar",
+        "--compression",
+        "gzip:42",
+    ]);
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("gzip level must be 0-9"));
     let out = kiln(&["build", ".", "--output", "x.tar", "--run-image", "ftp://x"]);

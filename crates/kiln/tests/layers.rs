@@ -46,11 +46,17 @@ cache = true
 
 /// Path → contents (files) or "<dir>" for every entry of each layer, in manifest order.
 fn layer_contents(layout: &Path) -> Vec<BTreeMap<String, String>> {
-    let index: Value = serde_json::from_slice(&fs::read(layout.join("index.json")).unwrap()).unwrap();
-    let blob = |digest: &str| layout.join("blobs/sha256").join(digest.trim_start_matches("sha256:"));
-    let manifest: Value =
-        serde_json::from_slice(&fs::read(blob(index["manifests"][0]["digest"].as_str().unwrap())).unwrap())
-            .unwrap();
+    let index: Value =
+        serde_json::from_slice(&fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let blob = |digest: &str| {
+        layout
+            .join("blobs/sha256")
+            .join(digest.trim_start_matches("sha256:"))
+    };
+    let manifest: Value = serde_json::from_slice(
+        &fs::read(blob(index["manifests"][0]["digest"].as_str().unwrap())).unwrap(),
+    )
+    .unwrap();
     manifest["layers"]
         .as_array()
         .unwrap()
@@ -125,10 +131,19 @@ fn capture_moves_paths_out_of_the_app_layer_and_cache_layers_persist_without_shi
         ])
     );
     assert_eq!(layers[1]["layers/layered/out/builds"], "1\n");
-    assert!(layers[1].contains_key("layers/"), "explicit parent directories");
-    assert!(!layers[2].keys().any(|p| p.contains("vendor")), "captured path left in app layer");
+    assert!(
+        layers[1].contains_key("layers/"),
+        "explicit parent directories"
+    );
+    assert!(
+        !layers[2].keys().any(|p| p.contains("vendor")),
+        "captured path left in app layer"
+    );
     assert_eq!(layers[2]["workspace/Procfile"], "web: ./run\n");
-    assert!(!layers.iter().flat_map(|l| l.keys()).any(|p| p.contains("counter")));
+    assert!(!layers
+        .iter()
+        .flat_map(|l| l.keys())
+        .any(|p| p.contains("counter")));
 
     // The cache layer survived: the step saw its previous count. Only `out` changed.
     let second = build(&src, &bps, &cache, &out);

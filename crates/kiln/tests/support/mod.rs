@@ -63,14 +63,15 @@ pub fn require_tools(tools: &[&str]) -> bool {
 }
 
 fn on_path(tool: &str) -> bool {
-    std::env::var_os("PATH").is_some_and(|paths| {
-        std::env::split_paths(&paths).any(|dir| dir.join(tool).is_file())
-    })
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(tool).is_file()))
 }
 
 /// Runs an external command and asserts success, returning stdout.
 pub fn run_ok(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?} could not start: {e}"));
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd:?} could not start: {e}"));
     assert!(
         out.status.success(),
         "{cmd:?} failed ({}):\n{}\n{}",
@@ -85,7 +86,9 @@ pub fn run_ok(cmd: &mut Command) -> String {
 /// links) and `PATH=/bin`: a tiny base image with a shell, built with Kiln's own layer writer.
 pub fn busybox_base_image(out: &Path) {
     let busybox = Path::new("/usr/bin/busybox");
-    let size = std::fs::metadata(busybox).expect("busybox-static installed").len();
+    let size = std::fs::metadata(busybox)
+        .expect("busybox-static installed")
+        .len();
     let mut entries = vec![Entry {
         path: "bin/busybox".into(),
         kind: EntryKind::File {
@@ -110,7 +113,12 @@ pub fn busybox_base_image(out: &Path) {
     });
     let dir = tempfile::tempdir().unwrap();
     let store = BlobStore::open(dir.path()).unwrap();
-    let layer = write_layer(&store, &normalize(entries).unwrap(), &LayerOptions::default()).unwrap();
+    let layer = write_layer(
+        &store,
+        &normalize(entries).unwrap(),
+        &LayerOptions::default(),
+    )
+    .unwrap();
     let platform = Platform::host();
     let mut config = ImageConfig {
         architecture: platform.architecture,
@@ -182,7 +190,11 @@ impl Container {
         let id = format!(
             "kiln-test-{}-{}",
             std::process::id(),
-            dir.path().file_name().unwrap().to_string_lossy().replace('.', "")
+            dir.path()
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .replace('.', "")
         );
         let log = dir.path().join("container.log");
         let log_file = std::fs::File::create(&log).unwrap();
@@ -194,11 +206,7 @@ impl Container {
             .stderr(log_file)
             .status()
             .expect("runc runs");
-        let container = Container {
-            id,
-            _dir: dir,
-            log,
-        };
+        let container = Container { id, _dir: dir, log };
         assert!(status.success(), "runc run failed:\n{}", container.log());
         container
     }
@@ -231,8 +239,12 @@ impl Container {
 
 impl Drop for Container {
     fn drop(&mut self) {
-        let _ = Command::new("runc").args(["kill", &self.id, "KILL"]).output();
-        let _ = Command::new("runc").args(["delete", "-f", &self.id]).output();
+        let _ = Command::new("runc")
+            .args(["kill", &self.id, "KILL"])
+            .output();
+        let _ = Command::new("runc")
+            .args(["delete", "-f", &self.id])
+            .output();
     }
 }
 
