@@ -88,12 +88,10 @@ impl Entry {
     }
 }
 
-/// A parsed JSON or TOML document.
+/// A parsed JSON or TOML document. TOML is held as its JSON equivalent so one key lookup serves
+/// both (a TOML datetime becomes an object: present, but not a scalar).
 #[derive(Debug)]
-pub(crate) enum Document {
-    Json(serde_json::Value),
-    Toml(toml::Value),
-}
+pub(crate) struct Document(serde_json::Value);
 
 /// What a dotted key names in a [`Document`].
 #[derive(Debug, PartialEq, Eq)]
@@ -111,11 +109,10 @@ impl Document {
         let text = std::str::from_utf8(bytes).map_err(|e| format!("not valid UTF-8: {e}"))?;
         match format {
             SourceFormat::Json => serde_json::from_str(text)
-                .map(Document::Json)
+                .map(Document)
                 .map_err(|e| e.to_string()),
             SourceFormat::Toml => text
                 .parse::<toml::Table>()
-                .map(|t| Document::Toml(toml::Value::Table(t)))
                 .map_err(|e| {
                     let message = manifest::one_line(e.message());
                     match e.span() {
@@ -124,59 +121,35 @@ impl Document {
                         }
                         None => message,
                     }
-                }),
+                })
+                // Fails only for values JSON cannot hold (`nan`, `inf`).
+                .and_then(|table| serde_json::to_value(table).map_err(|e| e.to_string()))
+                .map(Document),
         }
     }
 
     /// Follows a dotted `key` through tables/objects; a numeric segment indexes an array.
     pub(crate) fn get(&self, key: &str) -> Found {
-        match self {
-            Document::Json(root) => {
-                let mut v = root;
-                for seg in key.split('.') {
-                    let next = match v {
-                        serde_json::Value::Object(map) => map.get(seg),
-                        serde_json::Value::Array(items) => {
-                            seg.parse::<usize>().ok().and_then(|i| items.get(i))
-                        }
-                        _ => None,
-                    };
-                    match next {
-                        Some(n) => v = n,
-                        None => return Found::Absent,
-                    }
+        let mut v = &self.0;
+        for seg in key.split('.') {
+            let next = match v {
+                serde_json::Value::Object(map) => map.get(seg),
+                serde_json::Value::Array(items) => {
+                    seg.parse::<usize>().ok().and_then(|i| items.get(i))
                 }
-                match v {
-                    serde_json::Value::String(s) => Found::Scalar(s.clone()),
-                    serde_json::Value::Number(n) => Found::Scalar(n.to_string()),
-                    serde_json::Value::Bool(b) => Found::Scalar(b.to_string()),
-                    // `null` is present as a key but has no text.
-                    _ => Found::Composite,
-                }
+                _ => None,
+            };
+            match next {
+                Some(n) => v = n,
+                None => return Found::Absent,
             }
-            Document::Toml(root) => {
-                let mut v = root;
-                for seg in key.split('.') {
-                    let next = match v {
-                        toml::Value::Table(table) => table.get(seg),
-                        toml::Value::Array(items) => {
-                            seg.parse::<usize>().ok().and_then(|i| items.get(i))
-                        }
-                        _ => None,
-                    };
-                    match next {
-                        Some(n) => v = n,
-                        None => return Found::Absent,
-                    }
-                }
-                match v {
-                    toml::Value::String(s) => Found::Scalar(s.clone()),
-                    toml::Value::Integer(i) => Found::Scalar(i.to_string()),
-                    toml::Value::Float(f) => Found::Scalar(f.to_string()),
-                    toml::Value::Boolean(b) => Found::Scalar(b.to_string()),
-                    _ => Found::Composite,
-                }
-            }
+        }
+        match v {
+            serde_json::Value::String(s) => Found::Scalar(s.clone()),
+            serde_json::Value::Number(n) => Found::Scalar(n.to_string()),
+            serde_json::Value::Bool(b) => Found::Scalar(b.to_string()),
+            // `null` is present as a key but has no text.
+            _ => Found::Composite,
         }
     }
 }

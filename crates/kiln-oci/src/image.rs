@@ -95,7 +95,7 @@ fn oci_layer_media_type(media_type: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::{Platform, ANNOTATION_CREATED};
+    use crate::spec::ANNOTATION_CREATED;
 
     fn layer(store: &BlobStore, bytes: &[u8], media_type: &str) -> LayerRecord {
         let digest = store.put_bytes(bytes).unwrap();
@@ -111,16 +111,6 @@ mod tests {
         }
     }
 
-    fn host_config() -> ImageConfig {
-        let p = Platform::host();
-        ImageConfig {
-            architecture: p.architecture,
-            os: p.os,
-            variant: p.variant,
-            ..Default::default()
-        }
-    }
-
     #[test]
     fn assemble_writes_canonical_config_and_manifest() {
         let dir = tempfile::tempdir().unwrap();
@@ -130,7 +120,13 @@ mod tests {
             layer(&store, b"app", MEDIA_TYPE_LAYER_GZIP),
         ];
         let annotations = BTreeMap::from([(ANNOTATION_CREATED.to_owned(), "x".to_owned())]);
-        let image = assemble(&store, host_config(), &layers, annotations.clone()).unwrap();
+        let image = assemble(
+            &store,
+            ImageConfig::for_host(),
+            &layers,
+            annotations.clone(),
+        )
+        .unwrap();
 
         let config_bytes = store.read_verified(&image.config_digest).unwrap();
         assert_eq!(config_bytes, json::to_canonical_vec(&image.config));
@@ -158,7 +154,7 @@ mod tests {
         assert!(text.starts_with(r#"{"annotations":"#), "{text}");
 
         // Same inputs, same digests.
-        let again = assemble(&store, host_config(), &layers, annotations).unwrap();
+        let again = assemble(&store, ImageConfig::for_host(), &layers, annotations).unwrap();
         assert_eq!(again.manifest_digest, image.manifest_digest);
     }
 
@@ -168,7 +164,13 @@ mod tests {
         let store = BlobStore::open(dir.path()).unwrap();
         let mut missing = layer(&store, b"x", MEDIA_TYPE_LAYER_GZIP);
         missing.descriptor.digest = Digest::of(b"not stored");
-        let err = assemble(&store, host_config(), &[missing.clone()], BTreeMap::new()).unwrap_err();
+        let err = assemble(
+            &store,
+            ImageConfig::for_host(),
+            &[missing.clone()],
+            BTreeMap::new(),
+        )
+        .unwrap_err();
         let msg = err.to_string();
         assert!(
             msg.contains("layer 0") && msg.contains(missing.descriptor.digest.as_str()),

@@ -28,7 +28,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::io_util::read_capped;
 use crate::reference::Reference;
 use crate::spec::{
-    Descriptor, ImageConfig, ImageIndex, ImageManifest, LayerRecord, Platform, RootFs,
+    Descriptor, ImageConfig, ImageIndex, ImageManifest, LayerRecord, Platform,
     ANNOTATION_CONTAINERD_NAME, ANNOTATION_REF_NAME, DOCKER_MEDIA_TYPE_CONFIG,
     DOCKER_MEDIA_TYPE_MANIFEST, DOCKER_MEDIA_TYPE_MANIFEST_LIST, MEDIA_TYPE_CONFIG,
     MEDIA_TYPE_INDEX, MEDIA_TYPE_LAYER_GZIP, MEDIA_TYPE_LAYER_TAR, MEDIA_TYPE_LAYER_ZSTD,
@@ -139,7 +139,7 @@ pub fn load_image(source: &ImageSource, store: &BlobStore) -> Result<LoadedImage
         ImageSource::Scratch => Ok(LoadedImage {
             source: source.clone(),
             manifest_digest: None,
-            config: scratch_config(),
+            config: ImageConfig::for_host(),
             layers: Vec::new(),
             annotations: Default::default(),
         }),
@@ -175,21 +175,6 @@ pub fn load_image(source: &ImageSource, store: &BlobStore) -> Result<LoadedImage
             resolve(source, store, &index, reference.as_deref(), &fetch)
         }
         ImageSource::DockerArchive { path } => load_docker_archive(source, path, store),
-    }
-}
-
-/// An empty config for the host platform.
-fn scratch_config() -> ImageConfig {
-    let platform = Platform::host();
-    ImageConfig {
-        architecture: platform.architecture,
-        os: platform.os,
-        variant: platform.variant,
-        rootfs: RootFs {
-            kind: "layers".to_owned(),
-            diff_ids: Vec::new(),
-        },
-        ..Default::default()
     }
 }
 
@@ -1151,7 +1136,7 @@ mod tests {
         let config = ImageConfig {
             architecture: "amd64".into(),
             os: "linux".into(),
-            rootfs: RootFs {
+            rootfs: crate::spec::RootFs {
                 kind: "layers".into(),
                 diff_ids: vec![diff_id_override.unwrap_or_else(|| layer.diff_id.clone())],
             },

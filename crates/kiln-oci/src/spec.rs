@@ -109,6 +109,23 @@ pub struct ImageConfig {
     pub extra: BTreeMap<String, serde_json::Value>,
 }
 
+impl ImageConfig {
+    /// An empty config for the host platform (what `scratch` means).
+    pub fn for_host() -> ImageConfig {
+        let platform = Platform::host();
+        ImageConfig {
+            architecture: platform.architecture,
+            os: platform.os,
+            variant: platform.variant,
+            rootfs: RootFs {
+                kind: "layers".to_owned(),
+                diff_ids: Vec::new(),
+            },
+            ..ImageConfig::default()
+        }
+    }
+}
+
 /// The `config` object inside an image config: how a container of the image starts.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct RuntimeConfig {

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use crate::image::{assemble, Image};
 use crate::layer::{normalize, tree_entries, write_layer, LayerOptions};
-use crate::spec::{ImageConfig, Platform, RuntimeConfig};
+use crate::spec::{ImageConfig, RuntimeConfig};
 use crate::store::BlobStore;
 
 /// An image with one layer under `/app` (an executable, a config file and a symlink), built from
@@ -20,16 +20,12 @@ pub(crate) fn small_image(store: &BlobStore, host: &Path) -> Image {
     std::os::unix::fs::symlink("bin/hello", host.join("run")).unwrap();
     let entries = normalize(tree_entries(host, "/app").unwrap()).unwrap();
     let layer = write_layer(store, &entries, &LayerOptions::default()).unwrap();
-    let platform = Platform::host();
     let config = ImageConfig {
-        architecture: platform.architecture,
-        os: platform.os,
-        variant: platform.variant,
         config: RuntimeConfig {
             entrypoint: Some(vec!["/app/run".to_owned()]),
             ..Default::default()
         },
-        ..Default::default()
+        ..ImageConfig::for_host()
     };
     assemble(store, config, &[layer], BTreeMap::new()).unwrap()
 }

@@ -16,7 +16,7 @@ use kiln_oci::image::{assemble, Image};
 use kiln_oci::layer::{normalize, tree_entries, write_layer, LayerOptions};
 use kiln_oci::reference::Reference;
 use kiln_oci::source::{load_image, ImageSource};
-use kiln_oci::spec::{ImageConfig, Platform, RuntimeConfig};
+use kiln_oci::spec::{ImageConfig, RuntimeConfig};
 use kiln_oci::store::BlobStore;
 
 const TAG: &str = "kiln-test/interop:1";
@@ -94,16 +94,12 @@ fn build_image(root: &Path, store: &BlobStore) -> Image {
 
     let entries = normalize(tree_entries(&host, "/app").unwrap()).unwrap();
     let layer = write_layer(store, &entries, &LayerOptions::default()).unwrap();
-    let platform = Platform::host();
     let config = ImageConfig {
-        architecture: platform.architecture,
-        os: platform.os,
-        variant: platform.variant,
         config: RuntimeConfig {
             entrypoint: Some(vec!["/app/hello".to_owned()]),
             ..Default::default()
         },
-        ..Default::default()
+        ..ImageConfig::for_host()
     };
     assemble(store, config, &[layer], BTreeMap::new()).unwrap()
 }

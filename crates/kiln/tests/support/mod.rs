@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use kiln_oci::image::assemble;
 use kiln_oci::layer::{normalize, write_layer, Entry, EntryKind, LayerOptions};
 use kiln_oci::reference::Reference;
-use kiln_oci::spec::{ImageConfig, Platform};
+use kiln_oci::spec::ImageConfig;
 use kiln_oci::store::BlobStore;
 
 pub fn repo_root() -> PathBuf {
@@ -119,13 +119,7 @@ pub fn busybox_base_image(out: &Path) {
         &LayerOptions::default(),
     )
     .unwrap();
-    let platform = Platform::host();
-    let mut config = ImageConfig {
-        architecture: platform.architecture,
-        os: platform.os,
-        variant: platform.variant,
-        ..ImageConfig::default()
-    };
+    let mut config = ImageConfig::for_host();
     config.config.set_env_var("PATH", "/bin");
     config.config.cmd = Some(vec!["/bin/sh".into()]);
     let image = assemble(&store, config, &[layer], BTreeMap::new()).unwrap();
