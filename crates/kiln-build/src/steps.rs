@@ -167,6 +167,8 @@ mod tests {
             args: args.iter().map(|s| s.to_string()).collect(),
             env: BTreeMap::from([("GREETING".into(), "hi from ${app}".into())]),
             workdir: ".".into(),
+            inputs: Vec::new(),
+            outputs: Vec::new(),
         }
     }
 

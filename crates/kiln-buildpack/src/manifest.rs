@@ -233,6 +233,35 @@ pub(crate) fn validate_buildpack(spec: &BuildpackToml, path: &Path) -> Result<()
             &format!("build step {:?} env", step.name),
             path,
         )?;
+        for input in &step.inputs {
+            check_within(input).map_err(|why| {
+                invalid(
+                    path,
+                    format!("build step {:?}: input {input:?} {why}", step.name),
+                )
+            })?;
+        }
+        for output in &step.outputs {
+            let cached = spec.layers.iter().any(|l| &l.name == output && l.cache);
+            if !cached {
+                return Err(invalid(
+                    path,
+                    format!(
+                        "build step {:?}: output {output:?} is not a declared `cache = true` layer",
+                        step.name
+                    ),
+                ));
+            }
+        }
+        if step.inputs.is_empty() != step.outputs.is_empty() {
+            return Err(invalid(
+                path,
+                format!(
+                    "build step {:?}: `inputs` and `outputs` go together (a skipped step must say what it would have written)",
+                    step.name
+                ),
+            ));
+        }
     }
     check_env_names(spec.build.env.keys(), "[build.env]", path)?;
     check_env_names(spec.launch.env.keys(), "[launch.env]", path)?;

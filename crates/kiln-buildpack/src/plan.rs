@@ -52,6 +52,10 @@ pub struct Step {
     /// Buildpack `[build.env]`, then project `kiln.toml` `[build.env]`, then step `env` (last wins).
     pub env: BTreeMap<String, String>,
     pub workdir: String,
+    /// Source globs whose content keys the step (see `StepSpec::inputs`).
+    pub inputs: Vec<String>,
+    /// The cache layers it writes.
+    pub outputs: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -120,6 +124,8 @@ pub fn plan(
                     .collect::<Result<_>>()?,
                 env,
                 workdir: step.workdir.clone().unwrap_or_else(|| ".".to_owned()),
+                inputs: step.inputs.clone(),
+                outputs: step.outputs.clone(),
             });
         }
 

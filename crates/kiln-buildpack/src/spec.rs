@@ -87,6 +87,15 @@ pub struct StepSpec {
     /// Relative to the app working copy; default `.`.
     #[serde(default)]
     pub workdir: Option<String>,
+    /// Source files (relative to the app, `*`/`**` globs allowed) whose content decides whether
+    /// the step must run again, e.g. `["package-lock.json"]`. With `outputs`, a step whose inputs,
+    /// command, args and env are unchanged since it last ran is skipped and its output layers are
+    /// taken from the cache.
+    #[serde(default)]
+    pub inputs: Vec<String>,
+    /// The `cache = true` layers this step writes (required for skipping; see `inputs`).
+    #[serde(default)]
+    pub outputs: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
