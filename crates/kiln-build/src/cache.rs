@@ -77,6 +77,11 @@ impl BuildCache {
         })
     }
 
+    /// The cache directory (layout above).
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
     /// Scratch space for one build, removed when dropped.
     pub fn scratch_dir(&self) -> Result<tempfile::TempDir> {
         tempfile::Builder::new()

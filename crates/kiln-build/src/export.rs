@@ -11,8 +11,10 @@ use std::path::Path;
 use kiln_buildpack::plan::{Plan, APP_DIR, LAYERS_DIR};
 use kiln_oci::image::{self, Image};
 use kiln_oci::layer::{self, Entry, LayerOptions};
-use kiln_oci::source::{load_image, LoadedImage};
+use kiln_oci::reference::Reference;
+use kiln_oci::source::LoadedImage;
 use kiln_oci::spec::{self, History, ImageConfig, LayerRecord};
+use kiln_oci::store::BlobStore;
 
 use crate::cache::{BuildCache, LayerDecision};
 use crate::error::{IoContext, Result};
@@ -27,6 +29,8 @@ const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/s
 
 pub struct ExportInput<'a> {
     pub opts: &'a BuildOptions,
+    /// The run image, already loaded into the cache's store.
+    pub base: &'a LoadedImage,
     pub cache: &'a BuildCache,
     pub plan: &'a Plan,
     pub app_dir: &'a Path,
@@ -46,7 +50,7 @@ struct PlannedLayer {
 
 pub fn export(input: &ExportInput<'_>, log: &mut dyn Write) -> Result<Exported> {
     let opts = input.opts;
-    let base = load_image(&opts.run_image, &input.cache.store)?;
+    let base = input.base;
     let layer_opts = LayerOptions {
         mtime: opts.source_date_epoch,
         compression: opts.compression,
@@ -102,39 +106,24 @@ pub fn export(input: &ExportInput<'_>, log: &mut dyn Write) -> Result<Exported> 
         records.push(record);
     }
 
-    let config = image_config(input, &base, &built)?;
-    let mut annotations = BTreeMap::from([(
-        spec::ANNOTATION_CREATED.to_owned(),
-        spec::rfc3339(opts.source_date_epoch),
-    )]);
-    if let Some(digest) = &base.manifest_digest {
-        annotations.insert(spec::ANNOTATION_BASE_NAME.into(), base.source.to_string());
-        annotations.insert(spec::ANNOTATION_BASE_DIGEST.into(), digest.to_string());
-    }
+    let config = image_config(input, base, &built);
+    let annotations = image_annotations(spec::rfc3339(opts.source_date_epoch), base);
     let image = image::assemble(&input.cache.store, config, &records, annotations)?;
-    if let Some(parent) = opts.output.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).ctx(|| format!("creating {}", parent.display()))?;
-    }
-    match opts.format {
-        OutputFormat::OciArchive => kiln_oci::archive::write_oci_archive(
+    if let Some(output) = &opts.output {
+        write_output(
             &input.cache.store,
             &image,
+            opts.format,
             opts.tag.as_ref(),
-            &opts.output,
-        )?,
-        OutputFormat::OciDir => kiln_oci::archive::write_oci_dir(
-            &input.cache.store,
-            &image,
-            opts.tag.as_ref(),
-            &opts.output,
-        )?,
+            output,
+        )?;
+        let _ = writeln!(
+            log,
+            "wrote {} ({})",
+            output.display(),
+            image.manifest_digest
+        );
     }
-    let _ = writeln!(
-        log,
-        "wrote {} ({})",
-        opts.output.display(),
-        image.manifest_digest
-    );
     Ok(Exported {
         image,
         layers: reports,
@@ -197,37 +186,47 @@ fn is_empty_dir(dir: &Path) -> Result<bool> {
         .is_none())
 }
 
-/// The base config with Kiln's changes: default process as entrypoint, app dir as working dir,
-/// launch env, metadata label and history for the new layers.
+/// Manifest annotations of an image Kiln writes: its creation time and, for a base that has a
+/// digest, the base's name and digest (what a later rebase starts from).
+pub(crate) fn image_annotations(created: String, base: &LoadedImage) -> BTreeMap<String, String> {
+    let mut annotations = BTreeMap::from([(spec::ANNOTATION_CREATED.to_owned(), created)]);
+    if let Some(digest) = &base.manifest_digest {
+        annotations.insert(spec::ANNOTATION_BASE_NAME.into(), base.source.to_string());
+        annotations.insert(spec::ANNOTATION_BASE_DIGEST.into(), digest.to_string());
+    }
+    annotations
+}
+
+/// Writes `image` (blobs in `store`) as an archive or layout directory at `output`.
+pub(crate) fn write_output(
+    store: &BlobStore,
+    image: &Image,
+    format: OutputFormat,
+    tag: Option<&Reference>,
+    output: &Path,
+) -> Result<()> {
+    if let Some(parent) = output.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).ctx(|| format!("creating {}", parent.display()))?;
+    }
+    match format {
+        OutputFormat::OciArchive => {
+            kiln_oci::archive::write_oci_archive(store, image, tag, output)?
+        }
+        OutputFormat::OciDir => kiln_oci::archive::write_oci_dir(store, image, tag, output)?,
+    }
+    Ok(())
+}
+
+/// The base config with Kiln's changes for a build's plan.
 fn image_config(
     input: &ExportInput<'_>,
     base: &LoadedImage,
     built: &[LayerMetadata],
-) -> Result<ImageConfig> {
-    let opts = input.opts;
+) -> ImageConfig {
     let plan = input.plan;
-    let created = spec::rfc3339(opts.source_date_epoch);
-    let mut config = base.config.clone();
-    config.created = Some(created.clone());
-    let runtime = &mut config.config;
-    if runtime.env_var("PATH").is_none() {
-        runtime.set_env_var("PATH", DEFAULT_PATH);
-    }
-    for (key, value) in &plan.launch_env {
-        runtime.set_env_var(key, value);
-    }
-    runtime.working_dir = Some(APP_DIR.to_owned());
-    // The base's Cmd would become arguments of our entrypoint: replace both.
-    runtime.entrypoint = plan.processes.first().map(|p| p.command.clone());
-    runtime.cmd = None;
     let metadata = ImageMetadata {
         version: METADATA_VERSION,
-        base: base.manifest_digest.as_ref().map(|digest| BaseMetadata {
-            name: base.source.to_string(),
-            digest: Some(digest.clone()),
-            top_layer: base.layers.last().map(|l| l.diff_id.clone()),
-            layer_count: base.layers.len(),
-        }),
+        base: None,
         buildpacks: plan
             .buildpacks
             .iter()
@@ -238,7 +237,45 @@ fn image_config(
             .collect(),
         layers: built.to_vec(),
         processes: plan.processes.iter().map(ProcessMetadata::from).collect(),
+        launch_env: Some(plan.launch_env.clone()),
     };
+    app_config(
+        base,
+        spec::rfc3339(input.opts.source_date_epoch),
+        plan.processes.first().map(|p| p.command.clone()),
+        metadata,
+    )
+}
+
+/// Kiln's config rules on top of `base`'s config, shared by build and rebase: `PATH` defaulted,
+/// launch env (from `metadata`) set, the app dir as working dir, `entrypoint` replacing the base's
+/// Entrypoint and Cmd, the metadata label (its `base` filled in from `base`) and history for
+/// `metadata.layers`.
+pub(crate) fn app_config(
+    base: &LoadedImage,
+    created: String,
+    entrypoint: Option<Vec<String>>,
+    mut metadata: ImageMetadata,
+) -> ImageConfig {
+    let mut config = base.config.clone();
+    config.created = Some(created.clone());
+    let runtime = &mut config.config;
+    if runtime.env_var("PATH").is_none() {
+        runtime.set_env_var("PATH", DEFAULT_PATH);
+    }
+    for (key, value) in metadata.launch_env.iter().flatten() {
+        runtime.set_env_var(key, value);
+    }
+    runtime.working_dir = Some(APP_DIR.to_owned());
+    // The base's Cmd would become arguments of our entrypoint: replace both.
+    runtime.entrypoint = entrypoint;
+    runtime.cmd = None;
+    metadata.base = base.manifest_digest.as_ref().map(|digest| BaseMetadata {
+        name: base.source.to_string(),
+        digest: Some(digest.clone()),
+        top_layer: base.layers.last().map(|l| l.diff_id.clone()),
+        layer_count: base.layers.len(),
+    });
     runtime.labels.insert(
         LABEL.to_owned(),
         String::from_utf8(kiln_oci::json::to_canonical_vec(&metadata)).expect("JSON is UTF-8"),
@@ -246,14 +283,16 @@ fn image_config(
     // History must pair with layers; extend it only when the base's is consistent.
     let base_layer_history = config.history.iter().filter(|h| !h.empty_layer).count();
     if base_layer_history == base.layers.len() {
-        config.history.extend(built.iter().map(|layer| History {
-            created: Some(created.clone()),
-            created_by: Some(format!("kiln: layer {}", layer.name)),
-            comment: None,
-            empty_layer: false,
-        }));
+        config
+            .history
+            .extend(metadata.layers.iter().map(|layer| History {
+                created: Some(created.clone()),
+                created_by: Some(format!("kiln: layer {}", layer.name)),
+                comment: None,
+                empty_layer: false,
+            }));
     } else {
         config.history.clear();
     }
-    Ok(config)
+    config
 }

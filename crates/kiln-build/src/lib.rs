@@ -12,6 +12,9 @@ mod export;
 pub mod ignore;
 pub mod inspect;
 pub mod metadata;
+pub mod rebase;
+pub mod registry;
+pub mod registry_cache;
 pub mod source;
 pub mod steps;
 
@@ -51,7 +54,8 @@ pub enum OutputFormat {
 #[derive(Debug, Clone)]
 pub struct BuildOptions {
     pub source: PathBuf,
-    pub output: PathBuf,
+    /// Where to write the image; `None` when it is only published.
+    pub output: Option<PathBuf>,
     pub format: OutputFormat,
     pub tag: Option<Reference>,
     pub run_image: ImageSource,
@@ -64,13 +68,19 @@ pub struct BuildOptions {
     /// Layer mtimes and the image `created` time, in seconds since the epoch.
     pub source_date_epoch: u64,
     pub compression: Compression,
+    /// Push the image here after building it.
+    pub publish: Option<Reference>,
+    /// Registry image the build cache is read from before and written to after the build.
+    pub cache_image: Option<Reference>,
+    /// How registries are reached (TLS exceptions, platform, concurrency, retries).
+    pub registry: kiln_registry::ClientOptions,
 }
 
 impl BuildOptions {
     pub fn new(source: impl Into<PathBuf>, output: impl Into<PathBuf>) -> BuildOptions {
         BuildOptions {
             source: source.into(),
-            output: output.into(),
+            output: Some(output.into()),
             format: OutputFormat::OciArchive,
             tag: None,
             run_image: ImageSource::Scratch,
@@ -79,6 +89,9 @@ impl BuildOptions {
             env: default_step_env(),
             source_date_epoch: kiln_oci::layer::DEFAULT_MTIME,
             compression: Compression::DEFAULT,
+            publish: None,
+            cache_image: None,
+            registry: kiln_registry::ClientOptions::default(),
         }
     }
 }
@@ -127,12 +140,21 @@ pub fn default_step_env() -> BTreeMap<String, String> {
 /// What a build produced, as printed by `kiln build --json`.
 #[derive(Debug, Clone, Serialize)]
 pub struct BuildReport {
-    pub output: PathBuf,
+    pub output: Option<PathBuf>,
     pub format: OutputFormat,
     pub manifest_digest: Digest,
     pub config_digest: Digest,
     pub layers: Vec<LayerReport>,
     pub processes: Vec<Process>,
+    /// The run image's pull, when it came from a registry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pull: Option<registry::PullReport>,
+    /// The push of `--publish`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub push: Option<kiln_registry::PushReport>,
+    /// What `--cache-image` brought in and sent out.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache_image: Option<registry_cache::CacheImageReport>,
     pub timings: Timings,
 }
 
@@ -196,6 +218,13 @@ pub fn build(opts: &BuildOptions, log: &mut dyn Write) -> Result<BuildReport> {
     let detect_ms = elapsed_ms(started);
 
     let cache = BuildCache::open(&opts.cache_dir, log)?;
+    let client = kiln_registry::Client::new(opts.registry.clone());
+    // The base first: a missing or unreachable run image fails before any step runs.
+    let (base, pull) = registry::load_any(&opts.run_image, &cache.store, &client, log)?;
+    let cache_import = match &opts.cache_image {
+        Some(reference) => Some(registry_cache::import(&client, &cache, reference, log)?),
+        None => None,
+    };
     let scratch = cache.scratch_dir()?;
     let app_dir = make_dir(&scratch.path().join("app"))?;
     let rules = source::exclude_rules(&src, &project.build.exclude)?;
@@ -211,6 +240,7 @@ pub fn build(opts: &BuildOptions, log: &mut dyn Write) -> Result<BuildReport> {
     let exported = export::export(
         &export::ExportInput {
             opts,
+            base: &base,
             cache: &cache,
             plan: &plan,
             app_dir: &app_dir,
@@ -220,6 +250,28 @@ pub fn build(opts: &BuildOptions, log: &mut dyn Write) -> Result<BuildReport> {
     )?;
     save_cache_layers(&cache, &plan, &layer_dirs)?;
     let export_ms = elapsed_ms(export_started);
+    let push = match &opts.publish {
+        Some(target) => Some(registry::publish(
+            &client,
+            &cache.store,
+            &exported.image,
+            target,
+            Some(&opts.run_image),
+            log,
+        )?),
+        None => None,
+    };
+    let cache_image = match (&opts.cache_image, cache_import) {
+        (Some(reference), Some(imported)) => Some(registry_cache::export(
+            &client,
+            &cache,
+            reference,
+            &exported.image.manifest.layers,
+            imported,
+            log,
+        )?),
+        _ => None,
+    };
 
     Ok(BuildReport {
         output: opts.output.clone(),
@@ -228,6 +280,9 @@ pub fn build(opts: &BuildOptions, log: &mut dyn Write) -> Result<BuildReport> {
         config_digest: exported.image.config_digest,
         layers: exported.layers,
         processes: plan.processes.clone(),
+        pull,
+        push,
+        cache_image,
         timings: Timings {
             detect_ms,
             steps_ms,

@@ -15,5 +15,5 @@ mod push;
 
 pub use client::{Client, ClientOptions};
 pub use error::{Error, Result};
-pub use pull::{pull, PullStats};
+pub use pull::{pull, pull_artifact_manifest, pull_blobs, PullStats};
 pub use push::{push_manifest, PushReport, PushStats};

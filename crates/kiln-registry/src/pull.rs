@@ -11,8 +11,8 @@ use kiln_oci::digest::Digest;
 use kiln_oci::reference::Reference;
 use kiln_oci::source::{load_from_descriptor, ImageSource, LoadedImage};
 use kiln_oci::spec::{
-    Descriptor, DOCKER_MEDIA_TYPE_MANIFEST, DOCKER_MEDIA_TYPE_MANIFEST_LIST, MEDIA_TYPE_INDEX,
-    MEDIA_TYPE_MANIFEST,
+    Descriptor, ImageManifest, DOCKER_MEDIA_TYPE_MANIFEST, DOCKER_MEDIA_TYPE_MANIFEST_LIST,
+    MEDIA_TYPE_INDEX, MEDIA_TYPE_MANIFEST,
 };
 use kiln_oci::store::BlobStore;
 use serde::Serialize;
@@ -201,4 +201,44 @@ fn bump(stats: &Cell<PullStats>, f: impl FnOnce(&mut PullStats)) {
     let mut s = stats.take();
     f(&mut s);
     stats.set(s);
+}
+
+/// The manifest `reference` names, read as plain data (for artifacts such as Kiln's cache image,
+/// whose config is not an image config) and stored; `None` when the registry has no such
+/// manifest or repository.
+pub fn pull_artifact_manifest(
+    client: &Client,
+    reference: &Reference,
+    store: &BlobStore,
+) -> Result<Option<(Digest, ImageManifest)>> {
+    let repo = client.repo(reference, "pull", &[]);
+    let stats = Cell::new(PullStats::default());
+    let root = match fetch_root(&repo, reference, store, &stats) {
+        Ok(root) => root,
+        Err(e) if e.status() == Some(404) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let bytes = store.read_verified(&root.digest)?;
+    let manifest: ImageManifest = serde_json::from_slice(&bytes).map_err(|e| {
+        repo.error(format!(
+            "manifest {} is not an image manifest: {e}",
+            root.digest
+        ))
+    })?;
+    Ok(Some((root.digest, manifest)))
+}
+
+/// Brings `blobs` of `reference`'s repository into `store` (those it lacks), verified.
+pub fn pull_blobs(
+    client: &Client,
+    reference: &Reference,
+    store: &BlobStore,
+    blobs: &[Descriptor],
+) -> Result<PullStats> {
+    let repo = client.repo(reference, "pull", &[]);
+    let stats = Cell::new(PullStats::default());
+    for d in blobs {
+        fetch_blob(&repo, store, d, &stats)?;
+    }
+    Ok(stats.into_inner())
 }
