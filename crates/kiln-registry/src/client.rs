@@ -361,7 +361,7 @@ impl Repo<'_> {
                 Some(c) => c.basic_header(),
                 None => {
                     return Err(refused(
-                        "the registry wants a user and password and none are configured \
+                        "the registry wants a user and password, and no credentials are configured \
                          (Docker config.json or KILN_REGISTRY_USER/KILN_REGISTRY_PASSWORD)"
                             .into(),
                     ))
