@@ -299,6 +299,8 @@ impl Repo<'_> {
         }
     }
 
+    // ureq's own error type (it carries the response); it lives only until `send` classifies it.
+    #[allow(clippy::result_large_err)]
     fn send_once(
         &self,
         req: &Req<'_>,
