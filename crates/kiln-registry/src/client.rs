@@ -361,13 +361,11 @@ impl Repo<'_> {
         let value = match challenge {
             Challenge::Basic => match &credentials {
                 Some(c) => c.basic_header(),
-                None => {
-                    return Err(refused(
-                        "the registry wants a user and password, and no credentials are configured \
+                None => return Err(refused(
+                    "the registry wants a user and password, and no credentials are configured \
                          (Docker config.json or KILN_REGISTRY_USER/KILN_REGISTRY_PASSWORD)"
-                            .into(),
-                    ))
-                }
+                        .into(),
+                )),
             },
             Challenge::Bearer {
                 realm,

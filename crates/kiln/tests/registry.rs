@@ -8,8 +8,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 
+use base64::Engine;
 use serde_json::Value;
-use support::registry::{cutting_proxy, Registry};
+use support::registry::{cutting_proxy, start_with_token_auth, Registry};
 use support::*;
 
 const TOOLS: &[&str] = &["docker-registry", "skopeo", "busybox"];
@@ -194,7 +195,7 @@ fn basic_auth_credentials_from_env_docker_config_and_helpers() {
     // From Docker's config.json `auths`.
     let docker = tmp.path().join("docker");
     std::fs::create_dir_all(&docker).unwrap();
-    let auth = base64_encode(b"kiln:s3cret-pw");
+    let auth = base64::engine::general_purpose::STANDARD.encode("kiln:s3cret-pw");
     std::fs::write(
         docker.join("config.json"),
         format!(r#"{{"auths": {{"{host}": {{"auth": "{auth}"}}}}}}"#),
@@ -239,27 +240,6 @@ fn basic_auth_credentials_from_env_docker_config_and_helpers() {
         "kiln:s3cret-pw",
         &format!("docker://{host}/auth/helper:1"),
     ]));
-}
-
-fn base64_encode(bytes: &[u8]) -> String {
-    const TABLE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(TABLE[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
 }
 
 #[test]
@@ -530,4 +510,87 @@ fn rebase_swaps_base_layers_and_keeps_app_layers() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[test]
+fn bearer_token_auth_push_pull_and_mount() {
+    if !require_tools(&[TOOLS, &["openssl"]].concat()) {
+        return;
+    }
+    let registry = start_with_token_auth("kiln", "tok-pw");
+    let host = registry.host();
+    let tmp = tempfile::tempdir().unwrap();
+    let busybox = tmp.path().join("busybox.tar");
+    busybox_base_image(&busybox);
+    let creds = [
+        ("KILN_REGISTRY_USER", "kiln"),
+        ("KILN_REGISTRY_PASSWORD", "tok-pw"),
+    ];
+    let cache = tmp.path().join("cache");
+    let cache = cache.to_str().unwrap();
+    let src = fixture("procfile-static");
+    let src = src.to_str().unwrap();
+    let base = format!("oci-archive:{}", busybox.display());
+    let (ok, _, stderr) = kiln_env(
+        &[
+            "build",
+            src,
+            "--run-image",
+            &base,
+            "--publish",
+            &format!("{host}/base/app:1"),
+            "--cache-dir",
+            cache,
+        ],
+        &creds,
+    );
+    assert!(ok, "{stderr}\n{}", registry.log());
+
+    // Pull from one repository, push to another: the base layer is mounted (pull scope on the
+    // source repository is part of the token request).
+    let (ok, stdout, stderr) = kiln_env(
+        &[
+            "build",
+            "--json",
+            src,
+            "--run-image",
+            &format!("docker://{host}/base/app:1"),
+            "--publish",
+            &format!("{host}/team/app:1"),
+            "--cache-dir",
+            cache,
+        ],
+        &creds,
+    );
+    assert!(ok, "{stderr}");
+    let report = json_of(&stdout);
+    assert!(
+        report["push"]["blobs_mounted"].as_u64().unwrap() >= 1,
+        "{report}"
+    );
+
+    let (ok, stdout, stderr) = kiln_env(
+        &["inspect", "--json", &format!("docker://{host}/team/app:1")],
+        &creds,
+    );
+    assert!(ok, "{stderr}");
+    assert_eq!(
+        json_of(&stdout)["manifest_digest"],
+        report["manifest_digest"]
+    );
+
+    // Wrong password: the token service refuses, and the error says so without the secret.
+    let (ok, _, stderr) = kiln_env(
+        &["inspect", &format!("docker://{host}/team/app:1")],
+        &[
+            ("KILN_REGISTRY_USER", "kiln"),
+            ("KILN_REGISTRY_PASSWORD", "nope-pw"),
+        ],
+    );
+    assert!(!ok);
+    assert!(
+        stderr.contains("token service refused the credentials") && stderr.contains(&host),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("nope-pw"), "{stderr}");
 }

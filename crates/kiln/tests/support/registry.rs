@@ -10,6 +10,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use base64::Engine;
+
 use super::{free_port, run_ok};
 
 pub struct Registry {
@@ -150,4 +152,191 @@ pub fn cutting_proxy(target: u16, budget: usize) -> u16 {
         }
     });
     port
+}
+
+/// A registry with the distribution spec's bearer-token auth, and the token service it trusts:
+/// a small server in the test that checks `user`/`password` (basic auth on the token request)
+/// and issues ES256-signed JWTs granting whatever scopes were asked for. Its key and certificate
+/// come from `openssl`; the registry verifies tokens through the certificate in the `x5c` header.
+pub fn start_with_token_auth(user: &str, password: &str) -> Registry {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("key.pem");
+    let cert = dir.path().join("cert.pem");
+    run_ok(Command::new("openssl").args([
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=kiln-test-token",
+        "-keyout",
+        key.to_str().unwrap(),
+        "-out",
+        cert.to_str().unwrap(),
+    ]));
+    let pkcs8 = dir.path().join("key.p8");
+    run_ok(Command::new("openssl").args([
+        "pkcs8",
+        "-topk8",
+        "-nocrypt",
+        "-outform",
+        "DER",
+        "-in",
+        key.to_str().unwrap(),
+        "-out",
+        pkcs8.to_str().unwrap(),
+    ]));
+    let cert_der = dir.path().join("cert.der");
+    run_ok(Command::new("openssl").args([
+        "x509",
+        "-outform",
+        "DER",
+        "-in",
+        cert.to_str().unwrap(),
+        "-out",
+        cert_der.to_str().unwrap(),
+    ]));
+    let issuer = TokenIssuer {
+        pkcs8: std::fs::read(&pkcs8).unwrap(),
+        cert_der: std::fs::read(&cert_der).unwrap(),
+        basic: format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+        ),
+    };
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let token_port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            issuer.answer(stream);
+        }
+    });
+    let auth = format!(
+        "auth:\n  token:\n    realm: http://127.0.0.1:{token_port}/token\n    service: kiln-test\n\
+         \x20   issuer: kiln-test-issuer\n    rootcertbundle: {}\n",
+        cert.display()
+    );
+    Registry::start_in(dir, &auth)
+}
+
+struct TokenIssuer {
+    pkcs8: Vec<u8>,
+    cert_der: Vec<u8>,
+    /// The `Authorization` value a token request must carry.
+    basic: String,
+}
+
+impl TokenIssuer {
+    fn answer(&self, mut stream: TcpStream) {
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            match stream.read(&mut byte) {
+                Ok(1) => head.push(byte[0]),
+                _ => return,
+            }
+        }
+        let head = String::from_utf8_lossy(&head).into_owned();
+        let target = head.split(' ').nth(1).unwrap_or_default().to_owned();
+        let authorized = head.lines().any(|l| {
+            l.split_once(':').is_some_and(|(k, v)| {
+                k.eq_ignore_ascii_case("authorization") && v.trim() == self.basic
+            })
+        });
+        let (status, body) = if authorized {
+            let scopes: Vec<String> = target
+                .split_once('?')
+                .map(|(_, q)| q)
+                .unwrap_or_default()
+                .split('&')
+                .filter_map(|kv| kv.strip_prefix("scope="))
+                .map(percent_decode)
+                .collect();
+            let token = self.token(&scopes);
+            ("200 OK", format!(r#"{{"token":"{token}"}}"#))
+        } else {
+            (
+                "401 Unauthorized",
+                r#"{"details":"bad credentials"}"#.to_owned(),
+            )
+        };
+        let _ = write!(
+            stream,
+            "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
+             Connection: close\r\n\r\n{body}",
+            body.len()
+        );
+    }
+
+    fn token(&self, scopes: &[String]) -> String {
+        use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+        let access: Vec<serde_json::Value> = scopes
+            .iter()
+            .filter_map(|s| {
+                let (kind, rest) = s.split_once(':')?;
+                let (name, actions) = rest.rsplit_once(':')?;
+                Some(serde_json::json!({
+                    "type": kind, "name": name, "actions": actions.split(',').collect::<Vec<_>>()
+                }))
+            })
+            .collect();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let header = serde_json::json!({
+            "alg": "ES256", "typ": "JWT", "x5c": [STANDARD.encode(&self.cert_der)]
+        });
+        let claims = serde_json::json!({
+            "iss": "kiln-test-issuer", "sub": "kiln", "aud": "kiln-test",
+            "iat": now - 10, "nbf": now - 10, "exp": now + 600,
+            "jti": format!("{now}-{}", access.len()), "access": access
+        });
+        let signing_input = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(header.to_string()),
+            URL_SAFE_NO_PAD.encode(claims.to_string())
+        );
+        let rng = ring::rand::SystemRandom::new();
+        let key = ring::signature::EcdsaKeyPair::from_pkcs8(
+            &ring::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+            &self.pkcs8,
+            &rng,
+        )
+        .unwrap();
+        let signature = key.sign(&rng, signing_input.as_bytes()).unwrap();
+        format!(
+            "{signing_input}.{}",
+            URL_SAFE_NO_PAD.encode(signature.as_ref())
+        )
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 3 <= bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("00");
+                out.push(u8::from_str_radix(hex, 16).unwrap_or(b'?'));
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
