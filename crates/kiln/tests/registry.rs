@@ -594,3 +594,74 @@ fn bearer_token_auth_push_pull_and_mount() {
     );
     assert!(!stderr.contains("nope-pw"), "{stderr}");
 }
+
+/// The library directly: chunked uploads (64 KiB chunks for a ~1 MB layer), then a pull into an
+/// empty store gives back the same manifest and blobs.
+#[test]
+fn chunked_upload_round_trip_through_the_library() {
+    if !require_tools(TOOLS) {
+        return;
+    }
+    use kiln_oci::source::{load_image, ImageSource};
+    let registry = Registry::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let busybox = tmp.path().join("busybox.tar");
+    busybox_base_image(&busybox);
+    let store = kiln_oci::store::BlobStore::open(tmp.path().join("a")).unwrap();
+    let image = load_image(
+        &ImageSource::OciArchive {
+            path: busybox,
+            reference: None,
+        },
+        &store,
+    )
+    .unwrap();
+    let manifest_digest = image.manifest_digest.clone().unwrap();
+    let manifest = store.read_verified(&manifest_digest).unwrap();
+    let parsed: kiln_oci::spec::ImageManifest = serde_json::from_slice(&manifest).unwrap();
+    let blobs: Vec<_> = std::iter::once(parsed.config.clone())
+        .chain(parsed.layers.iter().cloned())
+        .collect();
+    assert!(blobs[1].size > 256 << 10, "layer too small to need chunks");
+    let client = kiln_registry::Client::new(kiln_registry::ClientOptions {
+        chunk_size: 64 << 10,
+        max_concurrency: 2,
+        ..Default::default()
+    });
+    let target =
+        kiln_oci::reference::Reference::parse(&format!("{}/lib/chunked:1", registry.host()))
+            .unwrap();
+    let started = std::time::Instant::now();
+    let pushed = kiln_registry::push_manifest(
+        &client,
+        &store,
+        &target,
+        &manifest,
+        &parsed.media_type,
+        &blobs,
+        None,
+    )
+    .unwrap();
+    eprintln!(
+        "chunked push of {} bytes: {:?}",
+        pushed.stats.bytes_uploaded,
+        started.elapsed()
+    );
+    assert_eq!(pushed.manifest_digest, manifest_digest);
+    assert_eq!(pushed.stats.blobs_uploaded, 2);
+
+    let fresh = kiln_oci::store::BlobStore::open(tmp.path().join("b")).unwrap();
+    let started = std::time::Instant::now();
+    let (pulled, stats) = kiln_registry::pull(&client, &target, &fresh).unwrap();
+    eprintln!(
+        "pull of {} bytes: {:?}",
+        stats.bytes_downloaded,
+        started.elapsed()
+    );
+    assert_eq!(pulled.manifest_digest, Some(manifest_digest));
+    assert_eq!(pulled.layers, image.layers);
+    assert_eq!(stats.blobs_downloaded, 3);
+    // Again into the same store: nothing is downloaded.
+    let (_, again) = kiln_registry::pull(&client, &target, &fresh).unwrap();
+    assert_eq!(again.blobs_downloaded, 0, "{again:?}");
+}
