@@ -110,19 +110,8 @@ pub fn export(input: &ExportInput<'_>, log: &mut dyn Write) -> Result<Exported> 
     let annotations = image_annotations(spec::rfc3339(opts.source_date_epoch), base);
     let image = image::assemble(&input.cache.store, config, &records, annotations)?;
     if let Some(output) = &opts.output {
-        write_output(
-            &input.cache.store,
-            &image,
-            opts.format,
-            opts.tag.as_ref(),
-            output,
-        )?;
-        let _ = writeln!(
-            log,
-            "wrote {} ({})",
-            output.display(),
-            image.manifest_digest
-        );
+        let tag = opts.tag.as_ref();
+        write_output(&input.cache.store, &image, opts.format, tag, output, log)?;
     }
     Ok(Exported {
         image,
@@ -204,6 +193,7 @@ pub(crate) fn write_output(
     format: OutputFormat,
     tag: Option<&Reference>,
     output: &Path,
+    log: &mut dyn Write,
 ) -> Result<()> {
     if let Some(parent) = output.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).ctx(|| format!("creating {}", parent.display()))?;
@@ -214,6 +204,12 @@ pub(crate) fn write_output(
         }
         OutputFormat::OciDir => kiln_oci::archive::write_oci_dir(store, image, tag, output)?,
     }
+    let _ = writeln!(
+        log,
+        "wrote {} ({})",
+        output.display(),
+        image.manifest_digest
+    );
     Ok(())
 }
 

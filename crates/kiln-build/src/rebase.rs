@@ -101,19 +101,8 @@ pub fn rebase(opts: &RebaseOptions, log: &mut dyn Write) -> Result<RebaseReport>
         image_annotations(created, &new_base),
     )?;
     if let Some(output) = &opts.output {
-        write_output(
-            &cache.store,
-            &rebased,
-            opts.format,
-            opts.tag.as_ref(),
-            output,
-        )?;
-        let _ = writeln!(
-            log,
-            "wrote {} ({})",
-            output.display(),
-            rebased.manifest_digest
-        );
+        let tag = opts.tag.as_ref();
+        write_output(&cache.store, &rebased, opts.format, tag, output, log)?;
     }
     let push = match &opts.publish {
         Some(target) => Some(publish(

@@ -131,17 +131,7 @@ fn procfile_app_runs_its_web_process_on_a_base_read_from_an_oci_archive() {
         .unwrap()
         .contains(&Value::from("PATH=/bin")));
 
-    let port = free_port();
-    let container = Container::start(
-        &format!("oci-archive:{}", out.display()),
-        &[("PORT", &port.to_string())],
-    );
-    let (status, body) = container.http_get(port, "/");
-    assert!(status.contains("200"), "{status}");
-    assert!(
-        body.contains("<h1>hello from kiln procfile-static</h1>"),
-        "{body}"
-    );
+    serve_procfile_static(&out);
 }
 
 /// Copies a fixture to a fresh directory, giving every file the mtime `stamp` (`touch -d`).

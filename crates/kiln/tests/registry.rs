@@ -121,14 +121,7 @@ fn push_pull_round_trip_skips_and_mounts_blobs_and_runs_under_runc() {
     assert_eq!(layer_digests(&pulled), layer_digests(&local));
 
     // The image built on the registry base runs.
-    let port = free_port();
-    let container = Container::start(
-        &format!("oci-archive:{}", out.display()),
-        &[("PORT", &port.to_string())],
-    );
-    let (status, body) = container.http_get(port, "/");
-    assert!(status.contains("200"), "{status}");
-    assert!(body.contains("hello from kiln procfile-static"), "{body}");
+    serve_procfile_static(&out);
 }
 
 #[test]
@@ -480,14 +473,7 @@ fn rebase_swaps_base_layers_and_keeps_app_layers() {
     assert_eq!(pushed["push"]["blobs_uploaded"], 1 + 1, "{pushed}");
 
     // The rebased image runs on the new base.
-    let port = free_port();
-    let container = Container::start(
-        &format!("oci-archive:{}", rebased.display()),
-        &[("PORT", &port.to_string())],
-    );
-    let (status, body) = container.http_get(port, "/");
-    assert!(status.contains("200"), "{status}");
-    assert!(body.contains("hello from kiln procfile-static"), "{body}");
+    let container = serve_procfile_static(&rebased);
     assert_eq!(
         std::fs::read_to_string(container.rootfs().join("etc/base-version")).unwrap(),
         "2\n"

@@ -129,6 +129,23 @@ pub fn busybox_base_image(out: &Path) {
     kiln_oci::archive::write_oci_archive(&store, &image, Some(&tag), out).unwrap();
 }
 
+/// Starts the image at `archive` (built from `fixtures/procfile-static` on a busybox base) and
+/// checks that its httpd serves the fixture's page; returns the running container.
+pub fn serve_procfile_static(archive: &Path) -> Container {
+    let port = free_port();
+    let container = Container::start(
+        &format!("oci-archive:{}", archive.display()),
+        &[("PORT", &port.to_string())],
+    );
+    let (status, body) = container.http_get(port, "/");
+    assert!(status.contains("200"), "{status}");
+    assert!(
+        body.contains("<h1>hello from kiln procfile-static</h1>"),
+        "{body}"
+    );
+    container
+}
+
 /// A port that was free a moment ago on 127.0.0.1.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")

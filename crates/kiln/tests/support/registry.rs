@@ -160,47 +160,22 @@ pub fn cutting_proxy(target: u16, budget: usize) -> u16 {
 /// come from `openssl`; the registry verifies tokens through the certificate in the `x5c` header.
 pub fn start_with_token_auth(user: &str, password: &str) -> Registry {
     let dir = tempfile::tempdir().unwrap();
-    let key = dir.path().join("key.pem");
-    let cert = dir.path().join("cert.pem");
-    run_ok(Command::new("openssl").args([
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=kiln-test-token",
-        "-keyout",
-        key.to_str().unwrap(),
-        "-out",
-        cert.to_str().unwrap(),
-    ]));
-    let pkcs8 = dir.path().join("key.p8");
-    run_ok(Command::new("openssl").args([
-        "pkcs8",
-        "-topk8",
-        "-nocrypt",
-        "-outform",
-        "DER",
-        "-in",
-        key.to_str().unwrap(),
-        "-out",
-        pkcs8.to_str().unwrap(),
-    ]));
-    let cert_der = dir.path().join("cert.der");
-    run_ok(Command::new("openssl").args([
-        "x509",
-        "-outform",
-        "DER",
-        "-in",
-        cert.to_str().unwrap(),
-        "-out",
-        cert_der.to_str().unwrap(),
-    ]));
+    let path = |name: &str| dir.path().join(name).display().to_string();
+    let (key, cert, pkcs8, cert_der) = (
+        path("key.pem"),
+        path("cert.pem"),
+        path("key.p8"),
+        path("cert.der"),
+    );
+    let openssl = |args: &str| run_ok(Command::new("openssl").args(args.split(' ')));
+    openssl(&format!(
+        "req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+         -subj /CN=kiln-test-token -keyout {key} -out {cert}"
+    ));
+    openssl(&format!(
+        "pkcs8 -topk8 -nocrypt -outform DER -in {key} -out {pkcs8}"
+    ));
+    openssl(&format!("x509 -outform DER -in {cert} -out {cert_der}"));
     let issuer = TokenIssuer {
         pkcs8: std::fs::read(&pkcs8).unwrap(),
         cert_der: std::fs::read(&cert_der).unwrap(),
@@ -218,8 +193,7 @@ pub fn start_with_token_auth(user: &str, password: &str) -> Registry {
     });
     let auth = format!(
         "auth:\n  token:\n    realm: http://127.0.0.1:{token_port}/token\n    service: kiln-test\n\
-         \x20   issuer: kiln-test-issuer\n    rootcertbundle: {}\n",
-        cert.display()
+         \x20   issuer: kiln-test-issuer\n    rootcertbundle: {cert}\n"
     );
     Registry::start_in(dir, &auth)
 }
