@@ -505,3 +505,53 @@ fn error_detail(response: ureq::Response) -> String {
         _ => String::new(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_http_only_for_loopback_and_named_registries() {
+        let client = Client::new(ClientOptions {
+            insecure_registries: vec!["build.internal:5000".into(), "mirror.lan".into()],
+            ..ClientOptions::default()
+        });
+        for (registry, scheme) in [
+            ("localhost", "http"),
+            ("localhost:5000", "http"),
+            ("127.0.0.1:5111", "http"),
+            ("build.internal:5000", "http"),
+            ("build.internal:5001", "https"),
+            ("mirror.lan:443", "http"),
+            ("ghcr.io", "https"),
+            ("docker.io", "https"),
+            ("localhost.evil.example", "https"),
+        ] {
+            assert_eq!(client.scheme(registry), scheme, "{registry}");
+        }
+        let hub = Reference::parse("ubuntu").unwrap();
+        assert_eq!(
+            client.repo(&hub, "pull", &[]).url("manifests/latest"),
+            "https://registry-1.docker.io/v2/library/ubuntu/manifests/latest"
+        );
+    }
+
+    #[test]
+    fn scopes_cover_mount_sources_and_errors_hide_upload_state() {
+        let client = Client::new(ClientOptions::default());
+        let target = Reference::parse("localhost:5000/team/app:1").unwrap();
+        let repo = client.repo(&target, "pull,push", &["base/busybox", "team/app"]);
+        assert_eq!(
+            repo.scopes,
+            [
+                "repository:team/app:pull,push",
+                "repository:base/busybox:pull"
+            ]
+        );
+        assert_eq!(
+            repo.resolve("/v2/team/app/blobs/uploads/x?_state=secret"),
+            "http://localhost:5000/v2/team/app/blobs/uploads/x?_state=secret"
+        );
+        assert_eq!(strip_query("http://h/v2/x?_state=secret"), "http://h/v2/x");
+    }
+}

@@ -18,7 +18,7 @@ use kiln_oci::store::BlobStore;
 use serde::Serialize;
 
 use crate::client::{Client, Repo, Req};
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// Manifests and indexes are small; the cap stops a hostile registry from filling memory.
 const MAX_MANIFEST_SIZE: u64 = 4 << 20;
@@ -72,20 +72,28 @@ fn fetch_root(
         (None, None) => "latest".to_owned(),
     };
     let what = format!("resolving manifest {name}");
+    // HEAD tells the digest without the body; a cached manifest then needs no download. Any
+    // HEAD failure but an unreachable registry falls through to GET, whose error body says more.
     let head = repo.send(
         &Req::new("HEAD", repo.url(&format!("manifests/{name}"))).header("Accept", ACCEPT),
         &what,
-    )?;
-    let media_type = head.content_type().to_owned();
-    let known = head
-        .header("docker-content-digest")
-        .and_then(|d| Digest::parse(d).ok())
-        .or_else(|| reference.digest.clone());
-    if let Some(digest) = known.filter(|d| store.contains(d)) {
-        if let Some(desc) = stored_manifest(store, &digest, &media_type)? {
-            bump(stats, |s| s.blobs_cached += 1);
-            return Ok(desc);
+    );
+    match head {
+        Ok(head) => {
+            let media_type = head.content_type().to_owned();
+            let known = head
+                .header("docker-content-digest")
+                .and_then(|d| Digest::parse(d).ok())
+                .or_else(|| reference.digest.clone());
+            if let Some(digest) = known.filter(|d| store.contains(d)) {
+                if let Some(desc) = stored_manifest(store, &digest, &media_type)? {
+                    bump(stats, |s| s.blobs_cached += 1);
+                    return Ok(desc);
+                }
+            }
         }
+        Err(e @ Error::Unreachable { .. }) => return Err(e),
+        Err(_) => {}
     }
     let (bytes, media_type) = get_manifest(repo, &name, &what)?;
     let digest = Digest::of(&bytes);

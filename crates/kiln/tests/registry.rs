@@ -10,7 +10,7 @@ use std::process::Command;
 
 use base64::Engine;
 use serde_json::Value;
-use support::registry::{cutting_proxy, start_with_token_auth, Registry};
+use support::registry::{faulty_proxy, start_with_token_auth, Fault, Registry};
 use support::*;
 
 const TOOLS: &[&str] = &["docker-registry", "skopeo", "busybox"];
@@ -236,7 +236,7 @@ fn basic_auth_credentials_from_env_docker_config_and_helpers() {
 }
 
 #[test]
-fn missing_tag_unreachable_registry_and_interrupted_push_are_clear_errors() {
+fn missing_tag_unreachable_registry_interrupted_push_and_flaky_registry() {
     if !require_tools(TOOLS) {
         return;
     }
@@ -293,7 +293,7 @@ fn missing_tag_unreachable_registry_and_interrupted_push_are_clear_errors() {
     // A push cut off mid-way (after 64 KiB of a ~1 MB busybox layer) fails and leaves no tag.
     let busybox = tmp.path().join("busybox.tar");
     busybox_base_image(&busybox);
-    let proxy = cutting_proxy(registry.port, 64 << 10);
+    let proxy = faulty_proxy(registry.port, Fault::CutAfterBytes(64 << 10));
     let (ok, _, stderr) = kiln_env(
         &[
             "build",
@@ -311,6 +311,22 @@ fn missing_tag_unreachable_registry_and_interrupted_push_are_clear_errors() {
     assert!(stderr.contains("cut/app"), "{stderr}");
     let (ok, _, stderr) = kiln_env(&["inspect", &format!("docker://{host}/cut/app:1")], &[]);
     assert!(!ok && stderr.contains("HTTP 404"), "{stderr}");
+
+    // A registry answering 503 twice before it recovers: the retries absorb it.
+    let proxy = faulty_proxy(registry.port, Fault::Unavailable(2));
+    let (ok, _, stderr) = kiln_env(
+        &[
+            "build",
+            src,
+            "--publish",
+            &format!("127.0.0.1:{proxy}/flaky/app:1"),
+            "--cache-dir",
+            cache,
+        ],
+        &[],
+    );
+    assert!(ok, "{stderr}");
+    kiln_ok(&["inspect", &format!("docker://{host}/flaky/app:1")]);
 }
 
 #[test]

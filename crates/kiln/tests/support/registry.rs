@@ -108,19 +108,43 @@ impl Drop for Registry {
     }
 }
 
-/// A TCP proxy to `target` that passes the first `budget` bytes clients send, then cuts every
-/// connection and refuses new ones: a push interrupted mid-way. Runs until the test ends.
-pub fn cutting_proxy(target: u16, budget: usize) -> u16 {
+/// What a [`faulty_proxy`] does wrong.
+#[derive(Clone, Copy)]
+pub enum Fault {
+    /// Pass the first N bytes clients send, then cut every connection and refuse new ones: a
+    /// push interrupted mid-way.
+    CutAfterBytes(usize),
+    /// Answer the first N connections with `503 Service Unavailable`, then behave.
+    Unavailable(usize),
+}
+
+/// A TCP proxy in front of the registry on `target` that misbehaves as `fault` says. Runs until
+/// the test process ends; returns its port.
+pub fn faulty_proxy(target: u16, fault: Fault) -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let sent = Arc::new(AtomicUsize::new(0));
     std::thread::spawn(move || {
-        for client in listener.incoming() {
-            let Ok(client) = client else { continue };
-            if sent.load(Ordering::SeqCst) >= budget {
-                let _ = client.shutdown(Shutdown::Both);
-                continue;
-            }
+        for (i, client) in listener.incoming().enumerate() {
+            let Ok(mut client) = client else { continue };
+            let budget = match fault {
+                Fault::CutAfterBytes(budget) if sent.load(Ordering::SeqCst) >= budget => {
+                    let _ = client.shutdown(Shutdown::Both);
+                    continue;
+                }
+                Fault::CutAfterBytes(budget) => budget,
+                Fault::Unavailable(n) if i < n => {
+                    let mut buf = [0u8; 4096];
+                    let _ = client.read(&mut buf);
+                    let _ = client.write_all(
+                        b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\
+                          Connection: close\r\n\r\n",
+                    );
+                    let _ = client.shutdown(Shutdown::Both);
+                    continue;
+                }
+                Fault::Unavailable(_) => usize::MAX,
+            };
             let Ok(server) = TcpStream::connect(("127.0.0.1", target)) else {
                 continue;
             };
@@ -135,7 +159,7 @@ pub fn cutting_proxy(target: u16, budget: usize) -> u16 {
                         Ok(0) | Err(_) => break,
                         Ok(n) => n,
                     };
-                    if sent.fetch_add(n, Ordering::SeqCst) + n > budget {
+                    if sent.fetch_add(n, Ordering::SeqCst).saturating_add(n) > budget {
                         break;
                     }
                     if s_write.write_all(&buf[..n]).is_err() {
