@@ -86,7 +86,10 @@ impl std::str::FromStr for ImageSource {
             // Not a local transport: a bare registry reference (`ubuntu`, `localhost:5000/app`).
             return Reference::parse(s)
                 .map(ImageSource::Registry)
-                .map_err(|e| fail(e.to_string()));
+                .map_err(|e| match e {
+                    Error::InvalidReference { why, .. } => fail(why),
+                    other => other,
+                });
         }
         let Some((transport, rest)) = s.split_once(':') else {
             return Err(fail("not an image source".to_owned()));

@@ -464,10 +464,15 @@ fn io_transport(what: &str, e: std::io::Error) -> ureq::Error {
 
 /// ureq's transport message without the URL it may append (already reported separately).
 fn transport_message(t: &ureq::Transport) -> String {
-    match t.message() {
-        Some(message) => format!("{}: {message}", t.kind()),
-        None => t.kind().to_string(),
+    let mut out = t.kind().to_string();
+    if let Some(message) = t.message() {
+        out.push_str(&format!(": {message}"));
     }
+    // The OS-level cause ("Connection refused"), which ureq keeps as the source.
+    if let Some(source) = std::error::Error::source(t) {
+        out.push_str(&format!(": {source}"));
+    }
+    out
 }
 
 /// The registry's own explanation of an error (`{"errors":[{"code":…,"message":…}]}`), if any.
