@@ -175,9 +175,19 @@ pub fn export(
         blobs.push(blob);
         report.exported_records += 1;
     }
+    let layer_opts = LayerOptions::default();
     for (buildpack, layer, dir) in kept_layer_dirs(cache)? {
         let entries = layer::normalize(layer::tree_entries(&dir, "/")?)?;
-        let packed = layer::write_layer(store, &entries, &LayerOptions::default())?;
+        // Keyed like image layers, so an unchanged cache directory is not recompressed.
+        let key = layer::content_key(&entries, &layer_opts)?;
+        let packed = match cache.lookup_layer(&key).1 {
+            Some(record) => record,
+            None => {
+                let record = layer::write_layer(store, &entries, &layer_opts)?;
+                cache.record_layer(&key, &record)?;
+                record
+            }
+        };
         blobs.push(annotated(
             MEDIA_TYPE_LAYER_GZIP,
             packed.descriptor.digest,
@@ -358,4 +368,81 @@ fn unpack_layer(blob: &Path, dest: &Path) -> Result<()> {
             dest.display()
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A gzip tar whose entries are written with raw names (the tar crate refuses `..` itself).
+    fn raw_tar(dir: &Path, entries: &[(&str, tar::EntryType, &str)]) -> PathBuf {
+        let path = dir.join("layer.tar.gz");
+        let gz = flate2::write::GzEncoder::new(
+            File::create(&path).unwrap(),
+            flate2::Compression::fast(),
+        );
+        let mut builder = tar::Builder::new(gz);
+        for (name, kind, link) in entries {
+            let mut header = tar::Header::new_gnu();
+            let raw = &mut header.as_old_mut().name;
+            raw[..name.len()].copy_from_slice(name.as_bytes());
+            header.set_entry_type(*kind);
+            header.set_mode(0o644);
+            if !link.is_empty() {
+                header.set_link_name(link).unwrap();
+            }
+            let body: &[u8] = if *kind == tar::EntryType::Regular {
+                b"x"
+            } else {
+                b""
+            };
+            header.set_size(body.len() as u64);
+            header.set_cksum();
+            builder.append(&header, body).unwrap();
+        }
+        builder.into_inner().unwrap().finish().unwrap();
+        path
+    }
+
+    #[test]
+    fn unpacking_never_leaves_the_destination() {
+        use tar::EntryType::{Regular, Symlink};
+        let tmp = tempfile::tempdir().unwrap();
+        let outside = tmp.path().join("outside");
+        fs::create_dir(&outside).unwrap();
+        let cases: [&[(&str, tar::EntryType, &str)]; 3] = [
+            &[("../evil", Regular, "")],
+            &[("/abs", Regular, "")],
+            &[
+                ("link", Symlink, outside.to_str().unwrap()),
+                ("link/evil", Regular, ""),
+            ],
+        ];
+        for (i, entries) in cases.iter().enumerate() {
+            let case = tmp.path().join(format!("case{i}"));
+            fs::create_dir(&case).unwrap();
+            let blob = raw_tar(&case, entries);
+            let dest = case.join("dest");
+            assert!(unpack_layer(&blob, &dest).is_err(), "case {i} unpacked");
+            assert!(!tmp.path().join("evil").exists() && !outside.join("evil").exists());
+        }
+        // A benign layer unpacks.
+        let case = tmp.path().join("ok");
+        fs::create_dir(&case).unwrap();
+        let blob = raw_tar(&case, &[("a", Regular, ""), ("b", Symlink, "a")]);
+        unpack_layer(&blob, &case.join("dest")).unwrap();
+        assert_eq!(fs::read(case.join("dest/a")).unwrap(), b"x");
+    }
+
+    #[test]
+    fn cache_layer_names_are_single_components() {
+        let r = Reference::parse("localhost:5000/c:1").unwrap();
+        assert_eq!(
+            cache_layer_name(&r, "go/go-cache").unwrap(),
+            ("go", "go-cache")
+        );
+        for bad in ["go", "../x", "go/..", "go/a/b", "/go", "go/", "./x"] {
+            assert!(cache_layer_name(&r, bad).is_err(), "{bad}");
+        }
+    }
 }
