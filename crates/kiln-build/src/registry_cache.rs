@@ -15,6 +15,7 @@ use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::{BufReader, Write};
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use serde::Serialize;
 
@@ -50,6 +51,9 @@ pub struct CacheImageReport {
     pub exported_records: usize,
     pub exported_layers: usize,
     pub push: PushStats,
+    /// Wall time of the import before the build and of the export after it.
+    pub import_ms: u64,
+    pub export_ms: u64,
 }
 
 /// Brings the cache image's records and cache layers into `cache` (a missing cache image is
@@ -60,6 +64,7 @@ pub fn import(
     reference: &Reference,
     log: &mut dyn Write,
 ) -> Result<CacheImageReport> {
+    let started = Instant::now();
     let mut report = CacheImageReport {
         reference: reference.to_string(),
         ..CacheImageReport::default()
@@ -139,6 +144,7 @@ pub fn import(
         "cache image {reference}: imported {} layer records and {} cache layers ({} bytes downloaded)",
         report.imported_records, report.imported_layers, report.pull.bytes_downloaded
     );
+    report.import_ms = started.elapsed().as_millis() as u64;
     Ok(report)
 }
 
@@ -151,6 +157,7 @@ pub fn export(
     mut report: CacheImageReport,
     log: &mut dyn Write,
 ) -> Result<CacheImageReport> {
+    let started = Instant::now();
     let store = &cache.store;
     let mut blobs = Vec::new();
     for (key, record) in records(cache)? {
@@ -175,7 +182,12 @@ pub fn export(
         blobs.push(blob);
         report.exported_records += 1;
     }
-    let layer_opts = LayerOptions::default();
+    // Cache directories (compiler caches, tens of MB) only travel between runners: fast gzip
+    // beats small blobs.
+    let layer_opts = LayerOptions {
+        compression: kiln_oci::layer::Compression::Gzip { level: 1 },
+        ..LayerOptions::default()
+    };
     for (buildpack, layer, dir) in kept_layer_dirs(cache)? {
         let entries = layer::normalize(layer::tree_entries(&dir, "/")?)?;
         // Keyed like image layers, so an unchanged cache directory is not recompressed.
@@ -232,6 +244,7 @@ pub fn export(
         report.exported_records, report.exported_layers, pushed.stats.blobs_uploaded
     );
     report.push = pushed.stats;
+    report.export_ms = started.elapsed().as_millis() as u64;
     Ok(report)
 }
 
