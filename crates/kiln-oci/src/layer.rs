@@ -39,26 +39,61 @@ pub const DEFAULT_MTIME: u64 = 315_532_801;
 pub enum Compression {
     /// Uncompressed tar (`application/vnd.oci.image.layer.v1.tar`).
     None,
-    /// gzip at `level` 0–9 with the zlib-rs backend.
+    /// gzip at `level` 0–9 (zlib-rs deflate, parallel fixed-size blocks in one member).
     Gzip { level: u32 },
+    /// zstd at `level` 1–19 (`application/vnd.oci.image.layer.v1.tar+zstd`; needs Docker ≥ 23 or
+    /// containerd ≥ 1.5 to pull).
+    Zstd { level: i32 },
 }
 
 impl Compression {
-    pub const DEFAULT: Compression = Compression::Gzip { level: 6 };
+    /// gzip level 4: on this project's benchmark tree it is ~2× faster than level 6 for ~3 %
+    /// more bytes (see README, "Performance").
+    pub const DEFAULT: Compression = Compression::Gzip { level: 4 };
 
     pub fn media_type(self) -> &'static str {
         match self {
             Compression::None => crate::spec::MEDIA_TYPE_LAYER_TAR,
             Compression::Gzip { .. } => crate::spec::MEDIA_TYPE_LAYER_GZIP,
+            Compression::Zstd { .. } => crate::spec::MEDIA_TYPE_LAYER_ZSTD,
         }
     }
 
-    /// A stable description that goes into cache keys (`gzip-6/flate2-zlib-rs`): changing the
-    /// compressor or its level must never silently reuse or change cached layers.
+    /// A stable description that goes into cache keys (`gzip-4/b1048576/zlib-rs-0.6`): changing
+    /// the compressor, its level, block layout or implementation version must never silently
+    /// reuse cached layers made differently.
     pub fn cache_tag(self) -> String {
         match self {
             Compression::None => "none".to_owned(),
-            Compression::Gzip { level } => format!("gzip-{level}/flate2-zlib-rs"),
+            Compression::Gzip { level } => format!(
+                "gzip-{level}/b{}/{}",
+                crate::compress::GZIP_BLOCK_SIZE,
+                crate::compress::DEFLATE_IMPL
+            ),
+            Compression::Zstd { level } => {
+                format!("zstd-{level}/zstd-{}", zstd::zstd_safe::version_string())
+            }
+        }
+    }
+
+    /// Parses `gzip`, `gzip:LEVEL`, `zstd`, `zstd:LEVEL` or `none`.
+    pub fn parse(s: &str) -> std::result::Result<Compression, String> {
+        let (name, level) = s.split_once(':').map_or((s, None), |(n, l)| (n, Some(l)));
+        match (name, level) {
+            ("none", None) => Ok(Compression::None),
+            ("gzip", None) => Ok(Compression::DEFAULT),
+            ("gzip", Some(l)) => match l.parse::<u32>() {
+                Ok(level @ 0..=9) => Ok(Compression::Gzip { level }),
+                _ => Err(format!("gzip level must be 0-9, not {l:?}")),
+            },
+            ("zstd", None) => Ok(Compression::Zstd { level: 3 }),
+            ("zstd", Some(l)) => match l.parse::<i32>() {
+                Ok(level @ 1..=19) => Ok(Compression::Zstd { level }),
+                _ => Err(format!("zstd level must be 1-19, not {l:?}")),
+            },
+            _ => Err(format!(
+                "unknown compression {s:?}: expected gzip[:LEVEL], zstd[:LEVEL] or none"
+            )),
         }
     }
 }
@@ -328,13 +363,16 @@ pub fn write_layer(
                     ),
                 ));
             }
-            // mtime 0 and no file name: the gzip header must not depend on when or where the
-            // layer was built.
-            let gzip = flate2::GzBuilder::new()
-                .mtime(0)
-                .write(blob, flate2::Compression::new(level));
+            let gzip = crate::compress::ParallelGzWriter::new(blob, level)
+                .ctx(|| "starting the layer's gzip stream")?;
             let (gzip, diff_id, _) = write_tar(HashingWriter::new(gzip), entries, opts)?.finish();
             let blob = gzip.finish().ctx(|| "finishing the layer's gzip stream")?;
+            (blob, diff_id)
+        }
+        Compression::Zstd { level } => {
+            let zstd = zstd::Encoder::new(blob, level).ctx(|| "starting zstd")?;
+            let (zstd, diff_id, _) = write_tar(HashingWriter::new(zstd), entries, opts)?.finish();
+            let blob = zstd.finish().ctx(|| "finishing the layer's zstd stream")?;
             (blob, diff_id)
         }
     };
@@ -1110,11 +1148,56 @@ mod tests {
 
     #[test]
     fn cache_tags() {
-        assert_eq!(Compression::DEFAULT.cache_tag(), "gzip-6/flate2-zlib-rs");
+        assert_eq!(
+            Compression::DEFAULT.cache_tag(),
+            "gzip-4/b1048576/zlib-rs-0.6"
+        );
         assert_eq!(
             Compression::Gzip { level: 1 }.cache_tag(),
-            "gzip-1/flate2-zlib-rs"
+            "gzip-1/b1048576/zlib-rs-0.6"
         );
+        assert!(Compression::Zstd { level: 3 }
+            .cache_tag()
+            .starts_with("zstd-3/zstd-1."));
         assert_eq!(Compression::None.cache_tag(), "none");
+    }
+
+    #[test]
+    fn compression_parses_names_and_levels() {
+        assert_eq!(Compression::parse("gzip"), Ok(Compression::DEFAULT));
+        assert_eq!(
+            Compression::parse("gzip:9"),
+            Ok(Compression::Gzip { level: 9 })
+        );
+        assert_eq!(
+            Compression::parse("zstd:19"),
+            Ok(Compression::Zstd { level: 19 })
+        );
+        assert_eq!(Compression::parse("none"), Ok(Compression::None));
+        assert!(Compression::parse("gzip:10").unwrap_err().contains("0-9"));
+        assert!(Compression::parse("zstd:0").unwrap_err().contains("1-19"));
+        assert!(Compression::parse("brotli").is_err());
+    }
+
+    #[test]
+    fn zstd_layer_round_trips_with_its_media_type() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("f"), b"zstd content").unwrap();
+        let store_dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(store_dir.path()).unwrap();
+        let entries = normalize(tree_entries(dir.path(), "/x").unwrap()).unwrap();
+        let opts = LayerOptions {
+            compression: Compression::Zstd { level: 3 },
+            ..LayerOptions::default()
+        };
+        let record = write_layer(&store, &entries, &opts).unwrap();
+        assert_eq!(
+            record.descriptor.media_type,
+            crate::spec::MEDIA_TYPE_LAYER_ZSTD
+        );
+        let blob = fs::read(store.path(&record.descriptor.digest)).unwrap();
+        let tar = zstd::decode_all(&blob[..]).unwrap();
+        assert_eq!(Digest::of(&tar), record.diff_id);
+        assert!(tar.windows(12).any(|w| w == b"zstd content"));
     }
 }

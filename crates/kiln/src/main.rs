@@ -66,8 +66,9 @@ struct BuildArgs {
     /// Pass KEY=VALUE (or KEY, taking the caller's value) to build steps. Repeatable.
     #[arg(short, long = "env", value_name = "KEY[=VALUE]")]
     env: Vec<String>,
-    /// Layer compression: gzip[:LEVEL] (default gzip:6) or none.
-    #[arg(long, default_value = "gzip:6", value_parser = parse_compression)]
+    /// Layer compression: gzip[:LEVEL] (default gzip:4), zstd[:LEVEL] (needs Docker >= 23 /
+    /// containerd >= 1.5 to pull) or none.
+    #[arg(long, default_value = "gzip:4", value_parser = Compression::parse)]
     compression: Compression,
     /// Fixed timestamp for layer entries and the image's `created`.
     #[arg(long, env = "SOURCE_DATE_EPOCH")]
@@ -172,19 +173,6 @@ fn parse_env(pairs: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
                 .map_err(|_| anyhow::anyhow!("--env {pair}: not set in the environment")),
         })
         .collect()
-}
-
-fn parse_compression(s: &str) -> Result<Compression, String> {
-    let (name, level) = s.split_once(':').unwrap_or((s, ""));
-    match (name, level) {
-        ("none", "") => Ok(Compression::None),
-        ("gzip", "") => Ok(Compression::DEFAULT),
-        ("gzip", level) => match level.parse::<u32>() {
-            Ok(level @ 0..=9) => Ok(Compression::Gzip { level }),
-            _ => Err("gzip level must be 0-9".into()),
-        },
-        _ => Err("expected gzip[:LEVEL] or none".into()),
-    }
 }
 
 fn parse_reference(s: &str) -> Result<Reference, String> {
