@@ -14,8 +14,9 @@ use kiln_oci::layer::{self, Entry, LayerOptions};
 use kiln_oci::source::{load_image, LoadedImage};
 use kiln_oci::spec::{self, History, ImageConfig, LayerRecord};
 
-use crate::cache::{BuildCache, LayerDecision};
+use crate::cache::BuildCache;
 use crate::error::{IoContext, Result};
+use crate::layer_cache;
 use crate::metadata::{
     BaseMetadata, BuildpackRef, ImageMetadata, LayerMetadata, ProcessMetadata, LABEL,
     METADATA_VERSION,
@@ -67,24 +68,34 @@ pub fn export(input: &ExportInput<'_>, log: &mut dyn Write) -> Result<Exported> 
         .collect();
     let mut records: Vec<LayerRecord> = base.layers.clone();
     let mut built: Vec<LayerMetadata> = Vec::new();
-    for planned in planned_layers(input)? {
-        let key = layer::content_key(&planned.entries, &layer_opts)?;
-        let (decision, cached) = input.cache.lookup_layer(&key);
-        let record = match cached {
-            Some(record) => record,
-            None => {
-                let record = layer::write_layer(&input.cache.store, &planned.entries, &layer_opts)?;
-                input.cache.record_layer(&key, &record)?;
-                record
-            }
-        };
-        let reused = decision == LayerDecision::Reused;
+    // Layers are independent: look up or build them concurrently (each large one also
+    // compresses on the shared gzip pool), then assemble in plan order.
+    let planned = planned_layers(input)?;
+    let results: Vec<Result<_>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = planned
+            .iter()
+            .map(|p| {
+                scope.spawn(|| {
+                    layer_cache::layer(input.cache, &p.name, &p.entries, &layer_opts, opts.no_cache)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .collect()
+    });
+    for (planned, result) in planned.into_iter().zip(results) {
+        let (record, decision) = result?;
+        let reused = decision.reused();
         let _ = writeln!(
             log,
-            "layer {}: {} ({}, {} bytes)",
+            "layer {}: {} ({decision}, {} bytes)",
             planned.name,
             if reused { "reused" } else { "built" },
-            decision.reason(),
             record.descriptor.size
         );
         reports.push(LayerReport {
@@ -93,7 +104,7 @@ pub fn export(input: &ExportInput<'_>, log: &mut dyn Write) -> Result<Exported> 
             diff_id: record.diff_id.clone(),
             size: record.descriptor.size,
             reused,
-            reason: decision.reason().into(),
+            reason: decision.to_string(),
         });
         built.push(LayerMetadata {
             name: planned.name,

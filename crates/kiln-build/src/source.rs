@@ -1,12 +1,12 @@
 //! The source tree: validating it and making the private working copy steps run in.
 //!
-//! The copy leaves out `.git` directories and whatever `.dockerignore` and `kiln.toml`
+//! The copy keeps file modes and mtimes (see `layer_cache`) and leaves out `.git` directories and whatever `.dockerignore` and `kiln.toml`
 //! `[build] exclude` name. Symlinks are copied as symlinks, never followed, and one whose target
 //! leaves the tree (absolute, or climbing above the root with `..`) is an error: following it would
 //! let a build read, and ship, files from outside the project.
 
 use std::fs;
-use std::os::unix::fs::{symlink, PermissionsExt};
+use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
 use walkdir::WalkDir;
@@ -115,6 +115,11 @@ pub fn copy_tree(src: &Path, dest: &Path, rules: &ExcludeRules) -> Result<usize>
         } else if file_type.is_file() {
             ensure_parent(&target)?;
             fs::copy(entry.path(), &target).map_err(copy_err)?;
+            // Keep the source's mtime: layer stat keys then hit for untouched files (the layer
+            // itself always carries the fixed SOURCE_DATE_EPOCH mtime).
+            if let Ok(meta) = entry.metadata() {
+                set_mtime(&target, meta.mtime(), meta.mtime_nsec()).map_err(copy_err)?;
+            }
         } else {
             return Err(Error::Source {
                 path: entry.path().to_path_buf(),
@@ -125,6 +130,33 @@ pub fn copy_tree(src: &Path, dest: &Path, rules: &ExcludeRules) -> Result<usize>
         copied += 1;
     }
     Ok(copied)
+}
+
+/// Sets a file's mtime by path (`utimensat`), which unlike opening it for writing also works on
+/// read-only files we own.
+fn set_mtime(path: &Path, secs: i64, nanos: i64) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    let times = [
+        // atime: leave as is.
+        libc::timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_OMIT,
+        },
+        libc::timespec {
+            tv_sec: secs,
+            tv_nsec: nanos,
+        },
+    ];
+    // SAFETY: `c_path` is a valid NUL-terminated string and `times` has the two entries
+    // utimensat reads.
+    let rc = unsafe { libc::utimensat(libc::AT_FDCWD, c_path.as_ptr(), times.as_ptr(), 0) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }
 
 fn ensure_parent(path: &Path) -> Result<()> {

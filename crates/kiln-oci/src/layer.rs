@@ -147,7 +147,7 @@ pub struct Entry {
 
 /// Version of the layer format and of the [`content_key`] description. Bump it whenever the tar
 /// bytes written for the same entries change, so old cache entries stop matching.
-const CONTENT_KEY_VERSION: &str = "kiln-layer-content-key/v1";
+const CONTENT_KEY_VERSION: &str = "kiln-layer-content-key/v2";
 
 /// ustar field limits: `name` 100 bytes, `prefix` 155, `linkname` 100, `size` 11 octal digits.
 const USTAR_NAME_MAX: usize = 100;
@@ -303,15 +303,52 @@ pub fn normalize(mut entries: Vec<Entry>) -> Result<Vec<Entry>> {
     Ok(entries)
 }
 
-/// A cache key for a layer made of `entries` with `opts`: sha256 over a versioned, canonical
-/// description of every entry (path, kind, mode, link target, and a sha256 of file content) plus
-/// mtime/uid/gid and [`Compression::cache_tag`]. Independent of host mtimes and of the host path
-/// the files live at. `entries` must be normalized.
-pub fn content_key(entries: &[Entry], opts: &LayerOptions) -> Result<Digest> {
+/// What a layer's content is, entry by entry, independent of where its files live on the host
+/// and of their timestamps. The basis of [`content_key`], and of "what changed" reports.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct EntryPrint {
+    pub path: String,
+    /// `dir`, `file`, `symlink` or `hardlink`.
+    pub kind: String,
+    pub mode: u32,
+    /// Link target for links; the sha256 of the content for files; empty for directories.
+    pub content: String,
+    pub size: u64,
+}
+
+/// Fingerprints normalized `entries`, hashing file contents in parallel.
+pub fn fingerprint(entries: &[Entry]) -> Result<Vec<EntryPrint>> {
+    use rayon::prelude::*;
     check_normalized(entries)?;
+    entries
+        .par_iter()
+        .map(|entry| {
+            let (kind, content, size) = match &entry.kind {
+                EntryKind::Dir => ("dir", String::new(), 0),
+                EntryKind::File { source, size } => {
+                    let digest = hash_file(source, *size, &entry.path)?;
+                    ("file", digest.hex().to_owned(), *size)
+                }
+                EntryKind::Symlink { target } => ("symlink", target.clone(), 0),
+                EntryKind::Hardlink { target } => ("hardlink", target.clone(), 0),
+            };
+            Ok(EntryPrint {
+                path: entry.path.clone(),
+                kind: kind.to_owned(),
+                mode: entry.mode & 0o7777,
+                content,
+                size,
+            })
+        })
+        .collect()
+}
+
+/// A cache key for a layer with this fingerprint written with `opts`: sha256 over a versioned,
+/// canonical description of every entry plus mtime/uid/gid and [`Compression::cache_tag`].
+pub fn content_key_of(prints: &[EntryPrint], opts: &LayerOptions) -> Digest {
     let mut key = Sha256::new();
-    // Fields are NUL-separated and paths/targets cannot contain NUL (checked above), so the
-    // description parses one way only.
+    // Fields are NUL-separated and paths/targets cannot contain NUL (checked when normalizing),
+    // so the description parses one way only.
     key.update(format!(
         "{CONTENT_KEY_VERSION}\0mtime={}\0uid={}\0gid={}\0compression={}\n",
         opts.mtime,
@@ -319,23 +356,18 @@ pub fn content_key(entries: &[Entry], opts: &LayerOptions) -> Result<Digest> {
         opts.gid,
         opts.compression.cache_tag()
     ));
-    for entry in entries {
-        let (kind, target, size, content) = match &entry.kind {
-            EntryKind::Dir => ("dir", "", 0, String::new()),
-            EntryKind::File { source, size } => {
-                let content = hash_file(source, *size, &entry.path)?;
-                ("file", "", *size, content.hex().to_owned())
-            }
-            EntryKind::Symlink { target } => ("symlink", target.as_str(), 0, String::new()),
-            EntryKind::Hardlink { target } => ("hardlink", target.as_str(), 0, String::new()),
-        };
+    for p in prints {
         key.update(format!(
-            "{}\0{kind}\0{:o}\0{target}\0{size}\0{content}\n",
-            entry.path,
-            entry.mode & 0o7777
+            "{}\0{}\0{:o}\0{}\0{}\n",
+            p.path, p.kind, p.mode, p.content, p.size
         ));
     }
-    Ok(Digest::from_sha256(key.finalize().into()))
+    Digest::from_sha256(key.finalize().into())
+}
+
+/// [`fingerprint`] then [`content_key_of`]: independent of host paths and host mtimes.
+pub fn content_key(entries: &[Entry], opts: &LayerOptions) -> Result<Digest> {
+    Ok(content_key_of(&fingerprint(entries)?, opts))
 }
 
 /// Writes `entries` (normalized) as a layer blob into `store` in one streaming pass and returns

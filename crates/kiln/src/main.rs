@@ -73,6 +73,9 @@ struct BuildArgs {
     /// Fixed timestamp for layer entries and the image's `created`.
     #[arg(long, env = "SOURCE_DATE_EPOCH")]
     source_date_epoch: Option<u64>,
+    /// Rebuild every layer and run every step, ignoring (and refreshing) the cache.
+    #[arg(long)]
+    no_cache: bool,
     /// Print one JSON object describing the result on stdout.
     #[arg(long)]
     json: bool,
@@ -141,6 +144,7 @@ fn build(args: BuildArgs) -> anyhow::Result<ExitCode> {
     opts.buildpacks = load_buildpacks(args.buildpacks.as_deref())?;
     opts.env.extend(parse_env(&args.env)?);
     opts.compression = args.compression;
+    opts.no_cache = args.no_cache;
     if let Some(epoch) = args.source_date_epoch {
         opts.source_date_epoch = epoch;
     }
