@@ -25,6 +25,7 @@ use kiln_oci::spec::LayerRecord;
 use kiln_oci::store::BlobStore;
 
 use crate::error::{IoContext, Result};
+use crate::fsutil::touch;
 
 pub struct BuildCache {
     root: PathBuf,
@@ -87,10 +88,12 @@ impl BuildCache {
 
     /// Marks a record as used now, for `kiln cache prune`'s least-recently-used order.
     pub fn touch_record(&self, key: &Digest) {
-        let now = std::time::SystemTime::now();
-        if let Ok(file) = fs::File::options().write(true).open(self.record_path(key)) {
-            let _ = file.set_modified(now);
-        }
+        touch(&self.record_path(key));
+    }
+
+    /// Marks a blob as used now (see [`BuildCache::touch_record`]).
+    pub fn touch_blob(&self, digest: &Digest) {
+        touch(&self.store.path(digest));
     }
 
     pub fn record_layer(&self, key: &Digest, record: &LayerRecord) -> Result<()> {
@@ -154,6 +157,7 @@ impl BuildCache {
             fs::rename(&kept, &aside).ctx(|| format!("moving aside {}", kept.display()))?;
         }
         fs::rename(work, &kept).ctx(|| format!("saving cache layer {}", kept.display()))?;
+        touch(&kept);
         if had_old {
             remove_tree(&aside)?;
         }

@@ -44,6 +44,8 @@ pub enum LayerDecision {
     NoCacheRequested,
     /// Never built with this name in this cache.
     NoCache,
+    /// Built before with this very content, but pruned from the cache since.
+    Pruned,
     /// Same content, different compressor or layer options.
     OptionsChanged { from: String, to: String },
     /// What changed since the last build of the layer with this name.
@@ -70,6 +72,7 @@ impl fmt::Display for LayerDecision {
             }
             LayerDecision::NoCacheRequested => f.write_str("--no-cache"),
             LayerDecision::NoCache => f.write_str("no cache"),
+            LayerDecision::Pruned => f.write_str("no cache (pruned since the last build)"),
             LayerDecision::OptionsChanged { from, to } => {
                 write!(f, "compressor changed ({from} -> {to})")
             }
@@ -152,6 +155,7 @@ fn reusable(cache: &BuildCache, content_key: &Digest) -> Result<Option<LayerReco
             io::copy(&mut file, &mut hasher).ctx(|| format!("verifying cached blob {digest}"))?;
             if Digest::from_sha256(hasher.finalize().into()) == *digest {
                 cache.touch_record(content_key);
+                cache.touch_blob(digest);
                 return Ok(Some(record));
             }
             eprintln!("warning: cached blob {digest} is corrupt; dropping it and rebuilding");
@@ -194,9 +198,13 @@ fn what_changed(
         return LayerDecision::NoCache;
     };
     if previous.prints == prints {
+        let now = options_tag(opts);
+        if previous.options == now {
+            return LayerDecision::Pruned;
+        }
         return LayerDecision::OptionsChanged {
             from: previous.options,
-            to: options_tag(opts),
+            to: now,
         };
     }
     LayerDecision::ContentChanged(describe_changes(&previous.prints, prints))

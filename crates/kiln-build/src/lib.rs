@@ -7,8 +7,10 @@
 //! each planned step → [`export`] (layers, cached by content key; config; manifest; output file).
 
 pub mod cache;
+pub mod cache_admin;
 pub mod error;
 mod export;
+mod fsutil;
 pub mod ignore;
 pub mod inspect;
 pub mod layer_cache;

@@ -118,7 +118,8 @@ pub fn copy_tree(src: &Path, dest: &Path, rules: &ExcludeRules) -> Result<usize>
             // Keep the source's mtime: layer stat keys then hit for untouched files (the layer
             // itself always carries the fixed SOURCE_DATE_EPOCH mtime).
             if let Ok(meta) = entry.metadata() {
-                set_mtime(&target, meta.mtime(), meta.mtime_nsec()).map_err(copy_err)?;
+                crate::fsutil::set_mtime(&target, meta.mtime(), meta.mtime_nsec())
+                    .map_err(copy_err)?;
             }
         } else {
             return Err(Error::Source {
@@ -130,33 +131,6 @@ pub fn copy_tree(src: &Path, dest: &Path, rules: &ExcludeRules) -> Result<usize>
         copied += 1;
     }
     Ok(copied)
-}
-
-/// Sets a file's mtime by path (`utimensat`), which unlike opening it for writing also works on
-/// read-only files we own.
-fn set_mtime(path: &Path, secs: i64, nanos: i64) -> std::io::Result<()> {
-    use std::os::unix::ffi::OsStrExt;
-    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes())
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-    let times = [
-        // atime: leave as is.
-        libc::timespec {
-            tv_sec: 0,
-            tv_nsec: libc::UTIME_OMIT,
-        },
-        libc::timespec {
-            tv_sec: secs,
-            tv_nsec: nanos,
-        },
-    ];
-    // SAFETY: `c_path` is a valid NUL-terminated string and `times` has the two entries
-    // utimensat reads.
-    let rc = unsafe { libc::utimensat(libc::AT_FDCWD, c_path.as_ptr(), times.as_ptr(), 0) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
 }
 
 fn ensure_parent(path: &Path) -> Result<()> {

@@ -39,6 +39,41 @@ enum Command {
     Detect(DetectArgs),
     /// Show an image's layers (and what made each), processes, entrypoint, env and base.
     Inspect(InspectArgs),
+    /// List or prune the build cache.
+    #[command(subcommand)]
+    Cache(CacheCommand),
+}
+
+#[derive(Subcommand)]
+enum CacheCommand {
+    /// List cached layers, cache layers and blobs, most recently used first.
+    Ls(CacheLsArgs),
+    /// Remove least recently used items: those idle longer than --older-than, then more until
+    /// the cache fits in --max-size.
+    Prune(CachePruneArgs),
+}
+
+#[derive(clap::Args)]
+struct CacheLsArgs {
+    /// Default: $XDG_CACHE_HOME/kiln.
+    #[arg(long)]
+    cache_dir: Option<PathBuf>,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args)]
+struct CachePruneArgs {
+    #[arg(long)]
+    cache_dir: Option<PathBuf>,
+    /// e.g. 2G, 500M.
+    #[arg(long, value_parser = kiln_build::cache_admin::parse_size)]
+    max_size: Option<u64>,
+    /// e.g. 7d, 12h, 30m.
+    #[arg(long, value_parser = kiln_build::cache_admin::parse_duration)]
+    older_than: Option<std::time::Duration>,
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(clap::Args)]
@@ -112,6 +147,8 @@ fn main() -> ExitCode {
         Command::Build(args) => build(*args),
         Command::Detect(args) => detect(args),
         Command::Inspect(args) => inspect(args),
+        Command::Cache(CacheCommand::Ls(args)) => cache_ls(args),
+        Command::Cache(CacheCommand::Prune(args)) => cache_prune(args),
     };
     match result {
         Ok(code) => code,
@@ -276,4 +313,59 @@ fn image_source_or_path(s: &str) -> anyhow::Result<ImageSource> {
         });
     }
     Ok(s.parse()?)
+}
+
+fn cache_ls(args: CacheLsArgs) -> anyhow::Result<ExitCode> {
+    use kiln_build::cache_admin::{human_size, totals_by_kind};
+    let dir = args.cache_dir.unwrap_or_else(kiln_build::default_cache_dir);
+    let listing = kiln_build::cache_admin::list(&dir)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&listing)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "{}: {}",
+        listing.cache_dir.display(),
+        human_size(listing.total_bytes)
+    )?;
+    for (kind, (count, bytes)) in totals_by_kind(&listing.items) {
+        writeln!(out, "  {count:>5} {kind:<12} {:>10}", human_size(bytes))?;
+    }
+    for item in &listing.items {
+        writeln!(
+            out,
+            "{:<12} {:>10}  idle {:>8}  {}",
+            item.kind,
+            human_size(item.bytes),
+            format!("{}s", item.idle_seconds),
+            item.name
+        )?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cache_prune(args: CachePruneArgs) -> anyhow::Result<ExitCode> {
+    use kiln_build::cache_admin::{human_size, prune, PrunePolicy};
+    if args.max_size.is_none() && args.older_than.is_none() {
+        anyhow::bail!("kiln cache prune needs --max-size and/or --older-than");
+    }
+    let dir = args.cache_dir.unwrap_or_else(kiln_build::default_cache_dir);
+    let policy = PrunePolicy {
+        max_size: args.max_size,
+        older_than: args.older_than,
+    };
+    let report = prune(&dir, &policy)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "removed {} items, freed {}, {} left",
+            report.removed.len(),
+            human_size(report.freed_bytes),
+            human_size(report.remaining_bytes)
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }

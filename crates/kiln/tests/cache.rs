@@ -378,3 +378,77 @@ fn a_failing_install_shows_its_error_and_leaves_the_previous_cache_intact() {
     assert!(!step(&back, "install").0, "{:?}", step(&back, "install"));
     assert_eq!(digest(&back), digest(&good));
 }
+
+#[test]
+fn cache_ls_lists_and_prune_bounds_the_cache() {
+    let p = Project::new();
+    let cold = p.build(&[]);
+    let cache = p.cache.to_str().unwrap();
+    let listing: Value =
+        serde_json::from_str(&kiln_ok(&["cache", "ls", "--cache-dir", cache, "--json"])).unwrap();
+    let items = listing["items"].as_array().unwrap();
+    let names_of = |kind: &str| -> Vec<String> {
+        items
+            .iter()
+            .filter(|i| i["kind"] == kind)
+            .map(|i| i["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let mut layer_digests: Vec<String> = cold["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["digest"].as_str().unwrap().to_owned())
+        .collect();
+    layer_digests.sort();
+    let mut listed = names_of("layer");
+    listed.sort();
+    assert_eq!(listed, layer_digests);
+    assert_eq!(names_of("cache-layer"), ["deps/modules"]);
+    assert!(names_of("blob").contains(&cold["config_digest"].as_str().unwrap().to_owned()));
+    let total = listing["total_bytes"].as_u64().unwrap();
+    assert!(total > 0);
+
+    // Nothing is a day old yet.
+    let kept: Value = serde_json::from_str(&kiln_ok(&[
+        "cache",
+        "prune",
+        "--cache-dir",
+        cache,
+        "--older-than",
+        "1d",
+        "--json",
+    ]))
+    .unwrap();
+    assert_eq!(kept["removed"].as_array().unwrap().len(), 0);
+    assert_eq!(kept["remaining_bytes"].as_u64().unwrap(), total);
+
+    let pruned: Value = serde_json::from_str(&kiln_ok(&[
+        "cache",
+        "prune",
+        "--cache-dir",
+        cache,
+        "--max-size",
+        "0",
+        "--json",
+    ]))
+    .unwrap();
+    assert_eq!(pruned["remaining_bytes"], 0);
+    assert_eq!(pruned["freed_bytes"].as_u64().unwrap(), total);
+
+    // The next build starts from nothing, says so, and makes the same image.
+    let rebuilt = p.build(&[]);
+    assert_eq!(digest(&rebuilt), digest(&cold));
+    assert_eq!(
+        layers(&rebuilt)[1],
+        (
+            "app".into(),
+            false,
+            "no cache (pruned since the last build)".into()
+        )
+    );
+    assert_eq!(
+        step(&rebuilt, "install"),
+        (true, "output layer modules is not in the cache".into())
+    );
+}
