@@ -30,7 +30,9 @@ pub struct ExportInput<'a> {
     pub opts: &'a BuildOptions,
     pub cache: &'a BuildCache,
     pub plan: &'a Plan,
-    pub app_dir: &'a Path,
+    /// The app's entries under `/workspace`: from the working copy after the steps, or straight
+    /// from the source when no step ran.
+    pub app: Vec<Entry>,
     pub layer_dirs: &'a LayerDirs,
 }
 
@@ -152,10 +154,10 @@ pub fn export(input: &ExportInput<'_>, log: &mut dyn Write) -> Result<Exported> 
     })
 }
 
-/// The launch layers of every buildpack (with their captured app paths), then the app layer.
+/// The launch layers of every buildpack (with the app paths they capture), then the app layer.
 fn planned_layers(input: &ExportInput<'_>) -> Result<Vec<PlannedLayer>> {
-    let app_image_dir = APP_DIR.trim_start_matches('/');
-    let mut captured: Vec<String> = Vec::new();
+    let app_prefix = APP_DIR.trim_start_matches('/');
+    let mut app: Vec<Entry> = input.app.clone();
     let mut layers = Vec::new();
     for bp in &input.plan.buildpacks {
         for spec in bp.layers.iter().filter(|l| l.launch) {
@@ -168,11 +170,15 @@ fn planned_layers(input: &ExportInput<'_>) -> Result<Vec<PlannedLayer>> {
                 entries.extend(layer::tree_entries(dir, &image_dir)?);
             }
             for path in &spec.capture {
-                let host = input.app_dir.join(path);
-                if std::fs::symlink_metadata(&host).is_ok() {
-                    entries.extend(layer::tree_entries(&host, &format!("{APP_DIR}/{path}"))?);
-                    captured.push(format!("{app_image_dir}/{}", path.trim_end_matches('/')));
-                }
+                let captured = format!("{app_prefix}/{}", path.trim_end_matches('/'));
+                let (taken, kept): (Vec<Entry>, Vec<Entry>) = app.into_iter().partition(|e| {
+                    e.path == captured
+                        || e.path
+                            .strip_prefix(captured.as_str())
+                            .is_some_and(|rest| rest.starts_with('/'))
+                });
+                entries.extend(taken);
+                app = kept;
             }
             if entries.is_empty() {
                 continue;
@@ -183,20 +189,9 @@ fn planned_layers(input: &ExportInput<'_>) -> Result<Vec<PlannedLayer>> {
             });
         }
     }
-    let app_entries = layer::tree_entries(input.app_dir, APP_DIR)?
-        .into_iter()
-        .filter(|e| {
-            !captured.iter().any(|c| {
-                e.path == *c
-                    || e.path
-                        .strip_prefix(c.as_str())
-                        .is_some_and(|r| r.starts_with('/'))
-            })
-        })
-        .collect();
     layers.push(PlannedLayer {
         name: "app".into(),
-        entries: layer::normalize(app_entries)?,
+        entries: layer::normalize(app)?,
     });
     Ok(layers)
 }

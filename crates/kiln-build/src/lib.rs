@@ -29,7 +29,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use kiln_buildpack::detect::Detection;
-use kiln_buildpack::plan::{Plan, Process};
+use kiln_buildpack::plan::{Plan, Process, APP_DIR};
 use kiln_buildpack::project::ProjectConfig;
 use kiln_buildpack::BuildpackSet;
 use kiln_oci::digest::Digest;
@@ -216,15 +216,47 @@ pub fn build(opts: &BuildOptions, log: &mut dyn Write) -> Result<BuildReport> {
 
     let cache = BuildCache::open(&opts.cache_dir, log)?;
     let scratch = cache.scratch_dir()?;
-    let app_dir = make_dir(&scratch.path().join("app"))?;
     let rules = source::exclude_rules(&src, &project.build.exclude)?;
-    let copied = source::copy_tree(&src, &app_dir, &rules)?;
-    let _ = writeln!(log, "copied {copied} source entries into the working copy");
+    let source_entries = source::source_entries(&src, &rules, APP_DIR)?;
 
     let steps_started = Instant::now();
     let layers = prepare_layer_dirs(&cache, &plan, scratch.path(), log)?;
     let layer_dirs = &layers.dirs;
-    let ran = run_steps(opts, &plan, &app_dir, &layers, &cache, scratch.path(), log)?;
+    // Copying the source is the main cost of a warm rebuild: when no step will run, nothing can
+    // change the app, so its layer is made straight from the source tree.
+    let precheck = decide_steps(opts, &plan, &src, &layers, &cache)?;
+    let (app, ran) = if precheck.iter().all(|(_, _, d)| d.skipped()) {
+        if !precheck.is_empty() {
+            let _ = writeln!(
+                log,
+                "no build step needs to run: the app layer comes straight from the source"
+            );
+        }
+        let reports = precheck
+            .into_iter()
+            .map(|(buildpack, name, decision)| {
+                let _ = writeln!(log, "[{buildpack}/{name}] skipped: {decision}");
+                StepReport {
+                    buildpack,
+                    name,
+                    ran: false,
+                    reason: decision.to_string(),
+                    duration_ms: 0,
+                }
+            })
+            .collect();
+        let ran = StepsRun {
+            reports,
+            records: Vec::new(),
+        };
+        (source_entries, ran)
+    } else {
+        let app_dir = make_dir(&scratch.path().join("app"))?;
+        let copied = source::materialize(&source_entries, APP_DIR, &app_dir)?;
+        let _ = writeln!(log, "copied {copied} source entries into the working copy");
+        let ran = run_steps(opts, &plan, &app_dir, &layers, &cache, scratch.path(), log)?;
+        (kiln_oci::layer::tree_entries(&app_dir, APP_DIR)?, ran)
+    };
     let steps_ms = elapsed_ms(steps_started);
 
     let export_started = Instant::now();
@@ -233,7 +265,7 @@ pub fn build(opts: &BuildOptions, log: &mut dyn Write) -> Result<BuildReport> {
             opts,
             cache: &cache,
             plan: &plan,
-            app_dir: &app_dir,
+            app,
             layer_dirs,
         },
         log,
@@ -317,6 +349,27 @@ fn prepare_layer_dirs(
         prepared.dirs.insert(bp.id.clone(), layers);
     }
     Ok(prepared)
+}
+
+/// Every step's decision as things stand in the source tree, before any copy.
+fn decide_steps(
+    opts: &BuildOptions,
+    plan: &Plan,
+    src: &Path,
+    layers: &PreparedLayers,
+    cache: &BuildCache,
+) -> Result<Vec<(String, String, step_cache::StepDecision)>> {
+    let mut out = Vec::new();
+    for bp in &plan.buildpacks {
+        let restored = |layer: &str| layers.restored.contains(&(bp.id.clone(), layer.to_owned()));
+        for step in &bp.steps {
+            let record = step_cache::current(bp, step, &opts.env, src)?;
+            let decision =
+                step_cache::decide(cache.root(), bp, step, &record, &restored, opts.no_cache);
+            out.push((bp.id.clone(), step.name.clone(), decision));
+        }
+    }
+    Ok(out)
 }
 
 struct StepsRun {

@@ -452,3 +452,37 @@ fn cache_ls_lists_and_prune_bounds_the_cache() {
         (true, "output layer modules is not in the cache".into())
     );
 }
+
+#[test]
+fn when_every_step_skips_the_app_layer_comes_from_the_source_with_the_same_bytes() {
+    let p = Project::new();
+    // Drop the always-running compile step: only the skippable install remains.
+    let manifest = BUILDPACK.replace(
+        "[[build.steps]]\nname = \"compile\"\ncommand = \"sh\"\nargs = [\"-c\", \"mkdir -p out && cat src/*.txt > out/bundle.txt\"]\n",
+        "",
+    );
+    assert_ne!(manifest, BUILDPACK);
+    fs::write(p.bps.join("deps/buildpack.toml"), manifest).unwrap();
+    let cold = p.build(&[]);
+    let args = p.args(&p.cache, &[]);
+    let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(&args)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("no build step needs to run: the app layer comes straight from the source"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("working copy"), "{stderr}");
+    let warm: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(digest(&warm), digest(&cold));
+    assert!(layers(&warm)
+        .iter()
+        .all(|(_, reused, why)| *reused && why == "unchanged"));
+    assert_eq!(
+        step(&warm, "install"),
+        (false, "inputs unchanged (deps.lock)".into())
+    );
+}
