@@ -3,6 +3,9 @@
 //! ```text
 //! CACHE/blobs/sha256/<hex>          content-addressed blobs (layers, configs, base images)
 //! CACHE/layers/<content key>.json   finished-layer records: a hit skips tar and gzip entirely
+//! CACHE/keys/<stat key>             stat key → content key (see `layer_cache`)
+//! CACHE/snapshots/<layer name>.json the last fingerprint of each named layer, to say what changed
+//! CACHE/steps/<id>/<step>.json      the inputs key of the last successful run of a skippable step
 //! CACHE/buildpacks/<id>/<layer>/    `cache = true` layer directories kept between builds
 //! CACHE/work/<id>/<layer>/          where a build uses a cache layer (a stable path: compilers
 //!                                   such as cargo key their incremental state on absolute paths)
@@ -22,6 +25,7 @@ use kiln_oci::spec::LayerRecord;
 use kiln_oci::store::BlobStore;
 
 use crate::error::{IoContext, Result};
+use crate::fsutil::touch;
 
 pub struct BuildCache {
     root: PathBuf,
@@ -30,31 +34,18 @@ pub struct BuildCache {
     _lock: fs::File,
 }
 
-/// Why a layer was or wasn't taken from the cache; reported per layer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LayerDecision {
-    /// Same content key, blob present: reused without re-tarring or recompressing.
-    Reused,
-    /// No record for this content key: the content (or compressor) changed, or never built.
-    NoRecord,
-    /// A record exists but its blob is gone or damaged; rebuilt.
-    BlobMissing,
-}
-
-impl LayerDecision {
-    pub fn reason(&self) -> &'static str {
-        match self {
-            LayerDecision::Reused => "content unchanged",
-            LayerDecision::NoRecord => "content changed or not cached",
-            LayerDecision::BlobMissing => "cached blob missing",
-        }
-    }
-}
-
 impl BuildCache {
     /// Opens the cache, waiting for any other build that holds it.
     pub fn open(root: &Path, log: &mut dyn std::io::Write) -> Result<BuildCache> {
-        for dir in ["layers", "buildpacks", "work", "tmp"] {
+        for dir in [
+            "layers",
+            "keys",
+            "snapshots",
+            "steps",
+            "buildpacks",
+            "work",
+            "tmp",
+        ] {
             fs::create_dir_all(root.join(dir))
                 .ctx(|| format!("creating cache directory {}", root.join(dir).display()))?;
         }
@@ -77,11 +68,6 @@ impl BuildCache {
         })
     }
 
-    /// The cache directory (layout above).
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
     /// Scratch space for one build, removed when dropped.
     pub fn scratch_dir(&self) -> Result<tempfile::TempDir> {
         tempfile::Builder::new()
@@ -90,19 +76,24 @@ impl BuildCache {
             .ctx(|| format!("creating a build directory in {}", self.root.display()))
     }
 
-    /// Looks up the finished layer for `key`.
-    pub fn lookup_layer(&self, key: &Digest) -> (LayerDecision, Option<LayerRecord>) {
-        let path = self.record_path(key);
-        let record = fs::read(&path)
-            .ok()
-            .and_then(|bytes| serde_json::from_slice::<LayerRecord>(&bytes).ok());
-        match record {
-            None => (LayerDecision::NoRecord, None),
-            Some(r) if self.store.contains(&r.descriptor.digest) => {
-                (LayerDecision::Reused, Some(r))
-            }
-            Some(_) => (LayerDecision::BlobMissing, None),
-        }
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The finished-layer record for a content key, if any (unreadable records count as none).
+    pub fn read_record(&self, key: &Digest) -> Option<LayerRecord> {
+        let bytes = fs::read(self.record_path(key)).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// Marks a record as used now, for `kiln cache prune`'s least-recently-used order.
+    pub fn touch_record(&self, key: &Digest) {
+        touch(&self.record_path(key));
+    }
+
+    /// Marks a blob as used now (see [`BuildCache::touch_record`]).
+    pub fn touch_blob(&self, digest: &Digest) {
+        touch(&self.store.path(digest));
     }
 
     pub fn record_layer(&self, key: &Digest, record: &LayerRecord) -> Result<()> {
@@ -137,13 +128,70 @@ impl BuildCache {
         Ok((work, restored))
     }
 
-    /// Puts a cache layer's working directory back as the kept copy (after a successful build).
+    /// Copies a checked-out cache layer back to its kept place before a step rewrites it, so a
+    /// failing build leaves the previous cache intact (the copy is replaced on success).
+    pub fn keep_copy_of_layer_dir(&self, buildpack: &str, layer: &str, work: &Path) -> Result<()> {
+        let kept = self.kept_layer_dir(buildpack, layer);
+        if kept.exists() {
+            return Ok(());
+        }
+        let parent = kept.parent().expect("kept dirs have a parent");
+        fs::create_dir_all(parent).ctx(|| format!("creating {}", parent.display()))?;
+        let tmp = tempfile::Builder::new()
+            .prefix(&format!(".{layer}.copy-"))
+            .tempdir_in(parent)
+            .ctx(|| format!("creating a directory in {}", parent.display()))?;
+        copy_tree(work, tmp.path())?;
+        fs::rename(tmp.keep(), &kept).ctx(|| format!("saving {}", kept.display()))
+    }
+
+    /// Makes a cache layer's working directory the kept copy (after a successful build),
+    /// replacing any older copy.
     pub fn checkin_layer_dir(&self, buildpack: &str, layer: &str, work: &Path) -> Result<()> {
         let kept = self.kept_layer_dir(buildpack, layer);
         let parent = kept.parent().expect("kept dirs have a parent");
         fs::create_dir_all(parent).ctx(|| format!("creating {}", parent.display()))?;
-        fs::rename(work, &kept).ctx(|| format!("saving cache layer {}", kept.display()))
+        let aside = parent.join(format!(".{layer}.old-{}", std::process::id()));
+        let had_old = fs::symlink_metadata(&kept).is_ok();
+        if had_old {
+            fs::rename(&kept, &aside).ctx(|| format!("moving aside {}", kept.display()))?;
+        }
+        fs::rename(work, &kept).ctx(|| format!("saving cache layer {}", kept.display()))?;
+        touch(&kept);
+        if had_old {
+            remove_tree(&aside)?;
+        }
+        Ok(())
     }
+}
+
+/// Copies a directory tree (files, directories with their modes, symlinks as symlinks).
+fn copy_tree(from: &Path, to: &Path) -> Result<()> {
+    use std::os::unix::fs::{symlink, PermissionsExt};
+    for entry in walkdir::WalkDir::new(from).follow_links(false).min_depth(1) {
+        let entry = entry.map_err(|e| crate::error::Error::Io {
+            context: format!("reading {}", from.display()),
+            source: e.into(),
+        })?;
+        let rel = entry.path().strip_prefix(from).unwrap_or(entry.path());
+        let target = to.join(rel);
+        let ctx = || format!("copying {} to {}", entry.path().display(), target.display());
+        let file_type = entry.file_type();
+        if file_type.is_dir() {
+            fs::create_dir(&target).ctx(ctx)?;
+            let mode = entry
+                .metadata()
+                .map(|m| m.permissions().mode())
+                .unwrap_or(0o755);
+            // Keep read-only directories writable by us until removal (see `remove_tree`).
+            fs::set_permissions(&target, fs::Permissions::from_mode(mode | 0o700)).ctx(ctx)?;
+        } else if file_type.is_symlink() {
+            symlink(fs::read_link(entry.path()).ctx(ctx)?, &target).ctx(ctx)?;
+        } else {
+            fs::copy(entry.path(), &target).ctx(ctx)?;
+        }
+    }
+    Ok(())
 }
 
 /// Removes a directory tree, first making read-only directories writable (Go's module cache

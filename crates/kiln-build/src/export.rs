@@ -16,8 +16,9 @@ use kiln_oci::source::LoadedImage;
 use kiln_oci::spec::{self, History, ImageConfig, LayerRecord};
 use kiln_oci::store::BlobStore;
 
-use crate::cache::{BuildCache, LayerDecision};
+use crate::cache::BuildCache;
 use crate::error::{IoContext, Result};
+use crate::layer_cache;
 use crate::metadata::{
     BaseMetadata, BuildpackRef, ImageMetadata, LayerMetadata, ProcessMetadata, LABEL,
     METADATA_VERSION,
@@ -33,7 +34,9 @@ pub struct ExportInput<'a> {
     pub base: &'a LoadedImage,
     pub cache: &'a BuildCache,
     pub plan: &'a Plan,
-    pub app_dir: &'a Path,
+    /// The app's entries under `/workspace`: from the working copy after the steps, or straight
+    /// from the source when no step ran.
+    pub app: Vec<Entry>,
     pub layer_dirs: &'a LayerDirs,
 }
 
@@ -71,24 +74,34 @@ pub fn export(input: &ExportInput<'_>, log: &mut dyn Write) -> Result<Exported> 
         .collect();
     let mut records: Vec<LayerRecord> = base.layers.clone();
     let mut built: Vec<LayerMetadata> = Vec::new();
-    for planned in planned_layers(input)? {
-        let key = layer::content_key(&planned.entries, &layer_opts)?;
-        let (decision, cached) = input.cache.lookup_layer(&key);
-        let record = match cached {
-            Some(record) => record,
-            None => {
-                let record = layer::write_layer(&input.cache.store, &planned.entries, &layer_opts)?;
-                input.cache.record_layer(&key, &record)?;
-                record
-            }
-        };
-        let reused = decision == LayerDecision::Reused;
+    // Layers are independent: look up or build them concurrently (each large one also
+    // compresses on the shared gzip pool), then assemble in plan order.
+    let planned = planned_layers(input)?;
+    let results: Vec<Result<_>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = planned
+            .iter()
+            .map(|p| {
+                scope.spawn(|| {
+                    layer_cache::layer(input.cache, &p.name, &p.entries, &layer_opts, opts.no_cache)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .collect()
+    });
+    for (planned, result) in planned.into_iter().zip(results) {
+        let (record, decision) = result?;
+        let reused = decision.reused();
         let _ = writeln!(
             log,
-            "layer {}: {} ({}, {} bytes)",
+            "layer {}: {} ({decision}, {} bytes)",
             planned.name,
             if reused { "reused" } else { "built" },
-            decision.reason(),
             record.descriptor.size
         );
         reports.push(LayerReport {
@@ -97,7 +110,7 @@ pub fn export(input: &ExportInput<'_>, log: &mut dyn Write) -> Result<Exported> 
             diff_id: record.diff_id.clone(),
             size: record.descriptor.size,
             reused,
-            reason: decision.reason().into(),
+            reason: decision.to_string(),
         });
         built.push(LayerMetadata {
             name: planned.name,
@@ -119,10 +132,10 @@ pub fn export(input: &ExportInput<'_>, log: &mut dyn Write) -> Result<Exported> 
     })
 }
 
-/// The launch layers of every buildpack (with their captured app paths), then the app layer.
+/// The launch layers of every buildpack (with the app paths they capture), then the app layer.
 fn planned_layers(input: &ExportInput<'_>) -> Result<Vec<PlannedLayer>> {
-    let app_image_dir = APP_DIR.trim_start_matches('/');
-    let mut captured: Vec<String> = Vec::new();
+    let app_prefix = APP_DIR.trim_start_matches('/');
+    let mut app: Vec<Entry> = input.app.clone();
     let mut layers = Vec::new();
     for bp in &input.plan.buildpacks {
         for spec in bp.layers.iter().filter(|l| l.launch) {
@@ -135,11 +148,15 @@ fn planned_layers(input: &ExportInput<'_>) -> Result<Vec<PlannedLayer>> {
                 entries.extend(layer::tree_entries(dir, &image_dir)?);
             }
             for path in &spec.capture {
-                let host = input.app_dir.join(path);
-                if std::fs::symlink_metadata(&host).is_ok() {
-                    entries.extend(layer::tree_entries(&host, &format!("{APP_DIR}/{path}"))?);
-                    captured.push(format!("{app_image_dir}/{}", path.trim_end_matches('/')));
-                }
+                let captured = format!("{app_prefix}/{}", path.trim_end_matches('/'));
+                let (taken, kept): (Vec<Entry>, Vec<Entry>) = app.into_iter().partition(|e| {
+                    e.path == captured
+                        || e.path
+                            .strip_prefix(captured.as_str())
+                            .is_some_and(|rest| rest.starts_with('/'))
+                });
+                entries.extend(taken);
+                app = kept;
             }
             if entries.is_empty() {
                 continue;
@@ -150,20 +167,9 @@ fn planned_layers(input: &ExportInput<'_>) -> Result<Vec<PlannedLayer>> {
             });
         }
     }
-    let app_entries = layer::tree_entries(input.app_dir, APP_DIR)?
-        .into_iter()
-        .filter(|e| {
-            !captured.iter().any(|c| {
-                e.path == *c
-                    || e.path
-                        .strip_prefix(c.as_str())
-                        .is_some_and(|r| r.starts_with('/'))
-            })
-        })
-        .collect();
     layers.push(PlannedLayer {
         name: "app".into(),
-        entries: layer::normalize(app_entries)?,
+        entries: layer::normalize(app)?,
     });
     Ok(layers)
 }

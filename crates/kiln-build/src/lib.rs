@@ -7,18 +7,22 @@
 //! each planned step → [`export`] (layers, cached by content key; config; manifest; output file).
 
 pub mod cache;
+pub mod cache_admin;
 pub mod error;
 mod export;
+mod fsutil;
 pub mod ignore;
 pub mod inspect;
+pub mod layer_cache;
 pub mod metadata;
 pub mod rebase;
 pub mod registry;
 pub mod registry_cache;
 pub mod source;
+pub mod step_cache;
 pub mod steps;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
@@ -28,7 +32,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use kiln_buildpack::detect::Detection;
-use kiln_buildpack::plan::{Plan, Process};
+use kiln_buildpack::plan::{Plan, Process, APP_DIR};
 use kiln_buildpack::project::ProjectConfig;
 use kiln_buildpack::BuildpackSet;
 use kiln_oci::digest::Digest;
@@ -74,6 +78,8 @@ pub struct BuildOptions {
     pub cache_image: Option<Reference>,
     /// How registries are reached (TLS exceptions, platform, concurrency, retries).
     pub registry: kiln_registry::ClientOptions,
+    /// Rebuild every layer and run every step, ignoring (but refreshing) the cache.
+    pub no_cache: bool,
 }
 
 impl BuildOptions {
@@ -92,6 +98,7 @@ impl BuildOptions {
             publish: None,
             cache_image: None,
             registry: kiln_registry::ClientOptions::default(),
+            no_cache: false,
         }
     }
 }
@@ -145,6 +152,7 @@ pub struct BuildReport {
     pub manifest_digest: Digest,
     pub config_digest: Digest,
     pub layers: Vec<LayerReport>,
+    pub steps: Vec<StepReport>,
     pub processes: Vec<Process>,
     /// The run image's pull, when it came from a registry.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -156,6 +164,17 @@ pub struct BuildReport {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cache_image: Option<registry_cache::CacheImageReport>,
     pub timings: Timings,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StepReport {
+    pub buildpack: String,
+    pub name: String,
+    /// False when skipped because its inputs were unchanged.
+    pub ran: bool,
+    /// Why it ran or was skipped.
+    pub reason: String,
+    pub duration_ms: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -226,14 +245,47 @@ pub fn build(opts: &BuildOptions, log: &mut dyn Write) -> Result<BuildReport> {
         None => None,
     };
     let scratch = cache.scratch_dir()?;
-    let app_dir = make_dir(&scratch.path().join("app"))?;
     let rules = source::exclude_rules(&src, &project.build.exclude)?;
-    let copied = source::copy_tree(&src, &app_dir, &rules)?;
-    let _ = writeln!(log, "copied {copied} source entries into the working copy");
+    let source_entries = source::source_entries(&src, &rules, APP_DIR)?;
 
     let steps_started = Instant::now();
-    let layer_dirs = prepare_layer_dirs(&cache, &plan, scratch.path(), log)?;
-    run_steps(opts, &plan, &app_dir, &layer_dirs, scratch.path(), log)?;
+    let layers = prepare_layer_dirs(&cache, &plan, scratch.path(), log)?;
+    let layer_dirs = &layers.dirs;
+    // Copying the source is the main cost of a warm rebuild: when no step will run, nothing can
+    // change the app, so its layer is made straight from the source tree.
+    let precheck = decide_steps(opts, &plan, &src, &layers, &cache)?;
+    let (app, ran) = if precheck.iter().all(|(_, _, d)| d.skipped()) {
+        if !precheck.is_empty() {
+            let _ = writeln!(
+                log,
+                "no build step needs to run: the app layer comes straight from the source"
+            );
+        }
+        let reports = precheck
+            .into_iter()
+            .map(|(buildpack, name, decision)| {
+                let _ = writeln!(log, "[{buildpack}/{name}] skipped: {decision}");
+                StepReport {
+                    buildpack,
+                    name,
+                    ran: false,
+                    reason: decision.to_string(),
+                    duration_ms: 0,
+                }
+            })
+            .collect();
+        let ran = StepsRun {
+            reports,
+            records: Vec::new(),
+        };
+        (source_entries, ran)
+    } else {
+        let app_dir = make_dir(&scratch.path().join("app"))?;
+        let copied = source::materialize(&source_entries, APP_DIR, &app_dir)?;
+        let _ = writeln!(log, "copied {copied} source entries into the working copy");
+        let ran = run_steps(opts, &plan, &app_dir, &layers, &cache, scratch.path(), log)?;
+        (kiln_oci::layer::tree_entries(&app_dir, APP_DIR)?, ran)
+    };
     let steps_ms = elapsed_ms(steps_started);
 
     let export_started = Instant::now();
@@ -243,12 +295,16 @@ pub fn build(opts: &BuildOptions, log: &mut dyn Write) -> Result<BuildReport> {
             base: &base,
             cache: &cache,
             plan: &plan,
-            app_dir: &app_dir,
-            layer_dirs: &layer_dirs,
+            app,
+            layer_dirs,
         },
         log,
     )?;
-    save_cache_layers(&cache, &plan, &layer_dirs)?;
+    // Only a build that succeeded may update what later builds trust.
+    save_cache_layers(&cache, &plan, layer_dirs)?;
+    for (buildpack, step, record) in &ran.records {
+        step_cache::save(cache.root(), buildpack, step, record)?;
+    }
     let export_ms = elapsed_ms(export_started);
     let push = match &opts.publish {
         Some(target) => Some(registry::publish(
@@ -279,6 +335,7 @@ pub fn build(opts: &BuildOptions, log: &mut dyn Write) -> Result<BuildReport> {
         manifest_digest: exported.image.manifest_digest,
         config_digest: exported.image.config_digest,
         layers: exported.layers,
+        steps: ran.reports,
         processes: plan.processes.clone(),
         pull,
         push,
@@ -305,23 +362,34 @@ fn nothing_detected(path: &Path, detection: &Detection) -> Error {
     }
 }
 
-/// Host directories of every declared layer, keyed by buildpack id then layer name; cache layers
-/// start from their kept copy.
+/// Host directories of every declared layer, keyed by buildpack id then layer name.
 type LayerDirs = BTreeMap<String, BTreeMap<String, PathBuf>>;
+
+struct PreparedLayers {
+    dirs: LayerDirs,
+    /// `(buildpack, layer)` of cache layers restored from an earlier build.
+    restored: BTreeSet<(String, String)>,
+}
 
 fn prepare_layer_dirs(
     cache: &BuildCache,
     plan: &Plan,
     scratch: &Path,
     log: &mut dyn Write,
-) -> Result<LayerDirs> {
-    let mut dirs = LayerDirs::new();
+) -> Result<PreparedLayers> {
+    let mut prepared = PreparedLayers {
+        dirs: LayerDirs::new(),
+        restored: BTreeSet::new(),
+    };
     for bp in &plan.buildpacks {
         let mut layers = BTreeMap::new();
         for layer in &bp.layers {
             let dir = if layer.cache {
                 let (dir, restored) = cache.checkout_layer_dir(&bp.id, &layer.name)?;
                 let state = if restored {
+                    prepared
+                        .restored
+                        .insert((bp.id.clone(), layer.name.clone()));
                     "restored"
                 } else {
                     "empty: no cache yet"
@@ -333,19 +401,47 @@ fn prepare_layer_dirs(
             };
             layers.insert(layer.name.clone(), make_dir(&dir)?);
         }
-        dirs.insert(bp.id.clone(), layers);
+        prepared.dirs.insert(bp.id.clone(), layers);
     }
-    Ok(dirs)
+    Ok(prepared)
+}
+
+/// Every step's decision as things stand in the source tree, before any copy.
+fn decide_steps(
+    opts: &BuildOptions,
+    plan: &Plan,
+    src: &Path,
+    layers: &PreparedLayers,
+    cache: &BuildCache,
+) -> Result<Vec<(String, String, step_cache::StepDecision)>> {
+    let mut out = Vec::new();
+    for bp in &plan.buildpacks {
+        let restored = |layer: &str| layers.restored.contains(&(bp.id.clone(), layer.to_owned()));
+        for step in &bp.steps {
+            let record = step_cache::current(bp, step, &opts.env, src)?;
+            let decision =
+                step_cache::decide(cache.root(), bp, step, &record, &restored, opts.no_cache);
+            out.push((bp.id.clone(), step.name.clone(), decision));
+        }
+    }
+    Ok(out)
+}
+
+struct StepsRun {
+    reports: Vec<StepReport>,
+    /// Records of skippable steps that ran, saved once the build succeeds.
+    records: Vec<(String, String, step_cache::StepRecord)>,
 }
 
 fn run_steps(
     opts: &BuildOptions,
     plan: &Plan,
     app_dir: &Path,
-    layer_dirs: &LayerDirs,
+    layers: &PreparedLayers,
+    cache: &BuildCache,
     scratch: &Path,
     log: &mut dyn Write,
-) -> Result<()> {
+) -> Result<StepsRun> {
     let mut env = opts.env.clone();
     env.insert(
         "HOME".into(),
@@ -360,17 +456,50 @@ fn run_steps(
         opts.source_date_epoch.to_string(),
     );
     env.insert("KILN_APP_DIR".into(), app_dir.display().to_string());
+    let mut run = StepsRun {
+        reports: Vec::new(),
+        records: Vec::new(),
+    };
     let empty = BTreeMap::new();
     for bp in &plan.buildpacks {
-        let dirs = layer_dirs.get(&bp.id).unwrap_or(&empty);
+        let dirs = layers.dirs.get(&bp.id).unwrap_or(&empty);
         let ctx = steps::StepContext {
             buildpack: &bp.id,
             app_dir,
             layer_dirs: dirs,
             base_env: &env,
         };
+        let restored = |layer: &str| layers.restored.contains(&(bp.id.clone(), layer.to_owned()));
         for step in &bp.steps {
-            steps::run_step(step, &ctx, log)?;
+            let started = Instant::now();
+            let record = step_cache::current(bp, step, &opts.env, app_dir)?;
+            let decision =
+                step_cache::decide(cache.root(), bp, step, &record, &restored, opts.no_cache);
+            if decision.skipped() {
+                let _ = writeln!(log, "[{}/{}] skipped: {decision}", bp.id, step.name);
+            } else {
+                if !step.inputs.is_empty() {
+                    let _ = writeln!(log, "[{}/{}] running: {decision}", bp.id, step.name);
+                }
+                // If this step fails, the cache it writes must stay as the last good build left
+                // it: keep a copy of each restored output until the build succeeds.
+                for layer in step.outputs.iter().filter(|l| restored(l)) {
+                    if let Some(dir) = dirs.get(layer) {
+                        cache.keep_copy_of_layer_dir(&bp.id, layer, dir)?;
+                    }
+                }
+                steps::run_step(step, &ctx, log)?;
+                if !step.inputs.is_empty() {
+                    run.records.push((bp.id.clone(), step.name.clone(), record));
+                }
+            }
+            run.reports.push(StepReport {
+                buildpack: bp.id.clone(),
+                name: step.name.clone(),
+                ran: !decision.skipped(),
+                reason: decision.to_string(),
+                duration_ms: elapsed_ms(started),
+            });
         }
         // `build = true` layers are visible to later buildpacks: their bin/ joins PATH.
         for layer in bp.layers.iter().filter(|l| l.build) {
@@ -381,7 +510,7 @@ fn run_steps(
             }
         }
     }
-    Ok(())
+    Ok(run)
 }
 
 fn save_cache_layers(cache: &BuildCache, plan: &Plan, layer_dirs: &LayerDirs) -> Result<()> {

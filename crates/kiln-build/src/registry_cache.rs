@@ -29,6 +29,7 @@ use kiln_registry::{Client, PullStats, PushStats};
 
 use crate::cache::BuildCache;
 use crate::error::{Error, IoContext, Result};
+use crate::layer_cache;
 
 const CONFIG_MEDIA_TYPE: &str = "application/vnd.dev.kiln.cache.config.v1+json";
 const RECORD_MEDIA_TYPE: &str = "application/vnd.dev.kiln.cache.record.v1+json";
@@ -91,7 +92,10 @@ pub fn import(
         if let Some(key) = d.annotations.get(ANNOTATION_RECORD) {
             let key = Digest::parse(&format!("sha256:{key}"))
                 .map_err(|_| invalid(reference, format!("bad record key {key:?}")))?;
-            if cache.lookup_layer(&key).1.is_none() {
+            let usable = cache
+                .read_record(&key)
+                .is_some_and(|r| cache.store.contains(&r.descriptor.digest));
+            if !usable {
                 wanted.push(d.clone());
                 records.push((key, d));
             }
@@ -190,16 +194,9 @@ pub fn export(
     };
     for (buildpack, layer, dir) in kept_layer_dirs(cache)? {
         let entries = layer::normalize(layer::tree_entries(&dir, "/")?)?;
-        // Keyed like image layers, so an unchanged cache directory is not recompressed.
-        let key = layer::content_key(&entries, &layer_opts)?;
-        let packed = match cache.lookup_layer(&key).1 {
-            Some(record) => record,
-            None => {
-                let record = layer::write_layer(store, &entries, &layer_opts)?;
-                cache.record_layer(&key, &record)?;
-                record
-            }
-        };
+        // Looked up like image layers, so an unchanged cache directory is not recompressed.
+        let name = format!("cache-image/{buildpack}/{layer}");
+        let (packed, _) = layer_cache::layer(cache, &name, &entries, &layer_opts, false)?;
         blobs.push(annotated(
             MEDIA_TYPE_LAYER_GZIP,
             packed.descriptor.digest,

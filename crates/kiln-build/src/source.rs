@@ -1,15 +1,17 @@
 //! The source tree: validating it and making the private working copy steps run in.
 //!
-//! The copy leaves out `.git` directories and whatever `.dockerignore` and `kiln.toml`
+//! The copy keeps file modes and mtimes (see `layer_cache`) and leaves out `.git` directories and whatever `.dockerignore` and `kiln.toml`
 //! `[build] exclude` name. Symlinks are copied as symlinks, never followed, and one whose target
 //! leaves the tree (absolute, or climbing above the root with `..`) is an error: following it would
 //! let a build read, and ship, files from outside the project.
 
 use std::fs;
-use std::os::unix::fs::{symlink, PermissionsExt};
+use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
 use walkdir::WalkDir;
+
+use kiln_oci::layer::{Entry, EntryKind};
 
 use crate::error::{Error, IoContext, Result};
 use crate::ignore::ExcludeRules;
@@ -62,11 +64,17 @@ pub fn exclude_rules(src: &Path, project_excludes: &[String]) -> Result<ExcludeR
     Ok(rules)
 }
 
-/// Copies `src` into `dest` (which must exist), honouring `rules`. Returns the number of entries
-/// copied. Modes are kept; timestamps are not (layers carry fixed ones).
-pub fn copy_tree(src: &Path, dest: &Path, rules: &ExcludeRules) -> Result<usize> {
+/// The app's entries: everything under `src` that `rules` keep, as layer entries under
+/// `image_dir` (the directory itself first, mode 0755) whose files point into `src`. Symlinks are
+/// checked to stay inside the tree; sockets, fifos, devices and non-UTF-8 names are errors.
+pub fn source_entries(src: &Path, rules: &ExcludeRules, image_dir: &str) -> Result<Vec<Entry>> {
+    let prefix = image_dir.trim_matches('/');
+    let mut entries = vec![Entry {
+        path: prefix.to_owned(),
+        kind: EntryKind::Dir,
+        mode: 0o755,
+    }];
     let prune = !rules.has_exceptions();
-    let mut copied = 0;
     let walker = WalkDir::new(src)
         .follow_links(false)
         .sort_by_file_name()
@@ -74,53 +82,88 @@ pub fn copy_tree(src: &Path, dest: &Path, rules: &ExcludeRules) -> Result<usize>
         .into_iter()
         .filter_entry(|entry| {
             // With no `!` exceptions an excluded directory can be skipped whole.
-            !(prune && relative(src, entry.path()).is_some_and(|rel| rules.is_excluded(&rel)))
+            !(prune && relative(src, entry.path()).is_ok_and(|rel| rules.is_excluded(&rel)))
         });
     for entry in walker {
         let entry = entry.map_err(|e| Error::Source {
             path: e.path().unwrap_or(src).to_path_buf(),
             why: format!("cannot read it: {e}"),
         })?;
-        let Some(rel) = relative(src, entry.path()) else {
-            continue;
-        };
+        let rel = relative(src, entry.path())?;
         if rules.is_excluded(&rel) {
             continue;
         }
-        let target = dest.join(&rel);
-        let file_type = entry.file_type();
-        let copy_err = |e: std::io::Error| Error::Source {
+        let bad = |why: String| Error::Source {
             path: entry.path().to_path_buf(),
-            why: format!("cannot copy it: {e}"),
+            why,
         };
-        if file_type.is_dir() {
-            fs::create_dir_all(&target).map_err(copy_err)?;
-            let mode = entry.metadata().map_err(|e| Error::Source {
-                path: entry.path().to_path_buf(),
-                why: e.to_string(),
-            })?;
-            fs::set_permissions(
-                &target,
-                fs::Permissions::from_mode(mode.permissions().mode()),
-            )
-            .map_err(copy_err)?;
+        let meta = entry.metadata().map_err(|e| bad(e.to_string()))?;
+        let mode = meta.permissions().mode() & 0o7777;
+        let file_type = entry.file_type();
+        let kind = if file_type.is_dir() {
+            EntryKind::Dir
         } else if file_type.is_symlink() {
-            let link = fs::read_link(entry.path()).map_err(copy_err)?;
-            check_link_stays_inside(&rel, &link).map_err(|why| Error::Source {
-                path: entry.path().to_path_buf(),
-                why,
-            })?;
-            ensure_parent(&target)?;
-            symlink(&link, &target).map_err(copy_err)?;
+            let link = fs::read_link(entry.path()).map_err(|e| bad(e.to_string()))?;
+            check_link_stays_inside(&rel, &link).map_err(bad)?;
+            let target = link
+                .to_str()
+                .ok_or_else(|| bad("is a symlink whose target is not UTF-8".into()))?;
+            EntryKind::Symlink {
+                target: target.to_owned(),
+            }
         } else if file_type.is_file() {
-            ensure_parent(&target)?;
-            fs::copy(entry.path(), &target).map_err(copy_err)?;
+            EntryKind::File {
+                source: entry.path().to_path_buf(),
+                size: meta.len(),
+            }
         } else {
-            return Err(Error::Source {
-                path: entry.path().to_path_buf(),
-                why: "is a socket, fifo or device; only files, directories and symlinks can go into an image"
+            return Err(bad(
+                "is a socket, fifo or device; only files, directories and symlinks can go into an image"
                     .into(),
-            });
+            ));
+        };
+        entries.push(Entry {
+            path: format!("{prefix}/{rel}"),
+            kind,
+            mode,
+        });
+    }
+    Ok(entries)
+}
+
+/// Recreates `entries` (from [`source_entries`] with the same `image_dir`) under `dest`, which
+/// must exist: the private working copy steps run in. Modes and file mtimes are kept (layer stat
+/// keys then hit for untouched files; layers themselves carry the fixed SOURCE_DATE_EPOCH).
+pub fn materialize(entries: &[Entry], image_dir: &str, dest: &Path) -> Result<usize> {
+    let prefix = format!("{}/", image_dir.trim_matches('/'));
+    let mut copied = 0;
+    for entry in entries {
+        let Some(rel) = entry.path.strip_prefix(&prefix) else {
+            continue; // the app directory itself: `dest`
+        };
+        let target = dest.join(rel);
+        let ctx = || format!("copying {rel} into the working copy");
+        match &entry.kind {
+            EntryKind::Dir => {
+                fs::create_dir_all(&target).ctx(ctx)?;
+                fs::set_permissions(&target, fs::Permissions::from_mode(entry.mode)).ctx(ctx)?;
+            }
+            EntryKind::Symlink { target: link } => {
+                ensure_parent(&target)?;
+                symlink(link, &target).ctx(ctx)?;
+            }
+            EntryKind::File { source, .. } => {
+                ensure_parent(&target)?;
+                fs::copy(source, &target).ctx(ctx)?;
+                let meta = fs::symlink_metadata(source).ctx(ctx)?;
+                crate::fsutil::set_mtime(&target, meta.mtime(), meta.mtime_nsec()).ctx(ctx)?;
+            }
+            EntryKind::Hardlink { .. } => {
+                return Err(Error::Source {
+                    path: target,
+                    why: "source listings never contain hardlinks".into(),
+                })
+            }
         }
         copied += 1;
     }
@@ -134,11 +177,16 @@ fn ensure_parent(path: &Path) -> Result<()> {
     }
 }
 
-/// `path` relative to `root`, `/`-separated; `None` for the root itself or non-UTF-8 names.
-fn relative(root: &Path, path: &Path) -> Option<String> {
-    let rel = path.strip_prefix(root).ok()?;
-    let s = rel.to_str()?;
-    (!s.is_empty()).then(|| s.to_owned())
+/// `path` (below `root`) relative to `root`, `/`-separated. Non-UTF-8 names are an error: image
+/// paths are UTF-8, and silently dropping a file would ship an incomplete app.
+fn relative(root: &Path, path: &Path) -> Result<String> {
+    let rel = path.strip_prefix(root).unwrap_or(path);
+    rel.to_str()
+        .map(str::to_owned)
+        .ok_or_else(|| Error::Source {
+            path: path.to_path_buf(),
+            why: "has a name that is not UTF-8".into(),
+        })
 }
 
 /// A link at `rel` (relative to the root) with target `link` must resolve inside the root.
@@ -198,7 +246,8 @@ mod tests {
         fs::write(s.join("secret.env"), "TOKEN=1").unwrap();
         symlink("run.sh", s.join("start")).unwrap();
         let rules = exclude_rules(s, &["secret.env".to_owned()]).unwrap();
-        copy_tree(s, dest.path(), &rules).unwrap();
+        let entries = source_entries(s, &rules, "/workspace").unwrap();
+        materialize(&entries, "/workspace", dest.path()).unwrap();
         let d = dest.path();
         assert!(!d.join(".git").exists());
         assert!(!d.join("logs").exists());
@@ -212,10 +261,9 @@ mod tests {
     #[test]
     fn escaping_symlink_is_an_error_naming_it() {
         let src = tempfile::tempdir().unwrap();
-        let dest = tempfile::tempdir().unwrap();
         symlink("../../etc/passwd", src.path().join("passwd")).unwrap();
         let rules = exclude_rules(src.path(), &[]).unwrap();
-        let err = copy_tree(src.path(), dest.path(), &rules)
+        let err = source_entries(src.path(), &rules, "/workspace")
             .unwrap_err()
             .to_string();
         assert!(err.contains("passwd"), "{err}");

@@ -8,6 +8,7 @@
 //! [`archive::write_oci_dir`]. Base images come in through [`source::load_image`].
 
 pub mod archive;
+pub mod compress;
 pub mod digest;
 pub mod error;
 pub mod image;

@@ -42,6 +42,41 @@ enum Command {
     Inspect(InspectArgs),
     /// Put a Kiln-built image on a new run image without rebuilding (app layers kept verbatim).
     Rebase(Box<RebaseArgs>),
+    /// List or prune the build cache.
+    #[command(subcommand)]
+    Cache(CacheCommand),
+}
+
+#[derive(Subcommand)]
+enum CacheCommand {
+    /// List cached layers, cache layers and blobs, most recently used first.
+    Ls(CacheLsArgs),
+    /// Remove least recently used items: those idle longer than --older-than, then more until
+    /// the cache fits in --max-size.
+    Prune(CachePruneArgs),
+}
+
+#[derive(clap::Args)]
+struct CacheLsArgs {
+    /// Default: $XDG_CACHE_HOME/kiln.
+    #[arg(long)]
+    cache_dir: Option<PathBuf>,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args)]
+struct CachePruneArgs {
+    #[arg(long)]
+    cache_dir: Option<PathBuf>,
+    /// e.g. 2G, 500M.
+    #[arg(long, value_parser = kiln_build::cache_admin::parse_size)]
+    max_size: Option<u64>,
+    /// e.g. 7d, 12h, 30m.
+    #[arg(long, value_parser = kiln_build::cache_admin::parse_duration)]
+    older_than: Option<std::time::Duration>,
+    #[arg(long)]
+    json: bool,
 }
 
 /// How registries are reached; shared by `build` and `rebase`.
@@ -103,12 +138,16 @@ struct BuildArgs {
     /// Pass KEY=VALUE (or KEY, taking the caller's value) to build steps. Repeatable.
     #[arg(short, long = "env", value_name = "KEY[=VALUE]")]
     env: Vec<String>,
-    /// Layer compression: gzip[:LEVEL] (default gzip:6) or none.
-    #[arg(long, default_value = "gzip:6", value_parser = parse_compression)]
+    /// Layer compression: gzip[:LEVEL] (default gzip:4), zstd[:LEVEL] (needs Docker >= 23 /
+    /// containerd >= 1.5 to pull) or none.
+    #[arg(long, default_value = "gzip:4", value_parser = Compression::parse)]
     compression: Compression,
     /// Fixed timestamp for layer entries and the image's `created`.
     #[arg(long, env = "SOURCE_DATE_EPOCH")]
     source_date_epoch: Option<u64>,
+    /// Rebuild every layer and run every step, ignoring (and refreshing) the cache.
+    #[arg(long)]
+    no_cache: bool,
     /// Print one JSON object describing the result on stdout.
     #[arg(long)]
     json: bool,
@@ -172,6 +211,8 @@ fn main() -> ExitCode {
         Command::Detect(args) => detect(args),
         Command::Inspect(args) => inspect(args),
         Command::Rebase(args) => rebase(*args),
+        Command::Cache(CacheCommand::Ls(args)) => cache_ls(args),
+        Command::Cache(CacheCommand::Prune(args)) => cache_prune(args),
     };
     match result {
         Ok(code) => code,
@@ -205,6 +246,7 @@ fn build(args: BuildArgs) -> anyhow::Result<ExitCode> {
     opts.buildpacks = load_buildpacks(args.buildpacks.as_deref())?;
     opts.env.extend(parse_env(&args.env)?);
     opts.compression = args.compression;
+    opts.no_cache = args.no_cache;
     if let Some(epoch) = args.source_date_epoch {
         opts.source_date_epoch = epoch;
     }
@@ -297,19 +339,6 @@ fn parse_env(pairs: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
                 .map_err(|_| anyhow::anyhow!("--env {pair}: not set in the environment")),
         })
         .collect()
-}
-
-fn parse_compression(s: &str) -> Result<Compression, String> {
-    let (name, level) = s.split_once(':').unwrap_or((s, ""));
-    match (name, level) {
-        ("none", "") => Ok(Compression::None),
-        ("gzip", "") => Ok(Compression::DEFAULT),
-        ("gzip", level) => match level.parse::<u32>() {
-            Ok(level @ 0..=9) => Ok(Compression::Gzip { level }),
-            _ => Err("gzip level must be 0-9".into()),
-        },
-        _ => Err("expected gzip[:LEVEL] or none".into()),
-    }
 }
 
 fn parse_reference(s: &str) -> Result<Reference, String> {
@@ -409,4 +438,59 @@ fn image_source_or_path(s: &str) -> anyhow::Result<ImageSource> {
         });
     }
     Ok(s.parse()?)
+}
+
+fn cache_ls(args: CacheLsArgs) -> anyhow::Result<ExitCode> {
+    use kiln_build::cache_admin::{human_size, totals_by_kind};
+    let dir = args.cache_dir.unwrap_or_else(kiln_build::default_cache_dir);
+    let listing = kiln_build::cache_admin::list(&dir)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&listing)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "{}: {}",
+        listing.cache_dir.display(),
+        human_size(listing.total_bytes)
+    )?;
+    for (kind, (count, bytes)) in totals_by_kind(&listing.items) {
+        writeln!(out, "  {count:>5} {kind:<12} {:>10}", human_size(bytes))?;
+    }
+    for item in &listing.items {
+        writeln!(
+            out,
+            "{:<12} {:>10}  idle {:>8}  {}",
+            item.kind,
+            human_size(item.bytes),
+            format!("{}s", item.idle_seconds),
+            item.name
+        )?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cache_prune(args: CachePruneArgs) -> anyhow::Result<ExitCode> {
+    use kiln_build::cache_admin::{human_size, prune, PrunePolicy};
+    if args.max_size.is_none() && args.older_than.is_none() {
+        anyhow::bail!("kiln cache prune needs --max-size and/or --older-than");
+    }
+    let dir = args.cache_dir.unwrap_or_else(kiln_build::default_cache_dir);
+    let policy = PrunePolicy {
+        max_size: args.max_size,
+        older_than: args.older_than,
+    };
+    let report = prune(&dir, &policy)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "removed {} items, freed {}, {} left",
+            report.removed.len(),
+            human_size(report.freed_bytes),
+            human_size(report.remaining_bytes)
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -1,0 +1,327 @@
+//! Looking after the cache directory: `kiln cache ls` and `kiln cache prune`.
+//!
+//! Pruning works on whole items, least recently used first: a finished layer (its record and,
+//! once nothing else refers to it, its blob), a kept cache layer directory, or another blob
+//! (base image layers, configs, manifests). "Used" is the item's mtime, which builds refresh on
+//! every reuse. The build lock is held throughout, so pruning never races a build.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+
+use kiln_oci::digest::Digest;
+use kiln_oci::spec::LayerRecord;
+
+use crate::cache::BuildCache;
+use crate::error::{IoContext, Result};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CacheListing {
+    pub cache_dir: PathBuf,
+    pub total_bytes: u64,
+    pub items: Vec<CacheItem>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CacheItem {
+    /// `layer`, `cache-layer` or `blob`.
+    pub kind: &'static str,
+    /// A layer's digest, `<buildpack>/<layer>` for kept cache layers, a blob's digest.
+    pub name: String,
+    pub bytes: u64,
+    /// Seconds since the item was last used.
+    pub idle_seconds: u64,
+    #[serde(skip)]
+    paths: Vec<PathBuf>,
+    #[serde(skip)]
+    last_used: SystemTime,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct PrunePolicy {
+    pub max_size: Option<u64>,
+    pub older_than: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PruneReport {
+    pub removed: Vec<CacheItem>,
+    pub freed_bytes: u64,
+    pub remaining_bytes: u64,
+}
+
+/// Lists what the cache holds, most recently used first.
+pub fn list(cache_dir: &Path) -> Result<CacheListing> {
+    let cache = BuildCache::open(cache_dir, &mut std::io::sink())?;
+    listing(&cache)
+}
+
+fn listing(cache: &BuildCache) -> Result<CacheListing> {
+    let root = cache.root();
+    let now = SystemTime::now();
+    let mut items = Vec::new();
+    let mut claimed: BTreeSet<Digest> = BTreeSet::new();
+    for (record_path, record) in records(root)? {
+        let blob = cache.store.path(&record.descriptor.digest);
+        let blob_meta = fs::metadata(&blob).ok();
+        let last_used = [fs::metadata(&record_path).ok(), blob_meta.clone()]
+            .into_iter()
+            .flatten()
+            .filter_map(|m| m.modified().ok())
+            .max()
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        let mut paths = vec![record_path];
+        if claimed.insert(record.descriptor.digest.clone()) && blob_meta.is_some() {
+            paths.push(blob);
+        }
+        items.push(item(
+            "layer",
+            record.descriptor.digest.to_string(),
+            paths,
+            last_used,
+            now,
+        )?);
+    }
+    for bp in read_dir_sorted(&root.join("buildpacks"))? {
+        for layer in read_dir_sorted(&bp)? {
+            let name = format!("{}/{}", file_name(&bp), file_name(&layer));
+            let last_used = fs::metadata(&layer)
+                .and_then(|m| m.modified())
+                .unwrap_or(SystemTime::UNIX_EPOCH);
+            items.push(item("cache-layer", name, vec![layer], last_used, now)?);
+        }
+    }
+    for blob in read_dir_sorted(&root.join("blobs/sha256"))? {
+        let Ok(digest) = Digest::parse(&format!("sha256:{}", file_name(&blob))) else {
+            continue; // temporary files of a blob being written
+        };
+        if claimed.contains(&digest) {
+            continue;
+        }
+        let last_used = fs::metadata(&blob)
+            .and_then(|m| m.modified())
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        items.push(item(
+            "blob",
+            digest.to_string(),
+            vec![blob],
+            last_used,
+            now,
+        )?);
+    }
+    items.sort_by(|a, b| b.last_used.cmp(&a.last_used).then(a.name.cmp(&b.name)));
+    Ok(CacheListing {
+        cache_dir: root.to_path_buf(),
+        total_bytes: items.iter().map(|i| i.bytes).sum(),
+        items,
+    })
+}
+
+/// Removes items older than `older_than`, then least recently used ones until the cache fits
+/// in `max_size`.
+pub fn prune(cache_dir: &Path, policy: &PrunePolicy) -> Result<PruneReport> {
+    let cache = BuildCache::open(cache_dir, &mut std::io::sink())?;
+    let listing = listing(&cache)?;
+    let mut remaining = listing.total_bytes;
+    let mut removed = Vec::new();
+    // Oldest first.
+    for item in listing.items.into_iter().rev() {
+        let too_old = policy
+            .older_than
+            .is_some_and(|d| item.idle_seconds >= d.as_secs());
+        let too_big = policy.max_size.is_some_and(|max| remaining > max);
+        if !(too_old || too_big) {
+            continue;
+        }
+        for path in &item.paths {
+            let meta = fs::symlink_metadata(path).ctx(|| format!("reading {}", path.display()))?;
+            if meta.is_dir() {
+                fs::remove_dir_all(path)
+            } else {
+                fs::remove_file(path)
+            }
+            .ctx(|| format!("removing {}", path.display()))?;
+        }
+        remaining -= item.bytes;
+        removed.push(item);
+    }
+    drop_dangling_keys(&cache)?;
+    Ok(PruneReport {
+        freed_bytes: removed.iter().map(|i| i.bytes).sum(),
+        removed,
+        remaining_bytes: remaining,
+    })
+}
+
+/// Stat keys and snapshots pointing at removed records would only cost a lookup; remove them so
+/// the cache stays tidy.
+fn drop_dangling_keys(cache: &BuildCache) -> Result<()> {
+    for key_file in read_dir_sorted(&cache.root().join("keys"))? {
+        let target = fs::read_to_string(&key_file)
+            .ok()
+            .and_then(|s| Digest::parse(s.trim()).ok());
+        if target.is_none_or(|d| cache.read_record(&d).is_none()) {
+            fs::remove_file(&key_file).ctx(|| format!("removing {}", key_file.display()))?;
+        }
+    }
+    Ok(())
+}
+
+fn records(root: &Path) -> Result<Vec<(PathBuf, LayerRecord)>> {
+    let mut out = Vec::new();
+    for path in read_dir_sorted(&root.join("layers"))? {
+        let record = fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<LayerRecord>(&b).ok());
+        if let Some(record) = record {
+            out.push((path, record));
+        }
+    }
+    Ok(out)
+}
+
+fn item(
+    kind: &'static str,
+    name: String,
+    paths: Vec<PathBuf>,
+    last_used: SystemTime,
+    now: SystemTime,
+) -> Result<CacheItem> {
+    let mut bytes = 0;
+    for path in &paths {
+        bytes += disk_usage(path)?;
+    }
+    Ok(CacheItem {
+        kind,
+        name,
+        bytes,
+        idle_seconds: now.duration_since(last_used).map_or(0, |d| d.as_secs()),
+        paths,
+        last_used,
+    })
+}
+
+fn disk_usage(path: &Path) -> Result<u64> {
+    let mut total = 0;
+    for entry in walkdir::WalkDir::new(path).follow_links(false) {
+        let entry = entry.map_err(|e| crate::error::Error::Io {
+            context: format!("reading {}", path.display()),
+            source: e.into(),
+        })?;
+        if entry.file_type().is_file() {
+            total += entry.metadata().map_or(0, |m| m.len());
+        }
+    }
+    Ok(total)
+}
+
+fn read_dir_sorted(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut out: Vec<PathBuf> = match fs::read_dir(dir) {
+        Ok(entries) => entries
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            // Hidden entries are in-progress temporaries of a writer.
+            .filter(|p| !file_name(p).starts_with('.'))
+            .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(e).ctx(|| format!("reading {}", dir.display())),
+    };
+    out.sort();
+    Ok(out)
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// Parses `500M`, `2G`, `1.5GiB`, `300k` or a plain byte count (powers of 1024).
+pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("invalid size {s:?}: expected e.g. 500M, 2G, 1048576"))?;
+    let multiplier: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        "t" | "tb" | "tib" => 1 << 40,
+        other => return Err(format!("invalid size {s:?}: unknown unit {other:?}")),
+    };
+    Ok((value * multiplier as f64) as u64)
+}
+
+/// Parses `90s`, `30m`, `12h`, `7d`, `2w`.
+pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
+    let t = s.trim();
+    let (number, unit) = t.split_at(t.len().saturating_sub(1));
+    let seconds: u64 = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        "w" => 604_800,
+        _ => {
+            return Err(format!(
+                "invalid duration {s:?}: expected e.g. 30m, 12h, 7d"
+            ))
+        }
+    };
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("invalid duration {s:?}: expected e.g. 30m, 12h, 7d"))?;
+    Ok(Duration::from_secs(n * seconds))
+}
+
+/// Sizes for humans: `16.9 MiB`.
+pub fn human_size(bytes: u64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < units.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", units[unit])
+    }
+}
+
+/// Groups item counts and bytes by kind, for summaries.
+pub fn totals_by_kind(items: &[CacheItem]) -> BTreeMap<&'static str, (usize, u64)> {
+    let mut totals = BTreeMap::new();
+    for item in items {
+        let entry = totals.entry(item.kind).or_insert((0, 0));
+        entry.0 += 1;
+        entry.1 += item.bytes;
+    }
+    totals
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_durations_parse() {
+        assert_eq!(parse_size("1048576"), Ok(1 << 20));
+        assert_eq!(parse_size("500M"), Ok(500 << 20));
+        assert_eq!(parse_size("1.5GiB"), Ok(3 << 29));
+        assert!(parse_size("12 parsecs").is_err());
+        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86_400)));
+        assert_eq!(parse_duration("30m"), Ok(Duration::from_secs(1800)));
+        assert!(parse_duration("soon").is_err());
+        assert_eq!(human_size(17_700_000), "16.9 MiB");
+    }
+}

@@ -1,0 +1,340 @@
+//! Deciding whether a layer can be reused, and saying why.
+//!
+//! A layer is looked up in three steps, cheapest first:
+//! 1. **stat key** — (path, kind, mode, link target, size, mtime) of every entry, from one `stat`
+//!    per file. Unchanged files hit without reading a byte.
+//! 2. **content key** — the same with each file's sha256 instead of its mtime. A `touch` or a
+//!    fresh `git checkout` misses step 1 but hits here, and never changes a digest.
+//! 3. **build** — tar → diff_id → compress → digest, then both keys are recorded.
+//!
+//! A hit reuses the stored [`LayerRecord`] and blob: no re-tar, no recompression. The blob is
+//! re-hashed before reuse, so a corrupted cache is detected, dropped and rebuilt, never shipped.
+//! Keys include the compressor tag, so changing compression never reuses a differently made layer.
+//! When a layer is rebuilt, the previous fingerprint of the layer with the same name says what
+//! changed ("3 files changed under src/").
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::fs;
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+use kiln_oci::digest::Digest;
+use kiln_oci::layer::{self, Entry, EntryKind, EntryPrint, LayerOptions};
+use kiln_oci::spec::LayerRecord;
+
+use crate::cache::{write_atomic, BuildCache};
+use crate::error::{IoContext, Result};
+
+/// Bump when the stat key's description changes.
+const STAT_KEY_VERSION: &str = "kiln-layer-stat-key/v1";
+
+/// Why a layer was reused or rebuilt: a typed decision with a reason, reported per layer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LayerDecision {
+    /// Every entry's metadata is as recorded.
+    Unchanged,
+    /// Timestamps differ but every file's content is as recorded.
+    ContentUnchanged,
+    /// `--no-cache`.
+    NoCacheRequested,
+    /// Never built with this name in this cache.
+    NoCache,
+    /// Built before with this very content, but pruned from the cache since.
+    Pruned,
+    /// Same content, different compressor or layer options.
+    OptionsChanged { from: String, to: String },
+    /// What changed since the last build of the layer with this name.
+    ContentChanged(String),
+    /// A record pointed at a blob that is missing or whose bytes no longer match its digest.
+    BlobCorrupt,
+}
+
+impl LayerDecision {
+    pub fn reused(&self) -> bool {
+        matches!(
+            self,
+            LayerDecision::Unchanged | LayerDecision::ContentUnchanged
+        )
+    }
+}
+
+impl fmt::Display for LayerDecision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LayerDecision::Unchanged => f.write_str("unchanged"),
+            LayerDecision::ContentUnchanged => {
+                f.write_str("content unchanged (only timestamps differ)")
+            }
+            LayerDecision::NoCacheRequested => f.write_str("--no-cache"),
+            LayerDecision::NoCache => f.write_str("no cache"),
+            LayerDecision::Pruned => f.write_str("no cache (pruned since the last build)"),
+            LayerDecision::OptionsChanged { from, to } => {
+                write!(f, "compressor changed ({from} -> {to})")
+            }
+            LayerDecision::ContentChanged(what) => f.write_str(what),
+            LayerDecision::BlobCorrupt => {
+                f.write_str("cached blob missing or corrupt (digest mismatch); rebuilt")
+            }
+        }
+    }
+}
+
+/// The last build of a layer with a given name: what it contained and how it was written.
+#[derive(Serialize, Deserialize)]
+struct Snapshot {
+    options: String,
+    content_key: Digest,
+    prints: Vec<EntryPrint>,
+}
+
+/// Looks up or builds the layer called `name` made of `entries` (normalized).
+pub fn layer(
+    cache: &BuildCache,
+    name: &str,
+    entries: &[Entry],
+    opts: &LayerOptions,
+    no_cache: bool,
+) -> Result<(LayerRecord, LayerDecision)> {
+    let stat_key = stat_key(entries, opts)?;
+    let stat_path = cache.root().join("keys").join(stat_key.hex());
+    if !no_cache {
+        let known = fs::read_to_string(&stat_path)
+            .ok()
+            .and_then(|s| Digest::parse(s.trim()).ok());
+        if let Some(content_key) = known {
+            if let Some(record) = reusable(cache, &content_key)? {
+                return Ok((record, LayerDecision::Unchanged));
+            }
+        }
+    }
+    let prints = layer::fingerprint(entries)?;
+    let content_key = layer::content_key_of(&prints, opts);
+    if !no_cache {
+        if let Some(record) = reusable(cache, &content_key)? {
+            write_atomic(&stat_path, content_key.as_str().as_bytes())?;
+            return Ok((record, LayerDecision::ContentUnchanged));
+        }
+    }
+    let decision = if no_cache {
+        LayerDecision::NoCacheRequested
+    } else if cache.read_record(&content_key).is_some() {
+        LayerDecision::BlobCorrupt
+    } else {
+        what_changed(cache, name, &prints, opts)
+    };
+
+    let record = layer::write_layer(&cache.store, entries, opts)?;
+    cache.record_layer(&content_key, &record)?;
+    write_atomic(&stat_path, content_key.as_str().as_bytes())?;
+    let snapshot = Snapshot {
+        options: options_tag(opts),
+        content_key,
+        prints,
+    };
+    let bytes = serde_json::to_vec(&snapshot).expect("snapshots serialize");
+    write_atomic(&snapshot_path(cache, name), &bytes)?;
+    Ok((record, decision))
+}
+
+/// The record for `content_key` if its blob is present and intact. A damaged blob is removed
+/// (with its record) so it cannot be shipped.
+fn reusable(cache: &BuildCache, content_key: &Digest) -> Result<Option<LayerRecord>> {
+    let Some(record) = cache.read_record(content_key) else {
+        return Ok(None);
+    };
+    let digest = &record.descriptor.digest;
+    match cache.store.open_blob(digest) {
+        Ok(file) => {
+            let mut hasher = Sha256::new();
+            let mut file = io::BufReader::new(file);
+            io::copy(&mut file, &mut hasher).ctx(|| format!("verifying cached blob {digest}"))?;
+            if Digest::from_sha256(hasher.finalize().into()) == *digest {
+                cache.touch_record(content_key);
+                cache.touch_blob(digest);
+                return Ok(Some(record));
+            }
+            eprintln!("warning: cached blob {digest} is corrupt; dropping it and rebuilding");
+            let _ = fs::remove_file(cache.store.path(digest));
+            Ok(None)
+        }
+        Err(_) => Ok(None),
+    }
+}
+
+fn options_tag(opts: &LayerOptions) -> String {
+    format!(
+        "{} mtime={} uid={} gid={}",
+        opts.compression.cache_tag(),
+        opts.mtime,
+        opts.uid,
+        opts.gid
+    )
+}
+
+fn snapshot_path(cache: &BuildCache, name: &str) -> PathBuf {
+    // Layer names are `<buildpack>/<layer>` or `app`: ids are [a-z0-9-], so `__` is unambiguous.
+    cache
+        .root()
+        .join("snapshots")
+        .join(format!("{}.json", name.replace('/', "__")))
+}
+
+/// Compares with the last build of the layer called `name`.
+fn what_changed(
+    cache: &BuildCache,
+    name: &str,
+    prints: &[EntryPrint],
+    opts: &LayerOptions,
+) -> LayerDecision {
+    let previous: Option<Snapshot> = fs::read(snapshot_path(cache, name))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    let Some(previous) = previous else {
+        return LayerDecision::NoCache;
+    };
+    if previous.prints == prints {
+        let now = options_tag(opts);
+        if previous.options == now {
+            return LayerDecision::Pruned;
+        }
+        return LayerDecision::OptionsChanged {
+            from: previous.options,
+            to: now,
+        };
+    }
+    LayerDecision::ContentChanged(describe_changes(&previous.prints, prints))
+}
+
+/// "3 files changed under workspace/src/", "1 added, 2 removed, 1 changed under layers/go/bin/".
+pub(crate) fn describe_changes(old: &[EntryPrint], new: &[EntryPrint]) -> String {
+    let old: BTreeMap<&str, &EntryPrint> = old.iter().map(|p| (p.path.as_str(), p)).collect();
+    let new: BTreeMap<&str, &EntryPrint> = new.iter().map(|p| (p.path.as_str(), p)).collect();
+    let (mut added, mut removed, mut changed) = (0, 0, 0);
+    let mut paths: Vec<&str> = Vec::new();
+    for (path, p) in &new {
+        match old.get(path) {
+            None => added += 1,
+            Some(o) if o != p => changed += 1,
+            Some(_) => continue,
+        }
+        paths.push(path);
+    }
+    for path in old.keys().filter(|p| !new.contains_key(*p)) {
+        removed += 1;
+        paths.push(path);
+    }
+    let mut parts = Vec::new();
+    let plural = |n: usize| if n == 1 { "" } else { "s" };
+    let total = added + removed + changed;
+    if added == 0 && removed == 0 {
+        parts.push(format!("{changed} file{} changed", plural(changed)));
+    } else {
+        for (n, what) in [(added, "added"), (removed, "removed"), (changed, "changed")] {
+            if n > 0 {
+                parts.push(format!("{n} {what}"));
+            }
+        }
+    }
+    let summary = parts.join(", ");
+    let prefix = common_dir(&paths);
+    if total == 0 {
+        "layer entries changed".to_owned()
+    } else if prefix.is_empty() {
+        summary
+    } else {
+        format!("{summary} under {prefix}")
+    }
+}
+
+/// The longest directory (ending in `/`) containing every path.
+fn common_dir(paths: &[&str]) -> String {
+    let Some(first) = paths.first() else {
+        return String::new();
+    };
+    let mut prefix: &str = first.rfind('/').map_or("", |i| &first[..=i]);
+    for p in &paths[1..] {
+        while !p.starts_with(prefix) {
+            let trimmed = prefix.trim_end_matches('/');
+            prefix = trimmed.rfind('/').map_or("", |i| &trimmed[..=i]);
+        }
+    }
+    prefix.to_owned()
+}
+
+/// The stat key: one `lstat` per file, no content read.
+fn stat_key(entries: &[Entry], opts: &LayerOptions) -> Result<Digest> {
+    let mut key = Sha256::new();
+    key.update(format!("{STAT_KEY_VERSION}\0{}\n", options_tag(opts)));
+    for entry in entries {
+        let (kind, detail) = match &entry.kind {
+            EntryKind::Dir => ("dir", String::new()),
+            EntryKind::File { source, size } => {
+                let meta =
+                    fs::symlink_metadata(source).ctx(|| format!("reading {}", source.display()))?;
+                (
+                    "file",
+                    format!("{size}\0{}.{}", meta.mtime(), meta.mtime_nsec()),
+                )
+            }
+            EntryKind::Symlink { target } => ("symlink", target.clone()),
+            EntryKind::Hardlink { target } => ("hardlink", target.clone()),
+        };
+        key.update(format!(
+            "{}\0{kind}\0{:o}\0{detail}\n",
+            entry.path, entry.mode
+        ));
+    }
+    Ok(Digest::from_sha256(key.finalize().into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn print(path: &str, content: &str) -> EntryPrint {
+        EntryPrint {
+            path: path.into(),
+            kind: "file".into(),
+            mode: 0o644,
+            content: content.into(),
+            size: 1,
+        }
+    }
+
+    #[test]
+    fn change_descriptions_name_counts_and_the_common_directory() {
+        let old = vec![
+            print("workspace/src/a.go", "1"),
+            print("workspace/src/b.go", "1"),
+            print("workspace/src/c/d.go", "1"),
+            print("workspace/README", "1"),
+        ];
+        let mut new = old.clone();
+        new[0].content = "2".into();
+        new[2].content = "2".into();
+        new[1].content = "2".into();
+        assert_eq!(
+            describe_changes(&old, &new),
+            "3 files changed under workspace/src/"
+        );
+        let mut new = old.clone();
+        new.remove(3);
+        new.push(print("workspace/src/e.go", "1"));
+        new[0].content = "2".into();
+        assert_eq!(
+            describe_changes(&old, &new),
+            "1 added, 1 removed, 1 changed under workspace/"
+        );
+        let one = vec![print("workspace/x", "1")];
+        let other = vec![print("workspace/x", "2")];
+        assert_eq!(
+            describe_changes(&one, &other),
+            "1 file changed under workspace/"
+        );
+    }
+}
