@@ -670,7 +670,7 @@ fn select_by_reference<'a>(
 }
 
 /// The entry for `host`'s os/architecture, preferring an exact variant match.
-fn select_platform<'a>(
+pub fn select_platform<'a>(
     image: &str,
     manifests: &'a [Descriptor],
     host: &Platform,

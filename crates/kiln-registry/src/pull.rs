@@ -4,15 +4,16 @@
 //! registry reports on `HEAD` and that is already stored is not downloaded either, so pulling an
 //! unchanged base a second time transfers no blob at all.
 
-use std::cell::Cell;
 use std::io::Read;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 
 use kiln_oci::digest::Digest;
 use kiln_oci::reference::Reference;
-use kiln_oci::source::{load_from_descriptor, ImageSource, LoadedImage};
+use kiln_oci::source::{load_from_descriptor, select_platform, ImageSource, LoadedImage};
 use kiln_oci::spec::{
-    Descriptor, ImageManifest, DOCKER_MEDIA_TYPE_MANIFEST, DOCKER_MEDIA_TYPE_MANIFEST_LIST,
-    MEDIA_TYPE_INDEX, MEDIA_TYPE_MANIFEST,
+    Descriptor, ImageIndex, ImageManifest, Platform, DOCKER_MEDIA_TYPE_MANIFEST,
+    DOCKER_MEDIA_TYPE_MANIFEST_LIST, MEDIA_TYPE_INDEX, MEDIA_TYPE_MANIFEST,
 };
 use kiln_oci::store::BlobStore;
 use serde::Serialize;
@@ -20,6 +21,8 @@ use serde::Serialize;
 use crate::client::{Client, Repo, Req};
 use crate::error::{Error, Result};
 
+/// How deep indexes may nest before prefetching gives up (the load then reports it).
+const MAX_INDEX_DEPTH: usize = 4;
 /// Manifests and indexes are small; the cap stops a hostile registry from filling memory.
 const MAX_MANIFEST_SIZE: u64 = 4 << 20;
 
@@ -44,9 +47,14 @@ pub fn pull(
     store: &BlobStore,
 ) -> Result<(LoadedImage, PullStats)> {
     let repo = client.repo(reference, "pull", &[]);
-    let stats = Cell::new(PullStats::default());
+    let stats = Mutex::new(PullStats::default());
     let root = fetch_root(&repo, reference, store, &stats)?;
+    prefetch(&repo, store, &root, &client.opts.platform, &stats)?;
+    // Whatever prefetching brought in was counted there.
     let fetch = |d: &Descriptor| -> kiln_oci::Result<()> {
+        if store.contains(&d.digest) {
+            return Ok(());
+        }
         fetch_blob(&repo, store, d, &stats).map_err(|e| kiln_oci::Error::InvalidImage {
             image: reference.to_string(),
             why: e.to_string(),
@@ -56,7 +64,7 @@ pub fn pull(
     // Fetch errors travel through kiln-oci as `InvalidImage` naming the image, with the
     // registry error (registry, repository, status) as the reason.
     let image = load_from_descriptor(&source, store, root, &client.opts.platform, &fetch)?;
-    Ok((image, stats.into_inner()))
+    Ok((image, stats.into_inner().unwrap_or_else(|e| e.into_inner())))
 }
 
 /// The manifest or index `reference` names, stored, as a descriptor.
@@ -64,7 +72,7 @@ fn fetch_root(
     repo: &Repo<'_>,
     reference: &Reference,
     store: &BlobStore,
-    stats: &Cell<PullStats>,
+    stats: &Mutex<PullStats>,
 ) -> Result<Descriptor> {
     let name = match (&reference.digest, &reference.tag) {
         (Some(digest), _) => digest.to_string(),
@@ -174,7 +182,7 @@ fn fetch_blob(
     repo: &Repo<'_>,
     store: &BlobStore,
     d: &Descriptor,
-    stats: &Cell<PullStats>,
+    stats: &Mutex<PullStats>,
 ) -> Result<()> {
     if store.contains(&d.digest) {
         bump(stats, |s| s.blobs_cached += 1);
@@ -205,10 +213,64 @@ fn fetch_blob(
     Ok(())
 }
 
-fn bump(stats: &Cell<PullStats>, f: impl FnOnce(&mut PullStats)) {
-    let mut s = stats.take();
-    f(&mut s);
-    stats.set(s);
+fn bump(stats: &Mutex<PullStats>, f: impl FnOnce(&mut PullStats)) {
+    f(&mut stats.lock().unwrap_or_else(|e| e.into_inner()));
+}
+
+/// Fetches the config and layers of the image `root` leads to (through indexes, for
+/// `platform`) a few at a time, so the checked, sequential load that follows finds them in the
+/// store. Anything unexpected here is left for that load to report.
+fn prefetch(
+    repo: &Repo<'_>,
+    store: &BlobStore,
+    root: &Descriptor,
+    platform: &Platform,
+    stats: &Mutex<PullStats>,
+) -> Result<()> {
+    let mut desc = root.clone();
+    for _ in 0..MAX_INDEX_DEPTH {
+        // The root is in the store already (and counted); nested manifests may not be.
+        if !store.contains(&desc.digest) {
+            fetch_blob(repo, store, &desc, stats)?;
+        }
+        let bytes = store.read_verified(&desc.digest)?;
+        if let Ok(index) = serde_json::from_slice::<ImageIndex>(&bytes) {
+            match select_platform(&repo.repository, &index.manifests, platform) {
+                Ok(next) => desc = next.clone(),
+                Err(_) => return Ok(()),
+            }
+            continue;
+        }
+        let Ok(manifest) = serde_json::from_slice::<ImageManifest>(&bytes) else {
+            return Ok(());
+        };
+        let blobs: Vec<&Descriptor> = std::iter::once(&manifest.config)
+            .chain(&manifest.layers)
+            .collect();
+        let next = AtomicUsize::new(0);
+        let first_error = Mutex::new(None);
+        let workers = repo.opts().max_concurrency.clamp(1, blobs.len());
+        std::thread::scope(|scope| {
+            for _ in 0..workers {
+                scope.spawn(|| {
+                    while let Some(d) = blobs.get(next.fetch_add(1, Ordering::Relaxed)) {
+                        if let Err(e) = fetch_blob(repo, store, d, stats) {
+                            first_error
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .get_or_insert(e);
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        return match first_error.into_inner().unwrap_or_else(|e| e.into_inner()) {
+            Some(e) => Err(e),
+            None => Ok(()),
+        };
+    }
+    Ok(())
 }
 
 /// The manifest `reference` names, read as plain data (for artifacts such as Kiln's cache image,
@@ -220,7 +282,7 @@ pub fn pull_artifact_manifest(
     store: &BlobStore,
 ) -> Result<Option<(Digest, ImageManifest)>> {
     let repo = client.repo(reference, "pull", &[]);
-    let stats = Cell::new(PullStats::default());
+    let stats = Mutex::new(PullStats::default());
     let root = match fetch_root(&repo, reference, store, &stats) {
         Ok(root) => root,
         Err(e) if e.status() == Some(404) => return Ok(None),
@@ -244,9 +306,9 @@ pub fn pull_blobs(
     blobs: &[Descriptor],
 ) -> Result<PullStats> {
     let repo = client.repo(reference, "pull", &[]);
-    let stats = Cell::new(PullStats::default());
+    let stats = Mutex::new(PullStats::default());
     for d in blobs {
         fetch_blob(&repo, store, d, &stats)?;
     }
-    Ok(stats.into_inner())
+    Ok(stats.into_inner().unwrap_or_else(|e| e.into_inner()))
 }

@@ -598,9 +598,9 @@ fn bearer_token_auth_push_pull_and_mount() {
 }
 
 /// The library directly: chunked uploads (64 KiB chunks for a ~1 MB layer), then a pull into an
-/// empty store gives back the same manifest and blobs.
+/// empty store gives back the same manifest and blobs; indexes select the platform.
 #[test]
-fn chunked_upload_round_trip_through_the_library() {
+fn chunked_upload_round_trip_and_platform_selection_through_the_library() {
     if !require_tools(TOOLS) {
         return;
     }
@@ -666,4 +666,60 @@ fn chunked_upload_round_trip_through_the_library() {
     // Again into the same store: nothing is downloaded.
     let (_, again) = kiln_registry::pull(&client, &target, &fresh).unwrap();
     assert_eq!(again.blobs_downloaded, 0, "{again:?}");
+
+    // An index naming the image for two platforms: the pull picks the asked-for platform, and a
+    // platform the index lacks is a clear error, from the library and from `--platform`.
+    let entry = |arch: &str| {
+        serde_json::json!({
+            "mediaType": parsed.media_type, "digest": pushed.manifest_digest.to_string(),
+            "size": manifest.len(), "platform": {"os": "linux", "architecture": arch}
+        })
+    };
+    let index = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2, "mediaType": kiln_oci::spec::MEDIA_TYPE_INDEX,
+        "manifests": [entry("arm64"), entry("amd64")]
+    }))
+    .unwrap();
+    store.put_bytes(&index).unwrap();
+    let multi =
+        kiln_oci::reference::Reference::parse(&format!("{}/lib/chunked:multi", registry.host()))
+            .unwrap();
+    kiln_registry::push_manifest(
+        &client,
+        &store,
+        &multi,
+        &index,
+        kiln_oci::spec::MEDIA_TYPE_INDEX,
+        &[],
+        None,
+    )
+    .unwrap();
+    let arm = kiln_registry::Client::new(kiln_registry::ClientOptions {
+        platform: kiln_oci::spec::Platform {
+            os: "linux".into(),
+            architecture: "arm64".into(),
+            variant: None,
+        },
+        ..Default::default()
+    });
+    let (picked, _) = kiln_registry::pull(&arm, &multi, &fresh).unwrap();
+    assert_eq!(picked.layers, image.layers);
+    let out = kiln(&[
+        "build",
+        fixture("procfile-static").to_str().unwrap(),
+        "-o",
+        tmp.path().join("x.tar").to_str().unwrap(),
+        "--cache-dir",
+        tmp.path().join("cache").to_str().unwrap(),
+        "--platform",
+        "linux/s390x",
+        "--run-image",
+        &format!("docker://{multi}"),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("no image for linux/s390x") && stderr.contains("linux/arm64, linux/amd64"),
+        "{stderr}"
+    );
 }
