@@ -185,6 +185,57 @@ fn basic_auth_credentials_from_env_docker_config_and_helpers() {
     assert!(ok, "{stderr}");
     assert!(!stderr.contains("s3cret-pw") && !stdout.contains("s3cret-pw"));
 
+    // Build steps never see registry credentials: a step that fails when its environment holds
+    // the password lets the publish succeed.
+    let bps = tmp.path().join("buildpacks");
+    std::fs::create_dir_all(bps.join("probe")).unwrap();
+    std::fs::write(bps.join("order.toml"), "order = [\"probe\"]\n").unwrap();
+    std::fs::write(
+        bps.join("probe/buildpack.toml"),
+        "[buildpack]\nid = \"probe\"\nversion = \"1\"\n[detect]\nall = [\"Procfile\"]\n\
+         [[build.steps]]\nname = \"env\"\ncommand = \"sh\"\n\
+         args = [\"-c\", \"env; ! env | grep -q s3cret-pw\"]\n",
+    )
+    .unwrap();
+    let (ok, _, stderr) = kiln_env(
+        &[
+            "build",
+            fixture("procfile-static").to_str().unwrap(),
+            "--buildpacks",
+            bps.to_str().unwrap(),
+            "--publish",
+            &format!("{host}/auth/probe:1"),
+            "--cache-dir",
+            cache.to_str().unwrap(),
+        ],
+        &[
+            ("KILN_REGISTRY_USER", "kiln"),
+            ("KILN_REGISTRY_PASSWORD", "s3cret-pw"),
+        ],
+    );
+    assert!(ok, "{stderr}");
+    assert!(
+        stderr.contains("PATH="),
+        "the probe step did not run: {stderr}"
+    );
+    // The probe does catch it when the caller explicitly passes the variable on.
+    let (ok, _, _) = kiln_env(
+        &[
+            "build",
+            fixture("procfile-static").to_str().unwrap(),
+            "--buildpacks",
+            bps.to_str().unwrap(),
+            "--env",
+            "KILN_REGISTRY_PASSWORD",
+            "-o",
+            tmp.path().join("probe.tar").to_str().unwrap(),
+            "--cache-dir",
+            cache.to_str().unwrap(),
+        ],
+        &[("KILN_REGISTRY_PASSWORD", "s3cret-pw")],
+    );
+    assert!(!ok, "the probe step missed a password in its environment");
+
     // From Docker's config.json `auths`.
     let docker = tmp.path().join("docker");
     std::fs::create_dir_all(&docker).unwrap();
