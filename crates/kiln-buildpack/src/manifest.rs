@@ -7,7 +7,7 @@ use std::path::{Component, Path};
 use serde::de::DeserializeOwned;
 
 use crate::error::{Error, Result};
-use crate::spec::{BuildpackToml, CommandSpec};
+use crate::spec::{BuildpackToml, CommandSpec, VersionFormat};
 use crate::template::{self, Var};
 
 /// Deserializes `text`; a syntax or schema error becomes [`Error::Manifest`] with the 1-based line
@@ -171,6 +171,39 @@ pub(crate) fn validate_buildpack(spec: &BuildpackToml, path: &Path) -> Result<()
         }
     }
 
+    if let Some(name) = &detect.analyzer {
+        if !crate::analyze::ANALYZERS.contains(&name.as_str()) {
+            return Err(invalid(
+                path,
+                format!(
+                    "detect.analyzer {name:?} is not one of {}",
+                    crate::analyze::ANALYZERS.join(", ")
+                ),
+            ));
+        }
+    }
+    for v in &spec.versions {
+        check_relative(&v.file)
+            .map_err(|why| invalid(path, format!("versions: file {:?} {why}", v.file)))?;
+        let needed = match v.format {
+            VersionFormat::Text => None,
+            VersionFormat::ToolVersions => v.tool.is_none().then_some("tool"),
+            VersionFormat::Key => v.key.is_none().then_some("key"),
+            VersionFormat::Pattern => (!v.pattern.as_deref().is_some_and(|p| p.contains("{}")))
+                .then_some("pattern containing {}"),
+        };
+        if let Some(field) = needed {
+            return Err(invalid(
+                path,
+                format!("versions: {:?} needs `{field}` for its format", v.file),
+            ));
+        }
+    }
+    for f in &spec.frameworks {
+        check_relative(&f.file)
+            .map_err(|why| invalid(path, format!("frameworks: file {:?} {why}", f.file)))?;
+    }
+
     let mut layers = BTreeSet::new();
     for layer in &spec.layers {
         if !is_name(&layer.name) {
@@ -200,7 +233,11 @@ pub(crate) fn validate_buildpack(spec: &BuildpackToml, path: &Path) -> Result<()
         if step.name.trim().is_empty() {
             return Err(invalid(path, "a build step has an empty name"));
         }
-        if !steps.insert(step.name.as_str()) {
+        // Variants of one step (npm/yarn/pnpm installs) share a name under different `when`s; the
+        // first whose `when` holds is planned, so a variant after an unconditional one is dead.
+        if !steps.insert((step.name.as_str(), step.when.is_empty())) && step.when.is_empty()
+            || steps.contains(&(step.name.as_str(), true)) && !step.when.is_empty()
+        {
             return Err(invalid(
                 path,
                 format!("build step {:?} declared twice", step.name),
@@ -276,13 +313,16 @@ pub(crate) fn validate_buildpack(spec: &BuildpackToml, path: &Path) -> Result<()
                 format!("process type {kind:?} must match [A-Za-z0-9_-]+"),
             ));
         }
-        if !types.insert(kind.as_str()) {
+        // As for steps: variants under different `when`s, the first that holds is planned.
+        if !types.insert((kind.as_str(), process.when.is_empty())) && process.when.is_empty()
+            || types.contains(&(kind.as_str(), true)) && !process.when.is_empty()
+        {
             return Err(invalid(
                 path,
                 format!("process type {kind:?} declared twice"),
             ));
         }
-        if process.default {
+        if process.default && !defaults.contains(&kind.as_str()) {
             defaults.push(kind.as_str());
         }
         let empty = match &process.command {
@@ -344,11 +384,16 @@ fn check_template(text: &str, layers: &BTreeSet<&str>, path: &Path) -> Result<()
                     path,
                     format!(
                         "unknown variable `${{{var}}}` in {text:?} (known: ${{app}}, \
-                         ${{layer:NAME}}, ${{toml:FILE:KEY}}, ${{json:FILE:KEY}})"
+                         ${{layer:NAME}}, ${{fact:NAME}}, ${{toml:FILE:KEY}}, ${{json:FILE:KEY}})"
                     ),
                 ))
             }
             Some(Var::App) => {}
+            Some(Var::Fact(name)) => {
+                if name.is_empty() {
+                    return Err(invalid(path, format!("`${{{var}}}` names no fact")));
+                }
+            }
             Some(Var::Layer(name)) => {
                 if !layers.contains(name) {
                     return Err(invalid(

@@ -1,0 +1,321 @@
+//! Analyzers: ecosystem logic that a declarative rule cannot express (version requirements with
+//! their source, package manager and lockfile flavour, framework and start command, workspaces).
+//! A `buildpack.toml` opts in with `[detect] analyzer = "nodejs"`; the analyzer runs once the
+//! buildpack's file rules pass and returns typed [`Facts`], which the plan records and which
+//! templates (`${fact:NAME}`) and conditions (`when = { NAME = "value" }`) read.
+//!
+//! Analyzers read only fixed paths and bounded, non-recursive directory listings, never a walk of
+//! the tree: detection must stay fast on a 100k-file monorepo.
+
+mod dotnet;
+mod go;
+mod java;
+mod nodejs;
+mod php;
+mod python;
+mod ruby;
+mod rust;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::manifest;
+use crate::source::{self, Entry};
+
+/// The analyzers a `buildpack.toml` may name.
+pub const ANALYZERS: &[&str] = &[
+    "nodejs", "python", "go", "rust", "ruby", "java", "php", "dotnet",
+];
+
+/// What an analyzer (and the buildpack's declarative `[[versions]]`/`[[frameworks]]`) found.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Facts {
+    /// The runtime/toolchain version *requirement* and where it was written.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<Sourced>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub package_manager: Option<PackageManager>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub framework: Option<String>,
+    /// The inferred `web` command line (a Procfile or `kiln.toml` still wins).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub start: Option<Start>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub workspaces: Option<Workspaces>,
+    /// Further named values for `${fact:NAME}` and `when` (`lockfile`, `installer`, `bin`, …).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub values: BTreeMap<String, String>,
+    /// Things a user should know (an unknown LTS name kept as written, several candidates, …).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Sourced {
+    pub version: String,
+    /// `package.json engines.node`, `.nvmrc`, `KILN_NODE_VERSION`, `kiln.toml versions.nodejs`.
+    pub from: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PackageManager {
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    pub from: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Start {
+    pub command: String,
+    pub from: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Workspaces {
+    /// `npm`, `yarn`, `pnpm`, `cargo`, `go`.
+    pub tool: String,
+    /// Member globs or paths as declared.
+    pub members: Vec<String>,
+    /// A task runner on top (`turborepo`, `nx`, `lerna`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub orchestrator: Option<String>,
+}
+
+impl Facts {
+    /// The value of fact `name` for templates and conditions.
+    pub fn get(&self, name: &str) -> Option<String> {
+        match name {
+            "version" => self.version.as_ref().map(|v| v.version.clone()),
+            "package_manager" => self.package_manager.as_ref().map(|p| p.name.clone()),
+            "package_manager_version" => self
+                .package_manager
+                .as_ref()
+                .and_then(|p| p.version.clone()),
+            "framework" => self.framework.clone(),
+            "start" => self.start.as_ref().map(|s| s.command.clone()),
+            _ => self.values.get(name).cloned(),
+        }
+    }
+
+    pub(crate) fn set(&mut self, name: &str, value: impl Into<String>) {
+        self.values.insert(name.to_owned(), value.into());
+    }
+
+    pub(crate) fn start(&mut self, command: impl Into<String>, from: impl Into<String>) {
+        self.start = Some(Start {
+            command: command.into(),
+            from: from.into(),
+        });
+    }
+}
+
+/// Runs analyzer `name` on the app at `src`. Malformed manifests are errors naming file and line.
+/// `prefix` is the app root relative to the source root (`""` or `"app/"`), for error messages.
+pub(crate) fn run(name: &str, src: &Path, prefix: &str) -> Result<Facts> {
+    let tree = Tree { src, prefix };
+    match name {
+        "nodejs" => nodejs::analyze(&tree),
+        "python" => python::analyze(&tree),
+        "go" => go::analyze(&tree),
+        "rust" => rust::analyze(&tree),
+        "ruby" => ruby::analyze(&tree),
+        "java" => java::analyze(&tree),
+        "php" => php::analyze(&tree),
+        "dotnet" => dotnet::analyze(&tree),
+        // Validation only lets known names through.
+        other => Err(Error::Template(format!("unknown analyzer {other:?}"))),
+    }
+}
+
+/// Read access to the source tree for analyzers: regular files reached without symlinks only.
+pub(crate) struct Tree<'a> {
+    pub(crate) src: &'a Path,
+    pub(crate) prefix: &'a str,
+}
+
+impl Tree<'_> {
+    pub(crate) fn is_file(&self, rel: &str) -> bool {
+        matches!(source::entry(self.src, rel), Ok(Entry::File))
+    }
+
+    pub(crate) fn is_dir(&self, rel: &str) -> bool {
+        matches!(source::entry(self.src, rel), Ok(Entry::Dir))
+    }
+
+    /// The file's text, `None` when absent (or not a regular file). Invalid UTF-8 is an error.
+    pub(crate) fn text(&self, rel: &str) -> Result<Option<String>> {
+        match source::read_regular(self.src, rel)? {
+            Ok(bytes) => String::from_utf8(bytes)
+                .map(Some)
+                .map_err(|e| self.malformed(rel, None, format!("not valid UTF-8: {e}"))),
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// The first of `files` that exists, with its text.
+    pub(crate) fn first_text(
+        &self,
+        files: &[&'static str],
+    ) -> Result<Option<(&'static str, String)>> {
+        for file in files {
+            if let Some(text) = self.text(file)? {
+                return Ok(Some((file, text)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Parses a JSON file; a syntax error names the file, line and column.
+    pub(crate) fn json(&self, rel: &str) -> Result<Option<serde_json::Value>> {
+        let Some(text) = self.text(rel)? else {
+            return Ok(None);
+        };
+        serde_json::from_str(&text).map(Some).map_err(|e| {
+            // serde_json appends " at line L column C"; the location is given separately.
+            let message = e.to_string();
+            let message = message
+                .split(" at line ")
+                .next()
+                .unwrap_or(&message)
+                .to_owned();
+            self.malformed(
+                rel,
+                Some(e.line()),
+                format!("column {}: invalid JSON: {message}", e.column()),
+            )
+        })
+    }
+
+    /// Parses a TOML file; a syntax error names the file, line and column.
+    pub(crate) fn toml(&self, rel: &str) -> Result<Option<toml::Table>> {
+        let Some(text) = self.text(rel)? else {
+            return Ok(None);
+        };
+        text.parse::<toml::Table>().map(Some).map_err(|e| {
+            let message = manifest::one_line(e.message());
+            match e.span() {
+                Some(span) => {
+                    let line = manifest::error_line(&text, span.start);
+                    let line_start = text
+                        .lines()
+                        .take(line - 1)
+                        .map(|l| l.len() + 1)
+                        .sum::<usize>();
+                    let column = span.start.saturating_sub(line_start) + 1;
+                    self.malformed(
+                        rel,
+                        Some(line),
+                        format!("column {column}: invalid TOML: {message}"),
+                    )
+                }
+                None => self.malformed(rel, None, format!("invalid TOML: {message}")),
+            }
+        })
+    }
+
+    /// Names of the regular files (or directories) directly in `dir`, sorted; hidden entries
+    /// skipped. One `read_dir`, never recursive.
+    pub(crate) fn list(&self, dir: &str, dirs: bool) -> Result<Vec<String>> {
+        let dir_is_dir = dir == "." || self.is_dir(dir);
+        if !dir_is_dir {
+            return Ok(Vec::new());
+        }
+        let path = self.src.join(dir);
+        let entries = std::fs::read_dir(&path).map_err(|source| Error::Io {
+            context: format!("listing {}", path.display()),
+            source,
+        })?;
+        let mut names = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|source| Error::Io {
+                context: format!("listing {}", path.display()),
+                source,
+            })?;
+            let Ok(name) = entry.file_name().into_string() else {
+                continue;
+            };
+            // file_type() does not follow symlinks, so a symlink is neither.
+            let Ok(ft) = entry.file_type() else { continue };
+            if name.starts_with('.') || (if dirs { !ft.is_dir() } else { !ft.is_file() }) {
+                continue;
+            }
+            names.push(name);
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    fn malformed(&self, rel: &str, line: Option<usize>, message: String) -> Error {
+        Error::Manifest {
+            // Relative: errors and snapshots must not depend on where the tree lives.
+            path: format!("{}{rel}", self.prefix).into(),
+            line,
+            message,
+        }
+    }
+}
+
+/// A version as written in a version file: first non-empty line, trimmed, without a leading `v`.
+pub(crate) fn version_text(text: &str) -> Option<String> {
+    let line = text
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty() && !l.starts_with('#'))?;
+    let line = line
+        .strip_prefix('v')
+        .filter(|r| r.starts_with(|c: char| c.is_ascii_digit()))
+        .unwrap_or(line);
+    Some(line.to_owned())
+}
+
+/// The version of `tool` in an asdf/mise `.tool-versions` (`nodejs 20.11.0`).
+pub(crate) fn tool_version(text: &str, tools: &[&str]) -> Option<String> {
+    text.lines().find_map(|line| {
+        let mut words = line.split_whitespace();
+        let tool = words.next()?;
+        let version = words.next()?;
+        tools.contains(&tool).then(|| version.to_owned())
+    })
+}
+
+/// The text between `before` and `after` at the first occurrence of `before` in `text`.
+pub(crate) fn between(text: &str, before: &str, after: &str) -> Option<String> {
+    let start = text.find(before)? + before.len();
+    let rest = &text[start..];
+    let end = rest.find(after)?;
+    let value = rest[..end].trim();
+    (!value.is_empty()).then(|| value.to_owned())
+}
+
+/// A dotted key in a JSON value, as a string.
+pub(crate) fn json_str<'a>(v: &'a serde_json::Value, key: &str) -> Option<&'a str> {
+    key.split('.')
+        .try_fold(v, |v, seg| v.get(seg))
+        .and_then(|v| v.as_str())
+}
+
+/// A dotted key in a TOML table, as a string.
+pub(crate) fn toml_str<'a>(t: &'a toml::Table, key: &str) -> Option<&'a str> {
+    let mut segs = key.split('.');
+    let first = t.get(segs.next()?)?;
+    segs.try_fold(first, |v, seg| v.get(seg))
+        .and_then(|v| v.as_str())
+}
+
+/// Whether a requirements-style dependency list names `package` (case-insensitive, as a whole
+/// distribution name).
+pub(crate) fn mentions_package(text: &str, package: &str) -> bool {
+    let lower = text.to_ascii_lowercase();
+    lower.match_indices(package).any(|(at, _)| {
+        let before = lower[..at].chars().next_back();
+        let after = lower[at + package.len()..].chars().next();
+        let boundary = |c: Option<char>| {
+            c.is_none_or(|c| !(c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.'))
+        };
+        boundary(before) && boundary(after)
+    })
+}
