@@ -64,6 +64,9 @@ pub struct BuildOptions {
     /// Layer mtimes and the image `created` time, in seconds since the epoch.
     pub source_date_epoch: u64,
     pub compression: Compression,
+    /// `KILN_*` overrides of detection and planning (`KILN_BUILDPACKS`, `KILN_NODE_VERSION`, …);
+    /// [`BuildOptions::new`] takes them from the process environment.
+    pub kiln_env: BTreeMap<String, String>,
 }
 
 impl BuildOptions {
@@ -79,6 +82,7 @@ impl BuildOptions {
             env: default_step_env(),
             source_date_epoch: kiln_oci::layer::DEFAULT_MTIME,
             compression: Compression::DEFAULT,
+            kiln_env: kiln_buildpack::settings::kiln_env(),
         }
     }
 }
@@ -158,7 +162,7 @@ pub struct Timings {
     pub total_ms: u64,
 }
 
-/// Detects which buildpacks apply to `source`.
+/// Detects which buildpacks apply to `source`, with the caller's `KILN_*` overrides.
 pub fn detect(source: &Path, buildpacks: Option<&BuildpackSet>) -> Result<Detection> {
     let src = source::resolve_source(source)?;
     let builtin;
@@ -169,7 +173,31 @@ pub fn detect(source: &Path, buildpacks: Option<&BuildpackSet>) -> Result<Detect
             &builtin
         }
     };
-    Ok(kiln_buildpack::detect::detect(set, &src)?)
+    let env = kiln_buildpack::settings::kiln_env();
+    Ok(kiln_buildpack::detect::detect_with(set, &src, &env)?)
+}
+
+/// Detects and plans `source` (what `kiln plan` prints), with the caller's `KILN_*` overrides.
+/// Nothing detected is [`Error::NothingDetected`].
+pub fn plan(source: &Path, buildpacks: Option<&BuildpackSet>) -> Result<Plan> {
+    let src = source::resolve_source(source)?;
+    let builtin;
+    let set = match buildpacks {
+        Some(set) => set,
+        None => {
+            builtin = BuildpackSet::builtin()?;
+            &builtin
+        }
+    };
+    let env = kiln_buildpack::settings::kiln_env();
+    let detection = kiln_buildpack::detect::detect_with(set, &src, &env)?;
+    if !detection.detected {
+        return Err(nothing_detected(source, &detection));
+    }
+    let project = ProjectConfig::load(&src)?;
+    Ok(kiln_buildpack::plan::plan_with(
+        set, &detection, &project, &src, &env,
+    )?)
 }
 
 /// Runs a whole build, logging progress to `log`.
@@ -185,20 +213,29 @@ pub fn build(opts: &BuildOptions, log: &mut dyn Write) -> Result<BuildReport> {
         }
     };
     let project = ProjectConfig::load(&src)?;
-    let detection = kiln_buildpack::detect::detect(set, &src)?;
+    let detection = kiln_buildpack::detect::detect_with(set, &src, &opts.kiln_env)?;
     if !detection.detected {
         return Err(nothing_detected(&opts.source, &detection));
     }
     for verdict in &detection.buildpacks {
         let _ = writeln!(log, "detected {}: {}", verdict.id, verdict.reason);
     }
-    let plan = kiln_buildpack::plan::plan(set, &detection, &project, &src)?;
+    let plan =
+        kiln_buildpack::plan::plan_with(set, &detection, &project, &src, &opts.kiln_env)?;
+    // The app found in a single top-level folder is the source of the build.
+    let src = match &plan.app_root {
+        Some(dir) => {
+            let _ = writeln!(log, "app root: {dir}/");
+            src.join(dir)
+        }
+        None => src,
+    };
     let detect_ms = elapsed_ms(started);
 
     let cache = BuildCache::open(&opts.cache_dir, log)?;
     let scratch = cache.scratch_dir()?;
     let app_dir = make_dir(&scratch.path().join("app"))?;
-    let rules = source::exclude_rules(&src, &project.build.exclude)?;
+    let rules = source::exclude_rules(&src, &project.build.exclude_patterns())?;
     let copied = source::copy_tree(&src, &app_dir, &rules)?;
     let _ = writeln!(log, "copied {copied} source entries into the working copy");
 
