@@ -220,8 +220,7 @@ pub fn build(opts: &BuildOptions, log: &mut dyn Write) -> Result<BuildReport> {
     for verdict in &detection.buildpacks {
         let _ = writeln!(log, "detected {}: {}", verdict.id, verdict.reason);
     }
-    let plan =
-        kiln_buildpack::plan::plan_with(set, &detection, &project, &src, &opts.kiln_env)?;
+    let plan = kiln_buildpack::plan::plan_with(set, &detection, &project, &src, &opts.kiln_env)?;
     // The app found in a single top-level folder is the source of the build.
     let src = match &plan.app_root {
         Some(dir) => {

@@ -74,8 +74,13 @@ fn corpus_matches_snapshots() {
         }
         match fs::read_to_string(&snapshot) {
             Ok(expected) if expected == actual => {}
-            Ok(expected) => failures.push(format!("{name}: differs\n--- expected\n{expected}\n--- actual\n{actual}")),
-            Err(_) => failures.push(format!("{name}: no snapshot {} (run with KILN_UPDATE_SNAPSHOTS=1)", snapshot.display())),
+            Ok(expected) => failures.push(format!(
+                "{name}: differs\n--- expected\n{expected}\n--- actual\n{actual}"
+            )),
+            Err(_) => failures.push(format!(
+                "{name}: no snapshot {} (run with KILN_UPDATE_SNAPSHOTS=1)",
+                snapshot.display()
+            )),
         }
     }
     // Snapshots of removed cases would silently rot.
@@ -88,5 +93,11 @@ fn corpus_matches_snapshots() {
             }
         }
     }
-    assert!(failures.is_empty(), "{} of {} cases:\n{}", failures.len(), cases.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
 }

@@ -216,8 +216,13 @@ fn detect(args: DetectArgs) -> anyhow::Result<ExitCode> {
     if detection.detected {
         Ok(ExitCode::SUCCESS)
     } else {
-        if !args.json {
-            eprintln!("error: no buildpack detected for {}", args.src.display());
+        // The list of what was looked for goes to stderr, so `--json` stdout stays one object.
+        eprintln!(
+            "error: no buildpack detected for {}; looked for:",
+            args.src.display()
+        );
+        for v in &detection.rejected {
+            eprintln!("  {}: {}", v.id, v.reason);
         }
         Ok(ExitCode::from(EXIT_NOTHING_DETECTED))
     }
@@ -241,13 +246,23 @@ fn plan(args: DetectArgs) -> anyhow::Result<ExitCode> {
         }
         if let Some(pm) = &bp.facts.package_manager {
             let version = pm.version.as_deref().unwrap_or("any");
-            writeln!(out, "  package manager  {} {version} (from {})", pm.name, pm.from)?;
+            writeln!(
+                out,
+                "  package manager  {} {version} (from {})",
+                pm.name, pm.from
+            )?;
         }
         if let Some(f) = &bp.facts.framework {
             writeln!(out, "  framework        {f}")?;
         }
         for step in &bp.steps {
-            writeln!(out, "  step {:<11} {} {}", step.name, step.command, step.args.join(" "))?;
+            writeln!(
+                out,
+                "  step {:<11} {} {}",
+                step.name,
+                step.command,
+                step.args.join(" ")
+            )?;
         }
         for note in &bp.facts.notes {
             writeln!(out, "  note: {note}")?;
@@ -255,7 +270,11 @@ fn plan(args: DetectArgs) -> anyhow::Result<ExitCode> {
     }
     for p in &plan.processes {
         let default = if p.default { " (default)" } else { "" };
-        writeln!(out, "process {}{default}: {:?}  [{}]", p.kind, p.command, p.buildpack)?;
+        writeln!(
+            out,
+            "process {}{default}: {:?}  [{}]",
+            p.kind, p.command, p.buildpack
+        )?;
     }
     Ok(ExitCode::SUCCESS)
 }
