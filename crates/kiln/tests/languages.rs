@@ -58,7 +58,7 @@ fn python_fixture_builds_with_pip_target() {
     .unwrap();
     let step = &plan["buildpacks"][0]["steps"][0];
     assert_eq!(step["command"], "python3");
-    assert_eq!(step["args"][3], "--target");
+    assert_eq!(step["args"][4], "--target");
     // An empty requirements.txt installs nothing, so the (empty) deps layer is not shipped.
     let (report, _dir) = build("python-hello");
     assert_eq!(
