@@ -180,6 +180,7 @@ fn list_dirs(src: &Path) -> Result<Vec<String>> {
 /// `Ok(pass reason)` or `Err(fail reason)`; the outer `Result` is for I/O failures only.
 fn evaluate(rules: &DetectRules, src: &Path) -> Result<std::result::Result<String, String>> {
     let has_rules = !(rules.any.is_empty()
+        && rules.any_match.is_empty()
         && rules.all.is_empty()
         && rules.none.is_empty()
         && rules.matches.is_empty());
@@ -189,11 +190,24 @@ fn evaluate(rules: &DetectRules, src: &Path) -> Result<std::result::Result<Strin
     }
     let mut passed = Vec::new();
 
-    if !rules.any.is_empty() {
-        match first_present(&rules.any, src)? {
-            Some(path) => passed.push(format!("found {path}")),
-            None if rules.any.len() == 1 => return Ok(Err(format!("missing {}", rules.any[0]))),
-            None => return Ok(Err(format!("none of {} found", rules.any.join(", ")))),
+    if !rules.any.is_empty() || !rules.any_match.is_empty() {
+        let mut found = first_present(&rules.any, src)?.map(|path| format!("found {path}"));
+        for rule in &rules.any_match {
+            if found.is_some() {
+                break;
+            }
+            found = content_match(rule, src)?.ok();
+        }
+        let looked_for: Vec<String> = rules
+            .any
+            .iter()
+            .cloned()
+            .chain(rules.any_match.iter().map(describe_match))
+            .collect();
+        match found {
+            Some(reason) => passed.push(reason),
+            None if looked_for.len() == 1 => return Ok(Err(format!("missing {}", looked_for[0]))),
+            None => return Ok(Err(format!("none of {} found", looked_for.join(", ")))),
         }
     }
     if !rules.all.is_empty() {
@@ -308,6 +322,15 @@ fn content_match(rule: &ContentMatch, src: &Path) -> Result<std::result::Result<
         found.push(format!("contains {needle:?}"));
     }
     Ok(Ok(format!("{file} {}", found.join(" and "))))
+}
+
+/// A content rule as something looked for: `main.ts containing "deno.land/"`.
+fn describe_match(rule: &ContentMatch) -> String {
+    match (&rule.key, &rule.contains) {
+        (Some(key), _) => format!("{} with key {key}", rule.file),
+        (None, Some(needle)) => format!("{} containing {needle:?}", rule.file),
+        (None, None) => rule.file.clone(),
+    }
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {

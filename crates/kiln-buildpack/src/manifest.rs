@@ -148,7 +148,7 @@ pub(crate) fn validate_buildpack(spec: &BuildpackToml, path: &Path) -> Result<()
                 .map_err(|why| invalid(path, format!("detect.{rule}: path {p:?} {why}")))?;
         }
     }
-    for m in &detect.matches {
+    for m in detect.matches.iter().chain(&detect.any_match) {
         check_relative(&m.file)
             .map_err(|why| invalid(path, format!("detect.match: file {:?} {why}", m.file)))?;
         if m.key.is_none() && m.contains.is_none() {
@@ -202,6 +202,13 @@ pub(crate) fn validate_buildpack(spec: &BuildpackToml, path: &Path) -> Result<()
     for f in &spec.frameworks {
         check_relative(&f.file)
             .map_err(|why| invalid(path, format!("frameworks: file {:?} {why}", f.file)))?;
+    }
+    for f in &spec.facts {
+        check_relative(&f.file)
+            .map_err(|why| invalid(path, format!("facts: file {:?} {why}", f.file)))?;
+        if f.name.is_empty() {
+            return Err(invalid(path, "facts: a rule has an empty name"));
+        }
     }
 
     let mut layers = BTreeSet::new();

@@ -281,8 +281,8 @@ fn holds(when: &When, facts: &Facts) -> bool {
         .all(|(name, want)| facts.get(name).is_some_and(|have| want.matches(&have)))
 }
 
-/// The buildpack's facts: analyzer, then declarative version sources and framework rules for
-/// what it left open, then the user's version pin.
+/// The buildpack's facts: analyzer, then declarative version sources, framework and fact rules
+/// for what it left open, then the user's version pin.
 fn facts_of(spec: &BuildpackToml, src: &Path, prefix: &str, settings: &Settings) -> Result<Facts> {
     let mut facts = match &spec.detect.analyzer {
         Some(name) => analyze::run(name, src, prefix)?,
@@ -311,6 +311,19 @@ fn facts_of(spec: &BuildpackToml, src: &Path, prefix: &str, settings: &Settings)
                 facts.framework = Some(rule.name.clone());
                 break;
             }
+        }
+    }
+    for rule in &spec.facts {
+        if facts.get(&rule.name).is_some() {
+            continue;
+        }
+        let holds = match (tree.text(&rule.file)?, &rule.contains) {
+            (Some(text), Some(needle)) => text.contains(needle.as_str()),
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        if holds {
+            facts.set(&rule.name, rule.value.clone());
         }
     }
     if let Some(pin) = settings.versions.get(&spec.buildpack.id) {

@@ -28,6 +28,26 @@ pub struct BuildpackToml {
     /// Frameworks recognised by a file's content; the first match sets the `framework` fact.
     #[serde(default)]
     pub frameworks: Vec<FrameworkRule>,
+    /// Named facts set from the tree, for `when` and `${fact:NAME}`.
+    #[serde(default)]
+    pub facts: Vec<FactRule>,
+}
+
+/// Sets fact `name` to `value` when `file` exists (and, if given, contains `contains`). The first
+/// rule that holds for a name wins; an analyzer's own value for the name wins over all.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FactRule {
+    pub name: String,
+    #[serde(default = "fact_true")]
+    pub value: String,
+    pub file: String,
+    #[serde(default)]
+    pub contains: Option<String>,
+}
+
+fn fact_true() -> String {
+    "true".to_owned()
 }
 
 /// One place a version requirement can be written down.
@@ -115,6 +135,10 @@ pub struct DetectRules {
     /// Content matches; all must hold.
     #[serde(default, rename = "match")]
     pub matches: Vec<ContentMatch>,
+    /// Content alternatives to `any`: the `any` rule also passes when one of these holds (a Deno
+    /// app with no `deno.json` but `deno.land/` imports in `main.ts`).
+    #[serde(default)]
+    pub any_match: Vec<ContentMatch>,
     /// Ecosystem logic in Rust (`crate::analyze`) that turns the tree into facts (version with
     /// its source, package manager, framework, start command, …). Runs once the rules above pass.
     #[serde(default)]
