@@ -82,7 +82,22 @@ pub(super) fn analyze(tree: &Tree) -> Result<Facts> {
     {
         facts.start(format!("node {entry}"), entry.to_owned());
     }
-    if matches!(framework, Some("astro" | "vite")) && facts.start.is_none() {
+    // In a mixed tree the server is another language's; Node only builds its assets.
+    let server = [
+        "composer.json",
+        "Gemfile",
+        "requirements.txt",
+        "pyproject.toml",
+        "manage.py",
+        "mix.exs",
+    ]
+    .into_iter()
+    .find(|f| tree.is_file(f));
+    if let Some(server) = server.filter(|_| facts.start.is_none()) {
+        facts.notes.push(format!(
+            "assets for the app of {server}: no Node start command"
+        ));
+    } else if matches!(framework, Some("astro" | "vite")) && facts.start.is_none() {
         facts.set("static_output", "dist");
         facts.notes.push(
             "static site: the build writes dist/; serve it with a static file server".to_owned(),
@@ -90,6 +105,13 @@ pub(super) fn analyze(tree: &Tree) -> Result<Facts> {
     }
 
     facts.workspaces = workspaces(tree, &pkg, &pm_name)?;
+    if facts.workspaces.is_some() && facts.start.is_none() {
+        facts.notes.push(
+            "workspace root without a start command: set `web` in kiln.toml [processes], or \
+             point Kiln at one member"
+                .to_owned(),
+        );
+    }
     Ok(facts)
 }
 
