@@ -200,8 +200,9 @@ impl Tree<'_> {
             match e.span() {
                 Some(span) => {
                     let line = manifest::error_line(&text, span.start);
+                    // split('\n') keeps a CR, so the offsets stay byte-exact with CRLF too.
                     let line_start = text
-                        .lines()
+                        .split('\n')
                         .take(line - 1)
                         .map(|l| l.len() + 1)
                         .sum::<usize>();
