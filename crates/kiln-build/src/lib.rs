@@ -15,6 +15,7 @@ pub mod metadata;
 pub mod source;
 pub mod steps;
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
@@ -165,39 +166,33 @@ pub struct Timings {
 /// Detects which buildpacks apply to `source`, with the caller's `KILN_*` overrides.
 pub fn detect(source: &Path, buildpacks: Option<&BuildpackSet>) -> Result<Detection> {
     let src = source::resolve_source(source)?;
-    let builtin;
-    let set = match buildpacks {
-        Some(set) => set,
-        None => {
-            builtin = BuildpackSet::builtin()?;
-            &builtin
-        }
-    };
+    let set = buildpack_set(buildpacks)?;
     let env = kiln_buildpack::settings::kiln_env();
-    Ok(kiln_buildpack::detect::detect_with(set, &src, &env)?)
+    Ok(kiln_buildpack::detect::detect_with(&set, &src, &env)?)
 }
 
 /// Detects and plans `source` (what `kiln plan` prints), with the caller's `KILN_*` overrides.
 /// Nothing detected is [`Error::NothingDetected`].
 pub fn plan(source: &Path, buildpacks: Option<&BuildpackSet>) -> Result<Plan> {
     let src = source::resolve_source(source)?;
-    let builtin;
-    let set = match buildpacks {
-        Some(set) => set,
-        None => {
-            builtin = BuildpackSet::builtin()?;
-            &builtin
-        }
-    };
+    let set = buildpack_set(buildpacks)?;
     let env = kiln_buildpack::settings::kiln_env();
-    let detection = kiln_buildpack::detect::detect_with(set, &src, &env)?;
+    let detection = kiln_buildpack::detect::detect_with(&set, &src, &env)?;
     if !detection.detected {
         return Err(nothing_detected(source, &detection));
     }
     let project = ProjectConfig::load(&src)?;
     Ok(kiln_buildpack::plan::plan_with(
-        set, &detection, &project, &src, &env,
+        &set, &detection, &project, &src, &env,
     )?)
+}
+
+/// The given buildpacks, or the built-in ones.
+fn buildpack_set(buildpacks: Option<&BuildpackSet>) -> Result<Cow<'_, BuildpackSet>> {
+    Ok(match buildpacks {
+        Some(set) => Cow::Borrowed(set),
+        None => Cow::Owned(BuildpackSet::builtin()?),
+    })
 }
 
 /// Runs a whole build, logging progress to `log`.

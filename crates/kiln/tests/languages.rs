@@ -23,6 +23,15 @@ fn build(src: &str) -> (Value, tempfile::TempDir) {
     (serde_json::from_str(&report).unwrap(), dir)
 }
 
+fn plan(src: &str) -> Value {
+    serde_json::from_str(&kiln_ok(&[
+        "plan",
+        "--json",
+        fixture(src).to_str().unwrap(),
+    ]))
+    .unwrap()
+}
+
 fn layer_names(report: &Value) -> Vec<String> {
     report["layers"]
         .as_array()
@@ -50,12 +59,7 @@ fn python_fixture_builds_with_pip_target() {
     if !require_tools(&["python3"]) {
         return;
     }
-    let plan: Value = serde_json::from_str(&kiln_ok(&[
-        "plan",
-        "--json",
-        fixture("python-hello").to_str().unwrap(),
-    ]))
-    .unwrap();
+    let plan = plan("python-hello");
     let step = &plan["buildpacks"][0]["steps"][0];
     assert_eq!(step["command"], "python3");
     assert_eq!(step["args"][4], "--target");
@@ -70,12 +74,7 @@ fn python_fixture_builds_with_pip_target() {
 
 #[test]
 fn app_in_a_single_folder_is_planned_and_built_from_that_folder() {
-    let plan: Value = serde_json::from_str(&kiln_ok(&[
-        "plan",
-        "--json",
-        fixture("app-root").to_str().unwrap(),
-    ]))
-    .unwrap();
+    let plan = plan("app-root");
     assert_eq!(plan["schema_version"], 1);
     assert_eq!(plan["app_root"], "service");
     assert_eq!(

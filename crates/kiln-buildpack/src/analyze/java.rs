@@ -1,7 +1,7 @@
 //! Java: Maven or Gradle (wrapper preferred), Spring Boot, and the JDK version (`.java-version`,
 //! `system.properties`, `.tool-versions`, Maven properties, Gradle toolchains).
 
-use super::{between, tool_version, version_text, Facts, PackageManager, Sourced, Tree};
+use super::{between, first_version, tool_version, version_text, Facts, PackageManager, Tree};
 use crate::error::Result;
 
 pub(super) fn analyze(tree: &Tree) -> Result<Facts> {
@@ -33,54 +33,47 @@ pub(super) fn analyze(tree: &Tree) -> Result<Facts> {
         .clone()
         .or(gradle.as_ref().map(|(_, t)| t.clone()))
         .unwrap_or_default();
-    facts.version = if let Some(v) = tree
-        .text(".java-version")?
-        .as_deref()
-        .and_then(version_text)
-    {
-        Some(Sourced {
-            version: v,
-            from: ".java-version".into(),
-        })
-    } else if let Some(v) = tree.text("system.properties")?.and_then(|t| {
+    let system_properties = tree.text("system.properties")?.and_then(|t| {
         t.lines().find_map(|l| {
             l.trim()
                 .strip_prefix("java.runtime.version=")
                 .map(|v| v.trim().to_owned())
         })
-    }) {
-        Some(Sourced {
-            version: v,
-            from: "system.properties java.runtime.version".into(),
-        })
-    } else if let Some(v) = tree
-        .text(".tool-versions")?
-        .and_then(|t| tool_version(&t, &["java"]))
-    {
-        Some(Sourced {
-            version: v,
-            from: ".tool-versions java".into(),
-        })
-    } else if let Some(v) = between(&build_text, "<java.version>", "</java.version>") {
-        Some(Sourced {
-            version: v,
-            from: "pom.xml java.version".into(),
-        })
-    } else if let Some(v) = between(
-        &build_text,
-        "<maven.compiler.release>",
-        "</maven.compiler.release>",
-    ) {
-        Some(Sourced {
-            version: v,
-            from: "pom.xml maven.compiler.release".into(),
-        })
-    } else {
-        between(&build_text, "JavaLanguageVersion.of(", ")").map(|v| Sourced {
-            version: v,
-            from: format!("{from} toolchain languageVersion"),
-        })
-    };
+    });
+    facts.version = first_version(vec![
+        (
+            tree.text(".java-version")?
+                .as_deref()
+                .and_then(version_text),
+            ".java-version".into(),
+        ),
+        (
+            system_properties,
+            "system.properties java.runtime.version".into(),
+        ),
+        (
+            tree.text(".tool-versions")?
+                .and_then(|t| tool_version(&t, &["java"])),
+            ".tool-versions java".into(),
+        ),
+        (
+            between(&build_text, "<java.version>", "</java.version>"),
+            "pom.xml java.version".into(),
+        ),
+        (
+            between(
+                &build_text,
+                "<maven.compiler.release>",
+                "</maven.compiler.release>",
+            ),
+            "pom.xml maven.compiler.release".into(),
+        ),
+        (
+            between(&build_text, "JavaLanguageVersion.of(", ")"),
+            format!("{from} toolchain languageVersion"),
+        ),
+    ]);
+
     if build_text.contains("spring-boot") || build_text.contains("org.springframework.boot") {
         facts.framework = Some("spring-boot".into());
     }

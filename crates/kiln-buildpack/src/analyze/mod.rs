@@ -260,6 +260,14 @@ impl Tree<'_> {
     }
 }
 
+/// The first candidate that has a value, with its source. Candidates are in precedence order;
+/// all are computed up front (each is a small fixed file), the first present one wins.
+pub(crate) fn first_version(candidates: Vec<(Option<String>, String)>) -> Option<Sourced> {
+    candidates
+        .into_iter()
+        .find_map(|(version, from)| version.map(|version| Sourced { version, from }))
+}
+
 /// A version as written in a version file: first non-empty line, trimmed, without a leading `v`.
 pub(crate) fn version_text(text: &str) -> Option<String> {
     let line = text

@@ -2,8 +2,8 @@
 //! with its source, framework (Django, FastAPI, Flask) and the start command.
 
 use super::{
-    between, mentions_package, toml_str, tool_version, version_text, Facts, PackageManager,
-    Sourced, Tree,
+    between, first_version, mentions_package, toml_str, tool_version, version_text, Facts,
+    PackageManager, Tree,
 };
 use crate::error::Result;
 
@@ -64,53 +64,48 @@ pub(super) fn analyze(tree: &Tree) -> Result<Facts> {
     });
     facts.set("installer", installer);
 
-    facts.version = if let Some(v) = tree
-        .text(".python-version")?
-        .as_deref()
-        .and_then(version_text)
-    {
-        Some(Sourced {
-            version: v,
-            from: ".python-version".into(),
-        })
-    } else if let Some(v) = tree.text("runtime.txt")?.as_deref().and_then(version_text) {
-        let v = v.strip_prefix("python-").unwrap_or(&v).to_owned();
-        Some(Sourced {
-            version: v,
-            from: "runtime.txt".into(),
-        })
-    } else if let Some(v) = pipfile.as_ref().and_then(|p| {
+    let pipfile_python = pipfile.as_ref().and_then(|p| {
         toml_str(p, "requires.python_version")
             .or_else(|| toml_str(p, "requires.python_full_version"))
-    }) {
-        Some(Sourced {
-            version: v.to_owned(),
-            from: "Pipfile requires.python_version".into(),
-        })
-    } else if let Some(v) = pyproject
-        .as_ref()
-        .and_then(|p| toml_str(p, "project.requires-python"))
-    {
-        Some(Sourced {
-            version: v.to_owned(),
-            from: "pyproject.toml project.requires-python".into(),
-        })
-    } else if let Some(v) = pyproject
-        .as_ref()
-        .and_then(|p| toml_str(p, "tool.poetry.dependencies.python"))
-    {
-        Some(Sourced {
-            version: v.to_owned(),
-            from: "pyproject.toml tool.poetry.dependencies.python".into(),
-        })
-    } else {
-        tree.text(".tool-versions")?
-            .and_then(|t| tool_version(&t, &["python"]))
-            .map(|v| Sourced {
-                version: v,
-                from: ".tool-versions python".into(),
-            })
+    });
+    let pyproject_key = |key: &str| {
+        pyproject
+            .as_ref()
+            .and_then(|p| toml_str(p, key))
+            .map(str::to_owned)
     };
+    facts.version = first_version(vec![
+        (
+            tree.text(".python-version")?
+                .as_deref()
+                .and_then(version_text),
+            ".python-version".into(),
+        ),
+        (
+            tree.text("runtime.txt")?
+                .as_deref()
+                .and_then(version_text)
+                .map(|v| v.strip_prefix("python-").unwrap_or(&v).to_owned()),
+            "runtime.txt".into(),
+        ),
+        (
+            pipfile_python.map(str::to_owned),
+            "Pipfile requires.python_version".into(),
+        ),
+        (
+            pyproject_key("project.requires-python"),
+            "pyproject.toml project.requires-python".into(),
+        ),
+        (
+            pyproject_key("tool.poetry.dependencies.python"),
+            "pyproject.toml tool.poetry.dependencies.python".into(),
+        ),
+        (
+            tree.text(".tool-versions")?
+                .and_then(|t| tool_version(&t, &["python"])),
+            ".tool-versions python".into(),
+        ),
+    ]);
 
     // Dependencies as text: enough to recognise a framework by distribution name.
     let mut deps = requirements.unwrap_or_default();

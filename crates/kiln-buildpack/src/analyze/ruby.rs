@@ -1,7 +1,7 @@
 //! Ruby: the Ruby version (`.ruby-version`, `Gemfile` `ruby`, `Gemfile.lock` `RUBY VERSION`,
 //! `.tool-versions`), Bundler's version (`BUNDLED WITH`), Rails or Rack and the start command.
 
-use super::{between, tool_version, version_text, Facts, PackageManager, Sourced, Tree};
+use super::{first_version, tool_version, version_text, Facts, PackageManager, Tree};
 use crate::error::Result;
 
 pub(super) fn analyze(tree: &Tree) -> Result<Facts> {
@@ -18,45 +18,33 @@ pub(super) fn analyze(tree: &Tree) -> Result<Facts> {
             .filter(|l| !l.is_empty())
     };
 
-    facts.version = if let Some(v) = tree
-        .text(".ruby-version")?
-        .as_deref()
-        .and_then(version_text)
-    {
-        Some(Sourced {
-            version: v.trim_start_matches("ruby-").to_owned(),
-            from: ".ruby-version".into(),
-        })
-    } else if let Some(v) = gemfile
+    let gemfile_ruby = gemfile
         .lines()
         .map(str::trim)
-        .find(|l| l.starts_with("ruby "))
-        .and_then(|l| between(l, "ruby ", "\n").or_else(|| Some(l[5..].to_owned())))
-    {
-        let v = v.trim_matches(['"', '\'', ' ']).to_owned();
-        Some(Sourced {
-            version: v,
-            from: "Gemfile ruby".into(),
-        })
-    } else if let Some(v) = section("RUBY VERSION") {
-        let v = v
-            .trim_start_matches("ruby ")
-            .split('p')
-            .next()
-            .unwrap_or("")
-            .to_owned();
-        Some(Sourced {
-            version: v,
-            from: "Gemfile.lock RUBY VERSION".into(),
-        })
-    } else {
-        tree.text(".tool-versions")?
-            .and_then(|t| tool_version(&t, &["ruby"]))
-            .map(|v| Sourced {
-                version: v,
-                from: ".tool-versions ruby".into(),
-            })
-    };
+        .find_map(|l| l.strip_prefix("ruby "))
+        .map(|v| v.trim_matches(['"', '\'', ' ']).to_owned());
+    let lock_ruby = section("RUBY VERSION").map(|v| {
+        // `ruby 3.2.2p53`: the patch level is not part of the version.
+        let v = v.trim_start_matches("ruby ");
+        v.split('p').next().unwrap_or(v).to_owned()
+    });
+    facts.version = first_version(vec![
+        (
+            tree.text(".ruby-version")?
+                .as_deref()
+                .and_then(version_text)
+                .map(|v| v.trim_start_matches("ruby-").to_owned()),
+            ".ruby-version".into(),
+        ),
+        (gemfile_ruby, "Gemfile ruby".into()),
+        (lock_ruby, "Gemfile.lock RUBY VERSION".into()),
+        (
+            tree.text(".tool-versions")?
+                .and_then(|t| tool_version(&t, &["ruby"])),
+            ".tool-versions ruby".into(),
+        ),
+    ]);
+
     let bundled = section("BUNDLED WITH");
     facts.package_manager = Some(PackageManager {
         name: "bundler".into(),

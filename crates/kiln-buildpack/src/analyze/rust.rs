@@ -1,7 +1,7 @@
 //! Rust: the toolchain (`rust-toolchain.toml`, `rust-toolchain`, `rust-version`), workspaces, and
 //! which binary the image runs (`default-run`, the package, a single `src/bin/*`).
 
-use super::{toml_str, version_text, Facts, Sourced, Tree, Workspaces};
+use super::{first_version, toml_str, version_text, Facts, Tree, Workspaces};
 use crate::error::Result;
 
 pub(super) fn analyze(tree: &Tree) -> Result<Facts> {
@@ -9,31 +9,26 @@ pub(super) fn analyze(tree: &Tree) -> Result<Facts> {
     let cargo = tree.toml("Cargo.toml")?.unwrap_or_default();
     let toolchain = tree.toml("rust-toolchain.toml")?;
 
-    facts.version = if let Some(channel) = toolchain
-        .as_ref()
-        .and_then(|t| toml_str(t, "toolchain.channel"))
-    {
-        Some(Sourced {
-            version: channel.to_owned(),
-            from: "rust-toolchain.toml toolchain.channel".into(),
-        })
-    } else if let Some(v) = tree
-        .text("rust-toolchain")?
-        .as_deref()
-        .and_then(version_text)
-    {
-        Some(Sourced {
-            version: v,
-            from: "rust-toolchain".into(),
-        })
-    } else {
-        toml_str(&cargo, "package.rust-version")
-            .or_else(|| toml_str(&cargo, "workspace.package.rust-version"))
-            .map(|v| Sourced {
-                version: format!(">={v}"),
-                from: "Cargo.toml package.rust-version".into(),
-            })
-    };
+    let rust_version = toml_str(&cargo, "package.rust-version")
+        .or_else(|| toml_str(&cargo, "workspace.package.rust-version"))
+        .map(|v| format!(">={v}"));
+    facts.version = first_version(vec![
+        (
+            toolchain
+                .as_ref()
+                .and_then(|t| toml_str(t, "toolchain.channel"))
+                .map(str::to_owned),
+            "rust-toolchain.toml toolchain.channel".into(),
+        ),
+        (
+            tree.text("rust-toolchain")?
+                .as_deref()
+                .and_then(version_text),
+            "rust-toolchain".into(),
+        ),
+        (rust_version, "Cargo.toml package.rust-version".into()),
+    ]);
+
     facts.package_manager = Some(super::PackageManager {
         name: "cargo".into(),
         version: None,
