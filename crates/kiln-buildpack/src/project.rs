@@ -139,6 +139,43 @@ mod tests {
     }
 
     #[test]
+    fn include_becomes_exclude_everything_then_re_include() {
+        let build = ProjectBuild {
+            include: vec!["src/".into(), "go.mod".into()],
+            exclude: vec!["src/*.log".into()],
+            ..ProjectBuild::default()
+        };
+        assert_eq!(
+            build.exclude_patterns(),
+            [
+                "**",
+                "!src",
+                "!src/**",
+                "!go.mod",
+                "!go.mod/**",
+                "src/*.log"
+            ]
+        );
+        let only_exclude = ProjectBuild {
+            exclude: vec!["docs/".into()],
+            ..ProjectBuild::default()
+        };
+        assert_eq!(only_exclude.exclude_patterns(), ["docs/"]);
+    }
+
+    #[test]
+    fn process_overrides_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(
+            dir.path().join("kiln.toml"),
+            "[processes]\n\"we b\" = \"x\"\n",
+        )
+        .unwrap();
+        let err = ProjectConfig::load(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("[processes] \"we b\""), "{err}");
+    }
+
+    #[test]
     fn symlink_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let outside = tempfile::tempdir().unwrap();

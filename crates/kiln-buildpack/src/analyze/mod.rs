@@ -328,3 +328,50 @@ pub(crate) fn mentions_package(text: &str, package: &str) -> bool {
         boundary(before) && boundary(after)
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn package_names_match_whole_distribution_names() {
+        assert!(mentions_package("Django==5.0\n", "django"));
+        assert!(mentions_package("flask = \"*\"", "flask"));
+        assert!(!mentions_package("flask-cors\n", "flask"));
+        assert!(!mentions_package("django-environ\n", "django"));
+    }
+
+    #[test]
+    fn version_files_and_tool_versions() {
+        assert_eq!(version_text("\n# c\nv20.1.0\n").as_deref(), Some("20.1.0"));
+        assert_eq!(version_text("lts/iron").as_deref(), Some("lts/iron"));
+        assert_eq!(
+            tool_version("nodejs 20.1.0\npython 3.12\n", &["python"]).as_deref(),
+            Some("3.12")
+        );
+        assert_eq!(
+            between("a: \"1.2\" b", "a: \"", "\"").as_deref(),
+            Some("1.2")
+        );
+        let first = first_version(vec![(None, "x".into()), (Some("2".into()), "y".into())]);
+        assert_eq!(first.map(|s| s.from).as_deref(), Some("y"));
+    }
+
+    #[test]
+    fn malformed_json_and_toml_name_file_line_and_column() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.json"), "{\n  \"x\": ,\n}").unwrap();
+        std::fs::write(dir.path().join("b.toml"), "[a]\r\nx = = 1\r\n").unwrap();
+        let tree = Tree {
+            src: dir.path(),
+            prefix: "app/",
+        };
+        let err = tree.json("a.json").unwrap_err().to_string();
+        assert_eq!(err, "app/a.json:2: column 8: invalid JSON: expected value");
+        let err = tree.toml("b.toml").unwrap_err().to_string();
+        assert!(
+            err.starts_with("app/b.toml:2: column 5: invalid TOML"),
+            "{err}"
+        );
+    }
+}
