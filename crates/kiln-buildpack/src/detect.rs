@@ -36,6 +36,10 @@ pub struct Detection {
 /// Directories never searched for the app root: dependencies, build outputs, VCS.
 const NOT_APP_ROOTS: &[&str] = &["node_modules", "vendor", "target", "dist", "build", "venv"];
 
+/// A root with more top-level folders than this is not "one folder holding the app"; searching
+/// them all would make detection cost grow with the tree.
+const MAX_APP_ROOT_CANDIDATES: usize = 32;
+
 /// Evaluates every buildpack of `set` against the tree at `src`, with `kiln.toml` read and no
 /// `KILN_*` overrides. See [`detect_with`].
 pub fn detect(set: &BuildpackSet, src: &Path) -> Result<Detection> {
@@ -81,31 +85,43 @@ pub fn detect_with(
         app_root: None,
     };
     if !detection.detected {
-        let mut found = Vec::new();
-        for dir in list_dirs(src)? {
-            if NOT_APP_ROOTS.contains(&dir.as_str()) {
-                continue;
-            }
-            let (passed, rejected) = evaluate_all(set, &src.join(&dir), &format!("{dir}/"))?;
-            if !passed.is_empty() {
-                found.push((dir, passed, rejected));
-            }
-        }
-        if found.len() == 1 {
-            let (dir, passed, rejected) = found.remove(0);
-            let tag = |v: Verdict| Verdict {
-                reason: format!("{} (in {dir}/)", v.reason),
-                id: v.id,
-            };
-            detection = Detection {
-                detected: true,
-                buildpacks: passed.into_iter().map(tag).collect(),
-                rejected: rejected.into_iter().map(tag).collect(),
-                app_root: Some(dir),
-            };
+        if let Some(found) = app_root(set, src)? {
+            detection = found;
         }
     }
     Ok(detection)
+}
+
+/// The detection in the single top-level folder where something passes, if there is exactly one.
+fn app_root(set: &BuildpackSet, src: &Path) -> Result<Option<Detection>> {
+    let candidates: Vec<String> = list_dirs(src)?
+        .into_iter()
+        .filter(|d| !NOT_APP_ROOTS.contains(&d.as_str()))
+        .collect();
+    if candidates.len() > MAX_APP_ROOT_CANDIDATES {
+        return Ok(None);
+    }
+    let mut found = Vec::new();
+    for dir in candidates {
+        let (passed, rejected) = evaluate_all(set, &src.join(&dir), &format!("{dir}/"))?;
+        if !passed.is_empty() {
+            found.push((dir, passed, rejected));
+        }
+    }
+    if found.len() != 1 {
+        return Ok(None);
+    }
+    let (dir, passed, rejected) = found.remove(0);
+    let tag = |v: Verdict| Verdict {
+        reason: format!("{} (in {dir}/)", v.reason),
+        id: v.id,
+    };
+    Ok(Some(Detection {
+        detected: true,
+        buildpacks: passed.into_iter().map(tag).collect(),
+        rejected: rejected.into_iter().map(tag).collect(),
+        app_root: Some(dir),
+    }))
 }
 
 /// `(passed, rejected)` for every buildpack of `set` on the app at `dir` (`prefix` names it
