@@ -72,7 +72,7 @@ pub(super) fn analyze(tree: &Tree) -> Result<Facts> {
     };
     if script("start").is_some() {
         facts.start(format!("{run} start"), "package.json scripts.start");
-    } else if let Some((command, from)) = framework_start(tree, framework) {
+    } else if let Some((command, from)) = framework_start(framework, dep("@astrojs/node")) {
         facts.start(command, from);
     } else if let Some(main) = json_str(&pkg, "main").filter(|m| tree.is_file(m)) {
         facts.start(format!("node {main}"), "package.json main");
@@ -115,7 +115,12 @@ pub(super) fn analyze(tree: &Tree) -> Result<Facts> {
     Ok(facts)
 }
 
-fn framework_start(tree: &Tree, framework: Option<&str>) -> Option<(String, String)> {
+/// A framework's own server entry; `astro_node` says Astro has its Node adapter (without it an
+/// Astro build is a static site).
+fn framework_start(
+    framework: Option<&str>,
+    astro_node: bool,
+) -> Option<(&'static str, &'static str)> {
     let (command, from) = match framework? {
         "nextjs" => ("node_modules/.bin/next start", "Next.js default"),
         "nuxt" => ("node .output/server/index.mjs", "Nuxt default (.output)"),
@@ -125,21 +130,10 @@ fn framework_start(tree: &Tree, framework: Option<&str>) -> Option<(String, Stri
         ),
         "nestjs" => ("node dist/main.js", "NestJS default (dist/main.js)"),
         "sveltekit" => ("node build/index.js", "SvelteKit adapter-node default"),
-        // Astro with the node adapter builds a server entry; without it, a static site.
-        "astro" if tree.is_file("astro.config.mjs") || tree.is_file("astro.config.ts") => {
-            let config = tree
-                .text("astro.config.mjs")
-                .ok()
-                .flatten()
-                .or_else(|| tree.text("astro.config.ts").ok().flatten())?;
-            if !config.contains("@astrojs/node") {
-                return None;
-            }
-            ("node dist/server/entry.mjs", "Astro node adapter default")
-        }
+        "astro" if astro_node => ("node dist/server/entry.mjs", "Astro node adapter default"),
         _ => return None,
     };
-    Some((command.to_owned(), from.to_owned()))
+    Some((command, from))
 }
 
 /// The Node version requirement: `engines.node`, `.nvmrc`, `.node-version`, `.tool-versions`.
