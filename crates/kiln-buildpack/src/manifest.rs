@@ -11,12 +11,17 @@ use crate::spec::{BuildpackToml, CommandSpec, VersionFormat};
 use crate::template::{self, Var};
 
 /// Deserializes `text`; a syntax or schema error becomes [`Error::Manifest`] with the 1-based line
-/// the parser points at and its message alone (its rendered snippet would repeat the file).
+/// and column the parser points at and its message alone (its rendered snippet would repeat the
+/// file).
 pub(crate) fn parse_toml<T: DeserializeOwned>(text: &str, path: &Path) -> Result<T> {
-    toml::from_str(text).map_err(|e| Error::Manifest {
-        path: path.to_path_buf(),
-        line: e.span().map(|span| error_line(text, span.start)),
-        message: one_line(e.message()),
+    toml::from_str(text).map_err(|e| {
+        let location = e.span().map(|span| error_location(text, span.start));
+        Error::Manifest {
+            path: path.to_path_buf(),
+            line: location.map(|(line, _)| line),
+            column: location.map(|(_, column)| column),
+            message: one_line(e.message()),
+        }
     })
 }
 
@@ -24,8 +29,22 @@ pub(crate) fn parse_toml<T: DeserializeOwned>(text: &str, path: &Path) -> Result
 /// file (`any = ["x"` on the last line) is reported at end of input, which may be an empty line
 /// after the final newline; the last line with content is where the fix goes.
 pub(crate) fn error_line(text: &str, offset: usize) -> usize {
+    error_location(text, offset).0
+}
+
+/// `(line, column)`, both 1-based (the column in characters), of a parse error at byte
+/// `offset`, moved back to the last content of the file like [`error_line`].
+pub(crate) fn error_location(text: &str, offset: usize) -> (usize, usize) {
     let content_end = text.trim_end().len();
-    line_of(text, offset.min(content_end.saturating_sub(1)))
+    let mut offset = offset.min(content_end.saturating_sub(1)).min(text.len());
+    while !text.is_char_boundary(offset) {
+        offset -= 1;
+    }
+    let line_start = text[..offset].rfind('\n').map_or(0, |at| at + 1);
+    (
+        line_of(text, offset),
+        text[line_start..offset].chars().count() + 1,
+    )
 }
 
 /// The parser's message on one line: it puts details (`expected `]``) on lines of their own.
@@ -53,6 +72,7 @@ pub(crate) fn invalid(path: &Path, message: impl Into<String>) -> Error {
     Error::Manifest {
         path: path.to_path_buf(),
         line: None,
+        column: None,
         message: message.into(),
     }
 }
@@ -462,7 +482,7 @@ mod tests {
         let e = check("[buildpack]\nid = \"x\"\nversion = \"1\"\n[detect]\nany = [\"x\"\n\n")
             .unwrap_err()
             .to_string();
-        assert_eq!(e, "bp/buildpack.toml:5: invalid array: expected `]`");
+        assert_eq!(e, "bp/buildpack.toml:5:10: invalid array: expected `]`");
     }
 
     #[test]
@@ -585,7 +605,7 @@ mod tests {
         let e = err("[[processes]]\ntype = \"web\"\ncommand = 5\n");
         assert_eq!(
             e,
-            "bp/buildpack.toml:6: expected a command string or an array of strings (argv)"
+            "bp/buildpack.toml:6:11: expected a command string or an array of strings (argv)"
         );
     }
 

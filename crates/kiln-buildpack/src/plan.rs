@@ -427,6 +427,7 @@ fn read_procfile(src: &Path, file: &str, buildpack: &str) -> Result<Vec<(String,
     let bytes = source::read_regular(src, file)?.map_err(|entry| Error::Manifest {
         path: path.clone(),
         line: None,
+        column: None,
         message: format!(
             "{} (buildpack {buildpack} reads its processes from it)",
             entry.describe()
@@ -435,6 +436,7 @@ fn read_procfile(src: &Path, file: &str, buildpack: &str) -> Result<Vec<(String,
     let text = String::from_utf8(bytes).map_err(|e| Error::Manifest {
         path: path.clone(),
         line: None,
+        column: None,
         message: format!("not valid UTF-8: {e}"),
     })?;
     procfile::parse(&text, &path)

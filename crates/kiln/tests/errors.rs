@@ -192,7 +192,7 @@ fn malformed_manifests_fail_detect_and_plan_with_file_and_line() {
         assert_eq!(out.status.code(), Some(1), "{command}");
         let err = stderr(&out);
         assert!(
-            err.contains("package.json:3: column 1: invalid JSON: trailing comma"),
+            err.contains("package.json:3:1: invalid JSON: trailing comma"),
             "{command}: {err}"
         );
     }

@@ -182,11 +182,9 @@ impl Tree<'_> {
                 .next()
                 .unwrap_or(&message)
                 .to_owned();
-            self.malformed(
-                rel,
-                Some(e.line()),
-                format!("column {}: invalid JSON: {message}", e.column()),
-            )
+            // serde_json gives column 0 when the input ended before the value did.
+            let location = Some((e.line(), e.column().max(1)));
+            self.malformed(rel, location, format!("invalid JSON: {message}"))
         })
     }
 
@@ -197,24 +195,10 @@ impl Tree<'_> {
         };
         text.parse::<toml::Table>().map(Some).map_err(|e| {
             let message = manifest::one_line(e.message());
-            match e.span() {
-                Some(span) => {
-                    let line = manifest::error_line(&text, span.start);
-                    // split('\n') keeps a CR, so the offsets stay byte-exact with CRLF too.
-                    let line_start = text
-                        .split('\n')
-                        .take(line - 1)
-                        .map(|l| l.len() + 1)
-                        .sum::<usize>();
-                    let column = span.start.saturating_sub(line_start) + 1;
-                    self.malformed(
-                        rel,
-                        Some(line),
-                        format!("column {column}: invalid TOML: {message}"),
-                    )
-                }
-                None => self.malformed(rel, None, format!("invalid TOML: {message}")),
-            }
+            let location = e
+                .span()
+                .map(|span| manifest::error_location(&text, span.start));
+            self.malformed(rel, location, format!("invalid TOML: {message}"))
         })
     }
 
@@ -250,11 +234,13 @@ impl Tree<'_> {
         Ok(names)
     }
 
-    fn malformed(&self, rel: &str, line: Option<usize>, message: String) -> Error {
+    /// `location` is `(line, column)`, both 1-based.
+    fn malformed(&self, rel: &str, location: Option<(usize, usize)>, message: String) -> Error {
         Error::Manifest {
             // Relative: errors and snapshots must not depend on where the tree lives.
             path: format!("{}{rel}", self.prefix).into(),
-            line,
+            line: location.map(|(line, _)| line),
+            column: location.map(|(_, column)| column),
             message,
         }
     }
@@ -367,11 +353,8 @@ mod tests {
             prefix: "app/",
         };
         let err = tree.json("a.json").unwrap_err().to_string();
-        assert_eq!(err, "app/a.json:2: column 8: invalid JSON: expected value");
+        assert_eq!(err, "app/a.json:2:8: invalid JSON: expected value");
         let err = tree.toml("b.toml").unwrap_err().to_string();
-        assert!(
-            err.starts_with("app/b.toml:2: column 5: invalid TOML"),
-            "{err}"
-        );
+        assert!(err.starts_with("app/b.toml:2:5: invalid TOML"), "{err}");
     }
 }
