@@ -206,6 +206,9 @@ fn detect(args: DetectArgs) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&detection)?);
     } else {
         let mut out = std::io::stdout().lock();
+        if let Some(dir) = &detection.app_root {
+            writeln!(out, "app root: {dir}/")?;
+        }
         for v in &detection.buildpacks {
             writeln!(out, "pass  {:<10} {}", v.id, v.reason)?;
         }
