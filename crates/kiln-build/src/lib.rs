@@ -19,6 +19,7 @@ pub mod source;
 pub mod step_cache;
 pub mod steps;
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::Write;
@@ -70,6 +71,9 @@ pub struct BuildOptions {
     pub compression: Compression,
     /// Rebuild every layer and run every step, ignoring (but refreshing) the cache.
     pub no_cache: bool,
+    /// `KILN_*` overrides of detection and planning (`KILN_BUILDPACKS`, `KILN_NODE_VERSION`, …);
+    /// [`BuildOptions::new`] takes them from the process environment.
+    pub kiln_env: BTreeMap<String, String>,
 }
 
 impl BuildOptions {
@@ -86,6 +90,7 @@ impl BuildOptions {
             source_date_epoch: kiln_oci::layer::DEFAULT_MTIME,
             compression: Compression::DEFAULT,
             no_cache: false,
+            kiln_env: kiln_buildpack::settings::kiln_env(),
         }
     }
 }
@@ -177,18 +182,36 @@ pub struct Timings {
     pub total_ms: u64,
 }
 
-/// Detects which buildpacks apply to `source`.
+/// Detects which buildpacks apply to `source`, with the caller's `KILN_*` overrides.
 pub fn detect(source: &Path, buildpacks: Option<&BuildpackSet>) -> Result<Detection> {
     let src = source::resolve_source(source)?;
-    let builtin;
-    let set = match buildpacks {
-        Some(set) => set,
-        None => {
-            builtin = BuildpackSet::builtin()?;
-            &builtin
-        }
-    };
-    Ok(kiln_buildpack::detect::detect(set, &src)?)
+    let set = buildpack_set(buildpacks)?;
+    let env = kiln_buildpack::settings::kiln_env();
+    Ok(kiln_buildpack::detect::detect_with(&set, &src, &env)?)
+}
+
+/// Detects and plans `source` (what `kiln plan` prints), with the caller's `KILN_*` overrides.
+/// Nothing detected is [`Error::NothingDetected`].
+pub fn plan(source: &Path, buildpacks: Option<&BuildpackSet>) -> Result<Plan> {
+    let src = source::resolve_source(source)?;
+    let set = buildpack_set(buildpacks)?;
+    let env = kiln_buildpack::settings::kiln_env();
+    let detection = kiln_buildpack::detect::detect_with(&set, &src, &env)?;
+    if !detection.detected {
+        return Err(nothing_detected(source, &detection));
+    }
+    let project = ProjectConfig::load(&src)?;
+    Ok(kiln_buildpack::plan::plan_with(
+        &set, &detection, &project, &src, &env,
+    )?)
+}
+
+/// The given buildpacks, or the built-in ones.
+fn buildpack_set(buildpacks: Option<&BuildpackSet>) -> Result<Cow<'_, BuildpackSet>> {
+    Ok(match buildpacks {
+        Some(set) => Cow::Borrowed(set),
+        None => Cow::Owned(BuildpackSet::builtin()?),
+    })
 }
 
 /// Runs a whole build, logging progress to `log`.
@@ -204,19 +227,27 @@ pub fn build(opts: &BuildOptions, log: &mut dyn Write) -> Result<BuildReport> {
         }
     };
     let project = ProjectConfig::load(&src)?;
-    let detection = kiln_buildpack::detect::detect(set, &src)?;
+    let detection = kiln_buildpack::detect::detect_with(set, &src, &opts.kiln_env)?;
     if !detection.detected {
         return Err(nothing_detected(&opts.source, &detection));
     }
     for verdict in &detection.buildpacks {
         let _ = writeln!(log, "detected {}: {}", verdict.id, verdict.reason);
     }
-    let plan = kiln_buildpack::plan::plan(set, &detection, &project, &src)?;
+    let plan = kiln_buildpack::plan::plan_with(set, &detection, &project, &src, &opts.kiln_env)?;
+    // The app found in a single top-level folder is the source of the build.
+    let src = match &plan.app_root {
+        Some(dir) => {
+            let _ = writeln!(log, "app root: {dir}/");
+            src.join(dir)
+        }
+        None => src,
+    };
     let detect_ms = elapsed_ms(started);
 
     let cache = BuildCache::open(&opts.cache_dir, log)?;
     let scratch = cache.scratch_dir()?;
-    let rules = source::exclude_rules(&src, &project.build.exclude)?;
+    let rules = source::exclude_rules(&src, &project.build.exclude_patterns())?;
     let source_entries = source::source_entries(&src, &rules, APP_DIR)?;
 
     let steps_started = Instant::now();
