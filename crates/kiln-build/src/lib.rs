@@ -285,7 +285,9 @@ pub fn build(opts: &BuildOptions, log: &mut dyn Write) -> Result<BuildReport> {
         let app_dir = make_dir(&scratch.path().join("app"))?;
         let copied = source::materialize(&source_entries, APP_DIR, &app_dir)?;
         let _ = writeln!(log, "copied {copied} source entries into the working copy");
+        move_captured(&plan, layer_dirs, &app_dir, Direction::IntoApp)?;
         let ran = run_steps(opts, &plan, &app_dir, &layers, &cache, scratch.path(), log)?;
+        move_captured(&plan, layer_dirs, &app_dir, Direction::IntoLayers)?;
         (kiln_oci::layer::tree_entries(&app_dir, APP_DIR)?, ran)
     };
     let steps_ms = elapsed_ms(steps_started);
@@ -380,6 +382,58 @@ fn prepare_layer_dirs(
         prepared.dirs.insert(bp.id.clone(), layers);
     }
     Ok(prepared)
+}
+
+/// Where a layer keeps the app paths it captures (`capture = ["node_modules"]`), inside its
+/// host directory: so a `cache = true` layer keeps them between builds like any other content.
+pub(crate) const CAPTURED_DIR: &str = ".kiln-captured";
+
+enum Direction {
+    /// Before the steps: captured paths kept from an earlier build go back into the app, where
+    /// tools expect them (`npm run build` needs `node_modules`).
+    IntoApp,
+    /// After the steps: captured paths leave the app for their layer.
+    IntoLayers,
+}
+
+fn move_captured(
+    plan: &Plan,
+    layer_dirs: &LayerDirs,
+    app_dir: &Path,
+    direction: Direction,
+) -> Result<()> {
+    for bp in &plan.buildpacks {
+        for layer in &bp.layers {
+            let Some(dir) = layer_dirs.get(&bp.id).and_then(|d| d.get(&layer.name)) else {
+                continue;
+            };
+            for path in &layer.capture {
+                let in_layer = dir.join(CAPTURED_DIR).join(path);
+                let in_app = app_dir.join(path);
+                let (from, to) = match direction {
+                    Direction::IntoApp => (in_layer, in_app),
+                    Direction::IntoLayers => (in_app, in_layer),
+                };
+                if fs::symlink_metadata(&from).is_err() {
+                    continue;
+                }
+                if fs::symlink_metadata(&to).is_ok() {
+                    let removed = if to.is_dir() {
+                        fs::remove_dir_all(&to)
+                    } else {
+                        fs::remove_file(&to)
+                    };
+                    removed.ctx(|| format!("replacing {}", to.display()))?;
+                }
+                if let Some(parent) = to.parent() {
+                    fs::create_dir_all(parent).ctx(|| format!("creating {}", parent.display()))?;
+                }
+                fs::rename(&from, &to)
+                    .ctx(|| format!("moving {} to {}", from.display(), to.display()))?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Every step's decision as things stand in the source tree, before any copy.
