@@ -255,7 +255,7 @@ pub fn build(opts: &BuildOptions, log: &mut dyn Write) -> Result<BuildReport> {
     let layer_dirs = &layers.dirs;
     // Copying the source is the main cost of a warm rebuild: when no step will run, nothing can
     // change the app, so its layer is made straight from the source tree.
-    let precheck = decide_steps(opts, &plan, &src, &layers, &cache)?;
+    let precheck = decide_steps(opts, &plan, &src, &rules, &layers, &cache)?;
     let (app, ran) = if precheck.iter().all(|(_, _, d)| d.skipped()) {
         if !precheck.is_empty() {
             let _ = writeln!(
@@ -441,6 +441,7 @@ fn decide_steps(
     opts: &BuildOptions,
     plan: &Plan,
     src: &Path,
+    rules: &ignore::ExcludeRules,
     layers: &PreparedLayers,
     cache: &BuildCache,
 ) -> Result<Vec<(String, String, step_cache::StepDecision)>> {
@@ -448,7 +449,7 @@ fn decide_steps(
     for bp in &plan.buildpacks {
         let restored = |layer: &str| layers.restored.contains(&(bp.id.clone(), layer.to_owned()));
         for step in &bp.steps {
-            let record = step_cache::current(bp, step, &opts.env, src)?;
+            let record = step_cache::current(bp, step, &opts.env, src, Some(rules))?;
             let decision =
                 step_cache::decide(cache.root(), bp, step, &record, &restored, opts.no_cache);
             out.push((bp.id.clone(), step.name.clone(), decision));
@@ -502,7 +503,7 @@ fn run_steps(
         let restored = |layer: &str| layers.restored.contains(&(bp.id.clone(), layer.to_owned()));
         for step in &bp.steps {
             let started = Instant::now();
-            let record = step_cache::current(bp, step, &opts.env, app_dir)?;
+            let record = step_cache::current(bp, step, &opts.env, app_dir, None)?;
             let decision =
                 step_cache::decide(cache.root(), bp, step, &record, &restored, opts.no_cache);
             if decision.skipped() {

@@ -112,7 +112,11 @@ fn go_plan_alone() {
         .iter()
         .map(|l| (l.name.as_str(), l.launch, l.cache))
         .collect();
-    assert_eq!(layers, [("bin", true, false), ("go-cache", false, true)]);
+    assert_eq!(layers, [("bin", true, true), ("go-cache", false, true)]);
+    assert_eq!(
+        (step.inputs.as_slice(), step.outputs.as_slice()),
+        (&["**".to_owned()][..], &["bin".to_owned()][..])
+    );
 
     assert_eq!(plan.processes.len(), 1);
     let web = &plan.processes[0];
