@@ -5,6 +5,7 @@
 //! re-tarring or recompressing (ko's "lazy layer").
 
 use std::collections::BTreeMap;
+use std::fs;
 use std::io::Write;
 use std::path::Path;
 
@@ -23,7 +24,7 @@ use crate::metadata::{
     BaseMetadata, BuildpackRef, ImageMetadata, LayerMetadata, ProcessMetadata, LABEL,
     METADATA_VERSION,
 };
-use crate::{BuildOptions, LayerDirs, LayerReport, OutputFormat};
+use crate::{BuildOptions, LayerDirs, LayerReport, OutputFormat, CAPTURED_DIR};
 
 /// `PATH` for images whose base sets none (scratch): Docker's default.
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -142,21 +143,36 @@ fn planned_layers(input: &ExportInput<'_>) -> Result<Vec<PlannedLayer>> {
             let Some(dir) = input.layer_dirs.get(&bp.id).and_then(|d| d.get(&spec.name)) else {
                 continue;
             };
-            let mut entries = Vec::new();
+            let image_dir = format!("{LAYERS_DIR}/{}/{}", bp.id, spec.name);
+            let captured_dir = format!("{}/{CAPTURED_DIR}", image_dir.trim_start_matches('/'));
+            let mut entries: Vec<Entry> = Vec::new();
             if !is_empty_dir(dir)? {
-                let image_dir = format!("{LAYERS_DIR}/{}/{}", bp.id, spec.name);
-                entries.extend(layer::tree_entries(dir, &image_dir)?);
+                entries.extend(
+                    layer::tree_entries(dir, &image_dir)?
+                        .into_iter()
+                        .filter(|e| {
+                            !(e.path == captured_dir
+                                || e.path.starts_with(&format!("{captured_dir}/")))
+                        }),
+                );
+                if entries.len() == 1 {
+                    entries.clear(); // only the layer directory itself: nothing of its own
+                }
             }
             for path in &spec.capture {
-                let captured = format!("{app_prefix}/{}", path.trim_end_matches('/'));
-                let (taken, kept): (Vec<Entry>, Vec<Entry>) = app.into_iter().partition(|e| {
-                    e.path == captured
+                let path = path.trim_end_matches('/');
+                let captured = format!("{app_prefix}/{path}");
+                // The app's own copy (in the source, when no step ran) gives way to the layer's.
+                app.retain(|e| {
+                    !(e.path == captured
                         || e.path
                             .strip_prefix(captured.as_str())
-                            .is_some_and(|rest| rest.starts_with('/'))
+                            .is_some_and(|rest| rest.starts_with('/')))
                 });
-                entries.extend(taken);
-                app = kept;
+                let host = dir.join(CAPTURED_DIR).join(path);
+                if fs::symlink_metadata(&host).is_ok() {
+                    entries.extend(layer::tree_entries(&host, &format!("{APP_DIR}/{path}"))?);
+                }
             }
             if entries.is_empty() {
                 continue;

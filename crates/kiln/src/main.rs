@@ -38,6 +38,9 @@ enum Command {
     Build(Box<BuildArgs>),
     /// Show which buildpacks apply to a source tree, and why.
     Detect(DetectArgs),
+    /// Show the build plan: versions with their sources, package managers, steps, layers,
+    /// processes (schema: docs/plan-schema.md).
+    Plan(DetectArgs),
     /// Show an image's layers (and what made each), processes, entrypoint, env and base.
     Inspect(InspectArgs),
     /// Put a Kiln-built image on a new run image without rebuilding (app layers kept verbatim).
@@ -209,6 +212,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Build(args) => build(*args),
         Command::Detect(args) => detect(args),
+        Command::Plan(args) => plan(args),
         Command::Inspect(args) => inspect(args),
         Command::Rebase(args) => rebase(*args),
         Command::Cache(CacheCommand::Ls(args)) => cache_ls(args),
@@ -356,6 +360,9 @@ fn detect(args: DetectArgs) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&detection)?);
     } else {
         let mut out = std::io::stdout().lock();
+        if let Some(dir) = &detection.app_root {
+            writeln!(out, "app root: {dir}/")?;
+        }
         for v in &detection.buildpacks {
             writeln!(out, "pass  {:<10} {}", v.id, v.reason)?;
         }
@@ -366,11 +373,67 @@ fn detect(args: DetectArgs) -> anyhow::Result<ExitCode> {
     if detection.detected {
         Ok(ExitCode::SUCCESS)
     } else {
-        if !args.json {
-            eprintln!("error: no buildpack detected for {}", args.src.display());
+        // The list of what was looked for goes to stderr, so `--json` stdout stays one object.
+        eprintln!(
+            "error: no buildpack detected for {}; looked for:",
+            args.src.display()
+        );
+        for v in &detection.rejected {
+            eprintln!("  {}: {}", v.id, v.reason);
         }
         Ok(ExitCode::from(EXIT_NOTHING_DETECTED))
     }
+}
+
+fn plan(args: DetectArgs) -> anyhow::Result<ExitCode> {
+    let set = load_buildpacks(args.buildpacks.as_deref())?;
+    let plan = kiln_build::plan(&args.src, set.as_ref())?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&plan)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut out = std::io::stdout().lock();
+    if let Some(dir) = &plan.app_root {
+        writeln!(out, "app root   {dir}/")?;
+    }
+    for bp in &plan.buildpacks {
+        writeln!(out, "{}  ({})", bp.id, bp.reason)?;
+        if let Some(v) = &bp.facts.version {
+            writeln!(out, "  version          {} (from {})", v.version, v.from)?;
+        }
+        if let Some(pm) = &bp.facts.package_manager {
+            let version = pm.version.as_deref().unwrap_or("any");
+            writeln!(
+                out,
+                "  package manager  {} {version} (from {})",
+                pm.name, pm.from
+            )?;
+        }
+        if let Some(f) = &bp.facts.framework {
+            writeln!(out, "  framework        {f}")?;
+        }
+        for step in &bp.steps {
+            writeln!(
+                out,
+                "  step {:<11} {} {}",
+                step.name,
+                step.command,
+                step.args.join(" ")
+            )?;
+        }
+        for note in &bp.facts.notes {
+            writeln!(out, "  note: {note}")?;
+        }
+    }
+    for p in &plan.processes {
+        let default = if p.default { " (default)" } else { "" };
+        writeln!(
+            out,
+            "process {}{default}: {:?}  [{}]",
+            p.kind, p.command, p.buildpack
+        )?;
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {
