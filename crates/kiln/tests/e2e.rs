@@ -82,7 +82,10 @@ fn go_http_image_is_accepted_by_skopeo_and_answers_http_under_runc() {
     ]);
     assert_eq!(again["manifest_digest"], manifest_digest);
     assert_eq!(again["steps"][0]["name"], "compile");
-    assert_eq!(again["steps"][0]["ran"], false, "unchanged sources skip go build");
+    assert_eq!(
+        again["steps"][0]["ran"], false,
+        "unchanged sources skip go build"
+    );
     assert!(again["layers"]
         .as_array()
         .unwrap()
