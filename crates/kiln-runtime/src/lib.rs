@@ -306,3 +306,39 @@ fn newest_few(versions: &[Version]) -> String {
     }
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mirror_precedence() {
+        let toml: BTreeMap<String, String> =
+            [("node".into(), "https://toml.example/node/".into())].into();
+        let env: BTreeMap<String, String> =
+            [("KILN_MIRROR_NODE".into(), "https://env.example/dist".into())].into();
+        let none = BTreeMap::new();
+        assert_eq!(
+            mirror_for(Runtime::Node, &toml, &env),
+            "https://env.example/dist"
+        );
+        assert_eq!(
+            mirror_for(Runtime::Node, &toml, &none),
+            "https://toml.example/node"
+        );
+        assert_eq!(
+            mirror_for(Runtime::Node, &none, &none),
+            NODE_OFFICIAL_MIRROR
+        );
+        assert_eq!(
+            mirror_for(Runtime::Python, &toml, &env),
+            PYTHON_OFFICIAL_MIRROR
+        );
+        let blank: BTreeMap<String, String> = [("KILN_MIRROR_NODE".into(), " ".into())].into();
+        assert_eq!(
+            mirror_for(Runtime::Node, &toml, &blank),
+            "https://toml.example/node"
+        );
+        assert_eq!(Runtime::parse("python"), Some(Runtime::Python));
+    }
+}

@@ -343,4 +343,78 @@ mod tests {
         assert_eq!(Version::parse("3.x"), None);
         assert!(Version::new(20, 9, 0) < Version::new(20, 10, 0));
     }
+
+    fn v(s: &str) -> Version {
+        Version::parse(s).unwrap()
+    }
+
+    /// (requirement, versions that match, versions that do not).
+    const TABLE: &[(&str, &[&str], &[&str])] = &[
+        ("20", &["20.0.0", "20.11.1"], &["19.9.9", "21.0.0"]),
+        ("20.x", &["20.0.0", "20.99.0"], &["21.0.0"]),
+        ("v20.11.1", &["20.11.1"], &["20.11.2", "20.11.0"]),
+        (">=20 <21", &["20.0.0", "20.20.2"], &["21.0.0", "19.0.0"]),
+        (">= 20, < 21", &["20.5.0"], &["21.1.0"]),
+        ("^20.1.0", &["20.1.0", "20.9.0"], &["20.0.9", "21.0.0"]),
+        ("^0.2.3", &["0.2.3", "0.2.9"], &["0.3.0"]),
+        ("~20.1", &["20.1.0", "20.1.9"], &["20.2.0", "20.0.9"]),
+        ("~20", &["20.9.0"], &["21.0.0"]),
+        (">=18", &["18.0.0", "22.3.0"], &["17.9.9"]),
+        (">18", &["19.0.0"], &["18.9.9"]),
+        (">18.1.0", &["18.1.1"], &["18.1.0"]),
+        ("<=20", &["20.9.9"], &["21.0.0"]),
+        ("<=20.1.2", &["20.1.2"], &["20.1.3"]),
+        ("20 || 22", &["20.1.0", "22.0.0"], &["21.0.0", "23.0.0"]),
+        ("18.1 - 20", &["18.1.0", "20.9.9"], &["18.0.9", "21.0.0"]),
+        ("*", &["0.0.1", "99.0.0"], &[]),
+        ("latest", &["22.0.0"], &[]),
+        ("3.11", &["3.11.0", "3.11.7"], &["3.10.9", "3.12.0"]),
+        ("3.11.7", &["3.11.7"], &["3.11.8"]),
+        (">=3.10,<3.13", &["3.10.0", "3.12.9"], &["3.9.9", "3.13.0"]),
+        ("~=3.11", &["3.11.0", "3.12.0"], &["3.10.9", "4.0.0"]),
+        ("~=3.11.2", &["3.11.2", "3.11.9"], &["3.11.1", "3.12.0"]),
+        ("==3.11.*", &["3.11.0", "3.11.9"], &["3.12.0"]),
+        (
+            ">=3.8, !=3.11.*",
+            &["3.10.1", "3.12.0"],
+            &["3.11.4", "3.7.0"],
+        ),
+    ];
+
+    #[test]
+    fn requirement_table() {
+        for (req, yes, no) in TABLE {
+            let parsed = VersionReq::parse(req).unwrap_or_else(|e| panic!("{e}"));
+            for y in *yes {
+                assert!(parsed.matches(&v(y)), "{req:?} should match {y}");
+            }
+            for n in *no {
+                assert!(!parsed.matches(&v(n)), "{req:?} should not match {n}");
+            }
+        }
+    }
+
+    #[test]
+    fn lts() {
+        let lts = VersionReq::parse("lts").unwrap();
+        assert!(lts.wants_lts());
+        assert!(lts.matches_release(&v("20.11.1"), Some("Iron")));
+        assert!(!lts.matches_release(&v("21.0.0"), None));
+        let iron = VersionReq::parse("lts/iron").unwrap();
+        assert!(iron.matches_release(&v("20.11.1"), Some("Iron")));
+        assert!(!iron.matches_release(&v("18.19.0"), Some("Hydrogen")));
+        // Without an index, even majors are the LTS lines.
+        assert!(lts.matches(&v("20.20.2")) && !lts.matches(&v("21.1.0")));
+    }
+
+    #[test]
+    fn garbage_is_named() {
+        for bad in [
+            "", "banana", ">=", "20.x.1", "~=3", "1.2.3.4", "20 ||", ">=abc", "lts/",
+        ] {
+            let err = VersionReq::parse(bad).expect_err(bad);
+            assert_eq!(err.text, bad);
+            assert!(err.to_string().contains(&format!("{bad:?}")), "{err}");
+        }
+    }
 }
