@@ -128,6 +128,12 @@ pub enum Item<'a> {
 /// A `.tar.gz` of `items`. Names are written raw into the header, so tests can also make the
 /// hostile entries (`..`, absolute) that `tar::Builder` refuses to write.
 pub fn tar_gz(items: &[Item]) -> Vec<u8> {
+    tar_gz_at(items, flate2::Compression::fast())
+}
+
+/// [`tar_gz`] at a given gzip level (level 0 keeps tests with a ~100 MB host binary fast in
+/// debug builds).
+pub fn tar_gz_at(items: &[Item], level: flate2::Compression) -> Vec<u8> {
     let mut tar = tar::Builder::new(Vec::new());
     for item in items {
         let mut header = tar::Header::new_ustar();
@@ -160,7 +166,7 @@ pub fn tar_gz(items: &[Item]) -> Vec<u8> {
         tar.append(&header, body).unwrap();
     }
     let tar = tar.into_inner().unwrap();
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), level);
     gz.write_all(&tar).unwrap();
     gz.finish().unwrap()
 }
@@ -186,25 +192,33 @@ impl NodeMirror {
         self.release_with(version, lts, script.as_bytes())
     }
 
-    /// Adds a release whose `bin/node` has the bytes `node`.
+    /// Adds a release whose `bin/node` has the bytes `node` (stored uncompressed when over 1 MiB).
     pub fn release_with(&mut self, version: &str, lts: Option<&str>, node: &[u8]) -> &mut Self {
         let top = format!("node-v{version}-{NODE_PLATFORM}");
-        let archive = tar_gz(&[
-            Item::Dir(&format!("{top}/")),
-            Item::Dir(&format!("{top}/bin/")),
-            Item::File(&format!("{top}/bin/node"), node, 0o755),
-            Item::Symlink(
-                &format!("{top}/bin/npm"),
-                "../lib/node_modules/npm/bin/npm-cli.js",
-            ),
-            Item::File(
-                &format!("{top}/lib/node_modules/npm/bin/npm-cli.js"),
-                b"// npm\n",
-                0o755,
-            ),
-            Item::File(&format!("{top}/include/node/node.h"), b"// header\n", 0o644),
-            Item::File(&format!("{top}/LICENSE"), b"MIT\n", 0o644),
-        ]);
+        let level = if node.len() > 1 << 20 {
+            flate2::Compression::none()
+        } else {
+            flate2::Compression::fast()
+        };
+        let archive = tar_gz_at(
+            &[
+                Item::Dir(&format!("{top}/")),
+                Item::Dir(&format!("{top}/bin/")),
+                Item::File(&format!("{top}/bin/node"), node, 0o755),
+                Item::Symlink(
+                    &format!("{top}/bin/npm"),
+                    "../lib/node_modules/npm/bin/npm-cli.js",
+                ),
+                Item::File(
+                    &format!("{top}/lib/node_modules/npm/bin/npm-cli.js"),
+                    b"// npm\n",
+                    0o755,
+                ),
+                Item::File(&format!("{top}/include/node/node.h"), b"// header\n", 0o644),
+                Item::File(&format!("{top}/LICENSE"), b"MIT\n", 0o644),
+            ],
+            level,
+        );
         let sha = sha256_hex(&archive);
         self.add_archive(version, lts, archive, &sha)
     }
