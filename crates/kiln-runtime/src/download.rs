@@ -70,7 +70,7 @@ pub fn provide(
         Runtime::Node => node_candidates(&index, platform, &index_url)?,
         Runtime::Python => python_candidates(&index, platform, &index_url)?,
     };
-    candidates.sort_by(|a, b| b.version.cmp(&a.version));
+    candidates.sort_by_key(|c| std::cmp::Reverse(c.version));
     let Some(chosen) = candidates
         .iter()
         .find(|c| req.matches_release(&c.version, c.lts.as_deref()))

@@ -211,7 +211,7 @@ impl VersionReq {
     /// LTS (a host toolchain), even Node majors count: they are the ones that become LTS.
     pub fn matches(&self, v: &Version) -> bool {
         match &self.kind {
-            ReqKind::Lts(None) => v.major % 2 == 0,
+            ReqKind::Lts(None) => v.major.is_multiple_of(2),
             ReqKind::Lts(Some(_)) => false,
             ReqKind::AnyOf(_) => self.matches_release(v, None),
         }
