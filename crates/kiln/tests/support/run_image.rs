@@ -13,7 +13,8 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use kiln_oci::digest::Digest;
 use kiln_oci::image::assemble;
@@ -188,10 +189,10 @@ fn pack(root: &Path, out: &Path) {
     kiln_oci::archive::write_oci_archive(&store, &image, Some(&tag), out).unwrap();
 }
 
-/// Runs `args` once in `image` (`oci-archive:PATH`, …) under runc in the foreground and returns
-/// its output. `add` copies host files into the unpacked root first (`(host path, image path)`),
+/// Runs `args` once in `image` (`oci-archive:PATH`, …) under runc in the foreground, asserts
+/// it succeeded and returns its trimmed stdout. `add` copies host files into the unpacked root first (`(host path, image path)`),
 /// e.g. a binary to prove the image can run it.
-pub fn run_once(image: &str, args: &[&str], add: &[(&Path, &str)]) -> Output {
+pub fn run_once(image: &str, args: &[&str], add: &[(&Path, &str)]) -> String {
     let dir = tempfile::tempdir().unwrap();
     let layout = dir.path().join("layout");
     let bundle = dir.path().join("bundle");
@@ -218,23 +219,21 @@ pub fn run_once(image: &str, args: &[&str], add: &[(&Path, &str)]) -> Output {
     sandbox_config(&mut config);
     config["process"]["args"] = args.iter().map(|a| serde_json::Value::from(*a)).collect();
     fs::write(&config_path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
+    static RUNS: AtomicUsize = AtomicUsize::new(0);
     let id = format!(
         "kiln-once-{}-{}",
         std::process::id(),
-        dir.path()
-            .file_name()
-            .unwrap()
-            .to_string_lossy()
-            .replace('.', "")
+        RUNS.fetch_add(1, Ordering::SeqCst)
     );
-    let out = Command::new("runc")
-        .args(["run", &id])
-        .current_dir(&bundle)
-        .stdin(Stdio::null())
-        .output()
-        .expect("runc runs");
-    let _ = Command::new("runc").args(["delete", "-f", &id]).output();
-    out
+    // A foreground `runc run` removes the container when its process exits.
+    run_ok(
+        Command::new("runc")
+            .args(["run", &id])
+            .current_dir(&bundle)
+            .stdin(Stdio::null()),
+    )
+    .trim()
+    .to_owned()
 }
 
 /// What this machine's sandbox cannot give a container (GUIDE.md §5): no rlimits, resources or
