@@ -168,14 +168,17 @@ fn probe_python(exe: &Path) -> Result<Probe, Error> {
 }
 
 /// Paths of a Python install not needed to run apps: the test suite, headers, docs, bytecode
-/// caches (rebuilt on demand) and the static library in `libpl` (relative to the prefix).
+/// caches (rebuilt on demand), the static library in `libpl` (relative to the prefix), and
+/// `site-packages`: on a host it holds whatever was pip-installed globally there, which must not
+/// leak into images (the app's dependencies get their own layer), and pip itself is a build tool.
 pub fn python_prune(version: &Version, libpl: Option<&Path>) -> Vec<String> {
     let lib = format!("lib/python{}.{}", version.major, version.minor);
     let mut prune = vec![
         "include".to_owned(),
         "share".to_owned(),
-        "__pycache__".to_owned(),
+        "**/__pycache__".to_owned(),
         format!("{lib}/test"),
+        format!("{lib}/site-packages"),
         format!("{lib}/idlelib/idle_test"),
         format!("{lib}/tkinter/test"),
         format!("{lib}/lib2to3/tests"),

@@ -26,6 +26,7 @@ mod archive;
 mod download;
 mod host;
 mod http;
+mod layer;
 mod version;
 
 use std::collections::BTreeMap;
@@ -155,8 +156,9 @@ pub struct ProvidedRuntime {
     /// What belongs in the runtime layer, relative to `root` (`.` = all of it). A host prefix
     /// such as `/usr` is shared with other software, so only the runtime's own paths are named.
     pub include: Vec<PathBuf>,
-    /// Relative paths under `root`, and file/directory names anywhere (`__pycache__`), to leave
-    /// out of the layer: tests, docs, headers, caches. See [`ProvidedRuntime::is_pruned`].
+    /// What to leave out of the (launch) layer: paths relative to `root` (`include`,
+    /// `lib/python3.11/test`), and `**/NAME` for a file or directory name anywhere
+    /// (`**/__pycache__`): tests, docs, headers, caches. See [`ProvidedRuntime::is_pruned`].
     pub prune: Vec<String>,
     /// The bin directory relative to `root` (`bin`): put `<layer>/bin` on `PATH`.
     pub bin: PathBuf,
@@ -168,15 +170,11 @@ pub struct ProvidedRuntime {
 
 impl ProvidedRuntime {
     /// Whether `rel` (a path relative to `root`) is left out of the layer: it or one of its
-    /// ancestors is listed in `prune`, or one of its components is a name listed there
-    /// without a slash.
+    /// ancestors is listed in `prune`, or one of its components is a `**/NAME` listed there.
     pub fn is_pruned(&self, rel: &Path) -> bool {
-        self.prune.iter().any(|p| {
-            if p.contains('/') {
-                rel.starts_with(p)
-            } else {
-                rel.components().any(|c| c.as_os_str() == p.as_str())
-            }
+        self.prune.iter().any(|p| match p.strip_prefix("**/") {
+            Some(name) => rel.components().any(|c| c.as_os_str() == name),
+            None => rel.starts_with(p),
         })
     }
 }
@@ -202,6 +200,11 @@ pub enum Error {
         url: String,
         entry: String,
         why: String,
+    },
+    #[error("packing the runtime at {root}: {source}")]
+    Layer {
+        root: PathBuf,
+        source: kiln_oci::Error,
     },
     #[error("{what}: {source}")]
     Io {

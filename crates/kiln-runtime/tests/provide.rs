@@ -400,3 +400,74 @@ fn unsatisfiable_requirement_lists_what_each_provider_found() {
     // Nothing was downloaded for a requirement nothing satisfies.
     assert!(only_indexes(&cache.path().join("runtimes/node")));
 }
+
+/// Layer entries of a runtime: its files under the image directory, pruned.
+#[test]
+fn layer_entries_place_and_prune() {
+    use kiln_oci::layer::EntryKind;
+    let server = node_mirror().serve();
+    let cache = tempfile::tempdir().unwrap();
+    let got = resolve(
+        Runtime::Node,
+        &req("22"),
+        &[Provider::download(&server.base)],
+        cache.path(),
+    )
+    .unwrap();
+    let entries = got.layer_entries("/layers/node/runtime").unwrap();
+    let paths: Vec<&str> = entries.iter().map(|e| e.path.as_str()).collect();
+    for want in [
+        "layers",
+        "layers/node",
+        "layers/node/runtime",
+        "layers/node/runtime/bin/node",
+        "layers/node/runtime/LICENSE",
+    ] {
+        assert!(paths.contains(&want), "{want} missing from {paths:?}");
+    }
+    assert!(!paths.iter().any(|p| p.contains("include")), "{paths:?}");
+    let npm = entries
+        .iter()
+        .find(|e| e.path == "layers/node/runtime/bin/npm")
+        .unwrap();
+    assert!(
+        matches!(&npm.kind, EntryKind::Symlink { target } if target == "../lib/node_modules/npm/bin/npm-cli.js")
+    );
+
+    for (runtime, tool) in [(Runtime::Node, "node"), (Runtime::Python, "python3")] {
+        if !require_tool(tool) {
+            continue;
+        }
+        let host = resolve(
+            runtime,
+            &req("*"),
+            &[Provider::host_from_env()],
+            cache.path(),
+        )
+        .unwrap();
+        let started = Instant::now();
+        let entries = host
+            .layer_entries(&format!("layers/{runtime}/runtime"))
+            .unwrap();
+        let bytes: u64 = entries
+            .iter()
+            .map(|e| match &e.kind {
+                EntryKind::File { size, .. } => *size,
+                _ => 0,
+            })
+            .sum();
+        eprintln!(
+            "host {runtime} {} at {}: {} entries, {} MB after pruning ({:?})",
+            host.version,
+            host.root.display(),
+            entries.len(),
+            bytes >> 20,
+            started.elapsed()
+        );
+        let bin = format!("layers/{runtime}/runtime/bin/{tool}");
+        assert!(entries.iter().any(|e| e.path == bin), "{bin} missing");
+        assert!(!entries.iter().any(|e| e.path.contains("/__pycache__")));
+        let tests = format!("/python{}.{}/test/", host.version.major, host.version.minor);
+        assert!(!entries.iter().any(|e| e.path.contains(&tests)));
+    }
+}
