@@ -62,8 +62,8 @@ pub fn provide(
         Ok(bytes) => bytes,
         // Offline with no cached index: a runtime already in the cache still serves.
         Err(e) => {
-            return installed(runtime, req, &dir, platform)
-                .map(|found| found.unwrap_or_else(|| Found::No(format!("download {e}"))))
+            return Ok(installed(runtime, req, &dir, platform)
+                .map_or_else(|| Found::No(format!("download {e}")), Found::Yes));
         }
     };
     let mut candidates = match runtime {
@@ -320,10 +320,8 @@ fn installed(
     req: &VersionReq,
     dir: &Path,
     platform: &str,
-) -> Result<Option<Found>, Error> {
-    let Ok(read) = fs::read_dir(dir) else {
-        return Ok(None);
-    };
+) -> Option<ProvidedRuntime> {
+    let read = fs::read_dir(dir).ok()?;
     let suffix = format!("-{platform}");
     let best = read
         .filter_map(|e| {
@@ -333,7 +331,7 @@ fn installed(
             (e.path().is_dir() && req.matches(&version)).then_some((version, name))
         })
         .max();
-    Ok(best.map(|(version, name)| Found::Yes(provided(runtime, version, dir, &name))))
+    best.map(|(version, name)| provided(runtime, version, dir, &name))
 }
 
 fn provided(runtime: Runtime, version: Version, dir: &Path, name: &str) -> ProvidedRuntime {
