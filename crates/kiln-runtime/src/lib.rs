@@ -11,8 +11,26 @@
 //!
 //! The answer, [`ProvidedRuntime`], says which directory holds the runtime (`root`), which parts
 //! of it belong in the runtime layer (`include`, minus `prune`), where its `bin` is, and where
-//! it came from. When nothing satisfies, [`Error::Unsatisfied`] lists what each provider found
-//! and how to supply a runtime.
+//! it came from; [`ProvidedRuntime::layer_entries`] turns that into `kiln_oci` layer entries at
+//! an image directory. When nothing satisfies, [`Error::Unsatisfied`] lists what each provider
+//! found and how to supply a runtime.
+//!
+//! ```no_run
+//! use kiln_runtime::{mirror_for, resolve, Provider, Runtime, VersionReq};
+//! # fn main() -> Result<(), kiln_runtime::Error> {
+//! # let (kiln_toml_mirrors, env) = (Default::default(), Default::default());
+//! let req = VersionReq::parse(">=20 <21")?;
+//! let providers = [
+//!     Provider::download(mirror_for(Runtime::Node, &kiln_toml_mirrors, &env)),
+//!     Provider::host_from_env(),
+//! ];
+//! let node = resolve(Runtime::Node, &req, &providers, "/var/cache/kiln".as_ref())?;
+//! let entries = node.layer_entries("/layers/node/runtime")?; // then write_layer
+//! # let _ = entries; Ok(()) }
+//! ```
+//!
+//! Only glibc Linux builds are fetched (`linux-x64`/`linux-arm64`, `*-unknown-linux-gnu`): the
+//! image needs a glibc run image, not `scratch`.
 //!
 //! ## The index cache rule
 //! The upstream index (`index.json` / `SHA256SUMS`) is cached per mirror with the time it was
@@ -242,8 +260,8 @@ fn unsatisfied_message(runtime: &Runtime, req: &str, found: &[String]) -> String
     }
     msg.push_str(&format!(
         "supply one by: pointing a mirror that has it at {var} or kiln.toml `[mirrors] {id} = \"URL\"`; \
-         installing a matching {id} on the build machine's PATH; or using a run image that ships it \
-         (--run-image) and relaxing the requirement",
+         installing a matching {id} on the build machine's PATH; or building on a --run-image that \
+         already has it installed",
         var = runtime.mirror_env_var(),
         id = runtime.id(),
     ));
