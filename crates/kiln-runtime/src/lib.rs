@@ -95,6 +95,24 @@ impl Runtime {
         format!("KILN_MIRROR_{}", self.id().to_ascii_uppercase())
     }
 
+    /// Whether images running this runtime need a glibc run image (every runtime Kiln fetches is
+    /// a glibc build; `scratch` has no libc).
+    pub fn needs_glibc(self) -> bool {
+        match self {
+            Runtime::Node | Runtime::Python => true,
+        }
+    }
+
+    /// The check an engine makes before building: `Ok` when `run_image` is given or the runtime
+    /// needs none, else [`Error::NeedsRunImage`] saying what to pass.
+    pub fn check_run_image(self, run_image: Option<&str>) -> Result<(), Error> {
+        let scratch = run_image.is_none_or(|r| r.trim().is_empty() || r == "scratch");
+        if scratch && self.needs_glibc() {
+            return Err(Error::NeedsRunImage { runtime: self });
+        }
+        Ok(())
+    }
+
     pub fn official_mirror(self) -> &'static str {
         match self {
             Runtime::Node => NODE_OFFICIAL_MIRROR,
@@ -229,6 +247,12 @@ pub enum Error {
         what: String,
         source: std::io::Error,
     },
+    #[error(
+        "{runtime} apps need a glibc run image, and none was given (the default, scratch, has no \
+         libc): pass --run-image oci-archive:PATH or oci:DIR with glibc, libstdc++ and libssl, \
+         such as a Debian bookworm base"
+    )]
+    NeedsRunImage { runtime: Runtime },
     #[error("{}", unsatisfied_message(.runtime, .req, .found))]
     Unsatisfied {
         runtime: Runtime,
@@ -361,5 +385,16 @@ mod tests {
             "https://toml.example/node"
         );
         assert_eq!(Runtime::parse("python"), Some(Runtime::Python));
+    }
+
+    #[test]
+    fn glibc_runtimes_need_a_run_image() {
+        for missing in [None, Some("scratch"), Some("")] {
+            let err = Runtime::Node.check_run_image(missing).unwrap_err();
+            assert!(err.to_string().contains("--run-image"), "{err}");
+        }
+        assert!(Runtime::Python
+            .check_run_image(Some("oci-archive:debian.tar"))
+            .is_ok());
     }
 }

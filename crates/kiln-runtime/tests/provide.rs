@@ -471,3 +471,36 @@ fn layer_entries_place_and_prune() {
         assert!(!entries.iter().any(|e| e.path.contains(&tests)));
     }
 }
+
+/// Two builds fetching the same runtime at once both get it; one extraction wins the rename.
+#[test]
+fn concurrent_resolves_share_one_runtime() {
+    let server = node_mirror().serve();
+    let cache = tempfile::tempdir().unwrap();
+    let results: Vec<_> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..3)
+            .map(|_| {
+                s.spawn(|| {
+                    resolve(
+                        Runtime::Node,
+                        &req("21"),
+                        &[Provider::download(&server.base)],
+                        cache.path(),
+                    )
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap().unwrap())
+            .collect()
+    });
+    assert!(results.windows(2).all(|w| w[0].root == w[1].root));
+    let dir = cache.path().join("runtimes/node");
+    let left: Vec<String> = listing(&dir)
+        .into_iter()
+        .filter(|p| !p.starts_with("index-"))
+        .collect();
+    let name = format!("21.6.0-{NODE_PLATFORM}");
+    assert!(left.iter().all(|p| p.starts_with(&name)), "{left:?}");
+}
