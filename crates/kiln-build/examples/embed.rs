@@ -22,7 +22,7 @@ fn main() -> ExitCode {
     }
     match kiln_build::build(&opts, &mut std::io::stderr()) {
         Ok(report) => {
-            println!("{} {}", report.manifest_digest, report.output.display());
+            println!("{} {}", report.manifest_digest, output);
             for layer in &report.layers {
                 let how = if layer.reused { "reused" } else { "built" };
                 println!(

@@ -12,6 +12,8 @@ pub enum Error {
     Buildpack(#[from] kiln_buildpack::Error),
     #[error(transparent)]
     Oci(#[from] kiln_oci::Error),
+    #[error(transparent)]
+    Registry(#[from] kiln_registry::Error),
     #[error("no buildpack detected for {}\n{looked_for}", path.display())]
     NothingDetected { path: PathBuf, looked_for: String },
     #[error(

@@ -5,14 +5,17 @@
 //! re-tarring or recompressing (ko's "lazy layer").
 
 use std::collections::BTreeMap;
+use std::fs;
 use std::io::Write;
 use std::path::Path;
 
 use kiln_buildpack::plan::{Plan, APP_DIR, LAYERS_DIR};
 use kiln_oci::image::{self, Image};
 use kiln_oci::layer::{self, Entry, LayerOptions};
-use kiln_oci::source::{load_image, LoadedImage};
+use kiln_oci::reference::Reference;
+use kiln_oci::source::LoadedImage;
 use kiln_oci::spec::{self, History, ImageConfig, LayerRecord};
+use kiln_oci::store::BlobStore;
 
 use crate::cache::BuildCache;
 use crate::error::{IoContext, Result};
@@ -21,13 +24,15 @@ use crate::metadata::{
     BaseMetadata, BuildpackRef, ImageMetadata, LayerMetadata, ProcessMetadata, LABEL,
     METADATA_VERSION,
 };
-use crate::{BuildOptions, LayerDirs, LayerReport, OutputFormat};
+use crate::{BuildOptions, LayerDirs, LayerReport, OutputFormat, CAPTURED_DIR};
 
 /// `PATH` for images whose base sets none (scratch): Docker's default.
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 pub struct ExportInput<'a> {
     pub opts: &'a BuildOptions,
+    /// The run image, already loaded into the cache's store.
+    pub base: &'a LoadedImage,
     pub cache: &'a BuildCache,
     pub plan: &'a Plan,
     /// The app's entries under `/workspace`: from the working copy after the steps, or straight
@@ -49,7 +54,7 @@ struct PlannedLayer {
 
 pub fn export(input: &ExportInput<'_>, log: &mut dyn Write) -> Result<Exported> {
     let opts = input.opts;
-    let base = load_image(&opts.run_image, &input.cache.store)?;
+    let base = input.base;
     let layer_opts = LayerOptions {
         mtime: opts.source_date_epoch,
         compression: opts.compression,
@@ -115,39 +120,13 @@ pub fn export(input: &ExportInput<'_>, log: &mut dyn Write) -> Result<Exported> 
         records.push(record);
     }
 
-    let config = image_config(input, &base, &built)?;
-    let mut annotations = BTreeMap::from([(
-        spec::ANNOTATION_CREATED.to_owned(),
-        spec::rfc3339(opts.source_date_epoch),
-    )]);
-    if let Some(digest) = &base.manifest_digest {
-        annotations.insert(spec::ANNOTATION_BASE_NAME.into(), base.source.to_string());
-        annotations.insert(spec::ANNOTATION_BASE_DIGEST.into(), digest.to_string());
-    }
+    let config = image_config(input, base, &built);
+    let annotations = image_annotations(spec::rfc3339(opts.source_date_epoch), base);
     let image = image::assemble(&input.cache.store, config, &records, annotations)?;
-    if let Some(parent) = opts.output.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).ctx(|| format!("creating {}", parent.display()))?;
+    if let Some(output) = &opts.output {
+        let tag = opts.tag.as_ref();
+        write_output(&input.cache.store, &image, opts.format, tag, output, log)?;
     }
-    match opts.format {
-        OutputFormat::OciArchive => kiln_oci::archive::write_oci_archive(
-            &input.cache.store,
-            &image,
-            opts.tag.as_ref(),
-            &opts.output,
-        )?,
-        OutputFormat::OciDir => kiln_oci::archive::write_oci_dir(
-            &input.cache.store,
-            &image,
-            opts.tag.as_ref(),
-            &opts.output,
-        )?,
-    }
-    let _ = writeln!(
-        log,
-        "wrote {} ({})",
-        opts.output.display(),
-        image.manifest_digest
-    );
     Ok(Exported {
         image,
         layers: reports,
@@ -164,21 +143,36 @@ fn planned_layers(input: &ExportInput<'_>) -> Result<Vec<PlannedLayer>> {
             let Some(dir) = input.layer_dirs.get(&bp.id).and_then(|d| d.get(&spec.name)) else {
                 continue;
             };
-            let mut entries = Vec::new();
+            let image_dir = format!("{LAYERS_DIR}/{}/{}", bp.id, spec.name);
+            let captured_dir = format!("{}/{CAPTURED_DIR}", image_dir.trim_start_matches('/'));
+            let mut entries: Vec<Entry> = Vec::new();
             if !is_empty_dir(dir)? {
-                let image_dir = format!("{LAYERS_DIR}/{}/{}", bp.id, spec.name);
-                entries.extend(layer::tree_entries(dir, &image_dir)?);
+                entries.extend(
+                    layer::tree_entries(dir, &image_dir)?
+                        .into_iter()
+                        .filter(|e| {
+                            !(e.path == captured_dir
+                                || e.path.starts_with(&format!("{captured_dir}/")))
+                        }),
+                );
+                if entries.len() == 1 {
+                    entries.clear(); // only the layer directory itself: nothing of its own
+                }
             }
             for path in &spec.capture {
-                let captured = format!("{app_prefix}/{}", path.trim_end_matches('/'));
-                let (taken, kept): (Vec<Entry>, Vec<Entry>) = app.into_iter().partition(|e| {
-                    e.path == captured
+                let path = path.trim_end_matches('/');
+                let captured = format!("{app_prefix}/{path}");
+                // The app's own copy (in the source, when no step ran) gives way to the layer's.
+                app.retain(|e| {
+                    !(e.path == captured
                         || e.path
                             .strip_prefix(captured.as_str())
-                            .is_some_and(|rest| rest.starts_with('/'))
+                            .is_some_and(|rest| rest.starts_with('/')))
                 });
-                entries.extend(taken);
-                app = kept;
+                let host = dir.join(CAPTURED_DIR).join(path);
+                if fs::symlink_metadata(&host).is_ok() {
+                    entries.extend(layer::tree_entries(&host, &format!("{APP_DIR}/{path}"))?);
+                }
             }
             if entries.is_empty() {
                 continue;
@@ -203,37 +197,54 @@ fn is_empty_dir(dir: &Path) -> Result<bool> {
         .is_none())
 }
 
-/// The base config with Kiln's changes: default process as entrypoint, app dir as working dir,
-/// launch env, metadata label and history for the new layers.
+/// Manifest annotations of an image Kiln writes: its creation time and, for a base that has a
+/// digest, the base's name and digest (what a later rebase starts from).
+pub(crate) fn image_annotations(created: String, base: &LoadedImage) -> BTreeMap<String, String> {
+    let mut annotations = BTreeMap::from([(spec::ANNOTATION_CREATED.to_owned(), created)]);
+    if let Some(digest) = &base.manifest_digest {
+        annotations.insert(spec::ANNOTATION_BASE_NAME.into(), base.source.to_string());
+        annotations.insert(spec::ANNOTATION_BASE_DIGEST.into(), digest.to_string());
+    }
+    annotations
+}
+
+/// Writes `image` (blobs in `store`) as an archive or layout directory at `output`.
+pub(crate) fn write_output(
+    store: &BlobStore,
+    image: &Image,
+    format: OutputFormat,
+    tag: Option<&Reference>,
+    output: &Path,
+    log: &mut dyn Write,
+) -> Result<()> {
+    if let Some(parent) = output.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).ctx(|| format!("creating {}", parent.display()))?;
+    }
+    match format {
+        OutputFormat::OciArchive => {
+            kiln_oci::archive::write_oci_archive(store, image, tag, output)?
+        }
+        OutputFormat::OciDir => kiln_oci::archive::write_oci_dir(store, image, tag, output)?,
+    }
+    let _ = writeln!(
+        log,
+        "wrote {} ({})",
+        output.display(),
+        image.manifest_digest
+    );
+    Ok(())
+}
+
+/// The base config with Kiln's changes for a build's plan.
 fn image_config(
     input: &ExportInput<'_>,
     base: &LoadedImage,
     built: &[LayerMetadata],
-) -> Result<ImageConfig> {
-    let opts = input.opts;
+) -> ImageConfig {
     let plan = input.plan;
-    let created = spec::rfc3339(opts.source_date_epoch);
-    let mut config = base.config.clone();
-    config.created = Some(created.clone());
-    let runtime = &mut config.config;
-    if runtime.env_var("PATH").is_none() {
-        runtime.set_env_var("PATH", DEFAULT_PATH);
-    }
-    for (key, value) in &plan.launch_env {
-        runtime.set_env_var(key, value);
-    }
-    runtime.working_dir = Some(APP_DIR.to_owned());
-    // The base's Cmd would become arguments of our entrypoint: replace both.
-    runtime.entrypoint = plan.processes.first().map(|p| p.command.clone());
-    runtime.cmd = None;
     let metadata = ImageMetadata {
         version: METADATA_VERSION,
-        base: base.manifest_digest.as_ref().map(|digest| BaseMetadata {
-            name: base.source.to_string(),
-            digest: Some(digest.clone()),
-            top_layer: base.layers.last().map(|l| l.diff_id.clone()),
-            layer_count: base.layers.len(),
-        }),
+        base: None,
         buildpacks: plan
             .buildpacks
             .iter()
@@ -244,7 +255,45 @@ fn image_config(
             .collect(),
         layers: built.to_vec(),
         processes: plan.processes.iter().map(ProcessMetadata::from).collect(),
+        launch_env: Some(plan.launch_env.clone()),
     };
+    app_config(
+        base,
+        spec::rfc3339(input.opts.source_date_epoch),
+        plan.processes.first().map(|p| p.command.clone()),
+        metadata,
+    )
+}
+
+/// Kiln's config rules on top of `base`'s config, shared by build and rebase: `PATH` defaulted,
+/// launch env (from `metadata`) set, the app dir as working dir, `entrypoint` replacing the base's
+/// Entrypoint and Cmd, the metadata label (its `base` filled in from `base`) and history for
+/// `metadata.layers`.
+pub(crate) fn app_config(
+    base: &LoadedImage,
+    created: String,
+    entrypoint: Option<Vec<String>>,
+    mut metadata: ImageMetadata,
+) -> ImageConfig {
+    let mut config = base.config.clone();
+    config.created = Some(created.clone());
+    let runtime = &mut config.config;
+    if runtime.env_var("PATH").is_none() {
+        runtime.set_env_var("PATH", DEFAULT_PATH);
+    }
+    for (key, value) in metadata.launch_env.iter().flatten() {
+        runtime.set_env_var(key, value);
+    }
+    runtime.working_dir = Some(APP_DIR.to_owned());
+    // The base's Cmd would become arguments of our entrypoint: replace both.
+    runtime.entrypoint = entrypoint;
+    runtime.cmd = None;
+    metadata.base = base.manifest_digest.as_ref().map(|digest| BaseMetadata {
+        name: base.source.to_string(),
+        digest: Some(digest.clone()),
+        top_layer: base.layers.last().map(|l| l.diff_id.clone()),
+        layer_count: base.layers.len(),
+    });
     runtime.labels.insert(
         LABEL.to_owned(),
         String::from_utf8(kiln_oci::json::to_canonical_vec(&metadata)).expect("JSON is UTF-8"),
@@ -252,14 +301,16 @@ fn image_config(
     // History must pair with layers; extend it only when the base's is consistent.
     let base_layer_history = config.history.iter().filter(|h| !h.empty_layer).count();
     if base_layer_history == base.layers.len() {
-        config.history.extend(built.iter().map(|layer| History {
-            created: Some(created.clone()),
-            created_by: Some(format!("kiln: layer {}", layer.name)),
-            comment: None,
-            empty_layer: false,
-        }));
+        config
+            .history
+            .extend(metadata.layers.iter().map(|layer| History {
+                created: Some(created.clone()),
+                created_by: Some(format!("kiln: layer {}", layer.name)),
+                comment: None,
+                empty_layer: false,
+            }));
     } else {
         config.history.clear();
     }
-    Ok(config)
+    config
 }

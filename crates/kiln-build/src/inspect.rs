@@ -4,7 +4,7 @@
 use serde::Serialize;
 
 use kiln_oci::digest::Digest;
-use kiln_oci::source::{load_image, ImageSource};
+use kiln_oci::source::ImageSource;
 use kiln_oci::store::BlobStore;
 
 use crate::error::{IoContext, Result};
@@ -43,7 +43,8 @@ pub struct InspectedLayer {
 pub fn inspect(source: &ImageSource) -> Result<InspectReport> {
     let scratch = tempfile::tempdir().ctx(|| "creating a temporary directory")?;
     let store = BlobStore::open(scratch.path())?;
-    let image = load_image(source, &store)?;
+    let client = kiln_registry::Client::new(kiln_registry::ClientOptions::default());
+    let (image, _) = crate::registry::load_any(source, &store, &client, &mut std::io::sink())?;
     let runtime = &image.config.config;
     let metadata: Option<ImageMetadata> = runtime
         .labels

@@ -15,10 +15,14 @@ pub mod ignore;
 pub mod inspect;
 pub mod layer_cache;
 pub mod metadata;
+pub mod rebase;
+pub mod registry;
+pub mod registry_cache;
 pub mod source;
 pub mod step_cache;
 pub mod steps;
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::Write;
@@ -55,7 +59,8 @@ pub enum OutputFormat {
 #[derive(Debug, Clone)]
 pub struct BuildOptions {
     pub source: PathBuf,
-    pub output: PathBuf,
+    /// Where to write the image; `None` when it is only published.
+    pub output: Option<PathBuf>,
     pub format: OutputFormat,
     pub tag: Option<Reference>,
     pub run_image: ImageSource,
@@ -68,15 +73,24 @@ pub struct BuildOptions {
     /// Layer mtimes and the image `created` time, in seconds since the epoch.
     pub source_date_epoch: u64,
     pub compression: Compression,
+    /// Push the image here after building it.
+    pub publish: Option<Reference>,
+    /// Registry image the build cache is read from before and written to after the build.
+    pub cache_image: Option<Reference>,
+    /// How registries are reached (TLS exceptions, platform, concurrency, retries).
+    pub registry: kiln_registry::ClientOptions,
     /// Rebuild every layer and run every step, ignoring (but refreshing) the cache.
     pub no_cache: bool,
+    /// `KILN_*` overrides of detection and planning (`KILN_BUILDPACKS`, `KILN_NODE_VERSION`, …);
+    /// [`BuildOptions::new`] takes them from the process environment.
+    pub kiln_env: BTreeMap<String, String>,
 }
 
 impl BuildOptions {
     pub fn new(source: impl Into<PathBuf>, output: impl Into<PathBuf>) -> BuildOptions {
         BuildOptions {
             source: source.into(),
-            output: output.into(),
+            output: Some(output.into()),
             format: OutputFormat::OciArchive,
             tag: None,
             run_image: ImageSource::Scratch,
@@ -85,7 +99,11 @@ impl BuildOptions {
             env: default_step_env(),
             source_date_epoch: kiln_oci::layer::DEFAULT_MTIME,
             compression: Compression::DEFAULT,
+            publish: None,
+            cache_image: None,
+            registry: kiln_registry::ClientOptions::default(),
             no_cache: false,
+            kiln_env: kiln_buildpack::settings::kiln_env(),
         }
     }
 }
@@ -134,13 +152,22 @@ pub fn default_step_env() -> BTreeMap<String, String> {
 /// What a build produced, as printed by `kiln build --json`.
 #[derive(Debug, Clone, Serialize)]
 pub struct BuildReport {
-    pub output: PathBuf,
+    pub output: Option<PathBuf>,
     pub format: OutputFormat,
     pub manifest_digest: Digest,
     pub config_digest: Digest,
     pub layers: Vec<LayerReport>,
     pub steps: Vec<StepReport>,
     pub processes: Vec<Process>,
+    /// The run image's pull, when it came from a registry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pull: Option<registry::PullReport>,
+    /// The push of `--publish`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub push: Option<kiln_registry::PushReport>,
+    /// What `--cache-image` brought in and sent out.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache_image: Option<registry_cache::CacheImageReport>,
     pub timings: Timings,
 }
 
@@ -177,18 +204,36 @@ pub struct Timings {
     pub total_ms: u64,
 }
 
-/// Detects which buildpacks apply to `source`.
+/// Detects which buildpacks apply to `source`, with the caller's `KILN_*` overrides.
 pub fn detect(source: &Path, buildpacks: Option<&BuildpackSet>) -> Result<Detection> {
     let src = source::resolve_source(source)?;
-    let builtin;
-    let set = match buildpacks {
-        Some(set) => set,
-        None => {
-            builtin = BuildpackSet::builtin()?;
-            &builtin
-        }
-    };
-    Ok(kiln_buildpack::detect::detect(set, &src)?)
+    let set = buildpack_set(buildpacks)?;
+    let env = kiln_buildpack::settings::kiln_env();
+    Ok(kiln_buildpack::detect::detect_with(&set, &src, &env)?)
+}
+
+/// Detects and plans `source` (what `kiln plan` prints), with the caller's `KILN_*` overrides.
+/// Nothing detected is [`Error::NothingDetected`].
+pub fn plan(source: &Path, buildpacks: Option<&BuildpackSet>) -> Result<Plan> {
+    let src = source::resolve_source(source)?;
+    let set = buildpack_set(buildpacks)?;
+    let env = kiln_buildpack::settings::kiln_env();
+    let detection = kiln_buildpack::detect::detect_with(&set, &src, &env)?;
+    if !detection.detected {
+        return Err(nothing_detected(source, &detection));
+    }
+    let project = ProjectConfig::load(&src)?;
+    Ok(kiln_buildpack::plan::plan_with(
+        &set, &detection, &project, &src, &env,
+    )?)
+}
+
+/// The given buildpacks, or the built-in ones.
+fn buildpack_set(buildpacks: Option<&BuildpackSet>) -> Result<Cow<'_, BuildpackSet>> {
+    Ok(match buildpacks {
+        Some(set) => Cow::Borrowed(set),
+        None => Cow::Owned(BuildpackSet::builtin()?),
+    })
 }
 
 /// Runs a whole build, logging progress to `log`.
@@ -204,19 +249,34 @@ pub fn build(opts: &BuildOptions, log: &mut dyn Write) -> Result<BuildReport> {
         }
     };
     let project = ProjectConfig::load(&src)?;
-    let detection = kiln_buildpack::detect::detect(set, &src)?;
+    let detection = kiln_buildpack::detect::detect_with(set, &src, &opts.kiln_env)?;
     if !detection.detected {
         return Err(nothing_detected(&opts.source, &detection));
     }
     for verdict in &detection.buildpacks {
         let _ = writeln!(log, "detected {}: {}", verdict.id, verdict.reason);
     }
-    let plan = kiln_buildpack::plan::plan(set, &detection, &project, &src)?;
+    let plan = kiln_buildpack::plan::plan_with(set, &detection, &project, &src, &opts.kiln_env)?;
+    // The app found in a single top-level folder is the source of the build.
+    let src = match &plan.app_root {
+        Some(dir) => {
+            let _ = writeln!(log, "app root: {dir}/");
+            src.join(dir)
+        }
+        None => src,
+    };
     let detect_ms = elapsed_ms(started);
 
     let cache = BuildCache::open(&opts.cache_dir, log)?;
+    let client = kiln_registry::Client::new(opts.registry.clone());
+    // The base first: a missing or unreachable run image fails before any step runs.
+    let (base, pull) = registry::load_any(&opts.run_image, &cache.store, &client, log)?;
+    let cache_import = match &opts.cache_image {
+        Some(reference) => Some(registry_cache::import(&client, &cache, reference, log)?),
+        None => None,
+    };
     let scratch = cache.scratch_dir()?;
-    let rules = source::exclude_rules(&src, &project.build.exclude)?;
+    let rules = source::exclude_rules(&src, &project.build.exclude_patterns())?;
     let source_entries = source::source_entries(&src, &rules, APP_DIR)?;
 
     let steps_started = Instant::now();
@@ -224,7 +284,7 @@ pub fn build(opts: &BuildOptions, log: &mut dyn Write) -> Result<BuildReport> {
     let layer_dirs = &layers.dirs;
     // Copying the source is the main cost of a warm rebuild: when no step will run, nothing can
     // change the app, so its layer is made straight from the source tree.
-    let precheck = decide_steps(opts, &plan, &src, &layers, &cache)?;
+    let precheck = decide_steps(opts, &plan, &src, &rules, &layers, &cache)?;
     let (app, ran) = if precheck.iter().all(|(_, _, d)| d.skipped()) {
         if !precheck.is_empty() {
             let _ = writeln!(
@@ -254,7 +314,9 @@ pub fn build(opts: &BuildOptions, log: &mut dyn Write) -> Result<BuildReport> {
         let app_dir = make_dir(&scratch.path().join("app"))?;
         let copied = source::materialize(&source_entries, APP_DIR, &app_dir)?;
         let _ = writeln!(log, "copied {copied} source entries into the working copy");
+        move_captured(&plan, layer_dirs, &app_dir, Direction::IntoApp)?;
         let ran = run_steps(opts, &plan, &app_dir, &layers, &cache, scratch.path(), log)?;
+        move_captured(&plan, layer_dirs, &app_dir, Direction::IntoLayers)?;
         (kiln_oci::layer::tree_entries(&app_dir, APP_DIR)?, ran)
     };
     let steps_ms = elapsed_ms(steps_started);
@@ -263,6 +325,7 @@ pub fn build(opts: &BuildOptions, log: &mut dyn Write) -> Result<BuildReport> {
     let exported = export::export(
         &export::ExportInput {
             opts,
+            base: &base,
             cache: &cache,
             plan: &plan,
             app,
@@ -276,6 +339,28 @@ pub fn build(opts: &BuildOptions, log: &mut dyn Write) -> Result<BuildReport> {
         step_cache::save(cache.root(), buildpack, step, record)?;
     }
     let export_ms = elapsed_ms(export_started);
+    let push = match &opts.publish {
+        Some(target) => Some(registry::publish(
+            &client,
+            &cache.store,
+            &exported.image,
+            target,
+            Some(&opts.run_image),
+            log,
+        )?),
+        None => None,
+    };
+    let cache_image = match (&opts.cache_image, cache_import) {
+        (Some(reference), Some(imported)) => Some(registry_cache::export(
+            &client,
+            &cache,
+            reference,
+            &exported.image.manifest.layers,
+            imported,
+            log,
+        )?),
+        _ => None,
+    };
 
     Ok(BuildReport {
         output: opts.output.clone(),
@@ -285,6 +370,9 @@ pub fn build(opts: &BuildOptions, log: &mut dyn Write) -> Result<BuildReport> {
         layers: exported.layers,
         steps: ran.reports,
         processes: plan.processes.clone(),
+        pull,
+        push,
+        cache_image,
         timings: Timings {
             detect_ms,
             steps_ms,
@@ -351,11 +439,64 @@ fn prepare_layer_dirs(
     Ok(prepared)
 }
 
+/// Where a layer keeps the app paths it captures (`capture = ["node_modules"]`), inside its
+/// host directory: so a `cache = true` layer keeps them between builds like any other content.
+pub(crate) const CAPTURED_DIR: &str = ".kiln-captured";
+
+enum Direction {
+    /// Before the steps: captured paths kept from an earlier build go back into the app, where
+    /// tools expect them (`npm run build` needs `node_modules`).
+    IntoApp,
+    /// After the steps: captured paths leave the app for their layer.
+    IntoLayers,
+}
+
+fn move_captured(
+    plan: &Plan,
+    layer_dirs: &LayerDirs,
+    app_dir: &Path,
+    direction: Direction,
+) -> Result<()> {
+    for bp in &plan.buildpacks {
+        for layer in &bp.layers {
+            let Some(dir) = layer_dirs.get(&bp.id).and_then(|d| d.get(&layer.name)) else {
+                continue;
+            };
+            for path in &layer.capture {
+                let in_layer = dir.join(CAPTURED_DIR).join(path);
+                let in_app = app_dir.join(path);
+                let (from, to) = match direction {
+                    Direction::IntoApp => (in_layer, in_app),
+                    Direction::IntoLayers => (in_app, in_layer),
+                };
+                if fs::symlink_metadata(&from).is_err() {
+                    continue;
+                }
+                if fs::symlink_metadata(&to).is_ok() {
+                    let removed = if to.is_dir() {
+                        fs::remove_dir_all(&to)
+                    } else {
+                        fs::remove_file(&to)
+                    };
+                    removed.ctx(|| format!("replacing {}", to.display()))?;
+                }
+                if let Some(parent) = to.parent() {
+                    fs::create_dir_all(parent).ctx(|| format!("creating {}", parent.display()))?;
+                }
+                fs::rename(&from, &to)
+                    .ctx(|| format!("moving {} to {}", from.display(), to.display()))?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Every step's decision as things stand in the source tree, before any copy.
 fn decide_steps(
     opts: &BuildOptions,
     plan: &Plan,
     src: &Path,
+    rules: &ignore::ExcludeRules,
     layers: &PreparedLayers,
     cache: &BuildCache,
 ) -> Result<Vec<(String, String, step_cache::StepDecision)>> {
@@ -363,7 +504,7 @@ fn decide_steps(
     for bp in &plan.buildpacks {
         let restored = |layer: &str| layers.restored.contains(&(bp.id.clone(), layer.to_owned()));
         for step in &bp.steps {
-            let record = step_cache::current(bp, step, &opts.env, src)?;
+            let record = step_cache::current(bp, step, &opts.env, src, Some(rules))?;
             let decision =
                 step_cache::decide(cache.root(), bp, step, &record, &restored, opts.no_cache);
             out.push((bp.id.clone(), step.name.clone(), decision));
@@ -417,7 +558,7 @@ fn run_steps(
         let restored = |layer: &str| layers.restored.contains(&(bp.id.clone(), layer.to_owned()));
         for step in &bp.steps {
             let started = Instant::now();
-            let record = step_cache::current(bp, step, &opts.env, app_dir)?;
+            let record = step_cache::current(bp, step, &opts.env, app_dir, None)?;
             let decision =
                 step_cache::decide(cache.root(), bp, step, &record, &restored, opts.no_cache);
             if decision.skipped() {

@@ -2,6 +2,8 @@
 //! layer made each layer, the processes, and the base image (with its top layer, so a later rebase
 //! knows where the base ends). `kiln inspect` reads it back.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use kiln_oci::digest::Digest;
@@ -17,6 +19,10 @@ pub struct ImageMetadata {
     /// Kiln's layers, bottom to top (base layers are not listed).
     pub layers: Vec<LayerMetadata>,
     pub processes: Vec<ProcessMetadata>,
+    /// Env the buildpacks set for launch, so a rebase can re-apply it over a new base's env.
+    /// `None` in images built before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub launch_env: Option<BTreeMap<String, String>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

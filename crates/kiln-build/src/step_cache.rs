@@ -22,6 +22,7 @@ use kiln_oci::digest::Digest;
 
 use crate::cache::write_atomic;
 use crate::error::{Error, IoContext, Result};
+use crate::ignore::ExcludeRules;
 
 /// Bump when the key's description changes.
 const STEP_KEY_VERSION: &str = "kiln-step-key/v1";
@@ -90,14 +91,17 @@ fn record_path(cache_root: &Path, buildpack: &str, step: &str) -> PathBuf {
         .join(format!("{step}.json"))
 }
 
-/// Computes the step's record (key and input hashes) as things stand in `app_dir`.
+/// Computes the step's record (key and input hashes) as things stand in `app_dir`. `excluded`
+/// is given when `app_dir` is the source tree itself, so inputs are read exactly as the working
+/// copy would hold them.
 pub fn current(
     bp: &PlannedBuildpack,
     step: &Step,
     caller_env: &BTreeMap<String, String>,
     app_dir: &Path,
+    excluded: Option<&ExcludeRules>,
 ) -> Result<StepRecord> {
-    let inputs = hash_inputs(&step.inputs, app_dir)?;
+    let inputs = hash_inputs(&step.inputs, app_dir, excluded)?;
     let mut key = Sha256::new();
     let description = serde_json::json!({
         "version": STEP_KEY_VERSION,
@@ -174,7 +178,12 @@ pub fn save(cache_root: &Path, buildpack: &str, step: &str, record: &StepRecord)
 }
 
 /// sha256 of every regular file matching `patterns` under `app_dir` (symlinks are not followed).
-fn hash_inputs(patterns: &[String], app_dir: &Path) -> Result<BTreeMap<String, String>> {
+fn hash_inputs(
+    patterns: &[String],
+    app_dir: &Path,
+    excluded: Option<&ExcludeRules>,
+) -> Result<BTreeMap<String, String>> {
+    let is_excluded = |rel: &str| excluded.is_some_and(|rules| rules.is_excluded(rel));
     let mut out = BTreeMap::new();
     if patterns.is_empty() {
         return Ok(out);
@@ -193,7 +202,7 @@ fn hash_inputs(patterns: &[String], app_dir: &Path) -> Result<BTreeMap<String, S
                 })?;
             globs.add(glob);
             has_globs = true;
-        } else {
+        } else if !is_excluded(pattern) {
             hash_into(&mut out, app_dir, pattern)?;
         }
     }

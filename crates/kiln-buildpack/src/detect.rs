@@ -1,12 +1,16 @@
 //! Detection: which buildpacks apply to a source tree, and why (or why not).
 //! Rules only look at regular files and directories inside the tree; symlinks are not followed.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde::Serialize;
 
+use crate::analyze;
 use crate::error::{Error, Result};
+use crate::project::ProjectConfig;
 use crate::set::BuildpackSet;
+use crate::settings::Settings;
 use crate::source::{self, Document, Entry, Found};
 use crate::spec::{ContentMatch, DetectRules};
 
@@ -23,14 +27,40 @@ pub struct Detection {
     /// Passing buildpacks, in the order they will run.
     pub buildpacks: Vec<Verdict>,
     pub rejected: Vec<Verdict>,
+    /// The app's folder relative to the source root when the root itself holds no app but exactly
+    /// one top-level folder does (`app`); `None` when the app is the root.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub app_root: Option<String>,
 }
 
-/// Evaluates every buildpack of `set` against the tree at `src`.
+/// Directories never searched for the app root: dependencies, build outputs, VCS.
+const NOT_APP_ROOTS: &[&str] = &["node_modules", "vendor", "target", "dist", "build", "venv"];
+
+/// A root with more top-level folders than this is not "one folder holding the app"; searching
+/// them all would make detection cost grow with the tree.
+const MAX_APP_ROOT_CANDIDATES: usize = 32;
+
+/// Evaluates every buildpack of `set` against the tree at `src`, with `kiln.toml` read and no
+/// `KILN_*` overrides. See [`detect_with`].
+pub fn detect(set: &BuildpackSet, src: &Path) -> Result<Detection> {
+    detect_with(set, src, &BTreeMap::new())
+}
+
+/// Evaluates every buildpack of `set` against the tree at `src`; `env` holds the `KILN_*`
+/// variables (see [`crate::settings`]).
 ///
 /// A buildpack passes when all of its rules hold; its reason then lists what each rule found,
 /// joined by `; `. A failing buildpack's reason is the first rule that failed (`any`, `all`,
-/// `none`, then each `match`).
-pub fn detect(set: &BuildpackSet, src: &Path) -> Result<Detection> {
+/// `none`, then each `match`). A passing buildpack with an analyzer then runs it, so a malformed
+/// manifest (`package.json`, `pyproject.toml`, …) is an error naming the file and line, never a
+/// silent rejection. When nothing passes at the root, each top-level folder (one level, skipping
+/// `node_modules`, `vendor`, `target`, …) is tried; exactly one passing folder becomes the
+/// [`Detection::app_root`]. `kiln.toml` `buildpacks` or `KILN_BUILDPACKS` replace detection.
+pub fn detect_with(
+    set: &BuildpackSet,
+    src: &Path,
+    env: &BTreeMap<String, String>,
+) -> Result<Detection> {
     // The root itself is the user's choice and may be a symlink; everything below it may not.
     let meta = std::fs::metadata(src).map_err(|source| Error::Io {
         context: format!("reading source directory {}", src.display()),
@@ -42,25 +72,131 @@ pub fn detect(set: &BuildpackSet, src: &Path) -> Result<Detection> {
             source: std::io::Error::from(std::io::ErrorKind::NotADirectory),
         });
     }
+    let project = ProjectConfig::load(src)?;
+    let settings = Settings::resolve(&project, env);
+    if let Some((ids, from)) = &settings.buildpacks {
+        return pinned(set, src, ids, from);
+    }
+    let (buildpacks, rejected) = evaluate_all(set, src, "")?;
     let mut detection = Detection {
-        detected: false,
-        buildpacks: Vec::new(),
-        rejected: Vec::new(),
+        detected: !buildpacks.is_empty(),
+        buildpacks,
+        rejected,
+        app_root: None,
     };
-    for buildpack in &set.buildpacks {
-        let id = buildpack.spec.buildpack.id.clone();
-        match evaluate(&buildpack.spec.detect, src)? {
-            Ok(reason) => detection.buildpacks.push(Verdict { id, reason }),
-            Err(reason) => detection.rejected.push(Verdict { id, reason }),
+    if !detection.detected {
+        if let Some(found) = app_root(set, src)? {
+            detection = found;
         }
     }
-    detection.detected = !detection.buildpacks.is_empty();
     Ok(detection)
+}
+
+/// The detection in the single top-level folder where something passes, if there is exactly one.
+fn app_root(set: &BuildpackSet, src: &Path) -> Result<Option<Detection>> {
+    let candidates: Vec<String> = list_dirs(src)?
+        .into_iter()
+        .filter(|d| !NOT_APP_ROOTS.contains(&d.as_str()))
+        .collect();
+    if candidates.len() > MAX_APP_ROOT_CANDIDATES {
+        return Ok(None);
+    }
+    let mut found = Vec::new();
+    for dir in candidates {
+        let (passed, rejected) = evaluate_all(set, &src.join(&dir), &format!("{dir}/"))?;
+        if !passed.is_empty() {
+            found.push((dir, passed, rejected));
+        }
+    }
+    if found.len() != 1 {
+        return Ok(None);
+    }
+    let (dir, passed, rejected) = found.remove(0);
+    let tag = |v: Verdict| Verdict {
+        reason: format!("{} (in {dir}/)", v.reason),
+        id: v.id,
+    };
+    Ok(Some(Detection {
+        detected: true,
+        buildpacks: passed.into_iter().map(tag).collect(),
+        rejected: rejected.into_iter().map(tag).collect(),
+        app_root: Some(dir),
+    }))
+}
+
+/// `(passed, rejected)` for every buildpack of `set` on the app at `dir` (`prefix` names it
+/// relative to the source root in errors).
+fn evaluate_all(
+    set: &BuildpackSet,
+    dir: &Path,
+    prefix: &str,
+) -> Result<(Vec<Verdict>, Vec<Verdict>)> {
+    let (mut passed, mut rejected) = (Vec::new(), Vec::new());
+    for buildpack in &set.buildpacks {
+        let id = buildpack.spec.buildpack.id.clone();
+        match evaluate(&buildpack.spec.detect, dir)? {
+            Ok(reason) => {
+                if let Some(name) = &buildpack.spec.detect.analyzer {
+                    // Facts are recomputed when planning; here only its errors matter.
+                    analyze::run(name, dir, prefix)?;
+                }
+                passed.push(Verdict { id, reason })
+            }
+            Err(reason) => rejected.push(Verdict { id, reason }),
+        }
+    }
+    Ok((passed, rejected))
+}
+
+/// The detection for buildpacks pinned by `kiln.toml` or `KILN_BUILDPACKS`, in the pinned order.
+fn pinned(set: &BuildpackSet, src: &Path, ids: &[String], from: &str) -> Result<Detection> {
+    let mut buildpacks = Vec::new();
+    for id in ids {
+        let buildpack = set.get(id).ok_or_else(|| {
+            let known: Vec<&str> = set
+                .buildpacks
+                .iter()
+                .map(|b| b.spec.buildpack.id.as_str())
+                .collect();
+            Error::Template(format!(
+                "{from}: unknown buildpack {id:?} (known: {})",
+                known.join(", ")
+            ))
+        })?;
+        if let Some(name) = &buildpack.spec.detect.analyzer {
+            analyze::run(name, src, "")?;
+        }
+        buildpacks.push(Verdict {
+            id: id.clone(),
+            reason: format!("pinned by {from}"),
+        });
+    }
+    let rejected = set
+        .buildpacks
+        .iter()
+        .filter(|b| !ids.contains(&b.spec.buildpack.id))
+        .map(|b| Verdict {
+            id: b.spec.buildpack.id.clone(),
+            reason: format!("not pinned ({from})"),
+        })
+        .collect();
+    Ok(Detection {
+        detected: !buildpacks.is_empty(),
+        buildpacks,
+        rejected,
+        app_root: None,
+    })
+}
+
+/// The non-hidden directories directly in `src` (not following symlinks), sorted.
+fn list_dirs(src: &Path) -> Result<Vec<String>> {
+    analyze::Tree { src, prefix: "" }.list(".", true)
 }
 
 /// `Ok(pass reason)` or `Err(fail reason)`; the outer `Result` is for I/O failures only.
 fn evaluate(rules: &DetectRules, src: &Path) -> Result<std::result::Result<String, String>> {
     let has_rules = !(rules.any.is_empty()
+        && rules.any_match.is_empty()
         && rules.all.is_empty()
         && rules.none.is_empty()
         && rules.matches.is_empty());
@@ -70,11 +206,24 @@ fn evaluate(rules: &DetectRules, src: &Path) -> Result<std::result::Result<Strin
     }
     let mut passed = Vec::new();
 
-    if !rules.any.is_empty() {
-        match first_present(&rules.any, src)? {
-            Some(path) => passed.push(format!("found {path}")),
-            None if rules.any.len() == 1 => return Ok(Err(format!("missing {}", rules.any[0]))),
-            None => return Ok(Err(format!("none of {} found", rules.any.join(", ")))),
+    if !rules.any.is_empty() || !rules.any_match.is_empty() {
+        let mut found = first_present(&rules.any, src)?.map(|path| format!("found {path}"));
+        for rule in &rules.any_match {
+            if found.is_some() {
+                break;
+            }
+            found = content_match(rule, src)?.ok();
+        }
+        let looked_for: Vec<String> = rules
+            .any
+            .iter()
+            .cloned()
+            .chain(rules.any_match.iter().map(describe_match))
+            .collect();
+        match found {
+            Some(reason) => passed.push(reason),
+            None if looked_for.len() == 1 => return Ok(Err(format!("missing {}", looked_for[0]))),
+            None => return Ok(Err(format!("none of {} found", looked_for.join(", ")))),
         }
     }
     if !rules.all.is_empty() {
@@ -100,9 +249,42 @@ fn evaluate(rules: &DetectRules, src: &Path) -> Result<std::result::Result<Strin
     Ok(Ok(passed.join("; ")))
 }
 
-/// Whether `rel` is a regular file or directory reached without symlinks.
+/// Whether `rel` is a regular file or directory reached without symlinks. A `*` in the last
+/// component (`*.csproj`, `src/bin/*.rs`) matches by listing that one directory, never deeper.
 fn present(rel: &str, src: &Path) -> Result<bool> {
+    let (dir, name) = rel.rsplit_once('/').unwrap_or((".", rel));
+    if name.contains('*') {
+        if dir.contains('*') || !(dir == "." || source::entry(src, dir)? == Entry::Dir) {
+            return Ok(false);
+        }
+        let tree = analyze::Tree { src, prefix: "" };
+        let files = tree
+            .list(dir, false)?
+            .into_iter()
+            .chain(tree.list(dir, true)?);
+        return Ok(files.into_iter().any(|f| wildcard(name, &f)));
+    }
     Ok(matches!(source::entry(src, rel)?, Entry::File | Entry::Dir))
+}
+
+/// `*` matches any run of characters (the name has no `/`).
+fn wildcard(pattern: &str, name: &str) -> bool {
+    let mut parts = pattern.split('*');
+    let first = parts.next().unwrap_or("");
+    let Some(mut rest) = name.strip_prefix(first) else {
+        return false;
+    };
+    let parts: Vec<&str> = parts.collect();
+    for (i, part) in parts.iter().enumerate() {
+        if i + 1 == parts.len() {
+            return rest.len() >= part.len() && rest.ends_with(part);
+        }
+        match rest.find(part) {
+            Some(at) => rest = &rest[at + part.len()..],
+            None => return false,
+        }
+    }
+    rest.is_empty()
 }
 
 fn first_present<'a>(paths: &'a [String], src: &Path) -> Result<Option<&'a str>> {
@@ -158,6 +340,15 @@ fn content_match(rule: &ContentMatch, src: &Path) -> Result<std::result::Result<
     Ok(Ok(format!("{file} {}", found.join(" and "))))
 }
 
+/// A content rule as something looked for: `main.ts containing "deno.land/"`.
+fn describe_match(rule: &ContentMatch) -> String {
+    match (&rule.key, &rule.contains) {
+        (Some(key), _) => format!("{} with key {key}", rule.file),
+        (None, Some(needle)) => format!("{} containing {needle:?}", rule.file),
+        (None, None) => rule.file.clone(),
+    }
+}
+
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     needle.is_empty() || haystack.windows(needle.len()).any(|w| w == needle)
 }
@@ -179,6 +370,20 @@ mod tests {
     fn no_rules_never_pass() {
         let dir = tempfile::tempdir().unwrap();
         assert_eq!(eval("", dir.path()), Err("declares no detect rules".into()));
+    }
+
+    #[test]
+    fn wildcards() {
+        assert!(wildcard("*.csproj", "App.csproj"));
+        assert!(!wildcard("*.csproj", "App.csproj.user"));
+        assert!(wildcard("a*b*c", "aXbYc"));
+        assert!(!wildcard("a*b*c", "aXc"));
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("Web.fsproj"), "").unwrap();
+        assert_eq!(
+            eval("any = [\"*.csproj\", \"*.fsproj\"]", dir.path()),
+            Ok("found *.fsproj".into())
+        );
     }
 
     #[test]

@@ -7,11 +7,21 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// A malformed `buildpack.toml`, `kiln.toml`, `order.toml` or `Procfile`.
-    #[error("{}{}: {message}", path.display(), line.map(|l| format!(":{l}")).unwrap_or_default())]
+    /// A malformed `buildpack.toml`, `kiln.toml`, `order.toml`, `Procfile`, or an app manifest
+    /// an analyzer reads (`package.json`, `pyproject.toml`, `Cargo.toml`, `composer.json`, …):
+    /// `path:line:column: message`, with what the parser knows of the location.
+    #[error(
+        "{}{}{}: {message}",
+        path.display(),
+        line.map(|l| format!(":{l}")).unwrap_or_default(),
+        column.filter(|_| line.is_some()).map(|c| format!(":{c}")).unwrap_or_default()
+    )]
     Manifest {
         path: PathBuf,
+        /// 1-based.
         line: Option<usize>,
+        /// 1-based, in characters; only with a line.
+        column: Option<usize>,
         message: String,
     },
     #[error("{context}: {source}")]

@@ -6,6 +6,7 @@
 //! Flow: [`BuildpackSet`] (built-in or loaded from a directory, in detection order) →
 //! [`detect::detect`] → [`plan::plan`] → [`plan::Plan`].
 
+pub mod analyze;
 pub mod detect;
 pub mod error;
 mod manifest;
@@ -13,6 +14,7 @@ pub mod plan;
 pub mod procfile;
 pub mod project;
 pub mod set;
+pub mod settings;
 mod source;
 pub mod spec;
 pub mod template;

@@ -7,16 +7,21 @@ use std::path::{Component, Path};
 use serde::de::DeserializeOwned;
 
 use crate::error::{Error, Result};
-use crate::spec::{BuildpackToml, CommandSpec};
+use crate::spec::{BuildpackToml, CommandSpec, VersionFormat};
 use crate::template::{self, Var};
 
 /// Deserializes `text`; a syntax or schema error becomes [`Error::Manifest`] with the 1-based line
-/// the parser points at and its message alone (its rendered snippet would repeat the file).
+/// and column the parser points at and its message alone (its rendered snippet would repeat the
+/// file).
 pub(crate) fn parse_toml<T: DeserializeOwned>(text: &str, path: &Path) -> Result<T> {
-    toml::from_str(text).map_err(|e| Error::Manifest {
-        path: path.to_path_buf(),
-        line: e.span().map(|span| error_line(text, span.start)),
-        message: one_line(e.message()),
+    toml::from_str(text).map_err(|e| {
+        let location = e.span().map(|span| error_location(text, span.start));
+        Error::Manifest {
+            path: path.to_path_buf(),
+            line: location.map(|(line, _)| line),
+            column: location.map(|(_, column)| column),
+            message: one_line(e.message()),
+        }
     })
 }
 
@@ -24,8 +29,22 @@ pub(crate) fn parse_toml<T: DeserializeOwned>(text: &str, path: &Path) -> Result
 /// file (`any = ["x"` on the last line) is reported at end of input, which may be an empty line
 /// after the final newline; the last line with content is where the fix goes.
 pub(crate) fn error_line(text: &str, offset: usize) -> usize {
+    error_location(text, offset).0
+}
+
+/// `(line, column)`, both 1-based (the column in characters), of a parse error at byte
+/// `offset`, moved back to the last content of the file like [`error_line`].
+pub(crate) fn error_location(text: &str, offset: usize) -> (usize, usize) {
     let content_end = text.trim_end().len();
-    line_of(text, offset.min(content_end.saturating_sub(1)))
+    let mut offset = offset.min(content_end.saturating_sub(1)).min(text.len());
+    while !text.is_char_boundary(offset) {
+        offset -= 1;
+    }
+    let line_start = text[..offset].rfind('\n').map_or(0, |at| at + 1);
+    (
+        line_of(text, offset),
+        text[line_start..offset].chars().count() + 1,
+    )
 }
 
 /// The parser's message on one line: it puts details (`expected `]``) on lines of their own.
@@ -53,6 +72,7 @@ pub(crate) fn invalid(path: &Path, message: impl Into<String>) -> Error {
     Error::Manifest {
         path: path.to_path_buf(),
         line: None,
+        column: None,
         message: message.into(),
     }
 }
@@ -148,7 +168,7 @@ pub(crate) fn validate_buildpack(spec: &BuildpackToml, path: &Path) -> Result<()
                 .map_err(|why| invalid(path, format!("detect.{rule}: path {p:?} {why}")))?;
         }
     }
-    for m in &detect.matches {
+    for m in detect.matches.iter().chain(&detect.any_match) {
         check_relative(&m.file)
             .map_err(|why| invalid(path, format!("detect.match: file {:?} {why}", m.file)))?;
         if m.key.is_none() && m.contains.is_none() {
@@ -168,6 +188,46 @@ pub(crate) fn validate_buildpack(spec: &BuildpackToml, path: &Path) -> Result<()
                 ));
             }
             check_key(key).map_err(|why| invalid(path, format!("detect.match: key {why}")))?;
+        }
+    }
+
+    if let Some(name) = &detect.analyzer {
+        if !crate::analyze::ANALYZERS.contains(&name.as_str()) {
+            return Err(invalid(
+                path,
+                format!(
+                    "detect.analyzer {name:?} is not one of {}",
+                    crate::analyze::ANALYZERS.join(", ")
+                ),
+            ));
+        }
+    }
+    for v in &spec.versions {
+        check_relative(&v.file)
+            .map_err(|why| invalid(path, format!("versions: file {:?} {why}", v.file)))?;
+        let needed = match v.format {
+            VersionFormat::Text => None,
+            VersionFormat::ToolVersions => v.tool.is_none().then_some("tool"),
+            VersionFormat::Key => v.key.is_none().then_some("key"),
+            VersionFormat::Pattern => (!v.pattern.as_deref().is_some_and(|p| p.contains("{}")))
+                .then_some("pattern containing {}"),
+        };
+        if let Some(field) = needed {
+            return Err(invalid(
+                path,
+                format!("versions: {:?} needs `{field}` for its format", v.file),
+            ));
+        }
+    }
+    for f in &spec.frameworks {
+        check_relative(&f.file)
+            .map_err(|why| invalid(path, format!("frameworks: file {:?} {why}", f.file)))?;
+    }
+    for f in &spec.facts {
+        check_relative(&f.file)
+            .map_err(|why| invalid(path, format!("facts: file {:?} {why}", f.file)))?;
+        if f.name.is_empty() {
+            return Err(invalid(path, "facts: a rule has an empty name"));
         }
     }
 
@@ -200,7 +260,11 @@ pub(crate) fn validate_buildpack(spec: &BuildpackToml, path: &Path) -> Result<()
         if step.name.trim().is_empty() {
             return Err(invalid(path, "a build step has an empty name"));
         }
-        if !steps.insert(step.name.as_str()) {
+        // Variants of one step (npm/yarn/pnpm installs) share a name under different `when`s; the
+        // first whose `when` holds is planned, so a variant after an unconditional one is dead.
+        if !steps.insert((step.name.as_str(), step.when.is_empty())) && step.when.is_empty()
+            || steps.contains(&(step.name.as_str(), true)) && !step.when.is_empty()
+        {
             return Err(invalid(
                 path,
                 format!("build step {:?} declared twice", step.name),
@@ -276,13 +340,16 @@ pub(crate) fn validate_buildpack(spec: &BuildpackToml, path: &Path) -> Result<()
                 format!("process type {kind:?} must match [A-Za-z0-9_-]+"),
             ));
         }
-        if !types.insert(kind.as_str()) {
+        // As for steps: variants under different `when`s, the first that holds is planned.
+        if !types.insert((kind.as_str(), process.when.is_empty())) && process.when.is_empty()
+            || types.contains(&(kind.as_str(), true)) && !process.when.is_empty()
+        {
             return Err(invalid(
                 path,
                 format!("process type {kind:?} declared twice"),
             ));
         }
-        if process.default {
+        if process.default && !defaults.contains(&kind.as_str()) {
             defaults.push(kind.as_str());
         }
         let empty = match &process.command {
@@ -344,11 +411,16 @@ fn check_template(text: &str, layers: &BTreeSet<&str>, path: &Path) -> Result<()
                     path,
                     format!(
                         "unknown variable `${{{var}}}` in {text:?} (known: ${{app}}, \
-                         ${{layer:NAME}}, ${{toml:FILE:KEY}}, ${{json:FILE:KEY}})"
+                         ${{layer:NAME}}, ${{fact:NAME}}, ${{toml:FILE:KEY}}, ${{json:FILE:KEY}})"
                     ),
                 ))
             }
             Some(Var::App) => {}
+            Some(Var::Fact(name)) => {
+                if name.is_empty() {
+                    return Err(invalid(path, format!("`${{{var}}}` names no fact")));
+                }
+            }
             Some(Var::Layer(name)) => {
                 if !layers.contains(name) {
                     return Err(invalid(
@@ -410,7 +482,7 @@ mod tests {
         let e = check("[buildpack]\nid = \"x\"\nversion = \"1\"\n[detect]\nany = [\"x\"\n\n")
             .unwrap_err()
             .to_string();
-        assert_eq!(e, "bp/buildpack.toml:5: invalid array: expected `]`");
+        assert_eq!(e, "bp/buildpack.toml:5:10: invalid array: expected `]`");
     }
 
     #[test]
@@ -533,7 +605,7 @@ mod tests {
         let e = err("[[processes]]\ntype = \"web\"\ncommand = 5\n");
         assert_eq!(
             e,
-            "bp/buildpack.toml:6: expected a command string or an array of strings (argv)"
+            "bp/buildpack.toml:6:11: expected a command string or an array of strings (argv)"
         );
     }
 

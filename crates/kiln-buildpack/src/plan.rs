@@ -8,13 +8,17 @@ use std::path::Path;
 
 use serde::Serialize;
 
+use crate::analyze::{self, Facts, Sourced};
 use crate::detect::Detection;
 use crate::error::{Error, Result};
 use crate::procfile;
 use crate::project::ProjectConfig;
 use crate::set::BuildpackSet;
+use crate::settings::Settings;
 use crate::source::{self, Document, Found};
-use crate::spec::{CommandSpec, LayerSpec, ProcessFileFormat};
+use crate::spec::{
+    BuildpackToml, CommandSpec, LayerSpec, ProcessFileFormat, VersionFormat, VersionSource, When,
+};
 use crate::template::{self, SourceFormat, Var};
 
 /// Where the app lives in the image.
@@ -22,8 +26,18 @@ pub const APP_DIR: &str = "/workspace";
 /// Root of buildpack layers in the image: `/layers/<buildpack>/<layer>`.
 pub const LAYERS_DIR: &str = "/layers";
 
+/// The plan's JSON schema version (`docs/plan-schema.md`); bumped on any incompatible change.
+pub const SCHEMA_VERSION: u32 = 1;
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Plan {
+    pub schema_version: u32,
+    /// The app's folder relative to the source root, when it is not the root (see
+    /// [`Detection::app_root`]): the engine builds `SRC/<app_root>`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub app_root: Option<String>,
+    /// Each buildpack's version requirement with its source, by buildpack id.
+    pub versions: BTreeMap<String, Sourced>,
     pub buildpacks: Vec<PlannedBuildpack>,
     /// Default process first, then the others by type.
     pub processes: Vec<Process>,
@@ -37,6 +51,8 @@ pub struct PlannedBuildpack {
     pub version: String,
     /// Why it passed detection.
     pub reason: String,
+    /// What its analyzer and declarative rules found (version, package manager, …).
+    pub facts: Facts,
     pub steps: Vec<Step>,
     pub layers: Vec<LayerSpec>,
 }
@@ -65,26 +81,57 @@ pub struct Process {
     /// The argv the container runs (shell commands already wrapped in `/bin/sh -c`).
     pub command: Vec<String>,
     pub default: bool,
-    /// The buildpack that declared it (later buildpacks override earlier ones by type).
+    /// The buildpack that declared it (later buildpacks override earlier ones by type), or
+    /// `kiln.toml` / `KILN_START_COMMAND` for a user override.
     pub buildpack: String,
 }
 
-/// Builds the plan for the passing buildpacks of `detection`.
-///
-/// Processes: a later buildpack replaces an earlier one's process of the same type, and within a
-/// buildpack `processes_from` replaces `[[processes]]`. The default process is `web` if there is
-/// one; otherwise the type marked `default = true` by the last buildpack that marks one; otherwise
-/// the first type alphabetically.
+/// Builds the plan for the passing buildpacks of `detection`, without `KILN_*` overrides. See
+/// [`plan_with`].
 pub fn plan(
     set: &BuildpackSet,
     detection: &Detection,
     project: &ProjectConfig,
     src: &Path,
 ) -> Result<Plan> {
+    plan_with(set, detection, project, src, &BTreeMap::new())
+}
+
+/// Builds the plan for the passing buildpacks of `detection`; `env` holds `KILN_*` variables.
+///
+/// Each buildpack's facts come from its analyzer, then its `[[versions]]`/`[[frameworks]]` for
+/// what the analyzer left open, then version pins (`KILN_<ID>_VERSION` over `kiln.toml`
+/// `[versions]`). Steps and processes whose `when` does not hold are left out; of several with
+/// the same name/type, the first that holds is planned.
+///
+/// Processes: a later buildpack replaces an earlier one's process of the same type, and within a
+/// buildpack `processes_from` replaces `[[processes]]`; `kiln.toml` `[processes]` and
+/// `KILN_START_COMMAND` (for `web`) replace them all. The default process is `web` if there is
+/// one; otherwise the type marked `default = true` by the last buildpack that marks one;
+/// otherwise the first type alphabetically.
+pub fn plan_with(
+    set: &BuildpackSet,
+    detection: &Detection,
+    project: &ProjectConfig,
+    src: &Path,
+    env: &BTreeMap<String, String>,
+) -> Result<Plan> {
+    let settings = Settings::resolve(project, env);
+    let app = match &detection.app_root {
+        Some(dir) => src.join(dir),
+        None => src.to_path_buf(),
+    };
+    let prefix = detection
+        .app_root
+        .as_ref()
+        .map(|d| format!("{d}/"))
+        .unwrap_or_default();
+    let src = app.as_path();
     let mut buildpacks = Vec::with_capacity(detection.buildpacks.len());
     let mut processes: BTreeMap<String, Process> = BTreeMap::new();
     let mut marked_default: Option<String> = None;
     let mut launch_env = BTreeMap::new();
+    let mut versions = BTreeMap::new();
 
     for verdict in &detection.buildpacks {
         let buildpack = set.get(&verdict.id).ok_or_else(|| {
@@ -95,7 +142,15 @@ pub fn plan(
         })?;
         let spec = &buildpack.spec;
         let id = &spec.buildpack.id;
-        let sources = Sources { src, buildpack: id };
+        let facts = facts_of(spec, src, &prefix, &settings)?;
+        if let Some(version) = &facts.version {
+            versions.insert(id.clone(), version.clone());
+        }
+        let sources = Sources {
+            src,
+            buildpack: id,
+            facts: &facts,
+        };
         let layers_root = format!("{LAYERS_DIR}/{id}");
 
         // The environment every step of this buildpack starts from: its [build.env], then
@@ -108,8 +163,11 @@ pub fn plan(
         for (key, value) in &project.build.env {
             base_env.insert(key.clone(), template::escape(value));
         }
-        let mut steps = Vec::with_capacity(spec.build.steps.len());
+        let mut steps: Vec<Step> = Vec::with_capacity(spec.build.steps.len());
         for step in &spec.build.steps {
+            if !holds(&step.when, &facts) || steps.iter().any(|s| s.name == step.name) {
+                continue;
+            }
             let mut env = base_env.clone();
             for (key, value) in &step.env {
                 env.insert(key.clone(), sources.for_step(value)?);
@@ -131,6 +189,9 @@ pub fn plan(
 
         let mut own: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for process in &spec.processes {
+            if !holds(&process.when, &facts) || own.contains_key(&process.kind) {
+                continue;
+            }
             let command = match &process.command {
                 CommandSpec::Exec(argv) => argv
                     .iter()
@@ -172,9 +233,23 @@ pub fn plan(
             id: id.clone(),
             version: spec.buildpack.version.clone(),
             reason: verdict.reason.clone(),
+            facts,
             steps,
             layers: spec.layers.clone(),
         });
+    }
+    // The user's own commands are shell lines like a Procfile's, not templates.
+    for (kind, (command, from)) in &settings.processes {
+        let from = from.split(' ').next().unwrap_or(from).to_owned();
+        processes.insert(
+            kind.clone(),
+            Process {
+                kind: kind.clone(),
+                command: argv_of(command),
+                default: false,
+                buildpack: from,
+            },
+        );
     }
 
     let default = if processes.contains_key("web") {
@@ -191,9 +266,107 @@ pub fn plan(
     ordered.extend(processes.into_values());
 
     Ok(Plan {
+        schema_version: SCHEMA_VERSION,
+        app_root: detection.app_root.clone(),
+        versions,
         buildpacks,
         processes: ordered,
         launch_env,
+    })
+}
+
+/// Whether every fact named in `when` has (one of) the given value(s).
+fn holds(when: &When, facts: &Facts) -> bool {
+    when.iter()
+        .all(|(name, want)| facts.get(name).is_some_and(|have| want.matches(&have)))
+}
+
+/// The buildpack's facts: analyzer, then declarative version sources, framework and fact rules
+/// for what it left open, then the user's version pin.
+fn facts_of(spec: &BuildpackToml, src: &Path, prefix: &str, settings: &Settings) -> Result<Facts> {
+    let mut facts = match &spec.detect.analyzer {
+        Some(name) => analyze::run(name, src, prefix)?,
+        None => Facts::default(),
+    };
+    let tree = analyze::Tree { src, prefix };
+    if facts.version.is_none() {
+        for source in &spec.versions {
+            if let Some(version) = declared_version(&tree, source)? {
+                let from = match (&source.tool, &source.key) {
+                    (Some(tool), _) => format!("{} {tool}", source.file),
+                    (_, Some(key)) => format!("{} {key}", source.file),
+                    _ => source.file.clone(),
+                };
+                facts.version = Some(Sourced { version, from });
+                break;
+            }
+        }
+    }
+    if facts.framework.is_none() {
+        for rule in &spec.frameworks {
+            if tree
+                .text(&rule.file)?
+                .is_some_and(|t| t.contains(&rule.contains))
+            {
+                facts.framework = Some(rule.name.clone());
+                break;
+            }
+        }
+    }
+    for rule in &spec.facts {
+        if facts.get(&rule.name).is_some() {
+            continue;
+        }
+        let holds = match (tree.text(&rule.file)?, &rule.contains) {
+            (Some(text), Some(needle)) => text.contains(needle.as_str()),
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        if holds {
+            facts.set(&rule.name, rule.value.clone());
+        }
+    }
+    if let Some(pin) = settings.versions.get(&spec.buildpack.id) {
+        facts.version = Some(pin.clone());
+    }
+    Ok(facts)
+}
+
+fn declared_version(tree: &analyze::Tree, source: &VersionSource) -> Result<Option<String>> {
+    Ok(match source.format {
+        VersionFormat::Text => tree
+            .text(&source.file)?
+            .as_deref()
+            .and_then(analyze::version_text),
+        VersionFormat::ToolVersions => {
+            let tool = source.tool.as_deref().unwrap_or("");
+            tree.text(&source.file)?
+                .and_then(|t| analyze::tool_version(&t, &[tool]))
+        }
+        VersionFormat::Key => {
+            let key = source.key.as_deref().unwrap_or("");
+            let found = match source::format_of(&source.file) {
+                Some(format) => match tree.text(&source.file)? {
+                    Some(text) => Document::parse(format, text.as_bytes())
+                        .ok()
+                        .map(|doc| doc.get(key)),
+                    None => None,
+                },
+                None => None,
+            };
+            match found {
+                Some(Found::Scalar(v)) => Some(v),
+                _ => None,
+            }
+        }
+        VersionFormat::Pattern => {
+            let pattern = source.pattern.as_deref().unwrap_or("{}");
+            let (before, after) = pattern.split_once("{}").unwrap_or((pattern, ""));
+            tree.text(&source.file)?.and_then(|t| {
+                // An empty `after` means "to the end of the line".
+                analyze::between(&t, before, if after.is_empty() { "\n" } else { after })
+            })
+        }
     })
 }
 
@@ -201,6 +374,7 @@ pub fn plan(
 struct Sources<'a> {
     src: &'a Path,
     buildpack: &'a str,
+    facts: &'a Facts,
 }
 
 impl Sources<'_> {
@@ -208,6 +382,12 @@ impl Sources<'_> {
     fn for_step(&self, input: &str) -> Result<String> {
         template::expand_some(input, &mut |var| match template::parse_var(var) {
             Some(Var::Source { format, file, key }) => self.value(var, format, file, key).map(Some),
+            Some(Var::Fact(name)) => self.facts.get(name).map(Some).ok_or_else(|| {
+                self.error(
+                    var,
+                    format!("no fact {name:?} for this app (guard it with `when`)"),
+                )
+            }),
             _ => Ok(None),
         })
     }
@@ -247,6 +427,7 @@ fn read_procfile(src: &Path, file: &str, buildpack: &str) -> Result<Vec<(String,
     let bytes = source::read_regular(src, file)?.map_err(|entry| Error::Manifest {
         path: path.clone(),
         line: None,
+        column: None,
         message: format!(
             "{} (buildpack {buildpack} reads its processes from it)",
             entry.describe()
@@ -255,6 +436,7 @@ fn read_procfile(src: &Path, file: &str, buildpack: &str) -> Result<Vec<(String,
     let text = String::from_utf8(bytes).map_err(|e| Error::Manifest {
         path: path.clone(),
         line: None,
+        column: None,
         message: format!("not valid UTF-8: {e}"),
     })?;
     procfile::parse(&text, &path)
@@ -318,6 +500,7 @@ mod tests {
                 })
                 .collect(),
             rejected: Vec::new(),
+            app_root: None,
         }
     }
 
@@ -475,7 +658,9 @@ mod tests {
             build: crate::project::ProjectBuild {
                 exclude: Vec::new(),
                 env: BTreeMap::from([("RAW".to_owned(), "${not-a-template}".to_owned())]),
+                include: Vec::new(),
             },
+            ..ProjectConfig::default()
         };
         let plan = plan(&set, &all_pass(&set), &project, dir.path()).unwrap();
         let step = &plan.buildpacks[0].steps[0];
@@ -516,6 +701,7 @@ mod tests {
                 reason: "x".into(),
             }],
             rejected: Vec::new(),
+            app_root: None,
         };
         let err = plan(&empty, &detection, &ProjectConfig::default(), dir.path()).unwrap_err();
         assert!(err.to_string().contains("\"ghost\""), "{err}");

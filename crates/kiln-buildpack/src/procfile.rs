@@ -21,6 +21,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Vec<(String, String)>> {
         let error = |message: String| Error::Manifest {
             path: path.to_path_buf(),
             line: Some(line_no),
+            column: None,
             message,
         };
         let Some((kind, command)) = line.split_once(':') else {

@@ -23,6 +23,15 @@ pub const FILE_NAME: &str = "kiln.toml";
 pub struct ProjectConfig {
     #[serde(default)]
     pub build: ProjectBuild,
+    /// Buildpack ids to run, in this order, instead of detecting (`KILN_BUILDPACKS` wins).
+    #[serde(default)]
+    pub buildpacks: Option<Vec<String>>,
+    /// Version requirements by buildpack id (`nodejs = "22"`), over the detected ones.
+    #[serde(default)]
+    pub versions: BTreeMap<String, String>,
+    /// Process command lines by type (`web = "node server.js"`), over every buildpack's.
+    #[serde(default)]
+    pub processes: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -32,6 +41,28 @@ pub struct ProjectBuild {
     pub exclude: Vec<String>,
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// If given, only these paths (`.dockerignore` patterns) reach the working copy.
+    #[serde(default)]
+    pub include: Vec<String>,
+}
+
+impl ProjectBuild {
+    /// `exclude` with `include` folded in, as `.dockerignore` patterns: everything is excluded,
+    /// then each include is re-included (`!pattern`), then the excludes apply.
+    pub fn exclude_patterns(&self) -> Vec<String> {
+        let mut patterns = Vec::new();
+        if !self.include.is_empty() {
+            patterns.push("**".to_owned());
+            // A re-included directory brings what is below it.
+            for p in &self.include {
+                let p = p.trim_end_matches('/');
+                patterns.push(format!("!{p}"));
+                patterns.push(format!("!{p}/**"));
+            }
+        }
+        patterns.extend(self.exclude.iter().cloned());
+        patterns
+    }
 }
 
 impl ProjectConfig {
@@ -58,6 +89,14 @@ impl ProjectConfig {
     fn parse(text: &str, path: &Path) -> Result<ProjectConfig> {
         let config: ProjectConfig = manifest::parse_toml(text, path)?;
         check_env_names(config.build.env.keys(), "[build.env]", path)?;
+        for (kind, command) in &config.processes {
+            if !manifest::is_process_type(kind) || command.trim().is_empty() {
+                return Err(invalid(
+                    path,
+                    format!("[processes] {kind:?}: type must match [A-Za-z0-9_-]+ and the command be non-empty"),
+                ));
+            }
+        }
         Ok(config)
     }
 }
@@ -97,6 +136,43 @@ mod tests {
         let expected = format!("{}:3:", dir.path().join("kiln.toml").display());
         assert!(err.starts_with(&expected), "{err}");
         assert!(err.contains("exclud"), "{err}");
+    }
+
+    #[test]
+    fn include_becomes_exclude_everything_then_re_include() {
+        let build = ProjectBuild {
+            include: vec!["src/".into(), "go.mod".into()],
+            exclude: vec!["src/*.log".into()],
+            ..ProjectBuild::default()
+        };
+        assert_eq!(
+            build.exclude_patterns(),
+            [
+                "**",
+                "!src",
+                "!src/**",
+                "!go.mod",
+                "!go.mod/**",
+                "src/*.log"
+            ]
+        );
+        let only_exclude = ProjectBuild {
+            exclude: vec!["docs/".into()],
+            ..ProjectBuild::default()
+        };
+        assert_eq!(only_exclude.exclude_patterns(), ["docs/"]);
+    }
+
+    #[test]
+    fn process_overrides_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(
+            dir.path().join("kiln.toml"),
+            "[processes]\n\"we b\" = \"x\"\n",
+        )
+        .unwrap();
+        let err = ProjectConfig::load(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("[processes] \"we b\""), "{err}");
     }
 
     #[test]

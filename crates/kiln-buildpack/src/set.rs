@@ -31,10 +31,86 @@ mod builtin {
     pub(super) const ROOT: &str = "<builtin>";
     pub(super) const ORDER: &str = include_str!("../../../buildpacks/order.toml");
     pub(super) const BUILDPACKS: &[(&str, &str)] = &[
+        (
+            "nodejs",
+            include_str!("../../../buildpacks/nodejs/buildpack.toml"),
+        ),
+        (
+            "python",
+            include_str!("../../../buildpacks/python/buildpack.toml"),
+        ),
+        (
+            "ruby",
+            include_str!("../../../buildpacks/ruby/buildpack.toml"),
+        ),
+        (
+            "php",
+            include_str!("../../../buildpacks/php/buildpack.toml"),
+        ),
+        (
+            "java",
+            include_str!("../../../buildpacks/java/buildpack.toml"),
+        ),
         ("go", include_str!("../../../buildpacks/go/buildpack.toml")),
         (
             "rust",
             include_str!("../../../buildpacks/rust/buildpack.toml"),
+        ),
+        (
+            "dotnet",
+            include_str!("../../../buildpacks/dotnet/buildpack.toml"),
+        ),
+        (
+            "elixir",
+            include_str!("../../../buildpacks/elixir/buildpack.toml"),
+        ),
+        (
+            "deno",
+            include_str!("../../../buildpacks/deno/buildpack.toml"),
+        ),
+        (
+            "clojure",
+            include_str!("../../../buildpacks/clojure/buildpack.toml"),
+        ),
+        (
+            "scala",
+            include_str!("../../../buildpacks/scala/buildpack.toml"),
+        ),
+        (
+            "swift",
+            include_str!("../../../buildpacks/swift/buildpack.toml"),
+        ),
+        (
+            "dart",
+            include_str!("../../../buildpacks/dart/buildpack.toml"),
+        ),
+        (
+            "zig",
+            include_str!("../../../buildpacks/zig/buildpack.toml"),
+        ),
+        (
+            "crystal",
+            include_str!("../../../buildpacks/crystal/buildpack.toml"),
+        ),
+        (
+            "gleam",
+            include_str!("../../../buildpacks/gleam/buildpack.toml"),
+        ),
+        (
+            "haskell",
+            include_str!("../../../buildpacks/haskell/buildpack.toml"),
+        ),
+        (
+            "cobol",
+            include_str!("../../../buildpacks/cobol/buildpack.toml"),
+        ),
+        (
+            "static",
+            include_str!("../../../buildpacks/static/buildpack.toml"),
+        ),
+        (
+            "shell",
+            include_str!("../../../buildpacks/shell/buildpack.toml"),
         ),
         (
             "procfile",
@@ -157,12 +233,14 @@ mod tests {
             .iter()
             .map(|b| b.spec.buildpack.id.as_str())
             .collect();
-        assert_eq!(ids, ["go", "rust", "procfile"]);
+        assert_eq!(ids.len(), 22);
+        assert_eq!(ids[0], "nodejs");
+        assert_eq!(ids[21], "procfile");
         assert_eq!(
             set.get("go").unwrap().manifest_path,
             PathBuf::from("<builtin>/go/buildpack.toml")
         );
-        assert!(set.get("ruby").is_none());
+        assert!(set.get("perl").is_none());
     }
 
     /// A buildpack added to `buildpacks/` but not to the embedded list or to `order.toml` would
@@ -207,7 +285,7 @@ mod tests {
         }
         assert!(set.buildpacks[0]
             .manifest_path
-            .ends_with("go/buildpack.toml"));
+            .ends_with("nodejs/buildpack.toml"));
     }
 
     #[test]

@@ -21,6 +21,90 @@ pub struct BuildpackToml {
     pub processes_from: Option<ProcessesFrom>,
     #[serde(default)]
     pub launch: LaunchSpec,
+    /// Where the language/runtime version requirement is read from, first hit wins (after the
+    /// buildpack's analyzer, `kiln.toml` and `KILN_*` overrides).
+    #[serde(default)]
+    pub versions: Vec<VersionSource>,
+    /// Frameworks recognised by a file's content; the first match sets the `framework` fact.
+    #[serde(default)]
+    pub frameworks: Vec<FrameworkRule>,
+    /// Named facts set from the tree, for `when` and `${fact:NAME}`.
+    #[serde(default)]
+    pub facts: Vec<FactRule>,
+}
+
+/// Sets fact `name` to `value` when `file` exists (and, if given, contains `contains`). The first
+/// rule that holds for a name wins; an analyzer's own value for the name wins over all.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FactRule {
+    pub name: String,
+    #[serde(default = "fact_true")]
+    pub value: String,
+    pub file: String,
+    #[serde(default)]
+    pub contains: Option<String>,
+}
+
+fn fact_true() -> String {
+    "true".to_owned()
+}
+
+/// One place a version requirement can be written down.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VersionSource {
+    pub file: String,
+    /// `text` (default): the first non-empty line, without a leading `v`. `tool-versions`: the
+    /// `tool` entry of an asdf `.tool-versions`. `key`: the dotted `key` of a JSON/TOML file.
+    /// `pattern`: the text matched by `{}` in `pattern` (`ruby "{}"`), first occurrence.
+    #[serde(default)]
+    pub format: VersionFormat,
+    #[serde(default)]
+    pub tool: Option<String>,
+    #[serde(default)]
+    pub key: Option<String>,
+    #[serde(default)]
+    pub pattern: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum VersionFormat {
+    #[default]
+    Text,
+    ToolVersions,
+    Key,
+    Pattern,
+}
+
+/// `name` applies when `file` exists and contains `contains`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FrameworkRule {
+    pub name: String,
+    pub file: String,
+    pub contains: String,
+}
+
+/// A declarative condition on facts: every named fact must equal the value (or one of the
+/// values); `"*"` only asks for the fact to be present.
+pub type When = BTreeMap<String, WhenValue>;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged, expecting = "expected a string or an array of strings")]
+pub enum WhenValue {
+    One(String),
+    AnyOf(Vec<String>),
+}
+
+impl WhenValue {
+    pub fn matches(&self, value: &str) -> bool {
+        match self {
+            WhenValue::One(v) => v == "*" || v == value,
+            WhenValue::AnyOf(vs) => vs.iter().any(|v| v == "*" || v == value),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -51,6 +135,14 @@ pub struct DetectRules {
     /// Content matches; all must hold.
     #[serde(default, rename = "match")]
     pub matches: Vec<ContentMatch>,
+    /// Content alternatives to `any`: the `any` rule also passes when one of these holds (a Deno
+    /// app with no `deno.json` but `deno.land/` imports in `main.ts`).
+    #[serde(default)]
+    pub any_match: Vec<ContentMatch>,
+    /// Ecosystem logic in Rust (`crate::analyze`) that turns the tree into facts (version with
+    /// its source, package manager, framework, start command, …). Runs once the rules above pass.
+    #[serde(default)]
+    pub analyzer: Option<String>,
 }
 
 /// A content rule on one file: `key` (a dotted path into a JSON or TOML document, chosen by the
@@ -96,6 +188,9 @@ pub struct StepSpec {
     /// The `cache = true` layers this step writes (required for skipping; see `inputs`).
     #[serde(default)]
     pub outputs: Vec<String>,
+    /// Planned only when these facts hold.
+    #[serde(default)]
+    pub when: When,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -126,6 +221,9 @@ pub struct ProcessSpec {
     pub command: CommandSpec,
     #[serde(default)]
     pub default: bool,
+    /// Planned only when these facts hold.
+    #[serde(default)]
+    pub when: When,
 }
 
 /// An argv array (executed directly) or a string (run by `/bin/sh -c` unless it is a plain argv

@@ -34,7 +34,7 @@ pub fn expand_paths(input: &str, app: &str, layers: &str) -> Result<String> {
     expand(input, &mut |var| match parse_var(var)? {
         Var::App => Some(app.to_owned()),
         Var::Layer(name) => Some(format!("{layers}/{name}")),
-        Var::Source { .. } => None,
+        Var::Source { .. } | Var::Fact(_) => None,
     })
 }
 
@@ -43,6 +43,8 @@ pub fn expand_paths(input: &str, app: &str, layers: &str) -> Result<String> {
 pub(crate) enum Var<'a> {
     App,
     Layer(&'a str),
+    /// `${fact:NAME}`: a fact of the buildpack's analysis, resolved when planning.
+    Fact(&'a str),
     /// `${toml:FILE:KEY}` or `${json:FILE:KEY}`.
     Source {
         format: SourceFormat,
@@ -74,6 +76,9 @@ pub(crate) fn parse_var(var: &str) -> Option<Var<'_>> {
     }
     if let Some(name) = var.strip_prefix("layer:") {
         return Some(Var::Layer(name));
+    }
+    if let Some(name) = var.strip_prefix("fact:") {
+        return Some(Var::Fact(name));
     }
     let (format, rest) = if let Some(rest) = var.strip_prefix("toml:") {
         (SourceFormat::Toml, rest)

@@ -47,7 +47,7 @@ fn manifest_path(dir: &Path, id: &str) -> String {
 }
 
 #[test]
-fn toml_syntax_error_names_path_and_line() {
+fn toml_syntax_error_names_path_line_and_column() {
     // Line 7 has an unterminated string.
     let manifest =
         "[buildpack]\nid = \"rust\"\nversion = \"0.1.0\"\n\n[detect]\nall = [\"Cargo.toml\"]\n\
@@ -55,12 +55,19 @@ fn toml_syntax_error_names_path_and_line() {
     let (dir, err) = load_err(&[("rust", manifest)]);
     let text = err.to_string();
     assert!(
-        text.starts_with(&format!("{}:7: ", manifest_path(dir.path(), "rust"))),
+        text.starts_with(&format!("{}:7:20: ", manifest_path(dir.path(), "rust"))),
         "{text}"
     );
     match err {
-        Error::Manifest { line, message, .. } => {
+        Error::Manifest {
+            line,
+            column,
+            message,
+            ..
+        } => {
             assert_eq!(line, Some(7));
+            // The unterminated string runs to the end of the line.
+            assert_eq!(column, Some(20));
             // The parser's own rendering (a snippet with `|` gutters) is left out.
             assert!(!message.contains('\n'), "{message}");
         }
@@ -76,7 +83,7 @@ fn unknown_field_is_named_with_its_line() {
     let text = err.to_string();
     assert!(text.contains("unknown field `launhc`"), "{text}");
     assert!(
-        text.starts_with(&format!("{}:7: ", manifest_path(dir.path(), "x"))),
+        text.starts_with(&format!("{}:7:1: ", manifest_path(dir.path(), "x"))),
         "{text}"
     );
 }

@@ -1,7 +1,10 @@
 //! Reading images: base ("run") images for builds and images to inspect.
 //!
 //! Accepted forms: `scratch`, `oci-archive:PATH[:REF]`, `oci:DIR[:REF]`, `docker-archive:PATH`
-//! (as skopeo spells them; the path ends at the first `:`). Blobs are imported into a
+//! (as skopeo spells them; the path ends at the first `:`), and registry references
+//! (`docker://REF` or a bare `REF`). This crate speaks no HTTP: [`load_image`] reads local sources
+//! only; a registry client loads registry images through [`load_from_descriptor`], handing it a
+//! fetch function, so both paths share the same manifest/index/config checks. Blobs are imported into a
 //! [`BlobStore`] verbatim (never recompressed), each verified against its digest. Archives are read
 //! defensively: an entry with an absolute path, a `..` component, a device or fifo is rejected with
 //! an error naming the archive and entry, and so is a link in an OCI archive. Docker archives
@@ -36,8 +39,8 @@ use crate::spec::{
 };
 use crate::store::BlobStore;
 
-const ACCEPTED_FORMS: &str =
-    "accepted forms: scratch, oci-archive:PATH[:REF], oci:DIR[:REF], docker-archive:PATH";
+const ACCEPTED_FORMS: &str = "accepted forms: scratch, oci-archive:PATH[:REF], oci:DIR[:REF], \
+     docker-archive:PATH, docker://REF or a registry reference";
 /// Largest metadata file (index.json, manifest.json) or JSON blob (manifest, index, config) read
 /// into memory. Real ones are kilobytes; the cap keeps a hostile archive from exhausting memory.
 const MAX_JSON_SIZE: u64 = 16 << 20;
@@ -60,6 +63,8 @@ pub enum ImageSource {
     DockerArchive {
         path: PathBuf,
     },
+    /// An image in a registry (`docker://REF`, or a bare reference such as `ubuntu:24.04`).
+    Registry(Reference),
 }
 
 impl std::str::FromStr for ImageSource {
@@ -72,6 +77,19 @@ impl std::str::FromStr for ImageSource {
         };
         if s == "scratch" {
             return Ok(ImageSource::Scratch);
+        }
+        if let Some(reference) = s.strip_prefix("docker://") {
+            return Ok(ImageSource::Registry(Reference::parse(reference)?));
+        }
+        let transport = s.split_once(':').map(|(t, _)| t);
+        if !matches!(transport, Some("oci-archive" | "oci" | "docker-archive")) {
+            // Not a local transport: a bare registry reference (`ubuntu`, `localhost:5000/app`).
+            return Reference::parse(s)
+                .map(ImageSource::Registry)
+                .map_err(|e| match e {
+                    Error::InvalidReference { why, .. } => fail(why),
+                    other => other,
+                });
         }
         let Some((transport, rest)) = s.split_once(':') else {
             return Err(fail("not an image source".to_owned()));
@@ -110,6 +128,7 @@ impl std::fmt::Display for ImageSource {
             ImageSource::OciArchive { path, reference } => ("oci-archive", path, reference),
             ImageSource::OciDir { path, reference } => ("oci", path, reference),
             ImageSource::DockerArchive { path } => ("docker-archive", path, &None),
+            ImageSource::Registry(reference) => return write!(f, "docker://{reference}"),
         };
         write!(f, "{transport}:{}", path.display())?;
         if let Some(reference) = reference {
@@ -175,7 +194,25 @@ pub fn load_image(source: &ImageSource, store: &BlobStore) -> Result<LoadedImage
             resolve(source, store, &index, reference.as_deref(), &fetch)
         }
         ImageSource::DockerArchive { path } => load_docker_archive(source, path, store),
+        ImageSource::Registry(_) => Err(invalid_image(
+            &source.to_string(),
+            "registry images are pulled by a registry client (kiln-registry), not read locally"
+                .to_owned(),
+        )),
     }
+}
+
+/// Loads the image that `root` (a manifest or an index, selecting `platform`) describes, calling
+/// `fetch` to bring each blob into `store` before it is read. Used for sources whose blobs come
+/// from elsewhere (a registry); every blob is still size- and digest-checked here.
+pub fn load_from_descriptor(
+    source: &ImageSource,
+    store: &BlobStore,
+    root: Descriptor,
+    platform: &Platform,
+    fetch: &Fetch,
+) -> Result<LoadedImage> {
+    resolve_descriptor(source, store, root, platform, fetch)
 }
 
 fn invalid_image(image: &str, why: String) -> Error {
@@ -193,7 +230,7 @@ fn parse_json<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T> {
 }
 
 /// Makes sure the blob `d` is in the store, importing it from wherever the image comes from.
-type Fetch<'a> = dyn Fn(&Descriptor) -> Result<()> + 'a;
+pub type Fetch<'a> = dyn Fn(&Descriptor) -> Result<()> + 'a;
 
 /// Streams the outer tar of an OCI archive: blobs into the store, `index.json` into memory.
 fn import_oci_archive(archive: &Path, store: &BlobStore) -> Result<ImageIndex> {
@@ -448,14 +485,26 @@ fn resolve(
     fetch: &Fetch,
 ) -> Result<LoadedImage> {
     let image = source.to_string();
-    let mut desc = select_by_reference(&image, &index.manifests, reference)?.clone();
+    let desc = select_by_reference(&image, &index.manifests, reference)?.clone();
+    resolve_descriptor(source, store, desc, &Platform::host(), fetch)
+}
+
+/// Follows `desc` through indexes (choosing `platform`) to a manifest and loads it.
+fn resolve_descriptor(
+    source: &ImageSource,
+    store: &BlobStore,
+    mut desc: Descriptor,
+    platform: &Platform,
+    fetch: &Fetch,
+) -> Result<LoadedImage> {
+    let image = source.to_string();
     for _ in 0..MAX_INDEX_DEPTH {
         let bytes = read_json_blob(&image, store, &desc, fetch)?;
         let what = format!("{image}: blob {}", desc.digest);
         match document_media_type(&desc, &bytes, &what)?.as_str() {
             MEDIA_TYPE_INDEX | DOCKER_MEDIA_TYPE_MANIFEST_LIST => {
                 let nested: ImageIndex = parse_json(&bytes, &what)?;
-                desc = select_platform(&image, &nested.manifests)?.clone();
+                desc = select_platform(&image, &nested.manifests, platform)?.clone();
             }
             MEDIA_TYPE_MANIFEST | DOCKER_MEDIA_TYPE_MANIFEST => {
                 let manifest: ImageManifest = parse_json(&bytes, &what)?;
@@ -620,9 +669,12 @@ fn select_by_reference<'a>(
     Ok(first)
 }
 
-/// The entry for the host's os/architecture, preferring an exact variant match.
-fn select_platform<'a>(image: &str, manifests: &'a [Descriptor]) -> Result<&'a Descriptor> {
-    let host = Platform::host();
+/// The entry for `host`'s os/architecture, preferring an exact variant match.
+pub fn select_platform<'a>(
+    image: &str,
+    manifests: &'a [Descriptor],
+    host: &Platform,
+) -> Result<&'a Descriptor> {
     let candidates: Vec<&Descriptor> = manifests
         .iter()
         .filter(|d| {
@@ -889,14 +941,32 @@ mod tests {
             assert_eq!(text.parse::<ImageSource>().unwrap(), source, "{text}");
             assert_eq!(source.to_string(), text);
         }
+        // Registry references, bare or with docker://, print as docker:// plus the full name.
+        for (text, canonical) in [
+            ("ubuntu:22.04", "docker://docker.io/library/ubuntu:22.04"),
+            (
+                "docker://ubuntu",
+                "docker://docker.io/library/ubuntu:latest",
+            ),
+            ("localhost:5000/a/b:1", "docker://localhost:5000/a/b:1"),
+            (
+                "docker://127.0.0.1:5000/app:x",
+                "docker://127.0.0.1:5000/app:x",
+            ),
+        ] {
+            let source = text.parse::<ImageSource>().unwrap();
+            assert!(matches!(source, ImageSource::Registry(_)), "{text}");
+            assert_eq!(source.to_string(), canonical);
+            assert_eq!(canonical.parse::<ImageSource>().unwrap(), source);
+        }
         for bad in [
-            "ubuntu:22.04",
-            "docker://ubuntu",
+            "Ubuntu:22.04",
             "oci-archive:",
             "oci:",
             "oci:dir:",
             "docker-archive:x.tar:ref",
             "Scratch",
+            "app:",
         ] {
             let err = bad.parse::<ImageSource>().unwrap_err().to_string();
             assert!(err.contains(ACCEPTED_FORMS), "{bad}: {err}");

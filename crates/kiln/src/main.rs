@@ -15,6 +15,7 @@ use kiln_buildpack::BuildpackSet;
 use kiln_oci::layer::Compression;
 use kiln_oci::reference::Reference;
 use kiln_oci::source::ImageSource;
+use kiln_oci::spec::Platform;
 
 const EXIT_FAILED: u8 = 1;
 const EXIT_NOTHING_DETECTED: u8 = 3;
@@ -37,8 +38,13 @@ enum Command {
     Build(Box<BuildArgs>),
     /// Show which buildpacks apply to a source tree, and why.
     Detect(DetectArgs),
+    /// Show the build plan: versions with their sources, package managers, steps, layers,
+    /// processes (schema: docs/plan-schema.md).
+    Plan(DetectArgs),
     /// Show an image's layers (and what made each), processes, entrypoint, env and base.
     Inspect(InspectArgs),
+    /// Put a Kiln-built image on a new run image without rebuilding (app layers kept verbatim).
+    Rebase(Box<RebaseArgs>),
     /// List or prune the build cache.
     #[command(subcommand)]
     Cache(CacheCommand),
@@ -76,20 +82,54 @@ struct CachePruneArgs {
     json: bool,
 }
 
+/// How registries are reached; shared by `build` and `rebase`.
+#[derive(clap::Args)]
+struct RegistryArgs {
+    /// Reach this registry (HOST[:PORT]) over plain HTTP. Repeatable. localhost and 127.0.0.1
+    /// always are; every other registry needs TLS.
+    #[arg(long, value_name = "HOST[:PORT]")]
+    insecure_registry: Vec<String>,
+    /// Platform to pull from multi-platform run images (default: the host's).
+    #[arg(long, value_name = "OS/ARCH[/VARIANT]", value_parser = parse_platform)]
+    platform: Option<Platform>,
+}
+
+impl RegistryArgs {
+    fn options(self) -> kiln_registry::ClientOptions {
+        let mut opts = kiln_registry::ClientOptions {
+            insecure_registries: self.insecure_registry,
+            ..Default::default()
+        };
+        if let Some(platform) = self.platform {
+            opts.platform = platform;
+        }
+        opts
+    }
+}
+
 #[derive(clap::Args)]
 struct BuildArgs {
     /// Source directory.
     #[arg(default_value = ".")]
     src: PathBuf,
-    /// Where to write the image.
-    #[arg(short, long)]
-    output: PathBuf,
+    /// Where to write the image (needed unless --publish is given).
+    #[arg(short, long, required_unless_present = "publish")]
+    output: Option<PathBuf>,
+    /// Push the image to this registry reference and print its manifest digest.
+    #[arg(long, value_name = "REF", value_parser = parse_reference)]
+    publish: Option<Reference>,
+    /// Read the build cache from, and write it back to, this registry image.
+    #[arg(long, value_name = "REF", value_parser = parse_reference)]
+    cache_image: Option<Reference>,
+    #[command(flatten)]
+    registry: RegistryArgs,
     #[arg(long, value_enum, default_value_t = Format::OciArchive)]
     format: Format,
     /// Image name, e.g. `myapp:1.2` (recorded in the archive's annotations and RepoTags).
     #[arg(short, long, value_parser = parse_reference)]
     tag: Option<Reference>,
-    /// Base image: scratch, oci-archive:PATH[:REF], oci:DIR[:REF] or docker-archive:PATH.
+    /// Base image: scratch, oci-archive:PATH[:REF], oci:DIR[:REF], docker-archive:PATH, or a
+    /// registry reference (docker://REF or a bare REF such as ubuntu:24.04).
     #[arg(long, default_value = "scratch", value_parser = parse_image_source)]
     run_image: ImageSource,
     /// Build cache (blobs, layer records, cache layers). Default: $XDG_CACHE_HOME/kiln.
@@ -129,8 +169,34 @@ struct DetectArgs {
 #[derive(clap::Args)]
 struct InspectArgs {
     /// An image: oci-archive:PATH[:REF], oci:DIR[:REF], docker-archive:PATH, or a plain path (a
-    /// file is read as an oci-archive, a directory as an OCI layout).
+    /// file is read as an oci-archive, a directory as an OCI layout), or a registry reference.
     image: String,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args)]
+struct RebaseArgs {
+    /// The image to rebase: oci-archive:PATH, oci:DIR, a plain path, or a registry reference.
+    image: String,
+    /// The new base.
+    #[arg(long, value_parser = parse_image_source)]
+    run_image: ImageSource,
+    /// Write the rebased image here.
+    #[arg(short, long, required_unless_present = "publish")]
+    output: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = Format::OciArchive)]
+    format: Format,
+    /// Image name recorded in the written archive.
+    #[arg(short, long, value_parser = parse_reference)]
+    tag: Option<Reference>,
+    /// Push the rebased image to this registry reference.
+    #[arg(long, value_name = "REF", value_parser = parse_reference)]
+    publish: Option<Reference>,
+    #[arg(long)]
+    cache_dir: Option<PathBuf>,
+    #[command(flatten)]
+    registry: RegistryArgs,
     #[arg(long)]
     json: bool,
 }
@@ -146,7 +212,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Build(args) => build(*args),
         Command::Detect(args) => detect(args),
+        Command::Plan(args) => plan(args),
         Command::Inspect(args) => inspect(args),
+        Command::Rebase(args) => rebase(*args),
         Command::Cache(CacheCommand::Ls(args)) => cache_ls(args),
         Command::Cache(CacheCommand::Prune(args)) => cache_prune(args),
     };
@@ -168,11 +236,12 @@ fn load_buildpacks(dir: Option<&Path>) -> anyhow::Result<Option<BuildpackSet>> {
 }
 
 fn build(args: BuildArgs) -> anyhow::Result<ExitCode> {
-    let mut opts = BuildOptions::new(&args.src, &args.output);
-    opts.format = match args.format {
-        Format::OciArchive => OutputFormat::OciArchive,
-        Format::OciDir => OutputFormat::OciDir,
-    };
+    let mut opts = BuildOptions::new(&args.src, PathBuf::new());
+    opts.output = args.output;
+    opts.publish = args.publish;
+    opts.cache_image = args.cache_image;
+    opts.registry = args.registry.options();
+    opts.format = args.format.into();
     opts.tag = args.tag;
     opts.run_image = args.run_image;
     if let Some(dir) = args.cache_dir {
@@ -190,15 +259,75 @@ fn build(args: BuildArgs) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         let reused = report.layers.iter().filter(|l| l.reused).count();
+        let wrote = report
+            .output
+            .as_ref()
+            .map_or("image".to_owned(), |o| o.display().to_string());
         println!(
-            "built {} ({} layers, {reused} reused) in {} ms\nmanifest {}",
-            report.output.display(),
+            "built {wrote} ({} layers, {reused} reused) in {} ms\nmanifest {}",
             report.layers.len(),
             report.timings.total_ms,
             report.manifest_digest
         );
+        if let Some(push) = &report.push {
+            println!("pushed {}@{}", push.reference, push.manifest_digest);
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn rebase(args: RebaseArgs) -> anyhow::Result<ExitCode> {
+    let opts = kiln_build::rebase::RebaseOptions {
+        image: image_source_or_path(&args.image)?,
+        run_image: args.run_image,
+        output: args.output,
+        format: args.format.into(),
+        tag: args.tag,
+        publish: args.publish,
+        cache_dir: args.cache_dir.unwrap_or_else(kiln_build::default_cache_dir),
+        registry: args.registry.options(),
+    };
+    let report = kiln_build::rebase::rebase(&opts, &mut std::io::stderr())?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "rebased: {} base layers replaced by {}, {} app layers kept\nmanifest {}",
+            report.old_base_layers.len(),
+            report.new_base_layers.len(),
+            report.app_layers.len(),
+            report.manifest_digest
+        );
+        if let Some(push) = &report.push {
+            println!("pushed {}@{}", push.reference, push.manifest_digest);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+impl From<Format> for OutputFormat {
+    fn from(f: Format) -> OutputFormat {
+        match f {
+            Format::OciArchive => OutputFormat::OciArchive,
+            Format::OciDir => OutputFormat::OciDir,
+        }
+    }
+}
+
+/// `linux/amd64`, `linux/arm64/v8`.
+fn parse_platform(s: &str) -> Result<Platform, String> {
+    let parts: Vec<&str> = s.split('/').collect();
+    match parts.as_slice() {
+        [os, arch] | [os, arch, _] if !os.is_empty() && !arch.is_empty() => Ok(Platform {
+            os: (*os).to_owned(),
+            architecture: (*arch).to_owned(),
+            variant: parts
+                .get(2)
+                .filter(|v| !v.is_empty())
+                .map(|v| (*v).to_owned()),
+        }),
+        _ => Err("expected OS/ARCH[/VARIANT], e.g. linux/amd64".into()),
+    }
 }
 
 /// `KEY=VALUE` as given; a bare `KEY` takes the caller's value (and is an error if unset, so a
@@ -231,6 +360,9 @@ fn detect(args: DetectArgs) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&detection)?);
     } else {
         let mut out = std::io::stdout().lock();
+        if let Some(dir) = &detection.app_root {
+            writeln!(out, "app root: {dir}/")?;
+        }
         for v in &detection.buildpacks {
             writeln!(out, "pass  {:<10} {}", v.id, v.reason)?;
         }
@@ -241,11 +373,67 @@ fn detect(args: DetectArgs) -> anyhow::Result<ExitCode> {
     if detection.detected {
         Ok(ExitCode::SUCCESS)
     } else {
-        if !args.json {
-            eprintln!("error: no buildpack detected for {}", args.src.display());
+        // The list of what was looked for goes to stderr, so `--json` stdout stays one object.
+        eprintln!(
+            "error: no buildpack detected for {}; looked for:",
+            args.src.display()
+        );
+        for v in &detection.rejected {
+            eprintln!("  {}: {}", v.id, v.reason);
         }
         Ok(ExitCode::from(EXIT_NOTHING_DETECTED))
     }
+}
+
+fn plan(args: DetectArgs) -> anyhow::Result<ExitCode> {
+    let set = load_buildpacks(args.buildpacks.as_deref())?;
+    let plan = kiln_build::plan(&args.src, set.as_ref())?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&plan)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut out = std::io::stdout().lock();
+    if let Some(dir) = &plan.app_root {
+        writeln!(out, "app root   {dir}/")?;
+    }
+    for bp in &plan.buildpacks {
+        writeln!(out, "{}  ({})", bp.id, bp.reason)?;
+        if let Some(v) = &bp.facts.version {
+            writeln!(out, "  version          {} (from {})", v.version, v.from)?;
+        }
+        if let Some(pm) = &bp.facts.package_manager {
+            let version = pm.version.as_deref().unwrap_or("any");
+            writeln!(
+                out,
+                "  package manager  {} {version} (from {})",
+                pm.name, pm.from
+            )?;
+        }
+        if let Some(f) = &bp.facts.framework {
+            writeln!(out, "  framework        {f}")?;
+        }
+        for step in &bp.steps {
+            writeln!(
+                out,
+                "  step {:<11} {} {}",
+                step.name,
+                step.command,
+                step.args.join(" ")
+            )?;
+        }
+        for note in &bp.facts.notes {
+            writeln!(out, "  note: {note}")?;
+        }
+    }
+    for p in &plan.processes {
+        let default = if p.default { " (default)" } else { "" };
+        writeln!(
+            out,
+            "process {}{default}: {:?}  [{}]",
+            p.kind, p.command, p.buildpack
+        )?;
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {

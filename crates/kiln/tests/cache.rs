@@ -486,3 +486,95 @@ fn when_every_step_skips_the_app_layer_comes_from_the_source_with_the_same_bytes
         (false, "inputs unchanged (deps.lock)".into())
     );
 }
+
+/// Like Node's: `install` fills `node_modules` (captured into a cached launch layer) and is
+/// skipped when the lockfile is unchanged; `build` always runs and needs `node_modules`.
+const CAPTURING_BUILDPACK: &str = r#"
+[buildpack]
+id = "deps"
+version = "1.0.0"
+
+[detect]
+all = ["deps.lock"]
+
+[[build.steps]]
+name = "install"
+command = "sh"
+args = ["-c", "mkdir -p node_modules/left-pad && cp deps.lock node_modules/left-pad/index.js"]
+inputs = ["deps.lock"]
+outputs = ["modules"]
+
+[[build.steps]]
+name = "build"
+command = "sh"
+args = ["-c", "cat node_modules/left-pad/index.js src/a.txt > bundle.js"]
+
+[[layers]]
+name = "modules"
+launch = true
+cache = true
+capture = ["node_modules"]
+"#;
+
+#[test]
+fn captured_cache_layers_come_back_for_later_steps_when_the_install_is_skipped() {
+    let p = Project::new();
+    fs::write(p.bps.join("deps/buildpack.toml"), CAPTURING_BUILDPACK).unwrap();
+    let cold = p.build(&["--format", "oci-dir"]);
+    assert!(step(&cold, "install").0);
+    let warm = p.build(&["--format", "oci-dir"]);
+    assert_eq!(
+        step(&warm, "install"),
+        (false, "inputs unchanged (deps.lock)".into())
+    );
+    assert!(step(&warm, "build").0);
+    assert_eq!(digest(&warm), digest(&cold));
+    assert_eq!(
+        layers(&warm)[0],
+        ("deps/modules".into(), true, "unchanged".into())
+    );
+
+    // The image: node_modules only in the modules layer, the bundle (built from the restored
+    // node_modules) in the app layer.
+    let index: Value =
+        serde_json::from_slice(&fs::read(p.out.join("index.json")).unwrap()).unwrap();
+    let blob = |d: &str| {
+        p.out
+            .join("blobs/sha256")
+            .join(d.trim_start_matches("sha256:"))
+    };
+    let manifest: Value = serde_json::from_slice(
+        &fs::read(blob(index["manifests"][0]["digest"].as_str().unwrap())).unwrap(),
+    )
+    .unwrap();
+    let files = |i: usize| -> Vec<(String, String)> {
+        let file = fs::File::open(blob(manifest["layers"][i]["digest"].as_str().unwrap())).unwrap();
+        let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
+        let mut out = Vec::new();
+        for e in archive.entries().unwrap() {
+            let mut e = e.unwrap();
+            if e.header().entry_type().is_file() {
+                let mut body = String::new();
+                std::io::Read::read_to_string(&mut e, &mut body).unwrap();
+                out.push((e.path().unwrap().display().to_string(), body));
+            }
+        }
+        out
+    };
+    assert_eq!(
+        files(0),
+        [(
+            "workspace/node_modules/left-pad/index.js".to_owned(),
+            "left-pad 1.3.0\n".to_owned()
+        )]
+    );
+    let app = files(1);
+    assert!(
+        app.iter().all(|(path, _)| !path.contains("node_modules")),
+        "{app:?}"
+    );
+    assert!(app.contains(&(
+        "workspace/bundle.js".to_owned(),
+        "left-pad 1.3.0\nalpha\n".to_owned()
+    )));
+}

@@ -81,6 +81,11 @@ fn go_http_image_is_accepted_by_skopeo_and_answers_http_under_runc() {
         cache.to_str().unwrap(),
     ]);
     assert_eq!(again["manifest_digest"], manifest_digest);
+    assert_eq!(again["steps"][0]["name"], "compile");
+    assert_eq!(
+        again["steps"][0]["ran"], false,
+        "unchanged sources skip go build"
+    );
     assert!(again["layers"]
         .as_array()
         .unwrap()
@@ -131,17 +136,7 @@ fn procfile_app_runs_its_web_process_on_a_base_read_from_an_oci_archive() {
         .unwrap()
         .contains(&Value::from("PATH=/bin")));
 
-    let port = free_port();
-    let container = Container::start(
-        &format!("oci-archive:{}", out.display()),
-        &[("PORT", &port.to_string())],
-    );
-    let (status, body) = container.http_get(port, "/");
-    assert!(status.contains("200"), "{status}");
-    assert!(
-        body.contains("<h1>hello from kiln procfile-static</h1>"),
-        "{body}"
-    );
+    serve_procfile_static(&out);
 }
 
 /// Copies a fixture to a fresh directory, giving every file the mtime `stamp` (`touch -d`).

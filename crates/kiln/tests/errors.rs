@@ -162,13 +162,40 @@ fn nothing_detected_exits_3_and_lists_what_was_looked_for() {
     assert_eq!(out.status.code(), Some(3));
     let err = stderr(&out);
     assert!(err.contains("no buildpack detected"), "{err}");
-    assert!(err.contains("go: none of go.mod, main.go found"), "{err}");
+    assert!(
+        err.contains("go: none of go.mod, go.work, main.go found"),
+        "{err}"
+    );
     assert!(err.contains("procfile:"), "{err}");
 
     let detect = kiln(&["detect", tmp.path().to_str().unwrap(), "--json"]);
     assert_eq!(detect.status.code(), Some(3));
     let json: serde_json::Value = serde_json::from_slice(&detect.stdout).unwrap();
     assert_eq!(json["detected"], false);
+    assert!(stderr(&detect).contains("nodejs: missing package.json"));
+
+    let plan = kiln(&["plan", tmp.path().to_str().unwrap(), "--json"]);
+    assert_eq!(plan.status.code(), Some(3));
+    assert!(stderr(&plan).contains("python: none of requirements.txt"));
+}
+
+#[test]
+fn malformed_manifests_fail_detect_and_plan_with_file_and_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    fs::write(
+        tmp.path().join("package.json"),
+        "{\n  \"name\": \"a\",\n}\n",
+    )
+    .unwrap();
+    for command in ["detect", "plan"] {
+        let out = kiln(&[command, tmp.path().to_str().unwrap(), "--json"]);
+        assert_eq!(out.status.code(), Some(1), "{command}");
+        let err = stderr(&out);
+        assert!(
+            err.contains("package.json:3:1: invalid JSON: trailing comma"),
+            "{command}: {err}"
+        );
+    }
 }
 
 #[test]

@@ -4,6 +4,8 @@
 
 #![allow(dead_code)] // each test binary uses a different part of this module
 
+pub mod registry;
+
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -125,6 +127,23 @@ pub fn busybox_base_image(out: &Path) {
     let image = assemble(&store, config, &[layer], BTreeMap::new()).unwrap();
     let tag = Reference::parse("kiln-test/busybox:1").unwrap();
     kiln_oci::archive::write_oci_archive(&store, &image, Some(&tag), out).unwrap();
+}
+
+/// Starts the image at `archive` (built from `fixtures/procfile-static` on a busybox base) and
+/// checks that its httpd serves the fixture's page; returns the running container.
+pub fn serve_procfile_static(archive: &Path) -> Container {
+    let port = free_port();
+    let container = Container::start(
+        &format!("oci-archive:{}", archive.display()),
+        &[("PORT", &port.to_string())],
+    );
+    let (status, body) = container.http_get(port, "/");
+    assert!(status.contains("200"), "{status}");
+    assert!(
+        body.contains("<h1>hello from kiln procfile-static</h1>"),
+        "{body}"
+    );
+    container
 }
 
 /// A port that was free a moment ago on 127.0.0.1.

@@ -1,0 +1,185 @@
+//! `kiln rebase`: put an image Kiln built on a new run image without running any build step.
+//!
+//! The image's `dev.kiln.metadata` label says which layers Kiln made (the top ones) and what the
+//! base was (layer count and top layer). Rebase checks that the image still matches that record,
+//! keeps Kiln's layers verbatim (same blobs, same digests), puts them on the new base's layers,
+//! and rewrites the config with the same rules a build uses ([`crate::export::app_config`]): the
+//! new base's env and user, then Kiln's launch env, working dir, entrypoint, label and history.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use kiln_oci::digest::Digest;
+use kiln_oci::image;
+use kiln_oci::reference::Reference;
+use kiln_oci::source::{ImageSource, LoadedImage};
+use kiln_oci::spec::{LayerRecord, ANNOTATION_CREATED};
+
+use crate::cache::BuildCache;
+use crate::error::{Error, Result};
+use crate::export::{app_config, image_annotations, write_output};
+use crate::metadata::{ImageMetadata, LABEL};
+use crate::registry::{load_any, publish};
+use crate::OutputFormat;
+
+#[derive(Debug, Clone)]
+pub struct RebaseOptions {
+    /// The image to rebase (built by Kiln): a local archive/layout or a registry reference.
+    pub image: ImageSource,
+    pub run_image: ImageSource,
+    pub output: Option<PathBuf>,
+    pub format: OutputFormat,
+    pub tag: Option<Reference>,
+    pub publish: Option<Reference>,
+    pub cache_dir: PathBuf,
+    pub registry: kiln_registry::ClientOptions,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RebaseReport {
+    pub output: Option<PathBuf>,
+    pub manifest_digest: Digest,
+    pub config_digest: Digest,
+    /// diff_ids of the base layers taken out and put in.
+    pub old_base_layers: Vec<Digest>,
+    pub new_base_layers: Vec<Digest>,
+    /// Kiln's layers, kept verbatim (compressed digests).
+    pub app_layers: Vec<Digest>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub push: Option<kiln_registry::PushReport>,
+}
+
+pub fn rebase(opts: &RebaseOptions, log: &mut dyn Write) -> Result<RebaseReport> {
+    let cache = BuildCache::open(&opts.cache_dir, log)?;
+    let client = kiln_registry::Client::new(opts.registry.clone());
+    let (image, _) = load_any(&opts.image, &cache.store, &client, log)?;
+    let (metadata, base_count) = kiln_layers(&image)?;
+    let (new_base, _) = load_any(&opts.run_image, &cache.store, &client, log)?;
+    let app_layers: Vec<LayerRecord> = image.layers[base_count..].to_vec();
+
+    let created = image
+        .config
+        .created
+        .clone()
+        .or_else(|| image.annotations.get(ANNOTATION_CREATED).cloned())
+        .unwrap_or_else(|| kiln_oci::spec::rfc3339(kiln_oci::layer::DEFAULT_MTIME));
+    let mut metadata = metadata;
+    if metadata.launch_env.is_none() {
+        // Images from before launch env was recorded: keep what the old image set that the new
+        // base does not already say.
+        let base_env = &new_base.config.config.env;
+        metadata.launch_env = Some(
+            image
+                .config
+                .config
+                .env
+                .iter()
+                .filter(|kv| !base_env.contains(kv))
+                .filter_map(|kv| kv.split_once('='))
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+        );
+    }
+    let config = app_config(
+        &new_base,
+        created.clone(),
+        image.config.config.entrypoint.clone(),
+        metadata,
+    );
+    let records: Vec<LayerRecord> = new_base
+        .layers
+        .iter()
+        .chain(app_layers.iter())
+        .cloned()
+        .collect();
+    let rebased = image::assemble(
+        &cache.store,
+        config,
+        &records,
+        image_annotations(created, &new_base),
+    )?;
+    if let Some(output) = &opts.output {
+        let tag = opts.tag.as_ref();
+        write_output(&cache.store, &rebased, opts.format, tag, output, log)?;
+    }
+    let push = match &opts.publish {
+        Some(target) => Some(publish(
+            &client,
+            &cache.store,
+            &rebased,
+            target,
+            Some(&opts.run_image),
+            log,
+        )?),
+        None => None,
+    };
+    Ok(RebaseReport {
+        output: opts.output.clone(),
+        manifest_digest: rebased.manifest_digest,
+        config_digest: rebased.config_digest,
+        old_base_layers: image.layers[..base_count]
+            .iter()
+            .map(|l| l.diff_id.clone())
+            .collect(),
+        new_base_layers: new_base.layers.iter().map(|l| l.diff_id.clone()).collect(),
+        app_layers: app_layers
+            .iter()
+            .map(|l| l.descriptor.digest.clone())
+            .collect(),
+        push,
+    })
+}
+
+/// The image's Kiln metadata and how many base layers lie under Kiln's, after checking both
+/// against the image's layers.
+fn kiln_layers(image: &LoadedImage) -> Result<(ImageMetadata, usize)> {
+    let fail = |why: String| {
+        Error::Oci(kiln_oci::Error::InvalidImage {
+            image: image.source.to_string(),
+            why: format!("cannot rebase: {why}"),
+        })
+    };
+    let label = image
+        .config
+        .config
+        .labels
+        .get(LABEL)
+        .ok_or_else(|| fail(format!("no {LABEL} label: not built by Kiln")))?;
+    let metadata: ImageMetadata = serde_json::from_str(label)
+        .map_err(|e| fail(format!("the {LABEL} label is not valid: {e}")))?;
+    let ours = metadata.layers.len();
+    let base_count = image.layers.len().checked_sub(ours).ok_or_else(|| {
+        fail(format!(
+            "the label lists {ours} Kiln layers but the image has only {}",
+            image.layers.len()
+        ))
+    })?;
+    for (layer, recorded) in image.layers[base_count..].iter().zip(&metadata.layers) {
+        if layer.diff_id != recorded.diff_id {
+            return Err(fail(format!(
+                "layer {} has diff_id {}, but the label records {}",
+                recorded.name, layer.diff_id, recorded.diff_id
+            )));
+        }
+    }
+    if let Some(base) = &metadata.base {
+        let top = image.layers[..base_count].last().map(|l| &l.diff_id);
+        if base.layer_count != base_count || top != base.top_layer.as_ref() {
+            return Err(fail(format!(
+                "its base layers do not match the recorded base {} ({} layers, top {})",
+                base.name,
+                base.layer_count,
+                base.top_layer
+                    .as_ref()
+                    .map_or("none".to_owned(), |d| d.to_string())
+            )));
+        }
+    } else if base_count != 0 {
+        return Err(fail(format!(
+            "{base_count} base layers but no recorded base to check them against"
+        )));
+    }
+    Ok((metadata, base_count))
+}

@@ -1,0 +1,119 @@
+//! What the user pins over detection: `kiln.toml` and `KILN_*` environment variables, merged
+//! with their precedence (environment > `kiln.toml` > detected).
+//!
+//! | Variable | Meaning |
+//! |----------|---------|
+//! | `KILN_BUILDPACKS=go,procfile` | run exactly these buildpacks, in this order |
+//! | `KILN_<ID>_VERSION` (`KILN_NODEJS_VERSION`, `KILN_PYTHON_VERSION`, …) | version requirement |
+//! | `KILN_NODE_VERSION` | alias of `KILN_NODEJS_VERSION` |
+//! | `KILN_START_COMMAND` | the `web` process command line |
+//!
+//! The environment is an explicit input ([`Settings::resolve`] takes a map), so tests never touch
+//! the process environment; [`kiln_env`] reads it for callers that want the real one.
+
+use std::collections::BTreeMap;
+
+use crate::analyze::Sourced;
+use crate::project::ProjectConfig;
+
+/// The caller's `KILN_*` variables.
+pub fn kiln_env() -> BTreeMap<String, String> {
+    std::env::vars()
+        .filter(|(k, _)| k.starts_with("KILN_"))
+        .collect()
+}
+
+/// Pins over detection, each with where it came from.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Settings {
+    /// Buildpack ids to run instead of detecting, and the source of the pin.
+    pub buildpacks: Option<(Vec<String>, String)>,
+    /// Version requirement by buildpack id.
+    pub versions: BTreeMap<String, Sourced>,
+    /// Process command line by type, with its source.
+    pub processes: BTreeMap<String, (String, String)>,
+}
+
+impl Settings {
+    pub fn resolve(project: &ProjectConfig, env: &BTreeMap<String, String>) -> Settings {
+        let mut settings = Settings::default();
+        if let Some(ids) = &project.buildpacks {
+            settings.buildpacks = Some((ids.clone(), "kiln.toml buildpacks".to_owned()));
+        }
+        if let Some(list) = env.get("KILN_BUILDPACKS").filter(|v| !v.trim().is_empty()) {
+            let ids = list
+                .split(',')
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty());
+            settings.buildpacks = Some((ids.collect(), "KILN_BUILDPACKS".to_owned()));
+        }
+        for (id, version) in &project.versions {
+            settings.versions.insert(
+                id.clone(),
+                Sourced {
+                    version: version.clone(),
+                    from: format!("kiln.toml versions.{id}"),
+                },
+            );
+        }
+        for (key, value) in env {
+            let Some(name) = key
+                .strip_prefix("KILN_")
+                .and_then(|k| k.strip_suffix("_VERSION"))
+            else {
+                continue;
+            };
+            let id = match name {
+                "NODE" => "nodejs".to_owned(),
+                other => other.to_ascii_lowercase().replace('_', "-"),
+            };
+            settings.versions.insert(
+                id,
+                Sourced {
+                    version: value.clone(),
+                    from: key.clone(),
+                },
+            );
+        }
+        for (kind, command) in &project.processes {
+            settings.processes.insert(
+                kind.clone(),
+                (command.clone(), format!("kiln.toml processes.{kind}")),
+            );
+        }
+        if let Some(command) = env
+            .get("KILN_START_COMMAND")
+            .filter(|c| !c.trim().is_empty())
+        {
+            settings.processes.insert(
+                "web".to_owned(),
+                (command.clone(), "KILN_START_COMMAND".to_owned()),
+            );
+        }
+        settings
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_beats_kiln_toml() {
+        let project: ProjectConfig = toml::from_str(
+            "buildpacks = [\"nodejs\"]\n[versions]\nnodejs = \"20\"\npython = \"3.12\"\n[processes]\nweb = \"a\"\n",
+        )
+        .unwrap();
+        let env = BTreeMap::from([
+            ("KILN_BUILDPACKS".to_owned(), "go, procfile".to_owned()),
+            ("KILN_NODE_VERSION".to_owned(), "22".to_owned()),
+            ("KILN_START_COMMAND".to_owned(), "b".to_owned()),
+        ]);
+        let s = Settings::resolve(&project, &env);
+        assert_eq!(s.buildpacks.unwrap().0, ["go", "procfile"]);
+        assert_eq!(s.versions["nodejs"].version, "22");
+        assert_eq!(s.versions["nodejs"].from, "KILN_NODE_VERSION");
+        assert_eq!(s.versions["python"].from, "kiln.toml versions.python");
+        assert_eq!(s.processes["web"].0, "b");
+    }
+}

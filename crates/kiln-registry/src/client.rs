@@ -1,0 +1,562 @@
+//! The HTTP side: one [`Client`] per run (connection pool, credentials and tokens cached per
+//! registry), and [`Repo`], a repository on a registry that requests are made against.
+//!
+//! Every request goes through [`Repo::send`], which answers authentication challenges (basic, or
+//! the bearer-token flow of the distribution spec), retries bounded times with backoff on
+//! connection errors and 5xx answers when the request is safe to repeat, and turns failures into
+//! errors naming the registry, repository and status.
+
+use std::collections::HashMap;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use kiln_oci::reference::Reference;
+use kiln_oci::spec::Platform;
+
+use crate::auth::{self, Challenge, Credentials};
+use crate::error::{Error, Result};
+
+/// How a client behaves; [`ClientOptions::default`] suits CI.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// Registries (`host` or `host:port`) reached over plain HTTP. `localhost` and `127.0.0.1`
+    /// always are; everything else uses TLS.
+    pub insecure_registries: Vec<String>,
+    /// Which image of a multi-platform index to pull.
+    pub platform: Platform,
+    /// Blobs uploaded at once.
+    pub max_concurrency: usize,
+    /// Blobs up to this size go up in one request; larger ones in chunks of this size.
+    pub chunk_size: u64,
+    /// Extra attempts after a connection error or 5xx answer.
+    pub retries: u32,
+    /// Wait before the first retry; doubled for each further one.
+    pub backoff: Duration,
+}
+
+impl Default for ClientOptions {
+    fn default() -> ClientOptions {
+        ClientOptions {
+            insecure_registries: Vec::new(),
+            platform: Platform::host(),
+            max_concurrency: 4,
+            chunk_size: 16 << 20,
+            retries: 3,
+            backoff: Duration::from_millis(250),
+        }
+    }
+}
+
+pub struct Client {
+    agent: ureq::Agent,
+    pub(crate) opts: ClientOptions,
+    credentials: Mutex<HashMap<String, Option<Credentials>>>,
+    /// `Authorization` values by registry and scope set, reused until the registry refuses one.
+    auth: Mutex<HashMap<String, String>>,
+}
+
+impl Client {
+    pub fn new(opts: ClientOptions) -> Client {
+        let agent = ureq::AgentBuilder::new()
+            .timeout_connect(Duration::from_secs(15))
+            .timeout_read(Duration::from_secs(120))
+            .timeout_write(Duration::from_secs(120))
+            .user_agent(concat!("kiln/", env!("CARGO_PKG_VERSION")))
+            .build();
+        Client {
+            agent,
+            opts,
+            credentials: Mutex::new(HashMap::new()),
+            auth: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A handle on `reference`'s repository, authorized for `actions` (`pull` or `pull,push`);
+    /// `also_pull` names other repositories of the same registry to read from (blob mounts).
+    pub(crate) fn repo(
+        &self,
+        reference: &Reference,
+        actions: &str,
+        also_pull: &[&str],
+    ) -> Repo<'_> {
+        let mut scopes = vec![format!("repository:{}:{actions}", reference.repository)];
+        scopes.extend(
+            also_pull
+                .iter()
+                .filter(|r| **r != reference.repository)
+                .map(|r| format!("repository:{r}:pull")),
+        );
+        Repo {
+            client: self,
+            registry: reference.registry.clone(),
+            repository: reference.repository.clone(),
+            base: format!(
+                "{}://{}",
+                self.scheme(&reference.registry),
+                api_host(&reference.registry)
+            ),
+            scopes,
+        }
+    }
+
+    fn scheme(&self, registry: &str) -> &'static str {
+        let host = registry
+            .rsplit_once(':')
+            .filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit()))
+            .map_or(registry, |(host, _)| host);
+        let insecure = host == "localhost"
+            || host == "127.0.0.1"
+            || self
+                .opts
+                .insecure_registries
+                .iter()
+                .any(|r| r == registry || r == host);
+        if insecure {
+            "http"
+        } else {
+            "https"
+        }
+    }
+
+    fn credentials(&self, registry: &str) -> Result<Option<Credentials>> {
+        let mut cache = self.credentials.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(found) = cache.get(registry) {
+            return Ok(found.clone());
+        }
+        let found = auth::lookup(registry)?;
+        cache.insert(registry.to_owned(), found.clone());
+        Ok(found)
+    }
+}
+
+/// Docker Hub's API is not served at `docker.io` itself.
+fn api_host(registry: &str) -> &str {
+    if registry == "docker.io" {
+        "registry-1.docker.io"
+    } else {
+        registry
+    }
+}
+
+/// A request body that can be produced again for a retry.
+pub(crate) enum Body<'a> {
+    Empty,
+    Bytes(&'a [u8]),
+    /// `len` bytes of the file at `path` starting at `offset`.
+    File {
+        path: &'a Path,
+        offset: u64,
+        len: u64,
+    },
+}
+
+pub(crate) struct Req<'a> {
+    pub method: &'static str,
+    /// A path under the registry (`/v2/…`) or an absolute URL (upload locations).
+    pub url: String,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Body<'a>,
+    /// Whether repeating the request after a failure is harmless. Upload-session requests are
+    /// not: the session's state after a failed PATCH is unknown, so pushes retry a whole blob.
+    pub retry: bool,
+}
+
+impl<'a> Req<'a> {
+    pub fn new(method: &'static str, url: impl Into<String>) -> Req<'a> {
+        Req {
+            method,
+            url: url.into(),
+            headers: Vec::new(),
+            body: Body::Empty,
+            retry: true,
+        }
+    }
+
+    pub fn header(mut self, name: &'static str, value: impl Into<String>) -> Req<'a> {
+        self.headers.push((name, value.into()));
+        self
+    }
+
+    pub fn body(mut self, body: Body<'a>) -> Req<'a> {
+        self.body = body;
+        self
+    }
+
+    pub fn no_retry(mut self) -> Req<'a> {
+        self.retry = false;
+        self
+    }
+}
+
+pub(crate) struct Repo<'c> {
+    client: &'c Client,
+    pub registry: String,
+    pub repository: String,
+    /// `https://ghcr.io`
+    base: String,
+    scopes: Vec<String>,
+}
+
+impl Repo<'_> {
+    pub fn opts(&self) -> &ClientOptions {
+        &self.client.opts
+    }
+
+    /// `/v2/<repository>/<rest>` as an absolute URL.
+    pub fn url(&self, rest: &str) -> String {
+        format!("{}/v2/{}/{rest}", self.base, self.repository)
+    }
+
+    /// Resolves an upload `Location`, which may be relative to the registry.
+    pub fn resolve(&self, location: &str) -> String {
+        if location.starts_with("http://") || location.starts_with("https://") {
+            location.to_owned()
+        } else {
+            format!("{}/{}", self.base, location.trim_start_matches('/'))
+        }
+    }
+
+    pub fn error(&self, why: impl Into<String>) -> Error {
+        Error::Protocol {
+            registry: self.registry.clone(),
+            repository: self.repository.clone(),
+            why: why.into(),
+        }
+    }
+
+    fn auth_key(&self) -> String {
+        format!("{} {}", self.registry, self.scopes.join(" "))
+    }
+
+    /// Sends `req`; `what` says what it is for in errors ("pulling manifest v1"). Success is any
+    /// 2xx answer; anything else is an error carrying the status.
+    pub fn send(&self, req: &Req<'_>, what: &str) -> Result<ureq::Response> {
+        let url = if req.url.starts_with('/') {
+            format!("{}{}", self.base, req.url)
+        } else {
+            req.url.clone()
+        };
+        let attempts = if req.retry {
+            1 + self.client.opts.retries
+        } else {
+            1
+        };
+        let mut challenged = false;
+        let mut attempt = 0;
+        loop {
+            let result = self.send_once(req, &url, what);
+            let retryable = match &result {
+                Ok(_) => false,
+                Err(ureq::Error::Status(status, _)) => *status >= 500,
+                Err(ureq::Error::Transport(_)) => true,
+            };
+            if retryable && attempt + 1 < attempts {
+                std::thread::sleep(self.client.opts.backoff * 2u32.saturating_pow(attempt));
+                attempt += 1;
+                continue;
+            }
+            match result {
+                Ok(response) => return Ok(response),
+                Err(ureq::Error::Status(401, response)) if !challenged => {
+                    challenged = true;
+                    let header = response.header("www-authenticate").map(str::to_owned);
+                    self.authenticate(header.as_deref(), what)?;
+                }
+                Err(ureq::Error::Status(status @ (401 | 403), response)) => {
+                    let why = if self.client.credentials(&self.registry)?.is_some() {
+                        "the registry refused the credentials"
+                    } else {
+                        "no credentials configured (Docker config.json or \
+                         KILN_REGISTRY_USER/KILN_REGISTRY_PASSWORD)"
+                    };
+                    return Err(Error::Auth {
+                        registry: self.registry.clone(),
+                        repository: self.repository.clone(),
+                        what: what.to_owned(),
+                        status,
+                        why: format!("{why}{}", error_detail(response)),
+                    });
+                }
+                Err(ureq::Error::Status(status, response)) => {
+                    return Err(Error::Status {
+                        registry: self.registry.clone(),
+                        repository: self.repository.clone(),
+                        what: what.to_owned(),
+                        status,
+                        detail: error_detail(response),
+                    })
+                }
+                Err(ureq::Error::Transport(t)) => {
+                    return Err(Error::Unreachable {
+                        registry: self.registry.clone(),
+                        url: strip_query(&url).to_owned(),
+                        why: format!("{what}: {}", transport_message(&t)),
+                    })
+                }
+            }
+        }
+    }
+
+    // ureq's own error type (it carries the response); it lives only until `send` classifies it.
+    #[allow(clippy::result_large_err)]
+    fn send_once(
+        &self,
+        req: &Req<'_>,
+        url: &str,
+        what: &str,
+    ) -> Result<ureq::Response, ureq::Error> {
+        let mut request = self.client.agent.request(req.method, url);
+        for (name, value) in &req.headers {
+            request = request.set(name, value);
+        }
+        // Registry credentials go only to the registry itself, never to a storage backend an
+        // upload location or redirect may point at.
+        if url.starts_with(&format!("{}/", self.base)) {
+            let cached = self
+                .client
+                .auth
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&self.auth_key())
+                .cloned();
+            if let Some(value) = cached {
+                request = request.set("Authorization", &value);
+            }
+        }
+        match &req.body {
+            Body::Empty => {
+                if matches!(req.method, "PUT" | "POST" | "PATCH") {
+                    request.set("Content-Length", "0").call()
+                } else {
+                    request.call()
+                }
+            }
+            Body::Bytes(bytes) => request.send_bytes(bytes),
+            Body::File { path, offset, len } => {
+                let mut file = std::fs::File::open(path).map_err(|e| io_transport(what, e))?;
+                file.seek(SeekFrom::Start(*offset))
+                    .map_err(|e| io_transport(what, e))?;
+                request
+                    .set("Content-Length", &len.to_string())
+                    .send(file.take(*len))
+            }
+        }
+    }
+
+    /// Answers a 401's challenge: basic credentials, or a bearer token from the named realm.
+    fn authenticate(&self, header: Option<&str>, what: &str) -> Result<()> {
+        let refused = |why: String| Error::Auth {
+            registry: self.registry.clone(),
+            repository: self.repository.clone(),
+            what: what.to_owned(),
+            status: 401,
+            why,
+        };
+        let challenge = header
+            .and_then(auth::parse_challenge)
+            .ok_or_else(|| refused("unsupported or missing WWW-Authenticate challenge".into()))?;
+        let credentials = self.client.credentials(&self.registry)?;
+        let value = match challenge {
+            Challenge::Basic => match &credentials {
+                Some(c) => c.basic_header(),
+                None => return Err(refused(
+                    "the registry wants a user and password, and no credentials are configured \
+                         (Docker config.json or KILN_REGISTRY_USER/KILN_REGISTRY_PASSWORD)"
+                        .into(),
+                )),
+            },
+            Challenge::Bearer {
+                realm,
+                service,
+                scope,
+            } => {
+                let mut scopes = self.scopes.clone();
+                if let Some(scope) = scope.filter(|s| !scopes.contains(s)) {
+                    scopes.push(scope);
+                }
+                let token =
+                    self.fetch_token(&realm, service.as_deref(), &scopes, credentials, what)?;
+                format!("Bearer {token}")
+            }
+        };
+        self.client
+            .auth
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(self.auth_key(), value);
+        Ok(())
+    }
+
+    fn fetch_token(
+        &self,
+        realm: &str,
+        service: Option<&str>,
+        scopes: &[String],
+        credentials: Option<Credentials>,
+        what: &str,
+    ) -> Result<String> {
+        let mut request = self.client.agent.get(realm);
+        if let Some(service) = service {
+            request = request.query("service", service);
+        }
+        for scope in scopes {
+            request = request.query("scope", scope);
+        }
+        if let Some(c) = &credentials {
+            request = request.set("Authorization", &c.basic_header());
+        }
+        let refused = |status: u16, why: String| Error::Auth {
+            registry: self.registry.clone(),
+            repository: self.repository.clone(),
+            what: what.to_owned(),
+            status,
+            why,
+        };
+        let response = match request.call() {
+            Ok(response) => response,
+            Err(ureq::Error::Status(status, response)) => {
+                let who = if credentials.is_some() {
+                    "the token service refused the credentials"
+                } else {
+                    "the token service refused anonymous access"
+                };
+                return Err(refused(
+                    status,
+                    format!("{who} ({}){}", strip_query(realm), error_detail(response)),
+                ));
+            }
+            Err(ureq::Error::Transport(t)) => {
+                return Err(Error::Unreachable {
+                    registry: self.registry.clone(),
+                    url: strip_query(realm).to_owned(),
+                    why: format!("fetching a token: {}", transport_message(&t)),
+                })
+            }
+        };
+        #[derive(serde::Deserialize)]
+        struct TokenAnswer {
+            token: Option<String>,
+            access_token: Option<String>,
+        }
+        let answer: TokenAnswer = serde_json::from_reader(response.into_reader().take(1 << 20))
+            .map_err(|e| self.error(format!("token service {realm} sent no token JSON: {e}")))?;
+        answer
+            .token
+            .or(answer.access_token)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| self.error(format!("token service {realm} sent an empty token")))
+    }
+}
+
+/// Upload locations carry session state in their query; errors show just the path.
+fn strip_query(url: &str) -> &str {
+    url.split_once('?').map_or(url, |(path, _)| path)
+}
+
+fn io_transport(what: &str, e: std::io::Error) -> ureq::Error {
+    ureq::Error::from(std::io::Error::new(
+        e.kind(),
+        format!("{what}: reading the local blob: {e}"),
+    ))
+}
+
+/// ureq's transport message without the URL it may append (already reported separately).
+fn transport_message(t: &ureq::Transport) -> String {
+    let mut out = t.kind().to_string();
+    if let Some(message) = t.message() {
+        out.push_str(&format!(": {message}"));
+    }
+    // The OS-level cause ("Connection refused"), which ureq keeps as the source.
+    if let Some(source) = std::error::Error::source(t) {
+        out.push_str(&format!(": {source}"));
+    }
+    out
+}
+
+/// The registry's own explanation of an error (`{"errors":[{"code":…,"message":…}]}`), if any.
+fn error_detail(response: ureq::Response) -> String {
+    #[derive(serde::Deserialize)]
+    struct Errors {
+        #[serde(default)]
+        errors: Vec<ErrorEntry>,
+    }
+    #[derive(serde::Deserialize)]
+    struct ErrorEntry {
+        #[serde(default)]
+        code: String,
+        #[serde(default)]
+        message: String,
+    }
+    let mut body = Vec::new();
+    if response
+        .into_reader()
+        .take(64 << 10)
+        .read_to_end(&mut body)
+        .is_err()
+    {
+        return String::new();
+    }
+    match serde_json::from_slice::<Errors>(&body) {
+        Ok(e) if !e.errors.is_empty() => {
+            let parts: Vec<String> = e
+                .errors
+                .iter()
+                .map(|e| format!("{}: {}", e.code, e.message))
+                .collect();
+            format!(" ({})", parts.join("; "))
+        }
+        _ => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_http_only_for_loopback_and_named_registries() {
+        let client = Client::new(ClientOptions {
+            insecure_registries: vec!["build.internal:5000".into(), "mirror.lan".into()],
+            ..ClientOptions::default()
+        });
+        for (registry, scheme) in [
+            ("localhost", "http"),
+            ("localhost:5000", "http"),
+            ("127.0.0.1:5111", "http"),
+            ("build.internal:5000", "http"),
+            ("build.internal:5001", "https"),
+            ("mirror.lan:443", "http"),
+            ("ghcr.io", "https"),
+            ("docker.io", "https"),
+            ("localhost.evil.example", "https"),
+        ] {
+            assert_eq!(client.scheme(registry), scheme, "{registry}");
+        }
+        let hub = Reference::parse("ubuntu").unwrap();
+        assert_eq!(
+            client.repo(&hub, "pull", &[]).url("manifests/latest"),
+            "https://registry-1.docker.io/v2/library/ubuntu/manifests/latest"
+        );
+    }
+
+    #[test]
+    fn scopes_cover_mount_sources_and_errors_hide_upload_state() {
+        let client = Client::new(ClientOptions::default());
+        let target = Reference::parse("localhost:5000/team/app:1").unwrap();
+        let repo = client.repo(&target, "pull,push", &["base/busybox", "team/app"]);
+        assert_eq!(
+            repo.scopes,
+            [
+                "repository:team/app:pull,push",
+                "repository:base/busybox:pull"
+            ]
+        );
+        assert_eq!(
+            repo.resolve("/v2/team/app/blobs/uploads/x?_state=secret"),
+            "http://localhost:5000/v2/team/app/blobs/uploads/x?_state=secret"
+        );
+        assert_eq!(strip_query("http://h/v2/x?_state=secret"), "http://h/v2/x");
+    }
+}
