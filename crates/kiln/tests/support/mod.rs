@@ -273,3 +273,5 @@ fn http_get(port: u16, path: &str) -> std::io::Result<(String, String)> {
     let status = head.lines().next().unwrap_or_default().to_owned();
     Ok((status, body.to_owned()))
 }
+
+pub mod run_image;

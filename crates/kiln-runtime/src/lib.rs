@@ -1,0 +1,400 @@
+//! Kiln's runtime provisioning. One job: **find or fetch a language runtime that satisfies a
+//! version requirement, verified and cached.**
+//!
+//! A buildpack asks for `(Runtime, VersionReq)`; [`resolve`] tries the [`Provider`]s in order:
+//! - [`Provider::Download`]: the official distribution from a mirror (Node.js release tarballs
+//!   checked against `SHASUMS256.txt`; python-build-standalone `install_only` tarballs checked
+//!   against `SHA256SUMS`), the newest version that satisfies the requirement, **verified by
+//!   sha256 before it is extracted**, kept under `<cache>/runtimes/<runtime>/<version>-<platform>/`
+//!   so the next build is offline;
+//! - [`Provider::Host`]: the toolchain on a `PATH`, when its version satisfies.
+//!
+//! The answer, [`ProvidedRuntime`], says which directory holds the runtime (`root`), which parts
+//! of it belong in the runtime layer (`include`, minus `prune`), where its `bin` is, and where
+//! it came from; [`ProvidedRuntime::layer_entries`] turns that into `kiln_oci` layer entries at
+//! an image directory. When nothing satisfies, [`Error::Unsatisfied`] lists what each provider
+//! found and how to supply a runtime.
+//!
+//! ```no_run
+//! use kiln_runtime::{mirror_for, resolve, Provider, Runtime, VersionReq};
+//! # fn main() -> Result<(), kiln_runtime::Error> {
+//! # let (kiln_toml_mirrors, env) = (Default::default(), Default::default());
+//! let req = VersionReq::parse(">=20 <21")?;
+//! let providers = [
+//!     Provider::download(mirror_for(Runtime::Node, &kiln_toml_mirrors, &env)),
+//!     Provider::host_from_env(),
+//! ];
+//! let node = resolve(Runtime::Node, &req, &providers, "/var/cache/kiln".as_ref())?;
+//! let entries = node.layer_entries("/layers/node/runtime")?; // then write_layer
+//! # let _ = entries; Ok(()) }
+//! ```
+//!
+//! Only glibc Linux builds are fetched (`linux-x64`/`linux-arm64`, `*-unknown-linux-gnu`): the
+//! image needs a glibc run image, not `scratch`.
+//!
+//! ## The index cache rule
+//! The upstream index (`index.json` / `SHA256SUMS`) is cached per mirror with the time it was
+//! fetched. A cached index younger than [`Provider::Download`]'s `index_max_age` (default
+//! [`DEFAULT_INDEX_MAX_AGE`]) is used without touching the network; an older one is refetched,
+//! and if that fetch fails the stale copy is used (offline CI keeps working). A version chosen
+//! from the index whose runtime is already in the cache is used as is: finished runtime
+//! directories appear only by an atomic rename after verification, so existing means complete.
+
+mod archive;
+mod download;
+mod host;
+mod http;
+mod layer;
+mod version;
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use version::{ReqError, Version, VersionReq};
+
+/// A cached upstream index younger than this is used without asking the mirror again.
+pub const DEFAULT_INDEX_MAX_AGE: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// The official Node.js distribution.
+pub const NODE_OFFICIAL_MIRROR: &str = "https://nodejs.org/dist";
+
+/// python-build-standalone has no index across releases, so the default mirror is one pinned
+/// release's download directory (its `SHA256SUMS` lists every archive of that release). Bump the
+/// pin to offer newer Pythons; a mirror may serve any release laid out the same way.
+pub const PYTHON_OFFICIAL_MIRROR: &str =
+    "https://github.com/astral-sh/python-build-standalone/releases/download/20250708";
+
+/// A language runtime Kiln can provision. Adding one (go, ruby, java) means a download layout
+/// in `download.rs`, a host probe in `host.rs` and the match arms the compiler then asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Runtime {
+    Node,
+    Python,
+}
+
+impl Runtime {
+    pub const ALL: [Runtime; 2] = [Runtime::Node, Runtime::Python];
+
+    /// The id used in cache paths, `kiln.toml` `[mirrors]` keys and messages.
+    pub fn id(self) -> &'static str {
+        match self {
+            Runtime::Node => "node",
+            Runtime::Python => "python",
+        }
+    }
+
+    pub fn parse(id: &str) -> Option<Runtime> {
+        Runtime::ALL.into_iter().find(|r| r.id() == id)
+    }
+
+    /// The environment variable that overrides the mirror (`KILN_MIRROR_NODE`).
+    pub fn mirror_env_var(self) -> String {
+        format!("KILN_MIRROR_{}", self.id().to_ascii_uppercase())
+    }
+
+    /// Whether images running this runtime need a glibc run image (every runtime Kiln fetches is
+    /// a glibc build; `scratch` has no libc).
+    pub fn needs_glibc(self) -> bool {
+        match self {
+            Runtime::Node | Runtime::Python => true,
+        }
+    }
+
+    /// The check an engine makes before building: `Ok` when `run_image` is given or the runtime
+    /// needs none, else [`Error::NeedsRunImage`] saying what to pass.
+    pub fn check_run_image(self, run_image: Option<&str>) -> Result<(), Error> {
+        let scratch = run_image.is_none_or(|r| r.trim().is_empty() || r == "scratch");
+        if scratch && self.needs_glibc() {
+            return Err(Error::NeedsRunImage { runtime: self });
+        }
+        Ok(())
+    }
+
+    pub fn official_mirror(self) -> &'static str {
+        match self {
+            Runtime::Node => NODE_OFFICIAL_MIRROR,
+            Runtime::Python => PYTHON_OFFICIAL_MIRROR,
+        }
+    }
+}
+
+impl fmt::Display for Runtime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.id())
+    }
+}
+
+/// The download base URL for `runtime`: `KILN_MIRROR_<RUNTIME>` in `env`, else `kiln.toml`
+/// `[mirrors] <runtime> = "…"`, else the official default. Empty values count as unset;
+/// trailing slashes are dropped.
+pub fn mirror_for(
+    runtime: Runtime,
+    kiln_toml_mirrors: &BTreeMap<String, String>,
+    env: &BTreeMap<String, String>,
+) -> String {
+    fn set(v: Option<&String>) -> Option<&str> {
+        v.map(|s| s.trim()).filter(|s| !s.is_empty())
+    }
+    set(env.get(&runtime.mirror_env_var()))
+        .or_else(|| set(kiln_toml_mirrors.get(runtime.id())))
+        .unwrap_or(runtime.official_mirror())
+        .trim_end_matches('/')
+        .to_owned()
+}
+
+/// Where a runtime may come from, tried in the order given to [`resolve`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Provider {
+    /// The official distribution layout under `mirror` (see [`mirror_for`]).
+    Download {
+        mirror: String,
+        index_max_age: Duration,
+    },
+    /// A toolchain found on `path` (a `PATH`-style list of directories).
+    Host { path: OsString },
+}
+
+impl Provider {
+    pub fn download(mirror: impl Into<String>) -> Provider {
+        Provider::Download {
+            mirror: mirror.into(),
+            index_max_age: DEFAULT_INDEX_MAX_AGE,
+        }
+    }
+
+    /// The host toolchain on the caller's own `PATH`.
+    pub fn host_from_env() -> Provider {
+        Provider::Host {
+            path: std::env::var_os("PATH").unwrap_or_default(),
+        }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Provider::Download { .. } => "download",
+            Provider::Host { .. } => "host",
+        }
+    }
+}
+
+/// A runtime that satisfies the requirement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProvidedRuntime {
+    pub runtime: Runtime,
+    pub version: Version,
+    /// `"download"` or `"host"`.
+    pub provider: &'static str,
+    /// The installation prefix on this machine (a cache directory, or a host prefix).
+    pub root: PathBuf,
+    /// What belongs in the runtime layer, relative to `root` (`.` = all of it). A host prefix
+    /// such as `/usr` is shared with other software, so only the runtime's own paths are named.
+    pub include: Vec<PathBuf>,
+    /// What to leave out of the (launch) layer: paths relative to `root` (`include`,
+    /// `lib/python3.11/test`), and `**/NAME` for a file or directory name anywhere
+    /// (`**/__pycache__`): tests, docs, headers, caches. See [`ProvidedRuntime::is_pruned`].
+    pub prune: Vec<String>,
+    /// The bin directory relative to `root` (`bin`): put `<layer>/bin` on `PATH`.
+    pub bin: PathBuf,
+    /// sha256 of the verified archive (downloads only).
+    pub sha256: Option<String>,
+    /// The archive URL, or the host executable that was probed.
+    pub source: String,
+}
+
+impl ProvidedRuntime {
+    /// Whether `rel` (a path relative to `root`) is left out of the layer: it or one of its
+    /// ancestors is listed in `prune`, or one of its components is a `**/NAME` listed there.
+    pub fn is_pruned(&self, rel: &Path) -> bool {
+        self.prune.iter().any(|p| match p.strip_prefix("**/") {
+            Some(name) => rel.components().any(|c| c.as_os_str() == name),
+            None => rel.starts_with(p),
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Req(#[from] ReqError),
+    #[error("GET {url}: {why}")]
+    Http { url: String, why: String },
+    #[error(
+        "checksum mismatch for {url}: expected sha256 {expected}, got {actual}; nothing was kept"
+    )]
+    Checksum {
+        url: String,
+        expected: String,
+        actual: String,
+    },
+    #[error("{url}: {why}")]
+    Index { url: String, why: String },
+    #[error("unsafe or malformed archive {url}: entry {entry:?}: {why}")]
+    Archive {
+        url: String,
+        entry: String,
+        why: String,
+    },
+    #[error("packing the runtime at {root}: {source}")]
+    Layer {
+        root: PathBuf,
+        source: kiln_oci::Error,
+    },
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+    #[error(
+        "{runtime} apps need a glibc run image, and none was given (the default, scratch, has no \
+         libc): pass --run-image oci-archive:PATH or oci:DIR with glibc, libstdc++ and libssl, \
+         such as a Debian bookworm base"
+    )]
+    NeedsRunImage { runtime: Runtime },
+    #[error("{}", unsatisfied_message(.runtime, .req, .found))]
+    Unsatisfied {
+        runtime: Runtime,
+        req: String,
+        /// One line per provider: what it found, or why it could not look.
+        found: Vec<String>,
+    },
+}
+
+impl Error {
+    fn io(what: impl Into<String>, source: std::io::Error) -> Error {
+        Error::Io {
+            what: what.into(),
+            source,
+        }
+    }
+
+    /// Errors that must stop resolution rather than let the next provider try: a tampered or
+    /// unsafe download is never papered over by a fallback.
+    fn is_fatal(&self) -> bool {
+        matches!(self, Error::Checksum { .. } | Error::Archive { .. })
+    }
+}
+
+fn unsatisfied_message(runtime: &Runtime, req: &str, found: &[String]) -> String {
+    let mut msg = format!("no {runtime} runtime satisfies {req:?}:\n");
+    for line in found {
+        msg.push_str(&format!("  - {line}\n"));
+    }
+    msg.push_str(&format!(
+        "supply one by: pointing a mirror that has it at {var} or kiln.toml `[mirrors] {id} = \"URL\"`; \
+         installing a matching {id} on the build machine's PATH; or building on a --run-image that \
+         already has it installed",
+        var = runtime.mirror_env_var(),
+        id = runtime.id(),
+    ));
+    msg
+}
+
+/// Finds or fetches a `runtime` satisfying `req`, trying `providers` in order, caching
+/// downloads under `cache_dir/runtimes/`. Network and host-probe failures are reported per
+/// provider in [`Error::Unsatisfied`] (the next provider is tried); checksum and unsafe-archive
+/// failures stop at once.
+pub fn resolve(
+    runtime: Runtime,
+    req: &VersionReq,
+    providers: &[Provider],
+    cache_dir: &Path,
+) -> Result<ProvidedRuntime, Error> {
+    let mut found = Vec::new();
+    for provider in providers {
+        let outcome = match provider {
+            Provider::Download {
+                mirror,
+                index_max_age,
+            } => download::provide(runtime, req, mirror, *index_max_age, cache_dir),
+            Provider::Host { path } => host::provide(runtime, req, path),
+        };
+        match outcome {
+            Ok(Found::Yes(provided)) => return Ok(provided),
+            Ok(Found::No(what)) => found.push(what),
+            Err(e) if e.is_fatal() => return Err(e),
+            Err(e) => found.push(format!("{}: {e}", provider.kind())),
+        }
+    }
+    if providers.is_empty() {
+        found.push("no providers were configured".to_owned());
+    }
+    Err(Error::Unsatisfied {
+        runtime,
+        req: req.as_str().to_owned(),
+        found,
+    })
+}
+
+/// A provider's answer: a runtime, or a line saying what it found instead.
+enum Found {
+    Yes(ProvidedRuntime),
+    No(String),
+}
+
+/// "22.3.0, 20.11.1, 18.19.0 … (41 more)": the newest few of a descending list.
+fn newest_few(versions: &[Version]) -> String {
+    const SHOWN: usize = 5;
+    let mut s = versions
+        .iter()
+        .take(SHOWN)
+        .map(Version::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
+    if versions.len() > SHOWN {
+        s.push_str(&format!(" … ({} more)", versions.len() - SHOWN));
+    }
+    if s.is_empty() {
+        s.push_str("no versions for this platform");
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mirror_precedence() {
+        let toml: BTreeMap<String, String> =
+            [("node".into(), "https://toml.example/node/".into())].into();
+        let env: BTreeMap<String, String> =
+            [("KILN_MIRROR_NODE".into(), "https://env.example/dist".into())].into();
+        let none = BTreeMap::new();
+        assert_eq!(
+            mirror_for(Runtime::Node, &toml, &env),
+            "https://env.example/dist"
+        );
+        assert_eq!(
+            mirror_for(Runtime::Node, &toml, &none),
+            "https://toml.example/node"
+        );
+        assert_eq!(
+            mirror_for(Runtime::Node, &none, &none),
+            NODE_OFFICIAL_MIRROR
+        );
+        assert_eq!(
+            mirror_for(Runtime::Python, &toml, &env),
+            PYTHON_OFFICIAL_MIRROR
+        );
+        let blank: BTreeMap<String, String> = [("KILN_MIRROR_NODE".into(), " ".into())].into();
+        assert_eq!(
+            mirror_for(Runtime::Node, &toml, &blank),
+            "https://toml.example/node"
+        );
+        assert_eq!(Runtime::parse("python"), Some(Runtime::Python));
+    }
+
+    #[test]
+    fn glibc_runtimes_need_a_run_image() {
+        for missing in [None, Some("scratch"), Some("")] {
+            let err = Runtime::Node.check_run_image(missing).unwrap_err();
+            assert!(err.to_string().contains("--run-image"), "{err}");
+        }
+        assert!(Runtime::Python
+            .check_run_image(Some("oci-archive:debian.tar"))
+            .is_ok());
+    }
+}

@@ -1,0 +1,506 @@
+//! The download and host providers against a mirror served on 127.0.0.1, and the host's own
+//! node and python.
+
+mod support;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use kiln_runtime::{resolve, Error, Provider, Runtime, VersionReq};
+use support::*;
+
+fn req(text: &str) -> VersionReq {
+    VersionReq::parse(text).unwrap()
+}
+
+fn node_mirror() -> NodeMirror {
+    let mut m = NodeMirror::default();
+    m.release("22.1.0", None)
+        .release("21.6.0", None)
+        .release("20.12.0", Some("Iron"))
+        .release("20.11.1", Some("Iron"))
+        .release("18.19.0", Some("Hydrogen"));
+    m
+}
+
+#[test]
+fn download_picks_the_newest_satisfying_release() {
+    let server = node_mirror().serve();
+    let cache = tempfile::tempdir().unwrap();
+    let download = [Provider::download(&server.base)];
+    for (text, want) in [
+        (">=20 <21", "20.12.0"),
+        ("20.11", "20.11.1"),
+        ("lts", "20.12.0"),
+        ("lts/hydrogen", "18.19.0"),
+        ("20 || 22", "22.1.0"),
+        ("*", "22.1.0"),
+        ("^18", "18.19.0"),
+    ] {
+        let got = resolve(Runtime::Node, &req(text), &download, cache.path()).unwrap();
+        assert_eq!(got.version.to_string(), want, "{text}");
+        assert_eq!(got.provider, "download");
+        let want_root = cache
+            .path()
+            .join(format!("runtimes/node/{want}-{NODE_PLATFORM}"));
+        assert_eq!(got.root, want_root);
+        let node = std::fs::read_to_string(got.root.join(&got.bin).join("node")).unwrap();
+        assert_eq!(node, format!("#!/bin/sh\necho v{want}\n"));
+        let archive = format!("v{want}/node-v{want}-{NODE_PLATFORM}.tar.gz");
+        assert_eq!(got.source, format!("{}/{archive}", server.base));
+        assert_eq!(
+            got.sha256,
+            Some(sha256_hex(&server_file(&server, &archive)))
+        );
+        // Symlinks inside the tree survive extraction.
+        let npm = std::fs::read_link(got.root.join("bin/npm")).unwrap();
+        assert_eq!(npm, Path::new("../lib/node_modules/npm/bin/npm-cli.js"));
+        assert!(got.is_pruned(Path::new("include/node/node.h")));
+        assert!(!got.is_pruned(Path::new("bin/node")));
+    }
+    // One index fetch serves every resolve (the cached index is fresh).
+    let index_gets = server
+        .requests()
+        .iter()
+        .filter(|p| *p == "index.json")
+        .count();
+    assert_eq!(index_gets, 1, "{:?}", server.requests());
+}
+
+/// The archive bytes the mirror serves at `path`, fetched like any client would.
+fn server_file(server: &support::Server, path: &str) -> Vec<u8> {
+    let url = format!("{}/{path}", server.base);
+    let mut body = Vec::new();
+    std::io::Read::read_to_end(
+        &mut ureq::get(&url).call().unwrap().into_reader(),
+        &mut body,
+    )
+    .unwrap();
+    body
+}
+
+#[test]
+fn cached_runtime_resolves_with_the_mirror_gone() {
+    let mut server = node_mirror().serve();
+    let cache = tempfile::tempdir().unwrap();
+    let first = resolve(
+        Runtime::Node,
+        &req("20"),
+        &[Provider::download(&server.base)],
+        cache.path(),
+    )
+    .unwrap();
+    let base = server.base.clone();
+    server.stop();
+    // Fresh cached index: no network at all.
+    let again = resolve(
+        Runtime::Node,
+        &req("20"),
+        &[Provider::download(&base)],
+        cache.path(),
+    )
+    .unwrap();
+    assert_eq!(again, first);
+    // A stale index whose refresh fails is still used.
+    let stale = Provider::Download {
+        mirror: base.clone(),
+        index_max_age: Duration::ZERO,
+    };
+    let offline = resolve(Runtime::Node, &req("20"), &[stale], cache.path()).unwrap();
+    assert_eq!(offline, first);
+    // With no index at all (a different mirror URL), the cached runtime still serves.
+    let other = Provider::download(format!("{base}/gone"));
+    let by_dir = resolve(Runtime::Node, &req("20"), &[other], cache.path()).unwrap();
+    assert_eq!(by_dir.root, first.root);
+}
+
+#[test]
+fn checksum_mismatch_fails_and_keeps_nothing() {
+    let mut mirror = NodeMirror::default();
+    let archive = tar_gz(&[Item::File(
+        &format!("node-v24.0.0-{NODE_PLATFORM}/bin/node"),
+        b"x",
+        0o755,
+    )]);
+    let wrong = "ab".repeat(32);
+    mirror.add_archive("24.0.0", None, archive.clone(), &wrong);
+    let server = mirror.serve();
+    let cache = tempfile::tempdir().unwrap();
+    // A host provider after it must not be reached: a tampered download is not papered over.
+    let providers = [Provider::download(&server.base), Provider::host_from_env()];
+    let err = resolve(Runtime::Node, &req("24"), &providers, cache.path()).unwrap_err();
+    let Error::Checksum {
+        url,
+        expected,
+        actual,
+    } = &err
+    else {
+        panic!("expected a checksum error, got {err}");
+    };
+    assert_eq!(
+        url,
+        &format!(
+            "{}/v24.0.0/node-v24.0.0-{NODE_PLATFORM}.tar.gz",
+            server.base
+        )
+    );
+    assert_eq!(expected, &wrong);
+    assert_eq!(actual, &sha256_hex(&archive));
+    let msg = err.to_string();
+    assert!(
+        msg.contains(url) && msg.contains(&wrong) && msg.contains(actual.as_str()),
+        "{msg}"
+    );
+    let dir = cache.path().join("runtimes/node");
+    assert!(only_indexes(&dir), "left behind: {:?}", listing(&dir));
+}
+
+#[test]
+fn path_escaping_archives_are_rejected() {
+    let top = format!("node-v24.0.0-{NODE_PLATFORM}");
+    let (dotdot, evil, lib, lib_x) = (
+        format!("{top}/../../escaped"),
+        format!("{top}/bin/evil"),
+        format!("{top}/lib"),
+        format!("{top}/lib/x"),
+    );
+    let hostile: [(&str, Vec<Item>); 4] = [
+        ("dotdot", vec![Item::File(&dotdot, b"x", 0o644)]),
+        (
+            "absolute",
+            vec![Item::File("/tmp/kiln-runtime-escaped", b"x", 0o644)],
+        ),
+        ("symlink out", vec![Item::Symlink(&evil, "../../../etc")]),
+        (
+            "write through a symlink",
+            vec![Item::Symlink(&lib, "bin"), Item::File(&lib_x, b"x", 0o644)],
+        ),
+    ];
+    for (what, items) in hostile {
+        let mut mirror = NodeMirror::default();
+        let archive = tar_gz(&items);
+        let sha = sha256_hex(&archive);
+        mirror.add_archive("24.0.0", None, archive, &sha);
+        let server = mirror.serve();
+        let cache = tempfile::tempdir().unwrap();
+        let err = resolve(
+            Runtime::Node,
+            &req("24"),
+            &[Provider::download(&server.base)],
+            cache.path(),
+        )
+        .unwrap_err();
+        assert!(matches!(err, Error::Archive { .. }), "{what}: {err}");
+        assert!(err.to_string().contains(&server.base), "{what}: {err}");
+        let dir = cache.path().join("runtimes/node");
+        assert!(only_indexes(&dir), "{what} left: {:?}", listing(&dir));
+        assert!(!cache.path().join("runtimes/escaped").exists());
+    }
+    assert!(!Path::new("/tmp/kiln-runtime-escaped").exists());
+}
+
+#[test]
+fn http_errors_name_the_url_and_status() {
+    let mut mirror = node_mirror();
+    let server = mirror.serve();
+    let cache = tempfile::tempdir().unwrap();
+    let missing = format!("{}/nope", server.base);
+    let err = resolve(
+        Runtime::Node,
+        &req("20"),
+        &[Provider::download(&missing)],
+        cache.path(),
+    )
+    .unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&format!("GET {missing}/index.json: HTTP 404")),
+        "{msg}"
+    );
+    assert!(msg.contains("KILN_MIRROR_NODE"), "{msg}");
+}
+
+#[test]
+fn python_build_standalone_layout() {
+    let server = python_mirror(&[
+        ("3.10.13", "20240107"),
+        ("3.11.6", "20231002"),
+        ("3.11.7", "20231211"),
+        ("3.11.7", "20240107"),
+        ("3.12.1", "20240107"),
+    ]);
+    let cache = tempfile::tempdir().unwrap();
+    let download = [Provider::download(&server.base)];
+    for (text, want) in [
+        ("3.11", "3.11.7"),
+        (">=3.10,<3.13", "3.12.1"),
+        ("~=3.10.0", "3.10.13"),
+        ("==3.11.6", "3.11.6"),
+    ] {
+        let got = resolve(Runtime::Python, &req(text), &download, cache.path()).unwrap();
+        assert_eq!(got.version.to_string(), want, "{text}");
+        assert_eq!(
+            got.root,
+            cache
+                .path()
+                .join(format!("runtimes/python/{want}-{PYTHON_TRIPLE}"))
+        );
+        let out = std::process::Command::new(got.root.join("bin/python3"))
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            format!("Python {want}")
+        );
+        assert!(got.is_pruned(Path::new("lib/python3.11/test/test_os.py")) || want != "3.11.7");
+    }
+    let latest_build = resolve(Runtime::Python, &req("3.11.7"), &download, cache.path()).unwrap();
+    assert!(
+        latest_build.source.contains("3.11.7+20240107"),
+        "{}",
+        latest_build.source
+    );
+    let err = resolve(Runtime::Python, &req(">=3.13"), &download, cache.path()).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("newest 3.12.1, 3.11.7, 3.11.6, 3.10.13; none match >=3.13"),
+        "{msg}"
+    );
+    assert!(msg.contains("KILN_MIRROR_PYTHON"), "{msg}");
+}
+
+/// The real host node, served as an official-layout archive, resolved, extracted and run.
+#[test]
+fn host_node_through_a_local_mirror() {
+    if !require_tool("node") {
+        return;
+    }
+    let host = resolve(
+        Runtime::Node,
+        &req("*"),
+        &[Provider::host_from_env()],
+        Path::new("/nonexistent"),
+    )
+    .unwrap();
+    let node = std::fs::read(host.root.join("bin/node")).unwrap();
+    let version = host.version.to_string();
+    let mut mirror = node_mirror();
+    mirror.release_with(&version, None, &node);
+    let mut server = mirror.serve();
+    let cache = tempfile::tempdir().unwrap();
+    let exact = req(&format!("={version}"));
+    let started = Instant::now();
+    let got = resolve(
+        Runtime::Node,
+        &exact,
+        &[Provider::download(&server.base)],
+        cache.path(),
+    )
+    .unwrap();
+    let cold = started.elapsed();
+    let out = std::process::Command::new(got.root.join("bin/node"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("v{version}")
+    );
+    server.stop();
+    let started = Instant::now();
+    let cached = resolve(
+        Runtime::Node,
+        &exact,
+        &[Provider::download(&server.base)],
+        cache.path(),
+    )
+    .unwrap();
+    let warm = started.elapsed();
+    assert_eq!(cached, got);
+    eprintln!(
+        "node {version} ({} MB): download+verify+extract {cold:?}, cached resolve {warm:?}",
+        node.len() >> 20
+    );
+}
+
+#[test]
+fn host_provider_reports_versions() {
+    for (runtime, tool) in [(Runtime::Node, "node"), (Runtime::Python, "python3")] {
+        if !require_tool(tool) {
+            continue;
+        }
+        let got = resolve(
+            runtime,
+            &req("*"),
+            &[Provider::host_from_env()],
+            Path::new("/nonexistent"),
+        )
+        .unwrap();
+        assert_eq!(got.provider, "host");
+        assert!(got.root.join(&got.bin).is_dir(), "{got:?}");
+        assert!(!got.include.is_empty(), "{got:?}");
+        for p in &got.include {
+            assert!(
+                got.root.join(p).symlink_metadata().is_ok(),
+                "{p:?} of {got:?}"
+            );
+        }
+        let ask = std::process::Command::new(&got.source)
+            .arg("--version")
+            .output()
+            .unwrap();
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&ask.stdout),
+            String::from_utf8_lossy(&ask.stderr)
+        );
+        assert!(said.contains(&got.version.to_string()), "{said} vs {got:?}");
+        if runtime == Runtime::Python {
+            let minor = format!("lib/python{}.{}/test", got.version.major, got.version.minor);
+            assert!(got.is_pruned(&Path::new(&minor).join("test_os.py")));
+            assert!(got.is_pruned(Path::new("lib/python3.11/json/__pycache__/x.pyc")));
+        }
+    }
+}
+
+#[test]
+fn unsatisfiable_requirement_lists_what_each_provider_found() {
+    let server = node_mirror().serve();
+    let cache = tempfile::tempdir().unwrap();
+    let no_node_path = Provider::Host {
+        path: cache.path().as_os_str().to_owned(),
+    };
+    let mut providers = vec![Provider::download(&server.base), no_node_path];
+    if require_tool("node") {
+        providers.push(Provider::host_from_env());
+    }
+    let err = resolve(Runtime::Node, &req(">=99"), &providers, cache.path()).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.starts_with("no node runtime satisfies \">=99\""),
+        "{msg}"
+    );
+    let listing = format!(
+        "download {}: newest 22.1.0, 21.6.0, 20.12.0, 20.11.1, 18.19.0; none match >=99",
+        server.base
+    );
+    assert!(msg.contains(&listing), "{msg}");
+    assert!(msg.contains("host: no node on PATH"), "{msg}");
+    if providers.len() == 3 {
+        let re = msg
+            .lines()
+            .any(|l| l.contains("host /") && l.contains("does not match >=99"));
+        assert!(re, "{msg}");
+    }
+    assert!(
+        msg.contains("KILN_MIRROR_NODE") && msg.contains("[mirrors] node"),
+        "{msg}"
+    );
+    assert!(msg.contains("--run-image"), "{msg}");
+    // Nothing was downloaded for a requirement nothing satisfies.
+    assert!(only_indexes(&cache.path().join("runtimes/node")));
+}
+
+/// Layer entries of a runtime: its files under the image directory, pruned.
+#[test]
+fn layer_entries_place_and_prune() {
+    use kiln_oci::layer::EntryKind;
+    let server = node_mirror().serve();
+    let cache = tempfile::tempdir().unwrap();
+    let got = resolve(
+        Runtime::Node,
+        &req("22"),
+        &[Provider::download(&server.base)],
+        cache.path(),
+    )
+    .unwrap();
+    let entries = got.layer_entries("/layers/node/runtime").unwrap();
+    let paths: Vec<&str> = entries.iter().map(|e| e.path.as_str()).collect();
+    for want in [
+        "layers",
+        "layers/node",
+        "layers/node/runtime",
+        "layers/node/runtime/bin/node",
+        "layers/node/runtime/LICENSE",
+    ] {
+        assert!(paths.contains(&want), "{want} missing from {paths:?}");
+    }
+    assert!(!paths.iter().any(|p| p.contains("include")), "{paths:?}");
+    let npm = entries
+        .iter()
+        .find(|e| e.path == "layers/node/runtime/bin/npm")
+        .unwrap();
+    assert!(
+        matches!(&npm.kind, EntryKind::Symlink { target } if target == "../lib/node_modules/npm/bin/npm-cli.js")
+    );
+
+    for (runtime, tool) in [(Runtime::Node, "node"), (Runtime::Python, "python3")] {
+        if !require_tool(tool) {
+            continue;
+        }
+        let host = resolve(
+            runtime,
+            &req("*"),
+            &[Provider::host_from_env()],
+            cache.path(),
+        )
+        .unwrap();
+        let started = Instant::now();
+        let entries = host
+            .layer_entries(&format!("layers/{runtime}/runtime"))
+            .unwrap();
+        let bytes: u64 = entries
+            .iter()
+            .map(|e| match &e.kind {
+                EntryKind::File { size, .. } => *size,
+                _ => 0,
+            })
+            .sum();
+        eprintln!(
+            "host {runtime} {} at {}: {} entries, {} MB after pruning ({:?})",
+            host.version,
+            host.root.display(),
+            entries.len(),
+            bytes >> 20,
+            started.elapsed()
+        );
+        let bin = format!("layers/{runtime}/runtime/bin/{tool}");
+        assert!(entries.iter().any(|e| e.path == bin), "{bin} missing");
+        assert!(!entries.iter().any(|e| e.path.contains("/__pycache__")));
+        let tests = format!("/python{}.{}/test/", host.version.major, host.version.minor);
+        assert!(!entries.iter().any(|e| e.path.contains(&tests)));
+    }
+}
+
+/// Two builds fetching the same runtime at once both get it; one extraction wins the rename.
+#[test]
+fn concurrent_resolves_share_one_runtime() {
+    let server = node_mirror().serve();
+    let cache = tempfile::tempdir().unwrap();
+    let results: Vec<_> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..3)
+            .map(|_| {
+                s.spawn(|| {
+                    resolve(
+                        Runtime::Node,
+                        &req("21"),
+                        &[Provider::download(&server.base)],
+                        cache.path(),
+                    )
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap().unwrap())
+            .collect()
+    });
+    assert!(results.windows(2).all(|w| w[0].root == w[1].root));
+    let dir = cache.path().join("runtimes/node");
+    let left: Vec<String> = listing(&dir)
+        .into_iter()
+        .filter(|p| !p.starts_with("index-"))
+        .collect();
+    let name = format!("21.6.0-{NODE_PLATFORM}");
+    assert!(left.iter().all(|p| p.starts_with(&name)), "{left:?}");
+}

@@ -1,0 +1,332 @@
+//! Test support: a tiny HTTP/1.1 file server on 127.0.0.1 and mirrors laid out like the
+//! official Node.js and python-build-standalone ones, built in the test.
+
+#![allow(dead_code)] // each test binary uses a different part
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use sha2::{Digest as _, Sha256};
+
+/// A server stops by itself after this long, whatever the test does.
+const SERVER_LIFETIME: Duration = Duration::from_secs(120);
+
+/// Serves `files` (URL path without the leading `/` → body) on 127.0.0.1, one connection at a
+/// time, `Connection: close`; 404 for anything else. Stops on [`Server::stop`], on drop, or by
+/// itself after [`SERVER_LIFETIME`].
+pub struct Server {
+    pub base: String,
+    stop: Arc<AtomicBool>,
+    requests: Arc<Mutex<Vec<String>>>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl Server {
+    pub fn start(files: BTreeMap<String, Vec<u8>>) -> Server {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        listener.set_nonblocking(true).unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let stop = Arc::new(AtomicBool::new(false));
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let (stop2, requests2) = (stop.clone(), requests.clone());
+        let handle = std::thread::spawn(move || {
+            let deadline = Instant::now() + SERVER_LIFETIME;
+            while !stop2.load(Ordering::SeqCst) && Instant::now() < deadline {
+                match listener.accept() {
+                    Ok((stream, _)) => {
+                        let _ = stream.set_nonblocking(false);
+                        let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+                        if let Some(path) = serve_one(stream, &files) {
+                            requests2.lock().unwrap().push(path);
+                        }
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        Server {
+            base,
+            stop,
+            requests,
+            handle: Some(handle),
+        }
+    }
+
+    /// The paths requested so far.
+    pub fn requests(&self) -> Vec<String> {
+        self.requests.lock().unwrap().clone()
+    }
+
+    /// Stops the server and waits until its port is closed.
+    pub fn stop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn serve_one(stream: std::net::TcpStream, files: &BTreeMap<String, Vec<u8>>) -> Option<String> {
+    let mut reader = BufReader::new(stream.try_clone().ok()?);
+    let mut request_line = String::new();
+    reader.read_line(&mut request_line).ok()?;
+    // Drain the headers.
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).ok()? == 0 || line == "\r\n" {
+            break;
+        }
+    }
+    let path = request_line
+        .split_whitespace()
+        .nth(1)?
+        .trim_start_matches('/')
+        .to_owned();
+    let mut out = stream;
+    match files.get(&path) {
+        Some(body) => {
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            out.write_all(head.as_bytes()).ok()?;
+            out.write_all(body).ok()?;
+        }
+        None => {
+            out.write_all(
+                b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            )
+            .ok()?;
+        }
+    }
+    Some(path)
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// One entry of a test archive.
+pub enum Item<'a> {
+    File(&'a str, &'a [u8], u32),
+    Dir(&'a str),
+    Symlink(&'a str, &'a str),
+}
+
+/// A `.tar.gz` of `items`. Names are written raw into the header, so tests can also make the
+/// hostile entries (`..`, absolute) that `tar::Builder` refuses to write.
+pub fn tar_gz(items: &[Item]) -> Vec<u8> {
+    tar_gz_at(items, flate2::Compression::fast())
+}
+
+/// [`tar_gz`] at a given gzip level (level 0 keeps tests with a ~100 MB host binary fast in
+/// debug builds).
+pub fn tar_gz_at(items: &[Item], level: flate2::Compression) -> Vec<u8> {
+    let mut tar = tar::Builder::new(Vec::new());
+    for item in items {
+        let mut header = tar::Header::new_ustar();
+        let (name, size) = match item {
+            Item::File(name, body, mode) => {
+                header.set_entry_type(tar::EntryType::Regular);
+                header.set_mode(*mode);
+                (*name, body.len())
+            }
+            Item::Dir(name) => {
+                header.set_entry_type(tar::EntryType::Directory);
+                header.set_mode(0o755);
+                (*name, 0)
+            }
+            Item::Symlink(name, target) => {
+                header.set_entry_type(tar::EntryType::Symlink);
+                header.set_mode(0o777);
+                let raw = &mut header.as_old_mut().linkname;
+                raw[..target.len()].copy_from_slice(target.as_bytes());
+                (*name, 0)
+            }
+        };
+        header.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+        header.set_size(size as u64);
+        header.set_cksum();
+        let body: &[u8] = match item {
+            Item::File(_, body, _) => body,
+            _ => &[],
+        };
+        tar.append(&header, body).unwrap();
+    }
+    let tar = tar.into_inner().unwrap();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), level);
+    gz.write_all(&tar).unwrap();
+    gz.finish().unwrap()
+}
+
+/// A Node.js dist mirror: `index.json`, and per release `v<ver>/SHASUMS256.txt` and
+/// `v<ver>/node-v<ver>-linux-x64.tar.gz`.
+#[derive(Default)]
+pub struct NodeMirror {
+    pub files: BTreeMap<String, Vec<u8>>,
+    index: Vec<serde_json::Value>,
+}
+
+pub const NODE_PLATFORM: &str = if cfg!(target_arch = "aarch64") {
+    "linux-arm64"
+} else {
+    "linux-x64"
+};
+
+impl NodeMirror {
+    /// Adds a release whose `bin/node` is a shell script printing `v<version>`.
+    pub fn release(&mut self, version: &str, lts: Option<&str>) -> &mut Self {
+        let script = format!("#!/bin/sh\necho v{version}\n");
+        self.release_with(version, lts, script.as_bytes())
+    }
+
+    /// Adds a release whose `bin/node` has the bytes `node` (stored uncompressed when over 1 MiB).
+    pub fn release_with(&mut self, version: &str, lts: Option<&str>, node: &[u8]) -> &mut Self {
+        let top = format!("node-v{version}-{NODE_PLATFORM}");
+        let level = if node.len() > 1 << 20 {
+            flate2::Compression::none()
+        } else {
+            flate2::Compression::fast()
+        };
+        let archive = tar_gz_at(
+            &[
+                Item::Dir(&format!("{top}/")),
+                Item::Dir(&format!("{top}/bin/")),
+                Item::File(&format!("{top}/bin/node"), node, 0o755),
+                Item::Symlink(
+                    &format!("{top}/bin/npm"),
+                    "../lib/node_modules/npm/bin/npm-cli.js",
+                ),
+                Item::File(
+                    &format!("{top}/lib/node_modules/npm/bin/npm-cli.js"),
+                    b"// npm\n",
+                    0o755,
+                ),
+                Item::File(&format!("{top}/include/node/node.h"), b"// header\n", 0o644),
+                Item::File(&format!("{top}/LICENSE"), b"MIT\n", 0o644),
+            ],
+            level,
+        );
+        let sha = sha256_hex(&archive);
+        self.add_archive(version, lts, archive, &sha)
+    }
+
+    /// Adds a release with a prepared archive and the checksum its `SHASUMS256.txt` claims.
+    pub fn add_archive(
+        &mut self,
+        version: &str,
+        lts: Option<&str>,
+        archive: Vec<u8>,
+        sha: &str,
+    ) -> &mut Self {
+        let name = format!("node-v{version}-{NODE_PLATFORM}.tar.gz");
+        let sums = format!(
+            "{}  node-v{version}-darwin-arm64.tar.gz\n{sha}  {name}\n",
+            "0".repeat(64)
+        );
+        self.files
+            .insert(format!("v{version}/SHASUMS256.txt"), sums.into_bytes());
+        self.files.insert(format!("v{version}/{name}"), archive);
+        self.index.push(serde_json::json!({
+            "version": format!("v{version}"),
+            "lts": lts.map_or(serde_json::Value::Bool(false), |l| l.into()),
+            "files": ["darwin-arm64-tar", NODE_PLATFORM, "win-x64-zip"],
+        }));
+        self
+    }
+
+    pub fn serve(&mut self) -> Server {
+        let index = serde_json::to_vec(&self.index).unwrap();
+        self.files.insert("index.json".to_owned(), index);
+        Server::start(self.files.clone())
+    }
+}
+
+pub const PYTHON_TRIPLE: &str = if cfg!(target_arch = "aarch64") {
+    "aarch64-unknown-linux-gnu"
+} else {
+    "x86_64-unknown-linux-gnu"
+};
+
+/// A python-build-standalone release directory: `SHA256SUMS` and `cpython-…-install_only.tar.gz`
+/// archives (top directory `python/`) whose `bin/python3` prints the version.
+pub fn python_mirror(releases: &[(&str, &str)]) -> Server {
+    let mut files = BTreeMap::new();
+    let mut sums = String::new();
+    for (version, build) in releases {
+        let script = format!("#!/bin/sh\necho Python {version}\n");
+        let short: String = version.split('.').take(2).collect::<Vec<_>>().join(".");
+        let archive = tar_gz(&[
+            Item::Dir("python/"),
+            Item::File("python/bin/python3", script.as_bytes(), 0o755),
+            Item::File(&format!("python/lib/python{short}/os.py"), b"# os\n", 0o644),
+            Item::File(
+                &format!("python/lib/python{short}/test/test_os.py"),
+                b"# test\n",
+                0o644,
+            ),
+        ]);
+        let name = format!("cpython-{version}+{build}-{PYTHON_TRIPLE}-install_only.tar.gz");
+        sums.push_str(&format!("{}  {name}\n", sha256_hex(&archive)));
+        // Another platform's build of a newer version, which must never be chosen here.
+        sums.push_str(&format!(
+            "{}  cpython-3.99.0+{build}-aarch64-apple-darwin-install_only.tar.gz\n",
+            "1".repeat(64)
+        ));
+        files.insert(name, archive);
+    }
+    files.insert("SHA256SUMS".to_owned(), sums.into_bytes());
+    Server::start(files)
+}
+
+/// Whether `tool` is on PATH. Missing fails the test under `CI`, and skips it loudly elsewhere
+/// (as `crates/kiln/tests/support` does for the end-to-end tools).
+pub fn require_tool(tool: &str) -> bool {
+    let found = std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()));
+    if found {
+        return true;
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!("required tool missing under CI: {tool}");
+    }
+    eprintln!("\n*** SKIPPED: {tool} is not on PATH (install it, or run .ci/run) ***\n");
+    false
+}
+
+/// Every path under `dir`, relative, sorted (to assert what a failure left behind).
+pub fn listing(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
+        let Ok(read) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in read.flatten() {
+            let p = e.path();
+            out.push(p.strip_prefix(root).unwrap().display().to_string());
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                walk(root, &p, out);
+            }
+        }
+    }
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
+
+/// The only thing a failed download may leave: the cached mirror index.
+pub fn only_indexes(dir: &Path) -> bool {
+    listing(dir).iter().all(|p| p.starts_with("index-"))
+}
