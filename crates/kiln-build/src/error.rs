@@ -13,6 +13,8 @@ pub enum Error {
     #[error(transparent)]
     Oci(#[from] kiln_oci::Error),
     #[error(transparent)]
+    Runtime(#[from] kiln_runtime::Error),
+    #[error(transparent)]
     Registry(#[from] kiln_registry::Error),
     #[error("no buildpack detected for {}\n{looked_for}", path.display())]
     NothingDetected { path: PathBuf, looked_for: String },

@@ -18,6 +18,7 @@ pub mod metadata;
 pub mod rebase;
 pub mod registry;
 pub mod registry_cache;
+pub mod runtimes;
 pub mod source;
 pub mod step_cache;
 pub mod steps;

@@ -55,6 +55,18 @@ pub struct PlannedBuildpack {
     pub facts: Facts,
     pub steps: Vec<Step>,
     pub layers: Vec<LayerSpec>,
+    /// The runtime the engine must provide, and the requirement it must satisfy.
+    pub runtime: Option<PlannedRuntime>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PlannedRuntime {
+    /// `node`, `python`.
+    pub name: String,
+    /// `>=20 <21`, `lts`, `3.11`, …
+    pub requirement: String,
+    /// Where the requirement came from (`package.json engines.node`, `buildpack default`).
+    pub from: String,
 }
 
 /// A build step. `command`, `args`, `env` values and `workdir` are templates that may still hold
@@ -229,6 +241,18 @@ pub fn plan_with(
             launch_env.insert(key.clone(), sources.for_image(value, &layers_root)?);
         }
 
+        let runtime = spec.runtime.as_ref().map(|rt| {
+            let (requirement, from) = match (&facts.version, &rt.default) {
+                (Some(v), _) => (v.version.clone(), v.from.clone()),
+                (None, Some(default)) => (default.clone(), "buildpack default".to_owned()),
+                (None, None) => ("*".to_owned(), "any version".to_owned()),
+            };
+            PlannedRuntime {
+                name: rt.name.clone(),
+                requirement,
+                from,
+            }
+        });
         buildpacks.push(PlannedBuildpack {
             id: id.clone(),
             version: spec.buildpack.version.clone(),
@@ -236,6 +260,7 @@ pub fn plan_with(
             facts,
             steps,
             layers: spec.layers.clone(),
+            runtime,
         });
     }
     // The user's own commands are shell lines like a Procfile's, not templates.

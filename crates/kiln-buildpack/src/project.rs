@@ -32,6 +32,10 @@ pub struct ProjectConfig {
     /// Process command lines by type (`web = "node server.js"`), over every buildpack's.
     #[serde(default)]
     pub processes: BTreeMap<String, String>,
+    /// Download mirrors by runtime (`node = "https://mirror.example/node/dist"`); the
+    /// `KILN_MIRROR_<RUNTIME>` variables win.
+    #[serde(default)]
+    pub mirrors: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -31,6 +31,21 @@ pub struct BuildpackToml {
     /// Named facts set from the tree, for `when` and `${fact:NAME}`.
     #[serde(default)]
     pub facts: Vec<FactRule>,
+    /// The language runtime this buildpack needs in its build and in the image, provisioned by
+    /// the engine for the buildpack's version requirement.
+    #[serde(default)]
+    pub runtime: Option<RuntimeSpec>,
+}
+
+/// `[runtime] name = "node", default = "lts"`: the engine provides runtime `name` (downloaded
+/// from a mirror or taken from the build host) satisfying the buildpack's version requirement,
+/// or `default` when none was found, as a launch layer `/layers/<id>/runtime`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeSpec {
+    pub name: String,
+    #[serde(default)]
+    pub default: Option<String>,
 }
 
 /// Sets fact `name` to `value` when `file` exists (and, if given, contains `contains`). The first

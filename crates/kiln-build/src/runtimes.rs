@@ -1,0 +1,134 @@
+//! Providing the language runtimes that buildpacks declare (`[runtime] name = "node"`), through
+//! `kiln-runtime`: for each such buildpack, the plan's version requirement is satisfied by the
+//! first provider that can — a verified download from the runtime's mirror, then the build
+//! host's toolchain (`KILN_RUNTIME_PROVIDERS=host` or `download` narrows the list). The runtime
+//! becomes the launch layer `/layers/<buildpack>/runtime`, its `bin` joins `PATH` for the
+//! buildpack's steps (and later ones) and in the image.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+
+use serde::Serialize;
+
+use kiln_buildpack::plan::{Plan, LAYERS_DIR};
+use kiln_runtime::{mirror_for, Provider, ProvidedRuntime, Runtime, VersionReq};
+
+use crate::error::{Error, Result};
+use crate::BuildOptions;
+
+/// A runtime provided for one buildpack.
+pub struct Provided {
+    pub buildpack: String,
+    pub runtime: ProvidedRuntime,
+    /// `/layers/<buildpack>/runtime`.
+    pub image_dir: String,
+}
+
+impl Provided {
+    /// The runtime's `bin` inside the image.
+    pub fn image_bin(&self) -> String {
+        format!("{}/{}", self.image_dir, self.runtime.bin.display())
+    }
+}
+
+/// What `--json` reports per provided runtime.
+#[derive(Debug, Clone, Serialize)]
+pub struct RuntimeReport {
+    pub buildpack: String,
+    pub runtime: String,
+    pub requirement: String,
+    /// Where the requirement came from.
+    pub from: String,
+    pub version: String,
+    /// `download` or `host`.
+    pub provider: String,
+    /// The archive URL or the host executable.
+    pub source: String,
+    pub sha256: Option<String>,
+}
+
+/// Resolves every runtime the plan asks for. Fails before any step runs when a runtime needs a
+/// glibc run image and the build targets `scratch`.
+pub fn provide(
+    opts: &BuildOptions,
+    plan: &Plan,
+    mirrors: &BTreeMap<String, String>,
+    log: &mut dyn Write,
+) -> Result<(Vec<Provided>, Vec<RuntimeReport>)> {
+    let mut provided = Vec::new();
+    let mut reports = Vec::new();
+    for bp in &plan.buildpacks {
+        let Some(wanted) = &bp.runtime else { continue };
+        let runtime = Runtime::parse(&wanted.name).ok_or_else(|| Error::Source {
+            path: opts.source.clone(),
+            why: format!(
+                "buildpack {} asks for runtime {:?}, which Kiln cannot provide (known: node, python)",
+                bp.id, wanted.name
+            ),
+        })?;
+        runtime.check_run_image(Some(&opts.run_image.to_string()))?;
+        let req = VersionReq::parse(&wanted.requirement).map_err(|e| Error::Source {
+            path: opts.source.clone(),
+            why: format!("{} version requirement from {}: {e}", wanted.name, wanted.from),
+        })?;
+        let providers = providers(runtime, opts, mirrors)?;
+        let found = kiln_runtime::resolve(runtime, &req, &providers, &opts.cache_dir)?;
+        let _ = writeln!(
+            log,
+            "runtime {} {} for {} ({} from {}): {} {}",
+            wanted.name,
+            found.version,
+            bp.id,
+            wanted.requirement,
+            wanted.from,
+            found.provider,
+            found.source
+        );
+        reports.push(RuntimeReport {
+            buildpack: bp.id.clone(),
+            runtime: wanted.name.clone(),
+            requirement: wanted.requirement.clone(),
+            from: wanted.from.clone(),
+            version: found.version.to_string(),
+            provider: found.provider.to_owned(),
+            source: found.source.clone(),
+            sha256: found.sha256.clone(),
+        });
+        provided.push(Provided {
+            buildpack: bp.id.clone(),
+            image_dir: format!("{LAYERS_DIR}/{}/runtime", bp.id),
+            runtime: found,
+        });
+    }
+    Ok((provided, reports))
+}
+
+/// Download (from the runtime's mirror) then host, unless `KILN_RUNTIME_PROVIDERS` says
+/// otherwise (`host`, `download`, or both in the order given).
+fn providers(
+    runtime: Runtime,
+    opts: &BuildOptions,
+    mirrors: &BTreeMap<String, String>,
+) -> Result<Vec<Provider>> {
+    let order = opts
+        .kiln_env
+        .get("KILN_RUNTIME_PROVIDERS")
+        .map_or("download,host", String::as_str);
+    order
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|p| match p {
+            "download" => Ok(Provider::download(mirror_for(runtime, mirrors, &opts.kiln_env))),
+            "host" => Ok(Provider::Host {
+                path: opts.env.get("PATH").cloned().unwrap_or_default().into(),
+            }),
+            other => Err(Error::Source {
+                path: opts.source.clone(),
+                why: format!(
+                    "KILN_RUNTIME_PROVIDERS names {other:?}: expected `download` and/or `host`"
+                ),
+            }),
+        })
+        .collect()
+}
