@@ -404,11 +404,13 @@ fn cache_image_lets_a_fresh_cache_reuse_dependency_layers() {
     let first = build("runner-a");
     assert_eq!(first["cache_image"]["imported_records"], 0, "{first}");
     assert!(first["cache_image"]["exported_records"].as_u64().unwrap() >= 1);
-    assert_eq!(first["cache_image"]["exported_layers"], 1, "{first}");
+    // Every `cache = true` layer of the go buildpack (at least its go-cache).
+    let kept = first["cache_image"]["exported_layers"].as_u64().unwrap();
+    assert!(kept >= 1, "{first}");
 
     // A second runner with an empty cache directory.
     let second = build("runner-b");
-    assert_eq!(second["cache_image"]["imported_layers"], 1, "{second}");
+    assert_eq!(second["cache_image"]["imported_layers"], kept, "{second}");
     assert!(second["cache_image"]["imported_records"].as_u64().unwrap() >= 1);
     assert!(tmp.path().join("runner-b/buildpacks/go/go-cache").is_dir());
     let bin = &second["layers"][0];
