@@ -36,6 +36,11 @@ fn debian_run_image_runs_glibc_programs() {
     // getconf is dynamically linked against the image's own glibc.
     let glibc = run_once(&reference, &["/usr/bin/getconf", "GNU_LIBC_VERSION"], &[]);
     assert_eq!(glibc, "glibc 2.36");
+    let shell = run_once(&reference, &["/bin/sh", "-c", "echo $((6 * 7)) $PATH"], &[]);
+    assert_eq!(
+        shell,
+        "42 /usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+    );
     // The loader finds every library a runtime needs through the merged-usr paths.
     let (multiarch, loader) = if cfg!(target_arch = "aarch64") {
         ("aarch64-linux-gnu", "/lib/ld-linux-aarch64.so.1")

@@ -5,9 +5,9 @@
 //! Node.js and Python need glibc, so images for them are tested on this base (issue #4, "Run
 //! images"). Building it: `apt-get download` the packages below into a temporary directory,
 //! `dpkg-deb -x` each into one root, turn `/lib`, `/lib64`, `/bin`, `/sbin` into the merged-usr
-//! symlinks bookworm has, add `/tmp`, `/etc/passwd`, `/etc/group` and the CA bundle that
-//! `ca-certificates`' maintainer script would generate, drop docs, and pack the root as one
-//! layer.
+//! symlinks bookworm has, link `/bin/sh` to dash, add `/tmp`, `/etc/passwd`, `/etc/group` and
+//! the CA bundle that `ca-certificates`' maintainer script would generate, drop docs, and pack
+//! the root as one layer.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -25,8 +25,10 @@ use kiln_oci::store::BlobStore;
 
 use super::{require_tools, run_ok};
 
-/// What goes into the image. `libc-bin` brings `getconf` and `ldconfig`, which tests run.
+/// What goes into the image. `libc-bin` brings `getconf` and `ldconfig`, which tests run;
+/// `dash` is `/bin/sh`, which start commands run through (`sh -c`).
 pub const DEBIAN_PACKAGES: &[&str] = &[
+    "dash",
     "libc6",
     "libc-bin",
     "libgcc-s1",
