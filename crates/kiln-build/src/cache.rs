@@ -130,7 +130,15 @@ impl BuildCache {
 
     /// Copies a checked-out cache layer back to its kept place before a step rewrites it, so a
     /// failing build leaves the previous cache intact (the copy is replaced on success).
-    pub fn keep_copy_of_layer_dir(&self, buildpack: &str, layer: &str, work: &Path) -> Result<()> {
+    /// `captured` lists `(path, where it is now)` for the app paths the layer captures: during
+    /// the steps they live in the working copy, and belong in the copy under `CAPTURED_DIR`.
+    pub fn keep_copy_of_layer_dir(
+        &self,
+        buildpack: &str,
+        layer: &str,
+        work: &Path,
+        captured: &[(&str, PathBuf)],
+    ) -> Result<()> {
         let kept = self.kept_layer_dir(buildpack, layer);
         if kept.exists() {
             return Ok(());
@@ -142,6 +150,13 @@ impl BuildCache {
             .tempdir_in(parent)
             .ctx(|| format!("creating a directory in {}", parent.display()))?;
         copy_tree(work, tmp.path())?;
+        for (path, now) in captured {
+            if fs::symlink_metadata(now).is_ok() {
+                let dest = tmp.path().join(crate::CAPTURED_DIR).join(path);
+                fs::create_dir_all(&dest).ctx(|| format!("creating {}", dest.display()))?;
+                copy_tree(now, &dest)?;
+            }
+        }
         fs::rename(tmp.keep(), &kept).ctx(|| format!("saving {}", kept.display()))
     }
 

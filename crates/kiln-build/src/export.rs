@@ -24,6 +24,7 @@ use crate::metadata::{
     BaseMetadata, BuildpackRef, ImageMetadata, LayerMetadata, ProcessMetadata, LABEL,
     METADATA_VERSION,
 };
+use crate::runtimes::Provided;
 use crate::{BuildOptions, LayerDirs, LayerReport, OutputFormat, CAPTURED_DIR};
 
 /// `PATH` for images whose base sets none (scratch): Docker's default.
@@ -39,6 +40,8 @@ pub struct ExportInput<'a> {
     /// from the source when no step ran.
     pub app: Vec<Entry>,
     pub layer_dirs: &'a LayerDirs,
+    /// Runtimes provided for buildpacks: each becomes the first launch layer of its buildpack.
+    pub runtimes: &'a [Provided],
 }
 
 pub struct Exported {
@@ -139,6 +142,12 @@ fn planned_layers(input: &ExportInput<'_>) -> Result<Vec<PlannedLayer>> {
     let mut app: Vec<Entry> = input.app.clone();
     let mut layers = Vec::new();
     for bp in &input.plan.buildpacks {
+        for provided in input.runtimes.iter().filter(|p| p.buildpack == bp.id) {
+            layers.push(PlannedLayer {
+                name: format!("{}/runtime", bp.id),
+                entries: layer::normalize(provided.runtime.layer_entries(&provided.image_dir)?)?,
+            });
+        }
         for spec in bp.layers.iter().filter(|l| l.launch) {
             let Some(dir) = input.layer_dirs.get(&bp.id).and_then(|d| d.get(&spec.name)) else {
                 continue;
@@ -242,6 +251,25 @@ fn image_config(
     built: &[LayerMetadata],
 ) -> ImageConfig {
     let plan = input.plan;
+    // Runtime bins lead the image's PATH, ahead of the buildpacks' own or the base's.
+    let mut launch_env = plan.launch_env.clone();
+    if !input.runtimes.is_empty() {
+        let rest = launch_env
+            .get("PATH")
+            .cloned()
+            .or_else(|| base.config.config.env_var("PATH").map(str::to_owned))
+            .unwrap_or_else(|| DEFAULT_PATH.to_owned());
+        let bins: Vec<String> = input.runtimes.iter().map(Provided::image_bin).collect();
+        launch_env.insert("PATH".into(), format!("{}:{rest}", bins.join(":")));
+        let libs: Vec<String> = input
+            .runtimes
+            .iter()
+            .filter_map(Provided::image_lib)
+            .collect();
+        if !libs.is_empty() {
+            launch_env.insert("LD_LIBRARY_PATH".into(), libs.join(":"));
+        }
+    }
     let metadata = ImageMetadata {
         version: METADATA_VERSION,
         base: None,
@@ -255,7 +283,7 @@ fn image_config(
             .collect(),
         layers: built.to_vec(),
         processes: plan.processes.iter().map(ProcessMetadata::from).collect(),
-        launch_env: Some(plan.launch_env.clone()),
+        launch_env: Some(launch_env),
     };
     app_config(
         base,

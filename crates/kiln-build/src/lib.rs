@@ -159,6 +159,8 @@ pub struct BuildReport {
     pub config_digest: Digest,
     pub layers: Vec<LayerReport>,
     pub steps: Vec<StepReport>,
+    /// The language runtimes provided for buildpacks, with where each came from.
+    pub runtimes: Vec<runtimes::RuntimeReport>,
     pub processes: Vec<Process>,
     /// The run image's pull, when it came from a registry.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -276,6 +278,9 @@ pub fn build(opts: &BuildOptions, log: &mut dyn Write) -> Result<BuildReport> {
         Some(reference) => Some(registry_cache::import(&client, &cache, reference, log)?),
         None => None,
     };
+    let (runtimes, runtime_reports) = runtimes::provide(opts, &plan, &project.mirrors, log)?;
+    // Steps' cache keys include the runtimes: a new Node must re-run `npm ci`.
+    let key_env = step_key_env(opts, &runtimes);
     let scratch = cache.scratch_dir()?;
     let rules = source::exclude_rules(&src, &project.build.exclude_patterns())?;
     let source_entries = source::source_entries(&src, &rules, APP_DIR)?;
@@ -285,7 +290,7 @@ pub fn build(opts: &BuildOptions, log: &mut dyn Write) -> Result<BuildReport> {
     let layer_dirs = &layers.dirs;
     // Copying the source is the main cost of a warm rebuild: when no step will run, nothing can
     // change the app, so its layer is made straight from the source tree.
-    let precheck = decide_steps(opts, &plan, &src, &rules, &layers, &cache)?;
+    let precheck = decide_steps(opts, &key_env, &plan, &src, &rules, &layers, &cache)?;
     let (app, ran) = if precheck.iter().all(|(_, _, d)| d.skipped()) {
         if !precheck.is_empty() {
             let _ = writeln!(
@@ -316,7 +321,17 @@ pub fn build(opts: &BuildOptions, log: &mut dyn Write) -> Result<BuildReport> {
         let copied = source::materialize(&source_entries, APP_DIR, &app_dir)?;
         let _ = writeln!(log, "copied {copied} source entries into the working copy");
         move_captured(&plan, layer_dirs, &app_dir, Direction::IntoApp)?;
-        let ran = run_steps(opts, &plan, &app_dir, &layers, &cache, scratch.path(), log)?;
+        let ran = run_steps(
+            opts,
+            &key_env,
+            &runtimes,
+            &plan,
+            &app_dir,
+            &layers,
+            &cache,
+            scratch.path(),
+            log,
+        )?;
         move_captured(&plan, layer_dirs, &app_dir, Direction::IntoLayers)?;
         (kiln_oci::layer::tree_entries(&app_dir, APP_DIR)?, ran)
     };
@@ -331,6 +346,7 @@ pub fn build(opts: &BuildOptions, log: &mut dyn Write) -> Result<BuildReport> {
             plan: &plan,
             app,
             layer_dirs,
+            runtimes: &runtimes,
         },
         log,
     )?;
@@ -370,6 +386,7 @@ pub fn build(opts: &BuildOptions, log: &mut dyn Write) -> Result<BuildReport> {
         config_digest: exported.image.config_digest,
         layers: exported.layers,
         steps: ran.reports,
+        runtimes: runtime_reports,
         processes: plan.processes.clone(),
         pull,
         push,
@@ -495,6 +512,7 @@ fn move_captured(
 /// Every step's decision as things stand in the source tree, before any copy.
 fn decide_steps(
     opts: &BuildOptions,
+    key_env: &BTreeMap<String, String>,
     plan: &Plan,
     src: &Path,
     rules: &ignore::ExcludeRules,
@@ -505,7 +523,7 @@ fn decide_steps(
     for bp in &plan.buildpacks {
         let restored = |layer: &str| layers.restored.contains(&(bp.id.clone(), layer.to_owned()));
         for step in &bp.steps {
-            let record = step_cache::current(bp, step, &opts.env, src, Some(rules))?;
+            let record = step_cache::current(bp, step, key_env, src, Some(rules))?;
             let decision =
                 step_cache::decide(cache.root(), bp, step, &record, &restored, opts.no_cache);
             out.push((bp.id.clone(), step.name.clone(), decision));
@@ -520,8 +538,28 @@ struct StepsRun {
     records: Vec<(String, String, step_cache::StepRecord)>,
 }
 
+/// What keys steps besides their own definition: the caller's step environment and the
+/// provided runtimes' versions.
+fn step_key_env(opts: &BuildOptions, runtimes: &[runtimes::Provided]) -> BTreeMap<String, String> {
+    let mut env = opts.env.clone();
+    for provided in runtimes {
+        env.insert(
+            format!("KILN_RUNTIME_{}", provided.buildpack),
+            format!(
+                "{} {}",
+                provided.runtime.runtime.id(),
+                provided.runtime.version
+            ),
+        );
+    }
+    env
+}
+
+#[allow(clippy::too_many_arguments)]
 fn run_steps(
     opts: &BuildOptions,
+    key_env: &BTreeMap<String, String>,
+    runtimes: &[runtimes::Provided],
     plan: &Plan,
     app_dir: &Path,
     layers: &PreparedLayers,
@@ -549,6 +587,12 @@ fn run_steps(
     };
     let empty = BTreeMap::new();
     for bp in &plan.buildpacks {
+        // A buildpack's runtime serves its own steps and every later buildpack's.
+        for provided in runtimes.iter().filter(|p| p.buildpack == bp.id) {
+            let bin = provided.runtime.root.join(&provided.runtime.bin);
+            let path = env.get("PATH").cloned().unwrap_or_default();
+            env.insert("PATH".into(), format!("{}:{path}", bin.display()));
+        }
         let dirs = layers.dirs.get(&bp.id).unwrap_or(&empty);
         let ctx = steps::StepContext {
             buildpack: &bp.id,
@@ -559,7 +603,7 @@ fn run_steps(
         let restored = |layer: &str| layers.restored.contains(&(bp.id.clone(), layer.to_owned()));
         for step in &bp.steps {
             let started = Instant::now();
-            let record = step_cache::current(bp, step, &opts.env, app_dir, None)?;
+            let record = step_cache::current(bp, step, key_env, app_dir, None)?;
             let decision =
                 step_cache::decide(cache.root(), bp, step, &record, &restored, opts.no_cache);
             if decision.skipped() {
@@ -571,9 +615,15 @@ fn run_steps(
                 // If this step fails, the cache it writes must stay as the last good build left
                 // it: keep a copy of each restored output until the build succeeds.
                 for layer in step.outputs.iter().filter(|l| restored(l)) {
-                    if let Some(dir) = dirs.get(layer) {
-                        cache.keep_copy_of_layer_dir(&bp.id, layer, dir)?;
-                    }
+                    let Some(dir) = dirs.get(layer) else { continue };
+                    let captured: Vec<(&str, PathBuf)> = bp
+                        .layers
+                        .iter()
+                        .filter(|l| &l.name == layer)
+                        .flat_map(|l| &l.capture)
+                        .map(|p| (p.as_str(), app_dir.join(p)))
+                        .collect();
+                    cache.keep_copy_of_layer_dir(&bp.id, layer, dir, &captured)?;
                 }
                 steps::run_step(step, &ctx, log)?;
                 if !step.inputs.is_empty() {

@@ -11,7 +11,7 @@ use std::io::Write;
 use serde::Serialize;
 
 use kiln_buildpack::plan::{Plan, LAYERS_DIR};
-use kiln_runtime::{mirror_for, Provider, ProvidedRuntime, Runtime, VersionReq};
+use kiln_runtime::{mirror_for, ProvidedRuntime, Provider, Runtime, VersionReq};
 
 use crate::error::{Error, Result};
 use crate::BuildOptions;
@@ -28,6 +28,19 @@ impl Provided {
     /// The runtime's `bin` inside the image.
     pub fn image_bin(&self) -> String {
         format!("{}/{}", self.image_dir, self.runtime.bin.display())
+    }
+
+    /// The runtime's own shared-library directory inside the image, when it has one: a host
+    /// CPython built with `--enable-shared` finds `libpython` through an absolute RPATH that
+    /// does not exist in the image.
+    pub fn image_lib(&self) -> Option<String> {
+        let has_shared_libpython = std::fs::read_dir(self.runtime.root.join("lib"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().starts_with("libpython"));
+        (self.runtime.runtime == Runtime::Python && has_shared_libpython)
+            .then(|| format!("{}/lib", self.image_dir))
     }
 }
 
@@ -69,7 +82,10 @@ pub fn provide(
         runtime.check_run_image(Some(&opts.run_image.to_string()))?;
         let req = VersionReq::parse(&wanted.requirement).map_err(|e| Error::Source {
             path: opts.source.clone(),
-            why: format!("{} version requirement from {}: {e}", wanted.name, wanted.from),
+            why: format!(
+                "{} version requirement from {}: {e}",
+                wanted.name, wanted.from
+            ),
         })?;
         let providers = providers(runtime, opts, mirrors)?;
         let found = kiln_runtime::resolve(runtime, &req, &providers, &opts.cache_dir)?;
@@ -119,7 +135,11 @@ fn providers(
         .map(str::trim)
         .filter(|p| !p.is_empty())
         .map(|p| match p {
-            "download" => Ok(Provider::download(mirror_for(runtime, mirrors, &opts.kiln_env))),
+            "download" => Ok(Provider::download(mirror_for(
+                runtime,
+                mirrors,
+                &opts.kiln_env,
+            ))),
             "host" => Ok(Provider::Host {
                 path: opts.env.get("PATH").cloned().unwrap_or_default().into(),
             }),

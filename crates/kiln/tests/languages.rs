@@ -1,26 +1,24 @@
 //! End-to-end builds (build only) of one fixture per language whose toolchain is on this machine:
-//! Node (npm ci + build script), Python (pip install --target), and the single-folder app root.
-//! Running these images needs a run image with the runtime, which is a later issue.
+//! Node (npm ci + build script), Python (pip install --target), and the single-folder app root,
+//! on the Debian run image. `tests/runtimes.rs` runs such images.
 
 mod support;
 
 use serde_json::Value;
+use support::run_image::{build_on_run_image_ok, debian_run_image};
 use support::{fixture, kiln_ok, require_tools};
 
-fn build(src: &str) -> (Value, tempfile::TempDir) {
+/// Builds a fixture on the Debian run image; `None` when that image cannot be made here.
+fn build(src: &str) -> Option<(Value, tempfile::TempDir)> {
+    let run_image = debian_run_image()?;
     let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("image.tar");
-    let cache = dir.path().join("cache");
-    let report = kiln_ok(&[
-        "build",
-        "--json",
-        fixture(src).to_str().unwrap(),
-        "--output",
-        out.to_str().unwrap(),
-        "--cache-dir",
-        cache.to_str().unwrap(),
-    ]);
-    (serde_json::from_str(&report).unwrap(), dir)
+    let report = build_on_run_image_ok(
+        &fixture(src),
+        &run_image,
+        &dir.path().join("cache"),
+        &dir.path().join("image.tar"),
+    );
+    Some((report, dir))
 }
 
 fn plan(src: &str) -> Value {
@@ -46,7 +44,9 @@ fn node_fixture_builds_with_npm_ci_and_its_build_script() {
     if !require_tools(&["node", "npm"]) {
         return;
     }
-    let (report, _dir) = build("node-hello");
+    let Some((report, _dir)) = build("node-hello") else {
+        return;
+    };
     assert_eq!(
         report["processes"][0]["command"],
         serde_json::json!(["npm", "start"])
@@ -64,7 +64,9 @@ fn python_fixture_builds_with_pip_target() {
     assert_eq!(step["command"], "python3");
     assert_eq!(step["args"][4], "--target");
     // An empty requirements.txt installs nothing, so the (empty) deps layer is not shipped.
-    let (report, _dir) = build("python-hello");
+    let Some((report, _dir)) = build("python-hello") else {
+        return;
+    };
     assert_eq!(
         report["processes"][0]["command"],
         serde_json::json!(["python", "main.py"])
@@ -84,7 +86,9 @@ fn app_in_a_single_folder_is_planned_and_built_from_that_folder() {
     if !require_tools(&["node", "npm"]) {
         return;
     }
-    let (report, _dir) = build("app-root");
+    let Some((report, _dir)) = build("app-root") else {
+        return;
+    };
     assert_eq!(
         report["processes"][0]["command"],
         serde_json::json!(["npm", "start"])

@@ -13,7 +13,9 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use kiln_oci::digest::Digest;
@@ -36,6 +38,8 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     "zlib1g",
     "libssl3",
     "ca-certificates",
+    // `/usr/bin/env`: scripts such as npm's start with `#!/usr/bin/env node`.
+    "coreutils",
 ];
 
 /// Bump when the way the root is made changes, so cached images are rebuilt.
@@ -252,4 +256,35 @@ pub fn sandbox_config(config: &mut serde_json::Value) {
             namespaces.retain(|ns| ns["type"] != "network");
         }
     }
+}
+
+/// Runs `kiln build --json` on `src` over `run_image` with the host's runtimes only (this
+/// machine reaches no runtime mirror), returning the process output.
+pub fn build_on_run_image(src: &Path, run_image: &Path, cache: &Path, out: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args([
+            "build",
+            src.to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+            "--run-image",
+            &format!("oci-archive:{}", run_image.display()),
+            "--cache-dir",
+            cache.to_str().unwrap(),
+            "--json",
+        ])
+        .env("KILN_RUNTIME_PROVIDERS", "host")
+        .output()
+        .unwrap()
+}
+
+/// [`build_on_run_image`], asserting success and parsing the report.
+pub fn build_on_run_image_ok(src: &Path, run_image: &Path, cache: &Path, out: &Path) -> Value {
+    let output = build_on_run_image(src, run_image, cache, out);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
 }

@@ -1,0 +1,198 @@
+//! Real builds with provided runtimes: Node.js and Python apps built on the Debian run image,
+//! run under runc and asked over HTTP; rebuilds reuse what did not change and say why.
+
+mod support;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+use support::run_image::{
+    build_on_run_image as build, build_on_run_image_ok as build_ok, debian_run_image,
+};
+use support::*;
+
+fn layer<'a>(report: &'a Value, name: &str) -> &'a Value {
+    report["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["name"] == name)
+        .unwrap_or_else(|| panic!("no layer {name} in {report}"))
+}
+
+fn step_ran(report: &Value, name: &str) -> (bool, String) {
+    let s = report["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == name)
+        .unwrap();
+    (
+        s["ran"].as_bool().unwrap(),
+        s["reason"].as_str().unwrap().to_owned(),
+    )
+}
+
+/// A private copy of a fixture, so tests can edit it.
+fn copy_fixture(name: &str, dir: &Path) -> PathBuf {
+    let dest = dir.join(name);
+    run_ok(Command::new("cp").args([
+        "-r",
+        fixture(name).to_str().unwrap(),
+        dest.to_str().unwrap(),
+    ]));
+    dest
+}
+
+#[test]
+fn node_express_runs_on_the_debian_run_image_and_rebuilds_only_what_changed() {
+    if !require_tools(&["node", "npm", "skopeo", "umoci", "runc"]) {
+        return;
+    }
+    let Some(run_image) = debian_run_image() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let src = copy_fixture("node-express", tmp.path());
+    let (cache, out) = (tmp.path().join("cache"), tmp.path().join("app.tar"));
+
+    let cold = build_ok(&src, &run_image, &cache, &out);
+    let names: Vec<&str> = cold["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["base", "nodejs/runtime", "nodejs/modules", "app"]);
+    assert_eq!(cold["runtimes"][0]["provider"], "host");
+    assert_eq!(cold["runtimes"][0]["from"], "package.json engines.node");
+
+    let port = free_port();
+    let container = Container::start(
+        &format!("oci-archive:{}", out.display()),
+        &[("PORT", &port.to_string())],
+    );
+    let (status, body) = container.http_get(port, "/kiln");
+    assert!(status.contains("200"), "{status}");
+    assert_eq!(body, "hello from kiln node-express at /kiln\n");
+    drop(container);
+
+    // Nothing changed: npm ci is skipped, every layer reused, same digest.
+    let noop = build_ok(&src, &run_image, &cache, &out);
+    assert_eq!(noop["manifest_digest"], cold["manifest_digest"]);
+    assert_eq!(
+        step_ran(&noop, "install"),
+        (
+            false,
+            "inputs unchanged (npm-shrinkwrap.json, package-lock.json, package.json)".into()
+        )
+    );
+    assert!(noop["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|l| l["reused"] == true));
+
+    // App code changed: only the app layer moves.
+    let server = src.join("server.js");
+    let code = fs::read_to_string(&server).unwrap();
+    fs::write(&server, code.replace("hello from kiln", "hi from kiln")).unwrap();
+    let edited = build_ok(&src, &run_image, &cache, &out);
+    for name in ["base", "nodejs/runtime", "nodejs/modules"] {
+        assert_eq!(
+            layer(&edited, name)["digest"],
+            layer(&cold, name)["digest"],
+            "{name}"
+        );
+        assert_eq!(layer(&edited, name)["reused"], true, "{name}");
+    }
+    assert_ne!(
+        layer(&edited, "app")["digest"],
+        layer(&cold, "app")["digest"]
+    );
+    assert_eq!(
+        layer(&edited, "app")["reason"],
+        "1 file changed under workspace/"
+    );
+    assert!(!step_ran(&edited, "install").0);
+
+    // A broken lockfile: npm's own error is shown, the build fails, and the cache survives.
+    let lock = src.join("package-lock.json");
+    let good_lock = fs::read_to_string(&lock).unwrap();
+    let broken = good_lock.replacen(
+        "\"integrity\": \"sha512-",
+        "\"integrity\": \"sha512-AAAA",
+        1,
+    );
+    assert_ne!(broken, good_lock);
+    fs::write(&lock, broken).unwrap();
+    let failed = build(&src, &run_image, &cache, &out);
+    assert_eq!(failed.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&failed.stderr);
+    assert!(stderr.contains("step nodejs/install failed"), "{stderr}");
+    assert!(
+        stderr.contains("npm error"),
+        "npm's own error must be shown: {stderr}"
+    );
+    fs::write(&lock, good_lock).unwrap();
+    let back = build_ok(&src, &run_image, &cache, &out);
+    assert!(
+        !step_ran(&back, "install").0,
+        "the previous cache survived the failure"
+    );
+    assert_eq!(back["manifest_digest"], edited["manifest_digest"]);
+}
+
+#[test]
+fn python_flask_runs_under_gunicorn_on_the_debian_run_image() {
+    if !require_tools(&["python3", "skopeo", "umoci", "runc"]) {
+        return;
+    }
+    let Some(run_image) = debian_run_image() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let src = copy_fixture("python-flask", tmp.path());
+    let (cache, out) = (tmp.path().join("cache"), tmp.path().join("app.tar"));
+    let cold = build_ok(&src, &run_image, &cache, &out);
+    assert_eq!(cold["runtimes"][0]["from"], ".python-version");
+    assert_eq!(
+        cold["processes"][0]["command"],
+        serde_json::json!(["python", "-m", "gunicorn", "app:app"])
+    );
+    let port = free_port();
+    let container = Container::start(
+        &format!("oci-archive:{}", out.display()),
+        &[("PORT", &port.to_string())],
+    );
+    let (status, body) = container.http_get(port, "/py");
+    assert!(status.contains("200"), "{status}\n{}", container.log());
+    assert_eq!(body, "hello from kiln python-flask at /py\n");
+    drop(container);
+
+    let noop = build_ok(&src, &run_image, &cache, &out);
+    assert_eq!(noop["manifest_digest"], cold["manifest_digest"]);
+    assert!(!step_ran(&noop, "install").0);
+}
+
+#[test]
+fn a_glibc_runtime_on_scratch_is_refused_before_any_step_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = kiln(&[
+        "build",
+        fixture("node-express").to_str().unwrap(),
+        "--output",
+        tmp.path().join("x.tar").to_str().unwrap(),
+        "--cache-dir",
+        tmp.path().join("cache").to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("node apps need a glibc run image"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("[nodejs/install]"), "{stderr}");
+}
