@@ -123,19 +123,6 @@ fn layers(report: &Value) -> Vec<(String, bool, String)> {
         .collect()
 }
 
-fn step(report: &Value, name: &str) -> (bool, String) {
-    let s = report["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == name)
-        .unwrap();
-    (
-        s["ran"].as_bool().unwrap(),
-        s["reason"].as_str().unwrap().to_owned(),
-    )
-}
-
 fn digest(report: &Value) -> String {
     report["manifest_digest"].as_str().unwrap().to_owned()
 }
@@ -151,8 +138,11 @@ fn rebuilds_reuse_what_is_unchanged_and_say_why_the_rest_changed() {
             ("app".into(), false, "no cache".into())
         ]
     );
-    assert_eq!(step(&cold, "install"), (true, "no cache".into()));
-    assert_eq!(step(&cold, "compile"), (true, "declares no inputs".into()));
+    assert_eq!(step_outcome(&cold, "install"), (true, "no cache".into()));
+    assert_eq!(
+        step_outcome(&cold, "compile"),
+        (true, "declares no inputs".into())
+    );
 
     // Nothing changed: every layer reused, install skipped, same digest.
     let noop = p.build(&[]);
@@ -165,7 +155,7 @@ fn rebuilds_reuse_what_is_unchanged_and_say_why_the_rest_changed() {
         "content unchanged (only timestamps differ)"
     );
     assert_eq!(
-        step(&noop, "install"),
+        step_outcome(&noop, "install"),
         (false, "inputs unchanged (deps.lock)".into())
     );
 
@@ -187,7 +177,7 @@ fn rebuilds_reuse_what_is_unchanged_and_say_why_the_rest_changed() {
         )
     );
     assert!(
-        !step(&touched, "install").0,
+        !step_outcome(&touched, "install").0,
         "touch must not re-run install"
     );
 
@@ -219,7 +209,7 @@ fn rebuilds_reuse_what_is_unchanged_and_say_why_the_rest_changed() {
     fs::write(p.src.join("deps.lock"), "left-pad 1.3.1\n").unwrap();
     let relocked = p.build(&[]);
     assert_eq!(
-        step(&relocked, "install"),
+        step_outcome(&relocked, "install"),
         (true, "inputs changed: deps.lock".into())
     );
     assert_eq!(
@@ -246,7 +236,7 @@ fn rebuilds_reuse_what_is_unchanged_and_say_why_the_rest_changed() {
     assert!(layers(&fresh)
         .iter()
         .all(|(_, reused, why)| !reused && why == "--no-cache"));
-    assert_eq!(step(&fresh, "install"), (true, "--no-cache".into()));
+    assert_eq!(step_outcome(&fresh, "install"), (true, "--no-cache".into()));
     assert_eq!(digest(&fresh), digest(&relocked));
 }
 
@@ -375,7 +365,11 @@ fn a_failing_install_shows_its_error_and_leaves_the_previous_cache_intact() {
     // the image is identical to the good build.
     fs::write(p.src.join("deps.lock"), "left-pad 1.3.0\n").unwrap();
     let back = p.build(&[]);
-    assert!(!step(&back, "install").0, "{:?}", step(&back, "install"));
+    assert!(
+        !step_outcome(&back, "install").0,
+        "{:?}",
+        step_outcome(&back, "install")
+    );
     assert_eq!(digest(&back), digest(&good));
 }
 
@@ -448,7 +442,7 @@ fn cache_ls_lists_and_prune_bounds_the_cache() {
         )
     );
     assert_eq!(
-        step(&rebuilt, "install"),
+        step_outcome(&rebuilt, "install"),
         (true, "output layer modules is not in the cache".into())
     );
 }
@@ -482,7 +476,7 @@ fn when_every_step_skips_the_app_layer_comes_from_the_source_with_the_same_bytes
         .iter()
         .all(|(_, reused, why)| *reused && why == "unchanged"));
     assert_eq!(
-        step(&warm, "install"),
+        step_outcome(&warm, "install"),
         (false, "inputs unchanged (deps.lock)".into())
     );
 }
@@ -521,13 +515,13 @@ fn captured_cache_layers_come_back_for_later_steps_when_the_install_is_skipped()
     let p = Project::new();
     fs::write(p.bps.join("deps/buildpack.toml"), CAPTURING_BUILDPACK).unwrap();
     let cold = p.build(&["--format", "oci-dir"]);
-    assert!(step(&cold, "install").0);
+    assert!(step_outcome(&cold, "install").0);
     let warm = p.build(&["--format", "oci-dir"]);
     assert_eq!(
-        step(&warm, "install"),
+        step_outcome(&warm, "install"),
         (false, "inputs unchanged (deps.lock)".into())
     );
-    assert!(step(&warm, "build").0);
+    assert!(step_outcome(&warm, "build").0);
     assert_eq!(digest(&warm), digest(&cold));
     assert_eq!(
         layers(&warm)[0],

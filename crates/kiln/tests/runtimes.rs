@@ -22,19 +22,6 @@ fn layer<'a>(report: &'a Value, name: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no layer {name} in {report}"))
 }
 
-fn step_ran(report: &Value, name: &str) -> (bool, String) {
-    let s = report["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == name)
-        .unwrap();
-    (
-        s["ran"].as_bool().unwrap(),
-        s["reason"].as_str().unwrap().to_owned(),
-    )
-}
-
 /// A private copy of a fixture, so tests can edit it.
 fn copy_fixture(name: &str, dir: &Path) -> PathBuf {
     let dest = dir.join(name);
@@ -83,7 +70,7 @@ fn node_express_runs_on_the_debian_run_image_and_rebuilds_only_what_changed() {
     let noop = build_ok(&src, &run_image, &cache, &out);
     assert_eq!(noop["manifest_digest"], cold["manifest_digest"]);
     assert_eq!(
-        step_ran(&noop, "install"),
+        step_outcome(&noop, "install"),
         (
             false,
             "inputs unchanged (npm-shrinkwrap.json, package-lock.json, package.json)".into()
@@ -116,7 +103,7 @@ fn node_express_runs_on_the_debian_run_image_and_rebuilds_only_what_changed() {
         layer(&edited, "app")["reason"],
         "1 file changed under workspace/"
     );
-    assert!(!step_ran(&edited, "install").0);
+    assert!(!step_outcome(&edited, "install").0);
 
     // A broken lockfile: npm's own error is shown, the build fails, and the cache survives.
     let lock = src.join("package-lock.json");
@@ -139,7 +126,7 @@ fn node_express_runs_on_the_debian_run_image_and_rebuilds_only_what_changed() {
     fs::write(&lock, good_lock).unwrap();
     let back = build_ok(&src, &run_image, &cache, &out);
     assert!(
-        !step_ran(&back, "install").0,
+        !step_outcome(&back, "install").0,
         "the previous cache survived the failure"
     );
     assert_eq!(back["manifest_digest"], edited["manifest_digest"]);
@@ -174,7 +161,7 @@ fn python_flask_runs_under_gunicorn_on_the_debian_run_image() {
 
     let noop = build_ok(&src, &run_image, &cache, &out);
     assert_eq!(noop["manifest_digest"], cold["manifest_digest"]);
-    assert!(!step_ran(&noop, "install").0);
+    assert!(!step_outcome(&noop, "install").0);
 }
 
 #[test]

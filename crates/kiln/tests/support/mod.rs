@@ -47,6 +47,18 @@ pub fn kiln_ok(args: &[&str]) -> String {
     String::from_utf8(out.stdout).expect("UTF-8 stdout")
 }
 
+/// `(ran, reason)` of the step called `name` in a `kiln build --json` report.
+pub fn step_outcome(report: &serde_json::Value, name: &str) -> (bool, String) {
+    let step = report["steps"]
+        .as_array()
+        .and_then(|steps| steps.iter().find(|s| s["name"] == name))
+        .unwrap_or_else(|| panic!("no step {name} in {report}"));
+    (
+        step["ran"].as_bool().unwrap(),
+        step["reason"].as_str().unwrap().to_owned(),
+    )
+}
+
 /// Whether every tool is on PATH. Missing tools fail the test under CI (env `CI` set) and skip it
 /// loudly elsewhere.
 pub fn require_tools(tools: &[&str]) -> bool {
