@@ -183,3 +183,33 @@ fn a_glibc_runtime_on_scratch_is_refused_before_any_step_runs() {
     );
     assert!(!stderr.contains("[nodejs/install]"), "{stderr}");
 }
+
+#[test]
+fn rust_hello_runs_on_the_debian_run_image_and_skips_cargo_when_unchanged() {
+    if !require_tools(&["skopeo", "umoci", "runc"]) {
+        return;
+    }
+    let Some(run_image) = debian_run_image() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let src = copy_fixture("rust-hello", tmp.path());
+    let (cache, out) = (tmp.path().join("cache"), tmp.path().join("app.tar"));
+    let cold = build_ok(&src, &run_image, &cache, &out);
+    let port = free_port();
+    let container = Container::start(
+        &format!("oci-archive:{}", out.display()),
+        &[("PORT", &port.to_string())],
+    );
+    assert_eq!(
+        container.http_get(port, "/deb").1,
+        "hello from kiln rust-hello at /deb\n"
+    );
+    drop(container);
+    let noop = build_ok(&src, &run_image, &cache, &out);
+    assert_eq!(noop["manifest_digest"], cold["manifest_digest"]);
+    assert!(
+        !step_outcome(&noop, "install").0,
+        "unchanged sources skip cargo"
+    );
+}
