@@ -64,6 +64,13 @@ fn node_express_runs_on_the_debian_run_image_and_rebuilds_only_what_changed() {
     let (status, body) = container.http_get(port, "/kiln");
     assert!(status.contains("200"), "{status}");
     assert_eq!(body, "hello from kiln node-express at /kiln\n");
+    // Production dependencies only: the devDependency left-pad stays out of the image.
+    let modules = container.rootfs().join("workspace/node_modules");
+    assert!(modules.join("express/package.json").is_file());
+    assert!(
+        !modules.join("left-pad").exists(),
+        "devDependencies shipped"
+    );
     drop(container);
 
     // Nothing changed: npm ci is skipped, every layer reused, same digest.
