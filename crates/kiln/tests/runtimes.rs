@@ -220,3 +220,71 @@ fn rust_hello_runs_on_the_debian_run_image_and_skips_cargo_when_unchanged() {
         "unchanged sources skip cargo"
     );
 }
+
+/// The file and symlink paths in the `nodejs/modules` layer of an oci-dir image.
+fn modules_layer_paths(layout: &Path, report: &serde_json::Value) -> Vec<String> {
+    let digest = report["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["name"] == "nodejs/modules")
+        .unwrap_or_else(|| panic!("no modules layer in {report}"))["digest"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("sha256:")
+        .to_owned();
+    let file = fs::File::open(layout.join("blobs/sha256").join(digest)).unwrap();
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
+    archive
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().display().to_string())
+        .collect()
+}
+
+#[test]
+fn pnpm_and_yarn_apps_ship_production_dependencies_only() {
+    for (fixture_name, tool) in [("node-pnpm", "pnpm"), ("node-yarn", "yarn")] {
+        if !require_tools(&["node", tool]) {
+            continue;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let base = tmp.path().join("busybox.tar");
+        busybox_base_image(&base);
+        let layout = tmp.path().join("image");
+        let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .args([
+                "build",
+                fixture(fixture_name).to_str().unwrap(),
+                "--output",
+                layout.to_str().unwrap(),
+                "--format",
+                "oci-dir",
+                "--run-image",
+                &format!("oci-archive:{}", base.display()),
+                "--cache-dir",
+                tmp.path().join("cache").to_str().unwrap(),
+                "--json",
+            ])
+            .env("KILN_RUNTIME_PROVIDERS", "host")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{fixture_name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let paths = modules_layer_paths(&layout, &report);
+        assert!(
+            paths
+                .iter()
+                .any(|p| p.ends_with("node_modules/ms") || p.contains("node_modules/ms/")),
+            "{fixture_name}: production dependency missing: {paths:?}"
+        );
+        assert!(
+            !paths.iter().any(|p| p.contains("left-pad")),
+            "{fixture_name}: devDependency shipped: {paths:?}"
+        );
+    }
+}
