@@ -124,7 +124,16 @@ pub fn default_cache_dir() -> PathBuf {
 
 /// Caller variables that only locate host toolchains, passed through when set. Nothing else of the
 /// caller's environment reaches steps unless asked for with `--env` (credentials stay out).
-const TOOLCHAIN_VARS: &[&str] = &["RUSTUP_HOME", "RUSTUP_TOOLCHAIN", "GOROOT", "JAVA_HOME"];
+const TOOLCHAIN_VARS: &[&str] = &[
+    "RUSTUP_HOME",
+    "RUSTUP_TOOLCHAIN",
+    "GOROOT",
+    "JAVA_HOME",
+    // Trust stores: machines behind a TLS-inspecting proxy need them for any download.
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "NODE_EXTRA_CA_CERTS",
+];
 
 /// The default step environment: the caller's `PATH` (so host toolchains are found), the
 /// toolchain-locating [`TOOLCHAIN_VARS`], and `LANG=C.UTF-8`. Steps get a private `HOME`, so a

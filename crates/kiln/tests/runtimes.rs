@@ -243,8 +243,13 @@ fn modules_layer_paths(layout: &Path, report: &serde_json::Value) -> Vec<String>
 }
 
 #[test]
-fn pnpm_and_yarn_apps_ship_production_dependencies_only() {
-    for (fixture_name, tool) in [("node-pnpm", "pnpm"), ("node-yarn", "yarn")] {
+fn pnpm_yarn_and_bun_apps_ship_production_dependencies_only() {
+    for (fixture_name, tool) in [
+        ("node-pnpm", "pnpm"),
+        ("node-yarn", "yarn"),
+        ("node-yarn-berry", "corepack"),
+        ("node-bun", "bun"),
+    ] {
         if !require_tools(&["node", tool]) {
             continue;
         }
@@ -264,6 +269,9 @@ fn pnpm_and_yarn_apps_ship_production_dependencies_only() {
                 &format!("oci-archive:{}", base.display()),
                 "--cache-dir",
                 tmp.path().join("cache").to_str().unwrap(),
+                // Yarn 4 through corepack, from the npm registry (repo.yarnpkg.com is unreachable).
+                "--env",
+                "COREPACK_NPM_REGISTRY=https://registry.npmjs.org",
                 "--json",
             ])
             .env("KILN_RUNTIME_PROVIDERS", "host")
