@@ -298,59 +298,64 @@ fn pnpm_yarn_and_bun_apps_ship_production_dependencies_only() {
 }
 
 #[test]
-fn a_uv_project_installs_the_versions_its_lockfile_pins() {
-    if !require_tools(&["python3", "uv"]) {
-        return;
+fn uv_and_poetry_projects_install_the_versions_their_lockfiles_pin() {
+    // Both pyproject.toml files allow six 1.17; both lockfiles pin 1.16.0, and that is what ships.
+    for (fixture_name, tool) in [("python-uv", "uv"), ("python-poetry", "python3")] {
+        if !require_tools(&["python3", tool]) {
+            continue;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let base = tmp.path().join("busybox.tar");
+        busybox_base_image(&base);
+        let layout = tmp.path().join("image");
+        let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .args([
+                "build",
+                fixture(fixture_name).to_str().unwrap(),
+                "--output",
+                layout.to_str().unwrap(),
+                "--format",
+                "oci-dir",
+                "--run-image",
+                &format!("oci-archive:{}", base.display()),
+                "--cache-dir",
+                tmp.path().join("cache").to_str().unwrap(),
+                "--json",
+            ])
+            .env("KILN_RUNTIME_PROVIDERS", "host")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{fixture_name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert!(step_outcome(&report, "export").0, "{fixture_name}");
+        let digest = report["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["name"] == "python/deps")
+            .unwrap()["digest"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("sha256:")
+            .to_owned();
+        let file = fs::File::open(layout.join("blobs/sha256").join(digest)).unwrap();
+        let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
+        let paths: Vec<String> = archive
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().path().unwrap().display().to_string())
+            .collect();
+        assert!(
+            paths.iter().any(|p| p.contains("six-1.16.0.dist-info")),
+            "{fixture_name}: {paths:?}"
+        );
+        assert!(
+            !paths.iter().any(|p| p.contains("six-1.17")),
+            "{fixture_name}: {paths:?}"
+        );
     }
-    let tmp = tempfile::tempdir().unwrap();
-    let base = tmp.path().join("busybox.tar");
-    busybox_base_image(&base);
-    let layout = tmp.path().join("image");
-    let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .args([
-            "build",
-            fixture("python-uv").to_str().unwrap(),
-            "--output",
-            layout.to_str().unwrap(),
-            "--format",
-            "oci-dir",
-            "--run-image",
-            &format!("oci-archive:{}", base.display()),
-            "--cache-dir",
-            tmp.path().join("cache").to_str().unwrap(),
-            "--json",
-        ])
-        .env("KILN_RUNTIME_PROVIDERS", "host")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert!(step_outcome(&report, "export").0);
-    // pyproject.toml allows six 1.17; uv.lock pins 1.16.0, and that is what ships.
-    let digest = report["layers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|l| l["name"] == "python/deps")
-        .unwrap()["digest"]
-        .as_str()
-        .unwrap()
-        .trim_start_matches("sha256:")
-        .to_owned();
-    let file = fs::File::open(layout.join("blobs/sha256").join(digest)).unwrap();
-    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
-    let paths: Vec<String> = archive
-        .entries()
-        .unwrap()
-        .map(|e| e.unwrap().path().unwrap().display().to_string())
-        .collect();
-    assert!(
-        paths.iter().any(|p| p.contains("six-1.16.0.dist-info")),
-        "{paths:?}"
-    );
-    assert!(!paths.iter().any(|p| p.contains("six-1.17")), "{paths:?}");
 }

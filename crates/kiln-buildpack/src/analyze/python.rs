@@ -33,7 +33,13 @@ pub(super) fn analyze(tree: &Tree) -> Result<Facts> {
         } else {
             "pyproject.toml [tool.poetry]"
         };
-        ("poetry", "pip-project", from)
+        // A lockfile is honoured (see the `export` step); without one pip builds the project.
+        let installer = if tree.is_file("poetry.lock") {
+            "poetry"
+        } else {
+            "pip-project"
+        };
+        ("poetry", installer, from)
     } else if tree.is_file("pdm.lock") || has_tool("pdm") {
         (
             "pdm",
