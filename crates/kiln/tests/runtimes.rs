@@ -221,25 +221,58 @@ fn rust_hello_runs_on_the_debian_run_image_and_skips_cargo_when_unchanged() {
     );
 }
 
-/// The file and symlink paths in the `nodejs/modules` layer of an oci-dir image.
-fn modules_layer_paths(layout: &Path, report: &serde_json::Value) -> Vec<String> {
+/// Builds a fixture as an oci-dir on a busybox base with the host's runtimes (a glibc runtime
+/// only needs a non-scratch base to build; nothing runs it here) and returns the report and the
+/// entry paths of its layer `layer`.
+fn build_and_list_layer(fixture_name: &str, layer: &str) -> (serde_json::Value, Vec<String>) {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path().join("busybox.tar");
+    busybox_base_image(&base);
+    let layout = tmp.path().join("image");
+    let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args([
+            "build",
+            fixture(fixture_name).to_str().unwrap(),
+            "--output",
+            layout.to_str().unwrap(),
+            "--format",
+            "oci-dir",
+            "--run-image",
+            &format!("oci-archive:{}", base.display()),
+            "--cache-dir",
+            tmp.path().join("cache").to_str().unwrap(),
+            // Yarn 4 through corepack, from the npm registry (repo.yarnpkg.com is unreachable).
+            "--env",
+            "COREPACK_NPM_REGISTRY=https://registry.npmjs.org",
+            "--json",
+        ])
+        .env("KILN_RUNTIME_PROVIDERS", "host")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{fixture_name}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let digest = report["layers"]
         .as_array()
         .unwrap()
         .iter()
-        .find(|l| l["name"] == "nodejs/modules")
-        .unwrap_or_else(|| panic!("no modules layer in {report}"))["digest"]
+        .find(|l| l["name"] == layer)
+        .unwrap_or_else(|| panic!("no layer {layer} in {report}"))["digest"]
         .as_str()
         .unwrap()
         .trim_start_matches("sha256:")
         .to_owned();
     let file = fs::File::open(layout.join("blobs/sha256").join(digest)).unwrap();
     let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
-    archive
+    let paths = archive
         .entries()
         .unwrap()
         .map(|e| e.unwrap().path().unwrap().display().to_string())
-        .collect()
+        .collect();
+    (report, paths)
 }
 
 #[test]
@@ -253,37 +286,7 @@ fn pnpm_yarn_and_bun_apps_ship_production_dependencies_only() {
         if !require_tools(&["node", tool]) {
             continue;
         }
-        let tmp = tempfile::tempdir().unwrap();
-        let base = tmp.path().join("busybox.tar");
-        busybox_base_image(&base);
-        let layout = tmp.path().join("image");
-        let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
-            .args([
-                "build",
-                fixture(fixture_name).to_str().unwrap(),
-                "--output",
-                layout.to_str().unwrap(),
-                "--format",
-                "oci-dir",
-                "--run-image",
-                &format!("oci-archive:{}", base.display()),
-                "--cache-dir",
-                tmp.path().join("cache").to_str().unwrap(),
-                // Yarn 4 through corepack, from the npm registry (repo.yarnpkg.com is unreachable).
-                "--env",
-                "COREPACK_NPM_REGISTRY=https://registry.npmjs.org",
-                "--json",
-            ])
-            .env("KILN_RUNTIME_PROVIDERS", "host")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{fixture_name}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        let paths = modules_layer_paths(&layout, &report);
+        let (_, paths) = build_and_list_layer(fixture_name, "nodejs/modules");
         assert!(
             paths
                 .iter()
@@ -304,51 +307,8 @@ fn uv_and_poetry_projects_install_the_versions_their_lockfiles_pin() {
         if !require_tools(&["python3", tool]) {
             continue;
         }
-        let tmp = tempfile::tempdir().unwrap();
-        let base = tmp.path().join("busybox.tar");
-        busybox_base_image(&base);
-        let layout = tmp.path().join("image");
-        let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
-            .args([
-                "build",
-                fixture(fixture_name).to_str().unwrap(),
-                "--output",
-                layout.to_str().unwrap(),
-                "--format",
-                "oci-dir",
-                "--run-image",
-                &format!("oci-archive:{}", base.display()),
-                "--cache-dir",
-                tmp.path().join("cache").to_str().unwrap(),
-                "--json",
-            ])
-            .env("KILN_RUNTIME_PROVIDERS", "host")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{fixture_name}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let (report, paths) = build_and_list_layer(fixture_name, "python/deps");
         assert!(step_outcome(&report, "export").0, "{fixture_name}");
-        let digest = report["layers"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|l| l["name"] == "python/deps")
-            .unwrap()["digest"]
-            .as_str()
-            .unwrap()
-            .trim_start_matches("sha256:")
-            .to_owned();
-        let file = fs::File::open(layout.join("blobs/sha256").join(digest)).unwrap();
-        let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
-        let paths: Vec<String> = archive
-            .entries()
-            .unwrap()
-            .map(|e| e.unwrap().path().unwrap().display().to_string())
-            .collect();
         assert!(
             paths.iter().any(|p| p.contains("six-1.16.0.dist-info")),
             "{fixture_name}: {paths:?}"
