@@ -1,24 +1,15 @@
 //! The built-in `go` and `procfile` buildpacks against real source trees: detection reasons and the
 //! resulting plan.
 
-use std::fs;
+mod common;
+
 use std::path::Path;
 
+use common::tree;
 use kiln_buildpack::detect::{detect, Detection, Verdict};
 use kiln_buildpack::plan::{plan, Plan};
 use kiln_buildpack::project::ProjectConfig;
 use kiln_buildpack::{BuildpackSet, Error};
-use tempfile::TempDir;
-
-fn tree(files: &[(&str, &str)]) -> TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    for (path, text) in files {
-        let path = dir.path().join(path);
-        fs::create_dir_all(path.parent().unwrap()).unwrap();
-        fs::write(path, text).unwrap();
-    }
-    dir
-}
 
 fn detect_builtin(src: &Path) -> Detection {
     detect(&BuildpackSet::builtin().unwrap(), src).unwrap()

@@ -1,9 +1,12 @@
 //! Buildpack directories loaded with `BuildpackSet::load_dir`: manifest errors with file and line,
 //! validation, id/directory agreement, and planning features the built-ins do not use.
 
+mod common;
+
 use std::fs;
 use std::path::Path;
 
+use common::tree;
 use kiln_buildpack::detect::detect;
 use kiln_buildpack::plan::plan;
 use kiln_buildpack::project::ProjectConfig;
@@ -22,16 +25,6 @@ fn buildpack_dir(buildpacks: &[(&str, &str)]) -> TempDir {
     for (id, manifest) in buildpacks {
         fs::create_dir(dir.path().join(id)).unwrap();
         fs::write(dir.path().join(id).join("buildpack.toml"), manifest).unwrap();
-    }
-    dir
-}
-
-fn tree(files: &[(&str, &str)]) -> TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    for (path, text) in files {
-        let path = dir.path().join(path);
-        fs::create_dir_all(path.parent().unwrap()).unwrap();
-        fs::write(path, text).unwrap();
     }
     dir
 }

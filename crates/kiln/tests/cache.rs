@@ -60,10 +60,7 @@ impl Project {
     fn new() -> Project {
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path().to_path_buf();
-        let bps = root.join("bps");
-        fs::create_dir_all(bps.join("deps")).unwrap();
-        fs::write(bps.join("order.toml"), "order = [\"deps\"]\n").unwrap();
-        fs::write(bps.join("deps/buildpack.toml"), BUILDPACK).unwrap();
+        let bps = buildpacks_dir(&root, "deps", BUILDPACK);
         let src = root.join("src");
         fs::create_dir_all(src.join("src")).unwrap();
         fs::write(src.join("deps.lock"), "left-pad 1.3.0\n").unwrap();

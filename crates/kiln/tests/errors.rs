@@ -13,15 +13,6 @@ fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-/// A buildpacks directory holding one buildpack `id` with the given manifest text.
-fn buildpacks_dir(root: &Path, id: &str, manifest: &str) -> String {
-    let dir = root.join("buildpacks");
-    fs::create_dir_all(dir.join(id)).unwrap();
-    fs::write(dir.join("order.toml"), format!("order = [\"{id}\"]\n")).unwrap();
-    fs::write(dir.join(id).join("buildpack.toml"), manifest).unwrap();
-    dir.to_str().unwrap().to_owned()
-}
-
 fn build(src: &Path, out: &Path, extra: &[&str]) -> Output {
     let cache = out.with_extension("cache");
     kiln(
@@ -52,7 +43,7 @@ fn broken_buildpack_toml_names_file_and_line() {
         "detect",
         fixture("go-http").to_str().unwrap(),
         "--buildpacks",
-        &bps,
+        bps.to_str().unwrap(),
     ]);
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
@@ -142,7 +133,7 @@ args = ["-c", "echo compiling; echo 'error: widget missing' >&2; exit 3"]
     let out = build(
         &fixture("procfile-static"),
         &out_path,
-        &["--buildpacks", &bps],
+        &["--buildpacks", bps.to_str().unwrap()],
     );
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);

@@ -103,10 +103,7 @@ fn build(src: &Path, bps: &Path, cache: &Path, out: &Path) -> Value {
 #[test]
 fn capture_moves_paths_out_of_the_app_layer_and_cache_layers_persist_without_shipping() {
     let tmp = tempfile::tempdir().unwrap();
-    let bps = tmp.path().join("bps");
-    fs::create_dir_all(bps.join("layered")).unwrap();
-    fs::write(bps.join("order.toml"), "order = [\"layered\"]\n").unwrap();
-    fs::write(bps.join("layered/buildpack.toml"), BUILDPACK).unwrap();
+    let bps = buildpacks_dir(tmp.path(), "layered", BUILDPACK);
     let src = tmp.path().join("src");
     fs::create_dir(&src).unwrap();
     fs::write(src.join("Procfile"), "web: ./run\n").unwrap();

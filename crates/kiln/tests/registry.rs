@@ -187,16 +187,13 @@ fn basic_auth_credentials_from_env_docker_config_and_helpers() {
 
     // Build steps never see registry credentials: a step that fails when its environment holds
     // the password lets the publish succeed.
-    let bps = tmp.path().join("buildpacks");
-    std::fs::create_dir_all(bps.join("probe")).unwrap();
-    std::fs::write(bps.join("order.toml"), "order = [\"probe\"]\n").unwrap();
-    std::fs::write(
-        bps.join("probe/buildpack.toml"),
+    let bps = buildpacks_dir(
+        tmp.path(),
+        "probe",
         "[buildpack]\nid = \"probe\"\nversion = \"1\"\n[detect]\nall = [\"Procfile\"]\n\
          [[build.steps]]\nname = \"env\"\ncommand = \"sh\"\n\
          args = [\"-c\", \"env; ! env | grep -q s3cret-pw\"]\n",
-    )
-    .unwrap();
+    );
     let (ok, _, stderr) = kiln_env(
         &[
             "build",

@@ -49,10 +49,7 @@ fn a_runtime_downloaded_from_a_mirror_is_verified_used_by_steps_shipped_and_reus
     let mut server = mirror.serve();
     let mirror_base = server.base.clone();
     let tmp = tempfile::tempdir().unwrap();
-    let bps = tmp.path().join("bps");
-    fs::create_dir_all(bps.join("node-app")).unwrap();
-    fs::write(bps.join("order.toml"), "order = [\"node-app\"]\n").unwrap();
-    fs::write(bps.join("node-app/buildpack.toml"), BUILDPACK).unwrap();
+    let bps = buildpacks_dir(tmp.path(), "node-app", BUILDPACK);
     let src = tmp.path().join("app");
     fs::create_dir(&src).unwrap();
     fs::write(src.join("package.json"), "{\"name\": \"app\"}\n").unwrap();

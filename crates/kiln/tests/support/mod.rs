@@ -47,6 +47,16 @@ pub fn kiln_ok(args: &[&str]) -> String {
     String::from_utf8(out.stdout).expect("UTF-8 stdout")
 }
 
+/// A buildpacks directory under `root` holding the single buildpack `id` with `manifest` as its
+/// `buildpack.toml` (for `--buildpacks`).
+pub fn buildpacks_dir(root: &Path, id: &str, manifest: &str) -> PathBuf {
+    let dir = root.join("buildpacks");
+    std::fs::create_dir_all(dir.join(id)).unwrap();
+    std::fs::write(dir.join("order.toml"), format!("order = [\"{id}\"]\n")).unwrap();
+    std::fs::write(dir.join(id).join("buildpack.toml"), manifest).unwrap();
+    dir
+}
+
 /// `(ran, reason)` of the step called `name` in a `kiln build --json` report.
 pub fn step_outcome(report: &serde_json::Value, name: &str) -> (bool, String) {
     let step = report["steps"]
