@@ -2,7 +2,8 @@
 //!
 //! Pruning works on whole items, least recently used first: a finished layer (its record and,
 //! once nothing else refers to it, its blob), a kept cache layer directory, or another blob
-//! (base image layers, configs, manifests). "Used" is the item's mtime, which builds refresh on
+//! (base image layers, configs, manifests). Leftovers of builds that died are listed by
+//! `kiln cache ls` and removed by the next build or prune. "Used" is the item's mtime, which builds refresh on
 //! every reuse. The build lock is held throughout, so pruning never races a build.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -27,9 +28,11 @@ pub struct CacheListing {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct CacheItem {
-    /// `layer`, `cache-layer` or `blob`.
+    /// `layer`, `cache-layer`, `blob`, or `leftover` (what a build that died left, which the
+    /// next build or prune removes).
     pub kind: &'static str,
-    /// A layer's digest, `<buildpack>/<layer>` for kept cache layers, a blob's digest.
+    /// A layer's digest; `<project key>/<buildpack>/<layer>` or `shared/<buildpack>/<layer>` for
+    /// kept cache layers; a blob's digest; a leftover's path in the cache.
     pub name: String,
     pub bytes: u64,
     /// Seconds since the item was last used.
@@ -55,7 +58,7 @@ pub struct PruneReport {
 
 /// Lists what the cache holds, most recently used first.
 pub fn list(cache_dir: &Path) -> Result<CacheListing> {
-    let cache = BuildCache::open(cache_dir, &mut std::io::sink())?;
+    let cache = BuildCache::open_without_cleaning(cache_dir, &mut std::io::sink())?;
     listing(&cache)
 }
 
@@ -85,14 +88,38 @@ fn listing(cache: &BuildCache) -> Result<CacheListing> {
             now,
         )?);
     }
-    for bp in read_dir_sorted(&root.join("buildpacks"))? {
-        for layer in read_dir_sorted(&bp)? {
-            let name = format!("{}/{}", file_name(&bp), file_name(&layer));
-            let last_used = fs::metadata(&layer)
-                .and_then(|m| m.modified())
-                .unwrap_or(SystemTime::UNIX_EPOCH);
-            items.push(item("cache-layer", name, vec![layer], last_used, now)?);
+    // `<project key>/<buildpack>/<layer>` for an app's own, `shared/<buildpack>/<layer>`.
+    let mut kept = Vec::new();
+    for project in read_dir_sorted(&root.join("projects"))? {
+        for bp in read_dir_sorted(&project.join("layers"))? {
+            for layer in read_dir_sorted(&bp)? {
+                kept.push((format!("{}/{}", file_name(&project), file_name(&bp)), layer));
+            }
         }
+    }
+    for bp in read_dir_sorted(&root.join("shared"))? {
+        for layer in read_dir_sorted(&bp)? {
+            kept.push((format!("shared/{}", file_name(&bp)), layer));
+        }
+    }
+    for (owner, layer) in kept {
+        let name = format!("{owner}/{}", file_name(&layer));
+        let last_used = fs::metadata(&layer)
+            .and_then(|m| m.modified())
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        items.push(item("cache-layer", name, vec![layer], last_used, now)?);
+    }
+    // Only `kiln cache ls` sees these: every build and prune removes them first.
+    for path in cache.leftovers()? {
+        let name = path
+            .strip_prefix(root)
+            .unwrap_or(&path)
+            .display()
+            .to_string();
+        let last_used = fs::symlink_metadata(&path)
+            .and_then(|m| m.modified())
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        items.push(item("leftover", name, vec![path], last_used, now)?);
     }
     for blob in read_dir_sorted(&root.join("blobs/sha256"))? {
         let Ok(digest) = Digest::parse(&format!("sha256:{}", file_name(&blob))) else {

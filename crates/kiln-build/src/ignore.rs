@@ -60,6 +60,20 @@ impl ExcludeRules {
         Ok(())
     }
 
+    /// Excludes the path `literal` (taken as is, glob characters escaped) followed by the glob
+    /// `suffix` (`""` for the path itself). Added last, so no `!pattern` re-includes it.
+    pub fn exclude_literal(&mut self, literal: &str, suffix: &str, origin: &Path) -> Result<()> {
+        let mut pattern = String::with_capacity(literal.len() + suffix.len());
+        for c in literal.chars() {
+            if matches!(c, '*' | '?' | '[' | ']' | '{' | '}' | '\\' | '!' | '#') {
+                pattern.push('\\');
+            }
+            pattern.push(c);
+        }
+        pattern.push_str(suffix);
+        self.add([pattern.as_str()], origin)
+    }
+
     /// Whether any rule re-includes paths (then excluded directories must still be walked).
     pub fn has_exceptions(&self) -> bool {
         self.rules.iter().any(|r| r.include)

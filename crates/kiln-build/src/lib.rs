@@ -44,7 +44,7 @@ use kiln_oci::source::ImageSource;
 
 pub use error::{Error, Result};
 
-use cache::BuildCache;
+use cache::{BuildCache, CacheSlot, ProjectId};
 use error::IoContext;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -66,6 +66,9 @@ pub struct BuildOptions {
     pub tag: Option<Reference>,
     pub run_image: ImageSource,
     pub cache_dir: PathBuf,
+    /// Names the app's own cache layers and step records in a cache directory shared with other
+    /// apps (`--project`, `KILN_PROJECT`); `None`: see [`cache::ProjectId`] for the fallbacks.
+    pub project: Option<String>,
     /// `None`: the built-in buildpacks.
     pub buildpacks: Option<BuildpackSet>,
     /// The environment steps start from. Nothing else of the caller's environment reaches them;
@@ -96,6 +99,7 @@ impl BuildOptions {
             tag: None,
             run_image: ImageSource::Scratch,
             cache_dir: default_cache_dir(),
+            project: None,
             buildpacks: None,
             env: default_step_env(),
             source_date_epoch: kiln_oci::layer::DEFAULT_MTIME,
@@ -280,89 +284,56 @@ pub fn build(opts: &BuildOptions, log: &mut dyn Write) -> Result<BuildReport> {
     let detect_ms = elapsed_ms(started);
 
     let cache = BuildCache::open(&opts.cache_dir, log)?;
+    let project_id = project_id(opts, &project, &src);
+    cache.register_project(&project_id)?;
     let client = kiln_registry::Client::new(opts.registry.clone());
     // The base first: a missing or unreachable run image fails before any step runs.
     let (base, pull) = registry::load_any(&opts.run_image, &cache.store, &client, log)?;
     let cache_import = match &opts.cache_image {
-        Some(reference) => Some(registry_cache::import(&client, &cache, reference, log)?),
+        Some(reference) => Some(registry_cache::import(
+            &client,
+            &cache,
+            &project_id,
+            reference,
+            log,
+        )?),
         None => None,
     };
     let (runtimes, runtime_reports) = runtimes::provide(opts, &plan, &project.mirrors, log)?;
     // Steps' cache keys include the runtimes: a new Node must re-run `npm ci`.
     let key_env = step_key_env(opts, &runtimes);
     let scratch = cache.scratch_dir()?;
-    let rules = source::exclude_rules(&src, &project.build.exclude_patterns())?;
+    let mut rules = source::exclude_rules(&src, &project.build.exclude_patterns())?;
+    exclude_own_paths(&mut rules, &src, cache.root(), opts.output.as_deref())?;
     let source_entries = source::source_entries(&src, &rules, APP_DIR)?;
 
-    let steps_started = Instant::now();
-    let layers = prepare_layer_dirs(&cache, &plan, scratch.path(), log)?;
-    let layer_dirs = &layers.dirs;
-    // Copying the source is the main cost of a warm rebuild: when no step will run, nothing can
-    // change the app, so its layer is made straight from the source tree.
-    let precheck = decide_steps(opts, &key_env, &plan, &src, &rules, &layers, &cache)?;
-    let (app, ran) = if precheck.iter().all(|(_, _, d)| d.skipped()) {
-        if !precheck.is_empty() {
-            let _ = writeln!(
-                log,
-                "no build step needs to run: the app layer comes straight from the source"
-            );
-        }
-        let reports = precheck
-            .into_iter()
-            .map(|(buildpack, name, decision)| {
-                let _ = writeln!(log, "[{buildpack}/{name}] skipped: {decision}");
-                StepReport {
-                    buildpack,
-                    name,
-                    ran: false,
-                    reason: decision.to_string(),
-                    duration_ms: 0,
-                }
-            })
-            .collect();
-        let ran = StepsRun {
-            reports,
-            records: Vec::new(),
-        };
-        (source_entries, ran)
-    } else {
-        let app_dir = make_dir(&scratch.path().join("app"))?;
-        let copied = source::materialize(&source_entries, APP_DIR, &app_dir)?;
-        let _ = writeln!(log, "copied {copied} source entries into the working copy");
-        move_captured(&plan, layer_dirs, &app_dir, Direction::IntoApp)?;
-        let ran = run_steps(
-            opts,
-            &key_env,
-            &runtimes,
-            &plan,
-            &app_dir,
-            &layers,
-            &cache,
-            scratch.path(),
-            log,
-        )?;
-        move_captured(&plan, layer_dirs, &app_dir, Direction::IntoLayers)?;
-        (kiln_oci::layer::tree_entries(&app_dir, APP_DIR)?, ran)
-    };
-    let steps_ms = elapsed_ms(steps_started);
-
-    let export_started = Instant::now();
-    let exported = export::export(
-        &export::ExportInput {
-            opts,
-            base: &base,
-            cache: &cache,
+    let layers = prepare_layer_dirs(&cache, &project_id, &plan, scratch.path(), log)?;
+    let app_dir = scratch.path().join("app");
+    let built = build_layers(
+        opts,
+        BuildContext {
             plan: &plan,
-            app,
-            layer_dirs,
+            src: &src,
+            rules: &rules,
+            cache: &cache,
+            project: &project_id,
+            layers: &layers,
+            key_env: &key_env,
             runtimes: &runtimes,
+            base: &base,
+            scratch: scratch.path(),
+            app_dir: &app_dir,
         },
+        source_entries,
         log,
-    )?;
-    // Only a build that succeeded may update what later builds trust.
-    save_cache_layers(&cache, &plan, layer_dirs)?;
+    );
+    // Cache layers go back whatever happened; only a build that succeeded may update what
+    // later builds trust (step records, layers a step rewrote).
+    let returned = return_cache_layers(&cache, &plan, &layers, &app_dir, built.is_ok());
+    let (exported, ran, steps_ms, export_started) = built?;
+    returned?;
     for (buildpack, step, record) in &ran.records {
-        step_cache::save(cache.root(), buildpack, step, record)?;
+        step_cache::save(&cache.steps_dir(&project_id), buildpack, step, record)?;
     }
     let export_ms = elapsed_ms(export_started);
     let push = match &opts.publish {
@@ -380,6 +351,7 @@ pub fn build(opts: &BuildOptions, log: &mut dyn Write) -> Result<BuildReport> {
         (Some(reference), Some(imported)) => Some(registry_cache::export(
             &client,
             &cache,
+            &project_id,
             reference,
             &exported.image.manifest.layers,
             imported,
@@ -409,6 +381,157 @@ pub fn build(opts: &BuildOptions, log: &mut dyn Write) -> Result<BuildReport> {
     })
 }
 
+/// What [`build_layers`] works with, fixed for the whole build.
+struct BuildContext<'a> {
+    plan: &'a Plan,
+    src: &'a Path,
+    rules: &'a ignore::ExcludeRules,
+    cache: &'a BuildCache,
+    project: &'a ProjectId,
+    layers: &'a PreparedLayers,
+    key_env: &'a BTreeMap<String, String>,
+    runtimes: &'a [runtimes::Provided],
+    base: &'a kiln_oci::source::LoadedImage,
+    scratch: &'a Path,
+    /// Where the working copy goes when a step runs.
+    app_dir: &'a Path,
+}
+
+/// Runs the steps (or sees that none has to) and exports the image: everything between taking
+/// the cache layers out and putting them back.
+fn build_layers(
+    opts: &BuildOptions,
+    cx: BuildContext<'_>,
+    source_entries: Vec<kiln_oci::layer::Entry>,
+    log: &mut dyn Write,
+) -> Result<(export::Exported, StepsRun, u64, Instant)> {
+    let steps_started = Instant::now();
+    let BuildContext {
+        plan,
+        src,
+        rules,
+        cache,
+        project,
+        layers,
+        ..
+    } = cx;
+    let layer_dirs = &layers.dirs;
+    // Copying the source is the main cost of a warm rebuild: when no step will run, nothing can
+    // change the app, so its layer is made straight from the source tree.
+    let steps_dir = cache.steps_dir(project);
+    let precheck = decide_steps(opts, cx.key_env, plan, src, rules, layers, &steps_dir)?;
+    let (app, ran) = if precheck.iter().all(|(_, _, d)| d.skipped()) {
+        if !precheck.is_empty() {
+            let _ = writeln!(
+                log,
+                "no build step needs to run: the app layer comes straight from the source"
+            );
+        }
+        let reports = precheck
+            .into_iter()
+            .map(|(buildpack, name, decision)| {
+                let _ = writeln!(log, "[{buildpack}/{name}] skipped: {decision}");
+                StepReport {
+                    buildpack,
+                    name,
+                    ran: false,
+                    reason: decision.to_string(),
+                    duration_ms: 0,
+                }
+            })
+            .collect();
+        let ran = StepsRun {
+            reports,
+            records: Vec::new(),
+        };
+        (source_entries, ran)
+    } else {
+        let app_dir = make_dir(cx.app_dir)?;
+        let copied = source::materialize(&source_entries, APP_DIR, &app_dir)?;
+        let _ = writeln!(log, "copied {copied} source entries into the working copy");
+        move_captured(plan, layer_dirs, &app_dir, Direction::IntoApp)?;
+        let ran = run_steps(
+            opts,
+            cx.key_env,
+            cx.runtimes,
+            plan,
+            &app_dir,
+            layers,
+            cache,
+            &steps_dir,
+            cx.scratch,
+            log,
+        )?;
+        move_captured(plan, layer_dirs, &app_dir, Direction::IntoLayers)?;
+        (kiln_oci::layer::tree_entries(&app_dir, APP_DIR)?, ran)
+    };
+    let steps_ms = elapsed_ms(steps_started);
+
+    let export_started = Instant::now();
+    let exported = export::export(
+        &export::ExportInput {
+            opts,
+            base: cx.base,
+            cache,
+            plan,
+            app,
+            layer_dirs,
+            runtimes: cx.runtimes,
+        },
+        log,
+    )?;
+    Ok((exported, ran, steps_ms, export_started))
+}
+
+/// Whose cache this build uses: see [`ProjectId`] for the order.
+fn project_id(opts: &BuildOptions, project: &ProjectConfig, app_src: &Path) -> ProjectId {
+    let named = opts
+        .project
+        .as_deref()
+        .or(project.project.name.as_deref())
+        .filter(|name| !name.trim().is_empty());
+    if let Some(name) = named {
+        return ProjectId::new(format!("name:{name}"));
+    }
+    match opts.tag.as_ref().or(opts.publish.as_ref()) {
+        Some(image) => ProjectId::new(format!("image:{}/{}", image.registry, image.repository)),
+        None => ProjectId::new(format!("path:{}", app_src.display())),
+    }
+}
+
+/// Keeps Kiln's own cache directory and output (with its temporaries) out of the app when they
+/// lie inside the source tree: packing them would grow the image on every build.
+fn exclude_own_paths(
+    rules: &mut ignore::ExcludeRules,
+    src: &Path,
+    cache_root: &Path,
+    output: Option<&Path>,
+) -> Result<()> {
+    let inside = |path: &Path| -> Option<String> {
+        let path = std::path::absolute(path).ok()?;
+        // Compare canonical forms: `src` is canonical, and either path may go through a link.
+        let canonical = match (path.parent(), path.file_name()) {
+            (Some(parent), Some(name)) => fs::canonicalize(parent).ok()?.join(name),
+            _ => path,
+        };
+        let rel = canonical.strip_prefix(src).ok()?;
+        rel.to_str().filter(|r| !r.is_empty()).map(str::to_owned)
+    };
+    if let Some(rel) = inside(cache_root) {
+        rules.exclude_literal(&rel, "", Path::new("<the cache directory>"))?;
+    }
+    if let Some(rel) = output.and_then(inside) {
+        rules.exclude_literal(&rel, "", Path::new("<the output>"))?;
+        // Temporaries beside it: `.NAME.*.tmp` (being written), `.NAME.*.old` (being replaced).
+        let (dir, name) = match rel.rsplit_once('/') {
+            Some((dir, name)) => (format!("{dir}/"), name),
+            None => (String::new(), rel.as_str()),
+        };
+        rules.exclude_literal(&format!("{dir}.{name}."), "*", Path::new("<the output>"))?;
+    }
+    Ok(())
+}
+
 fn nothing_detected(path: &Path, detection: &Detection) -> Error {
     let looked_for = detection
         .rejected
@@ -429,10 +552,43 @@ struct PreparedLayers {
     dirs: LayerDirs,
     /// `(buildpack, layer)` of cache layers restored from an earlier build.
     restored: BTreeSet<(String, String)>,
+    /// The cache slot of every `cache = true` layer, by `(buildpack, layer)`.
+    slots: BTreeMap<(String, String), CacheSlot>,
+    /// Cache layers whose restored copy went back to the cache before a step rewrote them
+    /// ([`BuildCache::set_aside`]): their working directory holds only this build's output.
+    set_aside: std::cell::RefCell<BTreeSet<(String, String)>>,
+}
+
+impl PreparedLayers {
+    fn restored(&self, buildpack: &str, layer: &str) -> bool {
+        self.restored
+            .contains(&(buildpack.to_owned(), layer.to_owned()))
+    }
+
+    /// Gives the step about to rewrite `layer` an empty directory (see [`BuildCache::set_aside`]).
+    fn set_aside(
+        &self,
+        cache: &BuildCache,
+        buildpack: &str,
+        layer: &str,
+        captured: &[(&str, PathBuf)],
+    ) -> Result<()> {
+        let key = (buildpack.to_owned(), layer.to_owned());
+        if !self.restored.contains(&key) || self.set_aside.borrow().contains(&key) {
+            // Nothing of an earlier build is in it.
+            return Ok(());
+        }
+        if let Some(slot) = self.slots.get(&key) {
+            cache.set_aside(slot, captured)?;
+            self.set_aside.borrow_mut().insert(key);
+        }
+        Ok(())
+    }
 }
 
 fn prepare_layer_dirs(
     cache: &BuildCache,
+    project: &ProjectId,
     plan: &Plan,
     scratch: &Path,
     log: &mut dyn Write,
@@ -440,21 +596,29 @@ fn prepare_layer_dirs(
     let mut prepared = PreparedLayers {
         dirs: LayerDirs::new(),
         restored: BTreeSet::new(),
+        slots: BTreeMap::new(),
+        set_aside: Default::default(),
     };
     for bp in &plan.buildpacks {
         let mut layers = BTreeMap::new();
         for layer in &bp.layers {
             let dir = if layer.cache {
-                let (dir, restored) = cache.checkout_layer_dir(&bp.id, &layer.name)?;
+                let slot = cache.slot(project, &bp.id, &layer.name, layer.shared);
+                let restored = cache.checkout(&slot)?;
+                let key = (bp.id.clone(), layer.name.clone());
                 let state = if restored {
-                    prepared
-                        .restored
-                        .insert((bp.id.clone(), layer.name.clone()));
-                    "restored"
+                    prepared.restored.insert(key.clone());
+                    if layer.shared {
+                        "restored (shared)"
+                    } else {
+                        "restored"
+                    }
                 } else {
                     "empty: no cache yet"
                 };
-                let _ = writeln!(log, "cache layer {}/{}: {state}", bp.id, layer.name);
+                let _ = writeln!(log, "cache layer {}: {state}", slot.name);
+                let dir = slot.work.clone();
+                prepared.slots.insert(key, slot);
                 dir
             } else {
                 scratch.join("layers").join(&bp.id).join(&layer.name)
@@ -462,8 +626,47 @@ fn prepare_layer_dirs(
             layers.insert(layer.name.clone(), make_dir(&dir)?);
         }
         prepared.dirs.insert(bp.id.clone(), layers);
+        // A launch layer's cached copy is only there to let the step that makes it be skipped.
+        // When no planned step declares it as an output, whatever step writes it starts empty.
+        for layer in bp.layers.iter().filter(|l| l.launch && l.cache) {
+            let made_by_a_skippable_step = bp.steps.iter().any(|s| s.outputs.contains(&layer.name));
+            if !made_by_a_skippable_step {
+                prepared.set_aside(cache, &bp.id, &layer.name, &[])?;
+            }
+        }
     }
     Ok(prepared)
+}
+
+/// Puts every checked-out cache layer back. After a success, each working directory becomes
+/// the kept copy. After a failure, layers a step had started rewriting are dropped (their kept
+/// copy is still the last good one) and every other layer goes back as it is: the failed step
+/// did not own it, and tool caches (cargo's target dir, npm's cache) stay valid after a failed
+/// run of their tool.
+fn return_cache_layers(
+    cache: &BuildCache,
+    plan: &Plan,
+    layers: &PreparedLayers,
+    app_dir: &Path,
+    succeeded: bool,
+) -> Result<()> {
+    if !succeeded && app_dir.is_dir() {
+        // Captured paths (node_modules) are still in the working copy.
+        move_captured(plan, &layers.dirs, app_dir, Direction::IntoLayers)?;
+    }
+    let set_aside = layers.set_aside.borrow();
+    let mut first_error = None;
+    for (key, slot) in &layers.slots {
+        let returned = if !succeeded && set_aside.contains(key) {
+            cache.discard(slot)
+        } else {
+            cache.checkin(slot)
+        };
+        if let Err(e) = returned {
+            first_error.get_or_insert(e);
+        }
+    }
+    first_error.map_or(Ok(()), Err)
 }
 
 /// Where a layer keeps the app paths it captures (`capture = ["node_modules"]`), inside its
@@ -526,15 +729,15 @@ fn decide_steps(
     src: &Path,
     rules: &ignore::ExcludeRules,
     layers: &PreparedLayers,
-    cache: &BuildCache,
+    steps_dir: &Path,
 ) -> Result<Vec<(String, String, step_cache::StepDecision)>> {
     let mut out = Vec::new();
     for bp in &plan.buildpacks {
-        let restored = |layer: &str| layers.restored.contains(&(bp.id.clone(), layer.to_owned()));
+        let restored = |layer: &str| layers.restored(&bp.id, layer);
         for step in &bp.steps {
             let record = step_cache::current(bp, step, key_env, src, Some(rules))?;
             let decision =
-                step_cache::decide(cache.root(), bp, step, &record, &restored, opts.no_cache);
+                step_cache::decide(steps_dir, bp, step, &record, &restored, opts.no_cache);
             out.push((bp.id.clone(), step.name.clone(), decision));
         }
     }
@@ -573,6 +776,7 @@ fn run_steps(
     app_dir: &Path,
     layers: &PreparedLayers,
     cache: &BuildCache,
+    steps_dir: &Path,
     scratch: &Path,
     log: &mut dyn Write,
 ) -> Result<StepsRun> {
@@ -609,22 +813,21 @@ fn run_steps(
             layer_dirs: dirs,
             base_env: &env,
         };
-        let restored = |layer: &str| layers.restored.contains(&(bp.id.clone(), layer.to_owned()));
+        let restored = |layer: &str| layers.restored(&bp.id, layer);
         for step in &bp.steps {
             let started = Instant::now();
             let record = step_cache::current(bp, step, key_env, app_dir, None)?;
             let decision =
-                step_cache::decide(cache.root(), bp, step, &record, &restored, opts.no_cache);
+                step_cache::decide(steps_dir, bp, step, &record, &restored, opts.no_cache);
             if decision.skipped() {
                 let _ = writeln!(log, "[{}/{}] skipped: {decision}", bp.id, step.name);
             } else {
                 if !step.inputs.is_empty() {
                     let _ = writeln!(log, "[{}/{}] running: {decision}", bp.id, step.name);
                 }
-                // If this step fails, the cache it writes must stay as the last good build left
-                // it: keep a copy of each restored output until the build succeeds.
-                for layer in step.outputs.iter().filter(|l| restored(l)) {
-                    let Some(dir) = dirs.get(layer) else { continue };
+                // The step rebuilds its outputs from empty directories (nothing of an earlier
+                // build may ship), and if it fails they stay as the last good build left them.
+                for layer in &step.outputs {
                     let captured: Vec<(&str, PathBuf)> = bp
                         .layers
                         .iter()
@@ -632,7 +835,7 @@ fn run_steps(
                         .flat_map(|l| &l.capture)
                         .map(|p| (p.as_str(), app_dir.join(p)))
                         .collect();
-                    cache.keep_copy_of_layer_dir(&bp.id, layer, dir, &captured)?;
+                    layers.set_aside(cache, &bp.id, layer, &captured)?;
                 }
                 steps::run_step(step, &ctx, log)?;
                 if !step.inputs.is_empty() {
@@ -657,17 +860,6 @@ fn run_steps(
         }
     }
     Ok(run)
-}
-
-fn save_cache_layers(cache: &BuildCache, plan: &Plan, layer_dirs: &LayerDirs) -> Result<()> {
-    for bp in &plan.buildpacks {
-        for layer in bp.layers.iter().filter(|l| l.cache) {
-            if let Some(dir) = layer_dirs.get(&bp.id).and_then(|d| d.get(&layer.name)) {
-                cache.checkin_layer_dir(&bp.id, &layer.name, dir)?;
-            }
-        }
-    }
-    Ok(())
 }
 
 /// Creates `dir` with mode 0755 (temp dirs default to 0700, which would end up in the image).

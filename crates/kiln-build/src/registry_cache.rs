@@ -3,8 +3,10 @@
 //!
 //! - the layer records (`layers/<key>.json`) of the layers in the image just built, each with
 //!   the layer blob it names, so an unchanged layer is reused without re-tarring or recompressing;
-//! - every kept `cache = true` layer directory (`buildpacks/<id>/<layer>/`), packed as a
-//!   deterministic layer tar (an unchanged directory gives the same blob, which a push skips).
+//! - every kept `cache = true` layer directory of the project (`projects/<key>/layers/<id>/<layer>/`)
+//!   and every shared one (`shared/<id>/<layer>/`), packed as a deterministic layer tar (an
+//!   unchanged directory gives the same blob, which a push skips). The cache image belongs to one
+//!   app, so imported layers go to the building project's slots whatever project exported them.
 //!
 //! They are stored as one OCI manifest at the cache reference: an artifact whose config has Kiln's
 //! own media type and whose "layers" are annotated with what each one is. Import never lets a tar
@@ -14,7 +16,7 @@
 use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::{BufReader, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 use serde::Serialize;
@@ -27,7 +29,7 @@ use kiln_oci::spec::{
 };
 use kiln_registry::{Client, PullStats, PushStats};
 
-use crate::cache::BuildCache;
+use crate::cache::{BuildCache, ProjectId};
 use crate::error::{Error, IoContext, Result};
 use crate::layer_cache;
 
@@ -39,6 +41,8 @@ const ANNOTATION_RECORD: &str = "dev.kiln.cache.record";
 const ANNOTATION_RECORD_BLOB: &str = "dev.kiln.cache.record-blob";
 /// On a packed cache layer directory: `<buildpack>/<layer>`.
 const ANNOTATION_CACHE_LAYER: &str = "dev.kiln.cache.layer";
+/// On a packed cache layer directory that is shared by every app (`shared = true`): `true`.
+const ANNOTATION_CACHE_LAYER_SHARED: &str = "dev.kiln.cache.layer.shared";
 
 /// What `--cache-image` did, for `--json`.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -62,6 +66,7 @@ pub struct CacheImageReport {
 pub fn import(
     client: &Client,
     cache: &BuildCache,
+    project: &ProjectId,
     reference: &Reference,
     log: &mut dyn Write,
 ) -> Result<CacheImageReport> {
@@ -101,9 +106,14 @@ pub fn import(
             }
         } else if let Some(name) = d.annotations.get(ANNOTATION_CACHE_LAYER) {
             let (buildpack, layer) = cache_layer_name(reference, name)?;
-            if !kept_layer_dir(cache, buildpack, layer).exists() {
+            let shared = d
+                .annotations
+                .get(ANNOTATION_CACHE_LAYER_SHARED)
+                .is_some_and(|v| v == "true");
+            let slot = cache.slot(project, buildpack, layer, shared);
+            if !slot.kept.exists() {
                 wanted.push(d.clone());
-                layers.push((buildpack, layer, d));
+                layers.push((slot, d));
             }
         }
     }
@@ -132,11 +142,11 @@ pub fn import(
         cache.record_layer(&key, &record)?;
         report.imported_records += 1;
     }
-    for (buildpack, layer, d) in layers {
+    for (slot, d) in layers {
         let tmp = cache.scratch_dir()?;
         let root = tmp.path().join("layer");
         unpack_layer(&cache.store.path(&d.digest), &root)?;
-        let kept = kept_layer_dir(cache, buildpack, layer);
+        let kept = slot.kept;
         if let Some(parent) = kept.parent() {
             fs::create_dir_all(parent).ctx(|| format!("creating {}", parent.display()))?;
         }
@@ -156,6 +166,7 @@ pub fn import(
 pub fn export(
     client: &Client,
     cache: &BuildCache,
+    project: &ProjectId,
     reference: &Reference,
     image_layers: &[Descriptor],
     mut report: CacheImageReport,
@@ -192,18 +203,23 @@ pub fn export(
         compression: kiln_oci::layer::Compression::Gzip { level: 1 },
         ..LayerOptions::default()
     };
-    for (buildpack, layer, dir) in kept_layer_dirs(cache)? {
-        let entries = layer::normalize(layer::tree_entries(&dir, "/")?)?;
+    for slot in cache.kept_slots(project)? {
+        let entries = layer::normalize(layer::tree_entries(&slot.kept, "/")?)?;
         // Looked up like image layers, so an unchanged cache directory is not recompressed.
-        let name = format!("cache-image/{buildpack}/{layer}");
+        let name = format!("cache-image/{}", slot.name);
         let (packed, _) = layer_cache::layer(cache, &name, &entries, &layer_opts, false)?;
-        blobs.push(annotated(
+        let mut blob = annotated(
             MEDIA_TYPE_LAYER_GZIP,
             packed.descriptor.digest,
             packed.descriptor.size,
             ANNOTATION_CACHE_LAYER,
-            &format!("{buildpack}/{layer}"),
-        ));
+            &slot.name,
+        );
+        if slot.shared {
+            blob.annotations
+                .insert(ANNOTATION_CACHE_LAYER_SHARED.to_owned(), "true".to_owned());
+        }
+        blobs.push(blob);
         report.exported_layers += 1;
     }
     let config = b"{}";
@@ -245,12 +261,8 @@ pub fn export(
     Ok(report)
 }
 
-// The three helpers below read the cache directory through its documented layout (see
+// The helper below reads the cache directory through its documented layout (see
 // `crate::cache`), so this module needs nothing from the cache's internals.
-
-fn kept_layer_dir(cache: &BuildCache, buildpack: &str, layer: &str) -> PathBuf {
-    cache.root().join("buildpacks").join(buildpack).join(layer)
-}
 
 /// Every readable layer record, by content key.
 fn records(cache: &BuildCache) -> Result<Vec<(Digest, LayerRecord)>> {
@@ -274,36 +286,6 @@ fn records(cache: &BuildCache) -> Result<Vec<(Digest, LayerRecord)>> {
         }
     }
     out.sort_by(|a, b| a.0.cmp(&b.0));
-    Ok(out)
-}
-
-/// `(buildpack, layer, dir)` of every kept cache layer directory, sorted.
-fn kept_layer_dirs(cache: &BuildCache) -> Result<Vec<(String, String, PathBuf)>> {
-    let root = cache.root().join("buildpacks");
-    let list = |dir: &Path| -> Result<Vec<(String, PathBuf)>> {
-        let mut names = Vec::new();
-        for entry in fs::read_dir(dir).ctx(|| format!("reading {}", dir.display()))? {
-            let entry = entry.ctx(|| format!("reading {}", dir.display()))?;
-            if entry
-                .file_type()
-                .ctx(|| format!("reading {}", dir.display()))?
-                .is_dir()
-            {
-                names.push((
-                    entry.file_name().to_string_lossy().into_owned(),
-                    entry.path(),
-                ));
-            }
-        }
-        names.sort();
-        Ok(names)
-    };
-    let mut out = Vec::new();
-    for (buildpack, dir) in list(&root)? {
-        for (layer, path) in list(&dir)? {
-            out.push((buildpack.clone(), layer, path));
-        }
-    }
     Ok(out)
 }
 
@@ -383,6 +365,7 @@ fn unpack_layer(blob: &Path, dest: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::PathBuf;
 
     /// A gzip tar whose entries are written with raw names (the tar crate refuses `..` itself).
     fn raw_tar(dir: &Path, entries: &[(&str, tar::EntryType, &str)]) -> PathBuf {

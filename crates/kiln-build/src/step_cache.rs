@@ -84,11 +84,10 @@ fn list(paths: &[String]) -> String {
     }
 }
 
-fn record_path(cache_root: &Path, buildpack: &str, step: &str) -> PathBuf {
-    cache_root
-        .join("steps")
-        .join(buildpack)
-        .join(format!("{step}.json"))
+/// `steps_dir` is the project's (`BuildCache::steps_dir`): one app's records never decide
+/// another app's steps.
+fn record_path(steps_dir: &Path, buildpack: &str, step: &str) -> PathBuf {
+    steps_dir.join(buildpack).join(format!("{step}.json"))
 }
 
 /// Computes the step's record (key and input hashes) as things stand in `app_dir`. `excluded`
@@ -120,7 +119,7 @@ pub fn current(
 /// Decides whether `step` must run, given its current record and which of its buildpack's cache
 /// layers were restored.
 pub fn decide(
-    cache_root: &Path,
+    steps_dir: &Path,
     bp: &PlannedBuildpack,
     step: &Step,
     current: &StepRecord,
@@ -133,7 +132,7 @@ pub fn decide(
     if no_cache {
         return StepDecision::NoCacheRequested;
     }
-    let previous: Option<StepRecord> = fs::read(record_path(cache_root, &bp.id, &step.name))
+    let previous: Option<StepRecord> = fs::read(record_path(steps_dir, &bp.id, &step.name))
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok());
     let Some(previous) = previous else {
@@ -168,8 +167,8 @@ pub fn decide(
 }
 
 /// Records a step's run; called only once the whole build has succeeded.
-pub fn save(cache_root: &Path, buildpack: &str, step: &str, record: &StepRecord) -> Result<()> {
-    let path = record_path(cache_root, buildpack, step);
+pub fn save(steps_dir: &Path, buildpack: &str, step: &str, record: &StepRecord) -> Result<()> {
+    let path = record_path(steps_dir, buildpack, step);
     if let Some(parent) = path.parent() {
         fs::create_dir_all(parent).ctx(|| format!("creating {}", parent.display()))?;
     }

@@ -245,6 +245,16 @@ pub(crate) fn validate_buildpack(spec: &BuildpackToml, path: &Path) -> Result<()
                 format!("layer {:?} declared twice", layer.name),
             ));
         }
+        if layer.shared && (!layer.cache || layer.launch || !layer.capture.is_empty()) {
+            return Err(invalid(
+                path,
+                format!(
+                    "layer {:?}: `shared` needs `cache = true` and neither `launch` nor `capture` \
+                     (a shared cache must never reach an image)",
+                    layer.name
+                ),
+            ));
+        }
         for p in &layer.capture {
             check_relative(p).map_err(|why| {
                 invalid(
@@ -306,12 +316,15 @@ pub(crate) fn validate_buildpack(spec: &BuildpackToml, path: &Path) -> Result<()
             })?;
         }
         for output in &step.outputs {
-            let cached = spec.layers.iter().any(|l| &l.name == output && l.cache);
+            let cached = spec
+                .layers
+                .iter()
+                .any(|l| &l.name == output && l.cache && !l.shared);
             if !cached {
                 return Err(invalid(
                     path,
                     format!(
-                        "build step {:?}: output {output:?} is not a declared `cache = true` layer",
+                        "build step {:?}: output {output:?} is not a declared `cache = true`, unshared layer",
                         step.name
                     ),
                 ));
@@ -554,6 +567,24 @@ mod tests {
              [[processes]]\ntype = \"w\"\ncommand = \"b\"\ndefault = true\n"
         )
         .contains("more than one default process: web, w"));
+    }
+
+    #[test]
+    fn shared_layers_are_download_caches_only() {
+        check(&format!(
+            "{HEAD}[[layers]]\nname = \"dl\"\ncache = true\nshared = true\n"
+        ))
+        .unwrap();
+        for bad in [
+            "[[layers]]\nname = \"dl\"\nshared = true\n",
+            "[[layers]]\nname = \"dl\"\ncache = true\nshared = true\nlaunch = true\n",
+            "[[layers]]\nname = \"dl\"\ncache = true\nshared = true\ncapture = [\"x\"]\n",
+        ] {
+            assert!(err(bad).contains("`shared` needs `cache = true`"), "{bad}");
+        }
+        assert!(err("[[layers]]\nname = \"dl\"\ncache = true\nshared = true\n\
+             [[build.steps]]\nname = \"s\"\ncommand = \"c\"\ninputs = [\"a\"]\noutputs = [\"dl\"]\n")
+        .contains("is not a declared `cache = true`, unshared layer"));
     }
 
     #[test]

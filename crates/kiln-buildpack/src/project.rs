@@ -1,6 +1,9 @@
 //! The project's own `kiln.toml` at the source root (optional).
 //!
 //! ```toml
+//! [project]
+//! name = "web"                   # identifies the app's own build cache (default: image name or path)
+//!
 //! [build]
 //! exclude = ["docs/", "*.log"]   # .dockerignore syntax; kept out of the working copy and image
 //! env = { GOFLAGS = "-tags=prod" } # added to every build step
@@ -22,6 +25,8 @@ pub const FILE_NAME: &str = "kiln.toml";
 #[serde(deny_unknown_fields)]
 pub struct ProjectConfig {
     #[serde(default)]
+    pub project: ProjectMeta,
+    #[serde(default)]
     pub build: ProjectBuild,
     /// Buildpack ids to run, in this order, instead of detecting (`KILN_BUILDPACKS` wins).
     #[serde(default)]
@@ -36,6 +41,16 @@ pub struct ProjectConfig {
     /// `KILN_MIRROR_<RUNTIME>` variables win.
     #[serde(default)]
     pub mirrors: BTreeMap<String, String>,
+}
+
+/// `[project]`: who the app is, independent of where it is checked out.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectMeta {
+    /// Names the app's own build cache (its cache layers and step records) in a cache directory
+    /// shared with other apps; see `kiln_build::cache::ProjectId`.
+    #[serde(default)]
+    pub name: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

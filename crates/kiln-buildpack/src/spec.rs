@@ -222,6 +222,12 @@ pub struct LayerSpec {
     /// Kept in the build cache between builds (restored before the steps run).
     #[serde(default)]
     pub cache: bool,
+    /// With `cache`: one copy per cache directory, shared by every app built with it, instead of
+    /// one per app. Only for caches that speed a tool up and never reach the image (npm's or
+    /// pip's download cache): a shared layer cannot be `launch`, capture paths or be a step
+    /// output.
+    #[serde(default)]
+    pub shared: bool,
     /// Paths of the app working copy (relative) that this layer takes over: after the steps they
     /// are packed into this layer at `/workspace/<path>` and left out of the app layer.
     #[serde(default)]

@@ -2,8 +2,10 @@
 //! Docker's `manifest.json` pointing into `blobs/sha256/` (the hybrid Docker ≥ 25 writes), so one
 //! file loads with `docker load`, `podman load`, `skopeo copy oci-archive:` and `docker-archive:`.
 //!
-//! Outputs are written to a temporary sibling path and renamed into place only when complete. The
-//! archive's own tar is deterministic (sorted entries, fixed mtime), so the same image gives the
+//! Outputs are written to a temporary sibling path and renamed into place only when complete.
+//! Each writer holds an advisory lock (`flock`) on its temporary while it works, so temporaries
+//! nobody holds belong to writers that died, and the next write of the same output removes them.
+//! The archive's own tar is deterministic (sorted entries, fixed mtime), so the same image gives the
 //! same archive bytes.
 //!
 //! Layout directories get their blobs hardlinked from the store when both are on one filesystem
@@ -45,11 +47,13 @@ pub fn write_oci_archive(
 ) -> Result<()> {
     let (parent, name) = split_out_path(out)?;
     let ctx = || format!("writing {}", out.display());
+    remove_dead_temporaries(parent, &name)?;
     let tmp = tempfile::Builder::new()
         .prefix(&format!(".{name}."))
         .suffix(".tmp")
         .tempfile_in(parent)
         .ctx(ctx)?;
+    hold(tmp.as_file()).ctx(ctx)?;
     let mut tar = Builder::new(BufWriter::new(tmp));
     // Entries in path byte order: "blobs/" < "blobs/sha256/…" < "index.json" < "manifest.json"
     // < "oci-layout".
@@ -110,11 +114,14 @@ pub fn write_oci_dir(
     let ctx = || format!("writing OCI layout {}", out.display());
     // Refuse early, and again right before the swap: never replace something that is not ours.
     check_replaceable(out)?;
+    remove_dead_temporaries(parent, &name)?;
     let tmp = tempfile::Builder::new()
         .prefix(&format!(".{name}."))
         .suffix(".tmp")
         .tempdir_in(parent)
         .ctx(ctx)?;
+    let lock_tmp = File::open(tmp.path()).ctx(ctx)?;
+    hold(&lock_tmp).ctx(ctx)?;
     // Temporary directories are created 0700; the layout is an ordinary output directory.
     fs::set_permissions(tmp.path(), Permissions::from_mode(0o755)).ctx(ctx)?;
     let blob_dir = tmp.path().join("blobs/sha256");
@@ -137,6 +144,8 @@ pub fn write_oci_dir(
             .suffix(".old")
             .tempdir_in(parent)
             .ctx(ctx)?;
+        let lock_trash = File::open(trash.path()).ctx(ctx)?;
+        hold(&lock_trash).ctx(ctx)?;
         let old = trash.path().join("old");
         fs::rename(out, &old).ctx(ctx)?;
         if let Err(e) = fs::rename(tmp.path(), out) {
@@ -150,6 +159,69 @@ pub fn write_oci_dir(
     // The directory now lives at `out`: it must not be cleaned up.
     let _ = tmp.keep();
     Ok(())
+}
+
+/// Takes the advisory lock that marks a temporary as in use (released when `file` closes).
+fn hold(file: &File) -> io::Result<()> {
+    file.try_lock().map_err(|e| match e {
+        fs::TryLockError::Error(e) => e,
+        fs::TryLockError::WouldBlock => io::Error::new(
+            io::ErrorKind::WouldBlock,
+            "a fresh temporary file is locked by someone else",
+        ),
+    })
+}
+
+/// Whether `file_name` is one of the temporaries written for output `name`: `.NAME.RANDOM.tmp`
+/// (being written) or `.NAME.RANDOM.old` (an old layout being replaced).
+pub fn is_output_temporary(file_name: &str, name: &str) -> bool {
+    file_name
+        .strip_prefix('.')
+        .and_then(|rest| rest.strip_prefix(name))
+        .and_then(|rest| rest.strip_prefix('.'))
+        .and_then(|rest| rest.strip_suffix(".tmp").or(rest.strip_suffix(".old")))
+        // tempfile's random part has no dots: `.app.tar.X.tmp` is not a temporary of `app`.
+        .is_some_and(|random| !random.is_empty() && !random.contains('.'))
+}
+
+/// Removes temporaries of output `name` in `parent` whose writer is gone (nobody holds their
+/// lock). Returns how many were removed.
+pub fn remove_dead_temporaries(parent: &Path, name: &str) -> Result<usize> {
+    let ctx = |path: &Path| format!("removing the leftover {}", path.display());
+    let entries = match fs::read_dir(parent) {
+        Ok(entries) => entries,
+        // A missing parent fails later with the real error.
+        Err(_) => return Ok(0),
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let Some(file_name) = entry.file_name().to_str().map(str::to_owned) else {
+            continue;
+        };
+        if !is_output_temporary(&file_name, name) {
+            continue;
+        }
+        let path = entry.path();
+        let Ok(meta) = fs::symlink_metadata(&path) else {
+            continue;
+        };
+        if meta.file_type().is_symlink() {
+            continue; // never ours
+        }
+        let Ok(file) = File::open(&path) else {
+            continue;
+        };
+        if file.try_lock().is_err() {
+            continue; // a live writer
+        }
+        if meta.is_dir() {
+            fs::remove_dir_all(&path).ctx(|| ctx(&path))?;
+        } else {
+            fs::remove_file(&path).ctx(|| ctx(&path))?;
+        }
+        removed += 1;
+    }
+    Ok(removed)
 }
 
 /// `out`'s parent directory (`.` for a bare name) and file name.
@@ -538,5 +610,43 @@ mod tests {
             .filter(|n| n.starts_with('.'))
             .collect();
         assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
+
+    #[test]
+    fn dead_temporaries_are_removed_and_live_ones_kept() {
+        let f = fixture();
+        let out = f.root.join("app.tar");
+        // What a killed writer leaves: a temporary file and a layout directory nobody holds.
+        let dead_file = f.root.join(".app.tar.Ab12Cd.tmp");
+        fs::write(&dead_file, b"half an archive").unwrap();
+        let dead_dir = f.root.join(".app.tar.Xy34Zw.old");
+        fs::create_dir_all(dead_dir.join("old/blobs")).unwrap();
+        // A live writer's temporary: locked through its own open file.
+        let live = f.root.join(".app.tar.Live00.tmp");
+        fs::write(&live, b"being written").unwrap();
+        let writer = File::open(&live).unwrap();
+        writer.try_lock().unwrap();
+        // Other files, including another output's temporary, are never touched.
+        let other = f.root.join(".other.tar.Qq11Qq.tmp");
+        fs::write(&other, b"not ours").unwrap();
+
+        write_oci_archive(&f.store, &f.image, None, &out).unwrap();
+        assert!(out.is_file());
+        assert!(!dead_file.exists());
+        assert!(!dead_dir.exists());
+        assert_eq!(fs::read(&live).unwrap(), b"being written");
+        assert_eq!(fs::read(&other).unwrap(), b"not ours");
+        drop(writer);
+        assert_eq!(remove_dead_temporaries(&f.root, "app.tar").unwrap(), 1);
+        assert!(!live.exists());
+    }
+
+    #[test]
+    fn output_temporaries_are_recognised_by_name() {
+        assert!(is_output_temporary(".app.tar.x1.tmp", "app.tar"));
+        assert!(is_output_temporary(".layout.Q.old", "layout"));
+        assert!(!is_output_temporary(".app.tar.x1.tmp", "app"));
+        assert!(!is_output_temporary("app.tar", "app.tar"));
+        assert!(!is_output_temporary(".app.tar.x1.part", "app.tar"));
     }
 }

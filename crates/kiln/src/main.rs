@@ -135,6 +135,10 @@ struct BuildArgs {
     /// Build cache (blobs, layer records, cache layers). Default: $XDG_CACHE_HOME/kiln.
     #[arg(long)]
     cache_dir: Option<PathBuf>,
+    /// Names this app's own cache layers and step records in a cache dir shared with other apps.
+    /// Default: kiln.toml [project] name, else the --tag/--publish repository, else the source path.
+    #[arg(long, env = "KILN_PROJECT", value_name = "NAME")]
+    project: Option<String>,
     /// Use buildpacks from this directory (with order.toml) instead of the built-in ones.
     #[arg(long)]
     buildpacks: Option<PathBuf>,
@@ -247,6 +251,7 @@ fn build(args: BuildArgs) -> anyhow::Result<ExitCode> {
     if let Some(dir) = args.cache_dir {
         opts.cache_dir = dir;
     }
+    opts.project = args.project;
     opts.buildpacks = load_buildpacks(args.buildpacks.as_deref())?;
     opts.env.extend(parse_env(&args.env)?);
     opts.compression = args.compression;

@@ -6,7 +6,6 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::Read;
 use std::path::Path;
 
 use serde_json::Value;
@@ -43,45 +42,6 @@ launch = true
 name = "counter"
 cache = true
 "#;
-
-/// Path → contents (files) or "<dir>" for every entry of each layer, in manifest order.
-fn layer_contents(layout: &Path) -> Vec<BTreeMap<String, String>> {
-    let index: Value =
-        serde_json::from_slice(&fs::read(layout.join("index.json")).unwrap()).unwrap();
-    let blob = |digest: &str| {
-        layout
-            .join("blobs/sha256")
-            .join(digest.trim_start_matches("sha256:"))
-    };
-    let manifest: Value = serde_json::from_slice(
-        &fs::read(blob(index["manifests"][0]["digest"].as_str().unwrap())).unwrap(),
-    )
-    .unwrap();
-    manifest["layers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|layer| {
-            let file = fs::File::open(blob(layer["digest"].as_str().unwrap())).unwrap();
-            let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
-            archive
-                .entries()
-                .unwrap()
-                .map(|e| {
-                    let mut e = e.unwrap();
-                    let path = e.path().unwrap().to_string_lossy().into_owned();
-                    let mut body = String::new();
-                    if e.header().entry_type().is_dir() {
-                        body.push_str("<dir>");
-                    } else {
-                        e.read_to_string(&mut body).unwrap();
-                    }
-                    (path, body)
-                })
-                .collect()
-        })
-        .collect()
-}
 
 fn build(src: &Path, bps: &Path, cache: &Path, out: &Path) -> Value {
     let stdout = kiln_ok(&[

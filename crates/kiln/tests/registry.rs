@@ -409,7 +409,13 @@ fn cache_image_lets_a_fresh_cache_reuse_dependency_layers() {
     let second = build("runner-b");
     assert_eq!(second["cache_image"]["imported_layers"], kept, "{second}");
     assert!(second["cache_image"]["imported_records"].as_u64().unwrap() >= 1);
-    assert!(tmp.path().join("runner-b/buildpacks/go/go-cache").is_dir());
+    // The shared download/build cache, and the app's own kept binary layer.
+    assert!(tmp.path().join("runner-b/shared/go/go-cache").is_dir());
+    let projects: Vec<_> = std::fs::read_dir(tmp.path().join("runner-b/projects"))
+        .unwrap()
+        .map(|e| e.unwrap().path().join("layers/go/bin"))
+        .collect();
+    assert!(projects.len() == 1 && projects[0].is_dir(), "{projects:?}");
     let bin = &second["layers"][0];
     assert_eq!(bin["name"], "go/bin");
     assert_eq!(bin["reused"], true, "{second}");

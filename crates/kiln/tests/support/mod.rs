@@ -7,6 +7,7 @@
 pub mod registry;
 
 use std::collections::BTreeMap;
+use std::fs;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -297,3 +298,44 @@ fn http_get(port: u16, path: &str) -> std::io::Result<(String, String)> {
 }
 
 pub mod run_image;
+
+/// Path → contents (files, lossily as UTF-8) or "<dir>" for every entry of each layer, in
+/// manifest order.
+pub fn layer_contents(layout: &Path) -> Vec<BTreeMap<String, String>> {
+    let index: serde_json::Value =
+        serde_json::from_slice(&fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let blob = |digest: &str| {
+        layout
+            .join("blobs/sha256")
+            .join(digest.trim_start_matches("sha256:"))
+    };
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &fs::read(blob(index["manifests"][0]["digest"].as_str().unwrap())).unwrap(),
+    )
+    .unwrap();
+    manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|layer| {
+            let file = fs::File::open(blob(layer["digest"].as_str().unwrap())).unwrap();
+            let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
+            archive
+                .entries()
+                .unwrap()
+                .map(|e| {
+                    let mut e = e.unwrap();
+                    let path = e.path().unwrap().to_string_lossy().into_owned();
+                    let body = if e.header().entry_type().is_dir() {
+                        "<dir>".to_owned()
+                    } else {
+                        let mut bytes = Vec::new();
+                        e.read_to_end(&mut bytes).unwrap();
+                        String::from_utf8_lossy(&bytes).into_owned()
+                    };
+                    (path, body)
+                })
+                .collect()
+        })
+        .collect()
+}
