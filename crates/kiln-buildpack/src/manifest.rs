@@ -57,6 +57,17 @@ pub(crate) fn one_line(message: &str) -> String {
         .join(": ")
 }
 
+/// `text` as quoted in an error message: at most [`EXCERPT_CHARS`] characters, then `…`. Input
+/// lines can be megabytes long; a message must stay readable.
+pub(crate) fn excerpt(text: &str) -> String {
+    match text.char_indices().nth(EXCERPT_CHARS) {
+        Some((cut, _)) => format!("{:?}…", &text[..cut]),
+        None => format!("{text:?}"),
+    }
+}
+
+pub(crate) const EXCERPT_CHARS: usize = 80;
+
 /// The 1-based line of byte `offset` in `text`.
 pub(crate) fn line_of(text: &str, offset: usize) -> usize {
     let end = offset.min(text.len());
