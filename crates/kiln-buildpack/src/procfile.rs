@@ -38,11 +38,15 @@ pub fn parse(text: &str, path: &Path) -> Result<Vec<(String, String)>> {
             )));
         }
         if command.is_empty() {
-            return Err(error(format!("process type {kind:?} has an empty command")));
+            return Err(error(format!(
+                "process type {} has an empty command",
+                excerpt(kind)
+            )));
         }
         if let Some(first) = seen.insert(kind.to_owned(), line_no) {
             return Err(error(format!(
-                "process type {kind:?} already declared on line {first}"
+                "process type {} already declared on line {first}",
+                excerpt(kind)
             )));
         }
         processes.push((kind.to_owned(), command.to_owned()));
@@ -104,7 +108,12 @@ mod tests {
     #[test]
     fn a_huge_offending_line_is_quoted_cut_short() {
         let huge = "x".repeat(10 << 20);
-        for text in [format!("web: a\n{huge}\n"), format!("{huge} bad: x\n")] {
+        for text in [
+            format!("web: a\n{huge}\n"),
+            format!("{huge} bad: x\n"),
+            format!("{huge}:\n"),
+            format!("{huge}: a\n{huge}: b\n"),
+        ] {
             let err = parse_str(&text).unwrap_err().to_string();
             assert!(err.len() < 200, "{} bytes", err.len());
             assert!(err.contains(&format!("\"{}\"…", "x".repeat(80))), "{err}");
