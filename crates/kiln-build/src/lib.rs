@@ -269,6 +269,8 @@ pub fn build(opts: &BuildOptions, log: &mut dyn Write) -> Result<BuildReport> {
         let _ = writeln!(log, "detected {}: {}", verdict.id, verdict.reason);
     }
     let plan = kiln_buildpack::plan::plan_with(set, &detection, &project, &src, &opts.kiln_env)?;
+    // An image with no entrypoint is no build: refuse before anything is pulled or run.
+    plan.default_process()?;
     // The app found in a single top-level folder is the source of the build.
     let src = match &plan.app_root {
         Some(dir) => {

@@ -433,6 +433,10 @@ fn plan(args: DetectArgs) -> anyhow::Result<ExitCode> {
             p.kind, p.command, p.buildpack
         )?;
     }
+    // Shown, not failed: the plan is still worth reading; `kiln build` refuses it.
+    if let Some(none) = &plan.no_default_process {
+        writeln!(out, "{none}")?;
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -505,6 +505,10 @@ name = "modules"
 launch = true
 cache = true
 capture = ["node_modules"]
+
+[[processes]]
+type = "web"
+command = "true"
 "#;
 
 #[test]

@@ -127,6 +127,10 @@ any = ["Procfile"]
 name = "explode"
 command = "sh"
 args = ["-c", "echo compiling; echo 'error: widget missing' >&2; exit 3"]
+
+[[processes]]
+type = "web"
+command = "true"
 "#,
     );
     let out_path = tmp.path().join("out.tar");
@@ -206,4 +210,167 @@ fn usage_errors_exit_2() {
     let out = kiln(&["build", ".", "--output", "x.tar", "--run-image", "ftp://x"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("ftp://x"), "{}", stderr(&out));
+}
+
+/// A source tree under `root/name` holding `files` (`path`, contents).
+fn app(root: &Path, name: &str, files: &[(&str, &str)]) -> std::path::PathBuf {
+    let dir = root.join(name);
+    for (path, contents) in files {
+        let path = dir.join(path);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(path, contents).unwrap();
+    }
+    dir
+}
+
+#[test]
+fn nothing_runnable_fails_naming_what_was_looked_for_and_how_to_set_a_start_command() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cases: &[(&str, &[(&str, &str)], &str)] = &[
+        (
+            "empty-procfile",
+            &[("Procfile", "")],
+            "procfile: Procfile declares no process",
+        ),
+        (
+            "cargo-virtual-workspace",
+            &[("Cargo.toml", "[workspace]\nmembers = [\"crates/*\"]\n")],
+            "rust: a `web` process (needs fact `bin`); virtual workspace",
+        ),
+        (
+            "go-work-nothing-to-build",
+            &[
+                ("go.work", "go 1.22\n\nuse ./lib\n"),
+                ("lib/go.mod", "module example.com/lib\n\ngo 1.22\n"),
+                ("lib/lib.go", "package lib\n"),
+            ],
+            "go: a `web` process (needs fact `package`); no main package",
+        ),
+        (
+            "bun-no-start",
+            &[
+                ("package.json", "{\"name\": \"b\", \"dependencies\": {}}\n"),
+                ("bun.lock", "{\"lockfileVersion\": 1}\n"),
+            ],
+            "nodejs: a `web` process (needs fact `start`); no start command: package.json has \
+             no scripts.start or main",
+        ),
+    ];
+    for (name, files, looked_for) in cases {
+        let src = app(tmp.path(), name, files);
+        let out_path = tmp.path().join(format!("{name}.tar"));
+        let out = build(&src, &out_path, &[]);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{name}: {err}");
+        assert!(
+            err.contains("error: no default process: nothing says what the image runs"),
+            "{name}: {err}"
+        );
+        assert!(err.contains(looked_for), "{name}: {err}");
+        assert!(
+            err.contains(
+                "set a start command: `web = \"COMMAND\"` under [processes] in kiln.toml, a \
+                 `web: COMMAND` line in a Procfile, or KILN_START_COMMAND=COMMAND"
+            ),
+            "{name}: {err}"
+        );
+        assert!(!out_path.exists(), "{name}: an image was written");
+
+        // `kiln plan` still shows the plan, and says the same.
+        let plan = kiln(&["plan", src.to_str().unwrap()]);
+        assert_eq!(plan.status.code(), Some(0), "{name}: {}", stderr(&plan));
+        let text = String::from_utf8_lossy(&plan.stdout);
+        assert!(text.contains("no default process"), "{name}: {text}");
+        assert!(text.contains(looked_for), "{name}: {text}");
+    }
+
+    // The start command the message suggests is the real mechanism: with it the same tree builds.
+    let src = app(
+        tmp.path(),
+        "with-kiln-toml",
+        &[("Procfile", ""), ("kiln.toml", "[processes]\nweb = \"httpd\"\n")],
+    );
+    let out_path = tmp.path().join("with-kiln-toml.tar");
+    let out = build(&src, &out_path, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(out_path.exists());
+}
+
+#[test]
+fn a_plan_without_a_process_is_refused_before_any_step_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let marker = tmp.path().join("step-ran");
+    let bps = buildpacks_dir(
+        tmp.path(),
+        "silent",
+        &format!(
+            "[buildpack]\nid = \"silent\"\nversion = \"1\"\n[detect]\nall = [\"Procfile\"]\n\
+             [[build.steps]]\nname = \"touch\"\ncommand = \"touch\"\nargs = [\"{}\"]\n",
+            marker.display()
+        ),
+    );
+    let out_path = tmp.path().join("out.tar");
+    let out = build(
+        &fixture("procfile-static"),
+        &out_path,
+        &["--buildpacks", bps.to_str().unwrap()],
+    );
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("silent: declares no process"), "{err}");
+    assert!(
+        err.contains("under [processes] in kiln.toml or KILN_START_COMMAND=COMMAND"),
+        "a set without a Procfile buildpack must not suggest one: {err}"
+    );
+    assert!(!marker.exists(), "a step ran");
+    assert!(!out_path.exists());
+}
+
+#[test]
+fn malformed_cargo_toml_and_go_mod_are_errors_naming_file_and_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cases: &[(&str, &str, &str, &str)] = &[
+        (
+            "empty-cargo",
+            "Cargo.toml",
+            "",
+            "Cargo.toml: empty: cargo needs [package] (a crate) or [workspace]",
+        ),
+        (
+            "cargo-no-name",
+            "Cargo.toml",
+            "# a crate\n[package]\nversion = \"1.0.0\"\n",
+            "Cargo.toml:2:1: [package] has no name",
+        ),
+        (
+            "cargo-invalid",
+            "Cargo.toml",
+            "[package\nname = \"x\"\n",
+            "Cargo.toml:1:",
+        ),
+        (
+            "garbage-go-mod",
+            "go.mod",
+            "module example.com/x\n\n{{{ garbage\n",
+            "go.mod:3:1: unknown directive \"{{{\"",
+        ),
+        (
+            "go-mod-without-module",
+            "go.mod",
+            "go 1.22\n",
+            "go.mod: no module path",
+        ),
+    ];
+    for (name, file, contents, expected) in cases {
+        let src = app(tmp.path(), name, &[(file, contents)]);
+        let out_path = tmp.path().join(format!("{name}.tar"));
+        let out = build(&src, &out_path, &[]);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{name}: {err}");
+        assert!(err.contains(expected), "{name}: {err}");
+        assert!(!out_path.exists(), "{name}");
+        let plan = kiln(&["plan", src.to_str().unwrap()]);
+        assert_eq!(plan.status.code(), Some(1), "{name}");
+        assert!(stderr(&plan).contains(expected), "{name}: {}", stderr(&plan));
+    }
 }

@@ -42,6 +42,10 @@ launch = true
 [[layers]]
 name = "counter"
 cache = true
+
+[[processes]]
+type = "web"
+command = "true"
 "#;
 
 /// Path → contents (files) or "<dir>" for every entry of each layer, in manifest order.
