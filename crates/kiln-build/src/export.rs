@@ -13,7 +13,7 @@ use kiln_buildpack::plan::{Plan, APP_DIR, LAYERS_DIR};
 use kiln_oci::image::{self, Image};
 use kiln_oci::layer::{self, Entry, LayerOptions};
 use kiln_oci::reference::Reference;
-use kiln_oci::source::LoadedImage;
+use kiln_oci::source::{ImageSource, LoadedImage};
 use kiln_oci::spec::{self, History, ImageConfig, LayerRecord};
 use kiln_oci::store::BlobStore;
 
@@ -207,14 +207,28 @@ fn is_empty_dir(dir: &Path) -> Result<bool> {
 }
 
 /// Manifest annotations of an image Kiln writes: its creation time and, for a base that has a
-/// digest, the base's name and digest (what a later rebase starts from).
+/// digest, the base's digest and (when it has one, see [`base_name`]) name: what a later rebase
+/// starts from.
 pub(crate) fn image_annotations(created: String, base: &LoadedImage) -> BTreeMap<String, String> {
     let mut annotations = BTreeMap::from([(spec::ANNOTATION_CREATED.to_owned(), created)]);
     if let Some(digest) = &base.manifest_digest {
-        annotations.insert(spec::ANNOTATION_BASE_NAME.into(), base.source.to_string());
+        if let Some(name) = base_name(base) {
+            annotations.insert(spec::ANNOTATION_BASE_NAME.into(), name);
+        }
         annotations.insert(spec::ANNOTATION_BASE_DIGEST.into(), digest.to_string());
     }
     annotations
+}
+
+/// What the image records as its base's name: a registry reference as given, or the name a local
+/// archive or layout gives the image in its `index.json`; nothing for an unnamed local one. Never
+/// a host path: the same base bytes at another path (another runner's workspace, a relative
+/// path) must give the same digest.
+fn base_name(base: &LoadedImage) -> Option<String> {
+    match &base.source {
+        ImageSource::Registry(_) => Some(base.source.to_string()),
+        _ => base.ref_name.clone(),
+    }
 }
 
 /// Writes `image` (blobs in `store`) as an archive or layout directory at `output`.
@@ -317,7 +331,7 @@ pub(crate) fn app_config(
     runtime.entrypoint = entrypoint;
     runtime.cmd = None;
     metadata.base = base.manifest_digest.as_ref().map(|digest| BaseMetadata {
-        name: base.source.to_string(),
+        name: base_name(base),
         digest: Some(digest.clone()),
         top_layer: base.layers.last().map(|l| l.diff_id.clone()),
         layer_count: base.layers.len(),

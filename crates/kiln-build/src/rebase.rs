@@ -169,7 +169,7 @@ fn kiln_layers(image: &LoadedImage) -> Result<(ImageMetadata, usize)> {
         if base.layer_count != base_count || top != base.top_layer.as_ref() {
             return Err(fail(format!(
                 "its base layers do not match the recorded base {} ({} layers, top {})",
-                base.name,
+                base.name.as_deref().unwrap_or("(unnamed)"),
                 base.layer_count,
                 base.top_layer
                     .as_ref()

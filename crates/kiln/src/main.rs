@@ -454,10 +454,13 @@ fn inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {
     }
     writeln!(out, "platform   {}/{}", report.os, report.architecture)?;
     if let Some(base) = &report.base {
+        let digest = base.digest.as_ref().map(|d| d.to_string());
+        let name = base.name.as_ref().or(digest.as_ref());
         writeln!(
             out,
             "base       {} ({} layers)",
-            base.name, base.layer_count
+            name.map_or("(unnamed)", |n| n.as_str()),
+            base.layer_count
         )?;
     }
     writeln!(
