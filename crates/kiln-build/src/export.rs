@@ -79,14 +79,24 @@ pub fn export(input: &ExportInput<'_>, log: &mut dyn Write) -> Result<Exported> 
     let mut records: Vec<LayerRecord> = base.layers.clone();
     let mut built: Vec<LayerMetadata> = Vec::new();
     // Layers are independent: look up or build them concurrently (each large one also
-    // compresses on the shared gzip pool), then assemble in plan order.
+    // compresses on the shared gzip pool), then assemble in plan order. Each keeps its own log,
+    // written out in plan order too.
     let planned = planned_layers(input)?;
-    let results: Vec<Result<_>> = std::thread::scope(|scope| {
+    let results: Vec<(Result<_>, Vec<u8>)> = std::thread::scope(|scope| {
         let handles: Vec<_> = planned
             .iter()
             .map(|p| {
                 scope.spawn(|| {
-                    layer_cache::layer(input.cache, &p.name, &p.entries, &layer_opts, opts.no_cache)
+                    let mut log = Vec::new();
+                    let result = layer_cache::layer(
+                        input.cache,
+                        &p.name,
+                        &p.entries,
+                        &layer_opts,
+                        opts.no_cache,
+                        &mut log,
+                    );
+                    (result, log)
                 })
             })
             .collect();
@@ -98,7 +108,8 @@ pub fn export(input: &ExportInput<'_>, log: &mut dyn Write) -> Result<Exported> 
             })
             .collect()
     });
-    for (planned, result) in planned.into_iter().zip(results) {
+    for (planned, (result, layer_log)) in planned.into_iter().zip(results) {
+        let _ = log.write_all(&layer_log);
         let (record, decision) = result?;
         let reused = decision.reused();
         let _ = writeln!(

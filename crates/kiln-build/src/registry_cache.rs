@@ -196,7 +196,7 @@ pub fn export(
         let entries = layer::normalize(layer::tree_entries(&dir, "/")?)?;
         // Looked up like image layers, so an unchanged cache directory is not recompressed.
         let name = format!("cache-image/{buildpack}/{layer}");
-        let (packed, _) = layer_cache::layer(cache, &name, &entries, &layer_opts, false)?;
+        let (packed, _) = layer_cache::layer(cache, &name, &entries, &layer_opts, false, log)?;
         blobs.push(annotated(
             MEDIA_TYPE_LAYER_GZIP,
             packed.descriptor.digest,
