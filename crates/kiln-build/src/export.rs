@@ -14,11 +14,11 @@ use kiln_oci::image::{self, Image};
 use kiln_oci::layer::{self, Entry, LayerOptions};
 use kiln_oci::reference::Reference;
 use kiln_oci::source::{ImageSource, LoadedImage};
-use kiln_oci::spec::{self, History, ImageConfig, LayerRecord};
+use kiln_oci::spec::{self, History, ImageConfig, LayerRecord, Platform};
 use kiln_oci::store::BlobStore;
 
 use crate::cache::BuildCache;
-use crate::error::{IoContext, Result};
+use crate::error::{Error, IoContext, Result};
 use crate::layer_cache;
 use crate::metadata::{
     BaseMetadata, BuildpackRef, ImageMetadata, LayerMetadata, ProcessMetadata, LABEL,
@@ -145,6 +145,75 @@ pub fn export(input: &ExportInput<'_>, log: &mut dyn Write) -> Result<Exported> 
         image,
         layers: reports,
     })
+}
+
+/// The image is for `--platform` (default: the host's). Steps run on this host and runtimes are
+/// provided for it, so a build with either can only make the host's platform; one that runs no
+/// step and ships no runtime (plain files) may make another. The run image must be of the
+/// platform built for (scratch takes it).
+pub(crate) fn check_platform(opts: &BuildOptions, plan: &Plan, base: &LoadedImage) -> Result<()> {
+    let target = &opts.registry.platform;
+    let host = Platform::host();
+    let fail = |why: String| Error::Platform {
+        requested: platform_name(target),
+        why,
+    };
+    if !same_platform(target, &host) {
+        let host_made: Vec<String> = plan
+            .buildpacks
+            .iter()
+            .flat_map(|bp| {
+                let steps = bp
+                    .steps
+                    .iter()
+                    .map(|s| format!("step {}/{}", bp.id, s.name));
+                let runtime = bp.runtime.iter().map(|r| format!("the {} runtime", r.name));
+                steps.chain(runtime)
+            })
+            .collect();
+        if !host_made.is_empty() {
+            let host = platform_name(&host);
+            return Err(fail(format!(
+                "this build runs {} on this {host} host, so it can only make a {host} image \
+                 (only a build with no step and no runtime can target another platform)",
+                host_made.join(", ")
+            )));
+        }
+    }
+    let have = config_platform(&base.config);
+    if !matches!(base.source, ImageSource::Scratch) && !same_platform(&have, target) {
+        return Err(fail(format!(
+            "run image {} is {}, not {}: use a run image for {1}",
+            base.source,
+            platform_name(&have),
+            platform_name(target)
+        )));
+    }
+    Ok(())
+}
+
+/// The same os and architecture, and the same variant when both name one (`linux/arm64` is
+/// `linux/arm64/v8`).
+pub(crate) fn same_platform(a: &Platform, b: &Platform) -> bool {
+    a.os == b.os
+        && a.architecture == b.architecture
+        && (a.variant.is_none() || b.variant.is_none() || a.variant == b.variant)
+}
+
+pub(crate) fn config_platform(config: &ImageConfig) -> Platform {
+    Platform {
+        os: config.os.clone(),
+        architecture: config.architecture.clone(),
+        variant: config.variant.clone(),
+    }
+}
+
+/// `linux/arm64/v8`.
+pub(crate) fn platform_name(p: &Platform) -> String {
+    match &p.variant {
+        Some(variant) => format!("{}/{}/{variant}", p.os, p.architecture),
+        None => format!("{}/{}", p.os, p.architecture),
+    }
 }
 
 /// The launch layers of every buildpack (with the app paths they capture), then the app layer.
@@ -310,12 +379,21 @@ fn image_config(
         processes: plan.processes.iter().map(ProcessMetadata::from).collect(),
         launch_env: Some(launch_env),
     };
-    app_config(
+    let mut config = app_config(
         base,
         spec::rfc3339(input.opts.source_date_epoch),
         plan.processes.first().map(|p| p.command.clone()),
         metadata,
-    )
+    );
+    if matches!(base.source, ImageSource::Scratch) {
+        // Scratch has no platform of its own: the image is the one built for (see
+        // [`check_platform`]).
+        let target = &input.opts.registry.platform;
+        config.os = target.os.clone();
+        config.architecture = target.architecture.clone();
+        config.variant = target.variant.clone();
+    }
+    config
 }
 
 /// Kiln's config rules on top of `base`'s config, shared by build and rebase: `PATH` defaulted,

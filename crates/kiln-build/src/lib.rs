@@ -285,6 +285,7 @@ pub fn build(opts: &BuildOptions, log: &mut dyn Write) -> Result<BuildReport> {
     let client = kiln_registry::Client::new(opts.registry.clone());
     // The base first: a missing or unreachable run image fails before any step runs.
     let (base, pull) = registry::load_any(&opts.run_image, &cache.store, &client, log)?;
+    export::check_platform(opts, &plan, &base)?;
     let cache_import = match &opts.cache_image {
         Some(reference) => Some(registry_cache::import(&client, &cache, reference, log)?),
         None => None,

@@ -354,10 +354,12 @@ pub fn plan_with(
     }
     ordered.extend(processes.into_values());
     let no_default_process = ordered.is_empty().then(|| {
-        let procfile = set
-            .buildpacks
-            .iter()
-            .find_map(|b| b.spec.processes_from.as_ref().map(|from| from.file.as_str()));
+        let procfile = set.buildpacks.iter().find_map(|b| {
+            b.spec
+                .processes_from
+                .as_ref()
+                .map(|from| from.file.as_str())
+        });
         NoDefaultProcess {
             looked_for,
             fix: NoDefaultProcess::fix(procfile),

@@ -288,7 +288,10 @@ fn nothing_runnable_fails_naming_what_was_looked_for_and_how_to_set_a_start_comm
     let src = app(
         tmp.path(),
         "with-kiln-toml",
-        &[("Procfile", ""), ("kiln.toml", "[processes]\nweb = \"httpd\"\n")],
+        &[
+            ("Procfile", ""),
+            ("kiln.toml", "[processes]\nweb = \"httpd\"\n"),
+        ],
     );
     let out_path = tmp.path().join("with-kiln-toml.tar");
     let out = build(&src, &out_path, &[]);
@@ -371,6 +374,167 @@ fn malformed_cargo_toml_and_go_mod_are_errors_naming_file_and_line() {
         assert!(!out_path.exists(), "{name}");
         let plan = kiln(&["plan", src.to_str().unwrap()]);
         assert_eq!(plan.status.code(), Some(1), "{name}");
-        assert!(stderr(&plan).contains(expected), "{name}: {}", stderr(&plan));
+        assert!(
+            stderr(&plan).contains(expected),
+            "{name}: {}",
+            stderr(&plan)
+        );
     }
+}
+
+#[test]
+fn malformed_env_and_platform_and_prune_without_a_limit_are_usage_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let cache = cache.to_str().unwrap();
+    let build = ["build", ".", "--output", "x.tar", "--cache-dir", cache];
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["--env", "=x"],
+            "--env \"=x\": variable name \"\" is empty",
+        ),
+        (
+            &["--env", "A B=1"],
+            "--env \"A B=1\": variable name \"A B\" must be letters, digits and `_`",
+        ),
+        (
+            &["--platform", "linux/arm64,linux/amd64"],
+            "one platform only",
+        ),
+        (&["--platform", "linux"], "expected OS/ARCH[/VARIANT]"),
+        (
+            &["--platform", "linux/arm 64"],
+            "expected OS/ARCH[/VARIANT]",
+        ),
+        (
+            &["--platform", "linux/arm64/v8/x"],
+            "expected OS/ARCH[/VARIANT]",
+        ),
+    ];
+    for (extra, expected) in cases {
+        let out = kiln(&[&build[..], extra].concat());
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{extra:?}: {err}");
+        assert!(err.contains(expected), "{extra:?}: {err}");
+    }
+    let out = kiln(&["cache", "prune", "--cache-dir", cache]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--max-size"), "{}", stderr(&out));
+    assert!(
+        !Path::new(cache).exists(),
+        "a usage error touched the cache"
+    );
+}
+
+#[test]
+fn cache_ls_of_a_missing_directory_is_empty_and_creates_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let missing = tmp.path().join("no/such/cache");
+    let out = kiln(&[
+        "cache",
+        "ls",
+        "--cache-dir",
+        missing.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let listing: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(listing["total_bytes"], 0);
+    assert_eq!(listing["items"], serde_json::json!([]));
+    assert!(
+        !tmp.path().join("no").exists(),
+        "cache ls created the directory"
+    );
+}
+
+/// A platform no test machine is: builds for it can only be honest without host-made layers.
+const FOREIGN: &str = "linux/s390x";
+
+#[test]
+fn a_build_is_for_the_host_platform_unless_it_runs_no_step_and_ships_no_runtime() {
+    assert_ne!(host_architecture(), "s390x");
+    let tmp = tempfile::tempdir().unwrap();
+    let host = format!("linux/{}", host_architecture());
+
+    // Steps run on this host: their output cannot be another platform's.
+    let bps = buildpacks_dir(
+        tmp.path(),
+        "compiles",
+        "[buildpack]\nid = \"compiles\"\nversion = \"1\"\n[detect]\nall = [\"Procfile\"]\n\
+         [[build.steps]]\nname = \"cc\"\ncommand = \"true\"\n\
+         [[processes]]\ntype = \"web\"\ncommand = \"app\"\n",
+    );
+    let out_path = tmp.path().join("steps.tar");
+    let out = build(
+        &fixture("procfile-static"),
+        &out_path,
+        &["--buildpacks", bps.to_str().unwrap(), "--platform", FOREIGN],
+    );
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!(
+            "--platform {FOREIGN}: this build runs step compiles/cc on this {host} host"
+        )),
+        "{err}"
+    );
+    assert!(!out_path.exists());
+
+    // Plain files on scratch: the image is the requested platform's, not silently the host's.
+    let out_path = tmp.path().join("scratch.tar");
+    let out = build(
+        &fixture("procfile-static"),
+        &out_path,
+        &["--platform", FOREIGN],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let inspect = kiln_ok(&["inspect", out_path.to_str().unwrap(), "--json"]);
+    let inspect: serde_json::Value = serde_json::from_str(&inspect).unwrap();
+    assert_eq!(
+        (inspect["os"].as_str(), inspect["architecture"].as_str()),
+        (Some("linux"), Some("s390x"))
+    );
+
+    // A local run image of another platform than the one built for is refused, either way.
+    let base = tmp.path().join("s390x-base.tar");
+    tiny_base_image(&base, "1\n", None, "s390x");
+    let run_image = format!("oci-archive:{}", base.display());
+    let out = build(
+        &fixture("procfile-static"),
+        &tmp.path().join("mismatch.tar"),
+        &["--run-image", &run_image],
+    );
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!("run image {run_image} is linux/s390x, not {host}")),
+        "{err}"
+    );
+    let out = build(
+        &fixture("procfile-static"),
+        &tmp.path().join("match.tar"),
+        &["--run-image", &run_image, "--platform", FOREIGN],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+
+    // Rebase keeps the image's layers: a base of another platform is refused.
+    let host_image = tmp.path().join("host.tar");
+    let out = build(&fixture("procfile-static"), &host_image, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let rebased = tmp.path().join("rebased.tar");
+    let out = kiln(&[
+        "rebase",
+        host_image.to_str().unwrap(),
+        "--run-image",
+        &run_image,
+        "--output",
+        rebased.to_str().unwrap(),
+        "--cache-dir",
+        tmp.path().join("cache").to_str().unwrap(),
+    ]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("is linux/s390x but"), "{err}");
+    assert!(err.contains(&format!("is {host}: a rebase keeps")), "{err}");
+    assert!(!rebased.exists());
 }

@@ -3,42 +3,12 @@
 
 mod support;
 
-use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
 use std::process::Command;
 
-use kiln_oci::layer::{normalize, write_layer, Entry, EntryKind, LayerOptions};
-use kiln_oci::reference::Reference;
 use serde_json::Value;
 use support::*;
-
-/// A one-file base image (`/etc/base-version` = `version`) written to `out`, named `tag` in its
-/// index when given.
-fn tiny_base(out: &Path, version: &str, tag: Option<&str>) {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("version");
-    fs::write(&file, version).unwrap();
-    let entries = vec![Entry {
-        path: "etc/base-version".into(),
-        kind: EntryKind::File {
-            source: file,
-            size: version.len() as u64,
-        },
-        mode: 0o644,
-    }];
-    let store = kiln_oci::store::BlobStore::open(dir.path().join("store")).unwrap();
-    let layer = write_layer(
-        &store,
-        &normalize(entries).unwrap(),
-        &LayerOptions::default(),
-    )
-    .unwrap();
-    let config = kiln_oci::spec::ImageConfig::for_host();
-    let image = kiln_oci::image::assemble(&store, config, &[layer], BTreeMap::new()).unwrap();
-    let tag = tag.map(|t| Reference::parse(t).unwrap());
-    kiln_oci::archive::write_oci_archive(&store, &image, tag.as_ref(), out).unwrap();
-}
 
 /// Runs `kiln ARGS --json` in `cwd`, asserting success; returns the JSON report.
 fn kiln_json_in(cwd: &Path, args: &[&str]) -> Value {
@@ -96,7 +66,7 @@ fn the_same_base_at_another_path_gives_the_same_image_and_rebase() {
         ("unnamed", None, None),
     ] {
         let base = root.join(format!("runner-a/{case}-base.tar"));
-        tiny_base(&base, "1\n", tag);
+        tiny_base_image(&base, "1\n", tag, &host_architecture());
         let copy = format!("runner-b/elsewhere/{case}-copy.tar");
         fs::copy(&base, root.join(&copy)).unwrap();
 
@@ -119,15 +89,15 @@ fn the_same_base_at_another_path_gives_the_same_image_and_rebase() {
         };
         let a_out = format!("{case}-a.tar");
         let b_out = format!("{case}-b.tar");
-        let a = build(
-            format!("oci-archive:{}", base.display()),
-            &a_out,
-            "cache-a",
-        );
+        let a = build(format!("oci-archive:{}", base.display()), &a_out, "cache-a");
         let b = build(format!("oci-archive:{copy}"), &b_out, "cache-b");
         assert_eq!(a["manifest_digest"], b["manifest_digest"], "{case}");
         let (a_out, b_out) = (root.join(a_out), root.join(b_out));
-        assert_eq!(fs::read(&a_out).unwrap(), fs::read(&b_out).unwrap(), "{case}");
+        assert_eq!(
+            fs::read(&a_out).unwrap(),
+            fs::read(&b_out).unwrap(),
+            "{case}"
+        );
         assert_no_host_path(&a_out, root);
 
         let annotations = manifest_annotations(&a_out);
@@ -148,7 +118,12 @@ fn the_same_base_at_another_path_gives_the_same_image_and_rebase() {
 
         // Rebase onto a new base, also found at two paths: same result, app layers kept.
         let v2 = root.join(format!("runner-a/{case}-v2.tar"));
-        tiny_base(&v2, "2\n", tag.map(|_| "kiln-test/base:2"));
+        tiny_base_image(
+            &v2,
+            "2\n",
+            tag.map(|_| "kiln-test/base:2"),
+            &host_architecture(),
+        );
         let v2_copy = format!("runner-b/{case}-v2-copy.tar");
         fs::copy(&v2, root.join(&v2_copy)).unwrap();
         let rebase = |image: &Path, run_image: String, out: &str, cache: &str| {

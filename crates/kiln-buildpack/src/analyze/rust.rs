@@ -104,7 +104,11 @@ pub(super) fn analyze(tree: &Tree) -> Result<Facts> {
 fn check_manifest(tree: &Tree, cargo: &toml::Table) -> Result<()> {
     let package = cargo.get("package");
     if package.is_none() && !cargo.contains_key("workspace") {
-        let what = if cargo.is_empty() { "empty" } else { "no [package] or [workspace] table" };
+        let what = if cargo.is_empty() {
+            "empty"
+        } else {
+            "no [package] or [workspace] table"
+        };
         return Err(tree.malformed(
             "Cargo.toml",
             None,
