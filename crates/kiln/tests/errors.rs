@@ -226,7 +226,9 @@ fn app(root: &Path, name: &str, files: &[(&str, &str)]) -> std::path::PathBuf {
 #[test]
 fn nothing_runnable_fails_naming_what_was_looked_for_and_how_to_set_a_start_command() {
     let tmp = tempfile::tempdir().unwrap();
-    let cases: &[(&str, &[(&str, &str)], &str)] = &[
+    // (case, files, what the error says was looked for)
+    type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
+    let cases: &[Case] = &[
         (
             "empty-procfile",
             &[("Procfile", "")],
