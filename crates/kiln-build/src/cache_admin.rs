@@ -58,8 +58,27 @@ pub struct PruneReport {
 
 /// Lists what the cache holds, most recently used first.
 pub fn list(cache_dir: &Path) -> Result<CacheListing> {
-    let cache = BuildCache::open_without_cleaning(cache_dir, &mut std::io::sink())?;
-    listing(&cache)
+    // Counting leftovers, not removing them: only builds and prune clean up.
+    match open_existing(cache_dir, BuildCache::open_without_cleaning)? {
+        Some(cache) => listing(&cache),
+        None => Ok(CacheListing {
+            cache_dir: cache_dir.to_path_buf(),
+            total_bytes: 0,
+            items: Vec::new(),
+        }),
+    }
+}
+
+/// The cache at `cache_dir`, or `None` when there is no such directory: looking at a cache
+/// (or pruning one) must not create it, e.g. at a mistyped `--cache-dir`.
+fn open_existing(
+    cache_dir: &Path,
+    open: fn(&Path, &mut dyn std::io::Write) -> Result<BuildCache>,
+) -> Result<Option<BuildCache>> {
+    match fs::symlink_metadata(cache_dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        _ => open(cache_dir, &mut std::io::sink()).map(Some),
+    }
 }
 
 fn listing(cache: &BuildCache) -> Result<CacheListing> {
@@ -150,7 +169,13 @@ fn listing(cache: &BuildCache) -> Result<CacheListing> {
 /// Removes items older than `older_than`, then least recently used ones until the cache fits
 /// in `max_size`.
 pub fn prune(cache_dir: &Path, policy: &PrunePolicy) -> Result<PruneReport> {
-    let cache = BuildCache::open(cache_dir, &mut std::io::sink())?;
+    let Some(cache) = open_existing(cache_dir, BuildCache::open)? else {
+        return Ok(PruneReport {
+            removed: Vec::new(),
+            freed_bytes: 0,
+            remaining_bytes: 0,
+        });
+    };
     let listing = listing(&cache)?;
     let mut remaining = listing.total_bytes;
     let mut removed = Vec::new();
@@ -339,6 +364,25 @@ pub fn totals_by_kind(items: &[CacheItem]) -> BTreeMap<&'static str, (usize, u64
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_missing_cache_lists_and_prunes_as_empty_without_being_created() {
+        let tmp = tempfile::tempdir().unwrap();
+        let missing = tmp.path().join("no/such/cache");
+        let listing = list(&missing).unwrap();
+        assert_eq!((listing.total_bytes, listing.items.len()), (0, 0));
+        assert_eq!(listing.cache_dir, missing);
+        let policy = PrunePolicy {
+            max_size: Some(0),
+            older_than: None,
+        };
+        let report = prune(&missing, &policy).unwrap();
+        assert_eq!((report.removed.len(), report.remaining_bytes), (0, 0));
+        assert!(
+            !tmp.path().join("no").exists(),
+            "the cache directory was created"
+        );
+    }
 
     #[test]
     fn sizes_and_durations_parse() {

@@ -16,6 +16,9 @@ pub enum Error {
     Runtime(#[from] kiln_runtime::Error),
     #[error(transparent)]
     Registry(#[from] kiln_registry::Error),
+    /// `--platform` asks for an image this build cannot honestly make.
+    #[error("--platform {requested}: {why}")]
+    Platform { requested: String, why: String },
     #[error("no buildpack detected for {}\n{looked_for}", path.display())]
     NothingDetected { path: PathBuf, looked_for: String },
     #[error(

@@ -13,12 +13,12 @@ use kiln_buildpack::plan::{Plan, APP_DIR, LAYERS_DIR};
 use kiln_oci::image::{self, Image};
 use kiln_oci::layer::{self, Entry, LayerOptions};
 use kiln_oci::reference::Reference;
-use kiln_oci::source::LoadedImage;
-use kiln_oci::spec::{self, History, ImageConfig, LayerRecord};
+use kiln_oci::source::{ImageSource, LoadedImage};
+use kiln_oci::spec::{self, History, ImageConfig, LayerRecord, Platform};
 use kiln_oci::store::BlobStore;
 
 use crate::cache::BuildCache;
-use crate::error::{IoContext, Result};
+use crate::error::{Error, IoContext, Result};
 use crate::layer_cache;
 use crate::metadata::{
     BaseMetadata, BuildpackRef, ImageMetadata, LayerMetadata, ProcessMetadata, LABEL,
@@ -79,14 +79,24 @@ pub fn export(input: &ExportInput<'_>, log: &mut dyn Write) -> Result<Exported> 
     let mut records: Vec<LayerRecord> = base.layers.clone();
     let mut built: Vec<LayerMetadata> = Vec::new();
     // Layers are independent: look up or build them concurrently (each large one also
-    // compresses on the shared gzip pool), then assemble in plan order.
+    // compresses on the shared gzip pool), then assemble in plan order. Each keeps its own log,
+    // written out in plan order too.
     let planned = planned_layers(input)?;
-    let results: Vec<Result<_>> = std::thread::scope(|scope| {
+    let results: Vec<(Result<_>, Vec<u8>)> = std::thread::scope(|scope| {
         let handles: Vec<_> = planned
             .iter()
             .map(|p| {
                 scope.spawn(|| {
-                    layer_cache::layer(input.cache, &p.name, &p.entries, &layer_opts, opts.no_cache)
+                    let mut log = Vec::new();
+                    let result = layer_cache::layer(
+                        input.cache,
+                        &p.name,
+                        &p.entries,
+                        &layer_opts,
+                        opts.no_cache,
+                        &mut log,
+                    );
+                    (result, log)
                 })
             })
             .collect();
@@ -98,7 +108,8 @@ pub fn export(input: &ExportInput<'_>, log: &mut dyn Write) -> Result<Exported> 
             })
             .collect()
     });
-    for (planned, result) in planned.into_iter().zip(results) {
+    for (planned, (result, layer_log)) in planned.into_iter().zip(results) {
+        let _ = log.write_all(&layer_log);
         let (record, decision) = result?;
         let reused = decision.reused();
         let _ = writeln!(
@@ -134,6 +145,75 @@ pub fn export(input: &ExportInput<'_>, log: &mut dyn Write) -> Result<Exported> 
         image,
         layers: reports,
     })
+}
+
+/// The image is for `--platform` (default: the host's). Steps run on this host and runtimes are
+/// provided for it, so a build with either can only make the host's platform; one that runs no
+/// step and ships no runtime (plain files) may make another. The run image must be of the
+/// platform built for (scratch takes it).
+pub(crate) fn check_platform(opts: &BuildOptions, plan: &Plan, base: &LoadedImage) -> Result<()> {
+    let target = &opts.registry.platform;
+    let host = Platform::host();
+    let fail = |why: String| Error::Platform {
+        requested: platform_name(target),
+        why,
+    };
+    if !same_platform(target, &host) {
+        let host_made: Vec<String> = plan
+            .buildpacks
+            .iter()
+            .flat_map(|bp| {
+                let steps = bp
+                    .steps
+                    .iter()
+                    .map(|s| format!("step {}/{}", bp.id, s.name));
+                let runtime = bp.runtime.iter().map(|r| format!("the {} runtime", r.name));
+                steps.chain(runtime)
+            })
+            .collect();
+        if !host_made.is_empty() {
+            let host = platform_name(&host);
+            return Err(fail(format!(
+                "this build runs {} on this {host} host, so it can only make a {host} image \
+                 (only a build with no step and no runtime can target another platform)",
+                host_made.join(", ")
+            )));
+        }
+    }
+    let have = config_platform(&base.config);
+    if !matches!(base.source, ImageSource::Scratch) && !same_platform(&have, target) {
+        return Err(fail(format!(
+            "run image {} is {}, not {}: use a run image for {1}",
+            base.source,
+            platform_name(&have),
+            platform_name(target)
+        )));
+    }
+    Ok(())
+}
+
+/// The same os and architecture, and the same variant when both name one (`linux/arm64` is
+/// `linux/arm64/v8`).
+pub(crate) fn same_platform(a: &Platform, b: &Platform) -> bool {
+    a.os == b.os
+        && a.architecture == b.architecture
+        && (a.variant.is_none() || b.variant.is_none() || a.variant == b.variant)
+}
+
+pub(crate) fn config_platform(config: &ImageConfig) -> Platform {
+    Platform {
+        os: config.os.clone(),
+        architecture: config.architecture.clone(),
+        variant: config.variant.clone(),
+    }
+}
+
+/// `linux/arm64/v8`.
+pub(crate) fn platform_name(p: &Platform) -> String {
+    match &p.variant {
+        Some(variant) => format!("{}/{}/{variant}", p.os, p.architecture),
+        None => format!("{}/{}", p.os, p.architecture),
+    }
 }
 
 /// The launch layers of every buildpack (with the app paths they capture), then the app layer.
@@ -207,14 +287,28 @@ fn is_empty_dir(dir: &Path) -> Result<bool> {
 }
 
 /// Manifest annotations of an image Kiln writes: its creation time and, for a base that has a
-/// digest, the base's name and digest (what a later rebase starts from).
+/// digest, the base's digest and (when it has one, see [`base_name`]) name: what a later rebase
+/// starts from.
 pub(crate) fn image_annotations(created: String, base: &LoadedImage) -> BTreeMap<String, String> {
     let mut annotations = BTreeMap::from([(spec::ANNOTATION_CREATED.to_owned(), created)]);
     if let Some(digest) = &base.manifest_digest {
-        annotations.insert(spec::ANNOTATION_BASE_NAME.into(), base.source.to_string());
+        if let Some(name) = base_name(base) {
+            annotations.insert(spec::ANNOTATION_BASE_NAME.into(), name);
+        }
         annotations.insert(spec::ANNOTATION_BASE_DIGEST.into(), digest.to_string());
     }
     annotations
+}
+
+/// What the image records as its base's name: a registry reference as given, or the name a local
+/// archive or layout gives the image in its `index.json`; nothing for an unnamed local one. Never
+/// a host path: the same base bytes at another path (another runner's workspace, a relative
+/// path) must give the same digest.
+fn base_name(base: &LoadedImage) -> Option<String> {
+    match &base.source {
+        ImageSource::Registry(_) => Some(base.source.to_string()),
+        _ => base.ref_name.clone(),
+    }
 }
 
 /// Writes `image` (blobs in `store`) as an archive or layout directory at `output`.
@@ -285,12 +379,21 @@ fn image_config(
         processes: plan.processes.iter().map(ProcessMetadata::from).collect(),
         launch_env: Some(launch_env),
     };
-    app_config(
+    let mut config = app_config(
         base,
         spec::rfc3339(input.opts.source_date_epoch),
         plan.processes.first().map(|p| p.command.clone()),
         metadata,
-    )
+    );
+    if matches!(base.source, ImageSource::Scratch) {
+        // Scratch has no platform of its own: the image is the one built for (see
+        // [`check_platform`]).
+        let target = &input.opts.registry.platform;
+        config.os = target.os.clone();
+        config.architecture = target.architecture.clone();
+        config.variant = target.variant.clone();
+    }
+    config
 }
 
 /// Kiln's config rules on top of `base`'s config, shared by build and rebase: `PATH` defaulted,
@@ -317,7 +420,7 @@ pub(crate) fn app_config(
     runtime.entrypoint = entrypoint;
     runtime.cmd = None;
     metadata.base = base.manifest_digest.as_ref().map(|digest| BaseMetadata {
-        name: base.source.to_string(),
+        name: base_name(base),
         digest: Some(digest.clone()),
         top_layer: base.layers.last().map(|l| l.diff_id.clone()),
         layer_count: base.layers.len(),

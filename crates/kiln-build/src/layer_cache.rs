@@ -16,7 +16,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::fs;
-use std::io;
+use std::io::{self, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 
@@ -92,13 +92,15 @@ struct Snapshot {
     prints: Vec<EntryPrint>,
 }
 
-/// Looks up or builds the layer called `name` made of `entries` (normalized).
+/// Looks up or builds the layer called `name` made of `entries` (normalized). Warnings (a corrupt
+/// cached blob) go to `log`.
 pub fn layer(
     cache: &BuildCache,
     name: &str,
     entries: &[Entry],
     opts: &LayerOptions,
     no_cache: bool,
+    log: &mut dyn Write,
 ) -> Result<(LayerRecord, LayerDecision)> {
     let stat_key = stat_key(entries, opts)?;
     let stat_path = cache.root().join("keys").join(stat_key.hex());
@@ -107,7 +109,7 @@ pub fn layer(
             .ok()
             .and_then(|s| Digest::parse(s.trim()).ok());
         if let Some(content_key) = known {
-            if let Some(record) = reusable(cache, &content_key)? {
+            if let Some(record) = reusable(cache, &content_key, log)? {
                 return Ok((record, LayerDecision::Unchanged));
             }
         }
@@ -115,7 +117,7 @@ pub fn layer(
     let prints = layer::fingerprint(entries)?;
     let content_key = layer::content_key_of(&prints, opts);
     if !no_cache {
-        if let Some(record) = reusable(cache, &content_key)? {
+        if let Some(record) = reusable(cache, &content_key, log)? {
             write_atomic(&stat_path, content_key.as_str().as_bytes())?;
             return Ok((record, LayerDecision::ContentUnchanged));
         }
@@ -143,7 +145,11 @@ pub fn layer(
 
 /// The record for `content_key` if its blob is present and intact. A damaged blob is removed
 /// (with its record) so it cannot be shipped.
-fn reusable(cache: &BuildCache, content_key: &Digest) -> Result<Option<LayerRecord>> {
+fn reusable(
+    cache: &BuildCache,
+    content_key: &Digest,
+    log: &mut dyn Write,
+) -> Result<Option<LayerRecord>> {
     let Some(record) = cache.read_record(content_key) else {
         return Ok(None);
     };
@@ -158,7 +164,10 @@ fn reusable(cache: &BuildCache, content_key: &Digest) -> Result<Option<LayerReco
                 cache.touch_blob(digest);
                 return Ok(Some(record));
             }
-            eprintln!("warning: cached blob {digest} is corrupt; dropping it and rebuilding");
+            let _ = writeln!(
+                log,
+                "warning: cached blob {digest} is corrupt; dropping it and rebuilding"
+            );
             let _ = fs::remove_file(cache.store.path(digest));
             Ok(None)
         }
@@ -295,6 +304,7 @@ fn stat_key(entries: &[Entry], opts: &LayerOptions) -> Result<Digest> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     fn print(path: &str, content: &str) -> EntryPrint {
         EntryPrint {
@@ -304,6 +314,34 @@ mod tests {
             content: content.into(),
             size: 1,
         }
+    }
+
+    #[test]
+    fn a_corrupt_cached_blob_is_reported_in_the_build_log() {
+        let tmp = tempfile::tempdir().unwrap();
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/procfile-static");
+        let mut opts = crate::BuildOptions::new(fixture, tmp.path().join("out.tar"));
+        opts.cache_dir = tmp.path().join("cache");
+        opts.kiln_env = BTreeMap::new();
+        let first = crate::build(&opts, &mut Vec::new()).unwrap();
+        let app = &first.layers.last().unwrap().digest;
+        let blob = BuildCache::open(&opts.cache_dir, &mut Vec::new())
+            .unwrap()
+            .store
+            .path(app);
+        fs::remove_file(&blob).unwrap();
+        fs::write(&blob, b"flipped").unwrap();
+
+        let mut log = Vec::new();
+        let again = crate::build(&opts, &mut log).unwrap();
+        let log = String::from_utf8(log).unwrap();
+        assert!(
+            log.contains(&format!(
+                "warning: cached blob {app} is corrupt; dropping it and rebuilding"
+            )),
+            "{log}"
+        );
+        assert_eq!(&again.layers.last().unwrap().digest, app);
     }
 
     #[test]

@@ -273,6 +273,8 @@ pub fn build(opts: &BuildOptions, log: &mut dyn Write) -> Result<BuildReport> {
         let _ = writeln!(log, "detected {}: {}", verdict.id, verdict.reason);
     }
     let plan = kiln_buildpack::plan::plan_with(set, &detection, &project, &src, &opts.kiln_env)?;
+    // An image with no entrypoint is no build: refuse before anything is pulled or run.
+    plan.default_process()?;
     // The app found in a single top-level folder is the source of the build.
     let src = match &plan.app_root {
         Some(dir) => {
@@ -289,6 +291,7 @@ pub fn build(opts: &BuildOptions, log: &mut dyn Write) -> Result<BuildReport> {
     let client = kiln_registry::Client::new(opts.registry.clone());
     // The base first: a missing or unreachable run image fails before any step runs.
     let (base, pull) = registry::load_any(&opts.run_image, &cache.store, &client, log)?;
+    export::check_platform(opts, &plan, &base)?;
     let cache_import = match &opts.cache_image {
         Some(reference) => Some(registry_cache::import(
             &client,

@@ -47,7 +47,10 @@ impl From<&kiln_buildpack::plan::Process> for ProcessMetadata {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BaseMetadata {
-    pub name: String,
+    /// A registry reference, or the name a local base's index gives it; never a host path.
+    /// `None` for an unnamed local base (older images recorded `oci-archive:/path`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     pub digest: Option<Digest>,
     /// diff_id of the base's topmost layer (`None` for an empty base).
     pub top_layer: Option<Digest>,

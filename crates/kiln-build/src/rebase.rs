@@ -19,7 +19,9 @@ use kiln_oci::spec::{LayerRecord, ANNOTATION_CREATED};
 
 use crate::cache::BuildCache;
 use crate::error::{Error, Result};
-use crate::export::{app_config, image_annotations, write_output};
+use crate::export::{
+    app_config, config_platform, image_annotations, platform_name, same_platform, write_output,
+};
 use crate::metadata::{ImageMetadata, LABEL};
 use crate::registry::{load_any, publish};
 use crate::OutputFormat;
@@ -57,6 +59,21 @@ pub fn rebase(opts: &RebaseOptions, log: &mut dyn Write) -> Result<RebaseReport>
     let (image, _) = load_any(&opts.image, &cache.store, &client, log)?;
     let (metadata, base_count) = kiln_layers(&image)?;
     let (new_base, _) = load_any(&opts.run_image, &cache.store, &client, log)?;
+    // Kiln's layers are kept as they are, so the new base must be of their platform.
+    let platform = config_platform(&image.config);
+    let new_platform = config_platform(&new_base.config);
+    let scratch = matches!(new_base.source, ImageSource::Scratch);
+    if !scratch && !same_platform(&new_platform, &platform) {
+        return Err(Error::Oci(kiln_oci::Error::InvalidImage {
+            image: new_base.source.to_string(),
+            why: format!(
+                "is {} but {} is {}: a rebase keeps the image's own layers, made for {2}",
+                platform_name(&new_platform),
+                image.source,
+                platform_name(&platform)
+            ),
+        }));
+    }
     let app_layers: Vec<LayerRecord> = image.layers[base_count..].to_vec();
 
     let created = image
@@ -82,12 +99,17 @@ pub fn rebase(opts: &RebaseOptions, log: &mut dyn Write) -> Result<RebaseReport>
                 .collect(),
         );
     }
-    let config = app_config(
+    let mut config = app_config(
         &new_base,
         created.clone(),
         image.config.config.entrypoint.clone(),
         metadata,
     );
+    if scratch {
+        config.os = platform.os;
+        config.architecture = platform.architecture;
+        config.variant = platform.variant;
+    }
     let records: Vec<LayerRecord> = new_base
         .layers
         .iter()
@@ -169,7 +191,7 @@ fn kiln_layers(image: &LoadedImage) -> Result<(ImageMetadata, usize)> {
         if base.layer_count != base_count || top != base.top_layer.as_ref() {
             return Err(fail(format!(
                 "its base layers do not match the recorded base {} ({} layers, top {})",
-                base.name,
+                base.name.as_deref().unwrap_or("(unnamed)"),
                 base.layer_count,
                 base.top_layer
                     .as_ref()

@@ -207,7 +207,7 @@ pub fn export(
         let entries = layer::normalize(layer::tree_entries(&slot.kept, "/")?)?;
         // Looked up like image layers, so an unchanged cache directory is not recompressed.
         let name = format!("cache-image/{}", slot.name);
-        let (packed, _) = layer_cache::layer(cache, &name, &entries, &layer_opts, false)?;
+        let (packed, _) = layer_cache::layer(cache, &name, &entries, &layer_opts, false, log)?;
         let mut blob = annotated(
             MEDIA_TYPE_LAYER_GZIP,
             packed.descriptor.digest,

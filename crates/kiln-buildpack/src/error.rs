@@ -32,4 +32,7 @@ pub enum Error {
     },
     #[error("{0}")]
     Template(String),
+    /// The plan has no process: the image would have no entrypoint.
+    #[error("{0}")]
+    NoDefaultProcess(crate::plan::NoDefaultProcess),
 }

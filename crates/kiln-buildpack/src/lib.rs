@@ -20,4 +20,5 @@ pub mod spec;
 pub mod template;
 
 pub use error::{Error, Result};
+pub use manifest::check_env_name;
 pub use set::{Buildpack, BuildpackSet};

@@ -57,6 +57,17 @@ pub(crate) fn one_line(message: &str) -> String {
         .join(": ")
 }
 
+/// `text` as quoted in an error message: at most [`EXCERPT_CHARS`] characters, then `…`. Input
+/// lines can be megabytes long; a message must stay readable.
+pub(crate) fn excerpt(text: &str) -> String {
+    match text.char_indices().nth(EXCERPT_CHARS) {
+        Some((cut, _)) => format!("{:?}…", &text[..cut]),
+        None => format!("{text:?}"),
+    }
+}
+
+pub(crate) const EXCERPT_CHARS: usize = 80;
+
 /// The 1-based line of byte `offset` in `text`.
 pub(crate) fn line_of(text: &str, offset: usize) -> usize {
     let end = offset.min(text.len());
@@ -121,14 +132,20 @@ fn check_within(path: &str) -> std::result::Result<bool, &'static str> {
     Ok(named)
 }
 
-/// An environment variable name a process environment can carry.
-fn check_env_name(name: &str) -> std::result::Result<(), &'static str> {
-    if name.is_empty() {
-        Err("is empty")
-    } else if name.contains('=') || name.contains('\0') {
-        Err("may not contain `=` or NUL")
-    } else {
-        Ok(())
+/// An environment variable name as POSIX defines a portable one (letters, digits and `_`, not
+/// starting with a digit): what shells and tools can set and read. Used for `kiln.toml`,
+/// `buildpack.toml` and `kiln build --env` alike.
+pub fn check_env_name(name: &str) -> std::result::Result<(), &'static str> {
+    let mut chars = name.chars();
+    match chars.next() {
+        None => Err("is empty"),
+        Some(first)
+            if (first.is_ascii_alphabetic() || first == '_')
+                && chars.all(|c| c.is_ascii_alphanumeric() || c == '_') =>
+        {
+            Ok(())
+        }
+        Some(_) => Err("must be letters, digits and `_`, not starting with a digit"),
     }
 }
 
@@ -643,6 +660,15 @@ mod tests {
     #[test]
     fn rejects_empty_commands_and_env_names() {
         assert!(err("[[processes]]\ntype = \"web\"\ncommand = []\n").contains("empty command"));
-        assert!(err("[launch.env]\n\"A=B\" = \"x\"\n").contains("may not contain `=`"));
+        for name in ["A=B", "A B", "1A", "A-B"] {
+            let e = err(&format!("[launch.env]\n\"{name}\" = \"x\"\n"));
+            assert!(
+                e.contains(&format!(
+                    "variable name {name:?} must be letters, digits and `_`"
+                )),
+                "{e}"
+            );
+        }
+        assert_eq!(check_env_name("_PATH_2"), Ok(()));
     }
 }

@@ -18,6 +18,7 @@ use crate::settings::Settings;
 use crate::source::{self, Document, Found};
 use crate::spec::{
     BuildpackToml, CommandSpec, LayerSpec, ProcessFileFormat, VersionFormat, VersionSource, When,
+    WhenValue,
 };
 use crate::template::{self, SourceFormat, Var};
 
@@ -43,6 +44,65 @@ pub struct Plan {
     pub processes: Vec<Process>,
     /// Image `Env` additions from all buildpacks' `[launch.env]`, expanded.
     pub launch_env: BTreeMap<String, String>,
+    /// Set when no buildpack planned a process: what each looked for, and how to set one. The
+    /// plan is still shown (`kiln plan`); a build refuses it ([`Plan::default_process`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub no_default_process: Option<NoDefaultProcess>,
+}
+
+/// Why a plan has nothing to run: the image would have no entrypoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NoDefaultProcess {
+    /// One line per passing buildpack: the process it declares and the fact it lacked (`rust: a
+    /// `web` process (needs fact `bin`); virtual workspace: …`), or the file it reads processes
+    /// from.
+    pub looked_for: Vec<String>,
+    /// The ways to set a start command that this buildpack set supports.
+    pub fix: String,
+}
+
+impl std::fmt::Display for NoDefaultProcess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "no default process: nothing says what the image runs; looked for:"
+        )?;
+        for line in &self.looked_for {
+            write!(f, "\n  {line}")?;
+        }
+        write!(f, "\n{}", self.fix)
+    }
+}
+
+impl NoDefaultProcess {
+    /// `procfile`: the file a buildpack of the set reads processes from, if any.
+    fn fix(procfile: Option<&str>) -> String {
+        let procfile = procfile
+            .map(|file| format!(", a `web: COMMAND` line in a {file},"))
+            .unwrap_or_default();
+        format!(
+            "set a start command: `web = \"COMMAND\"` under [processes] in kiln.toml{procfile} \
+             or KILN_START_COMMAND=COMMAND"
+        )
+    }
+}
+
+impl Plan {
+    /// The process the image runs, or [`Error::NoDefaultProcess`] saying what was looked for:
+    /// an image without an entrypoint is not a successful build.
+    pub fn default_process(&self) -> Result<&Process> {
+        match self.processes.first().filter(|p| p.default) {
+            Some(process) => Ok(process),
+            None => Err(Error::NoDefaultProcess(
+                self.no_default_process
+                    .clone()
+                    .unwrap_or_else(|| NoDefaultProcess {
+                        looked_for: Vec::new(),
+                        fix: NoDefaultProcess::fix(None),
+                    }),
+            )),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -144,6 +204,7 @@ pub fn plan_with(
     let mut marked_default: Option<String> = None;
     let mut launch_env = BTreeMap::new();
     let mut versions = BTreeMap::new();
+    let mut looked_for = Vec::new();
 
     for verdict in &detection.buildpacks {
         let buildpack = set.get(&verdict.id).ok_or_else(|| {
@@ -227,6 +288,9 @@ pub fn plan_with(
                 }
             }
         }
+        if own.is_empty() {
+            looked_for.push(format!("{id}: {}", why_no_process(spec, &facts)));
+        }
         for (kind, command) in own {
             let process = Process {
                 kind: kind.clone(),
@@ -289,6 +353,18 @@ pub fn plan_with(
         ordered.push(first);
     }
     ordered.extend(processes.into_values());
+    let no_default_process = ordered.is_empty().then(|| {
+        let procfile = set.buildpacks.iter().find_map(|b| {
+            b.spec
+                .processes_from
+                .as_ref()
+                .map(|from| from.file.as_str())
+        });
+        NoDefaultProcess {
+            looked_for,
+            fix: NoDefaultProcess::fix(procfile),
+        }
+    });
 
     Ok(Plan {
         schema_version: SCHEMA_VERSION,
@@ -297,7 +373,58 @@ pub fn plan_with(
         buildpacks,
         processes: ordered,
         launch_env,
+        no_default_process,
     })
+}
+
+/// What a buildpack that planned no process would have needed: each process type it declares
+/// with the facts its `when` lacked, the file it reads processes from, and its analyzer's notes.
+fn why_no_process(spec: &BuildpackToml, facts: &Facts) -> String {
+    let mut kinds: Vec<&str> = Vec::new();
+    let mut wanted = Vec::new();
+    for process in &spec.processes {
+        if kinds.contains(&process.kind.as_str()) {
+            continue;
+        }
+        kinds.push(&process.kind);
+        // Every variant of this type failed its `when` (else one would be planned).
+        let needs: Vec<String> = spec
+            .processes
+            .iter()
+            .filter(|p| p.kind == process.kind)
+            .map(|p| {
+                p.when
+                    .iter()
+                    .filter(|(name, want)| !facts.get(name).is_some_and(|have| want.matches(&have)))
+                    .map(|(name, want)| describe_condition(name, want))
+                    .collect::<Vec<_>>()
+                    .join(" and ")
+            })
+            .collect();
+        wanted.push(format!(
+            "a `{}` process (needs {})",
+            process.kind,
+            needs.join(", or ")
+        ));
+    }
+    if let Some(from) = &spec.processes_from {
+        wanted.push(format!("{} declares no process", from.file));
+    }
+    if wanted.is_empty() {
+        wanted.push("declares no process".to_owned());
+    }
+    wanted.extend(facts.notes.iter().cloned());
+    wanted.join("; ")
+}
+
+/// `fact `bin``, `fact `start_task` = "true"`, `fact `x` in ["a", "b"]`.
+fn describe_condition(name: &str, want: &WhenValue) -> String {
+    match want {
+        WhenValue::One(v) if v == "*" => format!("fact `{name}`"),
+        WhenValue::One(v) => format!("fact `{name}` = {v:?}"),
+        WhenValue::AnyOf(vs) if vs.iter().any(|v| v == "*") => format!("fact `{name}`"),
+        WhenValue::AnyOf(vs) => format!("fact `{name}` in {vs:?}"),
+    }
 }
 
 /// Whether every fact named in `when` has (one of) the given value(s).
@@ -635,6 +762,37 @@ mod tests {
             .unwrap()
             .processes
             .is_empty());
+    }
+
+    #[test]
+    fn no_process_is_refused_saying_what_was_looked_for_and_how_to_set_one() {
+        let plan = plan_of(&[
+            &with_processes(
+                "a",
+                "[[processes]]\ntype = \"web\"\nwhen = { bin = \"*\" }\ncommand = \"x\"\n\
+                 [[processes]]\ntype = \"web\"\nwhen = { kind = [\"p\", \"q\"] }\ncommand = \"y\"\n",
+            ),
+            &with_processes("b", ""),
+        ])
+        .unwrap();
+        let err = plan.default_process().unwrap_err();
+        assert!(matches!(err, Error::NoDefaultProcess(_)), "{err:?}");
+        assert_eq!(
+            err.to_string(),
+            "no default process: nothing says what the image runs; looked for:\n  \
+             a: a `web` process (needs fact `bin`, or fact `kind` in [\"p\", \"q\"])\n  \
+             b: declares no process\n\
+             set a start command: `web = \"COMMAND\"` under [processes] in kiln.toml or \
+             KILN_START_COMMAND=COMMAND"
+        );
+
+        let runnable = plan_of(&[&with_processes(
+            "a",
+            "[[processes]]\ntype = \"web\"\ncommand = \"x\"\n",
+        )])
+        .unwrap();
+        assert_eq!(runnable.default_process().unwrap().command, ["x"]);
+        assert_eq!(runnable.no_default_process, None);
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use crate::error::{Error, Result};
-use crate::manifest::is_process_type;
+use crate::manifest::{excerpt, is_process_type};
 
 /// `(process type, command)` in file order. Duplicate types: an error.
 pub fn parse(text: &str, path: &Path) -> Result<Vec<(String, String)>> {
@@ -25,20 +25,28 @@ pub fn parse(text: &str, path: &Path) -> Result<Vec<(String, String)>> {
             message,
         };
         let Some((kind, command)) = line.split_once(':') else {
-            return Err(error(format!("expected `type: command`, found {line:?}")));
+            return Err(error(format!(
+                "expected `type: command`, found {}",
+                excerpt(line)
+            )));
         };
         let (kind, command) = (kind.trim(), command.trim());
         if !is_process_type(kind) {
             return Err(error(format!(
-                "process type {kind:?} must match [A-Za-z0-9_-]+"
+                "process type {} must match [A-Za-z0-9_-]+",
+                excerpt(kind)
             )));
         }
         if command.is_empty() {
-            return Err(error(format!("process type {kind:?} has an empty command")));
+            return Err(error(format!(
+                "process type {} has an empty command",
+                excerpt(kind)
+            )));
         }
         if let Some(first) = seen.insert(kind.to_owned(), line_no) {
             return Err(error(format!(
-                "process type {kind:?} already declared on line {first}"
+                "process type {} already declared on line {first}",
+                excerpt(kind)
             )));
         }
         processes.push((kind.to_owned(), command.to_owned()));
@@ -95,6 +103,21 @@ mod tests {
         let err = parse_str("web server: x\n").unwrap_err();
         assert!(err.to_string().contains("\"web server\""), "{err}");
         assert!(parse_str(": x\n").is_err());
+    }
+
+    #[test]
+    fn a_huge_offending_line_is_quoted_cut_short() {
+        let huge = "x".repeat(10 << 20);
+        for text in [
+            format!("web: a\n{huge}\n"),
+            format!("{huge} bad: x\n"),
+            format!("{huge}:\n"),
+            format!("{huge}: a\n{huge}: b\n"),
+        ] {
+            let err = parse_str(&text).unwrap_err().to_string();
+            assert!(err.len() < 200, "{} bytes", err.len());
+            assert!(err.contains(&format!("\"{}\"…", "x".repeat(80))), "{err}");
+        }
     }
 
     #[test]

@@ -150,6 +150,10 @@ pub struct LoadedImage {
     pub layers: Vec<LayerRecord>,
     /// Manifest annotations of the loaded image.
     pub annotations: std::collections::BTreeMap<String, String>,
+    /// The name a local layout's `index.json` gives the image (`io.containerd.image.name`, else
+    /// `org.opencontainers.image.ref.name`): what it can be recorded as, path-free. `None` for
+    /// registry images (their reference names them) and unnamed entries.
+    pub ref_name: Option<String>,
 }
 
 /// Loads `source`, importing its blobs into `store`.
@@ -161,6 +165,7 @@ pub fn load_image(source: &ImageSource, store: &BlobStore) -> Result<LoadedImage
             config: ImageConfig::for_host(),
             layers: Vec::new(),
             annotations: Default::default(),
+            ref_name: None,
         }),
         ImageSource::OciArchive { path, reference } => {
             let index = import_oci_archive(path, store)?;
@@ -486,7 +491,13 @@ fn resolve(
 ) -> Result<LoadedImage> {
     let image = source.to_string();
     let desc = select_by_reference(&image, &index.manifests, reference)?.clone();
-    resolve_descriptor(source, store, desc, &Platform::host(), fetch)
+    let ref_name = [ANNOTATION_CONTAINERD_NAME, ANNOTATION_REF_NAME]
+        .into_iter()
+        .find_map(|key| desc.annotations.get(key).cloned());
+    Ok(LoadedImage {
+        ref_name,
+        ..resolve_descriptor(source, store, desc, &Platform::host(), fetch)?
+    })
 }
 
 /// Follows `desc` through indexes (choosing `platform`) to a manifest and loads it.
@@ -585,6 +596,7 @@ fn load_manifest(
         config,
         layers,
         annotations: manifest.annotations,
+        ref_name: None,
     })
 }
 
@@ -855,6 +867,7 @@ fn load_docker_archive(
         config,
         layers,
         annotations: Default::default(),
+        ref_name: None,
     })
 }
 
@@ -1014,6 +1027,11 @@ mod tests {
             let loaded = load_image(&source, &fresh).unwrap();
             assert_same_image(&loaded, &image);
             assert_eq!(loaded.source, source);
+            // Its own full name, whatever it was selected by: never the archive's path.
+            assert_eq!(
+                loaded.ref_name.as_deref(),
+                Some("docker.io/kiln-test/interop:1")
+            );
             for layer in &loaded.layers {
                 assert!(fresh.contains(&layer.descriptor.digest));
             }
@@ -1039,7 +1057,9 @@ mod tests {
             reference: None,
         };
         let fresh = BlobStore::open(dir.path().join("fresh")).unwrap();
-        assert_same_image(&load_image(&source, &fresh).unwrap(), &image);
+        let loaded = load_image(&source, &fresh).unwrap();
+        assert_same_image(&loaded, &image);
+        assert_eq!(loaded.ref_name, None, "an unnamed entry has no name");
 
         let layer = &image.manifest.layers[0].digest;
         fs::remove_file(layout.join("blobs/sha256").join(layer.hex())).unwrap();

@@ -3,7 +3,6 @@
 //!
 //! Exit codes: 0 success, 1 build or I/O failure, 2 usage error, 3 nothing detected.
 
-use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -69,6 +68,12 @@ struct CacheLsArgs {
 }
 
 #[derive(clap::Args)]
+#[command(group(
+    clap::ArgGroup::new("limit")
+        .required(true)
+        .multiple(true)
+        .args(["max_size", "older_than"])
+))]
 struct CachePruneArgs {
     #[arg(long)]
     cache_dir: Option<PathBuf>,
@@ -143,8 +148,8 @@ struct BuildArgs {
     #[arg(long)]
     buildpacks: Option<PathBuf>,
     /// Pass KEY=VALUE (or KEY, taking the caller's value) to build steps. Repeatable.
-    #[arg(short, long = "env", value_name = "KEY[=VALUE]")]
-    env: Vec<String>,
+    #[arg(short, long = "env", value_name = "KEY[=VALUE]", value_parser = parse_env)]
+    env: Vec<(String, String)>,
     /// Layer compression: gzip[:LEVEL] (default gzip:4), zstd[:LEVEL] (needs Docker >= 23 /
     /// containerd >= 1.5 to pull) or none.
     #[arg(long, default_value = "gzip:4", value_parser = Compression::parse)]
@@ -253,7 +258,7 @@ fn build(args: BuildArgs) -> anyhow::Result<ExitCode> {
     }
     opts.project = args.project;
     opts.buildpacks = load_buildpacks(args.buildpacks.as_deref())?;
-    opts.env.extend(parse_env(&args.env)?);
+    opts.env.extend(args.env);
     opts.compression = args.compression;
     opts.no_cache = args.no_cache;
     if let Some(epoch) = args.source_date_epoch {
@@ -319,35 +324,47 @@ impl From<Format> for OutputFormat {
     }
 }
 
-/// `linux/amd64`, `linux/arm64/v8`.
+/// One platform, `linux/amd64` or `linux/arm64/v8`: each part lowercase letters and digits (as
+/// OCI and Go name them). Kiln writes single-platform images, so a list is refused.
 fn parse_platform(s: &str) -> Result<Platform, String> {
+    if s.contains(',') {
+        return Err("one platform only: Kiln builds an image for a single OS/ARCH".into());
+    }
+    let word = |w: &&str| {
+        !w.is_empty()
+            && w.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+    };
     let parts: Vec<&str> = s.split('/').collect();
     match parts.as_slice() {
-        [os, arch] | [os, arch, _] if !os.is_empty() && !arch.is_empty() => Ok(Platform {
-            os: (*os).to_owned(),
-            architecture: (*arch).to_owned(),
-            variant: parts
-                .get(2)
-                .filter(|v| !v.is_empty())
-                .map(|v| (*v).to_owned()),
-        }),
-        _ => Err("expected OS/ARCH[/VARIANT], e.g. linux/amd64".into()),
+        [os, arch, variant @ ..] if variant.len() <= 1 && parts.iter().all(word) => {
+            Ok(Platform {
+                os: (*os).to_owned(),
+                architecture: (*arch).to_owned(),
+                variant: variant.first().map(|v| (*v).to_owned()),
+            })
+        }
+        _ => Err("expected OS/ARCH[/VARIANT] in lowercase letters and digits, e.g. linux/amd64 or linux/arm64/v8".into()),
     }
 }
 
 /// `KEY=VALUE` as given; a bare `KEY` takes the caller's value (and is an error if unset, so a
-/// missing secret fails loudly instead of building without it).
-fn parse_env(pairs: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
-    pairs
-        .iter()
-        .map(|pair| match pair.split_once('=') {
-            Some(("", _)) => anyhow::bail!("--env {pair:?}: empty variable name"),
-            Some((k, v)) => Ok((k.to_owned(), v.to_owned())),
-            None => std::env::var(pair)
-                .map(|v| (pair.clone(), v))
-                .map_err(|_| anyhow::anyhow!("--env {pair}: not set in the environment")),
-        })
-        .collect()
+/// missing secret fails loudly instead of building without it). Names follow the same rule as
+/// `kiln.toml`'s.
+fn parse_env(pair: &str) -> Result<(String, String), String> {
+    let (key, value) = match pair.split_once('=') {
+        Some((key, value)) => (key, Some(value)),
+        None => (pair, None),
+    };
+    kiln_buildpack::check_env_name(key)
+        .map_err(|why| format!("--env {pair:?}: variable name {key:?} {why}"))?;
+    let value = match value {
+        Some(value) => value.to_owned(),
+        None => {
+            std::env::var(key).map_err(|_| format!("--env {key}: not set in the environment"))?
+        }
+    };
+    Ok((key.to_owned(), value))
 }
 
 fn parse_reference(s: &str) -> Result<Reference, String> {
@@ -438,6 +455,10 @@ fn plan(args: DetectArgs) -> anyhow::Result<ExitCode> {
             p.kind, p.command, p.buildpack
         )?;
     }
+    // Shown, not failed: the plan is still worth reading; `kiln build` refuses it.
+    if let Some(none) = &plan.no_default_process {
+        writeln!(out, "{none}")?;
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -455,10 +476,13 @@ fn inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {
     }
     writeln!(out, "platform   {}/{}", report.os, report.architecture)?;
     if let Some(base) = &report.base {
+        let digest = base.digest.as_ref().map(|d| d.to_string());
+        let name = base.name.as_ref().or(digest.as_ref());
         writeln!(
             out,
             "base       {} ({} layers)",
-            base.name, base.layer_count
+            name.map_or("(unnamed)", |n| n.as_str()),
+            base.layer_count
         )?;
     }
     writeln!(
@@ -541,9 +565,6 @@ fn cache_ls(args: CacheLsArgs) -> anyhow::Result<ExitCode> {
 
 fn cache_prune(args: CachePruneArgs) -> anyhow::Result<ExitCode> {
     use kiln_build::cache_admin::{human_size, prune, PrunePolicy};
-    if args.max_size.is_none() && args.older_than.is_none() {
-        anyhow::bail!("kiln cache prune needs --max-size and/or --older-than");
-    }
     let dir = args.cache_dir.unwrap_or_else(kiln_build::default_cache_dir);
     let policy = PrunePolicy {
         max_size: args.max_size,

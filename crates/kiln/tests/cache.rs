@@ -511,6 +511,10 @@ name = "modules"
 launch = true
 cache = true
 capture = ["node_modules"]
+
+[[processes]]
+type = "web"
+command = "true"
 "#;
 
 #[test]

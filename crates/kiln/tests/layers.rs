@@ -41,6 +41,10 @@ launch = true
 [[layers]]
 name = "counter"
 cache = true
+
+[[processes]]
+type = "web"
+command = "true"
 "#;
 
 fn build(src: &Path, bps: &Path, cache: &Path, out: &Path) -> Value {

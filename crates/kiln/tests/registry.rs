@@ -192,7 +192,8 @@ fn basic_auth_credentials_from_env_docker_config_and_helpers() {
         "probe",
         "[buildpack]\nid = \"probe\"\nversion = \"1\"\n[detect]\nall = [\"Procfile\"]\n\
          [[build.steps]]\nname = \"env\"\ncommand = \"sh\"\n\
-         args = [\"-c\", \"env; ! env | grep -q s3cret-pw\"]\n",
+         args = [\"-c\", \"env; ! env | grep -q s3cret-pw\"]\n\
+         [[processes]]\ntype = \"web\"\ncommand = \"true\"\n",
     );
     let (ok, _, stderr) = kiln_env(
         &[

@@ -47,6 +47,10 @@ pub(super) fn analyze(tree: &Tree) -> Result<Facts> {
             if project_text.contains("Microsoft.NET.Sdk.Web") {
                 facts.framework = Some("aspnetcore".into());
             }
+        } else {
+            facts.notes.push(format!(
+                "only a solution ({project}) at the root: no project whose assembly to run"
+            ));
         }
     }
     Ok(facts)

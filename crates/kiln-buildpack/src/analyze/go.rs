@@ -3,10 +3,30 @@
 
 use super::{Facts, Sourced, Tree, Workspaces};
 use crate::error::Result;
+use crate::manifest::excerpt;
+
+/// The directives `go` accepts in each file (cmd/go/internal/modfile); anything else makes every
+/// `go` command fail, so it is refused here with the file and line.
+const GO_MOD_DIRECTIVES: &[&str] = &[
+    "module",
+    "go",
+    "toolchain",
+    "godebug",
+    "require",
+    "exclude",
+    "replace",
+    "retract",
+    "tool",
+    "ignore",
+];
+const GO_WORK_DIRECTIVES: &[&str] = &["go", "toolchain", "godebug", "use", "replace"];
 
 pub(super) fn analyze(tree: &Tree) -> Result<Facts> {
     let mut facts = Facts::default();
     let go_mod = tree.text("go.mod")?;
+    if let Some(text) = &go_mod {
+        check_syntax(tree, "go.mod", text, GO_MOD_DIRECTIVES)?;
+    }
     let directive = |name: &str| {
         go_mod.as_deref().and_then(|text| {
             text.lines().find_map(|l| {
@@ -30,11 +50,19 @@ pub(super) fn analyze(tree: &Tree) -> Result<Facts> {
         })
     };
     let module = directive("module");
+    if go_mod.is_some() && module.is_none() {
+        return Err(tree.malformed(
+            "go.mod",
+            None,
+            "no module path: go needs a `module example.com/app` directive".into(),
+        ));
+    }
     if let Some(module) = &module {
         facts.set("module", module.clone());
     }
 
     if let Some(work) = tree.text("go.work")? {
+        check_syntax(tree, "go.work", &work, GO_WORK_DIRECTIVES)?;
         let members = work
             .lines()
             .map(str::trim)
@@ -79,4 +107,42 @@ pub(super) fn analyze(tree: &Tree) -> Result<Facts> {
             .push("no main package at the root or under cmd/<name>/".into()),
     }
     Ok(facts)
+}
+
+/// Each line is a known directive (a `directive (` block's lines are its arguments), `//`
+/// comments and blank lines aside, and every block is closed.
+fn check_syntax(tree: &Tree, file: &str, text: &str, directives: &[&str]) -> Result<()> {
+    let error = |line: usize, message: String| tree.malformed(file, Some((line, 1)), message);
+    let mut open_block: Option<usize> = None;
+    for (index, raw) in text.lines().enumerate() {
+        let line = raw.split("//").next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        if open_block.is_some() {
+            if line == ")" {
+                open_block = None;
+            }
+            continue;
+        }
+        let word = line.split_whitespace().next().unwrap_or(line);
+        let word = word.strip_suffix('(').unwrap_or(word);
+        if !directives.contains(&word) {
+            return Err(error(
+                index + 1,
+                format!(
+                    "unknown directive {} (expected one of {})",
+                    excerpt(word),
+                    directives.join(", ")
+                ),
+            ));
+        }
+        if line.ends_with('(') {
+            open_block = Some(index + 1);
+        }
+    }
+    match open_block {
+        Some(line) => Err(error(line, "block `(` is never closed by `)`".into())),
+        None => Ok(()),
+    }
 }

@@ -76,10 +76,7 @@ pub(super) fn analyze(tree: &Tree) -> Result<Facts> {
         facts.start(command, from);
     } else if let Some(main) = json_str(&pkg, "main").filter(|m| tree.is_file(m)) {
         facts.start(format!("node {main}"), "package.json main");
-    } else if let Some(entry) = ["index.js", "server.js", "app.js", "main.js", "index.mjs"]
-        .into_iter()
-        .find(|f| tree.is_file(f))
-    {
+    } else if let Some(entry) = ENTRY_FILES.into_iter().find(|f| tree.is_file(f)) {
         facts.start(format!("node {entry}"), entry.to_owned());
     }
     // In a mixed tree the server is another language's; Node only builds its assets.
@@ -93,11 +90,13 @@ pub(super) fn analyze(tree: &Tree) -> Result<Facts> {
     ]
     .into_iter()
     .find(|f| tree.is_file(f));
-    if let Some(server) = server.filter(|_| facts.start.is_none()) {
+    let no_start = facts.start.is_none();
+    let static_site = matches!(framework, Some("astro" | "vite"));
+    if let Some(server) = server.filter(|_| no_start) {
         facts.notes.push(format!(
             "assets for the app of {server}: no Node start command"
         ));
-    } else if matches!(framework, Some("astro" | "vite")) && facts.start.is_none() {
+    } else if static_site && no_start {
         facts.set("static_output", "dist");
         facts.notes.push(
             "static site: the build writes dist/; serve it with a static file server".to_owned(),
@@ -105,15 +104,24 @@ pub(super) fn analyze(tree: &Tree) -> Result<Facts> {
     }
 
     facts.workspaces = workspaces(tree, &pkg, &pm_name)?;
-    if facts.workspaces.is_some() && facts.start.is_none() {
+    if facts.workspaces.is_some() && no_start {
         facts.notes.push(
             "workspace root without a start command: set `web` in kiln.toml [processes], or \
              point Kiln at one member"
                 .to_owned(),
         );
+    } else if no_start && server.is_none() && !static_site {
+        facts.notes.push(format!(
+            "no start command: package.json has no scripts.start or main, no framework with a \
+             server, and none of {} exists",
+            ENTRY_FILES.join(", ")
+        ));
     }
     Ok(facts)
 }
+
+/// Conventional entry files, tried in this order when package.json names no start.
+const ENTRY_FILES: [&str; 5] = ["index.js", "server.js", "app.js", "main.js", "index.mjs"];
 
 /// A framework's own server entry; `astro_node` says Astro has its Node adapter (without it an
 /// Astro build is a static site).

@@ -7,6 +7,7 @@ use crate::error::Result;
 pub(super) fn analyze(tree: &Tree) -> Result<Facts> {
     let mut facts = Facts::default();
     let cargo = tree.toml("Cargo.toml")?.unwrap_or_default();
+    check_manifest(tree, &cargo)?;
     let toolchain = tree.toml("rust-toolchain.toml")?;
 
     let rust_version = toml_str(&cargo, "package.rust-version")
@@ -90,6 +91,41 @@ pub(super) fn analyze(tree: &Tree) -> Result<Facts> {
         facts
             .notes
             .push("virtual workspace: build a member as the app root".into());
+    } else if bins.is_empty() {
+        facts
+            .notes
+            .push("no binary: no src/main.rs, src/bin/*.rs or single [[bin]] (a library?)".into());
     }
     Ok(facts)
+}
+
+/// What cargo itself would refuse before building anything: a manifest with neither `[package]`
+/// nor `[workspace]` (an empty file among them), or a `[package]` without a string `name`.
+fn check_manifest(tree: &Tree, cargo: &toml::Table) -> Result<()> {
+    let package = cargo.get("package");
+    if package.is_none() && !cargo.contains_key("workspace") {
+        let what = if cargo.is_empty() {
+            "empty"
+        } else {
+            "no [package] or [workspace] table"
+        };
+        return Err(tree.malformed(
+            "Cargo.toml",
+            None,
+            format!("{what}: cargo needs [package] (a crate) or [workspace]"),
+        ));
+    }
+    if package.is_some() && toml_str(cargo, "package.name").is_none() {
+        let text = tree.text("Cargo.toml")?.unwrap_or_default();
+        let line = text
+            .lines()
+            .position(|l| l.trim_start().starts_with("[package]"))
+            .map(|i| (i + 1, 1));
+        return Err(tree.malformed(
+            "Cargo.toml",
+            line,
+            "[package] has no name (a string): cargo needs one".to_owned(),
+        ));
+    }
+    Ok(())
 }

@@ -152,6 +152,40 @@ pub fn busybox_base_image(out: &Path) {
     kiln_oci::archive::write_oci_archive(&store, &image, Some(&tag), out).unwrap();
 }
 
+/// A one-file base image (`/etc/base-version` holding `version`) for `linux/<architecture>`,
+/// written to `out` and named `tag` in its index when given. Needs no external tool.
+pub fn tiny_base_image(out: &Path, version: &str, tag: Option<&str>, architecture: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("version");
+    std::fs::write(&file, version).unwrap();
+    let entries = vec![Entry {
+        path: "etc/base-version".into(),
+        kind: EntryKind::File {
+            source: file,
+            size: version.len() as u64,
+        },
+        mode: 0o644,
+    }];
+    let store = BlobStore::open(dir.path().join("store")).unwrap();
+    let layer = write_layer(
+        &store,
+        &normalize(entries).unwrap(),
+        &LayerOptions::default(),
+    )
+    .unwrap();
+    let mut config = ImageConfig::for_host();
+    config.architecture = architecture.to_owned();
+    config.variant = None;
+    let image = assemble(&store, config, &[layer], BTreeMap::new()).unwrap();
+    let tag = tag.map(|t| Reference::parse(t).unwrap());
+    kiln_oci::archive::write_oci_archive(&store, &image, tag.as_ref(), out).unwrap();
+}
+
+/// The build host's architecture in OCI names (`amd64`, `arm64`).
+pub fn host_architecture() -> String {
+    kiln_oci::spec::Platform::host().architecture
+}
+
 /// Starts the image at `archive` (built from `fixtures/procfile-static` on a busybox base) and
 /// checks that its httpd serves the fixture's page; returns the running container.
 pub fn serve_procfile_static(archive: &Path) -> Container {
