@@ -93,10 +93,13 @@ fn fetch_root(
                 .header("docker-content-digest")
                 .and_then(|d| Digest::parse(d).ok())
                 .or_else(|| reference.digest.clone());
-            if let Some(digest) = known.filter(|d| store.contains(d)) {
-                if let Some(desc) = stored_manifest(store, &digest, &media_type)? {
-                    bump(stats, |s| s.blobs_cached += 1);
-                    return Ok(desc);
+            // A damaged stored copy is dropped here and downloaded again below.
+            if let Some(digest) = known {
+                if store.contains_intact(&digest)? {
+                    if let Some(desc) = stored_manifest(store, &digest, &media_type)? {
+                        bump(stats, |s| s.blobs_cached += 1);
+                        return Ok(desc);
+                    }
                 }
             }
         }
@@ -184,7 +187,7 @@ fn fetch_blob(
     d: &Descriptor,
     stats: &Mutex<PullStats>,
 ) -> Result<()> {
-    if store.contains(&d.digest) {
+    if store.contains_intact(&d.digest)? {
         bump(stats, |s| s.blobs_cached += 1);
         return Ok(());
     }
@@ -229,8 +232,9 @@ fn prefetch(
 ) -> Result<()> {
     let mut desc = root.clone();
     for _ in 0..MAX_INDEX_DEPTH {
-        // The root is in the store already (and counted); nested manifests may not be.
-        if !store.contains(&desc.digest) {
+        // The root is in the store already (just checked, and counted); nested manifests may
+        // be missing or damaged.
+        if desc.digest != root.digest {
             fetch_blob(repo, store, &desc, stats)?;
         }
         let bytes = store.read_verified(&desc.digest)?;
