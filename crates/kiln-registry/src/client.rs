@@ -400,7 +400,7 @@ impl Repo<'_> {
         }
         (t.kind() == ureq::ErrorKind::Io && is_timeout(io)).then(|| {
             format!(
-                "no answer within {} (the low-speed time)",
+                "stalled: no progress for {} (the low-speed time)",
                 secs(self.client.opts.low_speed_time)
             )
         })

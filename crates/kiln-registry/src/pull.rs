@@ -305,12 +305,14 @@ fn fetch_all(
                 let report = |line: &str| {
                     let _ = lines.send(line.to_owned());
                 };
+                let failed = || first_error.lock().unwrap_or_else(|e| e.into_inner());
                 while let Some(d) = blobs.get(next.fetch_add(1, Ordering::Relaxed)) {
+                    // After one failure the pull fails: start nothing more.
+                    if failed().is_some() {
+                        break;
+                    }
                     if let Err(e) = fetch_blob(repo, store, d, stats, &report) {
-                        first_error
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .get_or_insert(e);
+                        failed().get_or_insert(e);
                         break;
                     }
                 }

@@ -94,7 +94,7 @@ impl<R: Read> Read for Watched<'_, R> {
             Ok(n) => n,
             Err(e) if is_timeout(&e) => {
                 let why = format!(
-                    "no data for {} ({} received)",
+                    "stalled: no progress for {} ({} received)",
                     secs(self.opts.low_speed_time),
                     self.so_far()
                 );
@@ -234,7 +234,7 @@ mod tests {
         assert!(err.get_ref().unwrap().is::<Stalled>());
         assert_eq!(
             watched.failure(),
-            Some("no data for 30 s (0 of 5 bytes received)")
+            Some("stalled: no progress for 30 s (0 of 5 bytes received)")
         );
     }
 }

@@ -13,11 +13,11 @@ use std::time::Duration;
 
 use kiln_oci::digest::Digest;
 use kiln_oci::reference::Reference;
-use kiln_oci::spec::{MEDIA_TYPE_CONFIG, MEDIA_TYPE_LAYER_GZIP, MEDIA_TYPE_MANIFEST};
+use kiln_oci::spec::{Descriptor, MEDIA_TYPE_CONFIG, MEDIA_TYPE_LAYER_GZIP, MEDIA_TYPE_MANIFEST};
 use kiln_oci::store::BlobStore;
 use kiln_registry::{Client, ClientOptions, RegistryHost};
 
-/// Far beyond what any of these pulls needs with the limits below.
+/// Far beyond what any of these transfers needs with the limits below.
 const DEADLINE: Duration = Duration::from_secs(120);
 
 #[derive(Clone, Copy, PartialEq)]
@@ -28,6 +28,8 @@ enum Behaviour {
     SilentOnLayer,
     /// Reads every request and never answers any.
     Silent,
+    /// Opens upload sessions, then never reads the blob sent into one.
+    SwallowUpload,
 }
 
 struct Image {
@@ -116,6 +118,23 @@ fn answer(stream: TcpStream, behaviour: Behaviour) {
             let _ = reader.read(&mut [0u8; 1]);
             return;
         }
+        if behaviour == Behaviour::SwallowUpload {
+            match method {
+                "POST" => {
+                    let _ = out.write_all(
+                        b"HTTP/1.1 202 Accepted\r\nLocation: /v2/test/app/blobs/uploads/1\r\n\
+                          Content-Length: 0\r\n\r\n",
+                    );
+                    continue;
+                }
+                "PATCH" | "PUT" => {
+                    // Neither read the body nor answer: the client's writes back up.
+                    std::thread::sleep(DEADLINE);
+                    return;
+                }
+                _ => {}
+            }
+        }
         let (content_type, body) = if path.ends_with("/manifests/1") || wants(&image.manifest) {
             (MEDIA_TYPE_MANIFEST, &image.manifest)
         } else if wants(&image.config) {
@@ -163,23 +182,29 @@ fn options() -> ClientOptions {
     }
 }
 
-/// Pulls `reference` on a thread, returning the error it ends with and the pull's log.
-fn failed_pull(opts: ClientOptions, reference: &str) -> (String, String) {
-    let reference = Reference::parse(reference).unwrap();
+/// Runs `f` on a thread, failing the test if it has not returned by the deadline.
+fn in_time<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(DEADLINE)
+        .unwrap_or_else(|_| panic!("still running after {DEADLINE:?}"))
+}
+
+/// Pulls `reference`, returning the error it ends with and the pull's log.
+fn failed_pull(opts: ClientOptions, reference: &str) -> (String, String) {
+    let reference = Reference::parse(reference).unwrap();
+    let (result, log) = in_time(move || {
         let dir = tempfile::tempdir().unwrap();
         let store = BlobStore::open(dir.path()).unwrap();
         let mut log = Vec::new();
         let result = kiln_registry::pull(&Client::new(opts), &reference, &store, &mut log);
-        let _ = tx.send((
+        (
             result.map(|_| ()).map_err(|e| e.to_string()),
             String::from_utf8_lossy(&log).into_owned(),
-        ));
+        )
     });
-    let (result, log) = rx
-        .recv_timeout(DEADLINE)
-        .unwrap_or_else(|_| panic!("the pull was still running after {DEADLINE:?}"));
     (result.expect_err("the pull succeeded"), log)
 }
 
@@ -215,7 +240,7 @@ fn a_blob_request_never_answered_fails_naming_registry_and_digest() {
     let (err, _) = failed_pull(opts, &format!("127.0.0.1:{port}/test/app:1"));
     assert!(err.contains(&format!("registry 127.0.0.1:{port}")), "{err}");
     assert!(err.contains(layer.as_str()), "{err}");
-    assert!(err.contains("no answer within 0.5 s"), "{err}");
+    assert!(err.contains("stalled: no progress for 0.5 s"), "{err}");
 }
 
 #[test]
@@ -224,7 +249,43 @@ fn a_registry_never_answering_fails_naming_registry_and_manifest() {
     let (err, _) = failed_pull(options(), &format!("127.0.0.1:{port}/test/app:1"));
     assert!(err.contains(&format!("registry 127.0.0.1:{port}")), "{err}");
     assert!(err.contains("resolving manifest 1"), "{err}");
-    assert!(err.contains("no answer within 0.5 s"), "{err}");
+    assert!(err.contains("stalled: no progress for 0.5 s"), "{err}");
+}
+
+#[test]
+fn an_upload_the_registry_stops_reading_fails_naming_registry_and_blob() {
+    let port = serve("127.0.0.1:0", Behaviour::SwallowUpload);
+    let target = Reference::parse(&format!("127.0.0.1:{port}/test/app:1")).unwrap();
+    // Far more than the kernel's socket buffers take in before the writes back up.
+    let blob: Vec<u8> = (0..32u32 << 20).map(|i| (i % 251) as u8).collect();
+    let digest = Digest::of(&blob);
+    let err = in_time(move || {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path()).unwrap();
+        let (digest, size) = store.put_reader(&blob[..], None).unwrap();
+        let layer = Descriptor {
+            media_type: MEDIA_TYPE_LAYER_GZIP.to_owned(),
+            digest,
+            size,
+            annotations: Default::default(),
+            platform: None,
+        };
+        kiln_registry::push_manifest(
+            &Client::new(options()),
+            &store,
+            &target,
+            b"{}",
+            MEDIA_TYPE_MANIFEST,
+            &[layer],
+            None,
+        )
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+    })
+    .expect_err("the push succeeded");
+    assert!(err.contains(&format!("registry 127.0.0.1:{port}")), "{err}");
+    assert!(err.contains(&format!("uploading blob {digest}")), "{err}");
+    assert!(err.contains("stalled: no progress for 0.5 s"), "{err}");
 }
 
 #[test]
