@@ -16,7 +16,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::fs;
-use std::io::{self, Write};
+use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 
@@ -154,25 +154,19 @@ fn reusable(
         return Ok(None);
     };
     let digest = &record.descriptor.digest;
-    match cache.store.open_blob(digest) {
-        Ok(file) => {
-            let mut hasher = Sha256::new();
-            let mut file = io::BufReader::new(file);
-            io::copy(&mut file, &mut hasher).ctx(|| format!("verifying cached blob {digest}"))?;
-            if Digest::from_sha256(hasher.finalize().into()) == *digest {
-                cache.touch_record(content_key);
-                cache.touch_blob(digest);
-                return Ok(Some(record));
-            }
-            let _ = writeln!(
-                log,
-                "warning: cached blob {digest} is corrupt; dropping it and rebuilding"
-            );
-            let _ = fs::remove_file(cache.store.path(digest));
-            Ok(None)
-        }
-        Err(_) => Ok(None),
+    let present = cache.store.contains(digest);
+    if cache.store.contains_intact(digest)? {
+        cache.touch_record(content_key);
+        cache.touch_blob(digest);
+        return Ok(Some(record));
     }
+    if present {
+        let _ = writeln!(
+            log,
+            "warning: cached blob {digest} is corrupt; dropping it and rebuilding"
+        );
+    }
+    Ok(None)
 }
 
 fn options_tag(opts: &LayerOptions) -> String {

@@ -35,7 +35,7 @@ pub fn load_any(
     let ImageSource::Registry(reference) = source else {
         return Ok((load_image(source, store)?, None));
     };
-    let (image, stats) = kiln_registry::pull(client, reference, store)?;
+    let (image, stats) = kiln_registry::pull(client, reference, store, log)?;
     let _ = writeln!(
         log,
         "pulled {reference}: {} blobs downloaded ({} bytes), {} already cached",

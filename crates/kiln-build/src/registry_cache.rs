@@ -127,7 +127,7 @@ pub fn import(
             }
         }
     }
-    report.pull = kiln_registry::pull_blobs(client, reference, &cache.store, &wanted)?;
+    report.pull = kiln_registry::pull_blobs(client, reference, &cache.store, &wanted, log)?;
     for (key, d) in records {
         let bytes = cache.store.read_verified(&d.digest)?;
         let record: LayerRecord = serde_json::from_slice(&bytes)

@@ -27,6 +27,11 @@ impl<R: Read> ExactReader<R> {
         }
     }
 
+    /// Bytes still due.
+    pub(crate) fn remaining(&self) -> u64 {
+        self.remaining
+    }
+
     /// Errors unless the source ended exactly at `expected` bytes.
     pub(crate) fn check_end(mut self) -> io::Result<()> {
         let mut probe = [0u8; 1];

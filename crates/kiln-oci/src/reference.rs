@@ -149,8 +149,9 @@ impl fmt::Display for Reference {
     }
 }
 
-/// `host[.host…][:port]`, host labels `[A-Za-z0-9]` with inner `-`.
-fn valid_domain(domain: &str) -> bool {
+/// `host[.host…][:port]`, host labels `[A-Za-z0-9]` with inner `-`: what a reference's
+/// registry may be.
+pub fn valid_domain(domain: &str) -> bool {
     let (host, port) = match domain.rsplit_once(':') {
         Some((host, port)) => (host, Some(port)),
         None => (domain, None),

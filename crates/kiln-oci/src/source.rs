@@ -18,6 +18,7 @@
 //! memory, and those with a size cap. Docker media types are accepted; base layer descriptors are
 //! kept verbatim (media type, digest, size) because their blobs are copied, never recompressed.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, BufReader, Read};
@@ -28,7 +29,7 @@ use serde::Deserialize;
 
 use crate::digest::Digest;
 use crate::error::{Error, IoContext, Result};
-use crate::io_util::read_capped;
+use crate::io_util::{read_capped, ExactReader};
 use crate::reference::Reference;
 use crate::spec::{
     Descriptor, ImageConfig, ImageIndex, ImageManifest, LayerRecord, Platform,
@@ -249,8 +250,9 @@ fn import_oci_archive(archive: &Path, store: &BlobStore) -> Result<ImageIndex> {
                     format!("entry {path:?} is not named by a sha256 digest"),
                 )
             })?;
-            // Already stored (verified when it was written): the archive's copy is not needed.
-            if !store.contains(&digest) {
+            // An intact stored copy makes the archive's copy unnecessary; a damaged one is
+            // dropped and replaced from here.
+            if !store.contains_intact(&digest)? {
                 store
                     .put_reader(entry, Some(&digest))
                     .map_err(|e| invalid_image(&image, format!("entry {path:?}: {e}")))?;
@@ -291,9 +293,23 @@ fn for_each_file(
 ) -> Result<()> {
     let ctx = || format!("reading archive {}", archive.display());
     let file = File::open(archive).ctx(ctx)?;
-    let mut tar = tar::Archive::new(BufReader::new(file));
-    for entry in tar.entries().ctx(ctx)? {
-        let mut entry = entry.ctx(ctx)?;
+    // A complete tar ends with zero blocks, so its file never runs dry while an entry or header is
+    // still being read: when it has, a failure is the archive being cut short (the tar crate's
+    // own message would be "failed to read entire block" or "unexpected EOF during skip").
+    let ran_dry = Cell::new(false);
+    let read_error = |e: io::Error| {
+        if ran_dry.get() {
+            truncated(archive, &format!("it ends inside an entry ({e})"))
+        } else {
+            Error::io(ctx(), e)
+        }
+    };
+    let mut tar = tar::Archive::new(BufReader::new(DryWatch {
+        inner: file,
+        ran_dry: &ran_dry,
+    }));
+    for entry in tar.entries().map_err(read_error)? {
+        let mut entry = entry.map_err(read_error)?;
         let raw = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
         let kind = entry.header().entry_type();
         if let (Some(links), tar::EntryType::Symlink | tar::EntryType::Link) = (&mut links, kind) {
@@ -305,10 +321,45 @@ fn for_each_file(
             links.insert(path, target);
         } else if let Some(path) = check_entry(archive, &raw, kind)? {
             let size = entry.size();
-            visit(&path, size, &mut entry)?;
+            let mut content = ExactReader::new(&mut entry, size, format!("entry {path:?}"));
+            let visited = visit(&path, size, &mut content);
+            // Cut short, the content would otherwise surface as a digest mismatch ("corrupt").
+            if ran_dry.get() && (visited.is_err() || content.remaining() > 0) {
+                return Err(truncated(
+                    archive,
+                    &format!(
+                        "entry {path:?} ends after {} of its {size} bytes",
+                        size - content.remaining()
+                    ),
+                ));
+            }
+            visited?;
         }
     }
     Ok(())
+}
+
+fn truncated(archive: &Path, why: &str) -> Error {
+    invalid_image(
+        &archive.display().to_string(),
+        format!("the archive is truncated: {why}"),
+    )
+}
+
+/// A reader noting whether it reached its end.
+struct DryWatch<'a, R> {
+    inner: R,
+    ran_dry: &'a Cell<bool>,
+}
+
+impl<R: Read> Read for DryWatch<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n == 0 && !buf.is_empty() {
+            self.ran_dry.set(true);
+        }
+        Ok(n)
+    }
 }
 
 /// Rejects entries that could escape the archive root or that a reader must not follow (absolute
@@ -405,7 +456,7 @@ fn normalize_archive_path(raw: &str) -> String {
 
 /// Imports blob `digest` from the layout directory `dir` into the store, verifying it.
 fn copy_from_dir(image: &str, dir: &Path, store: &BlobStore, digest: &Digest) -> Result<()> {
-    if store.contains(digest) {
+    if store.contains_intact(digest)? {
         return Ok(());
     }
     let src = dir.join("blobs/sha256").join(digest.hex());
@@ -762,7 +813,7 @@ fn load_docker_archive(
             .strip_prefix("blobs/sha256/")
             .and_then(|hex| Digest::parse(&format!("sha256:{hex}")).ok());
         let stored = match expected {
-            Some(digest) if store.contains(&digest) => (digest, size),
+            Some(digest) if store.contains_intact(&digest)? => (digest, size),
             _ => store
                 .put_reader(entry, expected.as_ref())
                 .map_err(|e| invalid_image(&image, format!("entry {path:?}: {e}")))?,
@@ -1200,6 +1251,85 @@ mod tests {
             .to_string();
         assert!(err.contains(&name) && err.contains("corrupt"), "{err}");
         assert!(!store.contains(&Digest::of(b"actual")));
+    }
+
+    #[test]
+    fn damaged_stored_blobs_are_replaced_from_any_local_source() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path().join("store")).unwrap();
+        let image = small_image(&store, &dir.path().join("src"));
+        let archive = dir.path().join("image.tar");
+        write_oci_archive(&store, &image, None, &archive).unwrap();
+        let layout = dir.path().join("layout");
+        write_oci_dir(&store, &image, None, &layout).unwrap();
+        let sources = [
+            archive_source(&archive, None),
+            ImageSource::OciDir {
+                path: layout,
+                reference: None,
+            },
+            ImageSource::DockerArchive { path: archive },
+        ];
+        let cache = BlobStore::open(dir.path().join("cache")).unwrap();
+        let layer = &image.manifest.layers[0].digest;
+        let damaged = [&image.config_digest, layer];
+        for source in &sources {
+            load_image(source, &cache).unwrap();
+            for digest in damaged {
+                let mut bytes = fs::read(cache.path(digest)).unwrap();
+                bytes[0] ^= 0x80;
+                fs::write(cache.path(digest), bytes).unwrap();
+            }
+            let loaded = load_image(source, &cache).unwrap_or_else(|e| panic!("{source}: {e}"));
+            assert_eq!(loaded.config, image.config, "{source}");
+            for digest in damaged {
+                assert!(cache.contains_intact(digest).unwrap(), "{source}: {digest}");
+            }
+        }
+    }
+
+    #[test]
+    fn truncated_archives_are_reported_as_truncated() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path().join("store")).unwrap();
+        let image = small_image(&store, &dir.path().join("src"));
+        let whole = dir.path().join("image.tar");
+        write_oci_archive(&store, &image, None, &whole).unwrap();
+        let bytes = fs::read(&whole).unwrap();
+        // Where the layer blob's content starts, and its size.
+        let layer = &image.manifest.layers[0];
+        let mut tar = tar::Archive::new(&bytes[..]);
+        let start = tar
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap())
+            .find(|e| e.path().unwrap().ends_with(layer.digest.hex()))
+            .map(|e| e.raw_file_position())
+            .unwrap() as usize;
+        let cut = dir.path().join("cut.tar");
+        for (at, stored_already) in [
+            (start + layer.size as usize / 2, false), // inside a blob being imported
+            (start + layer.size as usize / 2, true),  // inside a blob skipped as stored
+            (start - 512 + 100, false),               // inside the blob's header
+        ] {
+            fs::write(&cut, &bytes[..at]).unwrap();
+            for source in [
+                archive_source(&cut, None),
+                ImageSource::DockerArchive { path: cut.clone() },
+            ] {
+                let target = if stored_already {
+                    &store
+                } else {
+                    &BlobStore::open(dir.path().join(format!("fresh-{at}"))).unwrap()
+                };
+                let err = load_image(&source, target).unwrap_err().to_string();
+                assert!(
+                    err.contains("truncated") && !err.contains("corrupt"),
+                    "{source} cut at {at}: {err}"
+                );
+                assert!(err.contains(&cut.display().to_string()), "{err}");
+            }
+        }
     }
 
     /// A classic `docker save` archive: `<id>/layer.tar`, `<id>.json` config, manifest.json last.

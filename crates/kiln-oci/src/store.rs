@@ -6,6 +6,11 @@
 //! Concurrent writers of the same blob are safe: each writes its own temporary file and the
 //! renames are atomic, so readers see either no blob or a complete one (renaming over an identical
 //! file changes nothing they can observe).
+//!
+//! A blob on disk can still be damaged afterwards (a flipped bit, a file truncated by something
+//! other than Kiln). Importers therefore ask [`BlobStore::contains_intact`], which re-hashes an
+//! existing copy and drops a damaged one, before they skip importing a blob they could supply
+//! again; a bad copy is then replaced instead of failing every later use of it.
 
 use std::fs::{self, File, Permissions};
 use std::io::{self, BufWriter, Read, Write};
@@ -51,10 +56,34 @@ impl BlobStore {
         self.path(digest).is_file()
     }
 
-    /// Stores `bytes`, returning their digest (a no-op when already present).
+    /// Whether the store holds `digest` with content that still hashes to it. A damaged copy is
+    /// removed (and `false` returned), so the caller imports the blob again rather than trusting
+    /// it; costs one read of the blob.
+    pub fn contains_intact(&self, digest: &Digest) -> Result<bool> {
+        let path = self.path(digest);
+        let mut file = match File::open(&path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(Error::io(format!("opening blob {}", path.display()), e)),
+        };
+        let mut hasher = HashingWriter::new(io::sink());
+        io::copy(&mut file, &mut hasher).ctx(|| format!("verifying blob {}", path.display()))?;
+        if hasher.finish().1 == *digest {
+            return Ok(true);
+        }
+        match fs::remove_file(&path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(Error::io(
+                format!("removing corrupt blob {}", path.display()),
+                e,
+            )),
+            _ => Ok(false),
+        }
+    }
+
+    /// Stores `bytes`, returning their digest (a no-op when an intact copy is present).
     pub fn put_bytes(&self, bytes: &[u8]) -> Result<Digest> {
         let digest = Digest::of(bytes);
-        if !self.contains(&digest) {
+        if !self.contains_intact(&digest)? {
             self.put_reader(bytes, Some(&digest))?;
         }
         Ok(digest)
@@ -243,6 +272,22 @@ mod tests {
         let d = Digest::of(&content);
         assert_eq!(store.read_verified(&d).unwrap(), content);
         assert_eq!(blob_dir_names(&store), vec![d.hex().to_owned()]);
+    }
+
+    #[test]
+    fn damaged_blobs_are_dropped_and_stored_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path()).unwrap();
+        let d = store.put_bytes(b"original").unwrap();
+        assert!(store.contains_intact(&d).unwrap());
+        fs::write(store.path(&d), b"originaL").unwrap();
+        assert!(!store.contains_intact(&d).unwrap());
+        assert!(!store.contains(&d), "the damaged copy is gone");
+        assert!(!store.contains_intact(&Digest::of(b"never stored")).unwrap());
+        // put_bytes replaces a damaged copy instead of keeping it.
+        fs::write(store.path(&d), b"originaL").unwrap();
+        assert_eq!(store.put_bytes(b"original").unwrap(), d);
+        assert_eq!(store.read_verified(&d).unwrap(), b"original");
     }
 
     #[test]

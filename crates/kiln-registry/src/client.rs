@@ -1,5 +1,5 @@
-//! The HTTP side: one [`Client`] per run (connection pool, credentials and tokens cached per
-//! registry), and [`Repo`], a repository on a registry that requests are made against.
+//! The HTTP side: one [`Client`] per run (credentials and tokens cached per registry), and
+//! [`Repo`], a repository on a registry that requests are made against.
 //!
 //! Every request goes through [`Repo::send`], which answers authentication challenges (basic, or
 //! the bearer-token flow of the distribution spec), retries bounded times with backoff on
@@ -12,18 +12,19 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use kiln_oci::reference::Reference;
+use kiln_oci::reference::{valid_domain, Reference};
 use kiln_oci::spec::Platform;
 
 use crate::auth::{self, Challenge, Credentials};
 use crate::error::{Error, Result};
+use crate::watch::{self, is_timeout, secs, Report, Stalled, Watched};
 
 /// How a client behaves; [`ClientOptions::default`] suits CI.
 #[derive(Debug, Clone)]
 pub struct ClientOptions {
-    /// Registries (`host` or `host:port`) reached over plain HTTP. `localhost` and `127.0.0.1`
-    /// always are; everything else uses TLS.
-    pub insecure_registries: Vec<String>,
+    /// Registries reached over plain HTTP. `localhost` and `127.0.0.1` always are; everything
+    /// else uses TLS.
+    pub insecure_registries: Vec<RegistryHost>,
     /// Which image of a multi-platform index to pull.
     pub platform: Platform,
     /// Blobs uploaded at once.
@@ -34,6 +35,16 @@ pub struct ClientOptions {
     pub retries: u32,
     /// Wait before the first retry; doubled for each further one.
     pub backoff: Duration,
+    /// How long connecting to a registry may take (each attempt).
+    pub connect_timeout: Duration,
+    /// A transfer moving fewer bytes per second than this over `low_speed_time` is aborted, as
+    /// with curl's `--speed-limit` (0: no minimum rate).
+    pub low_speed_limit: u64,
+    /// The window `low_speed_limit` is measured over; also the longest wait for an answer or
+    /// for the next bytes. A stalled transfer is not retried: it already had a whole window.
+    pub low_speed_time: Duration,
+    /// While a blob is transferred, a progress line (bytes so far) goes to the log this often.
+    pub progress_interval: Duration,
 }
 
 impl Default for ClientOptions {
@@ -45,7 +56,55 @@ impl Default for ClientOptions {
             chunk_size: 16 << 20,
             retries: 3,
             backoff: Duration::from_millis(250),
+            connect_timeout: Duration::from_secs(15),
+            low_speed_limit: 1024,
+            low_speed_time: Duration::from_secs(30),
+            progress_interval: Duration::from_secs(10),
         }
+    }
+}
+
+/// A registry as `HOST[:PORT]` (what `--insecure-registry` takes): host labels of letters,
+/// digits and inner `-` as in image references, and a port from 1 to 65535.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistryHost(String);
+
+impl RegistryHost {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::str::FromStr for RegistryHost {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<RegistryHost> {
+        let invalid = |why: &'static str| Error::InvalidRegistryHost {
+            host: s.to_owned(),
+            why,
+        };
+        let host = match s.rsplit_once(':') {
+            Some((host, port)) => {
+                match port.parse::<u16>() {
+                    Ok(p) if p > 0 && port.bytes().all(|b| b.is_ascii_digit()) => {}
+                    _ => return Err(invalid("the port must be a number from 1 to 65535")),
+                }
+                host
+            }
+            None => s,
+        };
+        if !valid_domain(host) {
+            return Err(invalid(
+                "the host must be a name or address of letters, digits, '.' and inner '-'",
+            ));
+        }
+        Ok(RegistryHost(s.to_owned()))
+    }
+}
+
+impl std::fmt::Display for RegistryHost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
     }
 }
 
@@ -59,10 +118,15 @@ pub struct Client {
 
 impl Client {
     pub fn new(opts: ClientOptions) -> Client {
+        // No single read or write may wait longer than the low-speed window: silence for a
+        // whole window is a stall whatever the rate limit (see `watch`). ureq 2 sets these
+        // timeouts only on a new connection and clears them when it pools one, so a reused
+        // connection would wait forever on a silent registry: every request gets its own.
         let agent = ureq::AgentBuilder::new()
-            .timeout_connect(Duration::from_secs(15))
-            .timeout_read(Duration::from_secs(120))
-            .timeout_write(Duration::from_secs(120))
+            .timeout_connect(opts.connect_timeout)
+            .timeout_read(opts.low_speed_time)
+            .timeout_write(opts.low_speed_time)
+            .max_idle_connections(0)
             .user_agent(concat!("kiln/", env!("CARGO_PKG_VERSION")))
             .build();
         Client {
@@ -112,7 +176,7 @@ impl Client {
                 .opts
                 .insecure_registries
                 .iter()
-                .any(|r| r == registry || r == host);
+                .any(|r| r.as_str() == registry || r.as_str() == host);
         if insecure {
             "http"
         } else {
@@ -250,7 +314,7 @@ impl Repo<'_> {
             let retryable = match &result {
                 Ok(_) => false,
                 Err(ureq::Error::Status(status, _)) => *status >= 500,
-                Err(ureq::Error::Transport(_)) => true,
+                Err(ureq::Error::Transport(t)) => self.stall_reason(t).is_none(),
             };
             if retryable && attempt + 1 < attempts {
                 std::thread::sleep(self.client.opts.backoff * 2u32.saturating_pow(attempt));
@@ -276,7 +340,7 @@ impl Repo<'_> {
                         repository: self.repository.clone(),
                         what: what.to_owned(),
                         status,
-                        why: format!("{why}{}", error_detail(response)),
+                        why: format!("{why}{}", self.error_detail(response)),
                     });
                 }
                 Err(ureq::Error::Status(status, response)) => {
@@ -285,17 +349,73 @@ impl Repo<'_> {
                         repository: self.repository.clone(),
                         what: what.to_owned(),
                         status,
-                        detail: error_detail(response),
+                        detail: self.error_detail(response),
                     })
                 }
                 Err(ureq::Error::Transport(t)) => {
+                    if let Some(why) = self.stall_reason(&t) {
+                        return Err(self.transfer_error(what, &why));
+                    }
+                    let message = transport_message(&t);
+                    let hint = self.tls_hint(&message);
                     return Err(Error::Unreachable {
                         registry: self.registry.clone(),
                         url: strip_query(&url).to_owned(),
-                        why: format!("{what}: {}", transport_message(&t)),
-                    })
+                        why: format!("{what}: {message}{hint}"),
+                    });
                 }
             }
+        }
+    }
+
+    /// `reader` (a body coming from this registry) read within the client's low-speed limits,
+    /// with progress lines about `label` to `report`.
+    pub fn watch<'a, R: Read>(
+        &'a self,
+        reader: R,
+        label: &'a str,
+        total: Option<u64>,
+        report: Report<'a>,
+    ) -> Watched<'a, R> {
+        Watched::new(reader, &self.client.opts, label, total, report)
+    }
+
+    /// A transfer of `what` that broke off (`why`: a stall, or the connection's error).
+    pub fn transfer_error(&self, what: &str, why: &str) -> Error {
+        Error::Transfer {
+            registry: self.registry.clone(),
+            repository: self.repository.clone(),
+            what: what.to_owned(),
+            why: why.to_owned(),
+        }
+    }
+
+    /// Why `t` is a stall, if it is one: a request body [`Watched`] aborted, or a read or write
+    /// on an established connection that timed out. Connection attempts time out as
+    /// unreachable (and are retried) instead.
+    fn stall_reason(&self, t: &ureq::Transport) -> Option<String> {
+        let io = std::error::Error::source(t)?.downcast_ref::<std::io::Error>()?;
+        if let Some(stalled) = io.get_ref().and_then(|e| e.downcast_ref::<Stalled>()) {
+            return Some(stalled.to_string());
+        }
+        (t.kind() == ureq::ErrorKind::Io && is_timeout(io)).then(|| {
+            format!(
+                "stalled: no progress for {} (the low-speed time)",
+                secs(self.client.opts.low_speed_time)
+            )
+        })
+    }
+
+    /// rustls meeting a plain-HTTP answer where a TLS handshake should be reports a "corrupt
+    /// message"; the usual cause is a registry serving HTTP only.
+    fn tls_hint(&self, message: &str) -> String {
+        if self.base.starts_with("https://") && message.contains("corrupt message") {
+            format!(
+                " (if {0} serves plain HTTP, not TLS, pass --insecure-registry {0})",
+                self.registry
+            )
+        } else {
+            String::new()
         }
     }
 
@@ -338,9 +458,10 @@ impl Repo<'_> {
                 let mut file = std::fs::File::open(path).map_err(|e| io_transport(what, e))?;
                 file.seek(SeekFrom::Start(*offset))
                     .map_err(|e| io_transport(what, e))?;
-                request
-                    .set("Content-Length", &len.to_string())
-                    .send(file.take(*len))
+                // ureq reads the body as fast as the registry takes it, so the low-speed limits
+                // apply to uploads through the same reader.
+                let body = self.watch(file.take(*len), what, Some(*len), &watch::silent);
+                request.set("Content-Length", &len.to_string()).send(body)
             }
         }
     }
@@ -424,7 +545,11 @@ impl Repo<'_> {
                 };
                 return Err(refused(
                     status,
-                    format!("{who} ({}){}", strip_query(realm), error_detail(response)),
+                    format!(
+                        "{who} ({}){}",
+                        strip_query(realm),
+                        self.error_detail(response)
+                    ),
                 ));
             }
             Err(ureq::Error::Transport(t)) => {
@@ -440,13 +565,53 @@ impl Repo<'_> {
             token: Option<String>,
             access_token: Option<String>,
         }
-        let answer: TokenAnswer = serde_json::from_reader(response.into_reader().take(1 << 20))
-            .map_err(|e| self.error(format!("token service {realm} sent no token JSON: {e}")))?;
+        let body = response.into_reader().take(1 << 20);
+        let answer: TokenAnswer =
+            serde_json::from_reader(self.watch(body, realm, None, &watch::silent)).map_err(
+                |e| self.error(format!("token service {realm} sent no token JSON: {e}")),
+            )?;
         answer
             .token
             .or(answer.access_token)
             .filter(|t| !t.is_empty())
             .ok_or_else(|| self.error(format!("token service {realm} sent an empty token")))
+    }
+
+    /// The registry's own explanation of an error (`{"errors":[{"code":…,"message":…}]}`), if any.
+    fn error_detail(&self, response: ureq::Response) -> String {
+        #[derive(serde::Deserialize)]
+        struct Errors {
+            #[serde(default)]
+            errors: Vec<ErrorEntry>,
+        }
+        #[derive(serde::Deserialize)]
+        struct ErrorEntry {
+            #[serde(default)]
+            code: String,
+            #[serde(default)]
+            message: String,
+        }
+        let mut body = Vec::new();
+        let reader = response.into_reader().take(64 << 10);
+        let what = "reading an error answer";
+        if self
+            .watch(reader, what, None, &watch::silent)
+            .read_to_end(&mut body)
+            .is_err()
+        {
+            return String::new();
+        }
+        match serde_json::from_slice::<Errors>(&body) {
+            Ok(e) if !e.errors.is_empty() => {
+                let parts: Vec<String> = e
+                    .errors
+                    .iter()
+                    .map(|e| format!("{}: {}", e.code, e.message))
+                    .collect();
+                format!(" ({})", parts.join("; "))
+            }
+            _ => String::new(),
+        }
     }
 }
 
@@ -475,42 +640,6 @@ fn transport_message(t: &ureq::Transport) -> String {
     out
 }
 
-/// The registry's own explanation of an error (`{"errors":[{"code":…,"message":…}]}`), if any.
-fn error_detail(response: ureq::Response) -> String {
-    #[derive(serde::Deserialize)]
-    struct Errors {
-        #[serde(default)]
-        errors: Vec<ErrorEntry>,
-    }
-    #[derive(serde::Deserialize)]
-    struct ErrorEntry {
-        #[serde(default)]
-        code: String,
-        #[serde(default)]
-        message: String,
-    }
-    let mut body = Vec::new();
-    if response
-        .into_reader()
-        .take(64 << 10)
-        .read_to_end(&mut body)
-        .is_err()
-    {
-        return String::new();
-    }
-    match serde_json::from_slice::<Errors>(&body) {
-        Ok(e) if !e.errors.is_empty() => {
-            let parts: Vec<String> = e
-                .errors
-                .iter()
-                .map(|e| format!("{}: {}", e.code, e.message))
-                .collect();
-            format!(" ({})", parts.join("; "))
-        }
-        _ => String::new(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -518,7 +647,10 @@ mod tests {
     #[test]
     fn plain_http_only_for_loopback_and_named_registries() {
         let client = Client::new(ClientOptions {
-            insecure_registries: vec!["build.internal:5000".into(), "mirror.lan".into()],
+            insecure_registries: vec![
+                "build.internal:5000".parse().unwrap(),
+                "mirror.lan".parse().unwrap(),
+            ],
             ..ClientOptions::default()
         });
         for (registry, scheme) in [

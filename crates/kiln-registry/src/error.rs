@@ -31,6 +31,16 @@ pub enum Error {
         status: u16,
         why: String,
     },
+    /// A transfer that stalled or broke off after the registry was reached.
+    #[error("registry {registry}, repository {repository}: {what}: {why}")]
+    Transfer {
+        registry: String,
+        repository: String,
+        what: String,
+        why: String,
+    },
+    #[error("invalid registry {host:?}: {why} (expected HOST[:PORT])")]
+    InvalidRegistryHost { host: String, why: &'static str },
     #[error("registry {registry}, repository {repository}: {why}")]
     Protocol {
         registry: String,

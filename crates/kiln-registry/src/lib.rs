@@ -4,6 +4,7 @@
 //! builds.
 //!
 //! - [`client`]: HTTP (blocking `ureq` with rustls), TLS policy, retries, auth challenges.
+//! - `watch`: low-speed limits and progress lines for transfers.
 //! - [`auth`]: credentials (environment, Docker `config.json`, credential helpers), challenges.
 //! - [`pull`](pull()) and [`push_manifest`]: the two directions.
 
@@ -12,8 +13,9 @@ pub mod client;
 pub mod error;
 mod pull;
 mod push;
+mod watch;
 
-pub use client::{Client, ClientOptions};
+pub use client::{Client, ClientOptions, RegistryHost};
 pub use error::{Error, Result};
 pub use pull::{pull, pull_artifact_manifest, pull_blobs, PullStats};
 pub use push::{push_manifest, PushReport, PushStats};

@@ -2,11 +2,14 @@
 //! the config and layers into the local [`BlobStore`], each streamed to disk and verified against
 //! its digest. Blobs already in the store are never downloaded again; a manifest whose digest the
 //! registry reports on `HEAD` and that is already stored is not downloaded either, so pulling an
-//! unchanged base a second time transfers no blob at all.
+//! unchanged base a second time transfers no blob at all. A stored blob is re-hashed before it
+//! is trusted, so a damaged copy is downloaded again. Transfers run within the client's
+//! low-speed limits; progress lines of long ones go to the caller's log.
 
-use std::io::Read;
+use std::cell::RefCell;
+use std::io::{Read, Write};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{mpsc, Mutex};
 
 use kiln_oci::digest::Digest;
 use kiln_oci::reference::Reference;
@@ -20,6 +23,7 @@ use serde::Serialize;
 
 use crate::client::{Client, Repo, Req};
 use crate::error::{Error, Result};
+use crate::watch::{self, Report};
 
 /// How deep indexes may nest before prefetching gives up (the load then reports it).
 const MAX_INDEX_DEPTH: usize = 4;
@@ -40,24 +44,29 @@ pub struct PullStats {
     pub blobs_cached: u64,
 }
 
-/// Pulls `reference` into `store` (for `client`'s platform when it names an index).
+/// Pulls `reference` into `store` (for `client`'s platform when it names an index); progress
+/// lines of long transfers go to `log`.
 pub fn pull(
     client: &Client,
     reference: &Reference,
     store: &BlobStore,
+    log: &mut dyn Write,
 ) -> Result<(LoadedImage, PullStats)> {
     let repo = client.repo(reference, "pull", &[]);
     let stats = Mutex::new(PullStats::default());
     let root = fetch_root(&repo, reference, store, &stats)?;
-    prefetch(&repo, store, &root, &client.opts.platform, &stats)?;
-    // Whatever prefetching brought in was counted there.
+    prefetch(&repo, store, &root, &client.opts.platform, &stats, log)?;
+    // Whatever prefetching brought in was checked and counted there.
+    let log = RefCell::new(log);
     let fetch = |d: &Descriptor| -> kiln_oci::Result<()> {
         if store.contains(&d.digest) {
             return Ok(());
         }
-        fetch_blob(&repo, store, d, &stats).map_err(|e| kiln_oci::Error::InvalidImage {
-            image: reference.to_string(),
-            why: e.to_string(),
+        fetch_all(&repo, store, &[d], &stats, &mut **log.borrow_mut()).map_err(|e| {
+            kiln_oci::Error::InvalidImage {
+                image: reference.to_string(),
+                why: e.to_string(),
+            }
         })
     };
     let source = ImageSource::Registry(reference.clone());
@@ -87,20 +96,24 @@ fn fetch_root(
         &what,
     );
     match head {
+        // A registry that cannot be reached or stalls would do the same to the GET.
+        Err(e @ (Error::Unreachable { .. } | Error::Transfer { .. })) => return Err(e),
         Ok(head) => {
             let media_type = head.content_type().to_owned();
             let known = head
                 .header("docker-content-digest")
                 .and_then(|d| Digest::parse(d).ok())
                 .or_else(|| reference.digest.clone());
-            if let Some(digest) = known.filter(|d| store.contains(d)) {
-                if let Some(desc) = stored_manifest(store, &digest, &media_type)? {
-                    bump(stats, |s| s.blobs_cached += 1);
-                    return Ok(desc);
+            // A damaged stored copy is dropped here and downloaded again below.
+            if let Some(digest) = known {
+                if store.contains_intact(&digest)? {
+                    if let Some(desc) = stored_manifest(store, &digest, &media_type)? {
+                        bump(stats, |s| s.blobs_cached += 1);
+                        return Ok(desc);
+                    }
                 }
             }
         }
-        Err(e @ Error::Unreachable { .. }) => return Err(e),
         Err(_) => {}
     }
     let (bytes, media_type) = get_manifest(repo, &name, &what)?;
@@ -163,11 +176,12 @@ pub(crate) fn get_manifest(repo: &Repo<'_>, name: &str, what: &str) -> Result<(V
     )?;
     let media_type = response.content_type().to_owned();
     let mut bytes = Vec::new();
-    response
-        .into_reader()
-        .take(MAX_MANIFEST_SIZE + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| repo.error(format!("{what}: reading the answer: {e}")))?;
+    let reader = response.into_reader().take(MAX_MANIFEST_SIZE + 1);
+    let mut body = repo.watch(reader, what, None, &watch::silent);
+    if let Err(e) = body.read_to_end(&mut bytes) {
+        let why = body.failure().map_or_else(|| e.to_string(), str::to_owned);
+        return Err(repo.transfer_error(what, &why));
+    }
     if bytes.len() as u64 > MAX_MANIFEST_SIZE {
         return Err(repo.error(format!(
             "{what}: manifest larger than {MAX_MANIFEST_SIZE} bytes"
@@ -176,20 +190,22 @@ pub(crate) fn get_manifest(repo: &Repo<'_>, name: &str, what: &str) -> Result<(V
     Ok((bytes, media_type))
 }
 
-/// Brings blob `d` into the store unless it is there: manifests through the manifests endpoint,
-/// everything else through blobs, streamed and verified (at most `d.size` bytes are read).
+/// Brings blob `d` into the store unless an intact copy is there: manifests through the
+/// manifests endpoint, everything else through blobs, streamed and verified (at most `d.size`
+/// bytes are read).
 fn fetch_blob(
     repo: &Repo<'_>,
     store: &BlobStore,
     d: &Descriptor,
     stats: &Mutex<PullStats>,
+    report: Report<'_>,
 ) -> Result<()> {
-    if store.contains(&d.digest) {
+    if store.contains_intact(&d.digest)? {
         bump(stats, |s| s.blobs_cached += 1);
         return Ok(());
     }
-    let what = format!("pulling {}", d.digest);
     if is_manifest_type(&d.media_type) {
+        let what = format!("pulling manifest {}", d.digest);
         let (bytes, _) = get_manifest(repo, d.digest.as_str(), &what)?;
         if Digest::of(&bytes) != d.digest {
             return Err(repo.error(format!("{what}: content does not match the digest")));
@@ -201,11 +217,25 @@ fn fetch_blob(
         });
         return Ok(());
     }
+    let what = format!("pulling blob {}", d.digest);
     let response = repo.send(
         &Req::new("GET", repo.url(&format!("blobs/{}", d.digest))),
         &what,
     )?;
-    let (_, size) = store.put_reader(response.into_reader().take(d.size), Some(&d.digest))?;
+    let label = format!(
+        "registry {}, repository {}: {what}",
+        repo.registry, repo.repository
+    );
+    let reader = response.into_reader().take(d.size);
+    let mut body = repo.watch(reader, &label, Some(d.size), report);
+    let (_, size) = match store.put_reader(&mut body, Some(&d.digest)) {
+        Ok(stored) => stored,
+        // A broken transfer names the registry and blob; anything else is the store's.
+        Err(e) => match body.failure() {
+            Some(why) => return Err(repo.transfer_error(&what, why)),
+            None => return Err(e.into()),
+        },
+    };
     bump(stats, |s| {
         s.blobs_downloaded += 1;
         s.bytes_downloaded += size;
@@ -226,12 +256,14 @@ fn prefetch(
     root: &Descriptor,
     platform: &Platform,
     stats: &Mutex<PullStats>,
+    log: &mut dyn Write,
 ) -> Result<()> {
     let mut desc = root.clone();
     for _ in 0..MAX_INDEX_DEPTH {
-        // The root is in the store already (and counted); nested manifests may not be.
-        if !store.contains(&desc.digest) {
-            fetch_blob(repo, store, &desc, stats)?;
+        // The root is in the store already (just checked, and counted); nested manifests may
+        // be missing or damaged.
+        if desc.digest != root.digest {
+            fetch_all(repo, store, &[&desc], stats, log)?;
         }
         let bytes = store.read_verified(&desc.digest)?;
         if let Ok(index) = serde_json::from_slice::<ImageIndex>(&bytes) {
@@ -247,30 +279,55 @@ fn prefetch(
         let blobs: Vec<&Descriptor> = std::iter::once(&manifest.config)
             .chain(&manifest.layers)
             .collect();
-        let next = AtomicUsize::new(0);
-        let first_error = Mutex::new(None);
-        let workers = repo.opts().max_concurrency.clamp(1, blobs.len());
-        std::thread::scope(|scope| {
-            for _ in 0..workers {
-                scope.spawn(|| {
-                    while let Some(d) = blobs.get(next.fetch_add(1, Ordering::Relaxed)) {
-                        if let Err(e) = fetch_blob(repo, store, d, stats) {
-                            first_error
-                                .lock()
-                                .unwrap_or_else(|e| e.into_inner())
-                                .get_or_insert(e);
-                            break;
-                        }
-                    }
-                });
-            }
-        });
-        return match first_error.into_inner().unwrap_or_else(|e| e.into_inner()) {
-            Some(e) => Err(e),
-            None => Ok(()),
-        };
+        return fetch_all(repo, store, &blobs, stats, log);
     }
     Ok(())
+}
+
+/// Fetches `blobs` (those the store lacks) a few at a time. The calling thread writes the
+/// workers' progress lines to `log` as they come, so a long transfer is never silent.
+fn fetch_all(
+    repo: &Repo<'_>,
+    store: &BlobStore,
+    blobs: &[&Descriptor],
+    stats: &Mutex<PullStats>,
+    log: &mut dyn Write,
+) -> Result<()> {
+    let next = AtomicUsize::new(0);
+    let first_error = Mutex::new(None);
+    let workers = repo.opts().max_concurrency.clamp(1, blobs.len().max(1));
+    let (lines, progress) = mpsc::channel::<String>();
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            let lines = lines.clone();
+            let (next, first_error) = (&next, &first_error);
+            scope.spawn(move || {
+                let report = |line: &str| {
+                    let _ = lines.send(line.to_owned());
+                };
+                let failed = || first_error.lock().unwrap_or_else(|e| e.into_inner());
+                while let Some(d) = blobs.get(next.fetch_add(1, Ordering::Relaxed)) {
+                    // After one failure the pull fails: start nothing more.
+                    if failed().is_some() {
+                        break;
+                    }
+                    if let Err(e) = fetch_blob(repo, store, d, stats, &report) {
+                        failed().get_or_insert(e);
+                        break;
+                    }
+                }
+            });
+        }
+        // Ends once every worker is done and has dropped its sender.
+        drop(lines);
+        for line in progress {
+            let _ = writeln!(log, "{line}");
+        }
+    });
+    match first_error.into_inner().unwrap_or_else(|e| e.into_inner()) {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
 }
 
 /// The manifest `reference` names, read as plain data (for artifacts such as Kiln's cache image,
@@ -298,17 +355,18 @@ pub fn pull_artifact_manifest(
     Ok(Some((root.digest, manifest)))
 }
 
-/// Brings `blobs` of `reference`'s repository into `store` (those it lacks), verified.
+/// Brings `blobs` of `reference`'s repository into `store` (those it lacks), verified; progress
+/// lines of long transfers go to `log`.
 pub fn pull_blobs(
     client: &Client,
     reference: &Reference,
     store: &BlobStore,
     blobs: &[Descriptor],
+    log: &mut dyn Write,
 ) -> Result<PullStats> {
     let repo = client.repo(reference, "pull", &[]);
     let stats = Mutex::new(PullStats::default());
-    for d in blobs {
-        fetch_blob(&repo, store, d, &stats)?;
-    }
+    let blobs: Vec<&Descriptor> = blobs.iter().collect();
+    fetch_all(&repo, store, &blobs, &stats, log)?;
     Ok(stats.into_inner().unwrap_or_else(|e| e.into_inner()))
 }

@@ -93,7 +93,7 @@ struct RegistryArgs {
     /// Reach this registry (HOST[:PORT]) over plain HTTP. Repeatable. localhost and 127.0.0.1
     /// always are; every other registry needs TLS.
     #[arg(long, value_name = "HOST[:PORT]")]
-    insecure_registry: Vec<String>,
+    insecure_registry: Vec<kiln_registry::RegistryHost>,
     /// Platform to pull from multi-platform run images (default: the host's).
     #[arg(long, value_name = "OS/ARCH[/VARIANT]", value_parser = parse_platform)]
     platform: Option<Platform>,
