@@ -258,6 +258,132 @@ mod tests {
         assert_eq!(fs::read_link(d.join("start")).unwrap(), Path::new("run.sh"));
     }
 
+    /// A source tree `src/` with `d/f.txt` ("public!") listed for `/workspace`, and a same-sized
+    /// `outside/f.txt` ("SECRET!") that swaps after the listing try to smuggle in.
+    struct Listed {
+        tmp: tempfile::TempDir,
+        entries: Vec<Entry>,
+    }
+
+    impl Listed {
+        fn new() -> Listed {
+            let tmp = tempfile::tempdir().unwrap();
+            let src = tmp.path().join("src");
+            fs::create_dir_all(src.join("d")).unwrap();
+            fs::create_dir_all(tmp.path().join("outside")).unwrap();
+            fs::write(src.join("d/f.txt"), "public!").unwrap();
+            fs::write(tmp.path().join("outside/f.txt"), "SECRET!").unwrap();
+            let rules = exclude_rules(&src, &[]).unwrap();
+            let entries = source_entries(&src, &rules, "/workspace").unwrap();
+            Listed { tmp, entries }
+        }
+
+        fn path(&self, rel: &str) -> PathBuf {
+            self.tmp.path().join(rel)
+        }
+
+        /// `materialize` into a fresh `dest/`: its error, after checking nothing outside leaked.
+        fn materialize_err(&self) -> String {
+            let dest = self.path("dest");
+            fs::create_dir(&dest).unwrap();
+            let result = materialize(&self.entries, "/workspace", &dest);
+            let copied = fs::read(dest.join("d/f.txt")).unwrap_or_default();
+            assert_ne!(copied, b"SECRET!", "the outside file was copied");
+            result.unwrap_err().to_string()
+        }
+    }
+
+    #[test]
+    fn copy_refuses_a_file_swapped_for_a_symlink_after_listing() {
+        let t = Listed::new();
+        fs::remove_file(t.path("src/d/f.txt")).unwrap();
+        symlink(t.path("outside/f.txt"), t.path("src/d/f.txt")).unwrap();
+        let err = t.materialize_err();
+        assert!(err.contains("d/f.txt"), "{err}");
+    }
+
+    #[test]
+    fn copy_refuses_a_parent_directory_swapped_for_a_symlink_after_listing() {
+        let t = Listed::new();
+        fs::rename(t.path("src/d"), t.path("src/d.old")).unwrap();
+        symlink(t.path("outside"), t.path("src/d")).unwrap();
+        let err = t.materialize_err();
+        assert!(err.contains("d/f.txt"), "{err}");
+    }
+
+    #[test]
+    fn static_app_layer_refuses_a_parent_swapped_after_listing() {
+        let t = Listed::new();
+        fs::rename(t.path("src/d"), t.path("src/d.old")).unwrap();
+        symlink(t.path("outside"), t.path("src/d")).unwrap();
+        let store = kiln_oci::store::BlobStore::open(t.path("store")).unwrap();
+        let entries = kiln_oci::layer::normalize(t.entries.clone()).unwrap();
+        let opts = kiln_oci::layer::LayerOptions::default();
+        let err = kiln_oci::layer::write_layer(&store, &entries, &opts)
+            .map(|record| record.diff_id)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("d/f.txt"), "{err}");
+    }
+
+    #[test]
+    fn copy_never_writes_through_a_symlink_planted_in_the_destination() {
+        let t = Listed::new();
+        let dest = t.path("dest");
+        fs::create_dir(&dest).unwrap();
+        symlink(t.path("outside"), dest.join("d")).unwrap();
+        let err = materialize(&t.entries, "/workspace", &dest)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("copying d "), "{err}");
+        assert_eq!(fs::read(t.path("outside/f.txt")).unwrap(), b"SECRET!");
+
+        fs::remove_file(dest.join("d")).unwrap();
+        fs::create_dir(dest.join("d")).unwrap();
+        symlink(t.path("outside/f.txt"), dest.join("d/f.txt")).unwrap();
+        let err = materialize(&t.entries, "/workspace", &dest)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("d/f.txt"), "{err}");
+        assert_eq!(fs::read(t.path("outside/f.txt")).unwrap(), b"SECRET!");
+    }
+
+    #[test]
+    fn symlink_resolving_outside_through_another_link_is_an_error() {
+        let src = tempfile::tempdir().unwrap();
+        let s = src.path();
+        fs::create_dir(s.join("dir")).unwrap();
+        symlink("..", s.join("dir/up")).unwrap();
+        symlink("dir/up/../outside.txt", s.join("x")).unwrap();
+        let rules = exclude_rules(s, &[]).unwrap();
+        let err = source_entries(s, &rules, "/workspace")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("/x: "), "{err}");
+        assert!(err.contains("outside the source tree"), "{err}");
+    }
+
+    #[test]
+    fn symlink_chains_that_stay_inside_are_kept_and_loops_refused() {
+        let src = tempfile::tempdir().unwrap();
+        let s = src.path();
+        fs::create_dir_all(s.join("dir/sub")).unwrap();
+        symlink("..", s.join("dir/up")).unwrap();
+        symlink("dir/up/dir/sub", s.join("ok")).unwrap();
+        symlink("ok/../../f", s.join("ok2")).unwrap();
+        let rules = exclude_rules(s, &[]).unwrap();
+        let entries = source_entries(s, &rules, "/workspace").unwrap();
+        assert!(entries.iter().any(|e| e.path == "workspace/ok2"));
+
+        symlink("loop2", s.join("loop1")).unwrap();
+        symlink("loop1/x", s.join("loop2")).unwrap();
+        let err = source_entries(s, &rules, "/workspace")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("loop1"), "{err}");
+        assert!(err.contains("loop"), "{err}");
+    }
+
     #[test]
     fn escaping_symlink_is_an_error_naming_it() {
         let src = tempfile::tempdir().unwrap();

@@ -1154,6 +1154,59 @@ mod tests {
         );
     }
 
+    /// A tree with `d/secret.txt` ("public!") listed, and a same-sized `secret.txt` ("SECRET!")
+    /// outside it that a swap after the walk tries to smuggle in.
+    fn listed_tree_with_outside_secret() -> (tempfile::TempDir, PathBuf, PathBuf, Vec<Entry>) {
+        let dir = tempfile::tempdir().unwrap();
+        let host = dir.path().join("src");
+        let outside = dir.path().join("outside");
+        fs::create_dir_all(host.join("d")).unwrap();
+        fs::create_dir(&outside).unwrap();
+        fs::write(host.join("d/secret.txt"), b"public!").unwrap();
+        fs::write(outside.join("secret.txt"), b"SECRET!").unwrap();
+        let entries = normalize(tree_entries(&host, "/w").unwrap()).unwrap();
+        (dir, host, outside, entries)
+    }
+
+    /// The layer written for `entries`, or the error, with any blob's bytes checked for the secret.
+    fn layer_without_secret(store: &BlobStore, entries: &[Entry]) -> String {
+        let opts = LayerOptions {
+            compression: Compression::None,
+            ..LayerOptions::default()
+        };
+        match write_layer(store, entries, &opts) {
+            Ok(record) => {
+                let tar = fs::read(store.path(&record.descriptor.digest)).unwrap();
+                let leaked = tar.windows(7).any(|w| w == b"SECRET!");
+                panic!("the layer was written (outside file packed: {leaked})");
+            }
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn a_parent_directory_swapped_for_a_symlink_after_the_walk_is_refused() {
+        let (dir, host, outside, entries) = listed_tree_with_outside_secret();
+        let store = BlobStore::open(dir.path().join("store")).unwrap();
+        fs::rename(host.join("d"), host.join("d.old")).unwrap();
+        std::os::unix::fs::symlink(&outside, host.join("d")).unwrap();
+        let msg = layer_without_secret(&store, &entries);
+        assert!(msg.contains("d/secret.txt"), "{msg}");
+        assert!(content_key(&entries, &LayerOptions::default()).is_err());
+    }
+
+    #[test]
+    fn a_file_replaced_by_another_after_the_walk_is_refused() {
+        let (dir, host, outside, entries) = listed_tree_with_outside_secret();
+        let store = BlobStore::open(dir.path().join("store")).unwrap();
+        // Same size, so only the identity check can tell: a hardlink to a file outside the tree.
+        fs::remove_file(host.join("d/secret.txt")).unwrap();
+        fs::hard_link(outside.join("secret.txt"), host.join("d/secret.txt")).unwrap();
+        let msg = layer_without_secret(&store, &entries);
+        assert!(msg.contains("d/secret.txt"), "{msg}");
+        assert!(msg.contains("not the file that was listed"), "{msg}");
+    }
+
     #[test]
     fn tree_entries_rejects_fifos_naming_them() {
         let dir = tempfile::tempdir().unwrap();
