@@ -51,7 +51,11 @@ fn marked_processes(mark: &str) -> Vec<(u32, String)> {
     let needle = format!("KILN_TEST_MARK={mark}");
     let mut found = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
             continue;
         };
         let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
@@ -85,12 +89,16 @@ fn poll_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
 /// Asserts that no marked process is alive within a few seconds; kills any that are (so a failing
 /// test leaves nothing behind) and names them.
 fn assert_no_step_process_survives(mark: &str, context: &str) {
-    if poll_until(Duration::from_secs(10), || marked_processes(mark).is_empty()) {
+    if poll_until(Duration::from_secs(10), || {
+        marked_processes(mark).is_empty()
+    }) {
         return;
     }
     let left = marked_processes(mark);
     for (pid, _) in &left {
-        let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status();
     }
     panic!("{context}: step processes still alive: {left:?}");
 }
@@ -138,7 +146,11 @@ fn background_processes_of_finished_and_failed_steps_are_killed() {
         let out = build_command(tmp.path(), &bps).output().unwrap();
         assert_eq!(out.status.success(), ok, "{script}: {}", stderr(&out));
         if !ok {
-            assert!(stderr(&out).contains("exited with code 3"), "{}", stderr(&out));
+            assert!(
+                stderr(&out).contains("exited with code 3"),
+                "{}",
+                stderr(&out)
+            );
         }
         assert_no_step_process_survives(&mark, script);
     }
