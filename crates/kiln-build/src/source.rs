@@ -26,8 +26,8 @@ use kiln_oci::layer::{Entry, EntryKind, Listed, TreeRoot};
 use crate::error::{Error, IoContext, Result};
 use crate::ignore::ExcludeRules;
 
-/// How many links one resolution may follow: the kernel's own limit (`MAXSYMLINKS`), so a chain
-/// this check gives up on could not be followed by anything else either.
+/// How many links one resolution may follow: the kernel's own limit (`MAXSYMLINKS`). A longer
+/// chain is refused; the kernel would not follow it either, so it is a loop or a mistake.
 const MAX_LINK_HOPS: usize = 40;
 
 /// Directories never copied, whatever the ignore files say.

@@ -237,7 +237,8 @@ mod tests {
             .contains("long.txt is longer than the 4 bytes"));
     }
 
-    /// `root/d/f` with `d` then swapped for a symlink to `outside/` holding an `f` too.
+    /// `root/d/f` with `d` then swapped for a symlink to `outside/` holding an `f` too (and moved
+    /// to `d.old`, also reachable through the link `inside`).
     fn root_with_swapped_parent() -> (tempfile::TempDir, TreeRoot) {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("root");
@@ -250,6 +251,8 @@ mod tests {
         let tree = TreeRoot::open(&root).unwrap();
         std::fs::rename(root.join("d"), root.join("d.old")).unwrap();
         std::os::unix::fs::symlink(dir.path().join("outside"), root.join("d")).unwrap();
+        // A link that stays inside is refused too: a listed path never went through one.
+        std::os::unix::fs::symlink("d.old", root.join("inside")).unwrap();
         (dir, tree)
     }
 
@@ -273,7 +276,7 @@ mod tests {
             ),
             "in"
         );
-        for rel in ["d/f", "link", "../root/top", "/etc/passwd"] {
+        for rel in ["d/f", "inside/f", "link", "../root/top", "/etc/passwd"] {
             assert!(
                 tree.open_beneath(Path::new(rel), OFlags::RDONLY).is_err(),
                 "{rel}"
@@ -292,7 +295,7 @@ mod tests {
         let rdonly = OFlags::RDONLY | OFlags::NOFOLLOW;
         assert_eq!(read_fd(open("top", rdonly).unwrap()), "top");
         assert_eq!(read_fd(open("./d.old/f", rdonly).unwrap()), "in");
-        for rel in ["d/f", "link", "../root/top", "/etc/passwd"] {
+        for rel in ["d/f", "inside/f", "link", "../root/top", "/etc/passwd"] {
             assert!(open(rel, rdonly).is_err(), "{rel}");
         }
         let dir = OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW;

@@ -1251,7 +1251,8 @@ mod tests {
         (dir, host, outside, entries)
     }
 
-    /// The layer written for `entries`, or the error, with any blob's bytes checked for the secret.
+    /// The error writing `entries` as a layer gives; a layer written anyway fails the test, saying
+    /// whether it packed the secret.
     fn layer_without_secret(store: &BlobStore, entries: &[Entry]) -> String {
         let opts = LayerOptions {
             compression: Compression::None,
