@@ -276,7 +276,7 @@ fn stat_key(entries: &[Entry], opts: &LayerOptions) -> Result<Digest> {
     for entry in entries {
         let (kind, detail) = match &entry.kind {
             EntryKind::Dir => ("dir", String::new()),
-            EntryKind::File { source, size } => {
+            EntryKind::File { source, size, .. } => {
                 let meta =
                     fs::symlink_metadata(source).ctx(|| format!("reading {}", source.display()))?;
                 (

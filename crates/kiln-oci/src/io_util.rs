@@ -1,7 +1,15 @@
-//! Small streaming helpers shared by the layer writer, the archive writer and the image reader.
+//! Small streaming helpers shared by the layer writer, the archive writer and the image reader,
+//! and [`TreeRoot`]: opening paths below a directory without following symlinks.
 
+use std::ffi::OsStr;
 use std::io::{self, Read};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::{Component, Path};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
+use rustix::fs::{Mode, OFlags, ResolveFlags};
+use rustix::io::Errno;
 use sha2::{Digest as _, Sha256};
 
 use crate::digest::Digest;
@@ -69,6 +77,99 @@ impl<R: Read> Read for ExactReader<R> {
         self.remaining -= n as u64;
         Ok(n)
     }
+}
+
+/// A directory held open so that paths below it are opened without following any symlink: the
+/// root a tree was listed from, or a working copy being written. Holding the handle means a root
+/// renamed or replaced later changes nothing; resolving beneath it means a file or a parent
+/// directory swapped for a symlink after listing is an error, never a way out of the tree.
+#[derive(Debug, Clone)]
+pub struct TreeRoot {
+    fd: Arc<OwnedFd>,
+    path: Arc<Path>,
+}
+
+/// Set once `openat2` turned out to be missing (kernel < 5.6, or a seccomp filter refusing it), so
+/// later opens go straight to the per-component walk.
+static NO_OPENAT2: AtomicBool = AtomicBool::new(false);
+
+impl TreeRoot {
+    /// Opens the directory `path`. Symlinks in `path` itself are followed: it is the caller's
+    /// trusted starting point, and only what lies below it is confined.
+    pub fn open(path: &Path) -> io::Result<TreeRoot> {
+        let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        let fd = rustix::fs::open(path, flags, Mode::empty())?;
+        Ok(TreeRoot {
+            fd: Arc::new(fd),
+            path: path.into(),
+        })
+    }
+
+    /// The path the root was opened by (for messages, and to relate listed paths to it).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Opens `rel` (relative, without `..`; empty for the root itself) below the root with
+    /// `flags`, refusing a symlink in any component, the last one included (`ELOOP` or
+    /// `ENOTDIR`). With `O_PATH`, also pass `O_DIRECTORY`: an `O_PATH | O_NOFOLLOW` open of a
+    /// symlink succeeds and refers to the link.
+    pub fn open_beneath(&self, rel: &Path, flags: OFlags) -> io::Result<OwnedFd> {
+        let rel = if rel.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            rel
+        };
+        let flags = flags | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        if !NO_OPENAT2.load(Ordering::Relaxed) {
+            let resolve =
+                ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
+            match rustix::fs::openat2(self.fd.as_fd(), rel, flags, Mode::empty(), resolve) {
+                Err(Errno::NOSYS) | Err(Errno::PERM) => NO_OPENAT2.store(true, Ordering::Relaxed),
+                result => return result.map_err(io::Error::from),
+            }
+        }
+        open_by_components(self.fd.as_fd(), rel, flags)
+    }
+}
+
+/// Paths are what identifies a root in entries compared for equality; the handle has no value.
+impl PartialEq for TreeRoot {
+    fn eq(&self, other: &Self) -> bool {
+        self.path == other.path
+    }
+}
+
+impl Eq for TreeRoot {}
+
+/// [`TreeRoot::open_beneath`] without `openat2`: one `openat` per component, each directory with
+/// `O_NOFOLLOW | O_DIRECTORY` relative to the one before, so no component can be a symlink.
+fn open_by_components(root: BorrowedFd<'_>, rel: &Path, flags: OFlags) -> io::Result<OwnedFd> {
+    let mut names: Vec<&OsStr> = Vec::new();
+    for component in rel.components() {
+        match component {
+            Component::Normal(name) => names.push(name),
+            Component::CurDir => {}
+            _ => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("{} is not a path below the root", rel.display()),
+                ))
+            }
+        }
+    }
+    let Some((last, parents)) = names.split_last() else {
+        return Ok(rustix::fs::openat(root, ".", flags, Mode::empty())?);
+    };
+    let dir_flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let mut dir: Option<OwnedFd> = None;
+    for name in parents {
+        let at = dir.as_ref().map_or(root, AsFd::as_fd);
+        let next = rustix::fs::openat(at, *name, dir_flags, Mode::empty())?;
+        dir = Some(next);
+    }
+    let at = dir.as_ref().map_or(root, AsFd::as_fd);
+    Ok(rustix::fs::openat(at, *last, flags, Mode::empty())?)
 }
 
 /// Hashes everything read through it, so a blob copied verbatim can be verified on the way.
@@ -139,6 +240,72 @@ mod tests {
         assert!(err
             .to_string()
             .contains("long.txt is longer than the 4 bytes"));
+    }
+
+    /// `root/d/f` with `d` then swapped for a symlink to `outside/` holding an `f` too (and moved
+    /// to `d.old`, also reachable through the link `inside`).
+    fn root_with_swapped_parent() -> (tempfile::TempDir, TreeRoot) {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        std::fs::create_dir_all(root.join("d")).unwrap();
+        std::fs::create_dir_all(dir.path().join("outside")).unwrap();
+        std::fs::write(root.join("d/f"), "in").unwrap();
+        std::fs::write(dir.path().join("outside/f"), "out").unwrap();
+        std::fs::write(root.join("top"), "top").unwrap();
+        std::os::unix::fs::symlink("top", root.join("link")).unwrap();
+        let tree = TreeRoot::open(&root).unwrap();
+        std::fs::rename(root.join("d"), root.join("d.old")).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("outside"), root.join("d")).unwrap();
+        // A link that stays inside is refused too: a listed path never went through one.
+        std::os::unix::fs::symlink("d.old", root.join("inside")).unwrap();
+        (dir, tree)
+    }
+
+    fn read_fd(fd: OwnedFd) -> String {
+        let mut text = String::new();
+        std::fs::File::from(fd).read_to_string(&mut text).unwrap();
+        text
+    }
+
+    #[test]
+    fn open_beneath_refuses_symlinks_in_any_component() {
+        let (_dir, tree) = root_with_swapped_parent();
+        assert_eq!(
+            read_fd(tree.open_beneath(Path::new("top"), OFlags::RDONLY).unwrap()),
+            "top"
+        );
+        assert_eq!(
+            read_fd(
+                tree.open_beneath(Path::new("d.old/f"), OFlags::RDONLY)
+                    .unwrap()
+            ),
+            "in"
+        );
+        for rel in ["d/f", "inside/f", "link", "../root/top", "/etc/passwd"] {
+            assert!(
+                tree.open_beneath(Path::new(rel), OFlags::RDONLY).is_err(),
+                "{rel}"
+            );
+        }
+        let dir = OFlags::PATH | OFlags::DIRECTORY;
+        assert!(tree.open_beneath(Path::new("d"), dir).is_err());
+        assert!(tree.open_beneath(Path::new(""), dir).is_ok());
+    }
+
+    /// The fallback for kernels without `openat2` gives the same answers.
+    #[test]
+    fn open_by_components_refuses_symlinks_in_any_component() {
+        let (_dir, tree) = root_with_swapped_parent();
+        let open = |rel: &str, flags| open_by_components(tree.fd.as_fd(), Path::new(rel), flags);
+        let rdonly = OFlags::RDONLY | OFlags::NOFOLLOW;
+        assert_eq!(read_fd(open("top", rdonly).unwrap()), "top");
+        assert_eq!(read_fd(open("./d.old/f", rdonly).unwrap()), "in");
+        for rel in ["d/f", "inside/f", "link", "../root/top", "/etc/passwd"] {
+            assert!(open(rel, rdonly).is_err(), "{rel}");
+        }
+        let dir = OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW;
+        assert!(open("d", dir).is_err());
+        assert!(open("", dir).is_ok());
     }
 
     #[test]

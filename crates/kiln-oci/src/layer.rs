@@ -11,6 +11,9 @@
 //! - permission bits kept (`mode & 0o7777`, so exec/setuid bits survive);
 //! - symlinks stored as symlinks, never followed; hardlinks only to an earlier entry of the same
 //!   layer (files sharing a host inode become hardlinks to the first such path);
+//! - a file found by a walk is reopened below the walk's root handle without following any
+//!   symlink, and must be the very file listed (same inode, still regular, same size): a file or
+//!   parent directory swapped after listing is an error, never a way to pack a host file;
 //! - PAX extended headers only where needed (path > ustar limits, link target > 100 bytes, size ≥
 //!   8 GiB); no global PAX headers, no GNU long-name entries, no sparse entries;
 //! - gzip: one member, header mtime 0, no file name.
@@ -29,6 +32,7 @@ use walkdir::WalkDir;
 use crate::digest::{Digest, HashingWriter};
 use crate::error::{Error, IoContext, Result};
 use crate::io_util::ExactReader;
+pub use crate::io_util::TreeRoot;
 use crate::spec::{Descriptor, LayerRecord};
 use crate::store::BlobStore;
 
@@ -121,10 +125,13 @@ impl Default for LayerOptions {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EntryKind {
     Dir,
-    /// A regular file whose bytes are read from `source` when the layer is written.
+    /// A regular file whose bytes are read from `source` when the layer is written (see
+    /// [`open_file`]).
     File {
         source: PathBuf,
         size: u64,
+        /// How a directory walk found it; `None` for a path the caller vouches for as a whole.
+        listed: Option<Listed>,
     },
     Symlink {
         target: String,
@@ -133,6 +140,27 @@ pub enum EntryKind {
     Hardlink {
         target: String,
     },
+}
+
+/// Where a directory walk found a file: the walk's root, held open, and the file's identity then,
+/// so that reading it later can refuse anything else (see [`open_file`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    /// The walk's root; the entry's `source` lies below its path.
+    pub root: TreeRoot,
+    pub dev: u64,
+    pub ino: u64,
+}
+
+impl Listed {
+    /// `meta` is the walk's (not following) metadata of a file below `root`.
+    pub fn new(root: &TreeRoot, meta: &fs::Metadata) -> Listed {
+        Listed {
+            root: root.clone(),
+            dev: meta.dev(),
+            ino: meta.ino(),
+        }
+    }
 }
 
 /// One tar entry. `path` is image-relative with no leading `/` and no `.`/`..` components
@@ -167,6 +195,7 @@ pub fn tree_entries(host_root: &Path, image_dir: &str) -> Result<Vec<Entry>> {
     if !prefix.is_empty() {
         validate_path(prefix)?;
     }
+    let root = TreeRoot::open(host_root).ctx(|| format!("opening {}", host_root.display()))?;
     let mut found: Vec<(Entry, Option<(u64, u64)>)> = Vec::new();
     for item in WalkDir::new(host_root)
         .follow_links(false)
@@ -207,6 +236,7 @@ pub fn tree_entries(host_root: &Path, image_dir: &str) -> Result<Vec<Entry>> {
             EntryKind::File {
                 source: host_path.to_owned(),
                 size: md.len(),
+                listed: Some(Listed::new(&root, &md)),
             }
         } else if file_type.is_symlink() {
             let target = fs::read_link(host_path)
@@ -325,8 +355,12 @@ pub fn fingerprint(entries: &[Entry]) -> Result<Vec<EntryPrint>> {
         .map(|entry| {
             let (kind, content, size) = match &entry.kind {
                 EntryKind::Dir => ("dir", String::new(), 0),
-                EntryKind::File { source, size } => {
-                    let digest = hash_file(source, *size, &entry.path)?;
+                EntryKind::File {
+                    source,
+                    size,
+                    listed,
+                } => {
+                    let digest = hash_file(source, *size, listed.as_ref(), &entry.path)?;
                     ("file", digest.hex().to_owned(), *size)
                 }
                 EntryKind::Symlink { target } => ("symlink", target.clone(), 0),
@@ -441,10 +475,15 @@ fn append_entry<W: Write>(
         let pax_header = pax_header(&entry.path, records.len() as u64, opts);
         builder.append(&pax_header, records.as_slice()).ctx(ctx)?;
     }
-    let EntryKind::File { source, size } = &entry.kind else {
+    let EntryKind::File {
+        source,
+        size,
+        listed,
+    } = &entry.kind
+    else {
         return builder.append(&header, io::empty()).ctx(ctx);
     };
-    let file = open_regular(source, &entry.path)?;
+    let file = open_file(source, listed.as_ref(), &entry.path)?;
     let mut content = ExactReader::new(file, *size, source.display().to_string());
     builder.append(&header, &mut content).ctx(ctx)?;
     content.check_end().ctx(ctx)
@@ -569,32 +608,75 @@ fn pax_record(out: &mut Vec<u8>, key: &str, value: &[u8]) {
     out.push(b'\n');
 }
 
-/// Opens the source of a regular-file entry, checking it still is one.
-fn open_regular(source: &Path, entry_path: &str) -> Result<File> {
-    // O_NOFOLLOW: the path was a regular file when walked; if it has been swapped for a symlink
-    // since, fail instead of packing whatever it points to. O_NONBLOCK: opening a file swapped for
-    // a fifo must not hang (it has no effect on regular files).
-    let file = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(source)
-        .ctx(|| format!("opening {} for layer entry {entry_path}", source.display()))?;
-    let is_file = file
+/// Opens the source of a regular-file entry (`source` and `listed` of [`EntryKind::File`]) for
+/// reading, checking it still is the regular file that was listed. A listed file is opened below
+/// its walk's root handle with no symlink allowed in any component, and must have the inode the
+/// walk saw: a file or a parent directory swapped for a symlink, or a file replaced (say by a
+/// hardlink to a file elsewhere), after listing is an error naming it. Without `listed`, only the
+/// last component is kept from being a symlink. Callers check the size ([`write_layer`] does).
+pub fn open_file(source: &Path, listed: Option<&Listed>, entry_path: &str) -> Result<File> {
+    let ctx = || format!("opening {} for layer entry {entry_path}", source.display());
+    // O_NONBLOCK: opening a file swapped for a fifo must not hang (no effect on regular files).
+    let file = match listed {
+        Some(listed) => {
+            let rel = source.strip_prefix(listed.root.path()).map_err(|_| {
+                invalid(
+                    entry_path,
+                    &format!(
+                        "{} is not below {}, the directory it was listed from",
+                        source.display(),
+                        listed.root.path().display()
+                    ),
+                )
+            })?;
+            let flags = rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::NONBLOCK;
+            File::from(listed.root.open_beneath(rel, flags).map_err(|e| {
+                let why = match e.raw_os_error() {
+                    Some(libc::ELOOP | libc::ENOTDIR | libc::EXDEV) => {
+                        " (it or a parent directory is now a symlink: changed since it was listed?)"
+                    }
+                    _ => "",
+                };
+                Error::io(format!("{}{why}", ctx()), e)
+            })?)
+        }
+        None => OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+            .open(source)
+            .ctx(ctx)?,
+    };
+    let meta = file
         .metadata()
-        .ctx(|| format!("reading metadata of {}", source.display()))?
-        .is_file();
-    if !is_file {
+        .ctx(|| format!("reading metadata of {}", source.display()))?;
+    if !meta.is_file() {
         return Err(invalid(
             entry_path,
             &format!("{} is no longer a regular file", source.display()),
         ));
     }
+    if let Some(listed) = listed {
+        if (meta.dev(), meta.ino()) != (listed.dev, listed.ino) {
+            return Err(invalid(
+                entry_path,
+                &format!(
+                    "{} is not the file that was listed (replaced since?)",
+                    source.display()
+                ),
+            ));
+        }
+    }
     Ok(file)
 }
 
-fn hash_file(source: &Path, size: u64, entry_path: &str) -> Result<Digest> {
+fn hash_file(
+    source: &Path,
+    size: u64,
+    listed: Option<&Listed>,
+    entry_path: &str,
+) -> Result<Digest> {
     let ctx = || format!("hashing {}", source.display());
-    let file = open_regular(source, entry_path)?;
+    let file = open_file(source, listed, entry_path)?;
     let mut reader = ExactReader::new(file, size, source.display().to_string());
     let mut hasher = Sha256::new();
     io::copy(&mut reader, &mut hasher).ctx(ctx)?;
@@ -1030,6 +1112,7 @@ mod tests {
             kind: EntryKind::File {
                 source: PathBuf::from("/nonexistent"),
                 size: 9 << 30,
+                listed: None,
             },
             mode: 0o644,
         };
@@ -1152,6 +1235,60 @@ mod tests {
                 .count(),
             0
         );
+    }
+
+    /// A tree with `d/secret.txt` ("public!") listed, and a same-sized `secret.txt` ("SECRET!")
+    /// outside it that a swap after the walk tries to smuggle in.
+    fn listed_tree_with_outside_secret() -> (tempfile::TempDir, PathBuf, PathBuf, Vec<Entry>) {
+        let dir = tempfile::tempdir().unwrap();
+        let host = dir.path().join("src");
+        let outside = dir.path().join("outside");
+        fs::create_dir_all(host.join("d")).unwrap();
+        fs::create_dir(&outside).unwrap();
+        fs::write(host.join("d/secret.txt"), b"public!").unwrap();
+        fs::write(outside.join("secret.txt"), b"SECRET!").unwrap();
+        let entries = normalize(tree_entries(&host, "/w").unwrap()).unwrap();
+        (dir, host, outside, entries)
+    }
+
+    /// The error writing `entries` as a layer gives; a layer written anyway fails the test, saying
+    /// whether it packed the secret.
+    fn layer_without_secret(store: &BlobStore, entries: &[Entry]) -> String {
+        let opts = LayerOptions {
+            compression: Compression::None,
+            ..LayerOptions::default()
+        };
+        match write_layer(store, entries, &opts) {
+            Ok(record) => {
+                let tar = fs::read(store.path(&record.descriptor.digest)).unwrap();
+                let leaked = tar.windows(7).any(|w| w == b"SECRET!");
+                panic!("the layer was written (outside file packed: {leaked})");
+            }
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn a_parent_directory_swapped_for_a_symlink_after_the_walk_is_refused() {
+        let (dir, host, outside, entries) = listed_tree_with_outside_secret();
+        let store = BlobStore::open(dir.path().join("store")).unwrap();
+        fs::rename(host.join("d"), host.join("d.old")).unwrap();
+        std::os::unix::fs::symlink(&outside, host.join("d")).unwrap();
+        let msg = layer_without_secret(&store, &entries);
+        assert!(msg.contains("d/secret.txt"), "{msg}");
+        assert!(content_key(&entries, &LayerOptions::default()).is_err());
+    }
+
+    #[test]
+    fn a_file_replaced_by_another_after_the_walk_is_refused() {
+        let (dir, host, outside, entries) = listed_tree_with_outside_secret();
+        let store = BlobStore::open(dir.path().join("store")).unwrap();
+        // Same size, so only the identity check can tell: a hardlink to a file outside the tree.
+        fs::remove_file(host.join("d/secret.txt")).unwrap();
+        fs::hard_link(outside.join("secret.txt"), host.join("d/secret.txt")).unwrap();
+        let msg = layer_without_secret(&store, &entries);
+        assert!(msg.contains("d/secret.txt"), "{msg}");
+        assert!(msg.contains("not the file that was listed"), "{msg}");
     }
 
     #[test]

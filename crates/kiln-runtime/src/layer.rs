@@ -41,7 +41,11 @@ impl ProvidedRuntime {
                     let size = fs::metadata(&source)
                         .map_err(|e| Error::io(format!("reading {}", source.display()), e))?
                         .len();
-                    entry.kind = EntryKind::File { source, size };
+                    entry.kind = EntryKind::File {
+                        source,
+                        size,
+                        listed: None,
+                    };
                 }
             }
         }
@@ -82,6 +86,7 @@ fn single_entry(host: &Path, md: &fs::Metadata, path: String) -> Result<Entry, E
         EntryKind::File {
             source: host.to_path_buf(),
             size: md.len(),
+            listed: None,
         }
     } else {
         return Err(Error::io(

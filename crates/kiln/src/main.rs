@@ -217,6 +217,8 @@ enum Format {
 }
 
 fn main() -> ExitCode {
+    // Before anything else: in its hidden supervisor mode the binary runs one build step and exits.
+    kiln_build::steps::supervise_if_asked();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Build(args) => build(*args),

@@ -436,6 +436,7 @@ fn busybox_v2(out: &Path) {
             kind: EntryKind::File {
                 source: busybox.to_path_buf(),
                 size: std::fs::metadata(busybox).unwrap().len(),
+                listed: None,
             },
             mode: 0o755,
         },
@@ -444,6 +445,7 @@ fn busybox_v2(out: &Path) {
             kind: EntryKind::File {
                 source: marker,
                 size: 2,
+                listed: None,
             },
             mode: 0o644,
         },

@@ -119,6 +119,7 @@ pub fn busybox_base_image(out: &Path) {
         kind: EntryKind::File {
             source: busybox.to_path_buf(),
             size,
+            listed: None,
         },
         mode: 0o755,
     }];
