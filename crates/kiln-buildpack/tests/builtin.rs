@@ -261,11 +261,13 @@ fn rust_fixture_plans_a_static_cargo_install() {
     assert_eq!(detection.buildpacks, [verdict("rust", "found Cargo.toml")]);
     let plan = plan_builtin(&src).unwrap();
     let step = &plan.buildpacks[0].steps[0];
-    assert_eq!(step.command, "cargo");
+    // Through sh, for `--target "$(host triple)"`: see buildpacks/rust/buildpack.toml.
+    assert_eq!(step.command, "sh");
+    assert!(step.args[1].starts_with("exec cargo install --target "));
     assert_eq!(
-        step.args,
+        step.args[2..],
         [
-            "install",
+            "sh",
             "--path",
             ".",
             "--root",

@@ -142,6 +142,17 @@ pub enum EntryKind {
     },
 }
 
+impl EntryKind {
+    /// A regular file at a path the caller vouches for as a whole (not found by a walk).
+    pub fn file(source: impl Into<PathBuf>, size: u64) -> EntryKind {
+        EntryKind::File {
+            source: source.into(),
+            size,
+            listed: None,
+        }
+    }
+}
+
 /// Where a directory walk found a file: the walk's root, held open, and the file's identity then,
 /// so that reading it later can refuse anything else (see [`open_file`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -1109,11 +1120,7 @@ mod tests {
         let opts = LayerOptions::default();
         let big = Entry {
             path: "big".into(),
-            kind: EntryKind::File {
-                source: PathBuf::from("/nonexistent"),
-                size: 9 << 30,
-                listed: None,
-            },
+            kind: EntryKind::file(PathBuf::from("/nonexistent"), 9 << 30),
             mode: 0o644,
         };
         let (header, pax) = entry_header(&big, &opts);

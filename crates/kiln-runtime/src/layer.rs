@@ -41,11 +41,7 @@ impl ProvidedRuntime {
                     let size = fs::metadata(&source)
                         .map_err(|e| Error::io(format!("reading {}", source.display()), e))?
                         .len();
-                    entry.kind = EntryKind::File {
-                        source,
-                        size,
-                        listed: None,
-                    };
+                    entry.kind = EntryKind::file(source, size);
                 }
             }
         }
@@ -83,11 +79,7 @@ fn single_entry(host: &Path, md: &fs::Metadata, path: String) -> Result<Entry, E
             target: target.to_string_lossy().into_owned(),
         }
     } else if md.is_file() {
-        EntryKind::File {
-            source: host.to_path_buf(),
-            size: md.len(),
-            listed: None,
-        }
+        EntryKind::file(host.to_path_buf(), md.len())
     } else {
         return Err(Error::io(
             format!("packing {}", host.display()),

@@ -237,20 +237,42 @@ fn oci_dir_output_is_an_oci_layout_skopeo_reads() {
 /// The README's example: a static Rust binary on scratch, built with only the Rust toolchain.
 #[test]
 fn readme_example_rust_hello_runs_on_scratch() {
+    rust_app_runs_on_scratch(
+        "rust-hello",
+        "rust-hello",
+        "/readme",
+        "hello from kiln rust-hello at /readme\n",
+    );
+}
+
+/// A virtual workspace: the only member with a binary is built, and its proc-macro dependency
+/// builds for the host although the binary is linked statically (`--target`).
+#[test]
+fn rust_workspace_with_a_proc_macro_builds_its_binary_member() {
+    rust_app_runs_on_scratch(
+        "rust-workspace-macro",
+        "server",
+        "/ws",
+        "hello from the kiln workspace at /ws\n",
+    );
+}
+
+/// Builds a Rust fixture on scratch and checks what ships (only `bin/<bin>`) and what it answers.
+fn rust_app_runs_on_scratch(fixture_name: &str, bin: &str, path: &str, expected: &str) {
     let tmp = tempfile::tempdir().unwrap();
-    let out = tmp.path().join("rust-hello.tar");
+    let out = tmp.path().join("app.tar");
     let report = build_json(&[
-        fixture("rust-hello").to_str().unwrap(),
+        fixture(fixture_name).to_str().unwrap(),
         "--output",
         out.to_str().unwrap(),
         "--tag",
-        "rust-hello:latest",
+        &format!("{fixture_name}:latest"),
         "--cache-dir",
         tmp.path().join("cache").to_str().unwrap(),
     ]);
     assert_eq!(
         report["processes"][0]["command"],
-        serde_json::json!(["/layers/rust/bin/bin/rust-hello"])
+        serde_json::json!([format!("/layers/rust/bin/bin/{bin}")])
     );
     let names: Vec<&str> = report["layers"]
         .as_array()
@@ -267,14 +289,14 @@ fn readme_example_rust_hello_runs_on_scratch() {
         &format!("oci-archive:{}", out.display()),
         &[("PORT", &port.to_string())],
     );
-    let (status, body) = container.http_get(port, "/readme");
+    let (status, body) = container.http_get(port, path);
     assert!(status.contains("200"), "{status}");
-    assert_eq!(body, "hello from kiln rust-hello at /readme\n");
+    assert_eq!(body, expected);
     // Only the binary ships from the build: no .crates.toml bookkeeping, no target dir.
-    let bin = container.rootfs().join("layers/rust/bin");
-    let mut shipped: Vec<String> = walk(&bin);
+    let layer = container.rootfs().join("layers/rust/bin");
+    let mut shipped: Vec<String> = walk(&layer);
     shipped.sort();
-    assert_eq!(shipped, ["bin", "bin/rust-hello"]);
+    assert_eq!(shipped, ["bin".to_owned(), format!("bin/{bin}")]);
 }
 
 fn walk(dir: &Path) -> Vec<String> {

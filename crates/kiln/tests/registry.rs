@@ -433,20 +433,15 @@ fn busybox_v2(out: &Path) {
     let mut entries = vec![
         Entry {
             path: "bin/busybox".into(),
-            kind: EntryKind::File {
-                source: busybox.to_path_buf(),
-                size: std::fs::metadata(busybox).unwrap().len(),
-                listed: None,
-            },
+            kind: EntryKind::file(
+                busybox.to_path_buf(),
+                std::fs::metadata(busybox).unwrap().len(),
+            ),
             mode: 0o755,
         },
         Entry {
             path: "etc/base-version".into(),
-            kind: EntryKind::File {
-                source: marker,
-                size: 2,
-                listed: None,
-            },
+            kind: EntryKind::file(marker, 2),
             mode: 0o644,
         },
     ];

@@ -1,5 +1,6 @@
 //! Rust: the toolchain (`rust-toolchain.toml`, `rust-toolchain`, `rust-version`), workspaces, and
-//! which binary the image runs (`default-run`, the package, a single `src/bin/*`).
+//! which binary the image runs (`default-run`, the package, a single `src/bin/*`; in a virtual
+//! workspace, the only member with a binary).
 
 use super::{first_version, toml_str, version_text, Facts, Tree, Workspaces};
 use crate::error::Result;
@@ -54,19 +55,48 @@ pub(super) fn analyze(tree: &Tree) -> Result<Facts> {
         });
     }
 
+    // The package to install: the root's, else the only workspace member with a binary.
+    let (package, bin) = if cargo.contains_key("package") {
+        (".".to_owned(), binary(tree, ".", &cargo, &mut facts.notes)?)
+    } else {
+        workspace_binary(tree, facts.workspaces.as_ref(), &mut facts.notes)?
+    };
+    if let Some((name, from)) = bin {
+        facts.set("bin", name);
+        facts.set("bin_from", from);
+        facts.set("package_path", package);
+    }
+    Ok(facts)
+}
+
+/// The binary of the package in `dir` (`.` or a workspace member), with where it was found.
+fn binary(
+    tree: &Tree,
+    dir: &str,
+    cargo: &toml::Table,
+    notes: &mut Vec<String>,
+) -> Result<Option<(String, String)>> {
+    let at = |rel: &str| {
+        if dir == "." {
+            rel.to_owned()
+        } else {
+            format!("{dir}/{rel}")
+        }
+    };
+    let manifest = at("Cargo.toml");
     let bins: Vec<String> = tree
-        .list("src/bin", false)?
+        .list(&at("src/bin"), false)?
         .into_iter()
         .filter_map(|f| f.strip_suffix(".rs").map(str::to_owned))
         .collect();
-    let bin = if let Some(run) = toml_str(&cargo, "package.default-run") {
-        Some((run.to_owned(), "Cargo.toml package.default-run"))
+    let found = if let Some(run) = toml_str(cargo, "package.default-run") {
+        Some((run.to_owned(), format!("{manifest} package.default-run")))
     } else if let Some(name) =
-        toml_str(&cargo, "package.name").filter(|_| tree.is_file("src/main.rs"))
+        toml_str(cargo, "package.name").filter(|_| tree.is_file(&at("src/main.rs")))
     {
-        Some((name.to_owned(), "Cargo.toml package.name"))
+        Some((name.to_owned(), format!("{manifest} package.name")))
     } else if bins.len() == 1 {
-        Some((bins[0].clone(), "src/bin/"))
+        Some((bins[0].clone(), at("src/bin/")))
     } else if let Some(name) = cargo
         .get("bin")
         .and_then(|b| b.as_array())
@@ -74,29 +104,86 @@ pub(super) fn analyze(tree: &Tree) -> Result<Facts> {
         .and_then(|b| b[0].get("name"))
         .and_then(|n| n.as_str())
     {
-        Some((name.to_owned(), "Cargo.toml [[bin]]"))
+        Some((name.to_owned(), format!("{manifest} [[bin]]")))
     } else {
         if bins.len() > 1 {
-            facts.notes.push(format!(
-                "several binaries in src/bin ({}); set package.default-run",
+            notes.push(format!(
+                "several binaries in {} ({}); set package.default-run",
+                at("src/bin"),
                 bins.join(", ")
             ));
+        } else if dir == "." {
+            notes.push(
+                "no binary: no src/main.rs, src/bin/*.rs or single [[bin]] (a library?)".into(),
+            );
         }
         None
     };
-    if let Some((name, from)) = bin {
-        facts.set("bin", name);
-        facts.set("bin_from", from);
-    } else if toml_str(&cargo, "package.name").is_none() {
-        facts
-            .notes
-            .push("virtual workspace: build a member as the app root".into());
-    } else if bins.is_empty() {
-        facts
-            .notes
-            .push("no binary: no src/main.rs, src/bin/*.rs or single [[bin]] (a library?)".into());
+    Ok(found)
+}
+
+/// A virtual workspace's app: the only member with a binary. Members are the listed paths and
+/// `dir/*` globs (one directory level), each read as its own `Cargo.toml`.
+fn workspace_binary(
+    tree: &Tree,
+    workspaces: Option<&Workspaces>,
+    notes: &mut Vec<String>,
+) -> Result<(String, Option<(String, String)>)> {
+    let mut members = Vec::new();
+    for pattern in workspaces.map(|w| w.members.as_slice()).unwrap_or_default() {
+        let pattern = pattern.trim_end_matches('/');
+        match pattern.strip_suffix("/*") {
+            Some(parent) if !parent.contains(['*', '?', '[']) => members.extend(
+                tree.list(parent, true)?
+                    .into_iter()
+                    .map(|child| format!("{parent}/{child}")),
+            ),
+            _ if !pattern.contains(['*', '?', '[']) && !pattern.contains("..") => {
+                members.push(pattern.to_owned())
+            }
+            _ => notes.push(format!(
+                "workspace member pattern {pattern:?} is not followed"
+            )),
+        }
     }
-    Ok(facts)
+    let mut found = Vec::new();
+    for member in &members {
+        let Some(cargo) = tree.toml(&format!("{member}/Cargo.toml"))? else {
+            continue;
+        };
+        if let Some(bin) = binary(tree, member, &cargo, &mut Vec::new())? {
+            found.push((member.clone(), bin));
+        }
+    }
+    match found.len() {
+        1 => {
+            let (member, (name, from)) = found.remove(0);
+            Ok((member, Some((name, from))))
+        }
+        0 => {
+            notes.push(if members.is_empty() {
+                "virtual workspace with no binary member (no member directories found)".to_owned()
+            } else {
+                format!(
+                    "virtual workspace with no binary member (looked in {})",
+                    members.join(", ")
+                )
+            });
+            Ok((".".into(), None))
+        }
+        _ => {
+            let names: Vec<String> = found
+                .iter()
+                .map(|(member, (bin, _))| format!("{bin} in {member}"))
+                .collect();
+            notes.push(format!(
+                "virtual workspace with several binary members ({}): build one member as the \
+                 app root, or set the start command",
+                names.join(", ")
+            ));
+            Ok((".".into(), None))
+        }
+    }
 }
 
 /// What cargo itself would refuse before building anything: a manifest with neither `[package]`

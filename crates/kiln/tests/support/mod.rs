@@ -116,11 +116,7 @@ pub fn busybox_base_image(out: &Path) {
         .len();
     let mut entries = vec![Entry {
         path: "bin/busybox".into(),
-        kind: EntryKind::File {
-            source: busybox.to_path_buf(),
-            size,
-            listed: None,
-        },
+        kind: EntryKind::file(busybox, size),
         mode: 0o755,
     }];
     for applet in ["sh", "httpd", "cat", "ls", "env", "wget"] {
@@ -161,10 +157,7 @@ pub fn tiny_base_image(out: &Path, version: &str, tag: Option<&str>, architectur
     std::fs::write(&file, version).unwrap();
     let entries = vec![Entry {
         path: "etc/base-version".into(),
-        kind: EntryKind::File {
-            source: file,
-            size: version.len() as u64,
-        },
+        kind: EntryKind::file(file, version.len() as u64),
         mode: 0o644,
     }];
     let store = BlobStore::open(dir.path().join("store")).unwrap();
