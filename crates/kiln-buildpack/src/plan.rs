@@ -607,17 +607,21 @@ const SHELL_WORDS: &[&str] = &[
     "unset", "until", "wait", "while",
 ];
 
+/// Whether `command` is more than a plain program with arguments (see [`argv_of`]).
+pub(crate) fn needs_shell(command: &str) -> bool {
+    command.contains(SHELL_SYNTAX)
+        || command
+            .split_whitespace()
+            .next()
+            .is_none_or(|w| w.contains('=') || SHELL_WORDS.contains(&w))
+}
+
 /// The argv for a command string: split on whitespace and executed directly when it is a plain
 /// program with arguments (so it runs on images without a shell, like scratch), else run by
 /// `/bin/sh -c`. A first word with `=` is an environment assignment, which needs the shell too.
 fn argv_of(command: &str) -> Vec<String> {
-    let words: Vec<&str> = command.split_whitespace().collect();
-    let plain = !command.contains(SHELL_SYNTAX)
-        && words
-            .first()
-            .is_some_and(|w| !w.contains('=') && !SHELL_WORDS.contains(w));
-    if plain {
-        words.into_iter().map(str::to_owned).collect()
+    if !needs_shell(command) {
+        command.split_whitespace().map(str::to_owned).collect()
     } else {
         vec!["/bin/sh".to_owned(), "-c".to_owned(), command.to_owned()]
     }

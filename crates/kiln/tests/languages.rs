@@ -49,7 +49,8 @@ fn node_fixture_builds_with_npm_ci_and_its_build_script() {
     };
     assert_eq!(
         report["processes"][0]["command"],
-        serde_json::json!(["npm", "start"])
+        // The start script's own command, run directly: no npm needed in the image.
+        serde_json::json!(["node", "server.js"])
     );
     assert!(layer_names(&report).contains(&"app".to_owned()), "{report}");
 }
@@ -91,6 +92,7 @@ fn app_in_a_single_folder_is_planned_and_built_from_that_folder() {
     };
     assert_eq!(
         report["processes"][0]["command"],
-        serde_json::json!(["npm", "start"])
+        // The start script's own command, run directly: no npm needed in the image.
+        serde_json::json!(["node", "server.js"])
     );
 }

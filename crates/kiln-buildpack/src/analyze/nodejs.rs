@@ -8,6 +8,7 @@ use super::{
     json_str, tool_version, version_text, Facts, PackageManager, Sourced, Tree, Workspaces,
 };
 use crate::error::Result;
+use crate::plan::{needs_shell, APP_DIR};
 
 /// Node LTS code names and their major versions (`.nvmrc` `lts/iron`).
 const LTS_NAMES: &[(&str, &str)] = &[
@@ -65,19 +66,27 @@ pub(super) fn analyze(tree: &Tree) -> Result<Facts> {
 
     // Start: the app's own start script, then framework defaults, then `main`, then a
     // conventional entry file.
-    let run = if pm_name == "npm" {
-        "npm"
-    } else {
-        pm_name.as_str()
-    };
-    if script("start").is_some() {
-        facts.start(format!("{run} start"), "package.json scripts.start");
+    let start_script = script("start");
+    let dev_server = start_script.as_deref().and_then(dev_server);
+    if let Some(start) = start_script.as_deref().filter(|_| dev_server.is_none()) {
+        facts.start(start_command(start), "package.json scripts.start");
     } else if let Some((command, from)) = framework_start(framework, dep("@astrojs/node")) {
         facts.start(command, from);
     } else if let Some(main) = json_str(&pkg, "main").filter(|m| tree.is_file(m)) {
         facts.start(format!("node {main}"), "package.json main");
     } else if let Some(entry) = ENTRY_FILES.into_iter().find(|f| tree.is_file(f)) {
         facts.start(format!("node {entry}"), entry.to_owned());
+    }
+    if let Some(tool) = dev_server {
+        facts.notes.push(format!(
+            "scripts.start runs a development server ({tool}), which is never an image's start \
+             command{}",
+            if facts.start.is_some() {
+                "; the framework's production server is started instead"
+            } else {
+                ""
+            }
+        ));
     }
     // In a mixed tree the server is another language's; Node only builds its assets.
     let server = [
@@ -118,6 +127,46 @@ pub(super) fn analyze(tree: &Tree) -> Result<Facts> {
         ));
     }
     Ok(facts)
+}
+
+/// The image's start command for a `start` script: the script's own command, as Paketo runs it,
+/// not `npm start` (the image needs no package manager, and the app gets PID 1's signals). A
+/// plain `node …` runs directly (no shell needed); anything else runs through `sh` with
+/// `node_modules/.bin` first on `PATH`, as `npm run` would put it, and a simple command is
+/// `exec`ed.
+fn start_command(script: &str) -> String {
+    let script = script.trim();
+    let simple = !needs_shell(script);
+    if simple && script.split_whitespace().next() == Some("node") {
+        return script.to_owned();
+    }
+    let bin = format!("{APP_DIR}/node_modules/.bin");
+    let exec = if simple { "exec " } else { "" };
+    format!("export PATH=\"{bin}:$PATH\"; {exec}{script}")
+}
+
+/// The development server a `start` script runs, if it is one (`vite`, `next dev`,
+/// `react-scripts start`, `ng serve`, …): those are never an image's start command.
+fn dev_server(script: &str) -> Option<&'static str> {
+    let words: Vec<&str> = script
+        .split_whitespace()
+        .skip_while(|w| w.contains('='))
+        .collect();
+    let first = words.first().map(|w| w.rsplit('/').next().unwrap_or(w))?;
+    let second = words.get(1).copied();
+    Some(match (first, second) {
+        ("vite", None | Some("dev" | "serve")) => "vite",
+        ("vite", Some(w)) if w.starts_with('-') => "vite",
+        ("react-scripts", Some("start")) => "react-scripts start",
+        ("ng", Some("serve")) => "ng serve",
+        ("next", Some("dev")) => "next dev",
+        ("nuxt" | "nuxi", Some("dev")) => "nuxt dev",
+        ("astro", Some("dev")) => "astro dev",
+        ("expo", Some("start")) => "expo start",
+        ("webpack-dev-server", _) => "webpack-dev-server",
+        ("webpack", Some("serve")) => "webpack serve",
+        _ => return None,
+    })
 }
 
 /// Conventional entry files, tried in this order when package.json names no start.
@@ -321,6 +370,40 @@ fn workspaces(tree: &Tree, pkg: &Value, pm: &str) -> Result<Option<Workspaces>> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn start_scripts_run_directly_without_a_package_manager() {
+        assert_eq!(start_command("node server.js"), "node server.js");
+        assert_eq!(
+            start_command("next start"),
+            "export PATH=\"/workspace/node_modules/.bin:$PATH\"; exec next start"
+        );
+        // Compound scripts keep their shape: `exec` would cut off what follows.
+        assert_eq!(
+            start_command("prisma migrate deploy && node dist/main.js"),
+            "export PATH=\"/workspace/node_modules/.bin:$PATH\"; \
+             prisma migrate deploy && node dist/main.js"
+        );
+    }
+
+    #[test]
+    fn development_servers_are_recognised() {
+        for (script, tool) in [
+            ("vite", "vite"),
+            ("vite --host", "vite"),
+            ("react-scripts start", "react-scripts start"),
+            ("ng serve", "ng serve"),
+            ("next dev -p 3000", "next dev"),
+            ("NODE_ENV=development nuxt dev", "nuxt dev"),
+            ("expo start --web", "expo start"),
+            ("node_modules/.bin/astro dev", "astro dev"),
+        ] {
+            assert_eq!(dev_server(script), Some(tool), "{script}");
+        }
+        for script in ["node server.js", "next start", "vite preview", "nuxt start"] {
+            assert_eq!(dev_server(script), None, "{script}");
+        }
+    }
 
     #[test]
     fn lts_aliases() {
