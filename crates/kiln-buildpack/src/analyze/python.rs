@@ -121,37 +121,77 @@ pub(super) fn analyze(tree: &Tree) -> Result<Facts> {
             deps.push_str(&text);
         }
     }
-    let entry = ["main.py", "app.py", "server.py", "wsgi.py"]
+    let entry = ["main.py", "app.py", "server.py", "wsgi.py", "bot.py"]
         .into_iter()
         .find(|f| tree.is_file(f));
     let module = entry.map(|e| e.trim_end_matches(".py"));
 
-    if tree.is_file("manage.py") && (mentions_package(&deps, "django") || deps.is_empty()) {
+    let has = |package: &str| mentions_package(&deps, package);
+    // Servers honour $PORT (8080 when unset): gunicorn reads it itself, the others are told.
+    if tree.is_file("manage.py") && (has("django") || deps.is_empty()) {
         facts.framework = Some("django".into());
         match django_wsgi(tree)? {
-            Some(package) => facts.start(
-                format!("python -m gunicorn {package}.wsgi"),
-                format!("Django: manage.py + {package}/wsgi.py"),
-            ),
+            Some(package) => {
+                if has("gunicorn") {
+                    facts.start(
+                        format!("python -m gunicorn {package}.wsgi"),
+                        format!("Django: manage.py + {package}/wsgi.py, gunicorn"),
+                    );
+                } else {
+                    facts.start(
+                        format!("exec python manage.py runserver 0.0.0.0:{PORT}"),
+                        "Django: manage.py runserver (no gunicorn in the dependencies)",
+                    );
+                    facts.notes.push(
+                        "Django's development server starts the app: add gunicorn to the \
+                         dependencies for a production server"
+                            .into(),
+                    );
+                }
+                let settings = tree.text(&format!("{package}/settings.py"))?;
+                if settings.is_some_and(|s| s.contains("STATIC_ROOT")) {
+                    facts.set("django_collectstatic", "manage.py");
+                }
+            }
             None => facts.notes.push(
                 "Django project without a <package>/wsgi.py next to manage.py: no start command"
                     .into(),
             ),
         }
-    } else if mentions_package(&deps, "fastapi") {
-        facts.framework = Some("fastapi".into());
-        let module = asgi_module(tree, module, "FastAPI(")?;
+    } else if let Some((framework, marker)) = [
+        ("fastapi", "FastAPI("),
+        ("python-fasthtml", "fast_app("),
+        ("starlette", "Starlette("),
+    ]
+    .into_iter()
+    .find(|(package, _)| has(package))
+    {
+        let name = framework.trim_start_matches("python-");
+        facts.framework = Some(name.into());
+        let module = asgi_module(tree, module, marker)?;
         facts.start(
-            format!("python -m uvicorn {module}:app --host 0.0.0.0"),
-            "FastAPI: uvicorn",
+            format!("exec python -m uvicorn {module}:app --host 0.0.0.0 --port {PORT}"),
+            format!("{name}: uvicorn"),
         );
-    } else if mentions_package(&deps, "flask") {
+    } else if has("flask") {
         facts.framework = Some("flask".into());
         let module = asgi_module(tree, module, "Flask(")?;
-        facts.start(
-            format!("python -m gunicorn {module}:app"),
-            "Flask: gunicorn",
-        );
+        if has("gunicorn") {
+            facts.start(
+                format!("python -m gunicorn {module}:app"),
+                "Flask: gunicorn",
+            );
+        } else {
+            facts.start(
+                format!("exec python -m flask --app {module} run --host 0.0.0.0 --port {PORT}"),
+                "Flask: flask run (no gunicorn in the dependencies)",
+            );
+            facts.notes.push(
+                "Flask's development server starts the app: add gunicorn to the dependencies \
+                 for a production server"
+                    .into(),
+            );
+        }
     } else if let Some(entry) = entry.filter(|e| *e != "wsgi.py") {
         facts.start(format!("python {entry}"), entry);
     } else if entry == Some("wsgi.py") {
@@ -171,6 +211,10 @@ pub(super) fn analyze(tree: &Tree) -> Result<Facts> {
     }
     Ok(facts)
 }
+
+/// The port a server is told to listen on: `$PORT`, else 8080 (a shell expansion, so the start
+/// command runs through `sh -c`, and `exec`s the server so it gets PID 1's signals).
+const PORT: &str = "${PORT:-8080}";
 
 /// The Django project package: the one directory next to `manage.py` holding a `wsgi.py`,
 /// preferring the one `manage.py` names in `DJANGO_SETTINGS_MODULE`.
