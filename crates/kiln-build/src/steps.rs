@@ -388,6 +388,7 @@ mod tests {
             workdir: ".".into(),
             inputs: Vec::new(),
             outputs: Vec::new(),
+            from: None,
         }
     }
 

@@ -144,6 +144,10 @@ pub struct Step {
     pub inputs: Vec<String>,
     /// The cache layers it writes.
     pub outputs: Vec<String>,
+    /// Set when the user's command replaced the buildpack's (`kiln.toml build.install`,
+    /// `KILN_BUILD_CMD`, …).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -257,6 +261,7 @@ pub fn plan_with(
                 workdir: step.workdir.clone().unwrap_or_else(|| ".".to_owned()),
                 inputs: step.inputs.clone(),
                 outputs: step.outputs.clone(),
+                from: None,
             });
         }
 
@@ -327,6 +332,7 @@ pub fn plan_with(
             runtime,
         });
     }
+    override_steps(&mut buildpacks, &processes, &settings.steps);
     // The user's own commands are shell lines like a Procfile's, not templates.
     for (kind, (command, from)) in &settings.processes {
         let from = from.split(' ').next().unwrap_or(from).to_owned();
@@ -375,6 +381,66 @@ pub fn plan_with(
         launch_env,
         no_default_process,
     })
+}
+
+/// Puts the user's `install` / `build` command lines in place of the main buildpack's steps of
+/// those names (or adds them: `install` first, `build` after `install`). The main buildpack is
+/// the one whose process is the default (`web`, else the only one), else the last with steps:
+/// in a mixed tree, the server's, not the one building its assets. Inputs and outputs of a
+/// replaced step stay, so an unchanged lockfile still skips a custom install.
+fn override_steps(
+    buildpacks: &mut [PlannedBuildpack],
+    processes: &BTreeMap<String, Process>,
+    overrides: &BTreeMap<String, (String, String)>,
+) {
+    if overrides.is_empty() {
+        return;
+    }
+    let owner = processes
+        .get("web")
+        .or_else(|| processes.values().next())
+        .and_then(|p| buildpacks.iter().position(|b| b.id == p.buildpack));
+    let Some(main) = owner.or_else(|| buildpacks.iter().rposition(|b| !b.steps.is_empty())) else {
+        return;
+    };
+    let bp = &mut buildpacks[main];
+    for name in ["install", "build"] {
+        let Some((command, from)) = overrides.get(name) else {
+            continue;
+        };
+        let args = vec!["-c".to_owned(), template::escape(command)];
+        match bp.steps.iter_mut().find(|s| s.name == name) {
+            Some(step) => {
+                step.command = "sh".to_owned();
+                step.args = args;
+                step.from = Some(from.clone());
+            }
+            None => {
+                let at = match name {
+                    "install" => 0,
+                    _ => bp
+                        .steps
+                        .iter()
+                        .position(|s| s.name == "install")
+                        .map_or(0, |i| i + 1),
+                };
+                let env = bp.steps.first().map(|s| s.env.clone()).unwrap_or_default();
+                bp.steps.insert(
+                    at,
+                    Step {
+                        name: name.to_owned(),
+                        command: "sh".to_owned(),
+                        args,
+                        env,
+                        workdir: ".".to_owned(),
+                        inputs: Vec::new(),
+                        outputs: Vec::new(),
+                        from: Some(from.clone()),
+                    },
+                );
+            }
+        }
+    }
 }
 
 /// What a buildpack that planned no process would have needed: each process type it declares
@@ -678,6 +744,48 @@ mod tests {
     }
 
     #[test]
+    fn install_build_and_start_overrides_replace_the_main_buildpacks_commands() {
+        let assets = with_processes(
+            "assets",
+            "[[build.steps]]\nname = \"install\"\ncommand = \"npm\"\nargs = [\"ci\"]\n",
+        );
+        let server = with_processes(
+            "server",
+            "[[build.steps]]\nname = \"install\"\ncommand = \"pip\"\ninputs = [\"req.txt\"]\n\
+             outputs = [\"deps\"]\n[[layers]]\nname = \"deps\"\ncache = true\n\
+             [[processes]]\ntype = \"web\"\ncommand = \"serve\"\n",
+        );
+        let set = set(&[&assets, &server]);
+        let dir = tempfile::tempdir().unwrap();
+        let project = ProjectConfig {
+            build: crate::project::ProjectBuild {
+                install: Some("pip install -r req.txt --no-deps".into()),
+                build: Some("make ${NOT_A_TEMPLATE}".into()),
+                start: Some("serve --port $PORT".into()),
+                ..Default::default()
+            },
+            ..ProjectConfig::default()
+        };
+        let env = BTreeMap::from([("KILN_INSTALL_CMD".to_owned(), "pip install .".to_owned())]);
+        let plan = plan_with(&set, &all_pass(&set), &project, dir.path(), &env).unwrap();
+        // The assets buildpack keeps its own install: the server's is the main one.
+        assert_eq!(plan.buildpacks[0].steps[0].command, "npm");
+        let steps = &plan.buildpacks[1].steps;
+        let names: Vec<&str> = steps.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["install", "build"]);
+        assert_eq!(steps[0].args, ["-c", "pip install ."]);
+        assert_eq!(steps[0].from.as_deref(), Some("KILN_INSTALL_CMD"));
+        assert_eq!(steps[0].outputs, ["deps"]);
+        assert_eq!(steps[1].args, ["-c", "make $${NOT_A_TEMPLATE}"]);
+        assert_eq!(steps[1].from.as_deref(), Some("kiln.toml build.build"));
+        assert_eq!(
+            plan.processes[0].command,
+            ["/bin/sh", "-c", "serve --port $PORT"]
+        );
+        assert_eq!(plan.processes[0].buildpack, "kiln.toml");
+    }
+
+    #[test]
     fn argv_of_splits_plain_commands_only() {
         assert_eq!(
             argv_of("./server --port 8080"),
@@ -843,9 +951,8 @@ mod tests {
         )]);
         let project = ProjectConfig {
             build: crate::project::ProjectBuild {
-                exclude: Vec::new(),
                 env: BTreeMap::from([("RAW".to_owned(), "${not-a-template}".to_owned())]),
-                include: Vec::new(),
+                ..Default::default()
             },
             ..ProjectConfig::default()
         };

@@ -63,6 +63,16 @@ pub struct ProjectBuild {
     /// If given, only these paths (`.dockerignore` patterns) reach the working copy.
     #[serde(default)]
     pub include: Vec<String>,
+    /// Shell command lines replacing the main buildpack's `install` / `build` steps (added
+    /// when it plans none); `KILN_INSTALL_CMD` / `KILN_BUILD_CMD` win.
+    #[serde(default)]
+    pub install: Option<String>,
+    #[serde(default)]
+    pub build: Option<String>,
+    /// The `web` process command line, like `[processes] web` (which wins over it);
+    /// `KILN_START_CMD` / `KILN_START_COMMAND` win over both.
+    #[serde(default)]
+    pub start: Option<String>,
 }
 
 impl ProjectBuild {

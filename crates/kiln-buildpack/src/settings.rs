@@ -6,7 +6,8 @@
 //! | `KILN_BUILDPACKS=go,procfile` | run exactly these buildpacks, in this order |
 //! | `KILN_<ID>_VERSION` (`KILN_NODEJS_VERSION`, `KILN_PYTHON_VERSION`, …) | version requirement |
 //! | `KILN_NODE_VERSION` | alias of `KILN_NODEJS_VERSION` |
-//! | `KILN_START_COMMAND` | the `web` process command line |
+//! | `KILN_START_CMD` (or `KILN_START_COMMAND`) | the `web` process command line |
+//! | `KILN_INSTALL_CMD`, `KILN_BUILD_CMD` | the main buildpack's `install` / `build` step |
 //!
 //! The environment is an explicit input ([`Settings::resolve`] takes a map), so tests never touch
 //! the process environment; [`kiln_env`] reads it for callers that want the real one.
@@ -32,6 +33,9 @@ pub struct Settings {
     pub versions: BTreeMap<String, Sourced>,
     /// Process command line by type, with its source.
     pub processes: BTreeMap<String, (String, String)>,
+    /// Shell command lines replacing the main buildpack's step of that name (`install`,
+    /// `build`), with their source.
+    pub steps: BTreeMap<String, (String, String)>,
 }
 
 impl Settings {
@@ -75,20 +79,42 @@ impl Settings {
                 },
             );
         }
+        if let Some(start) = &project.build.start {
+            settings.processes.insert(
+                "web".to_owned(),
+                (start.clone(), "kiln.toml build.start".to_owned()),
+            );
+        }
+        for (step, command) in [
+            ("install", &project.build.install),
+            ("build", &project.build.build),
+        ] {
+            if let Some(command) = command {
+                settings.steps.insert(
+                    step.to_owned(),
+                    (command.clone(), format!("kiln.toml build.{step}")),
+                );
+            }
+        }
+        for (step, key) in [("install", "KILN_INSTALL_CMD"), ("build", "KILN_BUILD_CMD")] {
+            if let Some(command) = env.get(key).filter(|c| !c.trim().is_empty()) {
+                settings
+                    .steps
+                    .insert(step.to_owned(), (command.clone(), key.to_owned()));
+            }
+        }
         for (kind, command) in &project.processes {
             settings.processes.insert(
                 kind.clone(),
                 (command.clone(), format!("kiln.toml processes.{kind}")),
             );
         }
-        if let Some(command) = env
-            .get("KILN_START_COMMAND")
-            .filter(|c| !c.trim().is_empty())
-        {
-            settings.processes.insert(
-                "web".to_owned(),
-                (command.clone(), "KILN_START_COMMAND".to_owned()),
-            );
+        for key in ["KILN_START_COMMAND", "KILN_START_CMD"] {
+            if let Some(command) = env.get(key).filter(|c| !c.trim().is_empty()) {
+                settings
+                    .processes
+                    .insert("web".to_owned(), (command.clone(), key.to_owned()));
+            }
         }
         settings
     }

@@ -437,9 +437,14 @@ fn plan(args: DetectArgs) -> anyhow::Result<ExitCode> {
             writeln!(out, "  framework        {f}")?;
         }
         for step in &bp.steps {
+            let from = step
+                .from
+                .as_ref()
+                .map(|f| format!("  (from {f})"))
+                .unwrap_or_default();
             writeln!(
                 out,
-                "  step {:<11} {} {}",
+                "  step {:<11} {} {}{from}",
                 step.name,
                 step.command,
                 step.args.join(" ")

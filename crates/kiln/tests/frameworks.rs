@@ -35,3 +35,62 @@ fn fastapi_app_starts_under_uvicorn_on_port() {
     assert!(status.contains("200"), "{status}\n{}", container.log());
     assert_eq!(body, r#"{"hello":"kiln","served_by":"fastapi"}"#);
 }
+
+/// `kiln.toml` `[build] build` / `KILN_BUILD_CMD` add (or replace) the main buildpack's build
+/// step, and `KILN_START_CMD` the start command, each shown with its source.
+#[test]
+fn user_build_and_start_commands_replace_the_planned_ones() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("app");
+    run_ok(
+        std::process::Command::new("cp")
+            .arg("-r")
+            .arg(fixture("procfile-static"))
+            .arg(&src),
+    );
+    std::fs::write(
+        src.join("kiln.toml"),
+        "[build]\nbuild = \"echo from-kiln-toml > built.txt\"\n",
+    )
+    .unwrap();
+    let out = tmp.path().join("image");
+    let build = |env: &[(&str, &str)]| -> serde_json::Value {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .args([
+                "build",
+                src.to_str().unwrap(),
+                "--output",
+                out.to_str().unwrap(),
+            ])
+            .args(["--format", "oci-dir", "--json", "--cache-dir"])
+            .arg(tmp.path().join("cache"))
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_slice(&output.stdout).unwrap()
+    };
+    let built_txt = || -> String {
+        layer_contents(&out)
+            .pop()
+            .and_then(|app| app.get("workspace/built.txt").cloned())
+            .expect("built.txt in the app layer")
+    };
+    let from_toml = build(&[]);
+    assert!(step_outcome(&from_toml, "build").0);
+    assert_eq!(built_txt(), "from-kiln-toml\n");
+
+    let from_env = build(&[
+        ("KILN_BUILD_CMD", "echo from-env > built.txt"),
+        ("KILN_START_CMD", "httpd -f -p 9000"),
+    ]);
+    assert_eq!(built_txt(), "from-env\n");
+    assert_eq!(
+        from_env["processes"][0]["command"],
+        serde_json::json!(["httpd", "-f", "-p", "9000"])
+    );
+}
