@@ -1,7 +1,7 @@
 //! Java: Maven or Gradle (wrapper preferred), Spring Boot, and the JDK version (`.java-version`,
 //! `system.properties`, `.tool-versions`, Maven properties, Gradle toolchains).
 
-use super::{between, first_version, tool_version, version_text, Facts, PackageManager, Tree};
+use super::{between, first_version, version_text, Facts, PackageManager, Tree};
 use crate::error::Result;
 
 pub(super) fn analyze(tree: &Tree) -> Result<Facts> {
@@ -51,11 +51,7 @@ pub(super) fn analyze(tree: &Tree) -> Result<Facts> {
             system_properties,
             "system.properties java.runtime.version".into(),
         ),
-        (
-            tree.text(".tool-versions")?
-                .and_then(|t| tool_version(&t, &["java"])),
-            ".tool-versions java".into(),
-        ),
+        tree.tool_manager_version(&["java"])?,
         (
             between(&build_text, "<java.version>", "</java.version>"),
             "pom.xml java.version".into(),

@@ -267,6 +267,40 @@ pub(crate) fn version_text(text: &str) -> Option<String> {
     Some(line.to_owned())
 }
 
+impl Tree<'_> {
+    /// The version a tool-version manager pins for one of `tools`, with the file and key it came
+    /// from: mise's `mise.toml` / `.mise.toml` `[tools]` first (mise prefers them), then asdf's
+    /// (and mise's) `.tool-versions`. `(None, "…")` when none pins it, for [`first_version`].
+    pub(crate) fn tool_manager_version(&self, tools: &[&str]) -> Result<(Option<String>, String)> {
+        for file in ["mise.toml", ".mise.toml"] {
+            let Some(table) = self.toml(file)? else {
+                continue;
+            };
+            let pinned = tools.iter().find_map(|tool| {
+                let value = table.get("tools")?.get(*tool)?;
+                let version = match value {
+                    toml::Value::String(v) => Some(v.clone()),
+                    // Several versions: the first is the one `mise` activates.
+                    toml::Value::Array(list) => list.first()?.as_str().map(str::to_owned),
+                    toml::Value::Table(t) => t.get("version")?.as_str().map(str::to_owned),
+                    _ => None,
+                }?;
+                Some((version, format!("{file} tools.{tool}")))
+            });
+            if let Some((version, from)) = pinned {
+                return Ok((Some(version), from));
+            }
+        }
+        let text = self.text(".tool-versions")?;
+        for tool in tools {
+            if let Some(version) = text.as_deref().and_then(|t| tool_version(t, &[tool])) {
+                return Ok((Some(version), format!(".tool-versions {tool}")));
+            }
+        }
+        Ok((None, format!(".tool-versions {}", tools[0])))
+    }
+}
+
 /// The version of `tool` in an asdf/mise `.tool-versions` (`nodejs 20.11.0`).
 pub(crate) fn tool_version(text: &str, tools: &[&str]) -> Option<String> {
     text.lines().find_map(|line| {
@@ -325,6 +359,42 @@ mod tests {
         assert!(mentions_package("flask = \"*\"", "flask"));
         assert!(!mentions_package("flask-cors\n", "flask"));
         assert!(!mentions_package("django-environ\n", "django"));
+    }
+
+    #[test]
+    fn mise_toml_pins_before_tool_versions() {
+        let dir = tempfile::tempdir().unwrap();
+        let tree = Tree {
+            src: dir.path(),
+            prefix: "",
+        };
+        std::fs::write(
+            dir.path().join(".tool-versions"),
+            "nodejs 18.1.0\npython 3.11\n",
+        )
+        .unwrap();
+        assert_eq!(
+            tree.tool_manager_version(&["node", "nodejs"]).unwrap(),
+            (Some("18.1.0".into()), ".tool-versions nodejs".into())
+        );
+        std::fs::write(
+            dir.path().join(".mise.toml"),
+            "[tools]\nnode = [\"22\", \"20\"]\npython = { version = \"3.12\" }\n",
+        )
+        .unwrap();
+        assert_eq!(
+            tree.tool_manager_version(&["node", "nodejs"]).unwrap(),
+            (Some("22".into()), ".mise.toml tools.node".into())
+        );
+        std::fs::write(dir.path().join("mise.toml"), "[tools]\npython = \"3.13\"\n").unwrap();
+        assert_eq!(
+            tree.tool_manager_version(&["python"]).unwrap(),
+            (Some("3.13".into()), "mise.toml tools.python".into())
+        );
+        assert_eq!(
+            tree.tool_manager_version(&["ruby"]).unwrap(),
+            (None, ".tool-versions ruby".into())
+        );
     }
 
     #[test]

@@ -4,9 +4,7 @@
 
 use serde_json::Value;
 
-use super::{
-    json_str, tool_version, version_text, Facts, PackageManager, Sourced, Tree, Workspaces,
-};
+use super::{json_str, version_text, Facts, PackageManager, Sourced, Tree, Workspaces};
 use crate::error::Result;
 use crate::plan::{needs_shell, APP_DIR};
 
@@ -193,7 +191,8 @@ fn framework_start(
     Some((command, from))
 }
 
-/// The Node version requirement: `engines.node`, `.nvmrc`, `.node-version`, `.tool-versions`.
+/// The Node version requirement: `engines.node`, `.nvmrc`, `.node-version`, then mise's
+/// `mise.toml` or asdf's `.tool-versions`.
 fn node_version(tree: &Tree, pkg: &Value, notes: &mut Vec<String>) -> Result<Option<Sourced>> {
     if let Some(v) = json_str(pkg, "engines.node") {
         return Ok(Some(Sourced {
@@ -209,13 +208,10 @@ fn node_version(tree: &Tree, pkg: &Value, notes: &mut Vec<String>) -> Result<Opt
             }));
         }
     }
-    if let Some(v) = tree
-        .text(".tool-versions")?
-        .and_then(|t| tool_version(&t, &["nodejs", "node"]))
-    {
+    if let (Some(v), from) = tree.tool_manager_version(&["node", "nodejs"])? {
         return Ok(Some(Sourced {
             version: normalize_alias(&v, notes),
-            from: ".tool-versions nodejs".to_owned(),
+            from,
         }));
     }
     Ok(None)

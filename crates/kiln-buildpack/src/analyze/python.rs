@@ -2,8 +2,7 @@
 //! with its source, framework (Django, FastAPI, Flask) and the start command.
 
 use super::{
-    between, first_version, mentions_package, toml_str, tool_version, version_text, Facts,
-    PackageManager, Tree,
+    between, first_version, mentions_package, toml_str, version_text, Facts, PackageManager, Tree,
 };
 use crate::error::Result;
 
@@ -106,11 +105,7 @@ pub(super) fn analyze(tree: &Tree) -> Result<Facts> {
             pyproject_key("tool.poetry.dependencies.python"),
             "pyproject.toml tool.poetry.dependencies.python".into(),
         ),
-        (
-            tree.text(".tool-versions")?
-                .and_then(|t| tool_version(&t, &["python"])),
-            ".tool-versions python".into(),
-        ),
+        tree.tool_manager_version(&["python"])?,
     ]);
 
     // Dependencies as text: enough to recognise a framework by distribution name.

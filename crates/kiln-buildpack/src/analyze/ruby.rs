@@ -1,7 +1,7 @@
 //! Ruby: the Ruby version (`.ruby-version`, `Gemfile` `ruby`, `Gemfile.lock` `RUBY VERSION`,
 //! `.tool-versions`), Bundler's version (`BUNDLED WITH`), Rails or Rack and the start command.
 
-use super::{first_version, tool_version, version_text, Facts, PackageManager, Tree};
+use super::{first_version, version_text, Facts, PackageManager, Tree};
 use crate::error::Result;
 
 pub(super) fn analyze(tree: &Tree) -> Result<Facts> {
@@ -38,11 +38,7 @@ pub(super) fn analyze(tree: &Tree) -> Result<Facts> {
         ),
         (gemfile_ruby, "Gemfile ruby".into()),
         (lock_ruby, "Gemfile.lock RUBY VERSION".into()),
-        (
-            tree.text(".tool-versions")?
-                .and_then(|t| tool_version(&t, &["ruby"])),
-            ".tool-versions ruby".into(),
-        ),
+        tree.tool_manager_version(&["ruby"])?,
     ]);
 
     let bundled = section("BUNDLED WITH");
