@@ -8,10 +8,19 @@ pub(super) fn analyze(tree: &Tree) -> Result<Facts> {
     let mut facts = Facts::default();
     let pom = tree.text("pom.xml")?;
     let gradle = tree.first_text(&["build.gradle.kts", "build.gradle"])?;
-    let (tool, wrapper, from) = if let Some(ref _p) = pom {
+    // A multi-project Gradle build may have no root build file: its wrapper or settings file
+    // still says Gradle.
+    let gradle_marker = ["gradlew", "settings.gradle.kts", "settings.gradle"]
+        .into_iter()
+        .find(|f| tree.is_file(f));
+    let (tool, wrapper, from) = if pom.is_some() {
         ("maven", tree.is_file("mvnw"), "pom.xml")
     } else if let Some((file, _)) = &gradle {
         ("gradle", tree.is_file("gradlew"), *file)
+    } else if let Some(file) = gradle_marker {
+        ("gradle", tree.is_file("gradlew"), file)
+    } else if tree.is_file("mvnw") {
+        ("maven", true, "mvnw")
     } else {
         ("maven", false, "default")
     };
