@@ -94,3 +94,44 @@ fn user_build_and_start_commands_replace_the_planned_ones() {
         serde_json::json!(["httpd", "-f", "-p", "9000"])
     );
 }
+
+/// `packageManager: pnpm@10.12.1` installs with exactly that pnpm, fetched through npx from the
+/// npm registry, whatever pnpm the build host has (if any).
+#[test]
+fn the_pnpm_version_the_project_pins_is_the_one_that_installs() {
+    if !require_tools(&["node", "npm", "npx"]) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path().join("busybox.tar");
+    busybox_base_image(&base);
+    let out = tmp.path().join("image");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(["build", fixture("node-pnpm10").to_str().unwrap()])
+        .args([
+            "--output",
+            out.to_str().unwrap(),
+            "--format",
+            "oci-dir",
+            "--json",
+        ])
+        .args(["--run-image", &format!("oci-archive:{}", base.display())])
+        .arg("--cache-dir")
+        .arg(tmp.path().join("cache"))
+        .env("KILN_RUNTIME_PROVIDERS", "host")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let modules = layer_contents(&out)
+        .into_iter()
+        .find_map(|layer| layer.get("workspace/node_modules/.modules.yaml").cloned())
+        .expect("node_modules/.modules.yaml in the image");
+    assert!(
+        modules.contains("packageManager: pnpm@10.12.1"),
+        "{modules}"
+    );
+}

@@ -34,6 +34,15 @@ pub(super) fn analyze(tree: &Tree) -> Result<Facts> {
         facts.set("lockfile", lockfile);
     }
     let pm_name = pm.name.clone();
+    // What `npx` fetches from the npm registry to run pnpm or Yarn 1: the version the project
+    // asks for, never whatever the build host has (pnpm 9 cannot read a pnpm 10 lockfile).
+    facts.set(
+        "package_manager_spec",
+        match &pm.version {
+            Some(version) => format!("{}@{version}", pm.name),
+            None => pm.name.clone(),
+        },
+    );
     facts.package_manager = Some(pm);
 
     let script = |name: &str| json_str(&pkg, &format!("scripts.{name}")).map(str::to_owned);
@@ -289,10 +298,20 @@ fn package_manager(
         Some(_) => ("bun", None, "bun"),
         None => ("npm", None, "npm-install"),
     };
-    let from = match lockfile {
+    let mut from = match lockfile {
         Some("yarn.lock") if installer == "yarn-berry" => "yarn.lock (berry)".to_owned(),
         Some(lock) => lock.to_owned(),
         None => "default (no lockfile)".to_owned(),
+    };
+    // `engines.pnpm` / `engines.yarn` say which versions the project works with, more exactly
+    // than a lockfile format does.
+    let engines = json_str(pkg, &format!("engines.{name}")).map(|v| v.trim().to_owned());
+    let version = match engines.filter(|v| !v.is_empty()) {
+        Some(range) if name != "npm" => {
+            from = format!("package.json engines.{name}");
+            Some(range)
+        }
+        _ => version,
     };
     let pm = PackageManager {
         name: name.to_owned(),
