@@ -27,6 +27,10 @@ name = "spawn"
 command = "sh"
 args = ["-c", "{script}"]
 env = {{ KILN_TEST_MARK = "{mark}" }}
+
+[[processes]]
+type = "web"
+command = ["/bin/true"]
 "#
     );
     buildpacks_dir(root, "procs", &manifest)
