@@ -62,7 +62,7 @@ pub fn provide(
         // Offline with no cached index: a runtime already in the cache still serves.
         Err(e) => {
             return Ok(installed(runtime, req, &dir, platform)
-                .map_or_else(|| Found::No(format!("download {e}")), Found::Yes));
+                .map_or_else(|| Found::No(format!("download {e}")), Found::yes));
         }
     };
     let mut candidates = match runtime {
@@ -85,7 +85,7 @@ pub fn provide(
     if !root.is_dir() {
         fetch(runtime, mirror, chosen, &dir, &name)?;
     }
-    Ok(Found::Yes(provided(runtime, chosen.version, &dir, &name)))
+    Ok(Found::yes(provided(runtime, chosen.version, &dir, &name)))
 }
 
 /// Node's `linux-x64`, or python-build-standalone's target triple, for this machine.
@@ -199,7 +199,13 @@ fn fetch(
         None => node_checksum(mirror, chosen)?,
     };
     let mut archive_file = cache::temp_file(dir)?;
-    let actual = http::download(&url, http::Ask::default(), archive_file.as_file_mut())?.sha256;
+    let actual = http::download(
+        &url,
+        http::Ask::default(),
+        false,
+        archive_file.as_file_mut(),
+    )?
+    .sha256;
     if actual != expected {
         return Err(Error::Checksum {
             url,

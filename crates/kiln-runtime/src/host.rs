@@ -31,7 +31,7 @@ pub fn provide(runtime: Runtime, req: &VersionReq, path: &OsStr) -> Result<Found
             probe.version
         )));
     }
-    Ok(Found::Yes(ProvidedRuntime {
+    Ok(Found::yes(ProvidedRuntime {
         runtime,
         version: probe.version,
         provider: "host",

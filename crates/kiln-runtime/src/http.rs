@@ -68,12 +68,13 @@ fn tls_with(cafile: &Path) -> Result<rustls::ClientConfig, Error> {
             std::io::Error::other("no usable PEM certificate in it"),
         ));
     }
-    let config =
-        rustls::ClientConfig::builder_with_provider(rustls::crypto::ring::default_provider().into())
-            .with_protocol_versions(&[&rustls::version::TLS12, &rustls::version::TLS13])
-            .map_err(|e| Error::io(what(), std::io::Error::other(e.to_string())))?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+    let config = rustls::ClientConfig::builder_with_provider(
+        rustls::crypto::ring::default_provider().into(),
+    )
+    .with_protocol_versions(&[&rustls::version::TLS12, &rustls::version::TLS13])
+    .map_err(|e| Error::io(what(), std::io::Error::other(e.to_string())))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
     Ok(config)
 }
 
@@ -122,14 +123,20 @@ pub fn get_bytes(url: &str, ask: Ask) -> Result<Vec<u8>, Error> {
 pub struct Digests {
     /// Lowercase hex.
     pub sha256: String,
-    pub sha512: [u8; 64],
+    /// When asked for (npm integrity); not computed otherwise, as it doubles the hashing.
+    pub sha512: Option<[u8; 64]>,
 }
 
-/// Streams the body into `out`, returning its digests.
-pub fn download(url: &str, ask: Ask, out: &mut impl Write) -> Result<Digests, Error> {
+/// Streams the body into `out`, returning its sha256 and, if `with_sha512`, its sha512.
+pub fn download(
+    url: &str,
+    ask: Ask,
+    with_sha512: bool,
+    out: &mut impl Write,
+) -> Result<Digests, Error> {
     let mut reader = get(url, ask)?.into_reader();
     let mut sha256 = Sha256::new();
-    let mut sha512 = Sha512::new();
+    let mut sha512 = with_sha512.then(Sha512::new);
     let mut buf = vec![0u8; 1 << 16];
     loop {
         let n = match reader.read(&mut buf) {
@@ -139,12 +146,14 @@ pub fn download(url: &str, ask: Ask, out: &mut impl Write) -> Result<Digests, Er
             Err(e) => return Err(read_failed(url, e)),
         };
         sha256.update(&buf[..n]);
-        sha512.update(&buf[..n]);
+        if let Some(h) = &mut sha512 {
+            h.update(&buf[..n]);
+        }
         out.write_all(&buf[..n])
             .map_err(|e| Error::io(format!("writing the download of {url}"), e))?;
     }
     Ok(Digests {
         sha256: hex::encode(sha256.finalize()),
-        sha512: sha512.finalize().into(),
+        sha512: sha512.map(|h| h.finalize().into()),
     })
 }

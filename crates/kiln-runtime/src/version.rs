@@ -439,7 +439,9 @@ mod tests {
         assert!(iron.matches(&v("20.20.2")) && !iron.matches(&v("22.1.0")));
         let krypton = VersionReq::parse("lts/Krypton").unwrap();
         assert!(krypton.matches(&v("24.3.0")) && !krypton.matches(&v("20.1.0")));
-        assert!(!VersionReq::parse("lts/nosuch").unwrap().matches(&v("20.1.0")));
+        assert!(!VersionReq::parse("lts/nosuch")
+            .unwrap()
+            .matches(&v("20.1.0")));
     }
 
     #[test]

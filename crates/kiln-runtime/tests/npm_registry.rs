@@ -27,7 +27,14 @@ fn registry() -> support::NpmRegistry {
         .node("22.3.0")
         .node("22.10.0")
         .node("23.1.0")
-        .add(NODE_PACKAGE, "24.0.0-rc.1", vec![1], "sha512-AA==", None, false)
+        .add(
+            NODE_PACKAGE,
+            "24.0.0-rc.1",
+            vec![1],
+            "sha512-AA==",
+            None,
+            false,
+        )
         .npm("12.0.0", ">=20")
         .deprecated_npm("11.5.0", "^20.17.0 || >=22.9.0")
         .npm("11.0.0", "^20.17.0 || >=22.9.0")
@@ -197,7 +204,10 @@ fn a_wrong_integrity_is_refused_and_keeps_nothing() {
         let (path, bytes) = if tampered == "npm" {
             ("npm/-/npm-10.0.0.tgz", &npm)
         } else {
-            (&*format!("{NODE_PACKAGE}/-/{NODE_PACKAGE}-22.1.0.tgz"), &node)
+            (
+                &*format!("{NODE_PACKAGE}/-/{NODE_PACKAGE}-22.1.0.tgz"),
+                &node,
+            )
         };
         assert_eq!(url, &format!("{}/{path}", server.base), "{tampered}");
         assert_eq!(expected, &other);
@@ -227,10 +237,7 @@ fn a_sha1_only_document_is_not_trusted() {
         msg.contains(&format!("{NODE_PACKAGE}@26.0.0 has no sha512 integrity")),
         "{msg}"
     );
-    assert!(!server
-        .requests()
-        .iter()
-        .any(|p| p.ends_with("-26.0.0.tgz")));
+    assert!(!server.requests().iter().any(|p| p.ends_with("-26.0.0.tgz")));
 }
 
 #[test]
@@ -420,9 +427,15 @@ fn node_22_from_the_real_registry_runs() {
     )
     .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(got.version.major, 22);
-    assert!(got.source.ends_with(&format!("-{}.tgz", got.version)), "{got:?}");
+    assert!(
+        got.source.ends_with(&format!("-{}.tgz", got.version)),
+        "{got:?}"
+    );
     let bin = got.root.join(&got.bin);
-    assert_eq!(run(&bin.join("node"), "--version"), format!("v{}", got.version));
+    assert_eq!(
+        run(&bin.join("node"), "--version"),
+        format!("v{}", got.version)
+    );
     let npm = &got.bundled[0];
     assert_eq!(run(&bin.join("npm"), "--version"), npm.version.to_string());
     assert_eq!(run(&bin.join("npx"), "--version"), npm.version.to_string());
