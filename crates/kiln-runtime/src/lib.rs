@@ -17,9 +17,9 @@
 //! The answer, [`ProvidedRuntime`], says which directory holds the runtime (`root`), which parts
 //! of it belong in the runtime layer (`include`, minus `prune`), where its `bin` is, and where
 //! it came from. `root` as a whole is what build steps run (a Node's `include/node` headers stay
-//! there for `node-gyp`); [`ProvidedRuntime::layer_entries`] turns the launch part into
-//! `kiln_oci` layer entries at an image directory. When nothing satisfies,
-//! [`Error::Unsatisfied`] lists what each provider found and how to supply a runtime.
+//! there for `node-gyp`, see [`ProvidedRuntime::build_env`]); [`ProvidedRuntime::layer_entries`]
+//! turns the launch part into `kiln_oci` layer entries at an image directory. When nothing
+//! satisfies, [`Error::Unsatisfied`] lists what each provider found and how to supply a runtime.
 //!
 //! ```no_run
 //! use kiln_runtime::{mirror_for, resolve, NpmRegistry, Provider, Runtime, VersionReq};
@@ -271,6 +271,22 @@ pub struct Bundled {
 }
 
 impl ProvidedRuntime {
+    /// Variables build steps need besides `PATH`. A Node with its headers
+    /// (`include/node/common.gypi`) gets `npm_config_nodedir=<root>`: official builds do not
+    /// look for headers next to themselves, so without it node-gyp downloads them from the
+    /// Node.js site, which an offline or npm-registry-only network cannot reach.
+    pub fn build_env(&self) -> Vec<(String, String)> {
+        let has_headers = self.root.join("include/node/common.gypi").is_file();
+        if self.runtime == Runtime::Node && has_headers {
+            vec![(
+                "npm_config_nodedir".to_owned(),
+                self.root.display().to_string(),
+            )]
+        } else {
+            Vec::new()
+        }
+    }
+
     /// Whether `rel` (a path relative to `root`) is left out of the layer: it or one of its
     /// ancestors is listed in `prune`, or one of its components is a `**/NAME` listed there.
     pub fn is_pruned(&self, rel: &Path) -> bool {

@@ -110,8 +110,16 @@ fn newest_matching_node_with_the_newest_npm_that_supports_it() {
             .root
             .join("lib/node_modules/npm/node_modules/abbrev/index.js")
             .is_file());
-        // Headers stay for build steps (node-gyp); the launch layer leaves them out.
+        // Headers stay for build steps, and node-gyp is pointed at them; the launch layer
+        // leaves them out.
         assert!(got.root.join("include/node/node.h").is_file());
+        assert_eq!(
+            got.build_env(),
+            [(
+                "npm_config_nodedir".to_owned(),
+                got.root.display().to_string()
+            )]
+        );
         for pruned in [
             "include/node/node.h",
             "share/man/man1/node.1",

@@ -244,6 +244,7 @@ impl NodeMirror {
                     0o755,
                 ),
                 Item::File(&format!("{top}/include/node/node.h"), b"// header\n", 0o644),
+                Item::File(&format!("{top}/include/node/common.gypi"), b"{}\n", 0o644),
                 Item::File(&format!("{top}/LICENSE"), b"MIT\n", 0o644),
             ],
             level,
@@ -404,6 +405,7 @@ impl NpmRegistry {
         let tarball = tar_gz(&[
             Item::File("package/bin/node", script.as_bytes(), 0o755),
             Item::File("package/include/node/node.h", b"// header\n", 0o644),
+            Item::File("package/include/node/common.gypi", b"{}\n", 0o644),
             Item::File("package/share/man/man1/node.1", b".TH NODE\n", 0o644),
             Item::File("package/LICENSE", b"MIT\n", 0o644),
             Item::File("package/package.json", manifest.as_bytes(), 0o644),
