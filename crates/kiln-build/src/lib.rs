@@ -808,6 +808,9 @@ fn run_steps(
             let bin = provided.runtime.root.join(&provided.runtime.bin);
             let path = env.get("PATH").cloned().unwrap_or_default();
             env.insert("PATH".into(), format!("{}:{path}", bin.display()));
+            for (key, value) in provided.runtime.build_env() {
+                env.entry(key).or_insert(value); // the caller's `--env` wins
+            }
         }
         let dirs = layers.dirs.get(&bp.id).unwrap_or(&empty);
         let ctx = steps::StepContext {

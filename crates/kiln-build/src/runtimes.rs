@@ -1,7 +1,8 @@
 //! Providing the language runtimes that buildpacks declare (`[runtime] name = "node"`), through
 //! `kiln-runtime`: for each such buildpack, the plan's version requirement is satisfied by the
-//! first provider that can — a verified download from the runtime's mirror, then the build
-//! host's toolchain (`KILN_RUNTIME_PROVIDERS=host` or `download` narrows the list). The runtime
+//! first provider that can — a verified download from the runtime's mirror, then (Node) the
+//! npm registry's Node packages, then the build host's toolchain (`KILN_RUNTIME_PROVIDERS`
+//! names and orders them: `download`, `npm-registry`, `host`). The runtime
 //! becomes the launch layer `/layers/<buildpack>/runtime`, its `bin` joins `PATH` for the
 //! buildpack's steps (and later ones) and in the image.
 
@@ -11,7 +12,7 @@ use std::io::Write;
 use serde::Serialize;
 
 use kiln_buildpack::plan::{Plan, LAYERS_DIR};
-use kiln_runtime::{mirror_for, ProvidedRuntime, Provider, Runtime, VersionReq};
+use kiln_runtime::{mirror_for, NpmRegistry, ProvidedRuntime, Provider, Runtime, VersionReq};
 
 use crate::error::{Error, Result};
 use crate::BuildOptions;
@@ -53,11 +54,26 @@ pub struct RuntimeReport {
     /// Where the requirement came from.
     pub from: String,
     pub version: String,
-    /// `download` or `host`.
+    /// `download`, `npm-registry` or `host`.
     pub provider: String,
     /// The archive URL or the host executable.
     pub source: String,
     pub sha256: Option<String>,
+    /// The `sha512-…` integrity the archive was verified against (npm-registry).
+    pub integrity: Option<String>,
+    /// Packages laid into the runtime besides its archive (npm-registry: npm).
+    pub bundled: Vec<BundledReport>,
+}
+
+/// A verified package laid into a runtime.
+#[derive(Debug, Clone, Serialize)]
+pub struct BundledReport {
+    pub name: String,
+    pub version: String,
+    /// The tarball URL.
+    pub source: String,
+    pub sha256: String,
+    pub integrity: String,
 }
 
 /// Resolves every runtime the plan asks for. Fails before any step runs when a runtime needs a
@@ -89,9 +105,14 @@ pub fn provide(
         })?;
         let providers = providers(runtime, opts, mirrors)?;
         let found = kiln_runtime::resolve(runtime, &req, &providers, &opts.cache_dir)?;
+        let bundled: String = found
+            .bundled
+            .iter()
+            .map(|b| format!(" + {} {}", b.name, b.version))
+            .collect();
         let _ = writeln!(
             log,
-            "runtime {} {} for {} ({} from {}): {} {}",
+            "runtime {} {} for {} ({} from {}): {} {}{bundled}",
             wanted.name,
             found.version,
             bp.id,
@@ -109,6 +130,18 @@ pub fn provide(
             provider: found.provider.to_owned(),
             source: found.source.clone(),
             sha256: found.sha256.clone(),
+            integrity: found.integrity.clone(),
+            bundled: found
+                .bundled
+                .iter()
+                .map(|b| BundledReport {
+                    name: b.name.clone(),
+                    version: b.version.to_string(),
+                    source: b.source.clone(),
+                    sha256: b.sha256.clone(),
+                    integrity: b.integrity.clone(),
+                })
+                .collect(),
         });
         provided.push(Provided {
             buildpack: bp.id.clone(),
@@ -119,17 +152,23 @@ pub fn provide(
     Ok((provided, reports))
 }
 
-/// Download (from the runtime's mirror) then host, unless `KILN_RUNTIME_PROVIDERS` says
-/// otherwise (`host`, `download`, or both in the order given).
+/// Download (official archives from the runtime's mirror), then the npm registry's Node
+/// packages, then host, unless `KILN_RUNTIME_PROVIDERS` names others (`download`,
+/// `npm-registry`, `host`, in the order given).
 fn providers(
     runtime: Runtime,
     opts: &BuildOptions,
     mirrors: &BTreeMap<String, String>,
 ) -> Result<Vec<Provider>> {
+    // The npm registry only carries Node.
+    let default = match runtime {
+        Runtime::Node => "download,npm-registry,host",
+        Runtime::Python => "download,host",
+    };
     let order = opts
         .kiln_env
         .get("KILN_RUNTIME_PROVIDERS")
-        .map_or("download,host", String::as_str);
+        .map_or(default, String::as_str);
     order
         .split(',')
         .map(str::trim)
@@ -140,13 +179,21 @@ fn providers(
                 mirrors,
                 &opts.kiln_env,
             ))),
+            // npm's configuration is the build machine's (`~/.npmrc`, `npm_config_*`), not the
+            // steps' environment; `KILN_*` overrides from the options win.
+            "npm-registry" => {
+                let mut env: BTreeMap<String, String> = std::env::vars().collect();
+                env.extend(opts.kiln_env.clone());
+                Ok(Provider::npm(NpmRegistry::discover(mirrors, &env)))
+            }
             "host" => Ok(Provider::Host {
                 path: opts.env.get("PATH").cloned().unwrap_or_default().into(),
             }),
             other => Err(Error::Source {
                 path: opts.source.clone(),
                 why: format!(
-                    "KILN_RUNTIME_PROVIDERS names {other:?}: expected `download` and/or `host`"
+                    "KILN_RUNTIME_PROVIDERS names {other:?}: expected some of `download`, \
+                     `npm-registry` and `host`"
                 ),
             }),
         })

