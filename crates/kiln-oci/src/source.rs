@@ -390,6 +390,20 @@ fn check_link(
     Ok((path, resolved))
 }
 
+/// The check base-image archives get, for other archives Kiln turns into layer entries (a
+/// `.deb`'s `data.tar`): `raw` must not be absolute or contain `..`; returns it normalized
+/// (`./usr//bin` → `usr/bin`, empty for the root itself).
+pub fn checked_entry_path(archive: &Path, raw: &str) -> Result<String> {
+    check_entry_path(archive, raw)?;
+    Ok(normalize_archive_path(raw))
+}
+
+/// [`checked_entry_path`] for a hardlink entry: `(path, target)`, the target (relative to the
+/// archive root) resolved and required to stay inside it.
+pub fn checked_hardlink(archive: &Path, raw: &str, target: &str) -> Result<(String, String)> {
+    check_link(archive, raw, target, tar::EntryType::Link)
+}
+
 /// `./a//b` → `a/b`: how archive entries and the paths inside manifest.json are compared.
 fn normalize_archive_path(raw: &str) -> String {
     raw.split('/')
