@@ -16,6 +16,8 @@ pub enum Error {
     Runtime(#[from] kiln_runtime::Error),
     #[error(transparent)]
     Registry(#[from] kiln_registry::Error),
+    #[error(transparent)]
+    Debian(#[from] kiln_debian::Error),
     #[error("no buildpack detected for {}\n{looked_for}", path.display())]
     NothingDetected { path: PathBuf, looked_for: String },
     #[error(

@@ -65,6 +65,9 @@ pub enum ImageSource {
     },
     /// An image in a registry (`docker://REF`, or a bare reference such as `ubuntu:24.04`).
     Registry(Reference),
+    /// A run image Kiln assembles itself from packages (`debian-13/glibc`); recorded as the
+    /// base name `kiln-stack:NAME`. Not loadable from here: the engine builds it.
+    Stack(String),
 }
 
 impl std::str::FromStr for ImageSource {
@@ -129,6 +132,7 @@ impl std::fmt::Display for ImageSource {
             ImageSource::OciDir { path, reference } => ("oci", path, reference),
             ImageSource::DockerArchive { path } => ("docker-archive", path, &None),
             ImageSource::Registry(reference) => return write!(f, "docker://{reference}"),
+            ImageSource::Stack(name) => return write!(f, "kiln-stack:{name}"),
         };
         write!(f, "{transport}:{}", path.display())?;
         if let Some(reference) = reference {
@@ -197,6 +201,11 @@ pub fn load_image(source: &ImageSource, store: &BlobStore) -> Result<LoadedImage
         ImageSource::Registry(_) => Err(invalid_image(
             &source.to_string(),
             "registry images are pulled by a registry client (kiln-registry), not read locally"
+                .to_owned(),
+        )),
+        ImageSource::Stack(_) => Err(invalid_image(
+            &source.to_string(),
+            "stacks are assembled from packages by the engine (kiln-build), not read locally"
                 .to_owned(),
         )),
     }
