@@ -159,7 +159,7 @@ struct BuildArgs {
     /// Base image: scratch, oci-archive:PATH[:REF], oci:DIR[:REF], docker-archive:PATH, or a
     /// registry reference (docker://REF or a bare REF such as ubuntu:24.04). Default: Kiln's
     /// stack (see --stack).
-    #[arg(long, value_parser = parse_image_source, conflicts_with = "stack")]
+    #[arg(long, env = "KILN_RUN_IMAGE", value_parser = parse_image_source, conflicts_with = "stack")]
     run_image: Option<ImageSource>,
     #[command(flatten)]
     stack: StackArgs,

@@ -27,9 +27,18 @@ pub fn fixture(name: &str) -> PathBuf {
     repo_root().join("fixtures").join(name)
 }
 
+/// The `kiln` binary for tests that are not about the run image: they build on `scratch`, as
+/// if `--run-image scratch` were given (`KILN_RUN_IMAGE`), so they need no Debian mirror.
+/// Tests of Kiln's stacks use `support::run_image::kiln_on_stack`.
+pub fn kiln_cmd() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kiln"));
+    cmd.env("KILN_RUN_IMAGE", "scratch");
+    cmd
+}
+
 /// Runs `kiln ARGS`, returning its output (never panics on a non-zero exit).
 pub fn kiln(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_kiln"))
+    kiln_cmd()
         .args(args)
         .output()
         .expect("the kiln binary runs")
