@@ -289,8 +289,7 @@ pub fn build(opts: &BuildOptions, log: &mut dyn Write) -> Result<BuildReport> {
     let cache = BuildCache::open(&opts.cache_dir, log)?;
     let client = kiln_registry::Client::new(opts.registry.clone());
     // The base first: a missing or unreachable run image fails before any step runs.
-    let (base, pull, stack) =
-        stack::load_base(opts, &plan, &project, &cache.store, &client, log)?;
+    let (base, pull, stack) = stack::load_base(opts, &plan, &project, &cache.store, &client, log)?;
     let cache_import = match &opts.cache_image {
         Some(reference) => Some(registry_cache::import(&client, &cache, reference, log)?),
         None => None,

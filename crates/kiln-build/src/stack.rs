@@ -94,7 +94,11 @@ pub fn load_base(
     store: &BlobStore,
     client: &kiln_registry::Client,
     log: &mut dyn Write,
-) -> Result<(LoadedImage, Option<crate::registry::PullReport>, Option<StackReport>)> {
+) -> Result<(
+    LoadedImage,
+    Option<crate::registry::PullReport>,
+    Option<StackReport>,
+)> {
     let Some(selection) = &opts.stack else {
         let (base, pull) = crate::registry::load_any(&opts.run_image, store, client, log)?;
         return Ok((base, pull, None));
@@ -112,7 +116,11 @@ pub fn request(
     project: &ProjectConfig,
 ) -> Result<Request> {
     let kiln_toml = || opts.source.join(kiln_buildpack::project::FILE_NAME);
-    let distro = match (selection.distro, opts.kiln_env.get("KILN_STACK"), &project.stack.distro) {
+    let distro = match (
+        selection.distro,
+        opts.kiln_env.get("KILN_STACK"),
+        &project.stack.distro,
+    ) {
         (Some(d), _, _) => d,
         (None, Some(s), _) => Distro::parse(s).map_err(|why| Error::Source {
             path: opts.source.clone(),
@@ -290,7 +298,11 @@ fn assemble(
             .map(|s| format!("{} ({})", s.name, s.date))
             .collect::<Vec<_>>()
             .join(", "),
-        if locked { ", as locked in kiln.lock" } else { "" }
+        if locked {
+            ", as locked in kiln.lock"
+        } else {
+            ""
+        }
     );
     let mut config = ImageConfig::for_host();
     config.config.set_env_var("PATH", PATH);
@@ -391,7 +403,12 @@ pub fn lock(opts: &BuildOptions, update: bool, log: &mut dyn Write) -> Result<Lo
     );
     Ok(LockReport {
         path,
-        action: if existing.is_some() { "updated" } else { "written" }.to_owned(),
+        action: if existing.is_some() {
+            "updated"
+        } else {
+            "written"
+        }
+        .to_owned(),
         lock,
     })
 }

@@ -330,8 +330,7 @@ fn the_glibc_stack_of_bookworm_has_dash_as_sh_and_env() {
 fn a_locked_package_gone_from_the_mirror_is_named_with_a_way_out() {
     let Some(source) = host_source() else { return };
     let mut lock =
-        stack::resolve_fresh(&source, &shared_cache(), &static_request(), &mut Vec::new())
-            .unwrap();
+        stack::resolve_fresh(&source, &shared_cache(), &static_request(), &mut Vec::new()).unwrap();
     // A version the pool no longer has (as happens once a point release replaces it).
     let pinned = &mut lock.layer[0].package[2];
     pinned.version = "0.0-kiln-test".into();
@@ -340,9 +339,14 @@ fn a_locked_package_gone_from_the_mirror_is_named_with_a_way_out() {
     let id = pinned.id();
     let dir = tempfile::tempdir().unwrap();
     let cache = Cache::open(dir.path()).unwrap();
-    let err = stack::assemble(&source, &cache, &lock).unwrap_err().to_string();
+    let err = stack::assemble(&source, &cache, &lock)
+        .unwrap_err()
+        .to_string();
     assert!(err.starts_with(&format!("package {id} (")), "{err}");
     assert!(err.contains("is gone from the mirror"), "{err}");
     assert!(err.contains("HTTP 404"), "{err}");
-    assert!(err.contains("snapshot mirror") && err.contains("kiln lock --update"), "{err}");
+    assert!(
+        err.contains("snapshot mirror") && err.contains("kiln lock --update"),
+        "{err}"
+    );
 }
