@@ -421,3 +421,98 @@ pub fn from_config(config: &ImageConfig) -> Option<StackReport> {
         .get(LABEL)
         .and_then(|json| serde_json::from_str(json).ok())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../fixtures")
+            .join(name)
+    }
+
+    fn request_for(name: &str, env: &[(&str, &str)], project: &ProjectConfig) -> Result<Request> {
+        let mut opts = BuildOptions::new(fixture(name), "out.tar");
+        opts.kiln_env = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let plan = crate::plan(&opts.source, None)?;
+        request(&opts, &StackSelection::default(), &plan, project)
+    }
+
+    #[test]
+    fn the_flavour_follows_the_runtimes_and_settings_follow_their_order() {
+        let none = ProjectConfig::default();
+        let go = request_for("go-http", &[], &none).unwrap();
+        assert_eq!(
+            (go.distro, go.flavour, go.packages.len()),
+            (Distro::Debian13, Flavour::Static, 0)
+        );
+        let node = request_for("node-express", &[], &none).unwrap();
+        assert_eq!(node.flavour, Flavour::Glibc);
+
+        let mut project = ProjectConfig::default();
+        project.stack.distro = Some("debian-12".into());
+        project.packages.run = vec!["libpq5".into()];
+        let from_toml = request_for("go-http", &[], &project).unwrap();
+        assert_eq!(from_toml.distro, Distro::Debian12);
+        assert_eq!(from_toml.packages, ["libpq5"]);
+        assert_eq!(from_toml.effective_flavour(), Flavour::Glibc);
+        let from_env = request_for(
+            "go-http",
+            &[
+                ("KILN_STACK", "debian-13"),
+                ("KILN_RUN_PACKAGES", "libpq5, libxml2  zlib1g"),
+            ],
+            &project,
+        )
+        .unwrap();
+        assert_eq!(from_env.distro, Distro::Debian13);
+        assert_eq!(from_env.packages, ["libpq5", "libxml2", "zlib1g"]);
+
+        project.stack.distro = Some("debian-11".into());
+        let err = request_for("go-http", &[], &project)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("kiln.toml: [stack] distro: unknown stack \"debian-11\""),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn layer_keys_change_with_any_package_below() {
+        let deb = |name: &str, version: &str| kiln_debian::fetch::DebRef {
+            name: name.into(),
+            version: version.into(),
+            architecture: "amd64".into(),
+            suite: "trixie".into(),
+            filename: format!("pool/{name}.deb"),
+            size: 1,
+            sha256: "0".repeat(64),
+        };
+        let layer = |name: &str, packages| kiln_debian::lock::LockedLayer {
+            name: name.into(),
+            requested: Vec::new(),
+            package: packages,
+        };
+        let lock = |v: &str| Lock {
+            lock_version: kiln_debian::lock::LOCK_VERSION,
+            distro: "debian-13".into(),
+            arch: "amd64".into(),
+            suite: Vec::new(),
+            layer: vec![
+                layer("static", vec![deb("base-files", v)]),
+                layer("glibc", vec![deb("libc6", "2.41")]),
+            ],
+        };
+        let (a, b) = (layer_keys(&lock("13.8")), layer_keys(&lock("13.9")));
+        assert_eq!(a.len(), 2);
+        assert_ne!(a[0], b[0]);
+        // The glibc layer sits on a different static layer: its key changes too.
+        assert_ne!(a[1], b[1]);
+        assert_eq!(a, layer_keys(&lock("13.8")));
+    }
+}
