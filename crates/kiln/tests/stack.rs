@@ -351,3 +351,48 @@ fn a_warm_rebuild_without_network_gives_the_same_digest() {
     let notes = offline["stack"]["notes"].to_string();
     assert!(notes.contains("using the cached trixie index"), "{notes}");
 }
+
+#[test]
+fn a_corrupted_cached_deb_fails_the_build_naming_the_package_and_writes_no_image() {
+    if !require_tools(&["go"]) || !require_debian_mirror() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let src = copy_fixture("go-http", tmp.path());
+    let debian = tmp.path().join("debian-downloads");
+    let env = [("KILN_DEBIAN_CACHE", debian.to_str().unwrap())];
+    build_ok(
+        &src,
+        &tmp.path().join("c1"),
+        &tmp.path().join("o1.tar"),
+        &env,
+    );
+    let locked = kiln_on_stack()
+        .args(["lock", src.to_str().unwrap(), "--json"])
+        .env("KILN_DEBIAN_CACHE", &debian)
+        .output()
+        .unwrap();
+    let lock: Value = serde_json::from_slice(&locked.stdout).unwrap();
+    let first = &lock["lock"]["layer"][0]["package"][0];
+    let blob = debian
+        .join("blobs/sha256")
+        .join(first["sha256"].as_str().unwrap());
+    let mut bytes = fs::read(&blob).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    fs::write(&blob, bytes).unwrap();
+
+    // A fresh build cache, so the stack is assembled again from the (corrupted) download cache.
+    let out = tmp.path().join("o2.tar");
+    let failed = build(&src, &tmp.path().join("c2"), &out, &env);
+    assert_eq!(failed.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&failed.stderr);
+    let want = format!(
+        "package {}={} ({}): refused: the cached copy",
+        first["name"].as_str().unwrap(),
+        first["version"].as_str().unwrap(),
+        first["filename"].as_str().unwrap()
+    );
+    assert!(stderr.contains(&want), "{stderr}");
+    assert!(!out.exists(), "no image is written");
+}
