@@ -19,8 +19,8 @@ nonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n";
 pub const GROUP: &str = "root:x:0:\nnobody:x:65534:\nnonroot:x:65532:\n";
 
 /// `update-alternatives` links, created when `package` is in the stack and the link is not
-/// shipped: `(package, link, target)`, `{arch}` being the Debian architecture's GNU triplet
-/// directory name used by the JVM packages (`amd64`). Only the links runtime images need.
+/// shipped: `(package, link, target)`, `{arch}` being the Debian architecture (`amd64`), as the
+/// JVM packages name their directories. Only the links runtime images need.
 pub const ALTERNATIVES: &[(&str, &str, &str)] = &[
     // (dash ships `/bin/sh` itself in bookworm and trixie: no entry needed.)
     (
@@ -203,6 +203,36 @@ mod tests {
             String::from_utf8(bytes).unwrap(),
             "Package: dash\nStatus: install ok installed\nVersion: 0.5.12-12\nArchitecture: amd64\n"
         );
+    }
+
+    #[test]
+    fn alternatives_links_are_made_for_present_packages_unless_shipped() {
+        let mut root = Root::new();
+        skeleton(&mut root).unwrap();
+        alternatives(&mut root, ["openjdk-17-jre-headless", "libc6"], "amd64").unwrap();
+        assert_eq!(
+            root.get("usr/bin/java"),
+            Some(&Node::Symlink(
+                "/usr/lib/jvm/java-17-openjdk-amd64/bin/java".into()
+            ))
+        );
+        // A link the packages ship is left alone; absent packages get none.
+        let mut root = Root::new();
+        root.place(
+            "usr/bin/java",
+            Node::Symlink("elsewhere".into()),
+            0o777,
+            "x",
+        )
+        .unwrap();
+        alternatives(&mut root, ["openjdk-21-jre-headless"], "arm64").unwrap();
+        assert_eq!(
+            root.get("usr/bin/java"),
+            Some(&Node::Symlink("elsewhere".into()))
+        );
+        let mut none = Root::new();
+        alternatives(&mut none, ["libc6"], "amd64").unwrap();
+        assert!(none.get("usr/bin/java").is_none());
     }
 
     #[test]

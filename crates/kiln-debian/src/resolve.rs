@@ -348,6 +348,13 @@ SHA256: bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb
     }
 
     #[test]
+    fn essential_packages_are_not_pulled_in_unless_depended_on() {
+        // dash and debianutils are `Essential: yes`; nothing here depends on them.
+        let got = closure("libc6").unwrap();
+        assert_eq!(names(&got), ["gcc-14-base", "libc6", "libgcc-s1"]);
+    }
+
+    #[test]
     fn alternatives_fall_back_to_a_virtual_package_through_provides() {
         // `debconf (>= 0.5)` does not exist here; `debconf-2.0` is provided by cdebconf.
         let got = closure("ca-certificates").unwrap();
