@@ -177,6 +177,24 @@ pub fn packages(source: &Source, cache: &Cache, release: &Release) -> Result<Vec
         release.suite
     );
     let digest = digest_of_hex(&sum.sha256, &url)?;
+    // The fields Kiln reads, extracted once from the verified index (a quarter of its size,
+    // and no xz to decompress on the next build).
+    let extract_ref = cache
+        .root
+        .join("refs")
+        .join(format!("packages-{}", digest.hex()));
+    let extract = fs::read_to_string(&extract_ref)
+        .ok()
+        .and_then(|d| Digest::parse(d.trim()).ok())
+        .filter(|d| cache.store.contains(d));
+    if let Some(extract) = extract {
+        let text =
+            String::from_utf8(cache.store.read_verified(&extract)?).map_err(|_| Error::Parse {
+                what: format!("{url} (cached extract {extract})"),
+                why: "not UTF-8".to_owned(),
+            })?;
+        return index::parse_packages(&text, &release.suite, &format!("{url} (extract)"));
+    }
     let cached = cache.store.path(&digest);
     let bytes = if cache.store.contains(&digest) {
         // Verified below (size and sha256) before it is decompressed, like a download.
@@ -188,7 +206,14 @@ pub fn packages(source: &Source, cache: &Cache, release: &Release) -> Result<Vec
         bytes
     };
     let text = index::unpack_verified(&bytes, sum, &url)?;
-    index::parse_packages(&text, &release.suite, &url)
+    let packages = index::parse_packages(&text, &release.suite, &url)?;
+    let extract = cache.store.put_bytes(index::extract(&text).as_bytes())?;
+    write_atomic(
+        &cache.root.join("refs"),
+        &extract_ref,
+        extract.as_str().as_bytes(),
+    )?;
+    Ok(packages)
 }
 
 /// Releases and packages of `codename` and its security suite, as one [`Universe`].
