@@ -223,3 +223,158 @@ fn read_data(
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One data.tar entry: `(raw path, type, mode, content or link target)`.
+    type Raw<'a> = (&'a str, tar::EntryType, u32, &'a str);
+
+    /// A tar whose names are written raw (the tar crate's own setters refuse `..`).
+    fn tar_of(entries: &[Raw<'_>]) -> Vec<u8> {
+        let mut builder = tar::Builder::new(Vec::new());
+        for (path, kind, mode, data) in entries {
+            let mut header = tar::Header::new_gnu();
+            header.as_old_mut().name[..path.len()].copy_from_slice(path.as_bytes());
+            header.set_entry_type(*kind);
+            header.set_mode(*mode);
+            let body: &[u8] = if kind.is_file() { data.as_bytes() } else { &[] };
+            if kind.is_symlink() || kind.is_hard_link() {
+                header.as_old_mut().linkname[..data.len()].copy_from_slice(data.as_bytes());
+            }
+            header.set_size(body.len() as u64);
+            header.set_cksum();
+            builder.append(&header, body).unwrap();
+        }
+        builder.into_inner().unwrap()
+    }
+
+    fn gz(bytes: &[u8]) -> Vec<u8> {
+        use std::io::Write;
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        enc.write_all(bytes).unwrap();
+        enc.finish().unwrap()
+    }
+
+    fn deb_of(dir: &Path, data: &[Raw<'_>]) -> std::path::PathBuf {
+        let control = tar_of(&[(
+            "./control",
+            tar::EntryType::Regular,
+            0o644,
+            "Package: t\nVersion: 1\n",
+        )]);
+        let mut ar = ar::Builder::new(Vec::new());
+        for (name, bytes) in [
+            ("debian-binary", b"2.0\n".to_vec()),
+            ("control.tar.gz", gz(&control)),
+            ("data.tar.gz", gz(&tar_of(data))),
+        ] {
+            let header = ar::Header::new(name.as_bytes().to_vec(), bytes.len() as u64);
+            ar.append(&header, bytes.as_slice()).unwrap();
+        }
+        let path = dir.join("t.deb");
+        fs::write(&path, ar.into_inner().unwrap()).unwrap();
+        path
+    }
+
+    #[test]
+    fn keeps_modes_symlinks_and_hardlinks_and_the_control_stanza() {
+        use tar::EntryType::*;
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(dir.path().join("cache")).unwrap();
+        let deb = deb_of(
+            dir.path(),
+            &[
+                ("./", Directory, 0o755, ""),
+                ("./usr/bin/", Directory, 0o755, ""),
+                ("./usr/bin/tool", Regular, 0o4755, "#!/bin/sh\n"),
+                ("./usr/bin/again", Link, 0o4755, "./usr/bin/tool"),
+                ("./usr/bin/alias", Symlink, 0o777, "tool"),
+            ],
+        );
+        let contents = unpack(&cache, &deb, "t=1").unwrap();
+        assert_eq!(contents.control, "Package: t\nVersion: 1\n");
+        let summary: Vec<(&str, u32, &DebKind)> = contents
+            .entries
+            .iter()
+            .map(|e| (e.path.as_str(), e.mode, &e.kind))
+            .collect();
+        let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(b"#!/bin/sh\n"));
+        assert_eq!(
+            summary,
+            [
+                ("usr/bin", 0o755, &DebKind::Dir),
+                (
+                    "usr/bin/tool",
+                    0o4755,
+                    &DebKind::File {
+                        sha256: sha.clone(),
+                        size: 10
+                    }
+                ),
+                (
+                    "usr/bin/again",
+                    0o4755,
+                    &DebKind::Hardlink {
+                        target: "usr/bin/tool".into()
+                    }
+                ),
+                (
+                    "usr/bin/alias",
+                    0o777,
+                    &DebKind::Symlink {
+                        target: "tool".into()
+                    }
+                ),
+            ]
+        );
+        // The content went into the blob store, never onto the host root.
+        let digest = kiln_oci::Digest::parse(&format!("sha256:{sha}")).unwrap();
+        assert_eq!(
+            cache.store().read_verified(&digest).unwrap(),
+            b"#!/bin/sh\n"
+        );
+        // Cached listing: the same contents without unpacking again.
+        let listed = contents_cached(&cache, &deb, &sha);
+        assert_eq!(listed, contents);
+    }
+
+    fn contents_cached(cache: &Cache, deb: &Path, sha: &str) -> DebContents {
+        let first = contents(cache, deb, sha, "t=1").unwrap();
+        fs::remove_file(deb).unwrap();
+        let second = contents(cache, deb, sha, "t=1").unwrap();
+        assert_eq!(first, second);
+        second
+    }
+
+    #[test]
+    fn escaping_paths_are_refused_as_in_base_archives() {
+        use tar::EntryType::*;
+        for (bad, why) in [
+            (
+                ("./../etc/passwd", Regular, 0o644, "x"),
+                "'..' path component",
+            ),
+            (("/etc/passwd", Regular, 0o644, "x"), "absolute path"),
+            (
+                ("./usr/x", Link, 0o644, "../../etc/shadow"),
+                "link target leaves the archive root",
+            ),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let cache = Cache::open(dir.path().join("cache")).unwrap();
+            let deb = deb_of(dir.path(), &[bad]);
+            let err = unpack(&cache, &deb, "t=1").unwrap_err().to_string();
+            assert!(
+                err.contains("escapes the archive root") && err.contains(why),
+                "{err}"
+            );
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(dir.path().join("cache")).unwrap();
+        let deb = deb_of(dir.path(), &[("./dev/null", Char, 0o666, "")]);
+        let err = unpack(&cache, &deb, "t=1").unwrap_err().to_string();
+        assert!(err.contains("cannot go into an image"), "{err}");
+    }
+}

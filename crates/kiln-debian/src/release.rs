@@ -401,6 +401,25 @@ mod tests {
     }
 
     #[test]
+    fn a_keyring_file_can_replace_the_embedded_keys() {
+        let keys = Path::new(env!("CARGO_MANIFEST_DIR")).join("keys");
+        let file = keys.join("debian-archive-trixie-stable.gpg");
+        let keyring = Keyring::from_file(&file).unwrap();
+        assert_eq!(keyring.keys.len(), 1);
+        assert_eq!(keyring.origin, file.display().to_string());
+        let err = Keyring::from_file(&keys.join("README.md"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with(&format!(
+                "OpenPGP keyring {}",
+                keys.join("README.md").display()
+            )),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn garbage_is_refused() {
         let keyring = Keyring::embedded().unwrap();
         let err = verify_inrelease(

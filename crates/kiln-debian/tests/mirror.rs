@@ -62,6 +62,82 @@ fn trixie_and_bookworm_releases_verify_with_the_embedded_keys() {
     }
 }
 
+#[test]
+fn an_expired_release_is_refused() {
+    let Some(source) = host_source() else { return };
+    let Some(_) = &source.mirror.security else {
+        panic!("the host's apt sources name no security archive: its Releases carry Valid-Until");
+    };
+    let cache = shared_cache();
+    let release = fetch::release(&source, &cache, "trixie-security", &mut Vec::new()).unwrap();
+    let until = release
+        .valid_until_unix
+        .expect("security Releases carry Valid-Until");
+    let digest = kiln_oci::Digest::parse(&format!("sha256:{}", release.inrelease_sha256)).unwrap();
+    let bytes = cache.store().read_verified(&digest).unwrap();
+    let url = "http://mirror/dists/trixie-security/InRelease";
+    kiln_debian::release::verify_inrelease(&bytes, &source.keyring, url, "trixie-security", until)
+        .unwrap();
+    let err = kiln_debian::release::verify_inrelease(
+        &bytes,
+        &source.keyring,
+        url,
+        "trixie-security",
+        until + 3600,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.starts_with(&format!(
+            "{url}: refused: expired: Valid-Until is 3600 seconds in the past"
+        )),
+        "{err}"
+    );
+    // Asked for as another suite, the same signed bytes are refused too.
+    let err = kiln_debian::release::verify_inrelease(&bytes, &source.keyring, url, "trixie", until)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("not of \"trixie\""), "{err}");
+}
+
+#[test]
+fn an_old_cached_index_is_refreshed_when_the_mirror_answers() {
+    let Some(mut source) = host_source() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let cache = Cache::open(dir.path()).unwrap();
+    fetch::release(&source, &cache, "trixie", &mut Vec::new()).unwrap();
+    let refs: Vec<PathBuf> = std::fs::read_dir(dir.path().join("refs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("inrelease-")
+        })
+        .collect();
+    assert_eq!(refs.len(), 1);
+    // Pretend it was fetched two days ago.
+    let old = std::time::SystemTime::now() - std::time::Duration::from_secs(2 * 24 * 3600);
+    std::fs::File::options()
+        .write(true)
+        .open(&refs[0])
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+    source.max_index_age = std::time::Duration::from_secs(24 * 3600);
+    let mut notes = Vec::new();
+    fetch::release(&source, &cache, "trixie", &mut notes).unwrap();
+    assert!(notes.is_empty(), "{notes:?}");
+    let fetched = std::fs::metadata(&refs[0]).unwrap().modified().unwrap();
+    assert!(
+        fetched > old + std::time::Duration::from_secs(24 * 3600),
+        "the ref was refreshed"
+    );
+}
+
 /// A proxy in front of the mirror: `/a/…` → archive, `/s/…` → security. `tamper(path, bytes)`
 /// may change a response. Serves until the test process ends.
 fn tampering_proxy(real: &Mirror, tamper: fn(&str, &mut [u8])) -> Mirror {
