@@ -2,6 +2,8 @@
 //! the static stack puts in a Go image, extra run packages, locks, and offline rebuilds. (Node
 //! and Python apps on the glibc stack answer HTTP under runc in `tests/runtimes.rs`.)
 
+#[path = "../../kiln-debian/tests/support/proxy.rs"]
+mod proxy;
 mod support;
 
 use std::collections::BTreeMap;
@@ -394,5 +396,38 @@ fn a_corrupted_cached_deb_fails_the_build_naming_the_package_and_writes_no_image
         first["filename"].as_str().unwrap()
     );
     assert!(stderr.contains(&want), "{stderr}");
+    assert!(!out.exists(), "no image is written");
+}
+
+#[test]
+fn a_tampered_deb_from_the_mirror_fails_the_build_naming_the_package_and_writes_no_image() {
+    if !require_tools(&["go"]) || !require_debian_mirror() {
+        return;
+    }
+    fn tamper(path: &str, body: &mut [u8]) {
+        if path.ends_with(".deb") {
+            let middle = body.len() / 2;
+            body[middle] ^= 0xff;
+        }
+    }
+    let real = kiln_debian::mirror::find(&Default::default(), Path::new("/")).unwrap();
+    let evil = proxy::tampering_proxy(&real, tamper);
+    let tmp = tempfile::tempdir().unwrap();
+    let debian = tmp.path().join("debian-downloads");
+    let mut env = vec![
+        ("KILN_DEBIAN_CACHE", debian.to_str().unwrap()),
+        ("KILN_DEBIAN_MIRROR", evil.archive.as_str()),
+    ];
+    if let Some(security) = &evil.security {
+        env.push(("KILN_DEBIAN_SECURITY_MIRROR", security.as_str()));
+    }
+    let out = tmp.path().join("out.tar");
+    let failed = build(&fixture("go-http"), &tmp.path().join("cache"), &out, &env);
+    assert_eq!(failed.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&failed.stderr);
+    // The first package of the stack, in order, is the one reported.
+    assert!(stderr.contains("error: package base-files="), "{stderr}");
+    assert!(stderr.contains("): refused: "), "{stderr}");
+    assert!(stderr.contains("but Packages lists sha256:"), "{stderr}");
     assert!(!out.exists(), "no image is written");
 }
