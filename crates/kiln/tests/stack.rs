@@ -1,6 +1,7 @@
 //! Builds with no `--run-image` run on Kiln's own stack, assembled from Debian packages: what
-//! the static stack puts in a Go image, extra run packages, locks, and offline rebuilds. (Node
-//! and Python apps on the glibc stack answer HTTP under runc in `tests/runtimes.rs`.)
+//! the static stack puts in a Go image, extra run packages, locks, offline rebuilds, and
+//! tampered or corrupted packages. (Node and Python apps on the glibc stack answer HTTP under
+//! runc in `tests/runtimes.rs`.)
 
 #[path = "../../kiln-debian/tests/support/proxy.rs"]
 mod proxy;
