@@ -41,6 +41,20 @@ impl<'a> Stanza<'a> {
 /// Packages").
 pub fn parse<'a>(text: &'a str, what: &str) -> Result<Vec<Stanza<'a>>> {
     let mut stanzas = Vec::new();
+    for_each(text, what, |stanza| {
+        stanzas.push(stanza);
+        Ok(())
+    })?;
+    Ok(stanzas)
+}
+
+/// [`parse`], handing each stanza to `f` as soon as it is complete (a Packages index need not
+/// be held as stanzas all at once).
+pub fn for_each<'a>(
+    text: &'a str,
+    what: &str,
+    mut f: impl FnMut(Stanza<'a>) -> Result<()>,
+) -> Result<()> {
     let mut current: Option<Open<'a>> = None;
     let mut offset = 0;
     for (index, raw) in text.split_inclusive('\n').enumerate() {
@@ -50,7 +64,7 @@ pub fn parse<'a>(text: &'a str, what: &str) -> Result<Vec<Stanza<'a>>> {
         let line = raw.trim_end_matches(['\n', '\r']);
         if line.trim().is_empty() {
             if let Some(open) = current.take() {
-                stanzas.push(open.finish(text, start));
+                f(open.finish(text, start))?;
             }
             continue;
         }
@@ -89,9 +103,9 @@ pub fn parse<'a>(text: &'a str, what: &str) -> Result<Vec<Stanza<'a>>> {
         open.field = Some((name, start + name.len() + 1));
     }
     if let Some(open) = current.take() {
-        stanzas.push(open.finish(text, offset));
+        f(open.finish(text, offset))?;
     }
-    Ok(stanzas)
+    Ok(())
 }
 
 /// A stanza being read: where it starts, its finished fields, and the field whose value may

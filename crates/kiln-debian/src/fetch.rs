@@ -205,7 +205,11 @@ pub fn packages(source: &Source, cache: &Cache, release: &Release) -> Result<Vec
         cache.store.put_bytes(&bytes)?;
         bytes
     };
-    let text = index::unpack_verified(&bytes, sum, &url)?;
+    let plain = release
+        .files
+        .get(path.trim_end_matches(".xz"))
+        .map(|f| f.size);
+    let text = index::unpack_verified(&bytes, sum, plain, &url)?;
     let packages = index::parse_packages(&text, &release.suite, &url)?;
     let extract = cache.store.put_bytes(index::extract(&text).as_bytes())?;
     write_atomic(

@@ -43,9 +43,17 @@ impl Package {
 
 /// Checks `bytes` against the Release entry `sum` (size, then sha256), then decompresses the xz
 /// stream. Nothing is decompressed unless the bytes are exactly the signed ones.
-pub fn unpack_verified(bytes: &[u8], sum: &FileSum, what: &str) -> Result<String> {
+/// `size_hint` is the decompressed size the Release lists (`…/Packages`), so the text is
+/// allocated once instead of doubling its way up.
+pub fn unpack_verified(
+    bytes: &[u8],
+    sum: &FileSum,
+    size_hint: Option<u64>,
+    what: &str,
+) -> Result<String> {
     verify(bytes, sum, what)?;
-    let mut text = String::new();
+    let capacity = size_hint.unwrap_or(0).min(MAX_INDEX_BYTES) as usize;
+    let mut text = String::with_capacity(capacity);
     lzma_rust2::XzReader::new(bytes, false)
         .take(MAX_INDEX_BYTES + 1)
         .read_to_string(&mut text)
@@ -128,48 +136,52 @@ pub fn extract(text: &str) -> String {
 
 /// Parses a Packages file of `suite`; `what` names it in errors.
 pub fn parse_packages(text: &str, suite: &str, what: &str) -> Result<Vec<Package>> {
-    control::parse(text, what)?
-        .iter()
-        .map(|stanza| {
-            let field = |name: &str| stanza.require(name, what);
-            let at = || format!("{what}:{}", stanza.line);
-            let bad = |why: String| Error::Parse { what: at(), why };
-            let relations = |name: &str| {
-                stanza
-                    .get(name)
-                    .map_or(Ok(Vec::new()), parse_relations)
-                    .map_err(|e| bad(format!("{name}: {e}")))
-            };
-            let provides = stanza
-                .get("Provides")
-                .map_or(Ok(Vec::new()), |p| {
-                    p.split(',')
-                        .map(str::trim)
-                        .filter(|p| !p.is_empty())
-                        .map(parse_dep)
-                        .collect()
-                })
-                .map_err(|e| bad(format!("Provides: {e}")))?;
-            let sha256 = field("SHA256")?.to_ascii_lowercase();
-            if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return Err(bad(format!("SHA256 {sha256:?} is not 64 hex digits")));
-            }
-            Ok(Package {
-                name: field("Package")?.to_owned(),
-                version: Version::parse(field("Version")?).map_err(bad)?,
-                architecture: field("Architecture")?.to_owned(),
-                depends: relations("Depends")?,
-                pre_depends: relations("Pre-Depends")?,
-                provides,
-                filename: field("Filename")?.to_owned(),
-                size: field("Size")?
-                    .parse()
-                    .map_err(|_| bad("Size is not a number".to_owned()))?,
-                sha256,
-                suite: suite.to_owned(),
-            })
+    let mut packages = Vec::new();
+    control::for_each(text, what, |stanza| {
+        packages.push(package(&stanza, suite, what)?);
+        Ok(())
+    })?;
+    Ok(packages)
+}
+
+fn package(stanza: &control::Stanza<'_>, suite: &str, what: &str) -> Result<Package> {
+    let field = |name: &str| stanza.require(name, what);
+    let at = || format!("{what}:{}", stanza.line);
+    let bad = |why: String| Error::Parse { what: at(), why };
+    let relations = |name: &str| {
+        stanza
+            .get(name)
+            .map_or(Ok(Vec::new()), parse_relations)
+            .map_err(|e| bad(format!("{name}: {e}")))
+    };
+    let provides = stanza
+        .get("Provides")
+        .map_or(Ok(Vec::new()), |p| {
+            p.split(',')
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .map(parse_dep)
+                .collect()
         })
-        .collect()
+        .map_err(|e| bad(format!("Provides: {e}")))?;
+    let sha256 = field("SHA256")?.to_ascii_lowercase();
+    if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(bad(format!("SHA256 {sha256:?} is not 64 hex digits")));
+    }
+    Ok(Package {
+        name: field("Package")?.to_owned(),
+        version: Version::parse(field("Version")?).map_err(bad)?,
+        architecture: field("Architecture")?.to_owned(),
+        depends: relations("Depends")?,
+        pre_depends: relations("Pre-Depends")?,
+        provides,
+        filename: field("Filename")?.to_owned(),
+        size: field("Size")?
+            .parse()
+            .map_err(|_| bad("Size is not a number".to_owned()))?,
+        sha256,
+        suite: suite.to_owned(),
+    })
 }
 
 #[cfg(test)]
@@ -231,7 +243,7 @@ mod tests {
             sha256: "0".repeat(64),
             ..good
         };
-        assert!(unpack_verified(bytes, &other, "Packages.xz")
+        assert!(unpack_verified(bytes, &other, None, "Packages.xz")
             .unwrap_err()
             .to_string()
             .starts_with("Packages.xz: refused: sha256"));
