@@ -124,8 +124,14 @@ pub fn release(
     let now = release::now_unix();
     if let Some((digest, age)) = &cached {
         if *age < source.max_index_age {
+            // A cached copy that no longer verifies (another keyring, past Valid-Until) is
+            // fetched again rather than trusted.
             let bytes = cache.store.read_verified(digest)?;
-            return release::verify_inrelease(&bytes, &source.keyring, &url, suite, now);
+            if let Ok(release) =
+                release::verify_inrelease(&bytes, &source.keyring, &url, suite, now)
+            {
+                return Ok(release);
+            }
         }
     }
     // InRelease files are ~150 KB; anything far larger is not one.

@@ -165,6 +165,34 @@ fn a_tampered_inrelease_is_refused_and_not_cached() {
     fetch::release(&source, &cache, "trixie", &mut Vec::new()).unwrap();
 }
 
+#[test]
+fn a_cached_index_that_no_longer_verifies_is_fetched_again() {
+    let Some(source) = host_source() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let cache = Cache::open(dir.path()).unwrap();
+    let refs = dir.path().join("refs");
+    let fetch_ref = |suite: &str| {
+        let before: Vec<PathBuf> = list(&refs);
+        fetch::release(&source, &cache, suite, &mut Vec::new()).unwrap();
+        list(&refs)
+            .into_iter()
+            .find(|p| !before.contains(p))
+            .unwrap()
+    };
+    let trixie = fetch_ref("trixie");
+    let bookworm = fetch_ref("bookworm");
+    // The young trixie ref now names bookworm's (validly signed) InRelease.
+    std::fs::copy(&bookworm, &trixie).unwrap();
+    let release = fetch::release(&source, &cache, "trixie", &mut Vec::new()).unwrap();
+    assert_eq!(release.codename, "trixie");
+}
+
+fn list(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .map(|r| r.map(|e| e.unwrap().path()).collect())
+        .unwrap_or_default()
+}
+
 fn static_request() -> Request {
     Request {
         distro: Distro::Debian13,
