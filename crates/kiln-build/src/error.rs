@@ -19,6 +19,8 @@ pub enum Error {
     /// `--platform` asks for an image this build cannot honestly make.
     #[error("--platform {requested}: {why}")]
     Platform { requested: String, why: String },
+    #[error(transparent)]
+    Debian(#[from] kiln_debian::Error),
     #[error("no buildpack detected for {}\n{looked_for}", path.display())]
     NothingDetected { path: PathBuf, looked_for: String },
     #[error(

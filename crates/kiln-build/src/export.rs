@@ -306,7 +306,8 @@ pub(crate) fn image_annotations(created: String, base: &LoadedImage) -> BTreeMap
 /// path) must give the same digest.
 fn base_name(base: &LoadedImage) -> Option<String> {
     match &base.source {
-        ImageSource::Registry(_) => Some(base.source.to_string()),
+        // Kiln's own stack: its stable name (`kiln-stack:debian-13/glibc`), the same everywhere.
+        ImageSource::Registry(_) | ImageSource::Stack(_) => Some(base.source.to_string()),
         _ => base.ref_name.clone(),
     }
 }

@@ -25,6 +25,9 @@ pub struct InspectReport {
     pub env: Vec<String>,
     pub processes: Vec<ProcessMetadata>,
     pub base: Option<BaseMetadata>,
+    /// The Kiln stack the image runs on (distro, packages), when it does.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stack: Option<crate::stack::StackReport>,
     /// Whether the image carries Kiln's metadata label.
     pub built_by_kiln: bool,
 }
@@ -94,6 +97,7 @@ pub fn inspect(source: &ImageSource) -> Result<InspectReport> {
             .map(|m| m.processes.clone())
             .unwrap_or_default(),
         base: metadata.as_ref().and_then(|m| m.base.clone()),
+        stack: crate::stack::from_config(&image.config),
         built_by_kiln: metadata.is_some(),
     })
 }

@@ -20,6 +20,7 @@ pub mod registry;
 pub mod registry_cache;
 pub mod runtimes;
 pub mod source;
+pub mod stack;
 pub mod step_cache;
 pub mod steps;
 
@@ -88,6 +89,8 @@ pub struct BuildOptions {
     /// `KILN_*` overrides of detection and planning (`KILN_BUILDPACKS`, `KILN_NODE_VERSION`, …);
     /// [`BuildOptions::new`] takes them from the process environment.
     pub kiln_env: BTreeMap<String, String>,
+    /// Run on Kiln's own stack (assembled from Debian packages) instead of `run_image`.
+    pub stack: Option<stack::StackSelection>,
 }
 
 impl BuildOptions {
@@ -109,6 +112,7 @@ impl BuildOptions {
             registry: kiln_registry::ClientOptions::default(),
             no_cache: false,
             kiln_env: kiln_buildpack::settings::kiln_env(),
+            stack: None,
         }
     }
 }
@@ -178,6 +182,9 @@ pub struct BuildReport {
     /// The run image's pull, when it came from a registry.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pull: Option<registry::PullReport>,
+    /// The stack the image runs on, when Kiln assembled the run image.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stack: Option<stack::StackReport>,
     /// The push of `--publish`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub push: Option<kiln_registry::PushReport>,
@@ -290,7 +297,7 @@ pub fn build(opts: &BuildOptions, log: &mut dyn Write) -> Result<BuildReport> {
     cache.register_project(&project_id)?;
     let client = kiln_registry::Client::new(opts.registry.clone());
     // The base first: a missing or unreachable run image fails before any step runs.
-    let (base, pull) = registry::load_any(&opts.run_image, &cache.store, &client, log)?;
+    let (base, pull, stack) = stack::load_base(opts, &plan, &project, &cache.store, &client, log)?;
     export::check_platform(opts, &plan, &base)?;
     let cache_import = match &opts.cache_image {
         Some(reference) => Some(registry_cache::import(
@@ -373,6 +380,7 @@ pub fn build(opts: &BuildOptions, log: &mut dyn Write) -> Result<BuildReport> {
         runtimes: runtime_reports,
         processes: plan.processes.clone(),
         pull,
+        stack,
         push,
         cache_image,
         timings: Timings {

@@ -95,7 +95,7 @@ pub fn provide(
                 bp.id, wanted.name
             ),
         })?;
-        runtime.check_run_image(Some(&opts.run_image.to_string()))?;
+        runtime.check_run_image(Some(&crate::stack::base_label(opts)))?;
         let req = VersionReq::parse(&wanted.requirement).map_err(|e| Error::Source {
             path: opts.source.clone(),
             why: format!(

@@ -7,6 +7,13 @@
 //! [build]
 //! exclude = ["docs/", "*.log"]   # .dockerignore syntax; kept out of the working copy and image
 //! env = { GOFLAGS = "-tags=prod" } # added to every build step
+//!
+//! [stack]                        # the run image Kiln assembles from Debian packages
+//! distro = "debian-12"           # default debian-13; KILN_STACK / --stack win
+//! mirror = "http://…/debian"     # else KILN_DEBIAN_MIRROR, else the host's apt sources
+//!
+//! [packages]
+//! run = ["libpq5"]               # extra run packages, a layer of their own (KILN_RUN_PACKAGES wins)
 //! ```
 
 use std::collections::BTreeMap;
@@ -41,6 +48,30 @@ pub struct ProjectConfig {
     /// `KILN_MIRROR_<RUNTIME>` variables win.
     #[serde(default)]
     pub mirrors: BTreeMap<String, String>,
+    #[serde(default)]
+    pub stack: ProjectStack,
+    #[serde(default)]
+    pub packages: ProjectPackages,
+}
+
+/// `[stack]`: which Debian stack Kiln's own run image is assembled from, and from where.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectStack {
+    /// `debian-13` or `debian-12`.
+    pub distro: Option<String>,
+    /// The Debian archive mirror root (`…/debian`).
+    pub mirror: Option<String>,
+    /// The security archive root (`…/debian-security`).
+    pub security_mirror: Option<String>,
+}
+
+/// `[packages]`: Debian packages to add to the run image.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectPackages {
+    #[serde(default)]
+    pub run: Vec<String>,
 }
 
 /// `[project]`: who the app is, independent of where it is checked out.
@@ -155,6 +186,22 @@ mod tests {
         let config = ProjectConfig::load(dir.path()).unwrap();
         assert_eq!(config.build.exclude, vec!["docs/"]);
         assert_eq!(config.build.env["GOFLAGS"], "-tags=prod");
+    }
+
+    #[test]
+    fn reads_stack_and_run_packages() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(
+            dir.path().join("kiln.toml"),
+            "[stack]\ndistro = \"debian-12\"\nmirror = \"http://m.test/debian\"\n[packages]\nrun = [\"libpq5\"]\n",
+        )
+        .unwrap();
+        let config = ProjectConfig::load(dir.path()).unwrap();
+        assert_eq!(config.stack.distro.as_deref(), Some("debian-12"));
+        assert_eq!(config.stack.mirror.as_deref(), Some("http://m.test/debian"));
+        assert_eq!(config.packages.run, ["libpq5"]);
+        fs::write(dir.path().join("kiln.toml"), "[packages]\nbuild = []\n").unwrap();
+        assert!(ProjectConfig::load(dir.path()).is_err());
     }
 
     #[test]

@@ -66,6 +66,9 @@ pub enum ImageSource {
     },
     /// An image in a registry (`docker://REF`, or a bare reference such as `ubuntu:24.04`).
     Registry(Reference),
+    /// A run image Kiln assembles itself from packages (`debian-13/glibc`); recorded as the
+    /// base name `kiln-stack:NAME`. Not loadable from here: the engine builds it.
+    Stack(String),
 }
 
 impl std::str::FromStr for ImageSource {
@@ -130,6 +133,7 @@ impl std::fmt::Display for ImageSource {
             ImageSource::OciDir { path, reference } => ("oci", path, reference),
             ImageSource::DockerArchive { path } => ("docker-archive", path, &None),
             ImageSource::Registry(reference) => return write!(f, "docker://{reference}"),
+            ImageSource::Stack(name) => return write!(f, "kiln-stack:{name}"),
         };
         write!(f, "{transport}:{}", path.display())?;
         if let Some(reference) = reference {
@@ -203,6 +207,11 @@ pub fn load_image(source: &ImageSource, store: &BlobStore) -> Result<LoadedImage
         ImageSource::Registry(_) => Err(invalid_image(
             &source.to_string(),
             "registry images are pulled by a registry client (kiln-registry), not read locally"
+                .to_owned(),
+        )),
+        ImageSource::Stack(_) => Err(invalid_image(
+            &source.to_string(),
+            "stacks are assembled from packages by the engine (kiln-build), not read locally"
                 .to_owned(),
         )),
     }
@@ -444,6 +453,20 @@ fn check_link(
     }
     let resolved = resolved.join("/");
     Ok((path, resolved))
+}
+
+/// The check base-image archives get, for other archives Kiln turns into layer entries (a
+/// `.deb`'s `data.tar`): `raw` must not be absolute or contain `..`; returns it normalized
+/// (`./usr//bin` → `usr/bin`, empty for the root itself).
+pub fn checked_entry_path(archive: &Path, raw: &str) -> Result<String> {
+    check_entry_path(archive, raw)?;
+    Ok(normalize_archive_path(raw))
+}
+
+/// [`checked_entry_path`] for a hardlink entry: `(path, target)`, the target (relative to the
+/// archive root) resolved and required to stay inside it.
+pub fn checked_hardlink(archive: &Path, raw: &str, target: &str) -> Result<(String, String)> {
+    check_link(archive, raw, target, tar::EntryType::Link)
 }
 
 /// `./a//b` → `a/b`: how archive entries and the paths inside manifest.json are compared.

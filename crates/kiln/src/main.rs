@@ -47,6 +47,34 @@ enum Command {
     /// List or prune the build cache.
     #[command(subcommand)]
     Cache(CacheCommand),
+    /// Pin the Debian packages of the app's run image in SRC/kiln.lock.
+    Lock(LockArgs),
+}
+
+#[derive(clap::Args)]
+struct LockArgs {
+    #[arg(default_value = ".")]
+    src: PathBuf,
+    /// Resolve again even when kiln.lock exists and still fits.
+    #[arg(long)]
+    update: bool,
+    #[command(flatten)]
+    stack: StackArgs,
+    #[arg(long)]
+    cache_dir: Option<PathBuf>,
+    #[arg(long)]
+    buildpacks: Option<PathBuf>,
+    #[arg(long)]
+    json: bool,
+}
+
+/// Kiln's own run images.
+#[derive(clap::Args)]
+struct StackArgs {
+    /// The stack Kiln assembles the run image from when no --run-image is given (default:
+    /// kiln.toml [stack] distro, else debian-13).
+    #[arg(long, value_name = "debian-13|debian-12", value_parser = kiln_debian::stack::Distro::parse)]
+    stack: Option<kiln_debian::stack::Distro>,
 }
 
 #[derive(Subcommand)]
@@ -134,9 +162,12 @@ struct BuildArgs {
     #[arg(short, long, value_parser = parse_reference)]
     tag: Option<Reference>,
     /// Base image: scratch, oci-archive:PATH[:REF], oci:DIR[:REF], docker-archive:PATH, or a
-    /// registry reference (docker://REF or a bare REF such as ubuntu:24.04).
-    #[arg(long, default_value = "scratch", value_parser = parse_image_source)]
-    run_image: ImageSource,
+    /// registry reference (docker://REF or a bare REF such as ubuntu:24.04). Default: Kiln's
+    /// stack (see --stack).
+    #[arg(long, env = "KILN_RUN_IMAGE", value_parser = parse_image_source, conflicts_with = "stack")]
+    run_image: Option<ImageSource>,
+    #[command(flatten)]
+    stack: StackArgs,
     /// Build cache (blobs, layer records, cache layers). Default: $XDG_CACHE_HOME/kiln.
     #[arg(long)]
     cache_dir: Option<PathBuf>,
@@ -228,6 +259,7 @@ fn main() -> ExitCode {
         Command::Rebase(args) => rebase(*args),
         Command::Cache(CacheCommand::Ls(args)) => cache_ls(args),
         Command::Cache(CacheCommand::Prune(args)) => cache_prune(args),
+        Command::Lock(args) => lock(args),
     };
     match result {
         Ok(code) => code,
@@ -254,7 +286,15 @@ fn build(args: BuildArgs) -> anyhow::Result<ExitCode> {
     opts.registry = args.registry.options();
     opts.format = args.format.into();
     opts.tag = args.tag;
-    opts.run_image = args.run_image;
+    // An explicit run image wins; without one the build runs on Kiln's stack.
+    match args.run_image {
+        Some(image) => opts.run_image = image,
+        None => {
+            opts.stack = Some(kiln_build::stack::StackSelection {
+                distro: args.stack.stack,
+            })
+        }
+    }
     if let Some(dir) = args.cache_dir {
         opts.cache_dir = dir;
     }
@@ -284,6 +324,30 @@ fn build(args: BuildArgs) -> anyhow::Result<ExitCode> {
         if let Some(push) = &report.push {
             println!("pushed {}@{}", push.reference, push.manifest_digest);
         }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn lock(args: LockArgs) -> anyhow::Result<ExitCode> {
+    let mut opts = BuildOptions::new(&args.src, PathBuf::new());
+    if let Some(dir) = args.cache_dir {
+        opts.cache_dir = dir;
+    }
+    opts.buildpacks = load_buildpacks(args.buildpacks.as_deref())?;
+    opts.stack = Some(kiln_build::stack::StackSelection {
+        distro: args.stack.stack,
+    });
+    let report = kiln_build::stack::lock(&opts, args.update, &mut std::io::stderr())?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "{} {} ({} packages, {})",
+            report.action,
+            report.path.display(),
+            report.lock.packages().count(),
+            report.lock.distro
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -491,6 +555,27 @@ fn inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {
             name.map_or("(unnamed)", |n| n.as_str()),
             base.layer_count
         )?;
+    }
+    if let Some(stack) = &report.stack {
+        let suites: Vec<String> = stack
+            .suites
+            .iter()
+            .map(|s| format!("{} ({})", s.name, s.date))
+            .collect();
+        writeln!(
+            out,
+            "stack      {}/{} from {}",
+            stack.distro,
+            stack.flavour,
+            suites.join(", ")
+        )?;
+        for p in &stack.packages {
+            writeln!(
+                out,
+                "package    {} {} {} [{}]",
+                p.name, p.version, p.architecture, p.layer
+            )?;
+        }
     }
     writeln!(
         out,

@@ -251,10 +251,7 @@ fn a_corrupted_cached_blob_is_detected_and_rebuilt_never_shipped() {
     bytes[mid] ^= 0xff;
     fs::write(&blob, &bytes).unwrap();
 
-    let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .args(p.args(&p.cache, &[]))
-        .output()
-        .unwrap();
+    let out = kiln_cmd().args(p.args(&p.cache, &[])).output().unwrap();
     assert!(
         out.status.success(),
         "{}",
@@ -284,7 +281,7 @@ fn two_builds_at_once_on_one_cache_both_succeed_with_the_same_digest() {
         let mut args = p.args(&p.cache, &[]);
         let i = args.iter().position(|a| a == "--output").unwrap();
         args[i + 1] = out.display().to_string();
-        Command::new(env!("CARGO_BIN_EXE_kiln"))
+        kiln_cmd()
             .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -326,7 +323,7 @@ fn a_build_killed_at_any_point_leaves_a_cache_the_next_build_trusts() {
     }
     let clean = p.build_in(&p.out.with_extension("clean-cache"), &[]);
     for delay_ms in [40, 120, 250, 500] {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        let mut child = kiln_cmd()
             .args(p.args(&p.cache, &[]))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -349,10 +346,7 @@ fn a_failing_install_shows_its_error_and_leaves_the_previous_cache_intact() {
     let good = p.build(&[]);
     fs::write(p.src.join("deps.lock"), "left-pad 1.3.0\nFAIL_INSTALL\n").unwrap();
     let args = p.args(&p.cache, &[]);
-    let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .args(&args)
-        .output()
-        .unwrap();
+    let out = kiln_cmd().args(&args).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("step deps/install failed"), "{stderr}");
@@ -462,10 +456,7 @@ fn when_every_step_skips_the_app_layer_comes_from_the_source_with_the_same_bytes
     fs::write(p.bps.join("deps/buildpack.toml"), manifest).unwrap();
     let cold = p.build(&[]);
     let args = p.args(&p.cache, &[]);
-    let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .args(&args)
-        .output()
-        .unwrap();
+    let out = kiln_cmd().args(&args).output().unwrap();
     assert!(out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(

@@ -221,7 +221,7 @@ fn a_failed_step_keeps_every_cache_layer_as_the_last_good_build_left_it() {
 
     set_deps(&src, &["a", "b", "FAIL"]);
     let args = s.args(&src, &out, &[]);
-    let failed = Command::new(env!("CARGO_BIN_EXE_kiln"))
+    let failed = kiln_cmd()
         .args(&args)
         .output()
         .unwrap();
@@ -260,7 +260,7 @@ fn a_relative_cache_dir_gives_steps_absolute_paths_and_nothing_lands_in_the_app(
         "relative-cache",
         "--json",
     ];
-    let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
+    let out = kiln_cmd()
         .args(args)
         .current_dir(&s.root)
         .output()

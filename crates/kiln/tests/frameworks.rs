@@ -3,21 +3,22 @@
 
 mod support;
 
-use support::run_image::{build_on_run_image_ok, debian_run_image};
+use support::run_image::{build_on_stack_ok, require_debian_mirror};
 use support::*;
 
-/// FastAPI: uvicorn (a declared dependency) serves `main:app` on `$PORT`, bound to all addresses.
+/// FastAPI: uvicorn (a declared dependency) serves `main:app` on `$PORT`, bound to all
+/// addresses, on Kiln's glibc stack.
 #[test]
 fn fastapi_app_starts_under_uvicorn_on_port() {
     if !require_tools(&["python3", "skopeo", "umoci", "runc"]) {
         return;
     }
-    let Some(run_image) = debian_run_image() else {
+    if !require_debian_mirror() {
         return;
-    };
+    }
     let tmp = tempfile::tempdir().unwrap();
     let (cache, out) = (tmp.path().join("cache"), tmp.path().join("app.tar"));
-    let report = build_on_run_image_ok(&fixture("python-fastapi"), &run_image, &cache, &out);
+    let report = build_on_stack_ok(&fixture("python-fastapi"), &cache, &out);
     assert_eq!(
         report["processes"][0]["command"],
         serde_json::json!([
@@ -55,7 +56,7 @@ fn user_build_and_start_commands_replace_the_planned_ones() {
     .unwrap();
     let out = tmp.path().join("image");
     let build = |env: &[(&str, &str)]| -> serde_json::Value {
-        let output = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
+        let output = kiln_cmd()
             .args([
                 "build",
                 src.to_str().unwrap(),
@@ -106,7 +107,7 @@ fn the_pnpm_version_the_project_pins_is_the_one_that_installs() {
     let base = tmp.path().join("busybox.tar");
     busybox_base_image(&base);
     let out = tmp.path().join("image");
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
+    let output = kiln_cmd()
         .args(["build", fixture("node-pnpm10").to_str().unwrap()])
         .args([
             "--output",

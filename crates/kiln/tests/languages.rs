@@ -1,20 +1,21 @@
 //! End-to-end builds (build only) of one fixture per language whose toolchain is on this machine:
 //! Node (npm ci + build script), Python (pip install --target), and the single-folder app root,
-//! on the Debian run image. `tests/runtimes.rs` runs such images.
+//! on Kiln's stack. `tests/runtimes.rs` runs such images.
 
 mod support;
 
 use serde_json::Value;
-use support::run_image::{build_on_run_image_ok, debian_run_image};
+use support::run_image::{build_on_stack_ok, require_debian_mirror};
 use support::{fixture, kiln_ok, require_tools};
 
-/// Builds a fixture on the Debian run image; `None` when that image cannot be made here.
+/// Builds a fixture on Kiln's stack; `None` when the Debian mirror cannot be reached here.
 fn build(src: &str) -> Option<(Value, tempfile::TempDir)> {
-    let run_image = debian_run_image()?;
+    if !require_debian_mirror() {
+        return None;
+    }
     let dir = tempfile::tempdir().unwrap();
-    let report = build_on_run_image_ok(
+    let report = build_on_stack_ok(
         &fixture(src),
-        &run_image,
         &dir.path().join("cache"),
         &dir.path().join("image.tar"),
     );

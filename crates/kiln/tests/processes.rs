@@ -37,7 +37,7 @@ command = ["/bin/true"]
 }
 
 fn build_command(tmp: &Path, bps: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kiln"));
+    let mut cmd = kiln_cmd();
     cmd.arg("build")
         .arg(fixture("procfile-static"))
         .arg("--output")

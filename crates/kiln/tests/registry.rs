@@ -21,7 +21,7 @@ fn json_of(stdout: &str) -> Value {
 
 /// Runs kiln with extra environment, returning (success, stdout, stderr).
 fn kiln_env(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
+    let out = kiln_cmd()
         .args(args)
         .env_remove("KILN_REGISTRY_USER")
         .env_remove("KILN_REGISTRY_PASSWORD")

@@ -57,7 +57,7 @@ fn a_runtime_downloaded_from_a_mirror_is_verified_used_by_steps_shipped_and_reus
     let base = tmp.path().join("busybox.tar");
     busybox_base_image(&base);
     let build = || -> Value {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
+        let out = support::kiln_cmd()
             .args([
                 "build",
                 src.to_str().unwrap(),

@@ -12,13 +12,6 @@ use std::process::Command;
 use serde_json::Value;
 use support::*;
 
-/// `npm config get KEY` of the machine's npm (`None` for npm's "undefined"/"null").
-fn npm_config(key: &str) -> Option<String> {
-    let value = run_ok(Command::new("npm").args(["config", "get", key]));
-    let value = value.trim();
-    (!value.is_empty() && value != "undefined" && value != "null").then(|| value.to_owned())
-}
-
 /// The paths in the layer called `name` of a `--format oci-dir` build.
 fn layer_paths(layout: &Path, report: &Value, name: &str) -> Vec<String> {
     let digest = report["layers"]

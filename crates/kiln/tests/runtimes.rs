@@ -1,4 +1,4 @@
-//! Real builds with provided runtimes: Node.js and Python apps built on the Debian run image,
+//! Real builds with provided runtimes: Node.js and Python apps built on Kiln's glibc stack,
 //! run under runc and asked over HTTP; rebuilds reuse what did not change and say why.
 
 mod support;
@@ -9,7 +9,7 @@ use std::process::Command;
 
 use serde_json::Value;
 use support::run_image::{
-    build_on_run_image as build, build_on_run_image_ok as build_ok, debian_run_image,
+    build_on_stack as build, build_on_stack_ok as build_ok, require_debian_mirror,
 };
 use support::*;
 
@@ -34,25 +34,30 @@ fn copy_fixture(name: &str, dir: &Path) -> PathBuf {
 }
 
 #[test]
-fn node_express_runs_on_the_debian_run_image_and_rebuilds_only_what_changed() {
+fn node_express_runs_on_the_glibc_stack_and_rebuilds_only_what_changed() {
     if !require_tools(&["node", "npm", "skopeo", "umoci", "runc"]) {
         return;
     }
-    let Some(run_image) = debian_run_image() else {
+    if !require_debian_mirror() {
         return;
-    };
+    }
     let tmp = tempfile::tempdir().unwrap();
     let src = copy_fixture("node-express", tmp.path());
     let (cache, out) = (tmp.path().join("cache"), tmp.path().join("app.tar"));
 
-    let cold = build_ok(&src, &run_image, &cache, &out);
+    let cold = build_ok(&src, &cache, &out);
     let names: Vec<&str> = cold["layers"]
         .as_array()
         .unwrap()
         .iter()
         .map(|l| l["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["base", "nodejs/runtime", "nodejs/modules", "app"]);
+    // Two stack layers (static, glibc: chosen because Node needs glibc) under the app's.
+    assert_eq!(
+        names,
+        ["base", "base", "nodejs/runtime", "nodejs/modules", "app"]
+    );
+    assert_eq!(cold["stack"]["flavour"], "glibc");
     assert_eq!(cold["runtimes"][0]["provider"], "host");
     assert_eq!(cold["runtimes"][0]["from"], "package.json engines.node");
 
@@ -74,7 +79,7 @@ fn node_express_runs_on_the_debian_run_image_and_rebuilds_only_what_changed() {
     drop(container);
 
     // Nothing changed: npm ci is skipped, every layer reused, same digest.
-    let noop = build_ok(&src, &run_image, &cache, &out);
+    let noop = build_ok(&src, &cache, &out);
     assert_eq!(noop["manifest_digest"], cold["manifest_digest"]);
     assert_eq!(
         step_outcome(&noop, "install"),
@@ -93,7 +98,7 @@ fn node_express_runs_on_the_debian_run_image_and_rebuilds_only_what_changed() {
     let server = src.join("server.js");
     let code = fs::read_to_string(&server).unwrap();
     fs::write(&server, code.replace("hello from kiln", "hi from kiln")).unwrap();
-    let edited = build_ok(&src, &run_image, &cache, &out);
+    let edited = build_ok(&src, &cache, &out);
     for name in ["base", "nodejs/runtime", "nodejs/modules"] {
         assert_eq!(
             layer(&edited, name)["digest"],
@@ -122,7 +127,7 @@ fn node_express_runs_on_the_debian_run_image_and_rebuilds_only_what_changed() {
     );
     assert_ne!(broken, good_lock);
     fs::write(&lock, broken).unwrap();
-    let failed = build(&src, &run_image, &cache, &out);
+    let failed = build(&src, &cache, &out);
     assert_eq!(failed.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&failed.stderr);
     assert!(stderr.contains("step nodejs/install failed"), "{stderr}");
@@ -131,7 +136,7 @@ fn node_express_runs_on_the_debian_run_image_and_rebuilds_only_what_changed() {
         "npm's own error must be shown: {stderr}"
     );
     fs::write(&lock, good_lock).unwrap();
-    let back = build_ok(&src, &run_image, &cache, &out);
+    let back = build_ok(&src, &cache, &out);
     assert!(
         !step_outcome(&back, "install").0,
         "the previous cache survived the failure"
@@ -140,17 +145,17 @@ fn node_express_runs_on_the_debian_run_image_and_rebuilds_only_what_changed() {
 }
 
 #[test]
-fn python_flask_runs_under_gunicorn_on_the_debian_run_image() {
+fn python_flask_runs_under_gunicorn_on_the_glibc_stack() {
     if !require_tools(&["python3", "skopeo", "umoci", "runc"]) {
         return;
     }
-    let Some(run_image) = debian_run_image() else {
+    if !require_debian_mirror() {
         return;
-    };
+    }
     let tmp = tempfile::tempdir().unwrap();
     let src = copy_fixture("python-flask", tmp.path());
     let (cache, out) = (tmp.path().join("cache"), tmp.path().join("app.tar"));
-    let cold = build_ok(&src, &run_image, &cache, &out);
+    let cold = build_ok(&src, &cache, &out);
     assert_eq!(cold["runtimes"][0]["from"], ".python-version");
     assert_eq!(
         cold["processes"][0]["command"],
@@ -166,7 +171,7 @@ fn python_flask_runs_under_gunicorn_on_the_debian_run_image() {
     assert_eq!(body, "hello from kiln python-flask at /py\n");
     drop(container);
 
-    let noop = build_ok(&src, &run_image, &cache, &out);
+    let noop = build_ok(&src, &cache, &out);
     assert_eq!(noop["manifest_digest"], cold["manifest_digest"]);
     assert!(!step_outcome(&noop, "install").0);
 }
@@ -192,17 +197,19 @@ fn a_glibc_runtime_on_scratch_is_refused_before_any_step_runs() {
 }
 
 #[test]
-fn rust_hello_runs_on_the_debian_run_image_and_skips_cargo_when_unchanged() {
+fn rust_hello_runs_on_the_static_stack_and_skips_cargo_when_unchanged() {
     if !require_tools(&["skopeo", "umoci", "runc"]) {
         return;
     }
-    let Some(run_image) = debian_run_image() else {
+    if !require_debian_mirror() {
         return;
-    };
+    }
     let tmp = tempfile::tempdir().unwrap();
     let src = copy_fixture("rust-hello", tmp.path());
     let (cache, out) = (tmp.path().join("cache"), tmp.path().join("app.tar"));
-    let cold = build_ok(&src, &run_image, &cache, &out);
+    let cold = build_ok(&src, &cache, &out);
+    // A static binary needs no glibc from the base.
+    assert_eq!(cold["stack"]["flavour"], "static");
     let port = free_port();
     let container = Container::start(
         &format!("oci-archive:{}", out.display()),
@@ -213,7 +220,7 @@ fn rust_hello_runs_on_the_debian_run_image_and_skips_cargo_when_unchanged() {
         "hello from kiln rust-hello at /deb\n"
     );
     drop(container);
-    let noop = build_ok(&src, &run_image, &cache, &out);
+    let noop = build_ok(&src, &cache, &out);
     assert_eq!(noop["manifest_digest"], cold["manifest_digest"]);
     assert!(
         !step_outcome(&noop, "install").0,
@@ -229,7 +236,7 @@ fn build_and_list_layer(fixture_name: &str, layer: &str) -> (serde_json::Value, 
     let base = tmp.path().join("busybox.tar");
     busybox_base_image(&base);
     let layout = tmp.path().join("image");
-    let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
+    let out = kiln_cmd()
         .args([
             "build",
             fixture(fixture_name).to_str().unwrap(),
@@ -241,9 +248,13 @@ fn build_and_list_layer(fixture_name: &str, layer: &str) -> (serde_json::Value, 
             &format!("oci-archive:{}", base.display()),
             "--cache-dir",
             tmp.path().join("cache").to_str().unwrap(),
-            // Yarn 4 through corepack, from the npm registry (repo.yarnpkg.com is unreachable).
+            // Yarn 4 through corepack, from the machine's npm registry (repo.yarnpkg.com is
+            // unreachable).
             "--env",
-            "COREPACK_NPM_REGISTRY=https://registry.npmjs.org",
+            &format!(
+                "COREPACK_NPM_REGISTRY={}",
+                npm_config("registry").expect("npm names a registry")
+            ),
             "--json",
         ])
         .env("KILN_RUNTIME_PROVIDERS", "host")

@@ -28,9 +28,18 @@ pub fn fixture(name: &str) -> PathBuf {
     repo_root().join("fixtures").join(name)
 }
 
+/// The `kiln` binary for tests that are not about the run image: they build on `scratch`, as
+/// if `--run-image scratch` were given (`KILN_RUN_IMAGE`), so they need no Debian mirror.
+/// Tests of Kiln's stacks use `support::run_image::kiln_on_stack`.
+pub fn kiln_cmd() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kiln"));
+    cmd.env("KILN_RUN_IMAGE", "scratch");
+    cmd
+}
+
 /// Runs `kiln ARGS`, returning its output (never panics on a non-zero exit).
 pub fn kiln(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_kiln"))
+    kiln_cmd()
         .args(args)
         .output()
         .expect("the kiln binary runs")
@@ -366,4 +375,11 @@ pub fn layer_contents(layout: &Path) -> Vec<BTreeMap<String, String>> {
                 .collect()
         })
         .collect()
+}
+
+/// `npm config get KEY` of the machine's npm (`None` for npm's "undefined"/"null").
+pub fn npm_config(key: &str) -> Option<String> {
+    let value = run_ok(Command::new("npm").args(["config", "get", key]));
+    let value = value.trim();
+    (!value.is_empty() && value != "undefined" && value != "null").then(|| value.to_owned())
 }

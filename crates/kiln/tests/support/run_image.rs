@@ -1,198 +1,67 @@
-//! A minimal Debian (bookworm) glibc run image for tests, built offline from Debian packages and
-//! packed with Kiln's own layer writer, cached between test runs; and running a one-shot
-//! command in an image under runc.
+//! Kiln's own run images (stacks, assembled from Debian packages by `kiln-debian`) in tests:
+//! building on them with one download cache shared by every test and test run, and running a
+//! one-shot command in an image under runc.
 //!
-//! Node.js and Python need glibc, so images for them are tested on this base (issue #4, "Run
-//! images"). Building it: `apt-get download` the packages below into a temporary directory,
-//! `dpkg-deb -x` each into one root, turn `/lib`, `/lib64`, `/bin`, `/sbin` into the merged-usr
-//! symlinks bookworm has, link `/bin/sh` to dash, add `/tmp`, `/etc/passwd`, `/etc/group` and
-//! the CA bundle that `ca-certificates`' maintainer script would generate, drop docs, and pack
-//! the root as one layer.
+//! The mirror is the one this host's apt sources name (no mirror host is written here). When it
+//! does not answer, stack tests fail under `CI` and skip loudly elsewhere.
 
-use std::collections::BTreeMap;
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
 
 use serde_json::Value;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
-use kiln_oci::digest::Digest;
-use kiln_oci::image::assemble;
-use kiln_oci::layer::{normalize, tree_entries, write_layer, LayerOptions};
-use kiln_oci::reference::Reference;
-use kiln_oci::spec::ImageConfig;
-use kiln_oci::store::BlobStore;
+use super::run_ok;
 
-use super::{require_tools, run_ok};
-
-/// What goes into the image. `libc-bin` brings `getconf` and `ldconfig`, which tests run;
-/// `dash` is `/bin/sh`, which start commands run through (`sh -c`).
-pub const DEBIAN_PACKAGES: &[&str] = &[
-    "dash",
-    "libc6",
-    "libc-bin",
-    "libgcc-s1",
-    "libstdc++6",
-    "zlib1g",
-    "libssl3",
-    "ca-certificates",
-    // `/usr/bin/env`: scripts such as npm's start with `#!/usr/bin/env node`.
-    "coreutils",
-];
-
-/// Bump when the way the root is made changes, so cached images are rebuilt.
-const RECIPE: &str = "debian-run-image/v1";
-
-const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-
-/// Where built run images are kept between test runs (`target/tmp/kiln-test-cache`).
-fn cache_dir() -> PathBuf {
-    Path::new(env!("CARGO_TARGET_TMPDIR")).join("kiln-test-cache")
+/// Debian indexes and packages for every test (`target/tmp/kiln-debian-cache`, the directory
+/// `kiln-debian`'s own tests use too): CI downloads them once.
+pub fn stack_cache() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("kiln-debian-cache")
 }
 
-/// The oci-archive of the Debian run image, built on first use and reused afterwards. `None`
-/// when it cannot be built here (apt-get/dpkg-deb missing or the download failed): under `CI`
-/// that panics instead, elsewhere it prints a loud SKIPPED line.
-pub fn debian_run_image() -> Option<PathBuf> {
-    let key = Digest::of(
-        format!(
-            "{RECIPE}\n{}\n{}",
-            std::env::consts::ARCH,
-            DEBIAN_PACKAGES.join("\n")
-        )
-        .as_bytes(),
-    );
-    let out = cache_dir().join(format!("debian-run-image-{}.tar", &key.hex()[..16]));
-    if out.is_file() {
-        return Some(out);
-    }
-    if !require_tools(&["apt-get", "dpkg-deb"]) {
-        return None;
-    }
-    let work = tempfile::tempdir().unwrap();
-    let debs = work.path().join("debs");
-    fs::create_dir(&debs).unwrap();
-    let download = Command::new("apt-get")
-        .arg("download")
-        .args(DEBIAN_PACKAGES)
-        .current_dir(&debs)
-        .output()
-        .expect("apt-get runs");
-    if !download.status.success() {
-        let why = format!(
-            "`apt-get download {}` failed ({}): {}\nIf the package lists are stale or missing, run `apt-get update` (as root) first.",
-            DEBIAN_PACKAGES.join(" "),
-            download.status,
-            String::from_utf8_lossy(&download.stderr).trim()
-        );
-        if std::env::var_os("CI").is_some() {
-            panic!("{why}");
+/// Whether the host's Debian mirror answers (checked once: trixie's InRelease verifies). Under
+/// `CI` a mirror that does not answer panics; elsewhere it prints a loud SKIPPED line.
+pub fn require_debian_mirror() -> bool {
+    static REACHABLE: OnceLock<Result<(), String>> = OnceLock::new();
+    let result = REACHABLE.get_or_init(|| {
+        use kiln_debian::fetch::{self, Cache, Source};
+        let mirror = kiln_debian::mirror::find(&Default::default(), Path::new("/"))
+            .map_err(|e| e.to_string())?;
+        let source = Source {
+            mirror,
+            keyring: kiln_debian::release::Keyring::embedded().map_err(|e| e.to_string())?,
+            arch: fetch::host_arch().unwrap_or("amd64").to_owned(),
+            max_index_age: fetch::DEFAULT_MAX_INDEX_AGE,
+        };
+        let cache = Cache::open(stack_cache()).map_err(|e| e.to_string())?;
+        fetch::release(&source, &cache, "trixie", &mut Vec::new())
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    });
+    match result {
+        Ok(()) => true,
+        Err(why) if std::env::var_os("CI").is_some() => {
+            panic!("the Debian mirror of the apt sources is needed under CI: {why}")
         }
-        eprintln!("\n*** SKIPPED: cannot build the Debian run image: {why} ***\n");
-        return None;
-    }
-    let root = work.path().join("root");
-    let mut debs: Vec<PathBuf> = fs::read_dir(&debs)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    debs.sort();
-    for deb in &debs {
-        run_ok(Command::new("dpkg-deb").arg("-x").arg(deb).arg(&root));
-    }
-    finish_root(&root);
-    fs::create_dir_all(cache_dir()).unwrap();
-    pack(&root, &out);
-    Some(out)
-}
-
-/// Makes the extracted packages look like an installed bookworm system.
-fn finish_root(root: &Path) {
-    for dir in ["bin", "sbin", "lib", "lib64"] {
-        merge_into_usr(root, dir);
-    }
-    for dir in [
-        "usr/share/doc",
-        "usr/share/man",
-        "usr/share/info",
-        "usr/share/lintian",
-    ] {
-        let _ = fs::remove_dir_all(root.join(dir));
-    }
-    let tmp = root.join("tmp");
-    fs::create_dir_all(&tmp).unwrap();
-    fs::set_permissions(&tmp, fs::Permissions::from_mode(0o1777)).unwrap();
-    for home in ["root", "home/kiln"] {
-        fs::create_dir_all(root.join(home)).unwrap();
-    }
-    let etc = root.join("etc");
-    fs::create_dir_all(&etc).unwrap();
-    fs::write(
-        etc.join("passwd"),
-        "root:x:0:0:root:/root:/bin/sh\nkiln:x:1000:1000:kiln:/home/kiln:/bin/sh\n",
-    )
-    .unwrap();
-    fs::write(etc.join("group"), "root:x:0:\nkiln:x:1000:\n").unwrap();
-    // What `update-ca-certificates` (ca-certificates' postinst) would write.
-    let mozilla = root.join("usr/share/ca-certificates/mozilla");
-    if let Ok(read) = fs::read_dir(&mozilla) {
-        let mut certs: Vec<PathBuf> = read.map(|e| e.unwrap().path()).collect();
-        certs.sort();
-        let bundle: Vec<u8> = certs.iter().flat_map(|c| fs::read(c).unwrap()).collect();
-        let ssl_certs = etc.join("ssl/certs");
-        fs::create_dir_all(&ssl_certs).unwrap();
-        fs::write(ssl_certs.join("ca-certificates.crt"), bundle).unwrap();
-    }
-}
-
-/// Moves `root/<dir>`'s contents under `root/usr/<dir>` and makes `<dir>` a symlink to it, as
-/// merged-usr Debian has it (packages still ship files under `/lib`, `/bin`).
-fn merge_into_usr(root: &Path, dir: &str) {
-    let top = root.join(dir);
-    let usr = root.join("usr").join(dir);
-    fs::create_dir_all(&usr).unwrap();
-    if top.is_dir() && !top.is_symlink() {
-        move_contents(&top, &usr);
-        fs::remove_dir(&top).unwrap();
-    }
-    if !top.is_symlink() {
-        std::os::unix::fs::symlink(format!("usr/{dir}"), &top).unwrap();
-    }
-}
-
-fn move_contents(from: &Path, to: &Path) {
-    for entry in fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let dest = to.join(entry.file_name());
-        let is_dir = entry.file_type().unwrap().is_dir();
-        if is_dir && dest.is_dir() {
-            move_contents(&entry.path(), &dest);
-            fs::remove_dir(entry.path()).unwrap();
-        } else {
-            assert!(
-                dest.symlink_metadata().is_err(),
-                "{} is shipped both under / and /usr",
-                dest.display()
+        Err(why) => {
+            eprintln!(
+                "\n*** SKIPPED: the Debian mirror of the apt sources does not answer: {why} ***\n"
             );
-            fs::rename(entry.path(), &dest).unwrap();
+            false
         }
     }
 }
 
-fn pack(root: &Path, out: &Path) {
-    let blobs = tempfile::tempdir().unwrap();
-    let store = BlobStore::open(blobs.path()).unwrap();
-    let entries = normalize(tree_entries(root, "/").unwrap()).unwrap();
-    let layer = write_layer(&store, &entries, &LayerOptions::default()).unwrap();
-    let mut config = ImageConfig::for_host();
-    config.config.set_env_var("PATH", PATH);
-    let image = assemble(&store, config, &[layer], BTreeMap::new()).unwrap();
-    let tag = Reference::parse("kiln-test/debian-run:bookworm").unwrap();
-    // Written to a temporary name and renamed: a concurrent or interrupted build never leaves
-    // a half-written image at `out`.
-    kiln_oci::archive::write_oci_archive(&store, &image, Some(&tag), out).unwrap();
+/// `kiln` building on Kiln's stack (no `--run-image`): the shared download cache and the
+/// host's runtimes only (this machine reaches no runtime mirror).
+pub fn kiln_on_stack() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kiln"));
+    cmd.env_remove("KILN_RUN_IMAGE")
+        .env("KILN_DEBIAN_CACHE", stack_cache())
+        .env("KILN_RUNTIME_PROVIDERS", "host");
+    cmd
 }
 
 /// Runs `args` once in `image` (`oci-archive:PATH`, …) under runc in the foreground, asserts
@@ -258,29 +127,26 @@ pub fn sandbox_config(config: &mut serde_json::Value) {
     }
 }
 
-/// Runs `kiln build --json` on `src` over `run_image` with the host's runtimes only (this
-/// machine reaches no runtime mirror), returning the process output.
-pub fn build_on_run_image(src: &Path, run_image: &Path, cache: &Path, out: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_kiln"))
+/// Runs `kiln build --json` on `src` with no `--run-image` (Kiln's stack), returning the
+/// process output.
+pub fn build_on_stack(src: &Path, cache: &Path, out: &Path) -> Output {
+    kiln_on_stack()
         .args([
             "build",
             src.to_str().unwrap(),
             "--output",
             out.to_str().unwrap(),
-            "--run-image",
-            &format!("oci-archive:{}", run_image.display()),
             "--cache-dir",
             cache.to_str().unwrap(),
             "--json",
         ])
-        .env("KILN_RUNTIME_PROVIDERS", "host")
         .output()
         .unwrap()
 }
 
-/// [`build_on_run_image`], asserting success and parsing the report.
-pub fn build_on_run_image_ok(src: &Path, run_image: &Path, cache: &Path, out: &Path) -> Value {
-    let output = build_on_run_image(src, run_image, cache, out);
+/// [`build_on_stack`], asserting success and parsing the report.
+pub fn build_on_stack_ok(src: &Path, cache: &Path, out: &Path) -> Value {
+    let output = build_on_stack(src, cache, out);
     assert!(
         output.status.success(),
         "{}",

@@ -1,0 +1,519 @@
+//! Kiln's own run images: a build with no `--run-image` runs on a stack assembled from Debian
+//! packages by `kiln-debian` — the static flavour for self-contained binaries, glibc when a
+//! provided runtime needs it (the same rule that refuses `scratch` for such runtimes), plus the
+//! app's extra run packages. An explicit run image always wins.
+//!
+//! Settings, first wins: `--stack` / `KILN_STACK`, then `kiln.toml` `[stack] distro`, then
+//! `debian-13`; mirror `KILN_DEBIAN_MIRROR` (`KILN_DEBIAN_SECURITY_MIRROR`), then `[stack]
+//! mirror` (`security_mirror`), then the host's apt sources; run packages `KILN_RUN_PACKAGES`
+//! (space- or comma-separated), then `[packages] run`. Downloads are cached in
+//! `KILN_DEBIAN_CACHE`, default `<cache dir>/debian`. `KILN_DEBIAN_KEYRING` names a keyring file
+//! to use instead of the embedded Debian keys; `KILN_DEBIAN_INDEX_MAX_AGE` (seconds) how old a
+//! cached InRelease may be before it is refreshed.
+//!
+//! With `SRC/kiln.lock` the packages are exactly the locked ones; without, they are resolved
+//! fresh and reported (`--json` `stack`). Stack layers are written with fixed options (gzip,
+//! Kiln's default mtime), never the build's, so every app on a stack shares their digests.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+use kiln_buildpack::plan::Plan;
+use kiln_buildpack::project::ProjectConfig;
+use kiln_debian::fetch::{self, Cache, Source};
+use kiln_debian::lock::{Lock, SuiteInfo};
+use kiln_debian::mirror::{self, Given};
+use kiln_debian::release::Keyring;
+use kiln_debian::stack::{self as dstack, Distro, Flavour, Request};
+use kiln_oci::layer::{write_layer, LayerOptions};
+use kiln_oci::source::{ImageSource, LoadedImage};
+use kiln_oci::spec::{ImageConfig, LayerRecord};
+use kiln_oci::store::BlobStore;
+
+use crate::error::{Error, IoContext, Result};
+use crate::BuildOptions;
+
+/// The config label recording a stack image's distro, flavour, suites and packages.
+pub const LABEL: &str = "dev.kiln.stack";
+/// The lock file's name, beside `kiln.toml`.
+pub const LOCK_FILE: &str = "kiln.lock";
+/// Bump when the way stack layers are made changes, so recorded layers are not reused.
+const RECIPE: &str = "kiln-stack-layer/v1";
+const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Use Kiln's stack as the run image; `distro` from `--stack` (else `kiln.toml`, else the
+/// default).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StackSelection {
+    pub distro: Option<Distro>,
+}
+
+/// What `--json` (and the image's [`LABEL`]) says about the stack.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StackReport {
+    /// `debian-13`.
+    pub distro: String,
+    /// `static` or `glibc`.
+    pub flavour: String,
+    pub suites: Vec<SuiteInfo>,
+    /// Whether the packages came from `kiln.lock`.
+    pub locked: bool,
+    pub packages: Vec<PackageReport>,
+    /// Things worth knowing (an index used from the cache because the mirror did not answer).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PackageReport {
+    pub name: String,
+    pub version: String,
+    pub architecture: String,
+    /// The stack layer it is in (`static`, `glibc`, `packages`).
+    pub layer: String,
+}
+
+/// The base name runtimes check (`scratch` is refused for glibc runtimes; a stack is not).
+pub fn base_label(opts: &BuildOptions) -> String {
+    match &opts.stack {
+        Some(_) => "kiln-stack".to_owned(),
+        None => opts.run_image.to_string(),
+    }
+}
+
+/// The run image of this build: Kiln's stack when selected, else `opts.run_image`.
+pub fn load_base(
+    opts: &BuildOptions,
+    plan: &Plan,
+    project: &ProjectConfig,
+    store: &BlobStore,
+    client: &kiln_registry::Client,
+    log: &mut dyn Write,
+) -> Result<(
+    LoadedImage,
+    Option<crate::registry::PullReport>,
+    Option<StackReport>,
+)> {
+    let Some(selection) = &opts.stack else {
+        let (base, pull) = crate::registry::load_any(&opts.run_image, store, client, log)?;
+        return Ok((base, pull, None));
+    };
+    let request = request(opts, selection, plan, project)?;
+    let (base, report) = assemble(opts, project, &request, store, log)?;
+    Ok((base, None, Some(report)))
+}
+
+/// The stack a build of `plan` asks for.
+pub fn request(
+    opts: &BuildOptions,
+    selection: &StackSelection,
+    plan: &Plan,
+    project: &ProjectConfig,
+) -> Result<Request> {
+    let kiln_toml = || opts.source.join(kiln_buildpack::project::FILE_NAME);
+    let distro = match (
+        selection.distro,
+        opts.kiln_env.get("KILN_STACK"),
+        &project.stack.distro,
+    ) {
+        (Some(d), _, _) => d,
+        (None, Some(s), _) => Distro::parse(s).map_err(|why| Error::Source {
+            path: opts.source.clone(),
+            why: format!("KILN_STACK: {why}"),
+        })?,
+        (None, None, Some(s)) => Distro::parse(s).map_err(|why| Error::Source {
+            path: kiln_toml(),
+            why: format!("[stack] distro: {why}"),
+        })?,
+        (None, None, None) => Distro::DEFAULT,
+    };
+    let needs_glibc = plan.buildpacks.iter().any(|bp| {
+        bp.runtime
+            .as_ref()
+            .and_then(|r| kiln_runtime::Runtime::parse(&r.name))
+            .is_some_and(|r| r.needs_glibc())
+    });
+    let packages = match opts.kiln_env.get("KILN_RUN_PACKAGES") {
+        Some(list) => list
+            .split([',', ' ', '\t', '\n'])
+            .filter(|p| !p.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        None => project.packages.run.clone(),
+    };
+    Ok(Request {
+        distro,
+        flavour: if needs_glibc {
+            Flavour::Glibc
+        } else {
+            Flavour::Static
+        },
+        packages,
+    })
+}
+
+/// Where packages come from, as configured for `opts`' project.
+pub fn source(opts: &BuildOptions, project: &ProjectConfig) -> Result<Source> {
+    let env = |k: &str| opts.kiln_env.get(k).filter(|v| !v.is_empty()).cloned();
+    let given = match env("KILN_DEBIAN_MIRROR") {
+        Some(archive) => Given {
+            archive: Some(archive),
+            security: env("KILN_DEBIAN_SECURITY_MIRROR"),
+            origin: "KILN_DEBIAN_MIRROR".to_owned(),
+        },
+        None => Given {
+            archive: project.stack.mirror.clone(),
+            security: project.stack.security_mirror.clone(),
+            origin: format!("{} [stack] mirror", opts.source.join("kiln.toml").display()),
+        },
+    };
+    let mirror = mirror::find(&given, Path::new("/"))?;
+    let keyring = match env("KILN_DEBIAN_KEYRING") {
+        Some(path) => Keyring::from_file(Path::new(&path))?,
+        None => Keyring::embedded()?,
+    };
+    let max_index_age = match env("KILN_DEBIAN_INDEX_MAX_AGE") {
+        Some(secs) => Duration::from_secs(secs.parse().map_err(|_| Error::Source {
+            path: opts.source.clone(),
+            why: format!("KILN_DEBIAN_INDEX_MAX_AGE {secs:?} is not a number of seconds"),
+        })?),
+        None => fetch::DEFAULT_MAX_INDEX_AGE,
+    };
+    let arch = fetch::host_arch().ok_or_else(|| Error::Source {
+        path: opts.source.clone(),
+        why: format!(
+            "Kiln's stacks are not available for {}; pass --run-image",
+            std::env::consts::ARCH
+        ),
+    })?;
+    Ok(Source {
+        mirror,
+        keyring,
+        arch: arch.to_owned(),
+        max_index_age,
+    })
+}
+
+/// The download cache: `KILN_DEBIAN_CACHE`, else `<cache dir>/debian`.
+pub fn debian_cache(opts: &BuildOptions) -> Result<Cache> {
+    let dir = opts
+        .kiln_env
+        .get("KILN_DEBIAN_CACHE")
+        .filter(|v| !v.is_empty())
+        .map_or_else(|| opts.cache_dir.join("debian"), PathBuf::from);
+    Ok(Cache::open(dir)?)
+}
+
+/// `SRC/kiln.lock`.
+pub fn lock_path(opts: &BuildOptions) -> Result<PathBuf> {
+    Ok(crate::source::resolve_source(&opts.source)?.join(LOCK_FILE))
+}
+
+/// The packages of `request`: the lock's when there is one, else freshly resolved.
+fn resolve(
+    opts: &BuildOptions,
+    source: &Source,
+    cache: &Cache,
+    request: &Request,
+    notes: &mut Vec<String>,
+) -> Result<(Lock, bool)> {
+    let path = lock_path(opts)?;
+    match Lock::read(&path)? {
+        Some(lock) => Ok((
+            dstack::from_lock(&lock, request, &source.arch, &path.display().to_string())?,
+            true,
+        )),
+        None => Ok((dstack::resolve_fresh(source, cache, request, notes)?, false)),
+    }
+}
+
+/// Builds (or finds recorded) the stack layers of `request` in `store` and returns the stack
+/// as a base image.
+fn assemble(
+    opts: &BuildOptions,
+    project: &ProjectConfig,
+    request: &Request,
+    store: &BlobStore,
+    log: &mut dyn Write,
+) -> Result<(LoadedImage, StackReport)> {
+    let source = source(opts, project)?;
+    let cache = debian_cache(opts)?;
+    let mut notes = Vec::new();
+    let (lock, locked) = resolve(opts, &source, &cache, request, &mut notes)?;
+    for note in &notes {
+        let _ = writeln!(log, "stack: note: {note}");
+    }
+    let records_dir = opts.cache_dir.join("stack-layers");
+    let keys = layer_keys(&lock);
+    let recorded: Option<Vec<LayerRecord>> = keys
+        .iter()
+        .map(|key| read_record(&records_dir, key, store))
+        .collect();
+    let layers = match recorded {
+        Some(records) => records,
+        None => {
+            let assembled = dstack::assemble(&source, &cache, &lock)?;
+            let options = LayerOptions::default();
+            let mut records = Vec::new();
+            for (layer, key) in assembled.iter().zip(&keys) {
+                let record = write_layer(store, &layer.entries, &options)?;
+                write_record(&records_dir, key, &record)?;
+                records.push(record);
+            }
+            records
+        }
+    };
+    let flavour = request.effective_flavour();
+    let name = format!("{}/{}", request.distro.name(), flavour.name());
+    let report = StackReport {
+        distro: request.distro.name().to_owned(),
+        flavour: flavour.name().to_owned(),
+        suites: lock.suite.clone(),
+        locked,
+        packages: lock
+            .layer
+            .iter()
+            .flat_map(|l| {
+                l.package.iter().map(|p| PackageReport {
+                    name: p.name.clone(),
+                    version: p.version.clone(),
+                    architecture: p.architecture.clone(),
+                    layer: l.name.clone(),
+                })
+            })
+            .collect(),
+        notes,
+    };
+    let _ = writeln!(
+        log,
+        "stack {name}: {} packages from {}{}",
+        report.packages.len(),
+        lock.suite
+            .iter()
+            .map(|s| format!("{} ({})", s.name, s.date))
+            .collect::<Vec<_>>()
+            .join(", "),
+        if locked {
+            ", as locked in kiln.lock"
+        } else {
+            ""
+        }
+    );
+    let mut config = ImageConfig::for_host();
+    config.config.set_env_var("PATH", PATH);
+    let mut labelled = report.clone();
+    labelled.notes.clear();
+    config.config.labels.insert(
+        LABEL.to_owned(),
+        String::from_utf8(kiln_oci::json::to_canonical_vec(&labelled)).expect("JSON is UTF-8"),
+    );
+    config.created = Some(kiln_oci::spec::rfc3339(kiln_oci::layer::DEFAULT_MTIME));
+    let image = kiln_oci::image::assemble(store, config.clone(), &layers, BTreeMap::new())?;
+    let base = LoadedImage {
+        source: ImageSource::Stack(name),
+        manifest_digest: Some(image.manifest_digest),
+        config: image.config,
+        layers,
+        annotations: BTreeMap::new(),
+        ref_name: None,
+    };
+    Ok((base, report))
+}
+
+/// A key per layer: the recipe, the architecture and every locked layer up to this one (a
+/// layer's content depends on the layers below it: merged directories, generated files).
+fn layer_keys(lock: &Lock) -> Vec<String> {
+    let mut hasher = Sha256::new();
+    hasher.update(format!("{RECIPE}\n{}\n{}\n", lock.distro, lock.arch));
+    lock.layer
+        .iter()
+        .map(|layer| {
+            hasher.update(format!("layer {}\n", layer.name));
+            for p in &layer.package {
+                hasher.update(format!("{} {} {}\n", p.name, p.version, p.sha256));
+            }
+            hex::encode(hasher.clone().finalize())
+        })
+        .collect()
+}
+
+fn read_record(dir: &Path, key: &str, store: &BlobStore) -> Option<LayerRecord> {
+    let bytes = std::fs::read(dir.join(format!("{key}.json"))).ok()?;
+    let record: LayerRecord = serde_json::from_slice(&bytes).ok()?;
+    store.contains(&record.descriptor.digest).then_some(record)
+}
+
+fn write_record(dir: &Path, key: &str, record: &LayerRecord) -> Result<()> {
+    std::fs::create_dir_all(dir).ctx(|| format!("creating {}", dir.display()))?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)
+        .ctx(|| format!("creating a temporary file in {}", dir.display()))?;
+    tmp.write_all(&kiln_oci::json::to_canonical_vec(record))
+        .ctx(|| format!("writing {}", tmp.path().display()))?;
+    let path = dir.join(format!("{key}.json"));
+    tmp.persist(&path)
+        .map_err(|e| e.error)
+        .ctx(|| format!("renaming into {}", path.display()))?;
+    Ok(())
+}
+
+/// What `kiln lock` did.
+#[derive(Debug, Clone, Serialize)]
+pub struct LockReport {
+    pub path: PathBuf,
+    /// `written`, `updated` or `unchanged`.
+    pub action: String,
+    pub lock: Lock,
+}
+
+/// `kiln lock`: writes `SRC/kiln.lock` for the stack a build of `opts` would use (an existing
+/// lock that still fits is kept unless `update`).
+pub fn lock(opts: &BuildOptions, update: bool, log: &mut dyn Write) -> Result<LockReport> {
+    let plan = crate::plan(&opts.source, opts.buildpacks.as_ref())?;
+    let src = crate::source::resolve_source(&opts.source)?;
+    let project = ProjectConfig::load(&src)?;
+    let selection = opts.stack.clone().unwrap_or_default();
+    let request = request(opts, &selection, &plan, &project)?;
+    let source = source(opts, &project)?;
+    let path = src.join(LOCK_FILE);
+    let existing = Lock::read(&path)?;
+    if let (Some(lock), false) = (&existing, update) {
+        dstack::from_lock(lock, &request, &source.arch, &path.display().to_string())?;
+        return Ok(LockReport {
+            path,
+            action: "unchanged".to_owned(),
+            lock: lock.clone(),
+        });
+    }
+    let cache = debian_cache(opts)?;
+    let mut notes = Vec::new();
+    let lock = dstack::resolve_fresh(&source, &cache, &request, &mut notes)?;
+    for note in &notes {
+        let _ = writeln!(log, "stack: note: {note}");
+    }
+    lock.write(&path)?;
+    let _ = writeln!(
+        log,
+        "wrote {} ({} packages)",
+        path.display(),
+        lock.packages().count()
+    );
+    Ok(LockReport {
+        path,
+        action: if existing.is_some() {
+            "updated"
+        } else {
+            "written"
+        }
+        .to_owned(),
+        lock,
+    })
+}
+
+/// The stack an image was built on, from its config label.
+pub fn from_config(config: &ImageConfig) -> Option<StackReport> {
+    config
+        .config
+        .labels
+        .get(LABEL)
+        .and_then(|json| serde_json::from_str(json).ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../fixtures")
+            .join(name)
+    }
+
+    fn request_for(name: &str, env: &[(&str, &str)], project: &ProjectConfig) -> Result<Request> {
+        let mut opts = BuildOptions::new(fixture(name), "out.tar");
+        opts.kiln_env = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let plan = crate::plan(&opts.source, None)?;
+        request(&opts, &StackSelection::default(), &plan, project)
+    }
+
+    #[test]
+    fn the_flavour_follows_the_runtimes_and_settings_follow_their_order() {
+        let none = ProjectConfig::default();
+        let go = request_for("go-http", &[], &none).unwrap();
+        assert_eq!(
+            (go.distro, go.flavour, go.packages.len()),
+            (Distro::Debian13, Flavour::Static, 0)
+        );
+        let node = request_for("node-express", &[], &none).unwrap();
+        assert_eq!(node.flavour, Flavour::Glibc);
+
+        let mut project = ProjectConfig::default();
+        project.stack.distro = Some("debian-12".into());
+        project.packages.run = vec!["libpq5".into()];
+        let from_toml = request_for("go-http", &[], &project).unwrap();
+        assert_eq!(from_toml.distro, Distro::Debian12);
+        assert_eq!(from_toml.packages, ["libpq5"]);
+        assert_eq!(from_toml.effective_flavour(), Flavour::Glibc);
+        let from_env = request_for(
+            "go-http",
+            &[
+                ("KILN_STACK", "debian-13"),
+                ("KILN_RUN_PACKAGES", "libpq5, libxml2  zlib1g"),
+            ],
+            &project,
+        )
+        .unwrap();
+        assert_eq!(from_env.distro, Distro::Debian13);
+        assert_eq!(from_env.packages, ["libpq5", "libxml2", "zlib1g"]);
+
+        project.stack.distro = Some("debian-11".into());
+        let err = request_for("go-http", &[], &project)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("kiln.toml: [stack] distro: unknown stack \"debian-11\""),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn layer_keys_change_with_any_package_below() {
+        let deb = |name: &str, version: &str| kiln_debian::fetch::DebRef {
+            name: name.into(),
+            version: version.into(),
+            architecture: "amd64".into(),
+            suite: "trixie".into(),
+            filename: format!("pool/{name}.deb"),
+            size: 1,
+            sha256: "0".repeat(64),
+        };
+        let layer = |name: &str, packages| kiln_debian::lock::LockedLayer {
+            name: name.into(),
+            requested: Vec::new(),
+            package: packages,
+        };
+        let lock = |v: &str| Lock {
+            lock_version: kiln_debian::lock::LOCK_VERSION,
+            distro: "debian-13".into(),
+            arch: "amd64".into(),
+            suite: Vec::new(),
+            layer: vec![
+                layer("static", vec![deb("base-files", v)]),
+                layer("glibc", vec![deb("libc6", "2.41")]),
+            ],
+        };
+        let (a, b) = (layer_keys(&lock("13.8")), layer_keys(&lock("13.9")));
+        assert_eq!(a.len(), 2);
+        assert_ne!(a[0], b[0]);
+        // The glibc layer sits on a different static layer: its key changes too.
+        assert_ne!(a[1], b[1]);
+        assert_eq!(a, layer_keys(&lock("13.8")));
+    }
+}

@@ -1,0 +1,384 @@
+//! Downloads, verified before use, cached by content.
+//!
+//! Cache layout under the directory the caller gives:
+//! - `blobs/sha256/<hex>`: a [`BlobStore`] holding InRelease files, `Packages.xz` indexes,
+//!   `.deb`s and the files unpacked from them, each under the sha256 of its bytes;
+//! - `refs/inrelease-<key>`: the digest of the last InRelease fetched from one URL; the file's
+//!   mtime is when it was fetched. Younger than [`Source::max_index_age`] it is used as is;
+//!   older, it is refreshed when the mirror answers, else used with a note. A cached InRelease
+//!   is verified again each time it is read (its signature and `Valid-Until`).
+//!
+//! Indexes and packages need no refs: the signed Release names each index by sha256, and each
+//! Packages stanza names its `.deb` by sha256, so "is it cached?" is "is that blob there?".
+//! Downloads are verified (size, then sha256) before they are stored, and cached blobs again
+//! before use; a download that does not match is refused, never stored.
+
+use std::fs;
+use std::io::{Read, Write};
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use kiln_oci::store::BlobStore;
+use kiln_oci::Digest;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+use crate::error::{Error, IoContext, Result};
+use crate::http;
+use crate::index::{self, Package};
+use crate::mirror::Mirror;
+use crate::release::{self, Keyring, Release};
+use crate::resolve::Universe;
+
+/// Where downloads are kept: the caller's directory (Kiln's cache dir, `…/debian`).
+#[derive(Debug, Clone)]
+pub struct Cache {
+    root: PathBuf,
+    store: BlobStore,
+}
+
+impl Cache {
+    pub fn open(root: impl Into<PathBuf>) -> Result<Cache> {
+        let root = root.into();
+        let store = BlobStore::open(&root)?;
+        Ok(Cache { root, store })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn store(&self) -> &BlobStore {
+        &self.store
+    }
+}
+
+/// Where packages come from and how indexes are trusted and refreshed.
+#[derive(Debug, Clone)]
+pub struct Source {
+    pub mirror: Mirror,
+    pub keyring: Keyring,
+    /// Debian architecture (`amd64`, `arm64`).
+    pub arch: String,
+    pub max_index_age: Duration,
+}
+
+/// The default index age: a day, like the runtime indexes.
+pub const DEFAULT_MAX_INDEX_AGE: Duration = Duration::from_secs(24 * 3600);
+
+/// The Debian architecture name of this machine, if Kiln knows it.
+pub fn host_arch() -> Option<&'static str> {
+    match std::env::consts::ARCH {
+        "x86_64" => Some("amd64"),
+        "aarch64" => Some("arm64"),
+        "arm" => Some("armhf"),
+        "powerpc64" => Some("ppc64el"),
+        "s390x" => Some("s390x"),
+        "riscv64" => Some("riscv64"),
+        _ => None,
+    }
+}
+
+impl Source {
+    /// The mirror root serving `suite`: the security archive for `*-security` suites.
+    pub fn uri_for(&self, suite: &str) -> Result<&str> {
+        if suite.ends_with("-security") {
+            self.mirror
+                .security
+                .as_deref()
+                .ok_or_else(|| Error::NoMirror {
+                    why: format!(
+                        "{suite} is a security suite, but no security mirror is configured"
+                    ),
+                })
+        } else {
+            Ok(&self.mirror.archive)
+        }
+    }
+
+    /// The suites of a distribution release: the release itself and, where a security mirror is
+    /// known, its security suite.
+    pub fn suites(&self, codename: &str) -> Vec<String> {
+        let mut suites = vec![codename.to_owned()];
+        if self.mirror.security.is_some() {
+            suites.push(format!("{codename}-security"));
+        }
+        suites
+    }
+}
+
+/// The verified Release of `suite`. `notes` collects what a user should know (a stale index
+/// used because the mirror did not answer).
+pub fn release(
+    source: &Source,
+    cache: &Cache,
+    suite: &str,
+    notes: &mut Vec<String>,
+) -> Result<Release> {
+    let url = format!("{}/dists/{suite}/InRelease", source.uri_for(suite)?);
+    let key = hex::encode(&Sha256::digest(url.as_bytes())[..8]);
+    let refs = cache.root.join("refs");
+    let ref_path = refs.join(format!("inrelease-{key}"));
+    let cached = cached_ref(&ref_path, cache);
+    let now = release::now_unix();
+    if let Some((digest, age)) = &cached {
+        if *age < source.max_index_age {
+            // A cached copy that no longer verifies (another keyring, past Valid-Until) is
+            // fetched again rather than trusted.
+            let bytes = cache.store.read_verified(digest)?;
+            if let Ok(release) =
+                release::verify_inrelease(&bytes, &source.keyring, &url, suite, now)
+            {
+                return Ok(release);
+            }
+        }
+    }
+    // InRelease files are ~150 KB; anything far larger is not one.
+    match http::get_bytes(&url, 16 << 20) {
+        Ok(bytes) => {
+            // Verified before it is stored: a bad signature is refused, not cached.
+            let release = release::verify_inrelease(&bytes, &source.keyring, &url, suite, now)?;
+            let digest = cache.store.put_bytes(&bytes)?;
+            write_atomic(&refs, &ref_path, digest.as_str().as_bytes())?;
+            Ok(release)
+        }
+        Err(failure) => {
+            let Some((digest, age)) = cached else {
+                return Err(failure.error);
+            };
+            let bytes = cache.store.read_verified(&digest)?;
+            let release = release::verify_inrelease(&bytes, &source.keyring, &url, suite, now)?;
+            notes.push(format!(
+                "using the cached {suite} index from {} ({} h old): {}",
+                release.date,
+                age.as_secs() / 3600,
+                failure.error
+            ));
+            Ok(release)
+        }
+    }
+}
+
+fn cached_ref(path: &Path, cache: &Cache) -> Option<(Digest, Duration)> {
+    let text = fs::read_to_string(path).ok()?;
+    let digest = Digest::parse(text.trim()).ok()?;
+    if !cache.store.contains(&digest) {
+        return None;
+    }
+    let fetched = fs::metadata(path).and_then(|m| m.modified()).ok()?;
+    let age = SystemTime::now()
+        .duration_since(fetched)
+        .unwrap_or_default();
+    Some((digest, age))
+}
+
+/// The packages of `main/binary-ARCH` of a verified `release`.
+pub fn packages(source: &Source, cache: &Cache, release: &Release) -> Result<Vec<Package>> {
+    let path = format!("main/binary-{}/Packages.xz", source.arch);
+    let sum = release.file(&path)?;
+    let url = format!(
+        "{}/dists/{}/{path}",
+        source.uri_for(&release.suite)?,
+        release.suite
+    );
+    let digest = digest_of_hex(&sum.sha256, &url)?;
+    // The fields Kiln reads, extracted once from the verified index (a quarter of its size,
+    // and no xz to decompress on the next build).
+    let extract_ref = cache
+        .root
+        .join("refs")
+        .join(format!("packages-{}", digest.hex()));
+    let extract = fs::read_to_string(&extract_ref)
+        .ok()
+        .and_then(|d| Digest::parse(d.trim()).ok())
+        .filter(|d| cache.store.contains(d));
+    if let Some(extract) = extract {
+        let text =
+            String::from_utf8(cache.store.read_verified(&extract)?).map_err(|_| Error::Parse {
+                what: format!("{url} (cached extract {extract})"),
+                why: "not UTF-8".to_owned(),
+            })?;
+        return index::parse_packages(&text, &release.suite, &format!("{url} (extract)"));
+    }
+    let cached = cache.store.path(&digest);
+    let bytes = if cache.store.contains(&digest) {
+        // Verified below (size and sha256) before it is decompressed, like a download.
+        fs::read(&cached).ctx(|| format!("reading {}", cached.display()))?
+    } else {
+        let bytes = http::get_bytes(&url, sum.size).map_err(|f| f.error)?;
+        index::verify(&bytes, sum, &url)?;
+        cache.store.put_bytes(&bytes)?;
+        bytes
+    };
+    let plain = release
+        .files
+        .get(path.trim_end_matches(".xz"))
+        .map(|f| f.size);
+    let text = index::unpack_verified(&bytes, sum, plain, &url)?;
+    let packages = index::parse_packages(&text, &release.suite, &url)?;
+    let extract = cache.store.put_bytes(index::extract(&text).as_bytes())?;
+    write_atomic(
+        &cache.root.join("refs"),
+        &extract_ref,
+        extract.as_str().as_bytes(),
+    )?;
+    Ok(packages)
+}
+
+/// Releases and packages of `codename` and its security suite, as one [`Universe`].
+pub fn universe(
+    source: &Source,
+    cache: &Cache,
+    codename: &str,
+    notes: &mut Vec<String>,
+) -> Result<(Vec<Release>, Universe)> {
+    let suites = source.suites(codename);
+    let mut releases = Vec::new();
+    let mut indexes = Vec::new();
+    for suite in &suites {
+        let release = release(source, cache, suite, notes)?;
+        indexes.push(packages(source, cache, &release)?);
+        releases.push(release);
+    }
+    let names: Vec<&str> = suites.iter().map(String::as_str).collect();
+    Ok((releases, Universe::new(&names, indexes)))
+}
+
+/// Exactly which `.deb` to use: chosen from a Packages index, or read from a lock.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DebRef {
+    pub name: String,
+    pub version: String,
+    pub architecture: String,
+    /// The suite whose index listed it; decides the mirror (archive or security).
+    pub suite: String,
+    pub filename: String,
+    pub size: u64,
+    pub sha256: String,
+}
+
+impl DebRef {
+    /// `name=version`, for messages.
+    pub fn id(&self) -> String {
+        format!("{}={}", self.name, self.version)
+    }
+}
+
+impl From<&Package> for DebRef {
+    fn from(p: &Package) -> DebRef {
+        DebRef {
+            name: p.name.clone(),
+            version: p.version.to_string(),
+            architecture: p.architecture.clone(),
+            suite: p.suite.clone(),
+            filename: p.filename.clone(),
+            size: p.size,
+            sha256: p.sha256.clone(),
+        }
+    }
+}
+
+/// Why a `.deb` could not be had: `gone` when the mirror answered that it does not have it.
+#[derive(Debug)]
+pub struct DebFailure {
+    pub gone: bool,
+    pub error: Error,
+}
+
+impl From<Error> for DebFailure {
+    fn from(error: Error) -> Self {
+        DebFailure { gone: false, error }
+    }
+}
+
+/// The path of the verified `.deb` in the cache, downloading it first when needed.
+pub fn deb(
+    source: &Source,
+    cache: &Cache,
+    deb: &DebRef,
+) -> std::result::Result<PathBuf, DebFailure> {
+    let what = format!("package {} ({})", deb.id(), deb.filename);
+    let digest = digest_of_hex(&deb.sha256, &what)?;
+    let path = cache.store.path(&digest);
+    if cache.store.contains(&digest) {
+        verify_file(&path, deb, &what)?;
+        return Ok(path);
+    }
+    if Path::new(&deb.filename)
+        .components()
+        .any(|c| !matches!(c, std::path::Component::Normal(_)))
+    {
+        return Err(Error::Checksum {
+            what,
+            why: "the pool path is not a plain relative path".to_owned(),
+        }
+        .into());
+    }
+    let url = format!("{}/{}", source.uri_for(&deb.suite)?, deb.filename);
+    let body = http::get(&url).map_err(|f| DebFailure {
+        gone: f.gone,
+        error: f.error,
+    })?;
+    // Stored only if it hashes to the listed sha256 (`take` bounds a mirror sending more).
+    match cache
+        .store
+        .put_reader(body.take(deb.size + 1), Some(&digest))
+    {
+        Ok(_) => Ok(path),
+        Err(kiln_oci::Error::DigestMismatch { actual, .. }) => Err(Error::Checksum {
+            what,
+            why: format!(
+                "{url} has {actual}, but Packages lists sha256:{} ({} bytes); not stored",
+                deb.sha256, deb.size
+            ),
+        }
+        .into()),
+        Err(e) => Err(Error::from(e).into()),
+    }
+}
+
+/// Re-hashes a cached `.deb` (a corrupted cache must not reach an image).
+fn verify_file(path: &Path, deb: &DebRef, what: &str) -> Result<()> {
+    let mut file = fs::File::open(path).ctx(|| format!("opening {}", path.display()))?;
+    let mut hasher = Sha256::new();
+    let size =
+        std::io::copy(&mut file, &mut hasher).ctx(|| format!("reading {}", path.display()))?;
+    let actual = hex::encode(hasher.finalize());
+    if size != deb.size || actual != deb.sha256 {
+        return Err(Error::Checksum {
+            what: what.to_owned(),
+            why: format!(
+                "the cached copy {} is corrupt ({size} bytes, sha256 {actual}); delete it to download again",
+                path.display()
+            ),
+        });
+    }
+    Ok(())
+}
+
+fn digest_of_hex(hex: &str, what: &str) -> Result<Digest> {
+    Digest::parse(&format!("sha256:{hex}")).map_err(|_| Error::Parse {
+        what: what.to_owned(),
+        why: format!("{hex:?} is not a sha256"),
+    })
+}
+
+fn write_atomic(dir: &Path, path: &Path, bytes: &[u8]) -> Result<()> {
+    fs::create_dir_all(dir).ctx(|| format!("creating {}", dir.display()))?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".tmp-")
+        .tempfile_in(dir)
+        .ctx(|| format!("creating a temporary file in {}", dir.display()))?;
+    tmp.write_all(bytes)
+        .ctx(|| format!("writing {}", tmp.path().display()))?;
+    tmp.persist(path)
+        .map_err(|e| Error::io(format!("renaming into {}", path.display()), e.error))?;
+    Ok(())
+}
+
+/// `write_atomic` for other modules' cache records.
+pub(crate) fn write_file_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    write_atomic(dir, path, bytes)
+}

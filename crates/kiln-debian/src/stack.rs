@@ -1,0 +1,529 @@
+//! Stacks: Kiln's run images, assembled from Debian packages.
+//!
+//! A stack is a distribution release (`debian-13` = trixie, the default; `debian-12` =
+//! bookworm) and a flavour, as ordered layers so that apps on the same stack share them:
+//! 1. `static` — base-files, netbase, tzdata, ca-certificates, plus generated users, CA bundle
+//!    and merged-`/usr` links (distroless-static's and ko's role);
+//! 2. `glibc` — libc6, libgcc-s1, libstdc++6, libssl3 (`libssl3t64` on trixie), zlib1g, their
+//!    dependencies, dash as `/bin/sh` (start commands run through `sh -c`) and coreutils'
+//!    `/usr/bin/env` alone (`#!/usr/bin/env node` scripts) (distroless-base's role);
+//! 3. `packages` — the app's extra run packages with their dependencies.
+//!
+//! The static layer's packages are taken without their dependencies: those (`openssl`,
+//! `debconf`, `awk`) serve maintainer scripts, which are not run; what the scripts would have
+//! made is generated instead ([`crate::generate`]). Docs, man pages and locales are dropped,
+//! except `usr/share/doc/*/copyright` (licences; scanners read them).
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use kiln_oci::layer::Entry;
+
+use crate::deb::{self, DebContents, DebKind};
+use crate::error::{Error, Result};
+use crate::fetch::{self, Cache, DebRef, Source};
+use crate::generate;
+use crate::index::Package;
+use crate::lock::{Lock, LockedLayer, SuiteInfo, LOCK_VERSION};
+use crate::relation::parse_relations;
+use crate::resolve::{resolve, Universe};
+use crate::root::{resolve_target, Node, Root};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Distro {
+    Debian12,
+    Debian13,
+}
+
+impl Distro {
+    pub const DEFAULT: Distro = Distro::Debian13;
+    pub const ALL: [Distro; 2] = [Distro::Debian13, Distro::Debian12];
+
+    pub fn parse(s: &str) -> std::result::Result<Distro, String> {
+        Distro::ALL
+            .into_iter()
+            .find(|d| d.name() == s)
+            .ok_or_else(|| format!("unknown stack {s:?}: expected debian-13 or debian-12"))
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Distro::Debian12 => "debian-12",
+            Distro::Debian13 => "debian-13",
+        }
+    }
+
+    pub fn codename(self) -> &'static str {
+        match self {
+            Distro::Debian12 => "bookworm",
+            Distro::Debian13 => "trixie",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Flavour {
+    /// For self-contained binaries.
+    Static,
+    /// For programs linked against glibc (runtimes such as Node.js and Python).
+    Glibc,
+}
+
+impl Flavour {
+    pub fn name(self) -> &'static str {
+        match self {
+            Flavour::Static => "static",
+            Flavour::Glibc => "glibc",
+        }
+    }
+}
+
+/// One package of a stack layer.
+#[derive(Debug, Clone, Copy)]
+pub struct StackPackage {
+    /// A relation, so per-suite names are alternatives (`libssl3t64 | libssl3`).
+    pub relation: &'static str,
+    /// Whether its dependencies are resolved too.
+    pub follow: bool,
+    /// When not empty, only these paths (as shipped) are kept.
+    pub only: &'static [&'static str],
+}
+
+const fn take(relation: &'static str, follow: bool) -> StackPackage {
+    StackPackage {
+        relation,
+        follow,
+        only: &[],
+    }
+}
+
+pub const STATIC_PACKAGES: &[StackPackage] = &[
+    take("base-files", false),
+    take("netbase", false),
+    take("tzdata", false),
+    take("ca-certificates", false),
+];
+
+pub const GLIBC_PACKAGES: &[StackPackage] = &[
+    take("libc6", true),
+    take("libgcc-s1", true),
+    take("libstdc++6", true),
+    take("libssl3t64 | libssl3", true),
+    take("zlib1g", true),
+    // dash needs only libc6; its Depends (debianutils, dpkg on bookworm) serve its postinst.
+    take("dash", false),
+    // `env` needs only libc6; the rest of coreutils (and its libraries) is not wanted.
+    StackPackage {
+        relation: "coreutils",
+        follow: false,
+        only: &["usr/bin/env"],
+    },
+];
+
+/// The name of the extra-packages layer.
+pub const PACKAGES_LAYER: &str = "packages";
+
+/// What a build asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    pub distro: Distro,
+    pub flavour: Flavour,
+    /// Extra run packages (`libpq5`); with any, the flavour is at least glibc (shared
+    /// libraries need it).
+    pub packages: Vec<String>,
+}
+
+impl Request {
+    pub fn effective_flavour(&self) -> Flavour {
+        if self.packages.is_empty() {
+            self.flavour
+        } else {
+            Flavour::Glibc
+        }
+    }
+
+    /// `(layer name, its packages, whether their dependencies are followed)` in order.
+    fn layers(&self) -> Vec<(String, Vec<String>, Vec<bool>)> {
+        let table = |packages: &[StackPackage]| {
+            (
+                packages.iter().map(|p| p.relation.to_owned()).collect(),
+                packages.iter().map(|p| p.follow).collect(),
+            )
+        };
+        let mut layers = Vec::new();
+        let (names, follow) = table(STATIC_PACKAGES);
+        layers.push((Flavour::Static.name().to_owned(), names, follow));
+        if self.effective_flavour() == Flavour::Glibc {
+            let (names, follow) = table(GLIBC_PACKAGES);
+            layers.push((Flavour::Glibc.name().to_owned(), names, follow));
+        }
+        if !self.packages.is_empty() {
+            let mut names = self.packages.clone();
+            names.sort();
+            names.dedup();
+            let follow = vec![true; names.len()];
+            layers.push((PACKAGES_LAYER.to_owned(), names, follow));
+        }
+        layers
+    }
+}
+
+/// Resolves `request` fresh against the mirror's current indexes.
+pub fn resolve_fresh(
+    source: &Source,
+    cache: &Cache,
+    request: &Request,
+    notes: &mut Vec<String>,
+) -> Result<Lock> {
+    let (releases, universe) = fetch::universe(source, cache, request.distro.codename(), notes)?;
+    let mut lock = plan(&universe, request, &source.arch)?;
+    lock.suite = releases
+        .iter()
+        .map(|r| SuiteInfo {
+            name: r.suite.clone(),
+            date: r.date.clone(),
+            inrelease_sha256: r.inrelease_sha256.clone(),
+        })
+        .collect();
+    Ok(lock)
+}
+
+/// The layers of `request` over `universe` (no suite information: see [`resolve_fresh`]).
+pub fn plan(universe: &Universe, request: &Request, arch: &str) -> Result<Lock> {
+    let mut below: BTreeMap<String, Package> = BTreeMap::new();
+    let mut layers = Vec::new();
+    for (name, requested, follow) in request.layers() {
+        let mut chosen: BTreeMap<String, Package> = BTreeMap::new();
+        for (relation, follow) in requested.iter().zip(&follow) {
+            let roots = parse_relations(relation)
+                .map_err(|e| Error::Resolve(format!("run package {relation:?}: {e}")))?;
+            let mut base = below.clone();
+            base.extend(chosen.clone());
+            for p in resolve(universe, &roots, &base, *follow)? {
+                chosen.insert(p.name.clone(), p);
+            }
+        }
+        below.extend(chosen.clone());
+        layers.push(LockedLayer {
+            name,
+            requested,
+            package: chosen.values().map(DebRef::from).collect(),
+        });
+    }
+    Ok(Lock {
+        lock_version: LOCK_VERSION,
+        distro: request.distro.name().to_owned(),
+        arch: arch.to_owned(),
+        suite: Vec::new(),
+        layer: layers,
+    })
+}
+
+/// The part of `lock` that `request` needs, or an error saying why the lock does not fit.
+pub fn from_lock(lock: &Lock, request: &Request, arch: &str, lock_path: &str) -> Result<Lock> {
+    let stale = |why: String| Error::Lock {
+        path: lock_path.to_owned(),
+        why: format!("{why}; run `kiln lock --update`"),
+    };
+    if lock.distro != request.distro.name() {
+        return Err(stale(format!(
+            "pins {}, but the build asks for {}",
+            lock.distro,
+            request.distro.name()
+        )));
+    }
+    if lock.arch != arch {
+        return Err(stale(format!(
+            "pins {} packages, but this build is for {arch}",
+            lock.arch
+        )));
+    }
+    let mut layers = Vec::new();
+    for (name, requested, _) in request.layers() {
+        let locked = lock
+            .layer(&name)
+            .ok_or_else(|| stale(format!("has no {name} layer")))?;
+        if locked.requested != requested {
+            return Err(stale(format!(
+                "pins {name} packages for [{}], but the build asks for [{}]",
+                locked.requested.join(", "),
+                requested.join(", ")
+            )));
+        }
+        layers.push(locked.clone());
+    }
+    Ok(Lock {
+        layer: layers,
+        ..lock.clone()
+    })
+}
+
+/// One assembled layer.
+#[derive(Debug, Clone)]
+pub struct StackLayer {
+    pub name: String,
+    /// Normalized entries, file contents in the cache's blob store.
+    pub entries: Vec<Entry>,
+    pub packages: Vec<DebRef>,
+}
+
+/// Downloads (or finds in the cache) and unpacks every package of `lock`, then builds the
+/// root layer by layer. The same lock gives the same entries on any machine.
+pub fn assemble(source: &Source, cache: &Cache, lock: &Lock) -> Result<Vec<StackLayer>> {
+    let debs: Vec<&DebRef> = lock.packages().collect();
+    let contents = fetch_all(source, cache, &debs)?;
+    let by_name: BTreeMap<&str, &DebContents> = debs
+        .iter()
+        .map(|d| d.name.as_str())
+        .zip(contents.iter())
+        .collect();
+    let mut root = Root::new();
+    generate::skeleton(&mut root)?;
+    let store = cache.store();
+    let mut layers = Vec::new();
+    for (index, layer) in lock.layer.iter().enumerate() {
+        for deb in &layer.package {
+            let only = only_paths(&layer.name, &deb.name);
+            place_package(&mut root, &deb.name, by_name[deb.name.as_str()], only)?;
+        }
+        if index == 0 {
+            generate::accounts(&mut root, store)?;
+        }
+        if layer.package.iter().any(|d| d.name == "ca-certificates") {
+            generate::ca_bundle(&mut root, store)?;
+        }
+        generate::alternatives(
+            &mut root,
+            layer.package.iter().map(|d| d.name.as_str()),
+            &lock.arch,
+        )?;
+        for deb in &layer.package {
+            generate::status(
+                &mut root,
+                store,
+                &deb.name,
+                &by_name[deb.name.as_str()].control,
+            )?;
+        }
+        layers.push(StackLayer {
+            name: layer.name.clone(),
+            entries: root.cut_layer(store)?,
+            packages: layer.package.clone(),
+        });
+    }
+    Ok(layers)
+}
+
+/// The `only` list of a stack table package in its layer.
+fn only_paths(layer: &str, name: &str) -> &'static [&'static str] {
+    let table = match layer {
+        "static" => STATIC_PACKAGES,
+        "glibc" => GLIBC_PACKAGES,
+        _ => return &[],
+    };
+    table
+        .iter()
+        .find(|p| p.relation.split('|').any(|alt| alt.trim() == name))
+        .map_or(&[], |p| p.only)
+}
+
+/// Downloads and unpacks `debs` on a few threads; results in input order. Of several failures
+/// the first in input order is reported, so errors do not depend on timing.
+fn fetch_all(source: &Source, cache: &Cache, debs: &[&DebRef]) -> Result<Vec<DebContents>> {
+    let next = AtomicUsize::new(0);
+    let results: Vec<Mutex<Option<Result<DebContents>>>> =
+        debs.iter().map(|_| Mutex::new(None)).collect();
+    let threads = debs.len().clamp(1, 4);
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                let Some(deb) = debs.get(i) else { break };
+                let result = fetch_one(source, cache, deb);
+                if let Ok(mut slot) = results[i].lock() {
+                    *slot = Some(result);
+                }
+            });
+        }
+    });
+    results
+        .into_iter()
+        .zip(debs)
+        .map(|(slot, deb)| {
+            slot.into_inner().ok().flatten().unwrap_or_else(|| {
+                Err(Error::Stack(format!(
+                    "package {}: the download thread failed",
+                    deb.id()
+                )))
+            })
+        })
+        .collect()
+}
+
+fn fetch_one(source: &Source, cache: &Cache, deb: &DebRef) -> Result<DebContents> {
+    let path = fetch::deb(source, cache, deb).map_err(|f| {
+        if f.gone {
+            Error::Stack(format!(
+                "package {} ({}) is gone from the mirror {}: {}. A lock pins exact versions; point KILN_DEBIAN_MIRROR at a snapshot mirror that still has it, or run `kiln lock --update`",
+                deb.id(),
+                deb.filename,
+                source.uri_for(&deb.suite).unwrap_or("?"),
+                f.error
+            ))
+        } else {
+            f.error
+        }
+    })?;
+    deb::contents(cache, &path, &deb.sha256, &deb.id())
+}
+
+/// A relative symlink shipped at `shipped` that landed at `placed` (through `bin → usr/bin`)
+/// must keep meaning what it did: relative when what it meant is beside it (`sh → dash`),
+/// else the absolute path it meant.
+fn moved_link_target(root: &Root, shipped: &str, placed: &str, target: &str) -> String {
+    let meant = root.redirect(&resolve_target(shipped, target));
+    let parent = |p: &str| p.rsplit_once('/').map_or("", |(d, _)| d).to_owned();
+    match meant.rsplit_once('/') {
+        Some((dir, name)) if dir == parent(placed) => name.to_owned(),
+        _ => format!("/{meant}"),
+    }
+}
+
+/// Whether a shipped path is kept in a runtime image.
+fn keep(path: &str, only: &[&str]) -> bool {
+    if !only.is_empty() {
+        return only.contains(&path);
+    }
+    const DROPPED: [&str; 5] = [
+        "usr/share/man",
+        "usr/share/info",
+        "usr/share/locale",
+        "usr/share/lintian",
+        "usr/share/doc-base",
+    ];
+    if DROPPED
+        .iter()
+        .any(|d| path == *d || path.strip_prefix(d).is_some_and(|r| r.starts_with('/')))
+    {
+        return false;
+    }
+    match path.strip_prefix("usr/share/doc/") {
+        // `usr/share/doc/PKG` itself, and `usr/share/doc/PKG/copyright`.
+        Some(rest) => {
+            let parts: Vec<&str> = rest.split('/').collect();
+            parts.len() == 1 || (parts.len() == 2 && parts[1] == "copyright")
+        }
+        None => true,
+    }
+}
+
+fn place_package(root: &mut Root, name: &str, contents: &DebContents, only: &[&str]) -> Result<()> {
+    let files: BTreeMap<&str, (&str, u64)> = contents
+        .entries
+        .iter()
+        .filter_map(|e| match &e.kind {
+            DebKind::File { sha256, size } => Some((e.path.as_str(), (sha256.as_str(), *size))),
+            _ => None,
+        })
+        .collect();
+    for entry in &contents.entries {
+        if !keep(&entry.path, only) {
+            continue;
+        }
+        let path = root.redirect(&entry.path);
+        match &entry.kind {
+            DebKind::Dir => root.place(&path, Node::Dir, entry.mode, name)?,
+            DebKind::File { sha256, size } => root.place(
+                &path,
+                Node::File {
+                    sha256: sha256.clone(),
+                    size: *size,
+                    group: None,
+                },
+                entry.mode,
+                name,
+            )?,
+            DebKind::Symlink { target } => {
+                let target = if path != entry.path && !target.starts_with('/') {
+                    moved_link_target(root, &entry.path, &path, target)
+                } else {
+                    target.clone()
+                };
+                root.place(&path, Node::Symlink(target), 0o777, name)?
+            }
+            DebKind::Hardlink { target } => {
+                let (sha256, size) = files.get(target.as_str()).ok_or_else(|| Error::Deb {
+                    deb: name.to_owned(),
+                    why: format!(
+                        "{}: hardlink to {target}, which is not a file of the package",
+                        entry.path
+                    ),
+                })?;
+                root.place(
+                    &path,
+                    Node::File {
+                        sha256: (*sha256).to_owned(),
+                        size: *size,
+                        group: None,
+                    },
+                    entry.mode,
+                    name,
+                )?;
+                let target = root.redirect(target);
+                root.link(&path, &target);
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn moved_relative_links_keep_their_meaning() {
+        let mut root = Root::new();
+        generate::skeleton(&mut root).unwrap();
+        assert_eq!(
+            moved_link_target(&root, "bin/sh", "usr/bin/sh", "dash"),
+            "dash"
+        );
+        assert_eq!(
+            moved_link_target(&root, "lib64/ld.so", "usr/lib64/ld.so", "../lib/x/ld.so"),
+            "/usr/lib/x/ld.so"
+        );
+    }
+
+    #[test]
+    fn docs_are_dropped_but_copyright_stays() {
+        assert!(keep("usr/share/doc/dash/copyright", &[]));
+        assert!(keep("usr/share/doc/dash", &[]));
+        assert!(!keep("usr/share/doc/dash/changelog.Debian.gz", &[]));
+        assert!(!keep("usr/share/man/man1/dash.1.gz", &[]));
+        assert!(!keep("usr/share/locale", &[]));
+        assert!(keep("usr/share/localed", &[]));
+        assert!(keep("usr/bin/dash", &[]));
+        assert!(keep("usr/bin/env", &["usr/bin/env"]));
+        assert!(!keep("usr/bin/ls", &["usr/bin/env"]));
+    }
+
+    #[test]
+    fn layers_follow_the_request() {
+        let mut request = Request {
+            distro: Distro::DEFAULT,
+            flavour: Flavour::Static,
+            packages: Vec::new(),
+        };
+        let names = |r: &Request| r.layers().into_iter().map(|l| l.0).collect::<Vec<_>>();
+        assert_eq!(names(&request), ["static"]);
+        request.packages = vec!["libpq5".into(), "libpq5".into()];
+        assert_eq!(names(&request), ["static", "glibc", "packages"]);
+        assert_eq!(request.layers()[2].1, ["libpq5"]);
+        assert_eq!(only_paths("glibc", "coreutils"), ["usr/bin/env"]);
+        assert!(only_paths("glibc", "libssl3").is_empty());
+        assert_eq!(Distro::parse("debian-12").unwrap().codename(), "bookworm");
+        assert!(Distro::parse("ubuntu-24.04").is_err());
+    }
+}
