@@ -221,10 +221,7 @@ fn a_failed_step_keeps_every_cache_layer_as_the_last_good_build_left_it() {
 
     set_deps(&src, &["a", "b", "FAIL"]);
     let args = s.args(&src, &out, &[]);
-    let failed = kiln_cmd()
-        .args(&args)
-        .output()
-        .unwrap();
+    let failed = kiln_cmd().args(&args).output().unwrap();
     assert_eq!(failed.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&failed.stderr);
     assert!(stderr.contains("step pkgs/install failed"), "{stderr}");
@@ -260,11 +257,7 @@ fn a_relative_cache_dir_gives_steps_absolute_paths_and_nothing_lands_in_the_app(
         "relative-cache",
         "--json",
     ];
-    let out = kiln_cmd()
-        .args(args)
-        .current_dir(&s.root)
-        .output()
-        .unwrap();
+    let out = kiln_cmd().args(args).current_dir(&s.root).output().unwrap();
     assert!(
         out.status.success(),
         "{}",

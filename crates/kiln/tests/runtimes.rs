@@ -253,7 +253,10 @@ fn build_and_list_layer(fixture_name: &str, layer: &str) -> (serde_json::Value, 
             "--env",
             &format!(
                 "COREPACK_NPM_REGISTRY={}",
-                npm_config("registry").expect("npm names a registry")
+                // corepack appends `/@yarnpkg/…` itself: no trailing slash.
+                npm_config("registry")
+                    .expect("npm names a registry")
+                    .trim_end_matches('/')
             ),
             "--json",
         ])
