@@ -108,6 +108,8 @@ pub fn export(input: &ExportInput<'_>, log: &mut dyn Write) -> Result<Exported> 
             })
             .collect()
     });
+    // The built layers' entries, kept (not copied) for verification.
+    let mut verify_layers: Vec<(String, Vec<Entry>)> = Vec::new();
     for (planned, (result, layer_log)) in planned.into_iter().zip(results) {
         let _ = log.write_all(&layer_log);
         let (record, decision) = result?;
@@ -128,13 +130,19 @@ pub fn export(input: &ExportInput<'_>, log: &mut dyn Write) -> Result<Exported> 
             reason: decision.to_string(),
         });
         built.push(LayerMetadata {
-            name: planned.name,
+            name: planned.name.clone(),
             diff_id: record.diff_id.clone(),
         });
         records.push(record);
+        if opts.verify {
+            verify_layers.push((planned.name, planned.entries));
+        }
     }
 
     let config = image_config(input, base, &built);
+    if opts.verify {
+        verify(input, &config, verify_layers, log)?;
+    }
     let annotations = image_annotations(spec::rfc3339(opts.source_date_epoch), base);
     let image = image::assemble(&input.cache.store, config, &records, annotations)?;
     if let Some(output) = &opts.output {
@@ -145,6 +153,29 @@ pub fn export(input: &ExportInput<'_>, log: &mut dyn Write) -> Result<Exported> 
         image,
         layers: reports,
     })
+}
+
+/// Refuses an image whose default process cannot start in its own filesystem (see
+/// [`kiln_verify`]): checked before anything is written or pushed. Base layers are read back
+/// from their blobs, the built ones from their entries' host files.
+fn verify(
+    input: &ExportInput<'_>,
+    config: &ImageConfig,
+    layers: Vec<(String, Vec<Entry>)>,
+    log: &mut dyn Write,
+) -> Result<()> {
+    let spool = input.cache.scratch_dir()?;
+    let mut fs = kiln_verify::ImageFs::new(spool.path());
+    for layer in &input.base.layers {
+        let blob = input.cache.store.path(&layer.descriptor.digest);
+        fs.add_blob_layer("the run image", &blob, &layer.descriptor.media_type)?;
+    }
+    for (name, entries) in layers {
+        fs.add_entries(&format!("layer {name}"), entries);
+    }
+    kiln_verify::verify(&mut fs, config)?;
+    let _ = writeln!(log, "verified: the default process can start in the image");
+    Ok(())
 }
 
 /// The image is for `--platform` (default: the host's). Steps run on this host and runtimes are

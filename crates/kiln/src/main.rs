@@ -160,6 +160,9 @@ struct BuildArgs {
     /// Rebuild every layer and run every step, ignoring (and refreshing) the cache.
     #[arg(long)]
     no_cache: bool,
+    /// Skip checking that the image's default process can start in the image.
+    #[arg(long)]
+    no_verify: bool,
     /// Print one JSON object describing the result on stdout.
     #[arg(long)]
     json: bool,
@@ -263,6 +266,7 @@ fn build(args: BuildArgs) -> anyhow::Result<ExitCode> {
     opts.env.extend(args.env);
     opts.compression = args.compression;
     opts.no_cache = args.no_cache;
+    opts.verify = !args.no_verify;
     if let Some(epoch) = args.source_date_epoch {
         opts.source_date_epoch = epoch;
     }
