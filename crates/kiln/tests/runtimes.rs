@@ -245,6 +245,8 @@ fn build_and_list_layer(fixture_name: &str, layer: &str) -> (serde_json::Value, 
             "--env",
             "COREPACK_NPM_REGISTRY=https://registry.npmjs.org",
             "--json",
+            // The busybox base has no glibc, so the runtime cannot start there: not run here.
+            "--no-verify",
         ])
         .env("KILN_RUNTIME_PROVIDERS", "host")
         .output()
