@@ -27,6 +27,9 @@ use crate::metadata::{
 use crate::runtimes::Provided;
 use crate::{BuildOptions, LayerDirs, LayerReport, OutputFormat, CAPTURED_DIR};
 
+/// Where, in the cache, what verification needs of each base layer is kept.
+const VERIFY_DIR: &str = "verify";
+
 /// `PATH` for images whose base sets none (scratch): Docker's default.
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -156,8 +159,9 @@ pub fn export(input: &ExportInput<'_>, log: &mut dyn Write) -> Result<Exported> 
 }
 
 /// Refuses an image whose default process cannot start in its own filesystem (see
-/// [`kiln_verify`]): checked before anything is written or pushed. Base layers are read back
-/// from their blobs, the built ones from their entries' host files.
+/// [`kiln_verify`]): checked before anything is written or pushed. A base layer's blob is read
+/// once, what the check needs of it kept in `verify/<digest>.json` of the cache; the built
+/// layers are read from their entries' host files.
 fn verify(
     input: &ExportInput<'_>,
     config: &ImageConfig,
@@ -167,8 +171,19 @@ fn verify(
     let spool = input.cache.scratch_dir()?;
     let mut fs = kiln_verify::ImageFs::new(spool.path());
     for layer in &input.base.layers {
-        let blob = input.cache.store.path(&layer.descriptor.digest);
-        fs.add_blob_layer("the run image", &blob, &layer.descriptor.media_type)?;
+        let digest = &layer.descriptor.digest;
+        let index = input
+            .cache
+            .root()
+            .join(VERIFY_DIR)
+            .join(format!("{}.json", digest.hex()));
+        let blob = input.cache.store.path(digest);
+        fs.add_blob_layer(
+            "the run image",
+            &blob,
+            &layer.descriptor.media_type,
+            Some(&index),
+        )?;
     }
     for (name, entries) in layers {
         fs.add_entries(&format!("layer {name}"), entries);

@@ -1,12 +1,10 @@
 //! The check itself: from the image's entrypoint to every file the kernel and the dynamic
 //! loader would open to start it, looked up in the image ([`ImageFs`]), never on the host.
 //!
-//! Files are examined in rounds (the start program and a shell line's first program, then their
-//! interpreters and libraries, then those libraries' own, …) so that the base-layer files each
-//! round needs are read from their blobs in one pass per blob.
+//! Files are examined breadth first: the start program and a shell line's first program, then
+//! their interpreters and libraries, then those libraries' own, …
 
 use std::collections::{HashMap, HashSet};
-use std::io::Read;
 
 use kiln_oci::spec::ImageConfig;
 
@@ -22,8 +20,7 @@ const MAX_INTERPRETER_DEPTH: usize = 4;
 /// How many executables and libraries one check examines at most (a bound, not a limit real
 /// programs reach: Node needs 7, a large Python extension set a few dozen).
 const MAX_OBJECTS: usize = 512;
-/// The biggest `ld.so.conf`-style file read, and how many are followed through `include`.
-const MAX_CONF_SIZE: u64 = 64 << 10;
+/// How many `ld.so.conf`-style files are followed through `include`.
 const MAX_CONF_FILES: usize = 64;
 /// Libraries musl's loader provides itself: never searched for.
 const MUSL_BUILTIN: &[&str] = &["c", "pthread", "rt", "m", "dl", "util", "xnet"];
@@ -145,8 +142,6 @@ impl Checker<'_> {
             }
         }
         while !round.is_empty() {
-            let paths: Vec<String> = round.iter().map(|i| i.path().to_owned()).collect();
-            self.fs.fetch(&paths)?;
             let mut next = Vec::new();
             for item in round {
                 self.examine(item, &mut next)?;
@@ -164,23 +159,19 @@ impl Checker<'_> {
 
     fn examine(&mut self, item: Item, next: &mut Vec<Item>) -> Result<()> {
         let path = item.path().to_owned();
-        let file = self.fs.open(&path)?;
-        let mut head = Vec::with_capacity(shell::SHEBANG_MAX);
-        (&file)
-            .take(shell::SHEBANG_MAX as u64)
-            .read_to_end(&mut head)
-            .map_err(|e| Error::Io {
-                context: format!("reading {path} of the image"),
-                source: e,
-            })?;
-        let elf = head.starts_with(elf::MAGIC).then(|| {
-            elf::parse(&file).map_err(|why| format!("{path} is not a valid ELF file: {why}"))
-        });
+        let facts = self.fs.examine(&path)?;
+        let elf = facts
+            .elf
+            .map(|e| e.map_err(|why| format!("{path} is not a valid ELF file: {why}")));
         match item {
             Item::Exec { path, depth } => match elf {
                 Some(Ok(info)) => self.check_program(&path, &info, next)?,
                 Some(Err(problem)) => self.problems.push(problem),
-                None => match shell::shebang(&head) {
+                None => match facts
+                    .shebang
+                    .as_deref()
+                    .and_then(|l| shell::shebang(l.as_bytes()))
+                {
                     Some(Ok(line)) => self.check_script(&path, line, depth, next),
                     Some(Err(why)) => self.problems.push(format!("{path}: {why}")),
                     None => self.problems.push(format!(
@@ -481,7 +472,7 @@ impl Checker<'_> {
         found
     }
 
-    /// The text of a small regular file of the image; `None` when there is none (or too big).
+    /// The text of a small configuration file of the image; `None` when there is none.
     fn read_small(&mut self, path: &str) -> Result<Option<String>> {
         let Ok(canonical) = self.fs.resolve(path, true) else {
             return Ok(None);
@@ -494,18 +485,7 @@ impl Checker<'_> {
         ) {
             return Ok(None);
         }
-        self.fs.fetch(std::slice::from_ref(&canonical))?;
-        let mut bytes = Vec::new();
-        self.fs
-            .open(&canonical)?
-            .take(MAX_CONF_SIZE + 1)
-            .read_to_end(&mut bytes)
-            .map_err(|e| Error::Io {
-                context: format!("reading {path} of the image"),
-                source: e,
-            })?;
-        Ok((bytes.len() as u64 <= MAX_CONF_SIZE)
-            .then(|| String::from_utf8_lossy(&bytes).into_owned()))
+        Ok(self.fs.examine(&canonical)?.text)
     }
 
     /// `$ORIGIN` expanded, relative entries made absolute (the loader takes them relative to the

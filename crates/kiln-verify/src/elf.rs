@@ -3,7 +3,7 @@
 //! through program headers only (as the loader does; section headers may be stripped), with the
 //! `object` crate reading just the byte ranges it needs.
 
-use std::fs::File;
+use std::io::{Read, Seek};
 
 use object::elf::{self, FileHeader32, FileHeader64};
 use object::read::elf::{Dyn, FileHeader, ProgramHeader};
@@ -12,7 +12,7 @@ use object::{Endianness, ReadCache, ReadRef};
 /// The first bytes of every ELF file.
 pub(crate) const MAGIC: &[u8; 4] = b"\x7fELF";
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct ElfInfo {
     pub machine: u16,
     pub interpreter: Option<String>,
@@ -23,8 +23,9 @@ pub(crate) struct ElfInfo {
     pub runpath: Option<Vec<String>>,
 }
 
-/// Parses the ELF file `file`; the error says what is wrong with it.
-pub(crate) fn parse(file: &File) -> Result<ElfInfo, String> {
+/// Parses the ELF file `file` (reading only the ranges it needs); the error says what is wrong
+/// with it.
+pub(crate) fn parse<R: Read + Seek>(file: R) -> Result<ElfInfo, String> {
     let cache = ReadCache::new(file);
     let data = &cache;
     let ident = data

@@ -4,21 +4,33 @@
 //! layers put there, then the layer's entries are placed, their parent directories resolved
 //! through the image's own symlinks (as containerd and umoci extract: a file under `/lib` lands
 //! in `/usr/lib` when `/lib` is a link to it). Every lookup resolves symlinks against the image
-//! root, never the host. No file content is held: a file's bytes are read when asked for, from
-//! its host source (layers Kiln built) or by re-reading its layer blob (base layers), spooled to
-//! an unnamed temporary file in one pass per blob for all the files asked for at once.
+//! root, never the host. No file content is held: a built layer's file is read from its host
+//! source when examined; a base layer's files are examined while its blob is read, in the one
+//! pass that lists it — for the few kinds of files the check needs (ELF files: their loader
+//! facts; `#!` scripts: that line; `/etc/*.conf`, `/etc/*.path`: their text) — and what was
+//! found is kept in a [`LayerIndex`] on disk, keyed by the blob, so the next build on the same
+//! base reads no blob at all.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{self, BufReader, Read, Seek};
+use std::io::{self, BufReader, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
 use kiln_oci::layer::{Entry, EntryKind, Listed};
+use serde::{Deserialize, Serialize};
 
+use crate::elf::{self, ElfInfo};
 use crate::error::{Error, Result};
+use crate::shell::SHEBANG_MAX;
 
 /// How many symlinks one lookup may follow (Linux's limit).
 const MAX_SYMLINK_HOPS: usize = 40;
+/// The biggest text file kept (`/etc/ld.so.conf` and the like).
+pub(crate) const MAX_TEXT_SIZE: u64 = 64 << 10;
+/// ELF files up to this size are examined in memory; larger ones from a temporary file.
+const MAX_IN_MEMORY: u64 = 8 << 20;
+/// Names [`LayerIndex`] files; bump it when what they hold changes.
+const INDEX_VERSION: &str = "kiln-verify-layer-index/v1";
 
 /// One path of the image.
 #[derive(Debug, Clone)]
@@ -39,16 +51,80 @@ pub(crate) enum Kind {
     Other,
 }
 
-/// Where a regular file's bytes are.
+/// Where what the check needs of a regular file comes from.
 #[derive(Debug, Clone)]
 pub(crate) enum Content {
-    /// A file of a layer Kiln built (see [`kiln_oci::layer::open_file`]).
+    /// A file of a layer Kiln built, examined when asked (see [`kiln_oci::layer::open_file`]).
     Host {
         source: PathBuf,
         listed: Option<Listed>,
     },
-    /// The entry `entry` (normalized path) of base layer `layer`'s tar.
-    InBlob { layer: usize, entry: String },
+    /// A base layer's file, examined when its blob was read.
+    Base(Box<Facts>),
+}
+
+/// What the check needs of a file: an ELF file's loader facts, a script's `#!` line, a
+/// configuration file's text. All empty for any other file.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Facts {
+    /// The first line (at most [`SHEBANG_MAX`] bytes), for a file starting with `#!`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shebang: Option<String>,
+    /// For a file starting with the ELF magic: what it needs, or what is wrong with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub elf: Option<Result<ElfInfo, String>>,
+    /// The text of a small configuration file (see [`wants_text`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+}
+
+impl Facts {
+    fn is_empty(&self) -> bool {
+        self.shebang.is_none() && self.elf.is_none() && self.text.is_none()
+    }
+}
+
+/// Whether the text of the file at `path` (normalized) is kept: the loader's configuration.
+fn wants_text(path: &str, size: u64) -> bool {
+    size <= MAX_TEXT_SIZE
+        && path.starts_with("etc/")
+        && (path.ends_with(".conf") || path.ends_with(".path"))
+}
+
+/// What a base layer holds, as [`ImageFs`] needs it: its entries in tar order with their
+/// [`Facts`]. Made in one pass over the blob; stored (JSON) so the blob is read once.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct LayerIndex {
+    version: String,
+    items: Vec<TarItem>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct TarItem {
+    path: String,
+    mode: u32,
+    kind: TarKind,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum TarKind {
+    File {
+        #[serde(default, skip_serializing_if = "Facts::is_empty")]
+        facts: Facts,
+    },
+    Dir,
+    Symlink {
+        target: String,
+    },
+    Hardlink {
+        target: String,
+    },
+    Other,
+    /// `.wh.NAME`: hides NAME (the path's last component) of lower layers.
+    Whiteout,
+    /// `.wh..wh..opq`: hides everything lower layers have in the path's directory.
+    Opaque,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -56,12 +132,6 @@ enum Compression {
     None,
     Gzip,
     Zstd,
-}
-
-struct Layer {
-    name: String,
-    /// Base layers: the blob and how it is compressed.
-    blob: Option<(PathBuf, Compression)>,
 }
 
 /// Why a lookup failed.
@@ -97,124 +167,184 @@ enum Walk {
     Failed(LookupError),
 }
 
-/// The image's filesystem: every path's kind, mode and layer, and where its bytes are.
+/// The image's filesystem: every path's kind, mode and layer, and what the check needs of its
+/// files.
 pub struct ImageFs {
     nodes: BTreeMap<String, Node>,
-    layers: Vec<Layer>,
-    /// Where spooled base-layer files go.
+    /// Layer names, for messages.
+    layers: Vec<String>,
+    /// Where base-layer ELF files too big to examine in memory go while examined.
     spool_dir: PathBuf,
-    spooled: HashMap<(usize, String), File>,
 }
 
 impl ImageFs {
-    /// An empty image (scratch). Base-layer files whose bytes are needed are spooled to unnamed
-    /// temporary files in `spool_dir`.
+    /// An empty image (scratch). Base-layer ELF files too big to examine in memory are spooled
+    /// to unnamed temporary files in `spool_dir` while they are.
     pub fn new(spool_dir: impl Into<PathBuf>) -> ImageFs {
         ImageFs {
             nodes: BTreeMap::new(),
             layers: Vec::new(),
             spool_dir: spool_dir.into(),
-            spooled: HashMap::new(),
         }
     }
 
-    /// Applies a layer blob (a tar, gzip- or zstd-compressed as `media_type` says) on top,
-    /// reading only its headers. `name` says where it comes from in messages.
-    pub fn add_blob_layer(&mut self, name: &str, blob: &Path, media_type: &str) -> Result<()> {
-        let compression = compression_of(media_type).ok_or_else(|| Error::Layer {
-            layer: name.to_owned(),
-            why: format!("unsupported layer media type {media_type:?}"),
-        })?;
-        let index = self.layers.len();
-        self.layers.push(Layer {
-            name: name.to_owned(),
-            blob: Some((blob.to_owned(), compression)),
+    /// Applies a layer blob (a tar, gzip- or zstd-compressed as `media_type` says) on top.
+    /// `name` says where it comes from in messages. With `index` (a path for this blob's
+    /// content, say named by its digest), what one pass over the blob found is read from there
+    /// when present, and written there otherwise.
+    pub fn add_blob_layer(
+        &mut self,
+        name: &str,
+        blob: &Path,
+        media_type: &str,
+        index: Option<&Path>,
+    ) -> Result<()> {
+        let stored = index.and_then(|path| {
+            let bytes = std::fs::read(path).ok()?;
+            let stored: LayerIndex = serde_json::from_slice(&bytes).ok()?;
+            (stored.version == INDEX_VERSION).then_some(stored)
         });
-        let mut items: Vec<(String, TarItem, u32)> = Vec::new();
-        let mut whiteouts: Vec<(String, Option<String>)> = Vec::new();
+        let layer_index = match stored {
+            Some(stored) => stored,
+            None => {
+                let compression = compression_of(media_type).ok_or_else(|| Error::Layer {
+                    layer: name.to_owned(),
+                    why: format!("unsupported layer media type {media_type:?}"),
+                })?;
+                let made = self.index_blob(name, blob, compression)?;
+                if let Some(path) = index {
+                    store_index(path, &made)?;
+                }
+                made
+            }
+        };
+        self.apply(name, layer_index.items);
+        Ok(())
+    }
+
+    /// Lists the blob's entries, examining the files the check may need.
+    fn index_blob(&self, name: &str, blob: &Path, compression: Compression) -> Result<LayerIndex> {
+        let mut items = Vec::new();
         for_each_entry(blob, compression, name, |path, entry| {
             let header = entry.header();
             let mode = header.mode().unwrap_or(0o644) & 0o7777;
-            let (parent, base) = split_last(&path);
-            if base == ".wh..wh..opq" {
-                whiteouts.push((parent.to_owned(), None));
-                return Ok(());
-            }
-            if let Some(hidden) = base.strip_prefix(".wh.") {
-                whiteouts.push((parent.to_owned(), Some(hidden.to_owned())));
-                return Ok(());
-            }
+            let base = split_last(&path).1;
             let link = || {
                 entry
                     .link_name_bytes()
                     .map(|t| String::from_utf8_lossy(&t).into_owned())
                     .unwrap_or_default()
             };
-            let item = match header.entry_type() {
-                tar::EntryType::Regular
-                | tar::EntryType::Continuous
-                | tar::EntryType::GNUSparse => TarItem::File,
-                tar::EntryType::Directory => TarItem::Dir,
-                tar::EntryType::Symlink => TarItem::Symlink(link()),
-                tar::EntryType::Link => match normalize(&link()) {
-                    Some(target) => TarItem::Hardlink(target),
-                    None => return Ok(()),
-                },
-                tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo => {
-                    TarItem::Other
+            let kind = if base == ".wh..wh..opq" {
+                TarKind::Opaque
+            } else if base.starts_with(".wh.") {
+                TarKind::Whiteout
+            } else {
+                match header.entry_type() {
+                    tar::EntryType::Regular
+                    | tar::EntryType::Continuous
+                    | tar::EntryType::GNUSparse => {
+                        let size = entry.size();
+                        TarKind::File {
+                            facts: self.examine_entry(&path, size, entry)?,
+                        }
+                    }
+                    tar::EntryType::Directory => TarKind::Dir,
+                    tar::EntryType::Symlink => TarKind::Symlink { target: link() },
+                    tar::EntryType::Link => match normalize(&link()) {
+                        Some(target) => TarKind::Hardlink { target },
+                        None => return Ok(()),
+                    },
+                    tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo => {
+                        TarKind::Other
+                    }
+                    _ => return Ok(()), // global PAX headers and the like: no path of the image
                 }
-                _ => return Ok(()), // global PAX headers and the like: no path of the image
             };
-            items.push((path, item, mode));
+            items.push(TarItem { path, mode, kind });
             Ok(())
         })?;
-        // Whiteouts hide lower layers' paths only, wherever they stand in this layer's tar.
-        for (parent, hidden) in whiteouts {
-            let Walk::Found(dir) = self.walk(&parent, true) else {
+        Ok(LayerIndex {
+            version: INDEX_VERSION.to_owned(),
+            items,
+        })
+    }
+
+    /// Examines a base layer's file as the tar stream goes by.
+    fn examine_entry(&self, path: &str, size: u64, entry: &mut dyn Read) -> Result<Facts> {
+        let ctx = |e: io::Error| Error::Io {
+            context: format!("reading {path} of a base layer"),
+            source: e,
+        };
+        let mut head = Vec::with_capacity(SHEBANG_MAX);
+        (&mut *entry)
+            .take(SHEBANG_MAX as u64)
+            .read_to_end(&mut head)
+            .map_err(ctx)?;
+        let mut facts = Facts::default();
+        if head.starts_with(elf::MAGIC) {
+            let mut rest = head.as_slice().chain(entry);
+            facts.elf = Some(if size <= MAX_IN_MEMORY {
+                let mut bytes = Vec::with_capacity(size as usize);
+                rest.read_to_end(&mut bytes).map_err(ctx)?;
+                elf::parse(io::Cursor::new(bytes))
+            } else {
+                let mut spooled = tempfile::tempfile_in(&self.spool_dir).map_err(ctx)?;
+                io::copy(&mut rest, &mut spooled).map_err(ctx)?;
+                elf::parse(spooled)
+            });
+        } else if head.starts_with(b"#!") {
+            facts.shebang = Some(first_line(&head));
+        } else if wants_text(path, size) {
+            let mut bytes = head;
+            (&mut *entry)
+                .take(MAX_TEXT_SIZE)
+                .read_to_end(&mut bytes)
+                .map_err(ctx)?;
+            facts.text = Some(String::from_utf8_lossy(&bytes).into_owned());
+        }
+        Ok(facts)
+    }
+
+    /// Applies a base layer's items: whiteouts (hiding lower layers' paths only, wherever they
+    /// stand in its tar), then its entries in order.
+    fn apply(&mut self, name: &str, items: Vec<TarItem>) {
+        let layer = self.layers.len();
+        self.layers.push(name.to_owned());
+        for item in &items {
+            if !matches!(item.kind, TarKind::Whiteout | TarKind::Opaque) {
+                continue;
+            }
+            let (parent, base) = split_last(&item.path);
+            let Walk::Found(dir) = self.walk(parent, true) else {
                 continue;
             };
-            match hidden {
-                Some(name) => {
-                    let key = join(&dir, &name);
-                    self.remove_tree(&key);
-                }
-                None => self.remove_children(&dir),
+            match item.kind {
+                TarKind::Whiteout => self.remove_tree(&join(&dir, &base[".wh.".len()..])),
+                _ => self.remove_children(&dir),
             }
         }
-        for (path, item, mode) in items {
-            let kind = match item {
-                TarItem::File => Kind::File(Content::InBlob {
-                    layer: index,
-                    entry: path.clone(),
-                }),
-                TarItem::Dir => Kind::Dir,
-                TarItem::Symlink(target) => Kind::Symlink(target),
-                TarItem::Other => Kind::Other,
-                TarItem::Hardlink(target) => {
-                    self.hardlink(&path, &target, index);
+        for TarItem { path, mode, kind } in items {
+            let kind = match kind {
+                TarKind::File { facts } => Kind::File(Content::Base(Box::new(facts))),
+                TarKind::Dir => Kind::Dir,
+                TarKind::Symlink { target } => Kind::Symlink(target),
+                TarKind::Other => Kind::Other,
+                TarKind::Hardlink { target } => {
+                    self.hardlink(&path, &target, layer);
                     continue;
                 }
+                TarKind::Whiteout | TarKind::Opaque => continue,
             };
-            self.place(
-                &path,
-                Node {
-                    kind,
-                    mode,
-                    layer: index,
-                },
-            );
+            self.place(&path, Node { kind, mode, layer });
         }
-        Ok(())
     }
 
     /// Applies a layer Kiln built from `entries` (normalized, as [`kiln_oci::layer::normalize`]
     /// leaves them) on top.
     pub fn add_entries(&mut self, name: &str, entries: Vec<Entry>) {
         let index = self.layers.len();
-        self.layers.push(Layer {
-            name: name.to_owned(),
-            blob: None,
-        });
+        self.layers.push(name.to_owned());
         for entry in entries {
             let Some(path) = normalize(&entry.path) else {
                 continue;
@@ -243,7 +373,7 @@ impl ImageFs {
 
     /// What layer `index` is called in messages.
     pub(crate) fn layer_name(&self, index: usize) -> &str {
-        &self.layers[index].name
+        &self.layers[index]
     }
 
     pub(crate) fn node(&self, key: &str) -> Option<&Node> {
@@ -293,73 +423,40 @@ impl ImageFs {
             .collect()
     }
 
-    /// Makes the bytes of the files at these canonical paths readable with [`ImageFs::open`]:
-    /// one pass over each base layer blob that holds any of them.
-    pub(crate) fn fetch(&mut self, paths: &[String]) -> Result<()> {
-        let mut wanted: BTreeMap<usize, HashSet<String>> = BTreeMap::new();
-        for path in paths {
-            if let Some(Node {
-                kind: Kind::File(Content::InBlob { layer, entry }),
-                ..
-            }) = self.node(path.trim_start_matches('/'))
-            {
-                if !self.spooled.contains_key(&(*layer, entry.clone())) {
-                    wanted.entry(*layer).or_default().insert(entry.clone());
-                }
-            }
-        }
-        for (layer, entries) in wanted {
-            let Layer { name, blob } = &self.layers[layer];
-            let Some((blob, compression)) = blob else {
-                continue;
-            };
-            let spool_dir = &self.spool_dir;
-            let spooled = &mut self.spooled;
-            for_each_entry(blob, *compression, name, |path, entry| {
-                if entries.contains(&path) {
-                    let ctx = |e: io::Error| Error::Io {
-                        context: format!("spooling {path} of {name} to {}", spool_dir.display()),
-                        source: e,
-                    };
-                    let mut file = tempfile::tempfile_in(spool_dir).map_err(ctx)?;
-                    io::copy(entry, &mut file).map_err(ctx)?;
-                    // A later entry of the same path in one tar wins, as on extraction.
-                    spooled.insert((layer, path), file);
-                }
-                Ok(())
-            })?;
-        }
-        Ok(())
-    }
-
-    /// Opens the regular file at canonical path `path` (fetched first when from a base layer).
-    pub(crate) fn open(&self, path: &str) -> Result<File> {
+    /// What the check needs of the regular file at canonical path `path`.
+    pub(crate) fn examine(&self, path: &str) -> Result<Facts> {
         let key = path.trim_start_matches('/');
-        let Some(Node {
-            kind: Kind::File(content),
-            ..
-        }) = self.node(key)
-        else {
-            return Err(Error::Internal(format!(
-                "{path} is not a regular file of the image"
-            )));
-        };
-        match content {
-            Content::Host { source, listed } => {
-                Ok(kiln_oci::layer::open_file(source, listed.as_ref(), key)?)
-            }
-            Content::InBlob { layer, entry } => {
-                let file = self
-                    .spooled
-                    .get(&(*layer, entry.clone()))
-                    .ok_or_else(|| Error::Internal(format!("{path} was not fetched")))?;
-                // Clones share the offset, which writing left at the end.
-                let file = file.try_clone().and_then(|mut f| f.rewind().map(|()| f));
-                file.map_err(|e| Error::Io {
-                    context: format!("reopening the spooled copy of {path}"),
+        match self.node(key).map(|n| &n.kind) {
+            Some(Kind::File(Content::Base(facts))) => Ok((**facts).clone()),
+            Some(Kind::File(Content::Host { source, listed })) => {
+                let ctx = |e: io::Error| Error::Io {
+                    context: format!("reading {} (the image's {path})", source.display()),
                     source: e,
-                })
+                };
+                let mut file = kiln_oci::layer::open_file(source, listed.as_ref(), key)?;
+                let mut head = Vec::with_capacity(SHEBANG_MAX);
+                (&mut file)
+                    .take(SHEBANG_MAX as u64)
+                    .read_to_end(&mut head)
+                    .map_err(ctx)?;
+                let mut facts = Facts::default();
+                if head.starts_with(elf::MAGIC) {
+                    file.rewind().map_err(ctx)?;
+                    facts.elf = Some(elf::parse(file));
+                } else if head.starts_with(b"#!") {
+                    facts.shebang = Some(first_line(&head));
+                } else if wants_text(key, file.metadata().map_err(ctx)?.len()) {
+                    let mut bytes = head;
+                    file.take(MAX_TEXT_SIZE)
+                        .read_to_end(&mut bytes)
+                        .map_err(ctx)?;
+                    facts.text = Some(String::from_utf8_lossy(&bytes).into_owned());
+                }
+                Ok(facts)
             }
+            _ => Err(Error::Internal(format!(
+                "{path} is not a regular file of the image"
+            ))),
         }
     }
 
@@ -404,9 +501,7 @@ impl ImageFs {
                     return matches!(self.nodes.get(&key)?.kind, Kind::Dir).then_some(key)
                 }
                 Walk::Missing { at, rest } => {
-                    let Some(name) = rest.first().filter(|n| n.as_str() != "..") else {
-                        return None;
-                    };
+                    let name = rest.first().filter(|n| n.as_str() != "..")?;
                     self.nodes.insert(
                         join(&at, name),
                         Node {
@@ -492,14 +587,6 @@ impl ImageFs {
     }
 }
 
-enum TarItem {
-    File,
-    Dir,
-    Symlink(String),
-    Hardlink(String),
-    Other,
-}
-
 fn compression_of(media_type: &str) -> Option<Compression> {
     if media_type.ends_with("+gzip") || media_type.ends_with(".gzip") {
         Some(Compression::Gzip)
@@ -572,4 +659,25 @@ fn join(dir: &str, name: &str) -> String {
     } else {
         format!("{dir}/{name}")
     }
+}
+
+/// The first line of `head`, a `#!` line.
+fn first_line(head: &[u8]) -> String {
+    let line = head.split(|&b| b == b'\n').next().unwrap_or(head);
+    String::from_utf8_lossy(line).into_owned()
+}
+
+/// Writes `index` to `path`, temp then rename.
+fn store_index(path: &Path, index: &LayerIndex) -> Result<()> {
+    let ctx = |e: io::Error| Error::Io {
+        context: format!("writing {}", path.display()),
+        source: e,
+    };
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(ctx)?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(ctx)?;
+    let bytes = serde_json::to_vec(index).map_err(|e| ctx(e.into()))?;
+    tmp.write_all(&bytes).map_err(ctx)?;
+    tmp.persist(path).map_err(|e| ctx(e.error))?;
+    Ok(())
 }

@@ -211,7 +211,7 @@ fn tiny_elf(
     dynamic.push((10, strtab.len() as u64));
     dynamic.push((0, 0));
     tail.extend_from_slice(&strtab);
-    while (interp_at + tail.len()) % 8 != 0 {
+    while !(interp_at + tail.len()).is_multiple_of(8) {
         tail.push(0);
     }
     let dynamic_at = interp_at + tail.len();
@@ -605,7 +605,7 @@ fn ld_library_path_and_ld_so_conf_are_library_paths() {
         "gzip",
     );
     let mut fs = s.image();
-    fs.add_blob_layer("the run image", &blob, &media_type)
+    fs.add_blob_layer("the run image", &blob, &media_type, None)
         .unwrap();
     fs.add_entries("app", layer);
     assert_eq!(
@@ -629,6 +629,56 @@ fn an_elf_of_another_machine_cannot_run() {
 }
 
 #[test]
+fn a_base_layer_is_read_once_then_from_its_index() {
+    let mut s = Scratch::new();
+    let app = tiny_elf(Some(LOADER), &["libpq.so.5"], None, None);
+    // Big enough to be examined from a temporary file rather than in memory.
+    let mut big = app.clone();
+    big.resize(9 << 20, 0);
+    let (blob, media_type) = s.blob(
+        &[
+            tar_file("lib64/ld-linux-x86-64.so.2", host(BUSYBOX), 0o755),
+            tar_file("usr/bin/app", app, 0o755),
+            tar_file("usr/bin/big", big, 0o755),
+            tar_file("etc/ld.so.conf", b"/opt/pg/lib\n".to_vec(), 0o644),
+            tar_file(
+                "opt/pg/lib/libpq.so.5",
+                tiny_elf(None, &["libssl.so.3"], None, None),
+                0o644,
+            ),
+        ],
+        "gzip",
+    );
+    let index = s.dir.path().join("index/layer.json");
+    let want = |fs: &mut ImageFs| {
+        for program in ["app", "big"] {
+            let found = problems(fs, &config(&[program], "/usr/bin"));
+            assert_one_problem(
+                &found,
+                &["libssl.so.3 needed by /opt/pg/lib/libpq.so.5: not found in the image's library paths (/opt/pg/lib, "],
+            );
+        }
+    };
+    let mut fs = s.image();
+    fs.add_blob_layer("the run image", &blob, &media_type, Some(&index))
+        .unwrap();
+    want(&mut fs);
+    assert!(index.is_file());
+    // The blob is not read again: the index says everything.
+    fs::remove_file(&blob).unwrap();
+    let mut fs = s.image();
+    fs.add_blob_layer("the run image", &blob, &media_type, Some(&index))
+        .unwrap();
+    want(&mut fs);
+    // An index of another format version is not trusted: the blob is needed again.
+    fs::write(&index, br#"{"version":"old","items":[]}"#).unwrap();
+    let mut fs = s.image();
+    assert!(fs
+        .add_blob_layer("the run image", &blob, &media_type, Some(&index))
+        .is_err());
+}
+
+#[test]
 fn base_layer_blobs_are_read_in_every_compression() {
     for compression in ["gzip", "zstd", "none"] {
         let mut s = Scratch::new();
@@ -647,7 +697,7 @@ fn base_layer_blobs_are_read_in_every_compression() {
             compression,
         );
         let mut fs = s.image();
-        fs.add_blob_layer("the run image", &blob, &media_type)
+        fs.add_blob_layer("the run image", &blob, &media_type, None)
             .unwrap();
         assert_eq!(
             problems(&mut fs, &config(&["/bin/sh"], "/bin")),
@@ -691,12 +741,14 @@ fn whiteouts_hide_files_of_lower_layers() {
     );
     let path = "/usr/bin";
     let mut fs = s.image();
-    fs.add_blob_layer("base 1", &lower, &media_type).unwrap();
+    fs.add_blob_layer("base 1", &lower, &media_type, None)
+        .unwrap();
     assert_eq!(
         problems(&mut fs, &config(&["app"], path)),
         Vec::<String>::new()
     );
-    fs.add_blob_layer("base 2", &whiteout, &media_type).unwrap();
+    fs.add_blob_layer("base 2", &whiteout, &media_type, None)
+        .unwrap();
     assert_one_problem(
         &problems(&mut fs, &config(&["app"], path)),
         &["`app`", "not on the image's PATH"],
@@ -705,7 +757,8 @@ fn whiteouts_hide_files_of_lower_layers() {
         problems(&mut fs, &config(&["other"], path)),
         Vec::<String>::new()
     );
-    fs.add_blob_layer("base 3", &opaque, &media_type).unwrap();
+    fs.add_blob_layer("base 3", &opaque, &media_type, None)
+        .unwrap();
     assert_one_problem(
         &problems(&mut fs, &config(&["other"], path)),
         &["`other`", "not on the image's PATH"],
@@ -731,7 +784,7 @@ fn entries_under_a_linked_directory_land_where_the_link_points() {
     );
     let app = tiny_elf(Some(LOADER), &["libgreet.so.1"], None, None);
     let mut fs = s.image();
-    fs.add_blob_layer("the run image", &base, &media_type)
+    fs.add_blob_layer("the run image", &base, &media_type, None)
         .unwrap();
     fs.add_entries(
         "app",
@@ -749,7 +802,8 @@ fn entries_under_a_linked_directory_land_where_the_link_points() {
         )],
         "gzip",
     );
-    fs.add_blob_layer("upper", &upper, &media_type).unwrap();
+    fs.add_blob_layer("upper", &upper, &media_type, None)
+        .unwrap();
     let mut only_usr_lib = config(&["./app"], "/bin");
     only_usr_lib
         .config
