@@ -21,8 +21,10 @@
 //!   and builtins skipped; nothing after `cd`, an expansion or a `PATH` change).
 //!
 //! The image is modelled by [`ImageFs`]: its layers applied in order, whiteouts included, as
-//! metadata only. File bytes are read only for the few files examined: from the host source of
-//! a layer Kiln built, or by re-reading a base layer's blob. Problems come back together in
+//! metadata only — no file contents are held. A built layer's file is read from its host source
+//! when examined; a base layer's few files of interest (ELF files, `#!` scripts, `/etc/*.conf`)
+//! are examined in the one pass that lists its blob, and what was found can be kept on disk so
+//! the blob is never read again. Problems come back together in
 //! [`Error::WontStart`], each naming the file and, where it can, the layer that has it elsewhere
 //! or what would provide it. What is not checked: file permissions for a non-root `User`,
 //! `$LIB`/`$PLATFORM` in RPATHs, glibc skipping libraries of another machine, and anything the
