@@ -16,6 +16,9 @@ pub enum Error {
     Runtime(#[from] kiln_runtime::Error),
     #[error(transparent)]
     Registry(#[from] kiln_registry::Error),
+    /// The image's default process cannot start in it (or the image could not be read to tell).
+    #[error(transparent)]
+    Verify(#[from] kiln_verify::Error),
     /// `--platform` asks for an image this build cannot honestly make.
     #[error("--platform {requested}: {why}")]
     Platform { requested: String, why: String },

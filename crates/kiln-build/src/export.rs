@@ -27,6 +27,9 @@ use crate::metadata::{
 use crate::runtimes::Provided;
 use crate::{BuildOptions, LayerDirs, LayerReport, OutputFormat, CAPTURED_DIR};
 
+/// Where, in the cache, what verification needs of each base layer is kept.
+const VERIFY_DIR: &str = "verify";
+
 /// `PATH` for images whose base sets none (scratch): Docker's default.
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -108,6 +111,8 @@ pub fn export(input: &ExportInput<'_>, log: &mut dyn Write) -> Result<Exported> 
             })
             .collect()
     });
+    // The built layers' entries, kept (not copied) for verification.
+    let mut verify_layers: Vec<(String, Vec<Entry>)> = Vec::new();
     for (planned, (result, layer_log)) in planned.into_iter().zip(results) {
         let _ = log.write_all(&layer_log);
         let (record, decision) = result?;
@@ -128,13 +133,19 @@ pub fn export(input: &ExportInput<'_>, log: &mut dyn Write) -> Result<Exported> 
             reason: decision.to_string(),
         });
         built.push(LayerMetadata {
-            name: planned.name,
+            name: planned.name.clone(),
             diff_id: record.diff_id.clone(),
         });
         records.push(record);
+        if opts.verify {
+            verify_layers.push((planned.name, planned.entries));
+        }
     }
 
     let config = image_config(input, base, &built);
+    if opts.verify {
+        verify(input, &config, verify_layers, log)?;
+    }
     let annotations = image_annotations(spec::rfc3339(opts.source_date_epoch), base);
     let image = image::assemble(&input.cache.store, config, &records, annotations)?;
     if let Some(output) = &opts.output {
@@ -145,6 +156,41 @@ pub fn export(input: &ExportInput<'_>, log: &mut dyn Write) -> Result<Exported> 
         image,
         layers: reports,
     })
+}
+
+/// Refuses an image whose default process cannot start in its own filesystem (see
+/// [`kiln_verify`]): checked before anything is written or pushed. A base layer's blob is read
+/// once, what the check needs of it kept in `verify/<digest>.json` of the cache; the built
+/// layers are read from their entries' host files.
+fn verify(
+    input: &ExportInput<'_>,
+    config: &ImageConfig,
+    layers: Vec<(String, Vec<Entry>)>,
+    log: &mut dyn Write,
+) -> Result<()> {
+    let spool = input.cache.scratch_dir()?;
+    let mut fs = kiln_verify::ImageFs::new(spool.path());
+    for layer in &input.base.layers {
+        let digest = &layer.descriptor.digest;
+        let index = input
+            .cache
+            .root()
+            .join(VERIFY_DIR)
+            .join(format!("{}.json", digest.hex()));
+        let blob = input.cache.store.path(digest);
+        fs.add_blob_layer(
+            "the run image",
+            &blob,
+            &layer.descriptor.media_type,
+            Some(&index),
+        )?;
+    }
+    for (name, entries) in layers {
+        fs.add_entries(&format!("layer {name}"), entries);
+    }
+    kiln_verify::verify(&mut fs, config)?;
+    let _ = writeln!(log, "verified: the default process can start in the image");
+    Ok(())
 }
 
 /// The image is for `--platform` (default: the host's). Steps run on this host and runtimes are

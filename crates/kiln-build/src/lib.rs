@@ -86,6 +86,9 @@ pub struct BuildOptions {
     pub registry: kiln_registry::ClientOptions,
     /// Rebuild every layer and run every step, ignoring (but refreshing) the cache.
     pub no_cache: bool,
+    /// Check that the image's default process can start in the image before writing it
+    /// (`kiln_verify`); `false` skips the check (`--no-verify`).
+    pub verify: bool,
     /// `KILN_*` overrides of detection and planning (`KILN_BUILDPACKS`, `KILN_NODE_VERSION`, …);
     /// [`BuildOptions::new`] takes them from the process environment.
     pub kiln_env: BTreeMap<String, String>,
@@ -111,6 +114,7 @@ impl BuildOptions {
             cache_image: None,
             registry: kiln_registry::ClientOptions::default(),
             no_cache: false,
+            verify: true,
             kiln_env: kiln_buildpack::settings::kiln_env(),
             stack: None,
         }

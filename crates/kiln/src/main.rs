@@ -191,6 +191,9 @@ struct BuildArgs {
     /// Rebuild every layer and run every step, ignoring (and refreshing) the cache.
     #[arg(long)]
     no_cache: bool,
+    /// Skip checking that the image's default process can start in the image.
+    #[arg(long)]
+    no_verify: bool,
     /// Print one JSON object describing the result on stdout.
     #[arg(long)]
     json: bool,
@@ -303,6 +306,7 @@ fn build(args: BuildArgs) -> anyhow::Result<ExitCode> {
     opts.env.extend(args.env);
     opts.compression = args.compression;
     opts.no_cache = args.no_cache;
+    opts.verify = !args.no_verify;
     if let Some(epoch) = args.source_date_epoch {
         opts.source_date_epoch = epoch;
     }

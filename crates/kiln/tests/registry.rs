@@ -143,6 +143,8 @@ fn basic_auth_credentials_from_env_docker_config_and_helpers() {
                 &format!("{host}/{repo}:1"),
                 "--cache-dir",
                 cache.to_str().unwrap(),
+                // procfile-static's httpd is not on scratch: only the push is tested.
+                "--no-verify",
             ],
             env,
         )
@@ -330,6 +332,8 @@ fn missing_tag_unreachable_registry_interrupted_push_and_flaky_registry() {
             &format!("{dead}/a/b:1"),
             "--cache-dir",
             cache,
+            // procfile-static's httpd is not on scratch: only the push is tested.
+            "--no-verify",
         ],
         &[],
     );

@@ -84,6 +84,8 @@ fn the_same_base_at_another_path_gives_the_same_image_and_rebase() {
                     out,
                     "--cache-dir",
                     cache,
+                    // The tiny base has no busybox for the Procfile's httpd: never started.
+                    "--no-verify",
                 ],
             )
         };
