@@ -1,6 +1,6 @@
-//! Running build steps on the host: an explicit environment (never the caller's whole one), output
-//! streamed line by line with a `[buildpack/step]` prefix, and on failure an error carrying the
-//! step, command, exit status and the tail of its output.
+//! Running build steps, in the build's sandbox or on the host: an explicit environment (never the
+//! caller's whole one), output streamed line by line with a `[buildpack/step]` prefix, and on
+//! failure an error carrying the step, command, exit status and the tail of its output.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -13,27 +13,34 @@ use kiln_buildpack::plan::Step;
 use kiln_buildpack::template;
 
 use crate::error::{Error, Result};
+use crate::isolation::{StartError, StepPaths, StepSandbox};
 
 /// How many trailing output lines a failed step's error carries.
 const TAIL_LINES: usize = 30;
 
-/// Where a step's `${app}` and `${layer:NAME}` point on the host, and its base environment.
+/// Where a step's `${app}` and `${layer:NAME}` are on the host, its base environment, and the
+/// sandbox it runs in (where they are at their image paths).
 pub struct StepContext<'a> {
     pub buildpack: &'a str,
     pub app_dir: &'a Path,
     pub layer_dirs: &'a BTreeMap<String, PathBuf>,
     /// The environment every step starts from (see [`crate::BuildOptions::env`]).
     pub base_env: &'a BTreeMap<String, String>,
+    /// `None`: the step runs on the host.
+    pub(crate) sandbox: Option<&'a StepSandbox>,
 }
 
 impl StepContext<'_> {
     fn expand(&self, input: &str) -> Result<String> {
+        let paths = StepPaths::of(self.sandbox);
         let mut lookup = |var: &str| -> Option<String> {
             if var == "app" {
-                return Some(self.app_dir.display().to_string());
+                return Some(paths.app(self.app_dir).display().to_string());
             }
             let name = var.strip_prefix("layer:")?;
-            self.layer_dirs.get(name).map(|p| p.display().to_string())
+            self.layer_dirs
+                .get(name)
+                .map(|p| paths.layer(self.buildpack, name, p).display().to_string())
         };
         Ok(template::expand(input, &mut lookup)?)
     }
@@ -47,7 +54,9 @@ pub fn run_step(step: &Step, ctx: &StepContext<'_>, log: &mut dyn Write) -> Resu
         .iter()
         .map(|a| ctx.expand(a))
         .collect::<Result<Vec<_>>>()?;
-    let workdir = ctx.app_dir.join(ctx.expand(&step.workdir)?);
+    let workdir = StepPaths::of(ctx.sandbox)
+        .app(ctx.app_dir)
+        .join(ctx.expand(&step.workdir)?);
     let mut env = ctx.base_env.clone();
     for (key, value) in &step.env {
         env.insert(key.clone(), ctx.expand(value)?);
@@ -63,26 +72,37 @@ pub fn run_step(step: &Step, ctx: &StepContext<'_>, log: &mut dyn Write) -> Resu
         status,
         tail,
     };
-    let mut child = Command::new(&command)
-        .args(&args)
-        .current_dir(&workdir)
-        .env_clear()
-        .envs(&env)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| {
-            let hint = if e.kind() == std::io::ErrorKind::NotFound {
-                format!(
-                    " (is `{command}` installed and on PATH={}?)",
-                    env.get("PATH").map(String::as_str).unwrap_or("")
-                )
-            } else {
-                String::new()
-            };
-            failed(format!("could not start: {e}{hint}"), Vec::new())
-        })?;
+    let spawned = match ctx.sandbox {
+        // Sandboxed: the same command line, environment and pipes, inside the build's sandbox.
+        Some(sandbox) => sandbox.spawn(&command, &args, &workdir, &env),
+        None => Command::new(&command)
+            .args(&args)
+            .current_dir(&workdir)
+            .env_clear()
+            .envs(&env)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(StartError::Command),
+    };
+    let mut child = spawned.map_err(|e| {
+        let status = match e {
+            StartError::Command(e) => {
+                let hint = if e.kind() == std::io::ErrorKind::NotFound {
+                    format!(
+                        " (is `{command}` installed and on PATH={}?)",
+                        env.get("PATH").map(String::as_str).unwrap_or("")
+                    )
+                } else {
+                    String::new()
+                };
+                format!("could not start: {e}{hint}")
+            }
+            StartError::Sandbox(e) => format!("could not start in the sandbox: {e}"),
+        };
+        failed(status, Vec::new())
+    })?;
 
     // Both pipes feed one channel so lines interleave roughly as the step printed them.
     let (tx, rx) = mpsc::channel::<String>();
@@ -180,6 +200,7 @@ mod tests {
             app_dir: app.path(),
             layer_dirs: &layers,
             base_env: &base_env,
+            sandbox: None,
         };
         let mut log = Vec::new();
         let result = run_step(step, &ctx, &mut log);

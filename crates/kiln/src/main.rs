@@ -9,7 +9,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use kiln_build::{BuildOptions, Error, OutputFormat};
+use kiln_build::{BuildOptions, Error, Isolation, OutputFormat};
 use kiln_buildpack::BuildpackSet;
 use kiln_oci::layer::Compression;
 use kiln_oci::reference::Reference;
@@ -160,9 +160,30 @@ struct BuildArgs {
     /// Rebuild every layer and run every step, ignoring (and refreshing) the cache.
     #[arg(long)]
     no_cache: bool,
+    /// Where build steps run: `sandbox` (unprivileged namespaces; fails where they are not
+    /// available), `host`, or `auto`: the sandbox when possible, else the host, saying why.
+    #[arg(long, value_enum, default_value_t = IsolationArg::Auto)]
+    isolation: IsolationArg,
     /// Print one JSON object describing the result on stdout.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum IsolationArg {
+    Auto,
+    Sandbox,
+    Host,
+}
+
+impl From<IsolationArg> for Isolation {
+    fn from(arg: IsolationArg) -> Isolation {
+        match arg {
+            IsolationArg::Auto => Isolation::Auto,
+            IsolationArg::Sandbox => Isolation::Sandbox,
+            IsolationArg::Host => Isolation::Host,
+        }
+    }
 }
 
 #[derive(clap::Args)]
@@ -217,6 +238,8 @@ enum Format {
 }
 
 fn main() -> ExitCode {
+    // Build steps' sandboxes are set up by this binary re-executed (`kiln __sandbox-exec`).
+    kiln_sandbox::run_helper_if_requested();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Build(args) => build(*args),
@@ -261,6 +284,7 @@ fn build(args: BuildArgs) -> anyhow::Result<ExitCode> {
     opts.env.extend(args.env);
     opts.compression = args.compression;
     opts.no_cache = args.no_cache;
+    opts.isolation = args.isolation.into();
     if let Some(epoch) = args.source_date_epoch {
         opts.source_date_epoch = epoch;
     }
