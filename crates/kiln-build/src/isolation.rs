@@ -302,13 +302,15 @@ mod tests {
 
     #[test]
     fn hidden_dirs_cover_home_root_and_private_dirs_outermost_first() {
-        let private = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-        let inner = private.path().join("inner");
-        std::fs::create_dir(&inner).unwrap();
-        let canonical = std::fs::canonicalize(private.path()).unwrap();
-        let hidden = hidden_dirs(&[private.path(), &inner]);
+        // A directory outside /tmp, and one inside it.
+        let private = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let inner = private.join("src");
+        let canonical = std::fs::canonicalize(private).unwrap();
+        let hidden = hidden_dirs(&[private, &inner]);
         assert!(hidden.contains(&PathBuf::from("/root")), "{hidden:?}");
-        assert!(!hidden.iter().any(|h| h.starts_with("/usr") || h.starts_with("/etc")));
+        assert!(!hidden
+            .iter()
+            .any(|h| h.starts_with("/usr") || h.starts_with("/etc")));
         // The private dir is hidden, by itself or by a hidden parent; its child is not listed.
         assert!(is_under_any(&canonical, &hidden), "{hidden:?}");
         assert!(!hidden.contains(&inner.canonicalize().unwrap()));

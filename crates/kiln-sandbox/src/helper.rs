@@ -32,7 +32,7 @@ use nix::sys::prctl;
 use nix::sys::signal::{kill, killpg, raise, signal, SigHandler, SigSet, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{
-    chdir, execve, fork, getgid, getppid, getuid, pipe2, pivot_root, setpgid, sethostname,
+    chdir, execve, fork, getgid, getppid, getuid, pipe2, pivot_root, sethostname, setpgid,
     ForkResult, Pid,
 };
 
@@ -71,7 +71,10 @@ const NEW_ROOT: &str = "/newroot";
 /// Runs the helper: never returns. Call it only in a process started by [`crate::Sandbox`].
 pub fn helper_main() -> ! {
     // SAFETY: fcntl on a raw number only inspects it; ownership is taken once it is known open.
-    let open = fcntl(unsafe { std::os::fd::BorrowedFd::borrow_raw(CHANNEL_FD) }, FcntlArg::F_GETFD);
+    let open = fcntl(
+        unsafe { std::os::fd::BorrowedFd::borrow_raw(CHANNEL_FD) },
+        FcntlArg::F_GETFD,
+    );
     if open.is_err() {
         eprintln!(
             "{HELPER_ARG}: this is Kiln's sandbox helper; it is started by Kiln, not by hand"
@@ -86,12 +89,7 @@ pub fn helper_main() -> ! {
         Ok(request) => request,
         Err(failure) => fail(&channel, failure),
     };
-    send(
-        &channel,
-        &Answer::Hello {
-            protocol: PROTOCOL,
-        },
-    );
+    send(&channel, &Answer::Hello { protocol: PROTOCOL });
     helper(&request, channel)
 }
 
@@ -176,7 +174,8 @@ impl<T> Ctx<T> for std::io::Result<T> {
 
 /// The helper process: namespaces, then init, then the command's exit status as its own.
 fn helper(request: &Request, channel: File) -> ! {
-    let (status_read, status_write, lifeline_read, lifeline_write) = match enter_namespaces(request) {
+    let (status_read, status_write, lifeline_read, lifeline_write) = match enter_namespaces(request)
+    {
         Ok(pipes) => pipes,
         Err(failure) => fail(&channel, failure),
     };
@@ -253,9 +252,7 @@ fn wait_forwarding(child: Pid, waited: &SigSet) -> WaitStatus {
         match waited.wait() {
             Ok(Signal::SIGCHLD) => match waitpid(child, Some(WaitPidFlag::WNOHANG)) {
                 Ok(WaitStatus::StillAlive) => continue,
-                Ok(status @ (WaitStatus::Exited(..) | WaitStatus::Signaled(..))) => {
-                    return status
-                }
+                Ok(status @ (WaitStatus::Exited(..) | WaitStatus::Signaled(..))) => return status,
                 Ok(_) => continue,
                 Err(_) => return WaitStatus::Exited(child, SETUP_FAILED),
             },
@@ -358,17 +355,17 @@ fn prepare_init(spec: &SandboxSpec, lifeline: &OwnedFd) -> Step<()> {
 fn reap_until(command: Pid, waited: &SigSet) -> WaitStatus {
     loop {
         match waited.wait() {
-            Ok(Signal::SIGCHLD) => loop {
-                match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
-                    Ok(status @ (WaitStatus::Exited(pid, _) | WaitStatus::Signaled(pid, ..)))
-                        if pid == command =>
-                    {
-                        return status
+            Ok(Signal::SIGCHLD) => {
+                loop {
+                    match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                        Ok(
+                            status @ (WaitStatus::Exited(pid, _) | WaitStatus::Signaled(pid, ..)),
+                        ) if pid == command => return status,
+                        Ok(WaitStatus::StillAlive) | Err(_) => break,
+                        Ok(_) => continue,
                     }
-                    Ok(WaitStatus::StillAlive) | Err(_) => break,
-                    Ok(_) => continue,
                 }
-            },
+            }
             Ok(sig) => {
                 // The command leads its own process group; if it left it, reach it alone.
                 if killpg(command, sig).is_err() {
@@ -456,7 +453,7 @@ fn build_root(spec: &SandboxSpec) -> Step<()> {
 
     bind_root(&spec.root)?;
     let new = |inside: &str| format!("{NEW_ROOT}{inside}");
-    tmpfs(&new("/tmp"), "mode=1777")?;
+    tmpfs(new("/tmp"), "mode=1777")?;
     mount(
         Some("proc"),
         new("/proc").as_str(),
@@ -482,12 +479,10 @@ fn build_root(spec: &SandboxSpec) -> Step<()> {
                     read_only_later.push(target);
                 }
             }
-            Mount::Bind {
-                host, writable, ..
-            } => {
+            Mount::Bind { host, writable, .. } => {
                 let source = in_old_root(host);
-                let meta = fs::metadata(&source)
-                    .ctx(|| format!("bind source {}", host.display()))?;
+                let meta =
+                    fs::metadata(&source).ctx(|| format!("bind source {}", host.display()))?;
                 if meta.is_dir() {
                     make_dir(&target, inside)?;
                 } else {
@@ -546,7 +541,10 @@ fn bind_root(root: &Path) -> Step<()> {
     entries.sort_by_key(|e| e.file_name());
     for entry in entries {
         let name = entry.file_name();
-        if ["proc", "dev", "tmp"].map(OsStr::new).contains(&name.as_os_str()) {
+        if ["proc", "dev", "tmp"]
+            .map(OsStr::new)
+            .contains(&name.as_os_str())
+        {
             continue;
         }
         let from = entry.path();
@@ -626,7 +624,9 @@ fn check_no_symlink(inside: &Path) -> Step<()> {
                     errno: None,
                     message: format!(
                         "{} is a symlink in the root; mount at its target instead",
-                        path.strip_prefix(NEW_ROOT).map_or(path.as_path(), |p| p).display()
+                        path.strip_prefix(NEW_ROOT)
+                            .map_or(path.as_path(), |p| p)
+                            .display()
                     ),
                 });
             }
@@ -720,12 +720,10 @@ fn set_mount_attr_recursive(target: &Path, attr_set: u64) -> Step<()> {
         return Ok(());
     }
     let errno = Errno::last();
-    let mut failure = setup_err(
-        format!("mount_setattr on {}", target.display()),
-        errno,
-    );
+    let mut failure = setup_err(format!("mount_setattr on {}", target.display()), errno);
     if errno == Errno::ENOSYS {
-        failure.message = "this kernel has no mount_setattr: read-only binds need Linux 5.12 or later".into();
+        failure.message =
+            "this kernel has no mount_setattr: read-only binds need Linux 5.12 or later".into();
     }
     Err(failure)
 }

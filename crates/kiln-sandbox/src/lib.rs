@@ -207,9 +207,16 @@ impl Sandbox {
 
     fn try_probe(&self) -> Result<(), Unavailable> {
         let spec = SandboxSpec::new("/", vec!["true".into()]);
-        let child = self
+        let mut probe = self
             .prepare(&spec, true)
-            .and_then(SandboxCommand::spawn)
+            .map_err(|e| Unavailable(unavailable_reason(&e)))?;
+        // A program that is no helper may print anything.
+        probe
+            .command_mut()
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let child = probe
+            .spawn()
             .map_err(|e| Unavailable(unavailable_reason(&e)))?;
         let status = child
             .wait_with_output()

@@ -96,7 +96,9 @@ impl SandboxSpec {
         check_inside("workdir", &self.workdir, true)?;
         for (key, value) in &self.env {
             if key.is_empty() || key.contains(['=', '\0']) || value.contains('\0') {
-                return bad(format!("environment variable {key:?}={value:?} is not valid"));
+                return bad(format!(
+                    "environment variable {key:?}={value:?} is not valid"
+                ));
             }
         }
         if self.hostname.is_empty() || self.hostname.len() > 64 {
@@ -129,7 +131,9 @@ fn check_inside(what: &str, path: &Path, root_ok: bool) -> Result<(), Error> {
         )));
     }
     if !root_ok && path == Path::new("/") {
-        return Err(Error::Spec(format!("{what} cannot be `/`: that is the root")));
+        return Err(Error::Spec(format!(
+            "{what} cannot be `/`: that is the root"
+        )));
     }
     Ok(())
 }

@@ -346,7 +346,10 @@ fn output_streams_while_running_and_signals_reach_the_command() {
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
     stdout.read_line(&mut line).unwrap();
-    assert_eq!(line, "ready\n", "the first line arrives while the command runs");
+    assert_eq!(
+        line, "ready\n",
+        "the first line arrives while the command runs"
+    );
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
         nix::sys::signal::Signal::SIGTERM,
@@ -441,7 +444,10 @@ fn killing_the_caller_leaves_no_process_of_the_sandbox_alive() {
         std::thread::sleep(Duration::from_millis(50));
         left = processes_in(&ns);
     }
-    assert!(left.is_empty(), "still alive after the caller was killed: {left:?}");
+    assert!(
+        left.is_empty(),
+        "still alive after the caller was killed: {left:?}"
+    );
 }
 
 #[test]
@@ -451,7 +457,15 @@ fn a_program_that_is_not_a_helper_is_detected() {
     }
     let root = busybox_root();
     let fake = Sandbox::new(Helper::program("/bin/true"));
-    let err = fake.command(&sh(root.path(), "true")).unwrap().spawn().unwrap_err();
+    let err = fake
+        .command(&sh(root.path(), "true"))
+        .unwrap()
+        .spawn()
+        .unwrap_err();
     assert!(matches!(err, Error::NotAHelper { .. }), "{err}");
-    assert!(fake.probe().unwrap_err().to_string().contains("did not answer"));
+    assert!(fake
+        .probe()
+        .unwrap_err()
+        .to_string()
+        .contains("did not answer"));
 }

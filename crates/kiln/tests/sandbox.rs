@@ -136,7 +136,10 @@ impl Snoop {
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
         assert!(out.status.success(), "kiln build failed:\n{stderr}");
         // Every layer's files, by path.
-        let files = layer_contents(&self.layout()).into_iter().flatten().collect();
+        let files = layer_contents(&self.layout())
+            .into_iter()
+            .flatten()
+            .collect();
         (stderr, files)
     }
 }
@@ -167,7 +170,10 @@ fn a_sandboxed_step_finds_no_host_file_or_secret_and_the_image_no_host_path() {
         "hidden 1\nhidden 2\nhidden 3\nhidden 4\n"
     );
     let env = &files["workspace/env.txt"];
-    assert!(!env.contains("SECRET_TOKEN") && !env.contains(SECRET), "{env}");
+    assert!(
+        !env.contains("SECRET_TOKEN") && !env.contains(SECRET),
+        "{env}"
+    );
     assert!(env.lines().any(|l| l == "HOME=/home/kiln"), "{env}");
     assert_eq!(
         files["layers/probe/x/paths.txt"],
@@ -175,8 +181,14 @@ fn a_sandboxed_step_finds_no_host_file_or_secret_and_the_image_no_host_path() {
     );
     assert_eq!(files["workspace/uid.txt"], "1000\n");
     // No shipped file names where the build happened on this machine, or holds a secret.
-    let cache = fs::canonicalize(&snoop.cache).unwrap().display().to_string();
-    let project = fs::canonicalize(snoop.root.path()).unwrap().display().to_string();
+    let cache = fs::canonicalize(&snoop.cache)
+        .unwrap()
+        .display()
+        .to_string();
+    let project = fs::canonicalize(snoop.root.path())
+        .unwrap()
+        .display()
+        .to_string();
     for (path, body) in &files {
         for needle in [&cache, &project, SECRET] {
             assert!(!body.contains(needle), "{path} contains {needle}: {body}");
@@ -188,11 +200,20 @@ fn a_sandboxed_step_finds_no_host_file_or_secret_and_the_image_no_host_path() {
 fn isolation_host_runs_steps_on_the_host_where_they_see_everything() {
     let snoop = Snoop::new();
     let (stderr, files) = snoop.build_ok(&["--isolation", "host"], &[]);
-    assert!(!stderr.contains("run on the host"), "said only for auto: {stderr}");
+    assert!(
+        !stderr.contains("run on the host"),
+        "said only for auto: {stderr}"
+    );
     // What the sandbox hides is really there: the probes above are not vacuous.
-    assert_eq!(files["workspace/files.txt"], "read 1\nread 2\nread 3\nread 4\n");
+    assert_eq!(
+        files["workspace/files.txt"],
+        "read 1\nread 2\nread 3\nread 4\n"
+    );
     let paths = &files["layers/probe/x/paths.txt"];
-    assert!(paths.starts_with("pwd=/") && !paths.starts_with("pwd=/workspace"), "{paths}");
+    assert!(
+        paths.starts_with("pwd=/") && !paths.starts_with("pwd=/workspace"),
+        "{paths}"
+    );
 }
 
 #[test]
@@ -216,9 +237,14 @@ fn where_sandboxes_cannot_start_sandbox_fails_with_the_reason_and_auto_falls_bac
         .collect();
     assert_eq!(
         fallbacks,
-        [format!("build steps run on the host, not sandboxed (--isolation auto): {reason}")]
+        [format!(
+            "build steps run on the host, not sandboxed (--isolation auto): {reason}"
+        )]
     );
-    assert_eq!(files["workspace/files.txt"], "read 1\nread 2\nread 3\nread 4\n");
+    assert_eq!(
+        files["workspace/files.txt"],
+        "read 1\nread 2\nread 3\nread 4\n"
+    );
 }
 
 /// Host pids of live (not zombie) processes in the PID namespace `ns` (`pid:[…]`).
