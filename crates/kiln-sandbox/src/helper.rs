@@ -298,7 +298,7 @@ fn exit_like(status: WaitStatus) -> ! {
             only.add(sig);
             let _ = only.thread_unblock();
             let _ = raise(sig);
-            // Signals that do not kill by default (none is forwarded as such, but be total).
+            // Unreachable for a signal that killed the command (its default is to terminate).
             std::process::exit(128 + sig as i32)
         }
         _ => std::process::exit(SETUP_FAILED),
