@@ -5,6 +5,8 @@
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    // Build steps run in sandboxes that this program, re-executed, sets up.
+    kiln_sandbox::run_helper_if_requested();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [src, output, rest @ ..] = args.as_slice() else {
         eprintln!("usage: embed SRC OUTPUT.tar [NAME:TAG]");

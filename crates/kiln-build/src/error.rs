@@ -39,6 +39,9 @@ pub enum Error {
         status: String,
         tail: Vec<String>,
     },
+    /// `--isolation sandbox` on a machine where sandboxes cannot start.
+    #[error("--isolation sandbox: {0} (--isolation host runs build steps on the host)")]
+    SandboxUnavailable(String),
     #[error("{context}: {source}")]
     Io {
         context: String,

@@ -1,5 +1,6 @@
 //! `kiln-build`: the engine. It takes a source tree through detection and planning
-//! (`kiln-buildpack`), runs the plan's steps on the host in a private working copy, packs the
+//! (`kiln-buildpack`), runs the plan's steps in a sandbox ([`isolation`]) or on the host, in a
+//! private working copy, packs the
 //! resulting layers and writes the image (`kiln-oci`). Library first: the `kiln` CLI is a thin
 //! shell over [`build`], [`detect`] and [`inspect::inspect`].
 //!
@@ -13,6 +14,7 @@ mod export;
 mod fsutil;
 pub mod ignore;
 pub mod inspect;
+pub mod isolation;
 pub mod layer_cache;
 pub mod metadata;
 pub mod rebase;
@@ -44,6 +46,7 @@ use kiln_oci::reference::Reference;
 use kiln_oci::source::ImageSource;
 
 pub use error::{Error, Result};
+pub use isolation::Isolation;
 
 use cache::{BuildCache, CacheSlot, ProjectId};
 use error::IoContext;
@@ -94,6 +97,12 @@ pub struct BuildOptions {
     pub kiln_env: BTreeMap<String, String>,
     /// Run on Kiln's own stack (assembled from Debian packages) instead of `run_image`.
     pub stack: Option<stack::StackSelection>,
+    /// Where build steps run: sandboxed, on the host, or sandboxed when possible (the default).
+    pub isolation: Isolation,
+    /// The program that sets sandboxes up: by default this one, whose `main` must then call
+    /// [`kiln_sandbox::run_helper_if_requested`] first (the `kiln` CLI does). A program that
+    /// does not answer as a helper makes `auto` fall back to the host.
+    pub sandbox_helper: kiln_sandbox::Helper,
 }
 
 impl BuildOptions {
@@ -117,6 +126,8 @@ impl BuildOptions {
             verify: true,
             kiln_env: kiln_buildpack::settings::kiln_env(),
             stack: None,
+            isolation: Isolation::default(),
+            sandbox_helper: kiln_sandbox::Helper::current_exe(),
         }
     }
 }
@@ -314,8 +325,10 @@ pub fn build(opts: &BuildOptions, log: &mut dyn Write) -> Result<BuildReport> {
         None => None,
     };
     let (runtimes, runtime_reports) = runtimes::provide(opts, &plan, &project.mirrors, log)?;
-    // Steps' cache keys include the runtimes: a new Node must re-run `npm ci`.
-    let key_env = step_key_env(opts, &runtimes);
+    let sandbox = isolation::resolve(opts, &plan, log)?;
+    // Steps' cache keys include the runtimes (a new Node must re-run `npm ci`) and the sandbox
+    // (outputs made on the host carry host paths).
+    let key_env = step_key_env(opts, &runtimes, sandbox.is_some());
     let scratch = cache.scratch_dir()?;
     let mut rules = source::exclude_rules(&src, &project.build.exclude_patterns())?;
     exclude_own_paths(&mut rules, &src, cache.root(), opts.output.as_deref())?;
@@ -337,6 +350,7 @@ pub fn build(opts: &BuildOptions, log: &mut dyn Write) -> Result<BuildReport> {
             base: &base,
             scratch: scratch.path(),
             app_dir: &app_dir,
+            sandbox: sandbox.as_ref(),
         },
         source_entries,
         log,
@@ -410,6 +424,8 @@ struct BuildContext<'a> {
     scratch: &'a Path,
     /// Where the working copy goes when a step runs.
     app_dir: &'a Path,
+    /// `None`: steps run on the host.
+    sandbox: Option<&'a kiln_sandbox::Sandbox>,
 }
 
 /// Runs the steps (or sees that none has to) and exports the image: everything between taking
@@ -475,6 +491,7 @@ fn build_layers(
             cache,
             &steps_dir,
             cx.scratch,
+            cx.sandbox.map(|sandbox| (sandbox, src)),
             log,
         )?;
         move_captured(plan, layer_dirs, &app_dir, Direction::IntoLayers)?;
@@ -765,10 +782,17 @@ struct StepsRun {
     records: Vec<(String, String, step_cache::StepRecord)>,
 }
 
-/// What keys steps besides their own definition: the caller's step environment and the
-/// provided runtimes' versions.
-fn step_key_env(opts: &BuildOptions, runtimes: &[runtimes::Provided]) -> BTreeMap<String, String> {
+/// What keys steps besides their own definition: the caller's step environment, the provided
+/// runtimes' versions, and whether steps run sandboxed (host-mode keys are as before sandboxes).
+fn step_key_env(
+    opts: &BuildOptions,
+    runtimes: &[runtimes::Provided],
+    sandboxed: bool,
+) -> BTreeMap<String, String> {
     let mut env = opts.env.clone();
+    if sandboxed {
+        env.insert("KILN_ISOLATION".into(), "sandbox".into());
+    }
     for provided in runtimes {
         env.insert(
             format!("KILN_RUNTIME_{}", provided.buildpack),
@@ -793,22 +817,39 @@ fn run_steps(
     cache: &BuildCache,
     steps_dir: &Path,
     scratch: &Path,
+    // The build's sandbox and the source tree it hides; `None`: steps run on the host.
+    sandbox: Option<(&kiln_sandbox::Sandbox, &Path)>,
     log: &mut dyn Write,
 ) -> Result<StepsRun> {
+    let home = make_dir(&scratch.join("home"))?;
+    let tmp = make_dir(&scratch.join("tmp"))?;
+    let step_sandbox = match sandbox {
+        Some((sandbox, src)) => Some(isolation::StepSandbox::new(
+            sandbox,
+            &isolation::BuildDirs {
+                app: app_dir,
+                home: &home,
+                tmp: &tmp,
+                layers: &layers.dirs,
+                runtimes,
+                private: &[src, cache.root()],
+                env: &opts.env,
+            },
+        )?),
+        None => None,
+    };
+    let paths = isolation::StepPaths::of(step_sandbox.as_ref());
     let mut env = opts.env.clone();
-    env.insert(
-        "HOME".into(),
-        make_dir(&scratch.join("home"))?.display().to_string(),
-    );
-    env.insert(
-        "TMPDIR".into(),
-        make_dir(&scratch.join("tmp"))?.display().to_string(),
-    );
+    env.insert("HOME".into(), paths.home(&home).display().to_string());
+    env.insert("TMPDIR".into(), paths.tmp(&tmp).display().to_string());
     env.insert(
         "SOURCE_DATE_EPOCH".into(),
         opts.source_date_epoch.to_string(),
     );
-    env.insert("KILN_APP_DIR".into(), app_dir.display().to_string());
+    env.insert(
+        "KILN_APP_DIR".into(),
+        paths.app(app_dir).display().to_string(),
+    );
     let mut run = StepsRun {
         reports: Vec::new(),
         records: Vec::new(),
@@ -817,11 +858,23 @@ fn run_steps(
     for bp in &plan.buildpacks {
         // A buildpack's runtime serves its own steps and every later buildpack's.
         for provided in runtimes.iter().filter(|p| p.buildpack == bp.id) {
-            let bin = provided.runtime.root.join(&provided.runtime.bin);
+            let bin = paths.runtime_bin(provided);
             let path = env.get("PATH").cloned().unwrap_or_default();
             env.insert("PATH".into(), format!("{}:{path}", bin.display()));
+            let host_root = provided.runtime.root.display().to_string();
             for (key, value) in provided.runtime.build_env() {
+                // Paths into the runtime are its image path inside the sandbox.
+                let value = match &step_sandbox {
+                    Some(_) => value.replace(&host_root, &provided.image_dir),
+                    None => value,
+                };
                 env.entry(key).or_insert(value); // the caller's `--env` wins
+            }
+            // In the sandbox the runtime is at its image path: its absolute RPATH (a host
+            // CPython's libpython) is not, so it needs what the image gives it.
+            if let Some(lib) = provided.image_lib().filter(|_| step_sandbox.is_some()) {
+                let libs = env.get("LD_LIBRARY_PATH").map(|l| format!("{lib}:{l}"));
+                env.insert("LD_LIBRARY_PATH".into(), libs.unwrap_or(lib));
             }
         }
         let dirs = layers.dirs.get(&bp.id).unwrap_or(&empty);
@@ -830,6 +883,7 @@ fn run_steps(
             app_dir,
             layer_dirs: dirs,
             base_env: &env,
+            sandbox: step_sandbox.as_ref(),
         };
         let restored = |layer: &str| layers.restored(&bp.id, layer);
         for step in &bp.steps {
@@ -870,8 +924,9 @@ fn run_steps(
         }
         // `build = true` layers are visible to later buildpacks: their bin/ joins PATH.
         for layer in bp.layers.iter().filter(|l| l.build) {
-            let bin = dirs.get(&layer.name).map(|d| d.join("bin"));
-            if let Some(bin) = bin.filter(|b| b.is_dir()) {
+            let dir = dirs.get(&layer.name).filter(|d| d.join("bin").is_dir());
+            if let Some(dir) = dir {
+                let bin = paths.layer(&bp.id, &layer.name, dir).join("bin");
                 let path = env.get("PATH").cloned().unwrap_or_default();
                 env.insert("PATH".into(), format!("{}:{path}", bin.display()));
             }

@@ -1,6 +1,6 @@
-//! Running build steps on the host: an explicit environment (never the caller's whole one), output
-//! streamed line by line with a `[buildpack/step]` prefix, and on failure an error carrying the
-//! step, command, exit status and the tail of its output.
+//! Running build steps, in the build's sandbox or on the host: an explicit environment (never the
+//! caller's whole one), output streamed line by line with a `[buildpack/step]` prefix, and on
+//! failure an error carrying the step, command, exit status and the tail of its output.
 //!
 //! No process of a step outlives it. Each step runs in a process group of its own, and the whole
 //! group is killed on every way out of [`run_step`]: when the step's first process exits (which
@@ -11,6 +11,8 @@
 //! its connection to Kiln closes, i.e. Kiln is gone. Other hosts of this library run the step
 //! directly with `PR_SET_PDEATHSIG`, which covers the step's own process only. A process that
 //! leaves the group (`setsid`) escapes both; a PID namespace per step would catch it too.
+//! A sandboxed step's direct child is the sandbox helper, leader of the step's group and of its
+//! PID namespace: killing it ends every process in the sandbox, `setsid` or not.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::ffi::{OsStr, OsString};
@@ -27,6 +29,7 @@ use kiln_buildpack::plan::Step;
 use kiln_buildpack::template;
 
 use crate::error::{Error, Result};
+use crate::isolation::{StartError, StepPaths, StepSandbox};
 
 /// How many trailing output lines a failed step's error carries.
 const TAIL_LINES: usize = 30;
@@ -190,22 +193,29 @@ enum Event {
 }
 
 /// Where a step's `${app}` and `${layer:NAME}` point on the host, and its base environment.
+/// Where a step's `${app}` and `${layer:NAME}` are on the host, its base environment, and the
+/// sandbox it runs in (where they are at their image paths).
 pub struct StepContext<'a> {
     pub buildpack: &'a str,
     pub app_dir: &'a Path,
     pub layer_dirs: &'a BTreeMap<String, PathBuf>,
     /// The environment every step starts from (see [`crate::BuildOptions::env`]).
     pub base_env: &'a BTreeMap<String, String>,
+    /// `None`: the step runs on the host.
+    pub(crate) sandbox: Option<&'a StepSandbox>,
 }
 
 impl StepContext<'_> {
     fn expand(&self, input: &str) -> Result<String> {
+        let paths = StepPaths::of(self.sandbox);
         let mut lookup = |var: &str| -> Option<String> {
             if var == "app" {
-                return Some(self.app_dir.display().to_string());
+                return Some(paths.app(self.app_dir).display().to_string());
             }
             let name = var.strip_prefix("layer:")?;
-            self.layer_dirs.get(name).map(|p| p.display().to_string())
+            self.layer_dirs
+                .get(name)
+                .map(|p| paths.layer(self.buildpack, name, p).display().to_string())
         };
         Ok(template::expand(input, &mut lookup)?)
     }
@@ -219,7 +229,9 @@ pub fn run_step(step: &Step, ctx: &StepContext<'_>, log: &mut dyn Write) -> Resu
         .iter()
         .map(|a| ctx.expand(a))
         .collect::<Result<Vec<_>>>()?;
-    let workdir = ctx.app_dir.join(ctx.expand(&step.workdir)?);
+    let workdir = StepPaths::of(ctx.sandbox)
+        .app(ctx.app_dir)
+        .join(ctx.expand(&step.workdir)?);
     let mut env = ctx.base_env.clone();
     for (key, value) in &step.env {
         env.insert(key.clone(), ctx.expand(value)?);
@@ -235,44 +247,64 @@ pub fn run_step(step: &Step, ctx: &StepContext<'_>, log: &mut dyn Write) -> Resu
         status,
         tail,
     };
-    let cannot_start = |e: io::Error| {
-        let hint = if e.kind() == io::ErrorKind::NotFound {
-            format!(
-                " (is `{command}` installed and on PATH={}?)",
-                env.get("PATH").map(String::as_str).unwrap_or("")
-            )
-        } else {
-            String::new()
+    let start_error = |e: StartError| {
+        let status = match e {
+            StartError::Command(e) => {
+                let hint = if e.kind() == io::ErrorKind::NotFound {
+                    format!(
+                        " (is `{command}` installed and on PATH={}?)",
+                        env.get("PATH").map(String::as_str).unwrap_or("")
+                    )
+                } else {
+                    String::new()
+                };
+                format!("could not start: {e}{hint}")
+            }
+            StartError::Sandbox(e) => format!("could not start in the sandbox: {e}"),
         };
-        failed(format!("could not start: {e}{hint}"), Vec::new())
+        failed(status, Vec::new())
     };
-    let (control, mut cmd) = if SUPERVISOR_AVAILABLE.load(Ordering::Relaxed) {
-        let (ours, theirs) = UnixStream::pair().map_err(cannot_start)?;
-        let mut cmd = Command::new("/proc/self/exe");
-        cmd.arg(SUPERVISOR_ARG)
-            .arg(&command)
-            .args(&args)
-            .stdin(Stdio::from(OwnedFd::from(theirs)));
-        (Some(ours), cmd)
-    } else {
-        let mut cmd = Command::new(&command);
-        cmd.args(&args).stdin(Stdio::null());
-        // SAFETY: the hook only makes async-signal-safe calls (see `die_with_parent`).
-        unsafe { cmd.pre_exec(die_with_parent()) };
-        (None, cmd)
+    let cannot_start = |e: io::Error| start_error(StartError::Command(e));
+    let (control, child) = match ctx.sandbox {
+        // Sandboxed: the same command line, environment and pipes, inside the build's sandbox;
+        // the helper dies with Kiln and takes the sandbox's PID namespace with it.
+        Some(sandbox) => (
+            None,
+            sandbox
+                .spawn(&command, &args, &workdir, &env)
+                .map_err(start_error)?,
+        ),
+        None => {
+            let (control, mut cmd) = if SUPERVISOR_AVAILABLE.load(Ordering::Relaxed) {
+                let (ours, theirs) = UnixStream::pair().map_err(cannot_start)?;
+                let mut cmd = Command::new("/proc/self/exe");
+                cmd.arg(SUPERVISOR_ARG)
+                    .arg(&command)
+                    .args(&args)
+                    .stdin(Stdio::from(OwnedFd::from(theirs)));
+                (Some(ours), cmd)
+            } else {
+                let mut cmd = Command::new(&command);
+                cmd.args(&args).stdin(Stdio::null());
+                // SAFETY: the hook only makes async-signal-safe calls (see `die_with_parent`).
+                unsafe { cmd.pre_exec(die_with_parent()) };
+                (None, cmd)
+            };
+            cmd.current_dir(&workdir)
+                .env_clear()
+                .envs(&env)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .process_group(0);
+            let spawned = cmd.spawn();
+            // The command holds the supervisor's end of the control socket: only the supervisor
+            // may keep it, or its end of file would not mean "Kiln is gone".
+            drop(cmd);
+            (control, spawned.map_err(cannot_start)?)
+        }
     };
-    cmd.current_dir(&workdir)
-        .env_clear()
-        .envs(&env)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0);
-    let spawned = cmd.spawn();
-    // The command holds the supervisor's end of the control socket: only the supervisor may keep
-    // it, or its end of file would not mean "Kiln is gone".
-    drop(cmd);
     let mut group = StepGroup {
-        child: spawned.map_err(cannot_start)?,
+        child,
         reaped: false,
     };
 
@@ -400,6 +432,7 @@ mod tests {
             app_dir: app.path(),
             layer_dirs: &layers,
             base_env: &base_env,
+            sandbox: None,
         };
         let mut log = Vec::new();
         let result = run_step(step, &ctx, &mut log);
@@ -519,6 +552,7 @@ mod tests {
             app_dir: app.path(),
             layer_dirs: &layers,
             base_env: &base,
+            sandbox: None,
         };
         let sh = step("sh", &["-c", script]);
         let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use kiln_build::{BuildOptions, Error, OutputFormat};
+use kiln_build::{BuildOptions, Error, Isolation, OutputFormat};
 use kiln_buildpack::BuildpackSet;
 use kiln_oci::layer::Compression;
 use kiln_oci::reference::Reference;
@@ -194,9 +194,30 @@ struct BuildArgs {
     /// Skip checking that the image's default process can start in the image.
     #[arg(long)]
     no_verify: bool,
+    /// Where build steps run: `sandbox` (unprivileged namespaces; fails where they are not
+    /// available), `host`, or `auto`: the sandbox when possible, else the host, saying why.
+    #[arg(long, value_enum, default_value_t = IsolationArg::Auto)]
+    isolation: IsolationArg,
     /// Print one JSON object describing the result on stdout.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum IsolationArg {
+    Auto,
+    Sandbox,
+    Host,
+}
+
+impl From<IsolationArg> for Isolation {
+    fn from(arg: IsolationArg) -> Isolation {
+        match arg {
+            IsolationArg::Auto => Isolation::Auto,
+            IsolationArg::Sandbox => Isolation::Sandbox,
+            IsolationArg::Host => Isolation::Host,
+        }
+    }
 }
 
 #[derive(clap::Args)]
@@ -253,6 +274,8 @@ enum Format {
 fn main() -> ExitCode {
     // Before anything else: in its hidden supervisor mode the binary runs one build step and exits.
     kiln_build::steps::supervise_if_asked();
+    // Build steps' sandboxes are set up by this binary re-executed (`kiln __sandbox-exec`).
+    kiln_sandbox::run_helper_if_requested();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Build(args) => build(*args),
@@ -307,6 +330,7 @@ fn build(args: BuildArgs) -> anyhow::Result<ExitCode> {
     opts.compression = args.compression;
     opts.no_cache = args.no_cache;
     opts.verify = !args.no_verify;
+    opts.isolation = args.isolation.into();
     if let Some(epoch) = args.source_date_epoch {
         opts.source_date_epoch = epoch;
     }
