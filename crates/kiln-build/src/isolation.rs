@@ -2,11 +2,15 @@
 //!
 //! In the sandbox a step sees the working copy at `/workspace` and each layer at its image path
 //! `/layers/<buildpack>/<layer>` (a provided runtime at `/layers/<buildpack>/runtime`, read-only),
-//! so the paths tools bake into their output are the image's. Until build roots assembled from
-//! packages exist, the root is the host's own `/`, read-only, with everything but its system
-//! directories hidden: `/root`, `/home`, the caller's `HOME`, `/run/user`, Kiln's cache and the
-//! source tree are empty, the host's `/tmp` is out of sight. The host toolchains the step
-//! environment names (`PATH` entries, `RUSTUP_HOME`, …) stay visible, read-only, where they are.
+//! so the paths tools bake into their output are the image's. The root (`--build-root`) is a
+//! build root assembled from Debian packages ([`crate::build_root`]), read-only, with the host's
+//! `/etc/resolv.conf`, `/etc/hosts` and CA bundle bound in read-only (name resolution and a
+//! TLS-inspecting proxy's trust work as on the host); the step `PATH` is the root's own, and no
+//! host toolchain variable (`RUSTUP_HOME`, `GOROOT`, …) enters. With `--build-root host` the
+//! root is the host's own `/`, read-only, with everything but its system directories hidden:
+//! `/root`, `/home`, the caller's `HOME`, `/run/user`, Kiln's cache and the source tree are
+//! empty, the host's `/tmp` is out of sight; the host toolchains the step environment names
+//! (`PATH` entries, `RUSTUP_HOME`, …) stay visible, read-only, where they are.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
@@ -15,8 +19,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 
 use kiln_buildpack::plan::{Plan, APP_DIR, LAYERS_DIR};
-use kiln_sandbox::{Mount, Sandbox, SandboxSpec};
+use kiln_buildpack::project::ProjectConfig;
+use kiln_sandbox::{Mount, Network, Sandbox, SandboxSpec};
 
+use crate::build_root::{self, BuildRoot, BuildRootMode};
 use crate::error::{Error, Result};
 use crate::runtimes::Provided;
 use crate::{BuildOptions, TOOLCHAIN_VARS};
@@ -44,29 +50,66 @@ const SYSTEM_DIRS: &[&str] = &[
     "nix",
 ];
 
+/// Where sandboxed steps run: the sandbox, and the build root (`None`: the host's `/`).
+pub(crate) struct Isolated {
+    pub sandbox: Sandbox,
+    pub root: Option<BuildRoot>,
+    pub network: Network,
+}
+
+impl Isolated {
+    /// What step cache keys record: outputs made in another root (or on the host, with host
+    /// paths) are not reused.
+    pub(crate) fn key(&self) -> String {
+        let network = match self.network {
+            Network::Host => "",
+            Network::None => ", no network",
+        };
+        match &self.root {
+            Some(root) => format!("sandbox, build root {}{network}", root.report.key),
+            None => format!("sandbox, host root{network}"),
+        }
+    }
+}
+
 /// The sandbox this build's steps run in, or `None` for the host. Only a plan with steps needs
 /// one. `auto` falls back to the host with one log line saying why; `sandbox` fails with it.
 pub(crate) fn resolve(
     opts: &BuildOptions,
     plan: &Plan,
+    project: &ProjectConfig,
     log: &mut dyn Write,
-) -> Result<Option<Sandbox>> {
+) -> Result<Option<Isolated>> {
     let has_steps = plan.buildpacks.iter().any(|bp| !bp.steps.is_empty());
     if !has_steps || opts.isolation == Isolation::Host {
         return Ok(None);
     }
     let sandbox = Sandbox::new(opts.sandbox_helper.clone());
     match (sandbox.probe(), opts.isolation) {
-        (Ok(()), _) => Ok(Some(sandbox)),
-        (Err(why), Isolation::Sandbox) => Err(Error::SandboxUnavailable(why.to_string())),
+        (Ok(()), _) => {}
+        (Err(why), Isolation::Sandbox) => {
+            return Err(Error::SandboxUnavailable(why.to_string()))
+        }
         (Err(why), _) => {
             let _ = writeln!(
                 log,
                 "build steps run on the host, not sandboxed (--isolation auto): {why}"
             );
-            Ok(None)
+            return Ok(None);
         }
     }
+    let root = match opts.build_root {
+        BuildRootMode::Debian => {
+            let request = build_root::request(opts, plan, project)?;
+            Some(build_root::prepare(opts, project, &request, log)?)
+        }
+        BuildRootMode::Host => None,
+    };
+    Ok(Some(Isolated {
+        sandbox,
+        root,
+        network: opts.network,
+    }))
 }
 
 /// How the build's directories are named to steps: by their host paths, or inside the sandbox
@@ -134,8 +177,37 @@ pub(crate) struct BuildDirs<'a> {
 /// own command, environment and working directory.
 pub(crate) struct StepSandbox {
     sandbox: Sandbox,
+    root: PathBuf,
+    network: Network,
     mounts: Vec<Mount>,
 }
+
+/// Host files a build root gets, read-only, where they exist: name resolution, and the trust
+/// store (a TLS-inspecting proxy's CA is in the host's bundle, not Debian's).
+const HOST_FILES: &[&str] = &["/etc/resolv.conf", "/etc/hosts"];
+
+/// The build root's CA bundle (Debian's path), where the host's trust store is bound.
+const ROOT_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+/// Variables naming a trust store: in a build root they name [`ROOT_CA_BUNDLE`] (or its
+/// directory) when the caller set them.
+const TRUST_VARS: &[(&str, &str)] = &[
+    ("SSL_CERT_FILE", ROOT_CA_BUNDLE),
+    ("NODE_EXTRA_CA_CERTS", ROOT_CA_BUNDLE),
+    ("SSL_CERT_DIR", "/etc/ssl/certs"),
+];
+
+/// The host's CA bundle: the step environment's `SSL_CERT_FILE`, else Debian's path.
+fn host_trust_bundle(env: &BTreeMap<String, String>) -> Option<PathBuf> {
+    env.get("SSL_CERT_FILE")
+        .map(PathBuf::from)
+        .into_iter()
+        .chain([PathBuf::from(ROOT_CA_BUNDLE)])
+        .find(|p| p.is_file())
+}
+
+/// `PATH` of steps in a build root (Debian's default), before runtimes and layers.
+const ROOT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// Why a step could not start.
 pub(crate) enum StartError {
@@ -146,18 +218,32 @@ pub(crate) enum StartError {
 }
 
 impl StepSandbox {
-    pub(crate) fn new(sandbox: &Sandbox, dirs: &BuildDirs<'_>) -> Result<StepSandbox> {
+    pub(crate) fn new(isolated: &Isolated, dirs: &BuildDirs<'_>) -> Result<StepSandbox> {
         let mut mounts = Vec::new();
-        let hidden = hidden_dirs(dirs.private);
-        for dir in &hidden {
-            mounts.push(Mount::Tmpfs {
-                inside: dir.clone(),
-                writable: false,
-            });
-        }
-        for path in toolchain_paths(dirs.env) {
-            if is_under_any(&path, &hidden) {
-                mounts.push(read_only(&path, &path));
+        match &isolated.root {
+            Some(_) => {
+                for file in HOST_FILES {
+                    if Path::new(file).is_file() {
+                        mounts.push(read_only(Path::new(file), Path::new(file)));
+                    }
+                }
+                if let Some(bundle) = host_trust_bundle(dirs.env) {
+                    mounts.push(read_only(&bundle, Path::new(ROOT_CA_BUNDLE)));
+                }
+            }
+            None => {
+                let hidden = hidden_dirs(dirs.private);
+                for dir in &hidden {
+                    mounts.push(Mount::Tmpfs {
+                        inside: dir.clone(),
+                        writable: false,
+                    });
+                }
+                for path in toolchain_paths(dirs.env) {
+                    if is_under_any(&path, &hidden) {
+                        mounts.push(read_only(&path, &path));
+                    }
+                }
             }
         }
         mounts.push(writable(dirs.app, Path::new(APP_DIR)));
@@ -174,9 +260,33 @@ impl StepSandbox {
         mounts.push(writable(dirs.home, Path::new(HOME_DIR)));
         mounts.push(writable(dirs.tmp, Path::new(TMP_DIR)));
         Ok(StepSandbox {
-            sandbox: sandbox.clone(),
+            sandbox: isolated.sandbox.clone(),
+            network: isolated.network,
+            root: isolated
+                .root
+                .as_ref()
+                .map_or_else(|| PathBuf::from("/"), |r| r.dir.clone()),
             mounts,
         })
+    }
+
+    /// The step environment in this sandbox: in a build root, its own `PATH` and none of the
+    /// host's toolchain locations.
+    pub(crate) fn step_env(&self, env: &mut BTreeMap<String, String>) {
+        if self.root != Path::new("/") {
+            let trust: Vec<(&str, &str)> = TRUST_VARS
+                .iter()
+                .filter(|(key, _)| env.contains_key(*key))
+                .copied()
+                .collect();
+            for key in TOOLCHAIN_VARS {
+                env.remove(*key);
+            }
+            for (key, inside) in trust {
+                env.insert(key.into(), inside.into());
+            }
+            env.insert("PATH".into(), ROOT_PATH.into());
+        }
     }
 
     /// Starts `command args…` in the sandbox with exactly `env`, stdin null, stdout and stderr
@@ -191,10 +301,11 @@ impl StepSandbox {
         let argv = std::iter::once(command.to_owned())
             .chain(args.iter().cloned())
             .collect();
-        let mut spec = SandboxSpec::new("/", argv);
+        let mut spec = SandboxSpec::new(&self.root, argv);
         spec.mounts = self.mounts.clone();
         spec.workdir = workdir.to_path_buf();
         spec.env = env.clone();
+        spec.network = self.network;
         let mut prepared = self.sandbox.command(&spec).map_err(StartError::Sandbox)?;
         prepared
             .command_mut()

@@ -7,6 +7,7 @@
 //! Flow of [`build`]: source → [`source::copy_tree`] (working copy) → [`steps::run_step`] for
 //! each planned step → [`export`] (layers, cached by content key; config; manifest; output file).
 
+pub mod build_root;
 pub mod cache;
 pub mod cache_admin;
 pub mod error;
@@ -99,6 +100,11 @@ pub struct BuildOptions {
     pub stack: Option<stack::StackSelection>,
     /// Where build steps run: sandboxed, on the host, or sandboxed when possible (the default).
     pub isolation: Isolation,
+    /// What sandboxed steps see as `/`: a build root from Debian packages (the default) or
+    /// the host's.
+    pub build_root: build_root::BuildRootMode,
+    /// Network of sandboxed steps (`--network none` gives them only a loopback of their own).
+    pub network: kiln_sandbox::Network,
     /// The program that sets sandboxes up: by default this one, whose `main` must then call
     /// [`kiln_sandbox::run_helper_if_requested`] first (the `kiln` CLI does). A program that
     /// does not answer as a helper makes `auto` fall back to the host.
@@ -127,6 +133,8 @@ impl BuildOptions {
             kiln_env: kiln_buildpack::settings::kiln_env(),
             stack: None,
             isolation: Isolation::default(),
+            build_root: build_root::BuildRootMode::default(),
+            network: kiln_sandbox::Network::Host,
             sandbox_helper: kiln_sandbox::Helper::current_exe(),
         }
     }
@@ -197,6 +205,9 @@ pub struct BuildReport {
     /// The run image's pull, when it came from a registry.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pull: Option<registry::PullReport>,
+    /// The root sandboxed steps ran in, when Kiln assembled one from packages.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub build_root: Option<build_root::BuildRootReport>,
     /// The stack the image runs on, when Kiln assembled the run image.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stack: Option<stack::StackReport>,
@@ -325,10 +336,10 @@ pub fn build(opts: &BuildOptions, log: &mut dyn Write) -> Result<BuildReport> {
         None => None,
     };
     let (runtimes, runtime_reports) = runtimes::provide(opts, &plan, &project.mirrors, log)?;
-    let sandbox = isolation::resolve(opts, &plan, log)?;
+    let sandbox = isolation::resolve(opts, &plan, &project, log)?;
     // Steps' cache keys include the runtimes (a new Node must re-run `npm ci`) and the sandbox
     // (outputs made on the host carry host paths).
-    let key_env = step_key_env(opts, &runtimes, sandbox.is_some());
+    let key_env = step_key_env(opts, &runtimes, sandbox.as_ref());
     let scratch = cache.scratch_dir()?;
     let mut rules = source::exclude_rules(&src, &project.build.exclude_patterns())?;
     exclude_own_paths(&mut rules, &src, cache.root(), opts.output.as_deref())?;
@@ -398,6 +409,10 @@ pub fn build(opts: &BuildOptions, log: &mut dyn Write) -> Result<BuildReport> {
         runtimes: runtime_reports,
         processes: plan.processes.clone(),
         pull,
+        build_root: sandbox
+            .as_ref()
+            .and_then(|s| s.root.as_ref())
+            .map(|r| r.report.clone()),
         stack,
         push,
         cache_image,
@@ -425,7 +440,7 @@ struct BuildContext<'a> {
     /// Where the working copy goes when a step runs.
     app_dir: &'a Path,
     /// `None`: steps run on the host.
-    sandbox: Option<&'a kiln_sandbox::Sandbox>,
+    sandbox: Option<&'a isolation::Isolated>,
 }
 
 /// Runs the steps (or sees that none has to) and exports the image: everything between taking
@@ -787,11 +802,11 @@ struct StepsRun {
 fn step_key_env(
     opts: &BuildOptions,
     runtimes: &[runtimes::Provided],
-    sandboxed: bool,
+    sandboxed: Option<&isolation::Isolated>,
 ) -> BTreeMap<String, String> {
     let mut env = opts.env.clone();
-    if sandboxed {
-        env.insert("KILN_ISOLATION".into(), "sandbox".into());
+    if let Some(isolated) = sandboxed {
+        env.insert("KILN_ISOLATION".into(), isolated.key());
     }
     for provided in runtimes {
         env.insert(
@@ -818,7 +833,7 @@ fn run_steps(
     steps_dir: &Path,
     scratch: &Path,
     // The build's sandbox and the source tree it hides; `None`: steps run on the host.
-    sandbox: Option<(&kiln_sandbox::Sandbox, &Path)>,
+    sandbox: Option<(&isolation::Isolated, &Path)>,
     log: &mut dyn Write,
 ) -> Result<StepsRun> {
     let home = make_dir(&scratch.join("home"))?;
@@ -840,6 +855,9 @@ fn run_steps(
     };
     let paths = isolation::StepPaths::of(step_sandbox.as_ref());
     let mut env = opts.env.clone();
+    if let Some(step_sandbox) = &step_sandbox {
+        step_sandbox.step_env(&mut env);
+    }
     env.insert("HOME".into(), paths.home(&home).display().to_string());
     env.insert("TMPDIR".into(), paths.tmp(&tmp).display().to_string());
     env.insert(

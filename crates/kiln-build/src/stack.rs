@@ -115,22 +115,9 @@ pub fn request(
     plan: &Plan,
     project: &ProjectConfig,
 ) -> Result<Request> {
-    let kiln_toml = || opts.source.join(kiln_buildpack::project::FILE_NAME);
-    let distro = match (
-        selection.distro,
-        opts.kiln_env.get("KILN_STACK"),
-        &project.stack.distro,
-    ) {
-        (Some(d), _, _) => d,
-        (None, Some(s), _) => Distro::parse(s).map_err(|why| Error::Source {
-            path: opts.source.clone(),
-            why: format!("KILN_STACK: {why}"),
-        })?,
-        (None, None, Some(s)) => Distro::parse(s).map_err(|why| Error::Source {
-            path: kiln_toml(),
-            why: format!("[stack] distro: {why}"),
-        })?,
-        (None, None, None) => Distro::DEFAULT,
+    let distro = match selection.distro {
+        Some(d) => d,
+        None => distro(opts, project)?,
     };
     let needs_glibc = plan.buildpacks.iter().any(|bp| {
         bp.runtime
@@ -138,14 +125,16 @@ pub fn request(
             .and_then(|r| kiln_runtime::Runtime::parse(&r.name))
             .is_some_and(|r| r.needs_glibc())
     });
-    let packages = match opts.kiln_env.get("KILN_RUN_PACKAGES") {
-        Some(list) => list
-            .split([',', ' ', '\t', '\n'])
-            .filter(|p| !p.is_empty())
-            .map(str::to_owned)
-            .collect(),
-        None => project.packages.run.clone(),
-    };
+    // The buildpacks' run packages (a runtime from the distro), then the app's.
+    let mut packages: Vec<String> = plan
+        .buildpacks
+        .iter()
+        .flat_map(|bp| bp.packages.run.iter().cloned())
+        .collect();
+    match opts.kiln_env.get("KILN_RUN_PACKAGES") {
+        Some(list) => packages.extend(package_list(list)),
+        None => packages.extend(project.packages.run.iter().cloned()),
+    }
     Ok(Request {
         distro,
         flavour: if needs_glibc {
@@ -155,6 +144,30 @@ pub fn request(
         },
         packages,
     })
+}
+
+/// The stack distro when `--stack` names none: `KILN_STACK`, then `kiln.toml` `[stack]
+/// distro`, then the default.
+pub fn distro(opts: &BuildOptions, project: &ProjectConfig) -> Result<Distro> {
+    let kiln_toml = || opts.source.join(kiln_buildpack::project::FILE_NAME);
+    match (opts.kiln_env.get("KILN_STACK"), &project.stack.distro) {
+        (Some(s), _) => Distro::parse(s).map_err(|why| Error::Source {
+            path: opts.source.clone(),
+            why: format!("KILN_STACK: {why}"),
+        }),
+        (None, Some(s)) => Distro::parse(s).map_err(|why| Error::Source {
+            path: kiln_toml(),
+            why: format!("[stack] distro: {why}"),
+        }),
+        (None, None) => Ok(Distro::DEFAULT),
+    }
+}
+
+/// A `KILN_*_PACKAGES` value: names separated by spaces or commas.
+pub fn package_list(list: &str) -> impl Iterator<Item = String> + '_ {
+    list.split([',', ' ', '\t', '\n'])
+        .filter(|p| !p.is_empty())
+        .map(str::to_owned)
 }
 
 /// Where packages come from, as configured for `opts`' project.
@@ -382,7 +395,10 @@ pub fn lock(opts: &BuildOptions, update: bool, log: &mut dyn Write) -> Result<Lo
     let path = src.join(LOCK_FILE);
     let existing = Lock::read(&path)?;
     if let (Some(lock), false) = (&existing, update) {
-        dstack::from_lock(lock, &request, &source.arch, &path.display().to_string())?;
+        let shown = path.display().to_string();
+        dstack::from_lock(lock, &request, &source.arch, &shown)?;
+        let build = crate::build_root::request(opts, &plan, &project)?;
+        dstack::from_lock(lock, &build, &source.arch, &shown)?;
         return Ok(LockReport {
             path,
             action: "unchanged".to_owned(),
@@ -391,10 +407,13 @@ pub fn lock(opts: &BuildOptions, update: bool, log: &mut dyn Write) -> Result<Lo
     }
     let cache = debian_cache(opts)?;
     let mut notes = Vec::new();
-    let lock = dstack::resolve_fresh(&source, &cache, &request, &mut notes)?;
+    let mut lock = dstack::resolve_fresh(&source, &cache, &request, &mut notes)?;
     for note in &notes {
         let _ = writeln!(log, "stack: note: {note}");
     }
+    // The build root's packages too: sandboxed steps then run on exactly these.
+    let build = crate::build_root::resolve_for_lock(opts, &plan, &project, log)?;
+    lock.layer.extend(build.layer);
     lock.write(&path)?;
     let _ = writeln!(
         log,

@@ -117,6 +117,22 @@ pub struct PlannedBuildpack {
     pub layers: Vec<LayerSpec>,
     /// The runtime the engine must provide, and the requirement it must satisfy.
     pub runtime: Option<PlannedRuntime>,
+    /// Debian packages for the build root and the run image (its `[[packages]]` that hold).
+    #[serde(skip_serializing_if = "Packages::is_empty")]
+    pub packages: Packages,
+}
+
+/// Debian packages a buildpack asks for.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Packages {
+    pub build: Vec<String>,
+    pub run: Vec<String>,
+}
+
+impl Packages {
+    pub fn is_empty(&self) -> bool {
+        self.build.is_empty() && self.run.is_empty()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -322,6 +338,11 @@ pub fn plan_with(
                 from,
             }
         });
+        let mut packages = Packages::default();
+        for wanted in spec.packages.iter().filter(|p| holds(&p.when, &facts)) {
+            packages.build.extend(wanted.build.iter().cloned());
+            packages.run.extend(wanted.run.iter().cloned());
+        }
         buildpacks.push(PlannedBuildpack {
             id: id.clone(),
             version: spec.buildpack.version.clone(),
@@ -330,6 +351,7 @@ pub fn plan_with(
             steps,
             layers: spec.layers.clone(),
             runtime,
+            packages,
         });
     }
     override_steps(&mut buildpacks, &processes, &settings.steps);

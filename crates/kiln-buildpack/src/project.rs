@@ -14,6 +14,7 @@
 //!
 //! [packages]
 //! run = ["libpq5"]               # extra run packages, a layer of their own (KILN_RUN_PACKAGES wins)
+//! build = ["libpq-dev"]          # extra build-root packages (KILN_BUILD_PACKAGES wins)
 //! ```
 
 use std::collections::BTreeMap;
@@ -66,12 +67,15 @@ pub struct ProjectStack {
     pub security_mirror: Option<String>,
 }
 
-/// `[packages]`: Debian packages to add to the run image.
+/// `[packages]`: Debian packages to add to the run image and to the build root.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProjectPackages {
     #[serde(default)]
     pub run: Vec<String>,
+    /// Extra build-root packages (`libpq-dev`); `KILN_BUILD_PACKAGES` wins.
+    #[serde(default)]
+    pub build: Vec<String>,
 }
 
 /// `[project]`: who the app is, independent of where it is checked out.

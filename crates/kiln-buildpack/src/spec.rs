@@ -35,6 +35,24 @@ pub struct BuildpackToml {
     /// the engine for the buildpack's version requirement.
     #[serde(default)]
     pub runtime: Option<RuntimeSpec>,
+    /// Debian packages this buildpack needs in the build root and in the run image.
+    #[serde(default)]
+    pub packages: Vec<PackagesSpec>,
+}
+
+/// `[[packages]] build = ["ruby-dev"], run = ["ruby"], when = { … }`: Debian packages (names
+/// or relations such as `libssl3t64 | libssl3`) of the stack's distro. `build` ones join the
+/// build root the steps run in; `run` ones join the run image (the `packages` stack layer).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PackagesSpec {
+    #[serde(default)]
+    pub build: Vec<String>,
+    #[serde(default)]
+    pub run: Vec<String>,
+    /// Planned only when these facts hold.
+    #[serde(default)]
+    pub when: When,
 }
 
 /// `[runtime] name = "node", default = "lts"`: the engine provides runtime `name` (downloaded

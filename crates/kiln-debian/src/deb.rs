@@ -6,7 +6,10 @@
 //! (targets kept verbatim: they are resolved inside the image) and hardlinks are kept;
 //! owners are not (every layer entry is root-owned, as Kiln's layers are).
 //!
-//! The result is cached as `unpacked-v1/<sha256 of the .deb>.json` beside the blobs, so a warm
+//! Maintainer scripts are never run, but the `update-alternatives --install` calls of
+//! `postinst` are read ([`Alternative`]) so that the links they make can be generated.
+//!
+//! The result is cached as `unpacked-v2/<sha256 of the .deb>.json` beside the blobs, so a warm
 //! build reads a listing instead of decompressing again.
 
 use std::fs::{self, File};
@@ -19,12 +22,15 @@ use crate::error::{Error, IoContext, Result};
 use crate::fetch::{write_file_atomic, Cache};
 
 /// Bump when what is recorded for a `.deb` changes, so old listings are not reused.
-const LISTING_DIR: &str = "unpacked-v1";
+const LISTING_DIR: &str = "unpacked-v2";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DebContents {
     /// The `control` file of `control.tar`, as shipped (what `status.d` records).
     pub control: String,
+    /// The links `postinst` installs with `update-alternatives` (literal paths only).
+    #[serde(default)]
+    pub alternatives: Vec<Alternative>,
     /// `data.tar` in archive order, paths normalized (`usr/bin/dash`), the root omitted.
     pub entries: Vec<DebEntry>,
 }
@@ -35,6 +41,17 @@ pub struct DebEntry {
     /// Permission bits (`0o7777`).
     pub mode: u32,
     pub kind: DebKind,
+}
+
+/// One link of `update-alternatives --install LINK NAME PATH PRIORITY [--slave LINK NAME
+/// PATH]…`: `link` (root-relative, `usr/bin/cc`) should point at `path` (absolute, as written)
+/// unless an alternative of the same `name` with a higher priority is installed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Alternative {
+    pub link: String,
+    pub name: String,
+    pub path: String,
+    pub priority: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -111,7 +128,7 @@ pub fn unpack(cache: &Cache, path: &Path, id: &str) -> Result<DebContents> {
             format_seen = true;
         } else if let Some(compression) = name.strip_prefix("control.tar") {
             let reader = decompressor(compression, &mut member).map_err(&bad)?;
-            control = Some(read_control(reader).map_err(&bad)?);
+            control = Some(read_control_tar(reader).map_err(&bad)?);
         } else if let Some(compression) = name.strip_prefix("data.tar") {
             let reader = decompressor(compression, &mut member).map_err(&bad)?;
             entries = Some(read_data(cache, path, reader, &bad)?);
@@ -119,7 +136,11 @@ pub fn unpack(cache: &Cache, path: &Path, id: &str) -> Result<DebContents> {
         // Other members (`_gpgorigin` signatures) carry nothing for the image.
     }
     match (format_seen, control, entries) {
-        (true, Some(control), Some(entries)) => Ok(DebContents { control, entries }),
+        (true, Some((control, alternatives)), Some(entries)) => Ok(DebContents {
+            control,
+            alternatives,
+            entries,
+        }),
         _ => Err(bad(
             "not a Debian package: debian-binary, control.tar.* or data.tar.* is missing"
                 .to_owned(),
@@ -140,21 +161,79 @@ fn decompressor<'a>(
     })
 }
 
-fn read_control(reader: Box<dyn Read + '_>) -> std::result::Result<String, String> {
+/// The `control` file and the alternatives `postinst` installs.
+fn read_control_tar(
+    reader: Box<dyn Read + '_>,
+) -> std::result::Result<(String, Vec<Alternative>), String> {
     let mut tar = tar::Archive::new(reader);
+    let (mut control, mut postinst) = (None, String::new());
     for entry in tar.entries().map_err(|e| format!("control.tar: {e}"))? {
         let entry = entry.map_err(|e| format!("control.tar: {e}"))?;
         let path = entry.path_bytes();
-        if path.as_ref() == b"./control" || path.as_ref() == b"control" {
-            let mut text = String::new();
+        let name = path.strip_prefix(b"./").unwrap_or(&path).to_vec();
+        let mut text = String::new();
+        if name == b"control" || name == b"postinst" {
             entry
                 .take(1 << 20)
                 .read_to_string(&mut text)
-                .map_err(|e| format!("control.tar: control: {e}"))?;
-            return Ok(text);
+                .map_err(|e| format!("control.tar: {}: {e}", String::from_utf8_lossy(&name)))?;
+        }
+        match name.as_slice() {
+            b"control" => control = Some(text),
+            b"postinst" => postinst = text,
+            _ => {}
         }
     }
-    Err("control.tar has no control file".to_owned())
+    let control = control.ok_or("control.tar has no control file")?;
+    Ok((control, parse_alternatives(&postinst)))
+}
+
+/// The `update-alternatives --install` calls of a maintainer script whose paths are literal
+/// (a call built from shell variables or loops is skipped: its links cannot be known without
+/// running the script).
+pub fn parse_alternatives(script: &str) -> Vec<Alternative> {
+    let joined = script.replace("\\\n", " ");
+    let mut found = Vec::new();
+    for line in joined.lines() {
+        let Some(at) = line.find("update-alternatives") else {
+            continue;
+        };
+        let words: Vec<&str> = line[at..]
+            .split_whitespace()
+            .take_while(|w| !matches!(*w, "||" | "&&" | ";" | "|"))
+            .map(|w| w.trim_matches(|c| c == '"' || c == '\'' || c == ';'))
+            .collect();
+        let Some(install) = words.iter().position(|w| *w == "--install") else {
+            continue;
+        };
+        let literal = |w: &&str| w.starts_with('/') && !w.contains(['$', '`', '*']);
+        let Some(&[link, name, path, priority]) = words.get(install + 1..install + 5) else {
+            continue;
+        };
+        let Ok(priority) = priority.parse::<i64>() else {
+            continue;
+        };
+        let mut links = vec![(link, name, path)];
+        let mut rest = &words[install + 5..];
+        while let [flag, link, name, path, tail @ ..] = rest {
+            if *flag != "--slave" {
+                break;
+            }
+            links.push((link, name, path));
+            rest = tail;
+        }
+        for (link, name, path) in links {
+            if literal(&link) && literal(&path) && !name.contains('$') {
+                found.push(Alternative {
+                    link: link.trim_start_matches('/').to_owned(),
+                    name: name.to_owned(),
+                    path: path.to_owned(),
+                    priority,
+                });
+            }
+        }
+    }
+    found
 }
 
 fn read_data(
@@ -346,6 +425,29 @@ mod tests {
         let second = contents(cache, deb, sha, "t=1").unwrap();
         assert_eq!(first, second);
         second
+    }
+
+    #[test]
+    fn postinst_alternatives_with_literal_paths_are_read() {
+        let script = "#!/bin/sh\nset -e\nif [ \"$1\" = configure ]; then\n\
+            update-alternatives --quiet --install /usr/bin/cc cc /usr/bin/gcc 20 \\\n\
+            --slave /usr/share/man/man1/cc.1.gz cc.1.gz /usr/share/man/man1/gcc.1.gz\n\
+            update-alternatives --install /usr/bin/awk awk /usr/bin/mawk 5 || true\n\
+            update-alternatives --install /usr/bin/$x x /usr/bin/$x.real 10\n\
+            update-alternatives --remove cc /usr/bin/gcc\nfi\n";
+        let found = parse_alternatives(script);
+        let links: Vec<(&str, &str, i64)> = found
+            .iter()
+            .map(|a| (a.link.as_str(), a.path.as_str(), a.priority))
+            .collect();
+        assert_eq!(
+            links,
+            [
+                ("usr/bin/cc", "/usr/bin/gcc", 20),
+                ("usr/share/man/man1/cc.1.gz", "/usr/share/man/man1/gcc.1.gz", 20),
+                ("usr/bin/awk", "/usr/bin/mawk", 5),
+            ]
+        );
     }
 
     #[test]

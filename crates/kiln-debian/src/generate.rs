@@ -2,6 +2,9 @@
 //! (`update-ca-certificates`), `update-alternatives` links, `/etc/nsswitch.conf` (base-files'
 //! postinst), users and groups, and dpkg's record of what is installed (`status.d`).
 
+use std::collections::BTreeMap;
+
+use crate::deb::Alternative;
 use crate::error::Result;
 use crate::root::{Node, Root};
 use kiln_oci::store::BlobStore;
@@ -146,6 +149,30 @@ pub fn alternatives<'a>(
                     OWNER,
                 )?;
             }
+        }
+    }
+    Ok(())
+}
+
+/// The links `update-alternatives` would have made for `alternatives` (from the packages'
+/// `postinst`s): per alternative name the highest priority wins (the first on a tie), and a
+/// link is made only where the package did not ship one and its target is in the root (a
+/// slave link to a dropped man page is not).
+pub fn postinst_alternatives(root: &mut Root, alternatives: &[&Alternative]) -> Result<()> {
+    let mut best: BTreeMap<&str, &Alternative> = BTreeMap::new();
+    for alt in alternatives {
+        match best.get(alt.name.as_str()) {
+            Some(chosen) if chosen.priority >= alt.priority => {}
+            _ => {
+                best.insert(&alt.name, alt);
+            }
+        }
+    }
+    for alt in best.values() {
+        let link = root.redirect(&alt.link);
+        let target = root.redirect(alt.path.trim_start_matches('/'));
+        if root.get(&link).is_none() && root.get(&target).is_some() {
+            root.place(&link, Node::Symlink(alt.path.clone()), 0o777, OWNER)?;
         }
     }
     Ok(())

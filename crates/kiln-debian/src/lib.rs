@@ -21,6 +21,7 @@
 //!    as ordered layers; [`lock`] pins it (`kiln.lock`).
 
 pub mod control;
+pub mod build_root;
 pub mod deb;
 pub mod error;
 pub mod fetch;

@@ -20,7 +20,7 @@ use std::sync::Mutex;
 
 use kiln_oci::layer::Entry;
 
-use crate::deb::{self, DebContents, DebKind};
+use crate::deb::{self, Alternative, DebContents, DebKind};
 use crate::error::{Error, Result};
 use crate::fetch::{self, Cache, DebRef, Source};
 use crate::generate;
@@ -124,6 +124,22 @@ pub const GLIBC_PACKAGES: &[StackPackage] = &[
 /// The name of the extra-packages layer.
 pub const PACKAGES_LAYER: &str = "packages";
 
+/// One requested layer: its name, the relations it asks for, and per relation whether its
+/// dependencies are resolved too.
+pub struct LayerRequest {
+    pub name: String,
+    pub relations: Vec<String>,
+    pub follow: Vec<bool>,
+}
+
+/// A root made of ordered package layers: a run stack ([`Request`]) or a build root
+/// ([`crate::build_root::BuildRootRequest`]).
+pub trait Layered {
+    fn distro(&self) -> Distro;
+    /// The layers in order, lowest first.
+    fn layers(&self) -> Vec<LayerRequest>;
+}
+
 /// What a build asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Request {
@@ -143,29 +159,44 @@ impl Request {
         }
     }
 
-    /// `(layer name, its packages, whether their dependencies are followed)` in order.
-    fn layers(&self) -> Vec<(String, Vec<String>, Vec<bool>)> {
-        let table = |packages: &[StackPackage]| {
-            (
-                packages.iter().map(|p| p.relation.to_owned()).collect(),
-                packages.iter().map(|p| p.follow).collect(),
-            )
-        };
-        let mut layers = Vec::new();
-        let (names, follow) = table(STATIC_PACKAGES);
-        layers.push((Flavour::Static.name().to_owned(), names, follow));
+}
+
+impl Layered for Request {
+    fn distro(&self) -> Distro {
+        self.distro
+    }
+
+    fn layers(&self) -> Vec<LayerRequest> {
+        let mut layers = vec![table_layer(Flavour::Static.name(), STATIC_PACKAGES)];
         if self.effective_flavour() == Flavour::Glibc {
-            let (names, follow) = table(GLIBC_PACKAGES);
-            layers.push((Flavour::Glibc.name().to_owned(), names, follow));
+            layers.push(table_layer(Flavour::Glibc.name(), GLIBC_PACKAGES));
         }
         if !self.packages.is_empty() {
-            let mut names = self.packages.clone();
-            names.sort();
-            names.dedup();
-            let follow = vec![true; names.len()];
-            layers.push((PACKAGES_LAYER.to_owned(), names, follow));
+            layers.push(followed_layer(PACKAGES_LAYER, &self.packages));
         }
         layers
+    }
+}
+
+/// A layer of a stack table.
+pub(crate) fn table_layer(name: &str, packages: &[StackPackage]) -> LayerRequest {
+    LayerRequest {
+        name: name.to_owned(),
+        relations: packages.iter().map(|p| p.relation.to_owned()).collect(),
+        follow: packages.iter().map(|p| p.follow).collect(),
+    }
+}
+
+/// A layer of `relations` with their dependencies, sorted and deduplicated (so the request,
+/// and a lock of it, do not depend on the order they were given in).
+pub(crate) fn followed_layer(name: &str, relations: &[String]) -> LayerRequest {
+    let mut relations = relations.to_vec();
+    relations.sort();
+    relations.dedup();
+    LayerRequest {
+        name: name.to_owned(),
+        follow: vec![true; relations.len()],
+        relations,
     }
 }
 
@@ -173,10 +204,11 @@ impl Request {
 pub fn resolve_fresh(
     source: &Source,
     cache: &Cache,
-    request: &Request,
+    request: &impl Layered,
     notes: &mut Vec<String>,
 ) -> Result<Lock> {
-    let (releases, universe) = fetch::universe(source, cache, request.distro.codename(), notes)?;
+    let (releases, universe) =
+        fetch::universe(source, cache, request.distro().codename(), notes)?;
     let mut lock = plan(&universe, request, &source.arch)?;
     lock.suite = releases
         .iter()
@@ -190,14 +222,19 @@ pub fn resolve_fresh(
 }
 
 /// The layers of `request` over `universe` (no suite information: see [`resolve_fresh`]).
-pub fn plan(universe: &Universe, request: &Request, arch: &str) -> Result<Lock> {
+pub fn plan(universe: &Universe, request: &impl Layered, arch: &str) -> Result<Lock> {
     let mut below: BTreeMap<String, Package> = BTreeMap::new();
     let mut layers = Vec::new();
-    for (name, requested, follow) in request.layers() {
+    for LayerRequest {
+        name,
+        relations: requested,
+        follow,
+    } in request.layers()
+    {
         let mut chosen: BTreeMap<String, Package> = BTreeMap::new();
         for (relation, follow) in requested.iter().zip(&follow) {
             let roots = parse_relations(relation)
-                .map_err(|e| Error::Resolve(format!("run package {relation:?}: {e}")))?;
+                .map_err(|e| Error::Resolve(format!("{name} package {relation:?}: {e}")))?;
             let mut base = below.clone();
             base.extend(chosen.clone());
             for p in resolve(universe, &roots, &base, *follow)? {
@@ -213,7 +250,7 @@ pub fn plan(universe: &Universe, request: &Request, arch: &str) -> Result<Lock> 
     }
     Ok(Lock {
         lock_version: LOCK_VERSION,
-        distro: request.distro.name().to_owned(),
+        distro: request.distro().name().to_owned(),
         arch: arch.to_owned(),
         suite: Vec::new(),
         layer: layers,
@@ -221,16 +258,21 @@ pub fn plan(universe: &Universe, request: &Request, arch: &str) -> Result<Lock> 
 }
 
 /// The part of `lock` that `request` needs, or an error saying why the lock does not fit.
-pub fn from_lock(lock: &Lock, request: &Request, arch: &str, lock_path: &str) -> Result<Lock> {
+pub fn from_lock(
+    lock: &Lock,
+    request: &impl Layered,
+    arch: &str,
+    lock_path: &str,
+) -> Result<Lock> {
     let stale = |why: String| Error::Lock {
         path: lock_path.to_owned(),
         why: format!("{why}; run `kiln lock --update`"),
     };
-    if lock.distro != request.distro.name() {
+    if lock.distro != request.distro().name() {
         return Err(stale(format!(
             "pins {}, but the build asks for {}",
             lock.distro,
-            request.distro.name()
+            request.distro().name()
         )));
     }
     if lock.arch != arch {
@@ -240,7 +282,12 @@ pub fn from_lock(lock: &Lock, request: &Request, arch: &str, lock_path: &str) ->
         )));
     }
     let mut layers = Vec::new();
-    for (name, requested, _) in request.layers() {
+    for LayerRequest {
+        name,
+        relations: requested,
+        ..
+    } in request.layers()
+    {
         let locked = lock
             .layer(&name)
             .ok_or_else(|| stale(format!("has no {name} layer")))?;
@@ -298,6 +345,13 @@ pub fn assemble(source: &Source, cache: &Cache, lock: &Lock) -> Result<Vec<Stack
             layer.package.iter().map(|d| d.name.as_str()),
             &lock.arch,
         )?;
+        let scripted: Vec<&Alternative> = layer
+            .package
+            .iter()
+            .filter(|d| only_paths(&layer.name, &d.name).is_empty())
+            .flat_map(|d| &by_name[d.name.as_str()].alternatives)
+            .collect();
+        generate::postinst_alternatives(&mut root, &scripted)?;
         for deb in &layer.package {
             generate::status(
                 &mut root,
@@ -516,11 +570,11 @@ mod tests {
             flavour: Flavour::Static,
             packages: Vec::new(),
         };
-        let names = |r: &Request| r.layers().into_iter().map(|l| l.0).collect::<Vec<_>>();
+        let names = |r: &Request| r.layers().into_iter().map(|l| l.name).collect::<Vec<_>>();
         assert_eq!(names(&request), ["static"]);
         request.packages = vec!["libpq5".into(), "libpq5".into()];
         assert_eq!(names(&request), ["static", "glibc", "packages"]);
-        assert_eq!(request.layers()[2].1, ["libpq5"]);
+        assert_eq!(request.layers()[2].relations, ["libpq5"]);
         assert_eq!(only_paths("glibc", "coreutils"), ["usr/bin/env"]);
         assert!(only_paths("glibc", "libssl3").is_empty());
         assert_eq!(Distro::parse("debian-12").unwrap().codename(), "bookworm");

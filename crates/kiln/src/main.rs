@@ -9,6 +9,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+use kiln_build::build_root::BuildRootMode;
 use kiln_build::{BuildOptions, Error, Isolation, OutputFormat};
 use kiln_buildpack::BuildpackSet;
 use kiln_oci::layer::Compression;
@@ -198,9 +199,29 @@ struct BuildArgs {
     /// available), `host`, or `auto`: the sandbox when possible, else the host, saying why.
     #[arg(long, value_enum, default_value_t = IsolationArg::Auto)]
     isolation: IsolationArg,
+    /// What sandboxed steps see as `/`: `debian`, a build root assembled from Debian packages
+    /// of the stack's distro (only its toolchains and Kiln's runtimes), or `host`, the host's
+    /// own `/` read-only with users' directories hidden (host toolchains on PATH stay usable).
+    #[arg(long, value_enum, env = "KILN_BUILD_ROOT", default_value_t = BuildRootArg::Debian)]
+    build_root: BuildRootArg,
+    /// Network of sandboxed steps: `host` (installers reach their registries) or `none`.
+    #[arg(long, value_enum, default_value_t = NetworkArg::Host)]
+    network: NetworkArg,
     /// Print one JSON object describing the result on stdout.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum BuildRootArg {
+    Debian,
+    Host,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum NetworkArg {
+    Host,
+    None,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -331,6 +352,14 @@ fn build(args: BuildArgs) -> anyhow::Result<ExitCode> {
     opts.no_cache = args.no_cache;
     opts.verify = !args.no_verify;
     opts.isolation = args.isolation.into();
+    opts.build_root = match args.build_root {
+        BuildRootArg::Debian => BuildRootMode::Debian,
+        BuildRootArg::Host => BuildRootMode::Host,
+    };
+    opts.network = match args.network {
+        NetworkArg::Host => kiln_sandbox::Network::Host,
+        NetworkArg::None => kiln_sandbox::Network::None,
+    };
     if let Some(epoch) = args.source_date_epoch {
         opts.source_date_epoch = epoch;
     }
