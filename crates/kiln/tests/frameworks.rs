@@ -139,3 +139,39 @@ fn the_pnpm_version_the_project_pins_is_the_one_that_installs() {
         "{modules}"
     );
 }
+
+/// A pnpm workspace built with Kiln's defaults: the root start script (`pnpm --filter web
+/// start`) names `apps/web`, installed at the root so its `workspace:*` dependency is linked,
+/// and started from its own directory (it reads `banner.txt` relative to it) without pnpm in
+/// the image.
+#[test]
+fn pnpm_workspace_app_named_by_the_root_start_script_starts_from_its_directory() {
+    if !require_tools(&["node", "npm", "npx", "skopeo", "umoci", "runc"]) {
+        return;
+    }
+    if !require_debian_mirror() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (cache, out) = (tmp.path().join("cache"), tmp.path().join("app.tar"));
+    let report = build_on_stack_ok(&fixture("node-pnpm-workspace"), &cache, &out);
+    assert_eq!(
+        report["processes"][0]["command"],
+        serde_json::json!([
+            "/bin/sh",
+            "-c",
+            "cd /workspace/apps/web && exec node server.js"
+        ])
+    );
+    let port = free_port();
+    let container = Container::start(
+        &format!("oci-archive:{}", out.display()),
+        &[("PORT", &port.to_string())],
+    );
+    let (status, body) = container.http_get(port, "/");
+    assert!(status.contains("200"), "{status}\n{}", container.log());
+    assert_eq!(
+        body,
+        "hello kiln from the greeting workspace package (apps/web, 60000 ms)\n"
+    );
+}

@@ -115,10 +115,17 @@ impl Facts {
 
 /// Runs analyzer `name` on the app at `src`. Malformed manifests are errors naming file and line.
 /// `prefix` is the app root relative to the source root (`""` or `"app/"`), for error messages.
-pub(crate) fn run(name: &str, src: &Path, prefix: &str) -> Result<Facts> {
+/// `app` is the monorepo app the user chose (`kiln.toml` `app` / `KILN_APP`: a directory relative
+/// to `src`, with its source), for analyzers that understand workspaces.
+pub(crate) fn run(
+    name: &str,
+    src: &Path,
+    prefix: &str,
+    app: Option<&(String, String)>,
+) -> Result<Facts> {
     let tree = Tree { src, prefix };
     match name {
-        "nodejs" => nodejs::analyze(&tree),
+        "nodejs" => nodejs::analyze(&tree, app),
         "python" => python::analyze(&tree),
         "go" => go::analyze(&tree),
         "rust" => rust::analyze(&tree),

@@ -5,7 +5,7 @@
 use serde_json::Value;
 
 use super::{json_str, version_text, Facts, PackageManager, Sourced, Tree, Workspaces};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::plan::{needs_shell, APP_DIR};
 
 /// Node LTS code names and their major versions (`.nvmrc` `lts/iron`).
@@ -23,7 +23,7 @@ const LTS_NAMES: &[(&str, &str)] = &[
     ("krypton", "24"),
 ];
 
-pub(super) fn analyze(tree: &Tree) -> Result<Facts> {
+pub(super) fn analyze(tree: &Tree, chosen: Option<&(String, String)>) -> Result<Facts> {
     let mut facts = Facts::default();
     let pkg = tree.json("package.json")?.unwrap_or(Value::Null);
 
@@ -45,10 +45,107 @@ pub(super) fn analyze(tree: &Tree) -> Result<Facts> {
     );
     facts.package_manager = Some(pm);
 
-    let script = |name: &str| json_str(&pkg, &format!("scripts.{name}")).map(str::to_owned);
-    if script("build").is_some() {
+    let root_script = |name: &str| json_str(&pkg, &format!("scripts.{name}")).map(str::to_owned);
+    if root_script("build").is_some() {
         facts.set("build_script", "build");
     }
+    facts.workspaces = workspaces(tree, &pkg, &pm_name)?;
+    if let Some(ws) = facts
+        .workspaces
+        .as_ref()
+        .filter(|ws| !ws.members.is_empty())
+    {
+        // Members' own node_modules are not in the cached `modules` layer: the install runs.
+        facts.set("workspace", ws.tool.clone());
+    }
+    let member = match &facts.workspaces {
+        Some(ws) => workspace_app(tree, &pkg, ws, chosen, &mut facts.notes)?,
+        None => match chosen {
+            Some((dir, from)) => {
+                return Err(Error::Template(format!(
+                    "{from} = {dir:?}: {}package.json declares no workspaces (`workspaces`, or \
+                     pnpm-workspace.yaml), so there is no member to choose",
+                    tree.prefix
+                )))
+            }
+            None => None,
+        },
+    };
+
+    // In a mixed tree the server is another language's; Node only builds its assets.
+    let server = [
+        "composer.json",
+        "Gemfile",
+        "requirements.txt",
+        "pyproject.toml",
+        "manage.py",
+        "mix.exs",
+    ]
+    .into_iter()
+    .find(|f| tree.is_file(f));
+
+    let static_site = match &member {
+        Some(member) => {
+            let member_tree = Tree {
+                src: &tree.src.join(&member.dir),
+                prefix: &format!("{}{}/", tree.prefix, member.dir),
+            };
+            facts.set("app_dir", member.dir.clone());
+            facts.set("app_from", member.from.clone());
+            if let Some(name) = &member.name {
+                facts.set("app_name", name.clone());
+            }
+            // The root's build (turbo, nx, a script over every member) builds the app and what
+            // it depends on; without one, the app's own build does.
+            if root_script("build").is_none() && json_str(&member.pkg, "scripts.build").is_some() {
+                facts.set("build_script", MEMBER_BUILD);
+            }
+            app_start(&member_tree, &member.pkg, Some(&member.dir), &mut facts)?
+        }
+        None => app_start(tree, &pkg, None, &mut facts)?,
+    };
+    let no_start = facts.start.is_none();
+    if let Some(server) = server.filter(|_| no_start) {
+        facts.notes.push(format!(
+            "assets for the app of {server}: no Node start command"
+        ));
+    } else if static_site && no_start {
+        let out = match &member {
+            Some(member) => format!("{}/dist", member.dir),
+            None => "dist".to_owned(),
+        };
+        facts.notes.push(format!(
+            "static site: the build writes {out}/; serve it with a static file server"
+        ));
+        facts.set("static_output", out);
+    }
+
+    if facts.workspaces.is_some() && no_start && member.is_none() {
+        facts.notes.push(
+            "workspace root without a start command: name the app with `app = \"apps/web\"` in \
+             kiln.toml or KILN_APP=apps/web, have the root start script name it (`pnpm --filter \
+             web start`), or set `web` in kiln.toml [processes]"
+                .to_owned(),
+        );
+    } else if no_start && server.is_none() && !static_site {
+        facts.notes.push(format!(
+            "no start command: package.json has no scripts.start or main, no framework with a \
+             server, and none of {} exists",
+            ENTRY_FILES.join(", ")
+        ));
+    }
+    Ok(facts)
+}
+
+/// The `build_script` fact when the chosen workspace member has a build script and the root has
+/// none: its build runs (with the workspace dependencies it names, where the package manager
+/// can select them) instead of a root build.
+const MEMBER_BUILD: &str = "workspace-app";
+
+/// Framework and start command of the app in `tree` (the root, or the workspace member `dir`),
+/// into `facts`. Returns whether it is a static site (a framework that builds files, no server).
+fn app_start(tree: &Tree, pkg: &Value, dir: Option<&str>, facts: &mut Facts) -> Result<bool> {
+    let script = |name: &str| json_str(pkg, &format!("scripts.{name}")).map(str::to_owned);
     let dep = |name: &str| {
         ["dependencies", "devDependencies"]
             .iter()
@@ -72,22 +169,38 @@ pub(super) fn analyze(tree: &Tree) -> Result<Facts> {
     facts.framework = framework.map(str::to_owned);
 
     // Start: the app's own start script, then framework defaults, then `main`, then a
-    // conventional entry file.
+    // conventional entry file. A member's file names are relative to its directory.
+    let at = |file: &str| match dir {
+        Some(dir) => format!("{dir}/{file}"),
+        None => file.to_owned(),
+    };
     let start_script = script("start");
     let dev_server = start_script.as_deref().and_then(dev_server);
     if let Some(start) = start_script.as_deref().filter(|_| dev_server.is_none()) {
-        facts.start(start_command(start), "package.json scripts.start");
+        facts.start(start_command(start, dir), at("package.json scripts.start"));
     } else if let Some((command, from)) = framework_start(framework, dep("@astrojs/node")) {
+        let command = match dir {
+            // Through PATH: a workspace member's binaries may be hoisted to the root.
+            Some(_) => start_command(command.trim_start_matches("node_modules/.bin/"), dir),
+            None => command.to_owned(),
+        };
         facts.start(command, from);
-    } else if let Some(main) = json_str(&pkg, "main").filter(|m| tree.is_file(m)) {
-        facts.start(format!("node {main}"), "package.json main");
+    } else if let Some(main) = json_str(pkg, "main").filter(|m| tree.is_file(m)) {
+        facts.start(
+            start_command(&format!("node {main}"), dir),
+            at("package.json main"),
+        );
     } else if let Some(entry) = ENTRY_FILES.into_iter().find(|f| tree.is_file(f)) {
-        facts.start(format!("node {entry}"), entry.to_owned());
+        facts.start(start_command(&format!("node {entry}"), dir), at(entry));
     }
     if let Some(tool) = dev_server {
         facts.notes.push(format!(
-            "scripts.start runs a development server ({tool}), which is never an image's start \
+            "{} runs a development server ({tool}), which is never an image's start \
              command{}",
+            match dir {
+                Some(dir) => format!("{dir}/package.json scripts.start"),
+                None => "scripts.start".to_owned(),
+            },
             if facts.start.is_some() {
                 "; the framework's production server is started instead"
             } else {
@@ -95,61 +208,30 @@ pub(super) fn analyze(tree: &Tree) -> Result<Facts> {
             }
         ));
     }
-    // In a mixed tree the server is another language's; Node only builds its assets.
-    let server = [
-        "composer.json",
-        "Gemfile",
-        "requirements.txt",
-        "pyproject.toml",
-        "manage.py",
-        "mix.exs",
-    ]
-    .into_iter()
-    .find(|f| tree.is_file(f));
-    let no_start = facts.start.is_none();
-    let static_site = matches!(framework, Some("astro" | "vite"));
-    if let Some(server) = server.filter(|_| no_start) {
-        facts.notes.push(format!(
-            "assets for the app of {server}: no Node start command"
-        ));
-    } else if static_site && no_start {
-        facts.set("static_output", "dist");
-        facts.notes.push(
-            "static site: the build writes dist/; serve it with a static file server".to_owned(),
-        );
-    }
-
-    facts.workspaces = workspaces(tree, &pkg, &pm_name)?;
-    if facts.workspaces.is_some() && no_start {
-        facts.notes.push(
-            "workspace root without a start command: set `web` in kiln.toml [processes], or \
-             point Kiln at one member"
-                .to_owned(),
-        );
-    } else if no_start && server.is_none() && !static_site {
-        facts.notes.push(format!(
-            "no start command: package.json has no scripts.start or main, no framework with a \
-             server, and none of {} exists",
-            ENTRY_FILES.join(", ")
-        ));
-    }
-    Ok(facts)
+    Ok(matches!(framework, Some("astro" | "vite")) && facts.start.is_none())
 }
 
 /// The image's start command for a `start` script: the script's own command, as Paketo runs it,
 /// not `npm start` (the image needs no package manager, and the app gets PID 1's signals). A
 /// plain `node …` runs directly (no shell needed); anything else runs through `sh` with
 /// `node_modules/.bin` first on `PATH`, as `npm run` would put it, and a simple command is
-/// `exec`ed.
-fn start_command(script: &str) -> String {
+/// `exec`ed. A workspace member's command (`dir`) runs in its own directory, with its own and the
+/// root's `node_modules/.bin` on `PATH`.
+fn start_command(script: &str, dir: Option<&str>) -> String {
     let script = script.trim();
     let simple = !needs_shell(script);
-    if simple && script.split_whitespace().next() == Some("node") {
-        return script.to_owned();
-    }
-    let bin = format!("{APP_DIR}/node_modules/.bin");
+    let node = simple && script.split_whitespace().next() == Some("node");
     let exec = if simple { "exec " } else { "" };
-    format!("export PATH=\"{bin}:$PATH\"; {exec}{script}")
+    match dir {
+        None if node => script.to_owned(),
+        None => format!("export PATH=\"{APP_DIR}/node_modules/.bin:$PATH\"; {exec}{script}"),
+        Some(dir) if node => format!("cd {APP_DIR}/{dir} && exec {script}"),
+        Some(dir) => format!(
+            "cd {APP_DIR}/{dir} && export \
+             PATH=\"{APP_DIR}/{dir}/node_modules/.bin:{APP_DIR}/node_modules/.bin:$PATH\"; \
+             {exec}{script}"
+        ),
+    }
 }
 
 /// The development server a `start` script runs, if it is one (`vite`, `next dev`,
@@ -382,23 +464,300 @@ fn workspaces(tree: &Tree, pkg: &Value, pm: &str) -> Result<Option<Workspaces>> 
     }))
 }
 
+/// A workspace member chosen as the app.
+struct Member {
+    /// Its directory relative to the workspace root (`apps/web`).
+    dir: String,
+    /// Its package.json `name`.
+    name: Option<String>,
+    pkg: Value,
+    /// Why it was chosen, for the plan.
+    from: String,
+}
+
+/// Most members a workspace is searched through (one directory listing per `dir/*` pattern).
+const MAX_MEMBERS: usize = 256;
+
+/// The app of a workspace: the user's choice (`KILN_APP` / `kiln.toml` `app`), else the member
+/// the root `start` (then `build`) script runs (`pnpm --filter web start`, `npm start -w
+/// apps/web`, `yarn workspace web start`, `turbo run start --filter=web`, `nx run web:start`),
+/// else the only member with a start command. `None` (with a note naming the candidates) when
+/// it cannot be told, or when the root's own start script is the app.
+fn workspace_app(
+    tree: &Tree,
+    pkg: &Value,
+    ws: &Workspaces,
+    chosen: Option<&(String, String)>,
+    notes: &mut Vec<String>,
+) -> Result<Option<Member>> {
+    let read = |dir: &str| -> Result<Option<Value>> { tree.json(&format!("{dir}/package.json")) };
+    if let Some((dir, from)) = chosen {
+        let invalid = |why: String| Error::Template(format!("{from} = {dir:?}: {why}"));
+        crate::manifest::check_relative(dir).map_err(|why| invalid(why.to_owned()))?;
+        if !ws
+            .members
+            .iter()
+            .any(|pattern| member_matches(pattern, dir))
+        {
+            return Err(invalid(format!(
+                "not a member of the {} workspace (members: {})",
+                ws.tool,
+                ws.members.join(", ")
+            )));
+        }
+        let pkg = read(dir)?
+            .ok_or_else(|| invalid(format!("{}{dir}/package.json not found", tree.prefix)))?;
+        return Ok(Some(Member {
+            dir: dir.clone(),
+            name: json_str(&pkg, "name").map(str::to_owned),
+            pkg,
+            from: from.clone(),
+        }));
+    }
+    let members = members(tree, ws, notes)?;
+    for script in ["start", "build"] {
+        let Some(line) = json_str(pkg, &format!("scripts.{script}")) else {
+            continue;
+        };
+        if let Some((dir, name, pkg)) = named_member(line, &members) {
+            return Ok(Some(Member {
+                dir: dir.clone(),
+                name: name.clone(),
+                pkg: pkg.clone(),
+                from: format!("package.json scripts.{script} ({})", line.trim()),
+            }));
+        }
+        if script == "start" {
+            // The root's own start script runs the app.
+            return Ok(None);
+        }
+    }
+    let startable: Vec<&(String, Option<String>, Value)> = members
+        .iter()
+        .filter(|(_, _, pkg)| {
+            json_str(pkg, "scripts.start").is_some_and(|s| dev_server(s).is_none())
+        })
+        .collect();
+    match startable.as_slice() {
+        [(dir, name, pkg)] => Ok(Some(Member {
+            dir: dir.clone(),
+            name: name.clone(),
+            pkg: pkg.clone(),
+            from: "the only workspace member with a start script".to_owned(),
+        })),
+        [] => Ok(None),
+        several => {
+            let dirs: Vec<&str> = several.iter().map(|(dir, _, _)| dir.as_str()).collect();
+            notes.push(format!(
+                "several workspace members have a start script ({}): choose one with `app = \
+                 \"{}\"` in kiln.toml or KILN_APP",
+                dirs.join(", "),
+                dirs[0]
+            ));
+            Ok(None)
+        }
+    }
+}
+
+/// The workspace's members with a package.json: `(dir, name, package.json)`, sorted by dir.
+/// Patterns are expanded one level (`apps/*`) or taken as written (`apps/web`); deeper globs
+/// (`**`) are not walked (detection never walks the tree) and are noted.
+fn members(
+    tree: &Tree,
+    ws: &Workspaces,
+    notes: &mut Vec<String>,
+) -> Result<Vec<(String, Option<String>, Value)>> {
+    let mut dirs = Vec::new();
+    for pattern in &ws.members {
+        let pattern = pattern.trim_start_matches("./").trim_end_matches('/');
+        if pattern.starts_with('!') {
+            continue;
+        }
+        match pattern.strip_suffix("/*") {
+            Some(parent) if !parent.contains(['*', '?', '[', '{']) => {
+                for name in tree.list(parent, true)? {
+                    dirs.push(format!("{parent}/{name}"));
+                }
+            }
+            _ if !pattern.contains(['*', '?', '[', '{']) => dirs.push(pattern.to_owned()),
+            _ => notes.push(format!(
+                "workspace pattern {pattern:?} is not searched for the app (only `dir/*` and \
+                 plain paths are): name it with KILN_APP"
+            )),
+        }
+        if dirs.len() > MAX_MEMBERS {
+            notes.push(format!(
+                "more than {MAX_MEMBERS} workspace members: name the app with KILN_APP"
+            ));
+            return Ok(Vec::new());
+        }
+    }
+    dirs.sort();
+    dirs.dedup();
+    let mut found = Vec::new();
+    for dir in dirs {
+        if crate::manifest::check_relative(&dir).is_err() {
+            continue;
+        }
+        if let Some(pkg) = tree.json(&format!("{dir}/package.json"))? {
+            let name = json_str(&pkg, "name").map(str::to_owned);
+            found.push((dir, name, pkg));
+        }
+    }
+    Ok(found)
+}
+
+/// Whether workspace pattern `pattern` (`apps/*`, `apps/**`, `apps/web`) covers `dir`.
+fn member_matches(pattern: &str, dir: &str) -> bool {
+    let pattern = pattern.trim_start_matches("./").trim_end_matches('/');
+    if pattern.starts_with('!') {
+        return false;
+    }
+    let (p, d): (Vec<&str>, Vec<&str>) = (pattern.split('/').collect(), dir.split('/').collect());
+    fn matches(p: &[&str], d: &[&str]) -> bool {
+        match (p.first(), d.first()) {
+            (None, None) => true,
+            (Some(&"**"), _) => matches(&p[1..], d) || (!d.is_empty() && matches(p, &d[1..])),
+            (Some(seg), Some(name)) => segment_matches(seg, name) && matches(&p[1..], &d[1..]),
+            _ => false,
+        }
+    }
+    matches(&p, &d)
+}
+
+/// One path segment against a pattern segment with `*` wildcards.
+fn segment_matches(pattern: &str, name: &str) -> bool {
+    match pattern.split_once('*') {
+        None => pattern == name,
+        Some((before, after)) => {
+            name.len() >= before.len()
+                && name.starts_with(before)
+                && (0..=name.len() - before.len()).any(|i| {
+                    name.is_char_boundary(before.len() + i)
+                        && segment_matches(after, &name[before.len() + i..])
+                })
+        }
+    }
+}
+
+/// The member a root script runs through the package manager or a task runner: the value of
+/// `--filter`/`-F`, `--workspace`/`-w`, `--scope`, `--cwd`/`--dir`/`-C`/`--prefix`, `yarn
+/// workspace NAME`, `nx run NAME:…`/`nx start NAME`, matched by package name or directory.
+fn named_member<'a>(
+    script: &str,
+    members: &'a [(String, Option<String>, Value)],
+) -> Option<&'a (String, Option<String>, Value)> {
+    let words: Vec<&str> = script
+        .split_whitespace()
+        .map(|w| w.trim_matches(['\'', '"']))
+        .collect();
+    let mut candidates = Vec::new();
+    for (i, word) in words.iter().enumerate() {
+        let next = words.get(i + 1).copied();
+        if let Some((flag, value)) = word.split_once('=') {
+            if matches!(
+                flag,
+                "--filter" | "--workspace" | "--scope" | "--cwd" | "--dir" | "--prefix"
+            ) {
+                candidates.push(value);
+            }
+            continue;
+        }
+        match (*word, next) {
+            (
+                "--filter" | "-F" | "--workspace" | "-w" | "--scope" | "--cwd" | "--dir" | "-C"
+                | "--prefix",
+                Some(value),
+            ) => candidates.push(value),
+            ("workspace", Some(value)) if i > 0 && words[i - 1].ends_with("yarn") => {
+                candidates.push(value)
+            }
+            ("run", Some(value)) if i > 0 && words[i - 1].ends_with("nx") => {
+                candidates.push(value.split(':').next().unwrap_or(value))
+            }
+            ("start" | "serve", Some(value)) if i > 0 && words[i - 1].ends_with("nx") => {
+                candidates.push(value)
+            }
+            _ => {}
+        }
+    }
+    candidates.into_iter().find_map(|value| {
+        // pnpm selectors: `web...`, `...web`, `{apps/web}`, `./apps/web`.
+        let value = value.trim_matches('.').trim_start_matches('/');
+        let value = value.trim_start_matches('{').trim_end_matches('}');
+        let value = value.trim_start_matches("./").trim_end_matches('/');
+        members
+            .iter()
+            .find(|(dir, name, _)| name.as_deref() == Some(value) || dir == value)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn start_scripts_run_directly_without_a_package_manager() {
-        assert_eq!(start_command("node server.js"), "node server.js");
+        assert_eq!(start_command("node server.js", None), "node server.js");
         assert_eq!(
-            start_command("next start"),
+            start_command("next start", None),
             "export PATH=\"/workspace/node_modules/.bin:$PATH\"; exec next start"
         );
         // Compound scripts keep their shape: `exec` would cut off what follows.
         assert_eq!(
-            start_command("prisma migrate deploy && node dist/main.js"),
+            start_command("prisma migrate deploy && node dist/main.js", None),
             "export PATH=\"/workspace/node_modules/.bin:$PATH\"; \
              prisma migrate deploy && node dist/main.js"
         );
+    }
+
+    #[test]
+    fn workspace_members_run_from_their_directory() {
+        assert_eq!(
+            start_command("node server.js", Some("apps/web")),
+            "cd /workspace/apps/web && exec node server.js"
+        );
+        assert_eq!(
+            start_command("next start", Some("apps/web")),
+            "cd /workspace/apps/web && export PATH=\"/workspace/apps/web/node_modules/.bin:\
+             /workspace/node_modules/.bin:$PATH\"; exec next start"
+        );
+    }
+
+    #[test]
+    fn root_scripts_name_their_workspace_member() {
+        let member = |dir: &str, name: &str| (dir.to_owned(), Some(name.to_owned()), Value::Null);
+        let members = [member("apps/web", "@acme/web"), member("apps/api", "api")];
+        let named = |script: &str| named_member(script, &members).map(|m| m.0.as_str());
+        for (script, dir) in [
+            ("pnpm --filter @acme/web start", Some("apps/web")),
+            ("pnpm -F api start", Some("apps/api")),
+            ("pnpm --filter=./apps/web run start", Some("apps/web")),
+            ("pnpm --filter '{apps/api}...' build", Some("apps/api")),
+            ("npm start -w apps/api", Some("apps/api")),
+            ("npm run start --workspace=@acme/web", Some("apps/web")),
+            ("yarn workspace api start", Some("apps/api")),
+            ("turbo run start --filter=api", Some("apps/api")),
+            ("nx run api:serve", Some("apps/api")),
+            ("npx nx start @acme/web", Some("apps/web")),
+            ("pnpm --filter docs start", None),
+            ("turbo run start", None),
+            ("node apps/web/server.js", None),
+        ] {
+            assert_eq!(named(script), dir, "{script}");
+        }
+    }
+
+    #[test]
+    fn workspace_patterns_cover_member_directories() {
+        assert!(member_matches("apps/*", "apps/web"));
+        assert!(member_matches("./apps/*/", "apps/web"));
+        assert!(!member_matches("apps/*", "apps/web/x"));
+        assert!(member_matches("apps/**", "apps/web/x"));
+        assert!(member_matches("packages/app-*", "packages/app-web"));
+        assert!(!member_matches("packages/app-*", "packages/lib"));
+        assert!(member_matches("web", "web"));
+        assert!(!member_matches("!apps/*", "apps/web"));
     }
 
     #[test]
