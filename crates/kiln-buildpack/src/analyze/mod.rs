@@ -195,6 +195,26 @@ impl Tree<'_> {
         })
     }
 
+    /// Parses a JSON5 file (pnpm's `package.json5`); a syntax error names the file, line and
+    /// column.
+    pub(crate) fn json5(&self, rel: &str) -> Result<Option<serde_json::Value>> {
+        let Some(text) = self.text(rel)? else {
+            return Ok(None);
+        };
+        json5::from_str(&text).map(Some).map_err(|e| {
+            let json5::Error::Message { msg, location } = e;
+            // pest draws the spot over several lines; its last line says what was expected.
+            let message = msg
+                .lines()
+                .rev()
+                .find_map(|l| l.trim().strip_prefix("= "))
+                .unwrap_or(msg.lines().next().unwrap_or_default())
+                .to_owned();
+            let location = location.map(|l| (l.line, l.column));
+            self.malformed(rel, location, format!("invalid JSON5: {message}"))
+        })
+    }
+
     /// Parses a TOML file; a syntax error names the file, line and column.
     pub(crate) fn toml(&self, rel: &str) -> Result<Option<toml::Table>> {
         let Some(text) = self.text(rel)? else {
@@ -433,5 +453,10 @@ mod tests {
         assert_eq!(err, "app/a.json:2:8: invalid JSON: expected value");
         let err = tree.toml("b.toml").unwrap_err().to_string();
         assert!(err.starts_with("app/b.toml:2:5: invalid TOML"), "{err}");
+        std::fs::write(dir.path().join("c.json5"), "{\n  // c\n  x: ,\n}").unwrap();
+        let err = tree.json5("c.json5").unwrap_err().to_string();
+        assert!(err.starts_with("app/c.json5:3:"), "{err}");
+        assert!(err.contains("invalid JSON5: expected"), "{err}");
+        assert!(!err.contains('\n'), "{err}");
     }
 }

@@ -25,7 +25,7 @@ const LTS_NAMES: &[(&str, &str)] = &[
 
 pub(super) fn analyze(tree: &Tree, chosen: Option<&(String, String)>) -> Result<Facts> {
     let mut facts = Facts::default();
-    let pkg = tree.json("package.json")?.unwrap_or(Value::Null);
+    let pkg = package_json(tree, "")?.unwrap_or(Value::Null);
 
     facts.version = node_version(tree, &pkg, &mut facts.notes)?;
     let (pm, installer, lockfile) = package_manager(tree, &pkg)?;
@@ -135,6 +135,15 @@ pub(super) fn analyze(tree: &Tree, chosen: Option<&(String, String)>) -> Result<
         ));
     }
     Ok(facts)
+}
+
+/// The package manifest in directory `dir` (`""` or `"apps/web/"`): `package.json`, else pnpm's
+/// `package.json5`, read the same way.
+fn package_json(tree: &Tree, dir: &str) -> Result<Option<Value>> {
+    match tree.json(&format!("{dir}package.json"))? {
+        Some(pkg) => Ok(Some(pkg)),
+        None => tree.json5(&format!("{dir}package.json5")),
+    }
 }
 
 /// The `build_script` fact when the chosen workspace member has a build script and the root has
@@ -490,7 +499,7 @@ fn workspace_app(
     chosen: Option<&(String, String)>,
     notes: &mut Vec<String>,
 ) -> Result<Option<Member>> {
-    let read = |dir: &str| -> Result<Option<Value>> { tree.json(&format!("{dir}/package.json")) };
+    let read = |dir: &str| package_json(tree, &format!("{dir}/"));
     if let Some((dir, from)) = chosen {
         let invalid = |why: String| Error::Template(format!("{from} = {dir:?}: {why}"));
         crate::manifest::check_relative(dir).map_err(|why| invalid(why.to_owned()))?;
@@ -599,7 +608,7 @@ fn members(
         if crate::manifest::check_relative(&dir).is_err() {
             continue;
         }
-        if let Some(pkg) = tree.json(&format!("{dir}/package.json"))? {
+        if let Some(pkg) = package_json(tree, &format!("{dir}/"))? {
             let name = json_str(&pkg, "name").map(str::to_owned);
             found.push((dir, name, pkg));
         }
