@@ -3,7 +3,7 @@
 
 mod support;
 
-use support::run_image::{build_on_stack_ok, require_debian_mirror};
+use support::run_image::{build_on_stack_ok, require_debian_mirror, run_once};
 use support::*;
 
 /// FastAPI: uvicorn (a declared dependency) serves `main:app` on `$PORT`, bound to all
@@ -174,4 +174,29 @@ fn pnpm_workspace_app_named_by_the_root_start_script_starts_from_its_directory()
         body,
         "hello kiln from the greeting workspace package (apps/web, 60000 ms)\n"
     );
+}
+
+/// A `#!/usr/bin/env bash` start.sh runs through bash (its `#!` line), not `/bin/sh` (dash,
+/// which cannot run its syntax), with bash in the image from `[packages] run`; the script is
+/// not executable, which running it through its interpreter does not need.
+#[test]
+fn a_bash_start_script_runs_through_its_shebang_interpreter() {
+    if !require_tools(&["skopeo", "umoci", "runc"]) {
+        return;
+    }
+    if !require_debian_mirror() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (cache, out) = (tmp.path().join("cache"), tmp.path().join("app.tar"));
+    let report = build_on_stack_ok(&fixture("shell-bash"), &cache, &out);
+    let argv: Vec<&str> = report["processes"][0]["command"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert_eq!(argv, ["/usr/bin/env", "bash", "/workspace/start.sh"]);
+    let printed = run_once(&format!("oci-archive:{}", out.display()), &argv, &[]);
+    assert_eq!(printed, "hello from bash 5: KILN");
 }

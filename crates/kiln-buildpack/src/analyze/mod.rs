@@ -15,6 +15,7 @@ mod php;
 mod python;
 mod ruby;
 mod rust;
+mod shell;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -27,7 +28,7 @@ use crate::source::{self, Entry};
 
 /// The analyzers a `buildpack.toml` may name.
 pub const ANALYZERS: &[&str] = &[
-    "nodejs", "python", "go", "rust", "ruby", "java", "php", "dotnet",
+    "nodejs", "python", "go", "rust", "ruby", "java", "php", "dotnet", "shell",
 ];
 
 /// What an analyzer (and the buildpack's declarative `[[versions]]`/`[[frameworks]]`) found.
@@ -133,6 +134,7 @@ pub(crate) fn run(
         "java" => java::analyze(&tree),
         "php" => php::analyze(&tree),
         "dotnet" => dotnet::analyze(&tree),
+        "shell" => shell::analyze(&tree),
         // Validation only lets known names through.
         other => Err(Error::Template(format!("unknown analyzer {other:?}"))),
     }
