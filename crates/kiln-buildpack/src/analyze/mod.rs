@@ -26,6 +26,10 @@ use crate::error::{Error, Result};
 use crate::manifest;
 use crate::source::{self, Entry};
 
+/// The port a web server is told to listen on: `$PORT`, else 8080 (a shell expansion, so the
+/// start command runs through `sh -c`, and `exec`s the server so it gets PID 1's signals).
+pub(crate) const PORT: &str = "${PORT:-8080}";
+
 /// The analyzers a `buildpack.toml` may name.
 pub const ANALYZERS: &[&str] = &[
     "nodejs", "python", "go", "rust", "ruby", "java", "php", "dotnet", "shell",
