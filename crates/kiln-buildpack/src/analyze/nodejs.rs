@@ -32,6 +32,9 @@ pub(super) fn analyze(tree: &Tree, chosen: Option<&(String, String)>) -> Result<
     facts.set("installer", installer);
     if let Some(lockfile) = lockfile {
         facts.set("lockfile", lockfile);
+        if installer == "npm-ci" {
+            npm_lock_in_sync(tree, &pkg, lockfile)?;
+        }
     }
     let pm_name = pm.name.clone();
     // What `npx` fetches from the npm registry to run pnpm or Yarn 1: the version the project
@@ -84,7 +87,7 @@ pub(super) fn analyze(tree: &Tree, chosen: Option<&(String, String)>) -> Result<
     .into_iter()
     .find(|f| tree.is_file(f));
 
-    let static_site = match &member {
+    let static_output = match &member {
         Some(member) => {
             let member_tree = Tree {
                 src: &tree.src.join(&member.dir),
@@ -109,10 +112,10 @@ pub(super) fn analyze(tree: &Tree, chosen: Option<&(String, String)>) -> Result<
         facts.notes.push(format!(
             "assets for the app of {server}: no Node start command"
         ));
-    } else if static_site && no_start {
+    } else if let Some(out) = static_output.filter(|_| no_start) {
         let out = match &member {
-            Some(member) => format!("{}/dist", member.dir),
-            None => "dist".to_owned(),
+            Some(member) => format!("{}/{out}", member.dir),
+            None => out,
         };
         facts.notes.push(format!(
             "static site: the build writes {out}/; serve it with a static file server"
@@ -127,7 +130,11 @@ pub(super) fn analyze(tree: &Tree, chosen: Option<&(String, String)>) -> Result<
              web start`), or set `web` in kiln.toml [processes]"
                 .to_owned(),
         );
-    } else if no_start && server.is_none() && !static_site {
+    } else if no_start
+        && server.is_none()
+        && !facts.values.contains_key("static_output")
+        && facts.values.remove("start_explained").is_none()
+    {
         facts.notes.push(format!(
             "no start command: package.json has no scripts.start or main, no framework with a \
              server, and none of {} exists",
@@ -152,19 +159,22 @@ fn package_json(tree: &Tree, dir: &str) -> Result<Option<Value>> {
 const MEMBER_BUILD: &str = "workspace-app";
 
 /// Framework and start command of the app in `tree` (the root, or the workspace member `dir`),
-/// into `facts`. Returns whether it is a static site (a framework that builds files, no server).
-fn app_start(tree: &Tree, pkg: &Value, dir: Option<&str>, facts: &mut Facts) -> Result<bool> {
+/// into `facts`. Returns the directory (relative to the app) of a static site's files when the
+/// build writes a site and nothing starts a server.
+fn app_start(
+    tree: &Tree,
+    pkg: &Value,
+    dir: Option<&str>,
+    facts: &mut Facts,
+) -> Result<Option<String>> {
     let script = |name: &str| json_str(pkg, &format!("scripts.{name}")).map(str::to_owned);
-    let dep = |name: &str| {
-        ["dependencies", "devDependencies"]
-            .iter()
-            .any(|section| pkg.get(section).and_then(|d| d.get(name)).is_some())
-    };
+    let dep = |name: &str| dependency(pkg, name).is_some();
     let framework = [
         ("next", "nextjs"),
         ("nuxt", "nuxt"),
         ("@remix-run/serve", "remix"),
         ("@remix-run/node", "remix"),
+        ("@react-router/serve", "react-router"),
         ("@nestjs/core", "nestjs"),
         ("astro", "astro"),
         ("@sveltejs/kit", "sveltekit"),
@@ -176,24 +186,45 @@ fn app_start(tree: &Tree, pkg: &Value, dir: Option<&str>, facts: &mut Facts) -> 
     .find(|(dep_name, _)| dep(dep_name))
     .map(|(_, name)| name);
     facts.framework = framework.map(str::to_owned);
-
-    // Start: the app's own start script, then framework defaults, then `main`, then a
-    // conventional entry file. A member's file names are relative to its directory.
     let at = |file: &str| match dir {
         Some(dir) => format!("{dir}/{file}"),
         None => file.to_owned(),
     };
+    let build = script("build").unwrap_or_default();
+    let server = framework_server(tree, framework, pkg, &build, &at)?;
+    facts.notes.extend(server.notes.iter().cloned());
+    if !server.notes.is_empty() {
+        // Said why there is no start: the generic "no start command" note would repeat it.
+        facts.set("start_explained", "true");
+    }
+    if let Some(output) = &server.next_output {
+        facts.set("next_output", output.clone());
+    }
+    prisma(tree, pkg, dir, facts);
+
+    // Start: the app's own start script (unless it runs the framework's CLI where its server
+    // build is what runs in production), then the framework's server build, then `main`, then
+    // a conventional entry file. A member's file names are relative to its directory.
     let start_script = script("start");
     let dev_server = start_script.as_deref().and_then(dev_server);
-    if let Some(start) = start_script.as_deref().filter(|_| dev_server.is_none()) {
+    let replaced = start_script
+        .as_deref()
+        .filter(|s| server.replaces(s))
+        .map(str::to_owned);
+    if let Some(start) = start_script
+        .as_deref()
+        .filter(|_| dev_server.is_none() && replaced.is_none())
+    {
         facts.start(start_command(start, dir), at("package.json scripts.start"));
-    } else if let Some((command, from)) = framework_start(framework, dep("@astrojs/node")) {
+    } else if let Some((command, from)) = &server.start {
         let command = match dir {
             // Through PATH: a workspace member's binaries may be hoisted to the root.
             Some(_) => start_command(command.trim_start_matches("node_modules/.bin/"), dir),
-            None => command.to_owned(),
+            None => command.clone(),
         };
-        facts.start(command, from);
+        facts.start(command, from.clone());
+    } else if server.static_output.is_some() {
+        // A static site: nothing to start.
     } else if let Some(main) = json_str(pkg, "main").filter(|m| tree.is_file(m)) {
         facts.start(
             start_command(&format!("node {main}"), dir),
@@ -201,6 +232,12 @@ fn app_start(tree: &Tree, pkg: &Value, dir: Option<&str>, facts: &mut Facts) -> 
         );
     } else if let Some(entry) = ENTRY_FILES.into_iter().find(|f| tree.is_file(f)) {
         facts.start(start_command(&format!("node {entry}"), dir), at(entry));
+    }
+    if let (Some(script), true) = (&replaced, facts.start.is_some()) {
+        facts.notes.push(format!(
+            "{} ({script}) is replaced by the framework's server build",
+            at("package.json scripts.start")
+        ));
     }
     if let Some(tool) = dev_server {
         facts.notes.push(format!(
@@ -217,7 +254,7 @@ fn app_start(tree: &Tree, pkg: &Value, dir: Option<&str>, facts: &mut Facts) -> 
             }
         ));
     }
-    Ok(matches!(framework, Some("astro" | "vite")) && facts.start.is_none())
+    Ok(server.static_output.filter(|_| facts.start.is_none()))
 }
 
 /// The image's start command for a `start` script: the script's own command, as Paketo runs it,
@@ -267,28 +304,273 @@ fn dev_server(script: &str) -> Option<&'static str> {
     })
 }
 
+/// The version spec of dependency `name` in any dependency section of `pkg`.
+fn dependency<'a>(pkg: &'a Value, name: &str) -> Option<&'a str> {
+    ["dependencies", "devDependencies", "optionalDependencies"]
+        .iter()
+        .find_map(|section| pkg.get(section)?.get(name)?.as_str())
+}
+
 /// Conventional entry files, tried in this order when package.json names no start.
 const ENTRY_FILES: [&str; 5] = ["index.js", "server.js", "app.js", "main.js", "index.mjs"];
 
-/// A framework's own server entry; `astro_node` says Astro has its Node adapter (without it an
-/// Astro build is a static site).
-fn framework_start(
+/// What a framework's configuration says the build makes: a server to start, or static files.
+#[derive(Default)]
+struct Server {
+    /// The server build's start command, with where it came from.
+    start: Option<(String, String)>,
+    /// The directory of a static build's files, relative to the app.
+    static_output: Option<String>,
+    /// Next.js `output` (`standalone`, `export`).
+    next_output: Option<String>,
+    /// Start-script commands the server build replaces (the framework CLI's `start`, which
+    /// needs its devDependency CLI, or does not serve this output).
+    replaces: &'static [&'static str],
+    notes: Vec<String>,
+}
+
+impl Server {
+    fn replaces(&self, script: &str) -> bool {
+        let words: Vec<&str> = script.split_whitespace().take(2).collect();
+        let words = words.join(" ");
+        self.replaces.iter().any(|r| words == *r)
+    }
+}
+
+/// The first of a framework's config files (`svelte.config.js`, `.mjs`, `.ts`, …) that exists.
+fn config_text(tree: &Tree, stem: &str) -> Result<Option<(String, String)>> {
+    for ext in ["js", "mjs", "ts", "cjs", "mts"] {
+        let file = format!("{stem}.{ext}");
+        if let Some(text) = tree.text(&file)? {
+            return Ok(Some((file, text)));
+        }
+    }
+    Ok(None)
+}
+
+/// The quoted string after `key` (`out: 'build'` → `build`), if the text sets one.
+fn quoted_after(text: &str, key: &str) -> Option<String> {
+    text.match_indices(key).find_map(|(at, _)| {
+        let rest = text[at + key.len()..].trim_start();
+        let rest = rest.strip_prefix(':')?.trim_start();
+        let quote = rest
+            .chars()
+            .next()
+            .filter(|c| matches!(c, '\'' | '"' | '`'))?;
+        let value = &rest[1..];
+        Some(value[..value.find(quote)?].to_owned())
+    })
+}
+
+/// The server build (or static output) of `framework`, read from its config where the config
+/// decides (SvelteKit's adapter, Next.js `output`, Astro's adapter mode, Nuxt `generate`).
+fn framework_server(
+    tree: &Tree,
     framework: Option<&str>,
-    astro_node: bool,
-) -> Option<(&'static str, &'static str)> {
-    let (command, from) = match framework? {
-        "nextjs" => ("node_modules/.bin/next start", "Next.js default"),
-        "nuxt" => ("node .output/server/index.mjs", "Nuxt default (.output)"),
-        "remix" => (
-            "node_modules/.bin/remix-serve build/server/index.js",
-            "Remix default",
+    pkg: &Value,
+    build: &str,
+    at: &dyn Fn(&str) -> String,
+) -> Result<Server> {
+    let dep = |name: &str| dependency(pkg, name).is_some();
+    let mut server = Server::default();
+    let start = |command: &str, from: String| Some((command.to_owned(), from));
+    match framework {
+        Some("nextjs") => {
+            let config = config_text(tree, "next.config")?;
+            let output = config
+                .as_ref()
+                .and_then(|(_, text)| quoted_after(text, "output"));
+            let file = config.as_ref().map(|(f, _)| at(f)).unwrap_or_default();
+            match output.as_deref() {
+                Some("standalone") => {
+                    // The standalone server binds HOSTNAME, which container runtimes set to the
+                    // container's name: it is told all addresses.
+                    server.start = start(
+                        "HOSTNAME=0.0.0.0 exec node .next/standalone/server.js",
+                        format!("{file} output: 'standalone'"),
+                    );
+                    server.next_output = Some("standalone".to_owned());
+                    server.replaces = &["next start"];
+                }
+                Some("export") => {
+                    server.static_output = Some("out".to_owned());
+                    server.next_output = Some("export".to_owned());
+                    server.replaces = &["next start"];
+                    server.notes.push(format!(
+                        "{file} output: 'export': the build writes a static site to {}",
+                        at("out/")
+                    ));
+                }
+                _ => server.start = start("node_modules/.bin/next start", "Next.js default".into()),
+            }
+        }
+        Some("nuxt") if build.contains("generate") => {
+            server.static_output = Some(".output/public".to_owned());
+        }
+        Some("nuxt") => {
+            server.start = start(
+                "node .output/server/index.mjs",
+                "Nuxt default (.output)".into(),
+            );
+            server.replaces = &["nuxt start", "nuxi start", "nuxt preview", "nuxi preview"];
+        }
+        Some("remix") if dep("@remix-run/serve") => {
+            // Remix on Vite writes build/server/; the classic compiler build/index.js.
+            let vite = config_text(tree, "vite.config")?.is_some() || build.contains("vite:build");
+            let entry = if vite {
+                "build/server/index.js"
+            } else {
+                "build/index.js"
+            };
+            server.start = Some((
+                format!("node_modules/.bin/remix-serve {entry}"),
+                "Remix default".to_owned(),
+            ));
+        }
+        Some("remix") => server.notes.push(
+            "Remix without @remix-run/serve has its own server: set scripts.start".to_owned(),
         ),
-        "nestjs" => ("node dist/main.js", "NestJS default (dist/main.js)"),
-        "sveltekit" => ("node build/index.js", "SvelteKit adapter-node default"),
-        "astro" if astro_node => ("node dist/server/entry.mjs", "Astro node adapter default"),
-        _ => return None,
+        Some("react-router") => {
+            server.start = start(
+                "node_modules/.bin/react-router-serve build/server/index.js",
+                "React Router default".into(),
+            );
+        }
+        Some("nestjs") => {
+            server.start = start("node dist/main.js", "NestJS default (dist/main.js)".into());
+        }
+        Some("sveltekit") => sveltekit(tree, pkg, &mut server, at)?,
+        Some("astro") if dep("@astrojs/node") => {
+            let config = config_text(tree, "astro.config")?;
+            let file = config
+                .as_ref()
+                .map(|(f, _)| at(f))
+                .unwrap_or_else(|| "package.json".to_owned());
+            let mode = config.and_then(|(_, text)| quoted_after(&text, "mode"));
+            if mode.as_deref() == Some("middleware") {
+                server.notes.push(format!(
+                    "{file}: @astrojs/node in middleware mode builds a handler for your own \
+                     server: set scripts.start"
+                ));
+            } else {
+                // The standalone server listens on HOST, else localhost: it is told all
+                // addresses (and reads PORT itself).
+                server.start = start(
+                    "HOST=0.0.0.0 exec node ./dist/server/entry.mjs",
+                    format!("{file} @astrojs/node (standalone)"),
+                );
+                server.replaces = &["astro preview"];
+            }
+        }
+        Some("astro" | "vite") => server.static_output = Some("dist".to_owned()),
+        _ => {}
+    }
+    Ok(server)
+}
+
+/// SvelteKit: what the adapter configured in `svelte.config.js` builds. adapter-node a server
+/// (`node build`, or its `out` directory), adapter-static a site (`pages`, default `build`);
+/// adapter-auto and hosting adapters nothing a container can start.
+fn sveltekit(
+    tree: &Tree,
+    pkg: &Value,
+    server: &mut Server,
+    at: &dyn Fn(&str) -> String,
+) -> Result<()> {
+    let config = config_text(tree, "svelte.config")?;
+    let file = config
+        .as_ref()
+        .map(|(f, _)| at(f))
+        .unwrap_or_else(|| at("svelte.config.js"));
+    let text = config.map(|(_, text)| text).unwrap_or_default();
+    let adapter = text
+        .match_indices("@sveltejs/adapter-")
+        .find_map(|(at, m)| {
+            let rest = &text[at + m.len()..];
+            let end = rest.find(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))?;
+            Some(rest[..end].to_owned())
+        });
+    // Without a config naming one, the only adapter among the dependencies.
+    let adapter = adapter.or_else(|| {
+        let installed: Vec<&str> = ["node", "static"]
+            .into_iter()
+            .filter(|a| dependency(pkg, &format!("@sveltejs/adapter-{a}")).is_some())
+            .collect();
+        (installed.len() == 1).then(|| installed[0].to_owned())
+    });
+    match adapter.as_deref() {
+        Some("node") => {
+            let out = quoted_after(&text, "out").unwrap_or_else(|| "build".to_owned());
+            let out = out
+                .trim_start_matches("./")
+                .trim_end_matches('/')
+                .to_owned();
+            server.start = Some((format!("node {out}"), format!("{file} adapter-node")));
+        }
+        Some("static") => {
+            let pages = quoted_after(&text, "pages").unwrap_or_else(|| "build".to_owned());
+            let pages = pages
+                .trim_start_matches("./")
+                .trim_end_matches('/')
+                .to_owned();
+            let spa = quoted_after(&text, "fallback");
+            server.notes.push(format!(
+                "{file} adapter-static: the build writes a static site to {}{}",
+                at(&format!("{pages}/")),
+                match &spa {
+                    Some(fallback) => format!(" (single-page app, fallback {fallback})"),
+                    None => String::new(),
+                }
+            ));
+            server.static_output = Some(pages);
+        }
+        Some(other) => server.notes.push(format!(
+            "{file} uses adapter-{other}, which builds no server a container can start: use \
+             @sveltejs/adapter-node (or adapter-static for a static site)"
+        )),
+        None => server.notes.push(format!(
+            "{file} configures no adapter Kiln can start: use @sveltejs/adapter-node (or \
+             adapter-static for a static site)"
+        )),
+    }
+    Ok(())
+}
+
+/// Prisma: `prisma generate` runs at build (facts `prisma_spec`, `prisma_schema`) when
+/// `prisma` or `@prisma/client` is a dependency and the schema is found (package.json
+/// `prisma.schema`, `prisma/schema.prisma`, `schema.prisma`, or the `prisma/schema/` folder),
+/// with the CLI version the project declares (the client's when only it is declared).
+fn prisma(tree: &Tree, pkg: &Value, dir: Option<&str>, facts: &mut Facts) {
+    let Some(version) = dependency(pkg, "prisma").or_else(|| dependency(pkg, "@prisma/client"))
+    else {
+        return;
     };
-    Some((command, from))
+    let at = |file: &str| match dir {
+        Some(dir) => format!("{dir}/{file}"),
+        None => file.to_owned(),
+    };
+    let schema = json_str(pkg, "prisma.schema")
+        .map(str::to_owned)
+        .or_else(|| {
+            ["prisma/schema.prisma", "schema.prisma"]
+                .into_iter()
+                .find(|f| tree.is_file(f))
+                .map(str::to_owned)
+        })
+        .or_else(|| {
+            tree.is_dir("prisma/schema")
+                .then(|| "prisma/schema".to_owned())
+        });
+    match schema {
+        Some(schema) => {
+            facts.set("prisma_spec", format!("prisma@{}", version.trim()));
+            facts.set("prisma_schema", at(&schema));
+        }
+        None => facts.notes.push(format!(
+            "Prisma is a dependency but no schema was found ({}): prisma generate does not run",
+            at("prisma/schema.prisma")
+        )),
+    }
 }
 
 /// The Node version requirement: `engines.node`, `.nvmrc`, `.node-version`, then mise's
@@ -410,6 +692,45 @@ fn package_manager(
         from,
     };
     Ok((pm, installer, lockfile))
+}
+
+/// An npm lockfile that lacks a dependency package.json declares (added to package.json without
+/// `npm install`) is refused before any step, naming the fix: `npm ci` would fail on it, and
+/// Kiln never falls back to `npm install`, which would ship versions no lockfile pins. Other
+/// drift (a changed range) is left to `npm ci`'s own check, whose message names `npm install`
+/// too. Lockfiles before version 2 (no `packages`) are not checked.
+fn npm_lock_in_sync(tree: &Tree, pkg: &Value, lockfile: &str) -> Result<()> {
+    let Some(lock) = tree.json(lockfile)? else {
+        return Ok(());
+    };
+    let Some(packages) = lock.get("packages").and_then(Value::as_object) else {
+        return Ok(());
+    };
+    let root = packages.get("");
+    for section in ["dependencies", "devDependencies", "optionalDependencies"] {
+        let Some(deps) = pkg.get(section).and_then(Value::as_object) else {
+            continue;
+        };
+        for name in deps.keys() {
+            let recorded = root
+                .and_then(|r| r.get(section))
+                .and_then(|d| d.get(name))
+                .is_some()
+                || packages.contains_key(&format!("node_modules/{name}"));
+            if !recorded {
+                return Err(Error::Manifest {
+                    path: format!("{}{lockfile}", tree.prefix).into(),
+                    line: None,
+                    column: None,
+                    message: format!(
+                        "out of sync with package.json: {section}.{name} is not in it; run \
+                         `npm install` and commit the updated {lockfile}"
+                    ),
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The pnpm major implied by `lockfileVersion` (5.4 → 7, 6.x → 8, 9.x → 9 or later).
