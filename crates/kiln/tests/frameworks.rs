@@ -6,6 +6,20 @@ mod support;
 use support::run_image::{build_on_stack_ok, require_debian_mirror, run_once};
 use support::*;
 
+/// Builds `name` on Kiln's stack and starts the image under runc with `PORT` set: the build
+/// report, the running container and its port.
+fn serve_fixture(name: &str) -> (serde_json::Value, Container, u16) {
+    let tmp = tempfile::tempdir().unwrap();
+    let (cache, out) = (tmp.path().join("cache"), tmp.path().join("app.tar"));
+    let report = build_on_stack_ok(&fixture(name), &cache, &out);
+    let port = free_port();
+    let container = Container::start(
+        &format!("oci-archive:{}", out.display()),
+        &[("PORT", &port.to_string())],
+    );
+    (report, container, port)
+}
+
 /// FastAPI: uvicorn (a declared dependency) serves `main:app` on `$PORT`, bound to all
 /// addresses, on Kiln's glibc stack.
 #[test]
@@ -16,9 +30,7 @@ fn fastapi_app_starts_under_uvicorn_on_port() {
     if !require_debian_mirror() {
         return;
     }
-    let tmp = tempfile::tempdir().unwrap();
-    let (cache, out) = (tmp.path().join("cache"), tmp.path().join("app.tar"));
-    let report = build_on_stack_ok(&fixture("python-fastapi"), &cache, &out);
+    let (report, container, port) = serve_fixture("python-fastapi");
     assert_eq!(
         report["processes"][0]["command"],
         serde_json::json!([
@@ -26,11 +38,6 @@ fn fastapi_app_starts_under_uvicorn_on_port() {
             "-c",
             "exec python -m uvicorn main:app --host 0.0.0.0 --port ${PORT:-8080}"
         ])
-    );
-    let port = free_port();
-    let container = Container::start(
-        &format!("oci-archive:{}", out.display()),
-        &[("PORT", &port.to_string())],
     );
     let (status, body) = container.http_get(port, "/kiln");
     assert!(status.contains("200"), "{status}\n{}", container.log());
@@ -152,9 +159,7 @@ fn pnpm_workspace_app_named_by_the_root_start_script_starts_from_its_directory()
     if !require_debian_mirror() {
         return;
     }
-    let tmp = tempfile::tempdir().unwrap();
-    let (cache, out) = (tmp.path().join("cache"), tmp.path().join("app.tar"));
-    let report = build_on_stack_ok(&fixture("node-pnpm-workspace"), &cache, &out);
+    let (report, container, port) = serve_fixture("node-pnpm-workspace");
     assert_eq!(
         report["processes"][0]["command"],
         serde_json::json!([
@@ -162,11 +167,6 @@ fn pnpm_workspace_app_named_by_the_root_start_script_starts_from_its_directory()
             "-c",
             "cd /workspace/apps/web && exec node server.js"
         ])
-    );
-    let port = free_port();
-    let container = Container::start(
-        &format!("oci-archive:{}", out.display()),
-        &[("PORT", &port.to_string())],
     );
     let (status, body) = container.http_get(port, "/");
     assert!(status.contains("200"), "{status}\n{}", container.log());

@@ -500,19 +500,11 @@ fn sveltekit(
     });
     match adapter.as_deref() {
         Some("node") => {
-            let out = quoted_after(&text, "out").unwrap_or_else(|| "build".to_owned());
-            let out = out
-                .trim_start_matches("./")
-                .trim_end_matches('/')
-                .to_owned();
+            let out = adapter_dir(&text, "out");
             server.start = Some((format!("node {out}"), format!("{file} adapter-node")));
         }
         Some("static") => {
-            let pages = quoted_after(&text, "pages").unwrap_or_else(|| "build".to_owned());
-            let pages = pages
-                .trim_start_matches("./")
-                .trim_end_matches('/')
-                .to_owned();
+            let pages = adapter_dir(&text, "pages");
             let spa = quoted_after(&text, "fallback");
             server.notes.push(format!(
                 "{file} adapter-static: the build writes a static site to {}{}",
@@ -534,6 +526,15 @@ fn sveltekit(
         )),
     }
     Ok(())
+}
+
+/// A SvelteKit adapter's output directory option (`out`, `pages`), default `build`, as a plain
+/// relative path.
+fn adapter_dir(config: &str, option: &str) -> String {
+    let dir = quoted_after(config, option).unwrap_or_else(|| "build".to_owned());
+    dir.trim_start_matches("./")
+        .trim_end_matches('/')
+        .to_owned()
 }
 
 /// Prisma: `prisma generate` runs at build (facts `prisma_spec`, `prisma_schema`) when
