@@ -71,7 +71,13 @@ fn user_build_and_start_commands_replace_the_planned_ones() {
                 out.to_str().unwrap(),
             ])
             // The image is only read here, never run (its `httpd` would come from a run image).
-            .args(["--format", "oci-dir", "--json", "--no-verify", "--cache-dir"])
+            .args([
+                "--format",
+                "oci-dir",
+                "--json",
+                "--no-verify",
+                "--cache-dir",
+            ])
             .arg(tmp.path().join("cache"))
             .envs(env.iter().copied())
             .output()
