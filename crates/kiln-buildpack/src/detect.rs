@@ -75,9 +75,9 @@ pub fn detect_with(
     let project = ProjectConfig::load(src)?;
     let settings = Settings::resolve(&project, env);
     if let Some((ids, from)) = &settings.buildpacks {
-        return pinned(set, src, ids, from);
+        return pinned(set, src, ids, from, settings.app.as_ref());
     }
-    let (buildpacks, rejected) = evaluate_all(set, src, "")?;
+    let (buildpacks, rejected) = evaluate_all(set, src, "", settings.app.as_ref())?;
     let mut detection = Detection {
         detected: !buildpacks.is_empty(),
         buildpacks,
@@ -103,7 +103,7 @@ fn app_root(set: &BuildpackSet, src: &Path) -> Result<Option<Detection>> {
     }
     let mut found = Vec::new();
     for dir in candidates {
-        let (passed, rejected) = evaluate_all(set, &src.join(&dir), &format!("{dir}/"))?;
+        let (passed, rejected) = evaluate_all(set, &src.join(&dir), &format!("{dir}/"), None)?;
         if !passed.is_empty() {
             found.push((dir, passed, rejected));
         }
@@ -130,6 +130,7 @@ fn evaluate_all(
     set: &BuildpackSet,
     dir: &Path,
     prefix: &str,
+    app: Option<&(String, String)>,
 ) -> Result<(Vec<Verdict>, Vec<Verdict>)> {
     let (mut passed, mut rejected) = (Vec::new(), Vec::new());
     for buildpack in &set.buildpacks {
@@ -138,7 +139,7 @@ fn evaluate_all(
             Ok(reason) => {
                 if let Some(name) = &buildpack.spec.detect.analyzer {
                     // Facts are recomputed when planning; here only its errors matter.
-                    analyze::run(name, dir, prefix)?;
+                    analyze::run(name, dir, prefix, app)?;
                 }
                 passed.push(Verdict { id, reason })
             }
@@ -149,7 +150,13 @@ fn evaluate_all(
 }
 
 /// The detection for buildpacks pinned by `kiln.toml` or `KILN_BUILDPACKS`, in the pinned order.
-fn pinned(set: &BuildpackSet, src: &Path, ids: &[String], from: &str) -> Result<Detection> {
+fn pinned(
+    set: &BuildpackSet,
+    src: &Path,
+    ids: &[String],
+    from: &str,
+    app: Option<&(String, String)>,
+) -> Result<Detection> {
     let mut buildpacks = Vec::new();
     for id in ids {
         let buildpack = set.get(id).ok_or_else(|| {
@@ -164,7 +171,7 @@ fn pinned(set: &BuildpackSet, src: &Path, ids: &[String], from: &str) -> Result<
             ))
         })?;
         if let Some(name) = &buildpack.spec.detect.analyzer {
-            analyze::run(name, src, "")?;
+            analyze::run(name, src, "", app)?;
         }
         buildpacks.push(Verdict {
             id: id.clone(),

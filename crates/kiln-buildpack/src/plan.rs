@@ -525,7 +525,13 @@ fn holds(when: &When, facts: &Facts) -> bool {
 /// for what it left open, then the user's version pin.
 fn facts_of(spec: &BuildpackToml, src: &Path, prefix: &str, settings: &Settings) -> Result<Facts> {
     let mut facts = match &spec.detect.analyzer {
-        Some(name) => analyze::run(name, src, prefix)?,
+        // The user's app is relative to the source root: it applies when that is the app root.
+        Some(name) => analyze::run(
+            name,
+            src,
+            prefix,
+            settings.app.as_ref().filter(|_| prefix.is_empty()),
+        )?,
         None => Facts::default(),
     };
     let tree = analyze::Tree { src, prefix };

@@ -1,6 +1,8 @@
 //! The project's own `kiln.toml` at the source root (optional).
 //!
 //! ```toml
+//! app = "apps/web"              # the workspace member to build and start (KILN_APP wins)
+//!
 //! [project]
 //! name = "web"                   # identifies the app's own build cache (default: image name or path)
 //!
@@ -32,6 +34,10 @@ pub const FILE_NAME: &str = "kiln.toml";
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProjectConfig {
+    /// The app to build and start in a monorepo: a workspace member's directory relative to the
+    /// source root (`apps/web`); `KILN_APP` wins.
+    #[serde(default)]
+    pub app: Option<String>,
     #[serde(default)]
     pub project: ProjectMeta,
     #[serde(default)]
@@ -153,6 +159,10 @@ impl ProjectConfig {
     fn parse(text: &str, path: &Path) -> Result<ProjectConfig> {
         let config: ProjectConfig = manifest::parse_toml(text, path)?;
         check_env_names(config.build.env.keys(), "[build.env]", path)?;
+        if let Some(app) = &config.app {
+            manifest::check_relative(app)
+                .map_err(|why| invalid(path, format!("app {app:?} {why}")))?;
+        }
         for (kind, command) in &config.processes {
             if !manifest::is_process_type(kind) || command.trim().is_empty() {
                 return Err(invalid(
@@ -241,6 +251,17 @@ mod tests {
             ..ProjectBuild::default()
         };
         assert_eq!(only_exclude.exclude_patterns(), ["docs/"]);
+    }
+
+    #[test]
+    fn app_is_a_relative_path() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("kiln.toml"), "app = \"apps/web\"\n").unwrap();
+        let config = ProjectConfig::load(dir.path()).unwrap();
+        assert_eq!(config.app.as_deref(), Some("apps/web"));
+        fs::write(dir.path().join("kiln.toml"), "app = \"../web\"\n").unwrap();
+        let err = ProjectConfig::load(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("app \"../web\" may not contain `..`"), "{err}");
     }
 
     #[test]

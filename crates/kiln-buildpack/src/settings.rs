@@ -8,6 +8,7 @@
 //! | `KILN_NODE_VERSION` | alias of `KILN_NODEJS_VERSION` |
 //! | `KILN_START_CMD` (or `KILN_START_COMMAND`) | the `web` process command line |
 //! | `KILN_INSTALL_CMD`, `KILN_BUILD_CMD` | the main buildpack's `install` / `build` step |
+//! | `KILN_APP=apps/web` | the monorepo app (workspace member) to build and start |
 //!
 //! The environment is an explicit input ([`Settings::resolve`] takes a map), so tests never touch
 //! the process environment; [`kiln_env`] reads it for callers that want the real one.
@@ -36,11 +37,19 @@ pub struct Settings {
     /// Shell command lines replacing the main buildpack's step of that name (`install`,
     /// `build`), with their source.
     pub steps: BTreeMap<String, (String, String)>,
+    /// The monorepo app (a workspace member's directory, `apps/web`), with its source.
+    pub app: Option<(String, String)>,
 }
 
 impl Settings {
     pub fn resolve(project: &ProjectConfig, env: &BTreeMap<String, String>) -> Settings {
         let mut settings = Settings::default();
+        if let Some(app) = &project.app {
+            settings.app = Some((normalize_dir(app), "kiln.toml app".to_owned()));
+        }
+        if let Some(app) = env.get("KILN_APP").filter(|v| !v.trim().is_empty()) {
+            settings.app = Some((normalize_dir(app), "KILN_APP".to_owned()));
+        }
         if let Some(ids) = &project.buildpacks {
             settings.buildpacks = Some((ids.clone(), "kiln.toml buildpacks".to_owned()));
         }
@@ -120,6 +129,13 @@ impl Settings {
     }
 }
 
+/// `./apps/web/` → `apps/web`: the form workspace members are named in.
+fn normalize_dir(dir: &str) -> String {
+    let dir = dir.trim();
+    let dir = dir.strip_prefix("./").unwrap_or(dir);
+    dir.trim_end_matches('/').to_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -127,13 +143,14 @@ mod tests {
     #[test]
     fn env_beats_kiln_toml() {
         let project: ProjectConfig = toml::from_str(
-            "buildpacks = [\"nodejs\"]\n[versions]\nnodejs = \"20\"\npython = \"3.12\"\n[processes]\nweb = \"a\"\n",
+            "app = \"apps/admin\"\nbuildpacks = [\"nodejs\"]\n[versions]\nnodejs = \"20\"\npython = \"3.12\"\n[processes]\nweb = \"a\"\n",
         )
         .unwrap();
         let env = BTreeMap::from([
             ("KILN_BUILDPACKS".to_owned(), "go, procfile".to_owned()),
             ("KILN_NODE_VERSION".to_owned(), "22".to_owned()),
             ("KILN_START_COMMAND".to_owned(), "b".to_owned()),
+            ("KILN_APP".to_owned(), "./apps/web/".to_owned()),
         ]);
         let s = Settings::resolve(&project, &env);
         assert_eq!(s.buildpacks.unwrap().0, ["go", "procfile"]);
@@ -141,5 +158,8 @@ mod tests {
         assert_eq!(s.versions["nodejs"].from, "KILN_NODE_VERSION");
         assert_eq!(s.versions["python"].from, "kiln.toml versions.python");
         assert_eq!(s.processes["web"].0, "b");
+        assert_eq!(s.app, Some(("apps/web".to_owned(), "KILN_APP".to_owned())));
+        let s = Settings::resolve(&project, &BTreeMap::new());
+        assert_eq!(s.app.unwrap().1, "kiln.toml app");
     }
 }

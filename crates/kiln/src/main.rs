@@ -557,6 +557,11 @@ fn plan(args: DetectArgs) -> anyhow::Result<ExitCode> {
         if let Some(f) = &bp.facts.framework {
             writeln!(out, "  framework        {f}")?;
         }
+        // A monorepo's app: the workspace member built and started, and why it was chosen.
+        if let Some(dir) = bp.facts.get("app_dir") {
+            let from = bp.facts.get("app_from").unwrap_or_default();
+            writeln!(out, "  app              {dir} (from {from})")?;
+        }
         for step in &bp.steps {
             let from = step
                 .from

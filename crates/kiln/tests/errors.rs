@@ -167,7 +167,7 @@ fn nothing_detected_exits_3_and_lists_what_was_looked_for() {
     assert_eq!(detect.status.code(), Some(3));
     let json: serde_json::Value = serde_json::from_slice(&detect.stdout).unwrap();
     assert_eq!(json["detected"], false);
-    assert!(stderr(&detect).contains("nodejs: missing package.json"));
+    assert!(stderr(&detect).contains("nodejs: none of package.json, package.json5 found"));
 
     let plan = kiln(&["plan", tmp.path().to_str().unwrap(), "--json"]);
     assert_eq!(plan.status.code(), Some(3));

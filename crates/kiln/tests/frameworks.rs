@@ -3,8 +3,22 @@
 
 mod support;
 
-use support::run_image::{build_on_stack_ok, require_debian_mirror};
+use support::run_image::{build_on_stack_ok, require_debian_mirror, run_once};
 use support::*;
+
+/// Builds `name` on Kiln's stack and starts the image under runc with `PORT` set: the build
+/// report, the running container and its port.
+fn serve_fixture(name: &str) -> (serde_json::Value, Container, u16) {
+    let tmp = tempfile::tempdir().unwrap();
+    let (cache, out) = (tmp.path().join("cache"), tmp.path().join("app.tar"));
+    let report = build_on_stack_ok(&fixture(name), &cache, &out);
+    let port = free_port();
+    let container = Container::start(
+        &format!("oci-archive:{}", out.display()),
+        &[("PORT", &port.to_string())],
+    );
+    (report, container, port)
+}
 
 /// FastAPI: uvicorn (a declared dependency) serves `main:app` on `$PORT`, bound to all
 /// addresses, on Kiln's glibc stack.
@@ -16,9 +30,7 @@ fn fastapi_app_starts_under_uvicorn_on_port() {
     if !require_debian_mirror() {
         return;
     }
-    let tmp = tempfile::tempdir().unwrap();
-    let (cache, out) = (tmp.path().join("cache"), tmp.path().join("app.tar"));
-    let report = build_on_stack_ok(&fixture("python-fastapi"), &cache, &out);
+    let (report, container, port) = serve_fixture("python-fastapi");
     assert_eq!(
         report["processes"][0]["command"],
         serde_json::json!([
@@ -26,11 +38,6 @@ fn fastapi_app_starts_under_uvicorn_on_port() {
             "-c",
             "exec python -m uvicorn main:app --host 0.0.0.0 --port ${PORT:-8080}"
         ])
-    );
-    let port = free_port();
-    let container = Container::start(
-        &format!("oci-archive:{}", out.display()),
-        &[("PORT", &port.to_string())],
     );
     let (status, body) = container.http_get(port, "/kiln");
     assert!(status.contains("200"), "{status}\n{}", container.log());
@@ -64,7 +71,13 @@ fn user_build_and_start_commands_replace_the_planned_ones() {
                 out.to_str().unwrap(),
             ])
             // The image is only read here, never run (its `httpd` would come from a run image).
-            .args(["--format", "oci-dir", "--json", "--no-verify", "--cache-dir"])
+            .args([
+                "--format",
+                "oci-dir",
+                "--json",
+                "--no-verify",
+                "--cache-dir",
+            ])
             .arg(tmp.path().join("cache"))
             .envs(env.iter().copied())
             .output()
@@ -138,4 +151,58 @@ fn the_pnpm_version_the_project_pins_is_the_one_that_installs() {
         modules.contains("packageManager: pnpm@10.12.1"),
         "{modules}"
     );
+}
+
+/// A pnpm workspace built with Kiln's defaults: the root start script (`pnpm --filter web
+/// start`) names `apps/web`, installed at the root so its `workspace:*` dependency is linked,
+/// and started from its own directory (it reads `banner.txt` relative to it) without pnpm in
+/// the image.
+#[test]
+fn pnpm_workspace_app_named_by_the_root_start_script_starts_from_its_directory() {
+    if !require_tools(&["node", "npm", "npx", "skopeo", "umoci", "runc"]) {
+        return;
+    }
+    if !require_debian_mirror() {
+        return;
+    }
+    let (report, container, port) = serve_fixture("node-pnpm-workspace");
+    assert_eq!(
+        report["processes"][0]["command"],
+        serde_json::json!([
+            "/bin/sh",
+            "-c",
+            "cd /workspace/apps/web && exec node server.js"
+        ])
+    );
+    let (status, body) = container.http_get(port, "/");
+    assert!(status.contains("200"), "{status}\n{}", container.log());
+    assert_eq!(
+        body,
+        "hello kiln from the greeting workspace package (apps/web, 60000 ms)\n"
+    );
+}
+
+/// A `#!/usr/bin/env bash` start.sh runs through bash (its `#!` line), not `/bin/sh` (dash,
+/// which cannot run its syntax), with bash in the image from `[packages] run`; the script is
+/// not executable, which running it through its interpreter does not need.
+#[test]
+fn a_bash_start_script_runs_through_its_shebang_interpreter() {
+    if !require_tools(&["skopeo", "umoci", "runc"]) {
+        return;
+    }
+    if !require_debian_mirror() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (cache, out) = (tmp.path().join("cache"), tmp.path().join("app.tar"));
+    let report = build_on_stack_ok(&fixture("shell-bash"), &cache, &out);
+    let argv: Vec<&str> = report["processes"][0]["command"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert_eq!(argv, ["/usr/bin/env", "bash", "/workspace/start.sh"]);
+    let printed = run_once(&format!("oci-archive:{}", out.display()), &argv, &[]);
+    assert_eq!(printed, "hello from bash 5: KILN");
 }

@@ -1,7 +1,7 @@
 //! Java: Maven or Gradle (wrapper preferred), Spring Boot, and the JDK version (`.java-version`,
 //! `system.properties`, `.tool-versions`, Maven properties, Gradle toolchains).
 
-use super::{between, first_version, version_text, Facts, PackageManager, Tree};
+use super::{between, first_version, version_text, Facts, PackageManager, Tree, PORT};
 use crate::error::Result;
 
 pub(super) fn analyze(tree: &Tree) -> Result<Facts> {
@@ -87,6 +87,14 @@ pub(super) fn analyze(tree: &Tree) -> Result<Facts> {
     } else {
         "build/libs/*.jar"
     };
-    facts.start(format!("java -jar {jar}"), format!("{tool} build output"));
+    if facts.framework.is_some() {
+        // Spring Boot reads SERVER_PORT, not PORT: it is told.
+        facts.start(
+            format!("exec java -Dserver.port={PORT} -jar {jar}"),
+            format!("{tool} build output"),
+        );
+    } else {
+        facts.start(format!("java -jar {jar}"), format!("{tool} build output"));
+    }
     Ok(facts)
 }

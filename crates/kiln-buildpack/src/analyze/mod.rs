@@ -15,6 +15,7 @@ mod php;
 mod python;
 mod ruby;
 mod rust;
+mod shell;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -25,9 +26,13 @@ use crate::error::{Error, Result};
 use crate::manifest;
 use crate::source::{self, Entry};
 
+/// The port a web server is told to listen on: `$PORT`, else 8080 (a shell expansion, so the
+/// start command runs through `sh -c`, and `exec`s the server so it gets PID 1's signals).
+pub(crate) const PORT: &str = "${PORT:-8080}";
+
 /// The analyzers a `buildpack.toml` may name.
 pub const ANALYZERS: &[&str] = &[
-    "nodejs", "python", "go", "rust", "ruby", "java", "php", "dotnet",
+    "nodejs", "python", "go", "rust", "ruby", "java", "php", "dotnet", "shell",
 ];
 
 /// What an analyzer (and the buildpack's declarative `[[versions]]`/`[[frameworks]]`) found.
@@ -115,10 +120,17 @@ impl Facts {
 
 /// Runs analyzer `name` on the app at `src`. Malformed manifests are errors naming file and line.
 /// `prefix` is the app root relative to the source root (`""` or `"app/"`), for error messages.
-pub(crate) fn run(name: &str, src: &Path, prefix: &str) -> Result<Facts> {
+/// `app` is the monorepo app the user chose (`kiln.toml` `app` / `KILN_APP`: a directory relative
+/// to `src`, with its source), for analyzers that understand workspaces.
+pub(crate) fn run(
+    name: &str,
+    src: &Path,
+    prefix: &str,
+    app: Option<&(String, String)>,
+) -> Result<Facts> {
     let tree = Tree { src, prefix };
     match name {
-        "nodejs" => nodejs::analyze(&tree),
+        "nodejs" => nodejs::analyze(&tree, app),
         "python" => python::analyze(&tree),
         "go" => go::analyze(&tree),
         "rust" => rust::analyze(&tree),
@@ -126,6 +138,7 @@ pub(crate) fn run(name: &str, src: &Path, prefix: &str) -> Result<Facts> {
         "java" => java::analyze(&tree),
         "php" => php::analyze(&tree),
         "dotnet" => dotnet::analyze(&tree),
+        "shell" => shell::analyze(&tree),
         // Validation only lets known names through.
         other => Err(Error::Template(format!("unknown analyzer {other:?}"))),
     }
@@ -185,6 +198,26 @@ impl Tree<'_> {
             // serde_json gives column 0 when the input ended before the value did.
             let location = Some((e.line(), e.column().max(1)));
             self.malformed(rel, location, format!("invalid JSON: {message}"))
+        })
+    }
+
+    /// Parses a JSON5 file (pnpm's `package.json5`); a syntax error names the file, line and
+    /// column.
+    pub(crate) fn json5(&self, rel: &str) -> Result<Option<serde_json::Value>> {
+        let Some(text) = self.text(rel)? else {
+            return Ok(None);
+        };
+        json5::from_str(&text).map(Some).map_err(|e| {
+            let json5::Error::Message { msg, location } = e;
+            // pest draws the spot over several lines; its last line says what was expected.
+            let message = msg
+                .lines()
+                .rev()
+                .find_map(|l| l.trim().strip_prefix("= "))
+                .unwrap_or(msg.lines().next().unwrap_or_default())
+                .to_owned();
+            let location = location.map(|l| (l.line, l.column));
+            self.malformed(rel, location, format!("invalid JSON5: {message}"))
         })
     }
 
@@ -426,5 +459,10 @@ mod tests {
         assert_eq!(err, "app/a.json:2:8: invalid JSON: expected value");
         let err = tree.toml("b.toml").unwrap_err().to_string();
         assert!(err.starts_with("app/b.toml:2:5: invalid TOML"), "{err}");
+        std::fs::write(dir.path().join("c.json5"), "{\n  // c\n  x: ,\n}").unwrap();
+        let err = tree.json5("c.json5").unwrap_err().to_string();
+        assert!(err.starts_with("app/c.json5:3:"), "{err}");
+        assert!(err.contains("invalid JSON5: expected"), "{err}");
+        assert!(!err.contains('\n'), "{err}");
     }
 }

@@ -5,7 +5,7 @@
 use serde_json::Value;
 
 use super::{json_str, version_text, Facts, PackageManager, Sourced, Tree, Workspaces};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::plan::{needs_shell, APP_DIR};
 
 /// Node LTS code names and their major versions (`.nvmrc` `lts/iron`).
@@ -23,15 +23,18 @@ const LTS_NAMES: &[(&str, &str)] = &[
     ("krypton", "24"),
 ];
 
-pub(super) fn analyze(tree: &Tree) -> Result<Facts> {
+pub(super) fn analyze(tree: &Tree, chosen: Option<&(String, String)>) -> Result<Facts> {
     let mut facts = Facts::default();
-    let pkg = tree.json("package.json")?.unwrap_or(Value::Null);
+    let pkg = package_json(tree, "")?.unwrap_or(Value::Null);
 
     facts.version = node_version(tree, &pkg, &mut facts.notes)?;
     let (pm, installer, lockfile) = package_manager(tree, &pkg)?;
     facts.set("installer", installer);
     if let Some(lockfile) = lockfile {
         facts.set("lockfile", lockfile);
+        if installer == "npm-ci" {
+            npm_lock_in_sync(tree, &pkg, lockfile)?;
+        }
     }
     let pm_name = pm.name.clone();
     // What `npx` fetches from the npm registry to run pnpm or Yarn 1: the version the project
@@ -45,56 +48,33 @@ pub(super) fn analyze(tree: &Tree) -> Result<Facts> {
     );
     facts.package_manager = Some(pm);
 
-    let script = |name: &str| json_str(&pkg, &format!("scripts.{name}")).map(str::to_owned);
-    if script("build").is_some() {
+    let root_script = |name: &str| json_str(&pkg, &format!("scripts.{name}")).map(str::to_owned);
+    if root_script("build").is_some() {
         facts.set("build_script", "build");
     }
-    let dep = |name: &str| {
-        ["dependencies", "devDependencies"]
-            .iter()
-            .any(|section| pkg.get(section).and_then(|d| d.get(name)).is_some())
-    };
-    let framework = [
-        ("next", "nextjs"),
-        ("nuxt", "nuxt"),
-        ("@remix-run/serve", "remix"),
-        ("@remix-run/node", "remix"),
-        ("@nestjs/core", "nestjs"),
-        ("astro", "astro"),
-        ("@sveltejs/kit", "sveltekit"),
-        ("vite", "vite"),
-        ("express", "express"),
-        ("fastify", "fastify"),
-    ]
-    .into_iter()
-    .find(|(dep_name, _)| dep(dep_name))
-    .map(|(_, name)| name);
-    facts.framework = framework.map(str::to_owned);
-
-    // Start: the app's own start script, then framework defaults, then `main`, then a
-    // conventional entry file.
-    let start_script = script("start");
-    let dev_server = start_script.as_deref().and_then(dev_server);
-    if let Some(start) = start_script.as_deref().filter(|_| dev_server.is_none()) {
-        facts.start(start_command(start), "package.json scripts.start");
-    } else if let Some((command, from)) = framework_start(framework, dep("@astrojs/node")) {
-        facts.start(command, from);
-    } else if let Some(main) = json_str(&pkg, "main").filter(|m| tree.is_file(m)) {
-        facts.start(format!("node {main}"), "package.json main");
-    } else if let Some(entry) = ENTRY_FILES.into_iter().find(|f| tree.is_file(f)) {
-        facts.start(format!("node {entry}"), entry.to_owned());
+    facts.workspaces = workspaces(tree, &pkg, &pm_name)?;
+    if let Some(ws) = facts
+        .workspaces
+        .as_ref()
+        .filter(|ws| !ws.members.is_empty())
+    {
+        // Members' own node_modules are not in the cached `modules` layer: the install runs.
+        facts.set("workspace", ws.tool.clone());
     }
-    if let Some(tool) = dev_server {
-        facts.notes.push(format!(
-            "scripts.start runs a development server ({tool}), which is never an image's start \
-             command{}",
-            if facts.start.is_some() {
-                "; the framework's production server is started instead"
-            } else {
-                ""
+    let member = match &facts.workspaces {
+        Some(ws) => workspace_app(tree, &pkg, ws, chosen, &mut facts.notes)?,
+        None => match chosen {
+            Some((dir, from)) => {
+                return Err(Error::Template(format!(
+                    "{from} = {dir:?}: {}package.json declares no workspaces (`workspaces`, or \
+                     pnpm-workspace.yaml), so there is no member to choose",
+                    tree.prefix
+                )))
             }
-        ));
-    }
+            None => None,
+        },
+    };
+
     // In a mixed tree the server is another language's; Node only builds its assets.
     let server = [
         "composer.json",
@@ -106,27 +86,55 @@ pub(super) fn analyze(tree: &Tree) -> Result<Facts> {
     ]
     .into_iter()
     .find(|f| tree.is_file(f));
+
+    let static_output = match &member {
+        Some(member) => {
+            let member_tree = Tree {
+                src: &tree.src.join(&member.dir),
+                prefix: &format!("{}{}/", tree.prefix, member.dir),
+            };
+            facts.set("app_dir", member.dir.clone());
+            facts.set("app_from", member.from.clone());
+            if let Some(name) = &member.name {
+                facts.set("app_name", name.clone());
+            }
+            // The root's build (turbo, nx, a script over every member) builds the app and what
+            // it depends on; without one, the app's own build does.
+            if root_script("build").is_none() && json_str(&member.pkg, "scripts.build").is_some() {
+                facts.set("build_script", MEMBER_BUILD);
+            }
+            app_start(&member_tree, &member.pkg, Some(&member.dir), &mut facts)?
+        }
+        None => app_start(tree, &pkg, None, &mut facts)?,
+    };
     let no_start = facts.start.is_none();
-    let static_site = matches!(framework, Some("astro" | "vite"));
     if let Some(server) = server.filter(|_| no_start) {
         facts.notes.push(format!(
             "assets for the app of {server}: no Node start command"
         ));
-    } else if static_site && no_start {
-        facts.set("static_output", "dist");
-        facts.notes.push(
-            "static site: the build writes dist/; serve it with a static file server".to_owned(),
-        );
+    } else if let Some(out) = static_output.filter(|_| no_start) {
+        let out = match &member {
+            Some(member) => format!("{}/{out}", member.dir),
+            None => out,
+        };
+        facts.notes.push(format!(
+            "static site: the build writes {out}/; serve it with a static file server"
+        ));
+        facts.set("static_output", out);
     }
 
-    facts.workspaces = workspaces(tree, &pkg, &pm_name)?;
-    if facts.workspaces.is_some() && no_start {
+    if facts.workspaces.is_some() && no_start && member.is_none() {
         facts.notes.push(
-            "workspace root without a start command: set `web` in kiln.toml [processes], or \
-             point Kiln at one member"
+            "workspace root without a start command: name the app with `app = \"apps/web\"` in \
+             kiln.toml or KILN_APP=apps/web, have the root start script name it (`pnpm --filter \
+             web start`), or set `web` in kiln.toml [processes]"
                 .to_owned(),
         );
-    } else if no_start && server.is_none() && !static_site {
+    } else if no_start
+        && server.is_none()
+        && !facts.values.contains_key("static_output")
+        && facts.values.remove("start_explained").is_none()
+    {
         facts.notes.push(format!(
             "no start command: package.json has no scripts.start or main, no framework with a \
              server, and none of {} exists",
@@ -136,20 +144,140 @@ pub(super) fn analyze(tree: &Tree) -> Result<Facts> {
     Ok(facts)
 }
 
+/// The package manifest in directory `dir` (`""` or `"apps/web/"`): `package.json`, else pnpm's
+/// `package.json5`, read the same way.
+fn package_json(tree: &Tree, dir: &str) -> Result<Option<Value>> {
+    match tree.json(&format!("{dir}package.json"))? {
+        Some(pkg) => Ok(Some(pkg)),
+        None => tree.json5(&format!("{dir}package.json5")),
+    }
+}
+
+/// The `build_script` fact when the chosen workspace member has a build script and the root has
+/// none: its build runs (with the workspace dependencies it names, where the package manager
+/// can select them) instead of a root build.
+const MEMBER_BUILD: &str = "workspace-app";
+
+/// Framework and start command of the app in `tree` (the root, or the workspace member `dir`),
+/// into `facts`. Returns the directory (relative to the app) of a static site's files when the
+/// build writes a site and nothing starts a server.
+fn app_start(
+    tree: &Tree,
+    pkg: &Value,
+    dir: Option<&str>,
+    facts: &mut Facts,
+) -> Result<Option<String>> {
+    let script = |name: &str| json_str(pkg, &format!("scripts.{name}")).map(str::to_owned);
+    let dep = |name: &str| dependency(pkg, name).is_some();
+    let framework = [
+        ("next", "nextjs"),
+        ("nuxt", "nuxt"),
+        ("@remix-run/serve", "remix"),
+        ("@remix-run/node", "remix"),
+        ("@react-router/serve", "react-router"),
+        ("@nestjs/core", "nestjs"),
+        ("astro", "astro"),
+        ("@sveltejs/kit", "sveltekit"),
+        ("vite", "vite"),
+        ("express", "express"),
+        ("fastify", "fastify"),
+    ]
+    .into_iter()
+    .find(|(dep_name, _)| dep(dep_name))
+    .map(|(_, name)| name);
+    facts.framework = framework.map(str::to_owned);
+    let at = |file: &str| match dir {
+        Some(dir) => format!("{dir}/{file}"),
+        None => file.to_owned(),
+    };
+    let build = script("build").unwrap_or_default();
+    let server = framework_server(tree, framework, pkg, &build, &at)?;
+    facts.notes.extend(server.notes.iter().cloned());
+    if !server.notes.is_empty() {
+        // Said why there is no start: the generic "no start command" note would repeat it.
+        facts.set("start_explained", "true");
+    }
+    if let Some(output) = &server.next_output {
+        facts.set("next_output", output.clone());
+    }
+    prisma(tree, pkg, dir, facts);
+
+    // Start: the app's own start script (unless it runs the framework's CLI where its server
+    // build is what runs in production), then the framework's server build, then `main`, then
+    // a conventional entry file. A member's file names are relative to its directory.
+    let start_script = script("start");
+    let dev_server = start_script.as_deref().and_then(dev_server);
+    let replaced = start_script
+        .as_deref()
+        .filter(|s| server.replaces(s))
+        .map(str::to_owned);
+    if let Some(start) = start_script
+        .as_deref()
+        .filter(|_| dev_server.is_none() && replaced.is_none())
+    {
+        facts.start(start_command(start, dir), at("package.json scripts.start"));
+    } else if let Some((command, from)) = &server.start {
+        let command = match dir {
+            // Through PATH: a workspace member's binaries may be hoisted to the root.
+            Some(_) => start_command(command.trim_start_matches("node_modules/.bin/"), dir),
+            None => command.clone(),
+        };
+        facts.start(command, from.clone());
+    } else if server.static_output.is_some() {
+        // A static site: nothing to start.
+    } else if let Some(main) = json_str(pkg, "main").filter(|m| tree.is_file(m)) {
+        facts.start(
+            start_command(&format!("node {main}"), dir),
+            at("package.json main"),
+        );
+    } else if let Some(entry) = ENTRY_FILES.into_iter().find(|f| tree.is_file(f)) {
+        facts.start(start_command(&format!("node {entry}"), dir), at(entry));
+    }
+    if let (Some(script), true) = (&replaced, facts.start.is_some()) {
+        facts.notes.push(format!(
+            "{} ({script}) is replaced by the framework's server build",
+            at("package.json scripts.start")
+        ));
+    }
+    if let Some(tool) = dev_server {
+        facts.notes.push(format!(
+            "{} runs a development server ({tool}), which is never an image's start \
+             command{}",
+            match dir {
+                Some(dir) => format!("{dir}/package.json scripts.start"),
+                None => "scripts.start".to_owned(),
+            },
+            if facts.start.is_some() {
+                "; the framework's production server is started instead"
+            } else {
+                ""
+            }
+        ));
+    }
+    Ok(server.static_output.filter(|_| facts.start.is_none()))
+}
+
 /// The image's start command for a `start` script: the script's own command, as Paketo runs it,
 /// not `npm start` (the image needs no package manager, and the app gets PID 1's signals). A
 /// plain `node …` runs directly (no shell needed); anything else runs through `sh` with
 /// `node_modules/.bin` first on `PATH`, as `npm run` would put it, and a simple command is
-/// `exec`ed.
-fn start_command(script: &str) -> String {
+/// `exec`ed. A workspace member's command (`dir`) runs in its own directory, with its own and the
+/// root's `node_modules/.bin` on `PATH`.
+fn start_command(script: &str, dir: Option<&str>) -> String {
     let script = script.trim();
     let simple = !needs_shell(script);
-    if simple && script.split_whitespace().next() == Some("node") {
-        return script.to_owned();
-    }
-    let bin = format!("{APP_DIR}/node_modules/.bin");
+    let node = simple && script.split_whitespace().next() == Some("node");
     let exec = if simple { "exec " } else { "" };
-    format!("export PATH=\"{bin}:$PATH\"; {exec}{script}")
+    match dir {
+        None if node => script.to_owned(),
+        None => format!("export PATH=\"{APP_DIR}/node_modules/.bin:$PATH\"; {exec}{script}"),
+        Some(dir) if node => format!("cd {APP_DIR}/{dir} && exec {script}"),
+        Some(dir) => format!(
+            "cd {APP_DIR}/{dir} && export \
+             PATH=\"{APP_DIR}/{dir}/node_modules/.bin:{APP_DIR}/node_modules/.bin:$PATH\"; \
+             {exec}{script}"
+        ),
+    }
 }
 
 /// The development server a `start` script runs, if it is one (`vite`, `next dev`,
@@ -176,28 +304,274 @@ fn dev_server(script: &str) -> Option<&'static str> {
     })
 }
 
+/// The version spec of dependency `name` in any dependency section of `pkg`.
+fn dependency<'a>(pkg: &'a Value, name: &str) -> Option<&'a str> {
+    ["dependencies", "devDependencies", "optionalDependencies"]
+        .iter()
+        .find_map(|section| pkg.get(section)?.get(name)?.as_str())
+}
+
 /// Conventional entry files, tried in this order when package.json names no start.
 const ENTRY_FILES: [&str; 5] = ["index.js", "server.js", "app.js", "main.js", "index.mjs"];
 
-/// A framework's own server entry; `astro_node` says Astro has its Node adapter (without it an
-/// Astro build is a static site).
-fn framework_start(
+/// What a framework's configuration says the build makes: a server to start, or static files.
+#[derive(Default)]
+struct Server {
+    /// The server build's start command, with where it came from.
+    start: Option<(String, String)>,
+    /// The directory of a static build's files, relative to the app.
+    static_output: Option<String>,
+    /// Next.js `output` (`standalone`, `export`).
+    next_output: Option<String>,
+    /// Start-script commands the server build replaces (the framework CLI's `start`, which
+    /// needs its devDependency CLI, or does not serve this output).
+    replaces: &'static [&'static str],
+    notes: Vec<String>,
+}
+
+impl Server {
+    fn replaces(&self, script: &str) -> bool {
+        let words: Vec<&str> = script.split_whitespace().take(2).collect();
+        let words = words.join(" ");
+        self.replaces.iter().any(|r| words == *r)
+    }
+}
+
+/// The first of a framework's config files (`svelte.config.js`, `.mjs`, `.ts`, …) that exists.
+fn config_text(tree: &Tree, stem: &str) -> Result<Option<(String, String)>> {
+    for ext in ["js", "mjs", "ts", "cjs", "mts"] {
+        let file = format!("{stem}.{ext}");
+        if let Some(text) = tree.text(&file)? {
+            return Ok(Some((file, text)));
+        }
+    }
+    Ok(None)
+}
+
+/// The quoted string after `key` (`out: 'build'` → `build`), if the text sets one.
+fn quoted_after(text: &str, key: &str) -> Option<String> {
+    text.match_indices(key).find_map(|(at, _)| {
+        let rest = text[at + key.len()..].trim_start();
+        let rest = rest.strip_prefix(':')?.trim_start();
+        let quote = rest
+            .chars()
+            .next()
+            .filter(|c| matches!(c, '\'' | '"' | '`'))?;
+        let value = &rest[1..];
+        Some(value[..value.find(quote)?].to_owned())
+    })
+}
+
+/// The server build (or static output) of `framework`, read from its config where the config
+/// decides (SvelteKit's adapter, Next.js `output`, Astro's adapter mode, Nuxt `generate`).
+fn framework_server(
+    tree: &Tree,
     framework: Option<&str>,
-    astro_node: bool,
-) -> Option<(&'static str, &'static str)> {
-    let (command, from) = match framework? {
-        "nextjs" => ("node_modules/.bin/next start", "Next.js default"),
-        "nuxt" => ("node .output/server/index.mjs", "Nuxt default (.output)"),
-        "remix" => (
-            "node_modules/.bin/remix-serve build/server/index.js",
-            "Remix default",
+    pkg: &Value,
+    build: &str,
+    at: &dyn Fn(&str) -> String,
+) -> Result<Server> {
+    let dep = |name: &str| dependency(pkg, name).is_some();
+    let mut server = Server::default();
+    let start = |command: &str, from: String| Some((command.to_owned(), from));
+    match framework {
+        Some("nextjs") => {
+            let config = config_text(tree, "next.config")?;
+            let output = config
+                .as_ref()
+                .and_then(|(_, text)| quoted_after(text, "output"));
+            let file = config.as_ref().map(|(f, _)| at(f)).unwrap_or_default();
+            match output.as_deref() {
+                Some("standalone") => {
+                    // The standalone server binds HOSTNAME, which container runtimes set to the
+                    // container's name: it is told all addresses.
+                    server.start = start(
+                        "HOSTNAME=0.0.0.0 exec node .next/standalone/server.js",
+                        format!("{file} output: 'standalone'"),
+                    );
+                    server.next_output = Some("standalone".to_owned());
+                    server.replaces = &["next start"];
+                }
+                Some("export") => {
+                    server.static_output = Some("out".to_owned());
+                    server.next_output = Some("export".to_owned());
+                    server.replaces = &["next start"];
+                    server.notes.push(format!(
+                        "{file} output: 'export': the build writes a static site to {}",
+                        at("out/")
+                    ));
+                }
+                _ => server.start = start("node_modules/.bin/next start", "Next.js default".into()),
+            }
+        }
+        Some("nuxt") if build.contains("generate") => {
+            server.static_output = Some(".output/public".to_owned());
+        }
+        Some("nuxt") => {
+            server.start = start(
+                "node .output/server/index.mjs",
+                "Nuxt default (.output)".into(),
+            );
+            server.replaces = &["nuxt start", "nuxi start", "nuxt preview", "nuxi preview"];
+        }
+        Some("remix") if dep("@remix-run/serve") => {
+            // Remix on Vite writes build/server/; the classic compiler build/index.js.
+            let vite = config_text(tree, "vite.config")?.is_some() || build.contains("vite:build");
+            let entry = if vite {
+                "build/server/index.js"
+            } else {
+                "build/index.js"
+            };
+            server.start = Some((
+                format!("node_modules/.bin/remix-serve {entry}"),
+                "Remix default".to_owned(),
+            ));
+        }
+        Some("remix") => server.notes.push(
+            "Remix without @remix-run/serve has its own server: set scripts.start".to_owned(),
         ),
-        "nestjs" => ("node dist/main.js", "NestJS default (dist/main.js)"),
-        "sveltekit" => ("node build/index.js", "SvelteKit adapter-node default"),
-        "astro" if astro_node => ("node dist/server/entry.mjs", "Astro node adapter default"),
-        _ => return None,
+        Some("react-router") => {
+            server.start = start(
+                "node_modules/.bin/react-router-serve build/server/index.js",
+                "React Router default".into(),
+            );
+        }
+        Some("nestjs") => {
+            server.start = start("node dist/main.js", "NestJS default (dist/main.js)".into());
+        }
+        Some("sveltekit") => sveltekit(tree, pkg, &mut server, at)?,
+        Some("astro") if dep("@astrojs/node") => {
+            let config = config_text(tree, "astro.config")?;
+            let file = config
+                .as_ref()
+                .map(|(f, _)| at(f))
+                .unwrap_or_else(|| "package.json".to_owned());
+            let mode = config.and_then(|(_, text)| quoted_after(&text, "mode"));
+            if mode.as_deref() == Some("middleware") {
+                server.notes.push(format!(
+                    "{file}: @astrojs/node in middleware mode builds a handler for your own \
+                     server: set scripts.start"
+                ));
+            } else {
+                // The standalone server listens on HOST, else localhost: it is told all
+                // addresses (and reads PORT itself).
+                server.start = start(
+                    "HOST=0.0.0.0 exec node ./dist/server/entry.mjs",
+                    format!("{file} @astrojs/node (standalone)"),
+                );
+                server.replaces = &["astro preview"];
+            }
+        }
+        Some("astro" | "vite") => server.static_output = Some("dist".to_owned()),
+        _ => {}
+    }
+    Ok(server)
+}
+
+/// SvelteKit: what the adapter configured in `svelte.config.js` builds. adapter-node a server
+/// (`node build`, or its `out` directory), adapter-static a site (`pages`, default `build`);
+/// adapter-auto and hosting adapters nothing a container can start.
+fn sveltekit(
+    tree: &Tree,
+    pkg: &Value,
+    server: &mut Server,
+    at: &dyn Fn(&str) -> String,
+) -> Result<()> {
+    let config = config_text(tree, "svelte.config")?;
+    let file = config
+        .as_ref()
+        .map(|(f, _)| at(f))
+        .unwrap_or_else(|| at("svelte.config.js"));
+    let text = config.map(|(_, text)| text).unwrap_or_default();
+    let adapter = text
+        .match_indices("@sveltejs/adapter-")
+        .find_map(|(at, m)| {
+            let rest = &text[at + m.len()..];
+            let end = rest.find(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))?;
+            Some(rest[..end].to_owned())
+        });
+    // Without a config naming one, the only adapter among the dependencies.
+    let adapter = adapter.or_else(|| {
+        let installed: Vec<&str> = ["node", "static"]
+            .into_iter()
+            .filter(|a| dependency(pkg, &format!("@sveltejs/adapter-{a}")).is_some())
+            .collect();
+        (installed.len() == 1).then(|| installed[0].to_owned())
+    });
+    match adapter.as_deref() {
+        Some("node") => {
+            let out = adapter_dir(&text, "out");
+            server.start = Some((format!("node {out}"), format!("{file} adapter-node")));
+        }
+        Some("static") => {
+            let pages = adapter_dir(&text, "pages");
+            let spa = quoted_after(&text, "fallback");
+            server.notes.push(format!(
+                "{file} adapter-static: the build writes a static site to {}{}",
+                at(&format!("{pages}/")),
+                match &spa {
+                    Some(fallback) => format!(" (single-page app, fallback {fallback})"),
+                    None => String::new(),
+                }
+            ));
+            server.static_output = Some(pages);
+        }
+        Some(other) => server.notes.push(format!(
+            "{file} uses adapter-{other}, which builds no server a container can start: use \
+             @sveltejs/adapter-node (or adapter-static for a static site)"
+        )),
+        None => server.notes.push(format!(
+            "{file} configures no adapter Kiln can start: use @sveltejs/adapter-node (or \
+             adapter-static for a static site)"
+        )),
+    }
+    Ok(())
+}
+
+/// A SvelteKit adapter's output directory option (`out`, `pages`), default `build`, as a plain
+/// relative path.
+fn adapter_dir(config: &str, option: &str) -> String {
+    let dir = quoted_after(config, option).unwrap_or_else(|| "build".to_owned());
+    dir.trim_start_matches("./")
+        .trim_end_matches('/')
+        .to_owned()
+}
+
+/// Prisma: `prisma generate` runs at build (facts `prisma_spec`, `prisma_schema`) when
+/// `prisma` or `@prisma/client` is a dependency and the schema is found (package.json
+/// `prisma.schema`, `prisma/schema.prisma`, `schema.prisma`, or the `prisma/schema/` folder),
+/// with the CLI version the project declares (the client's when only it is declared).
+fn prisma(tree: &Tree, pkg: &Value, dir: Option<&str>, facts: &mut Facts) {
+    let Some(version) = dependency(pkg, "prisma").or_else(|| dependency(pkg, "@prisma/client"))
+    else {
+        return;
     };
-    Some((command, from))
+    let at = |file: &str| match dir {
+        Some(dir) => format!("{dir}/{file}"),
+        None => file.to_owned(),
+    };
+    let schema = json_str(pkg, "prisma.schema")
+        .map(str::to_owned)
+        .or_else(|| {
+            ["prisma/schema.prisma", "schema.prisma"]
+                .into_iter()
+                .find(|f| tree.is_file(f))
+                .map(str::to_owned)
+        })
+        .or_else(|| {
+            tree.is_dir("prisma/schema")
+                .then(|| "prisma/schema".to_owned())
+        });
+    match schema {
+        Some(schema) => {
+            facts.set("prisma_spec", format!("prisma@{}", version.trim()));
+            facts.set("prisma_schema", at(&schema));
+        }
+        None => facts.notes.push(format!(
+            "Prisma is a dependency but no schema was found ({}): prisma generate does not run",
+            at("prisma/schema.prisma")
+        )),
+    }
 }
 
 /// The Node version requirement: `engines.node`, `.nvmrc`, `.node-version`, then mise's
@@ -321,6 +695,45 @@ fn package_manager(
     Ok((pm, installer, lockfile))
 }
 
+/// An npm lockfile that lacks a dependency package.json declares (added to package.json without
+/// `npm install`) is refused before any step, naming the fix: `npm ci` would fail on it, and
+/// Kiln never falls back to `npm install`, which would ship versions no lockfile pins. Other
+/// drift (a changed range) is left to `npm ci`'s own check, whose message names `npm install`
+/// too. Lockfiles before version 2 (no `packages`) are not checked.
+fn npm_lock_in_sync(tree: &Tree, pkg: &Value, lockfile: &str) -> Result<()> {
+    let Some(lock) = tree.json(lockfile)? else {
+        return Ok(());
+    };
+    let Some(packages) = lock.get("packages").and_then(Value::as_object) else {
+        return Ok(());
+    };
+    let root = packages.get("");
+    for section in ["dependencies", "devDependencies", "optionalDependencies"] {
+        let Some(deps) = pkg.get(section).and_then(Value::as_object) else {
+            continue;
+        };
+        for name in deps.keys() {
+            let recorded = root
+                .and_then(|r| r.get(section))
+                .and_then(|d| d.get(name))
+                .is_some()
+                || packages.contains_key(&format!("node_modules/{name}"));
+            if !recorded {
+                return Err(Error::Manifest {
+                    path: format!("{}{lockfile}", tree.prefix).into(),
+                    line: None,
+                    column: None,
+                    message: format!(
+                        "out of sync with package.json: {section}.{name} is not in it; run \
+                         `npm install` and commit the updated {lockfile}"
+                    ),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The pnpm major implied by `lockfileVersion` (5.4 → 7, 6.x → 8, 9.x → 9 or later).
 fn pnpm_version(tree: &Tree) -> Result<Option<String>> {
     let Some(text) = tree.text("pnpm-lock.yaml")? else {
@@ -382,23 +795,300 @@ fn workspaces(tree: &Tree, pkg: &Value, pm: &str) -> Result<Option<Workspaces>> 
     }))
 }
 
+/// A workspace member chosen as the app.
+struct Member {
+    /// Its directory relative to the workspace root (`apps/web`).
+    dir: String,
+    /// Its package.json `name`.
+    name: Option<String>,
+    pkg: Value,
+    /// Why it was chosen, for the plan.
+    from: String,
+}
+
+/// Most members a workspace is searched through (one directory listing per `dir/*` pattern).
+const MAX_MEMBERS: usize = 256;
+
+/// The app of a workspace: the user's choice (`KILN_APP` / `kiln.toml` `app`), else the member
+/// the root `start` (then `build`) script runs (`pnpm --filter web start`, `npm start -w
+/// apps/web`, `yarn workspace web start`, `turbo run start --filter=web`, `nx run web:start`),
+/// else the only member with a start command. `None` (with a note naming the candidates) when
+/// it cannot be told, or when the root's own start script is the app.
+fn workspace_app(
+    tree: &Tree,
+    pkg: &Value,
+    ws: &Workspaces,
+    chosen: Option<&(String, String)>,
+    notes: &mut Vec<String>,
+) -> Result<Option<Member>> {
+    let read = |dir: &str| package_json(tree, &format!("{dir}/"));
+    if let Some((dir, from)) = chosen {
+        let invalid = |why: String| Error::Template(format!("{from} = {dir:?}: {why}"));
+        crate::manifest::check_relative(dir).map_err(|why| invalid(why.to_owned()))?;
+        if !ws
+            .members
+            .iter()
+            .any(|pattern| member_matches(pattern, dir))
+        {
+            return Err(invalid(format!(
+                "not a member of the {} workspace (members: {})",
+                ws.tool,
+                ws.members.join(", ")
+            )));
+        }
+        let pkg = read(dir)?
+            .ok_or_else(|| invalid(format!("{}{dir}/package.json not found", tree.prefix)))?;
+        return Ok(Some(Member {
+            dir: dir.clone(),
+            name: json_str(&pkg, "name").map(str::to_owned),
+            pkg,
+            from: from.clone(),
+        }));
+    }
+    let members = members(tree, ws, notes)?;
+    for script in ["start", "build"] {
+        let Some(line) = json_str(pkg, &format!("scripts.{script}")) else {
+            continue;
+        };
+        if let Some((dir, name, pkg)) = named_member(line, &members) {
+            return Ok(Some(Member {
+                dir: dir.clone(),
+                name: name.clone(),
+                pkg: pkg.clone(),
+                from: format!("package.json scripts.{script} ({})", line.trim()),
+            }));
+        }
+        if script == "start" {
+            // The root's own start script runs the app.
+            return Ok(None);
+        }
+    }
+    let startable: Vec<&(String, Option<String>, Value)> = members
+        .iter()
+        .filter(|(_, _, pkg)| {
+            json_str(pkg, "scripts.start").is_some_and(|s| dev_server(s).is_none())
+        })
+        .collect();
+    match startable.as_slice() {
+        [(dir, name, pkg)] => Ok(Some(Member {
+            dir: dir.clone(),
+            name: name.clone(),
+            pkg: pkg.clone(),
+            from: "the only workspace member with a start script".to_owned(),
+        })),
+        [] => Ok(None),
+        several => {
+            let dirs: Vec<&str> = several.iter().map(|(dir, _, _)| dir.as_str()).collect();
+            notes.push(format!(
+                "several workspace members have a start script ({}): choose one with `app = \
+                 \"{}\"` in kiln.toml or KILN_APP",
+                dirs.join(", "),
+                dirs[0]
+            ));
+            Ok(None)
+        }
+    }
+}
+
+/// The workspace's members with a package.json: `(dir, name, package.json)`, sorted by dir.
+/// Patterns are expanded one level (`apps/*`) or taken as written (`apps/web`); deeper globs
+/// (`**`) are not walked (detection never walks the tree) and are noted.
+fn members(
+    tree: &Tree,
+    ws: &Workspaces,
+    notes: &mut Vec<String>,
+) -> Result<Vec<(String, Option<String>, Value)>> {
+    let mut dirs = Vec::new();
+    for pattern in &ws.members {
+        let pattern = pattern.trim_start_matches("./").trim_end_matches('/');
+        if pattern.starts_with('!') {
+            continue;
+        }
+        match pattern.strip_suffix("/*") {
+            Some(parent) if !parent.contains(['*', '?', '[', '{']) => {
+                for name in tree.list(parent, true)? {
+                    dirs.push(format!("{parent}/{name}"));
+                }
+            }
+            _ if !pattern.contains(['*', '?', '[', '{']) => dirs.push(pattern.to_owned()),
+            _ => notes.push(format!(
+                "workspace pattern {pattern:?} is not searched for the app (only `dir/*` and \
+                 plain paths are): name it with KILN_APP"
+            )),
+        }
+        if dirs.len() > MAX_MEMBERS {
+            notes.push(format!(
+                "more than {MAX_MEMBERS} workspace members: name the app with KILN_APP"
+            ));
+            return Ok(Vec::new());
+        }
+    }
+    dirs.sort();
+    dirs.dedup();
+    let mut found = Vec::new();
+    for dir in dirs {
+        if crate::manifest::check_relative(&dir).is_err() {
+            continue;
+        }
+        if let Some(pkg) = package_json(tree, &format!("{dir}/"))? {
+            let name = json_str(&pkg, "name").map(str::to_owned);
+            found.push((dir, name, pkg));
+        }
+    }
+    Ok(found)
+}
+
+/// Whether workspace pattern `pattern` (`apps/*`, `apps/**`, `apps/web`) covers `dir`.
+fn member_matches(pattern: &str, dir: &str) -> bool {
+    let pattern = pattern.trim_start_matches("./").trim_end_matches('/');
+    if pattern.starts_with('!') {
+        return false;
+    }
+    let (p, d): (Vec<&str>, Vec<&str>) = (pattern.split('/').collect(), dir.split('/').collect());
+    fn matches(p: &[&str], d: &[&str]) -> bool {
+        match (p.first(), d.first()) {
+            (None, None) => true,
+            (Some(&"**"), _) => matches(&p[1..], d) || (!d.is_empty() && matches(p, &d[1..])),
+            (Some(seg), Some(name)) => segment_matches(seg, name) && matches(&p[1..], &d[1..]),
+            _ => false,
+        }
+    }
+    matches(&p, &d)
+}
+
+/// One path segment against a pattern segment with `*` wildcards.
+fn segment_matches(pattern: &str, name: &str) -> bool {
+    match pattern.split_once('*') {
+        None => pattern == name,
+        Some((before, after)) => {
+            name.len() >= before.len()
+                && name.starts_with(before)
+                && (0..=name.len() - before.len()).any(|i| {
+                    name.is_char_boundary(before.len() + i)
+                        && segment_matches(after, &name[before.len() + i..])
+                })
+        }
+    }
+}
+
+/// The member a root script runs through the package manager or a task runner: the value of
+/// `--filter`/`-F`, `--workspace`/`-w`, `--scope`, `--cwd`/`--dir`/`-C`/`--prefix`, `yarn
+/// workspace NAME`, `nx run NAME:…`/`nx start NAME`, matched by package name or directory.
+fn named_member<'a>(
+    script: &str,
+    members: &'a [(String, Option<String>, Value)],
+) -> Option<&'a (String, Option<String>, Value)> {
+    let words: Vec<&str> = script
+        .split_whitespace()
+        .map(|w| w.trim_matches(['\'', '"']))
+        .collect();
+    let mut candidates = Vec::new();
+    for (i, word) in words.iter().enumerate() {
+        let next = words.get(i + 1).copied();
+        if let Some((flag, value)) = word.split_once('=') {
+            if matches!(
+                flag,
+                "--filter" | "--workspace" | "--scope" | "--cwd" | "--dir" | "--prefix"
+            ) {
+                candidates.push(value);
+            }
+            continue;
+        }
+        match (*word, next) {
+            (
+                "--filter" | "-F" | "--workspace" | "-w" | "--scope" | "--cwd" | "--dir" | "-C"
+                | "--prefix",
+                Some(value),
+            ) => candidates.push(value),
+            ("workspace", Some(value)) if i > 0 && words[i - 1].ends_with("yarn") => {
+                candidates.push(value)
+            }
+            ("run", Some(value)) if i > 0 && words[i - 1].ends_with("nx") => {
+                candidates.push(value.split(':').next().unwrap_or(value))
+            }
+            ("start" | "serve", Some(value)) if i > 0 && words[i - 1].ends_with("nx") => {
+                candidates.push(value)
+            }
+            _ => {}
+        }
+    }
+    candidates.into_iter().find_map(|value| {
+        // pnpm selectors: `web...`, `...web`, `{apps/web}`, `./apps/web`.
+        let value = value.trim_matches('.').trim_start_matches('/');
+        let value = value.trim_start_matches('{').trim_end_matches('}');
+        let value = value.trim_start_matches("./").trim_end_matches('/');
+        members
+            .iter()
+            .find(|(dir, name, _)| name.as_deref() == Some(value) || dir == value)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn start_scripts_run_directly_without_a_package_manager() {
-        assert_eq!(start_command("node server.js"), "node server.js");
+        assert_eq!(start_command("node server.js", None), "node server.js");
         assert_eq!(
-            start_command("next start"),
+            start_command("next start", None),
             "export PATH=\"/workspace/node_modules/.bin:$PATH\"; exec next start"
         );
         // Compound scripts keep their shape: `exec` would cut off what follows.
         assert_eq!(
-            start_command("prisma migrate deploy && node dist/main.js"),
+            start_command("prisma migrate deploy && node dist/main.js", None),
             "export PATH=\"/workspace/node_modules/.bin:$PATH\"; \
              prisma migrate deploy && node dist/main.js"
         );
+    }
+
+    #[test]
+    fn workspace_members_run_from_their_directory() {
+        assert_eq!(
+            start_command("node server.js", Some("apps/web")),
+            "cd /workspace/apps/web && exec node server.js"
+        );
+        assert_eq!(
+            start_command("next start", Some("apps/web")),
+            "cd /workspace/apps/web && export PATH=\"/workspace/apps/web/node_modules/.bin:\
+             /workspace/node_modules/.bin:$PATH\"; exec next start"
+        );
+    }
+
+    #[test]
+    fn root_scripts_name_their_workspace_member() {
+        let member = |dir: &str, name: &str| (dir.to_owned(), Some(name.to_owned()), Value::Null);
+        let members = [member("apps/web", "@acme/web"), member("apps/api", "api")];
+        let named = |script: &str| named_member(script, &members).map(|m| m.0.as_str());
+        for (script, dir) in [
+            ("pnpm --filter @acme/web start", Some("apps/web")),
+            ("pnpm -F api start", Some("apps/api")),
+            ("pnpm --filter=./apps/web run start", Some("apps/web")),
+            ("pnpm --filter '{apps/api}...' build", Some("apps/api")),
+            ("npm start -w apps/api", Some("apps/api")),
+            ("npm run start --workspace=@acme/web", Some("apps/web")),
+            ("yarn workspace api start", Some("apps/api")),
+            ("turbo run start --filter=api", Some("apps/api")),
+            ("nx run api:serve", Some("apps/api")),
+            ("npx nx start @acme/web", Some("apps/web")),
+            ("pnpm --filter docs start", None),
+            ("turbo run start", None),
+            ("node apps/web/server.js", None),
+        ] {
+            assert_eq!(named(script), dir, "{script}");
+        }
+    }
+
+    #[test]
+    fn workspace_patterns_cover_member_directories() {
+        assert!(member_matches("apps/*", "apps/web"));
+        assert!(member_matches("./apps/*/", "apps/web"));
+        assert!(!member_matches("apps/*", "apps/web/x"));
+        assert!(member_matches("apps/**", "apps/web/x"));
+        assert!(member_matches("packages/app-*", "packages/app-web"));
+        assert!(!member_matches("packages/app-*", "packages/lib"));
+        assert!(member_matches("web", "web"));
+        assert!(!member_matches("!apps/*", "apps/web"));
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! PHP: `composer.json` (malformed is an error), the PHP version (`require.php`), Laravel and the
 //! start command.
 
-use super::{json_str, Facts, PackageManager, Sourced, Tree};
+use super::{json_str, Facts, PackageManager, Sourced, Tree, PORT};
 use crate::error::Result;
 
 pub(super) fn analyze(tree: &Tree) -> Result<Facts> {
@@ -35,7 +35,7 @@ pub(super) fn analyze(tree: &Tree) -> Result<Facts> {
     if laravel {
         facts.framework = Some("laravel".into());
         facts.start(
-            "php artisan serve --host=0.0.0.0 --port=8080",
+            format!("exec php artisan serve --host=0.0.0.0 --port={PORT}"),
             "Laravel artisan",
         );
     } else {
@@ -45,9 +45,33 @@ pub(super) fn analyze(tree: &Tree) -> Result<Facts> {
             "."
         };
         facts.start(
-            format!("php -S 0.0.0.0:8080 -t {docroot}"),
+            format!("exec php -S 0.0.0.0:{PORT} -t {docroot}"),
             format!("{docroot}/index.php"),
         );
     }
     Ok(facts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_builtin_server_and_artisan_listen_on_port() {
+        let dir = tempfile::tempdir().unwrap();
+        let tree = Tree {
+            src: dir.path(),
+            prefix: "",
+        };
+        std::fs::create_dir(dir.path().join("public")).unwrap();
+        std::fs::write(dir.path().join("public/index.php"), "<?php\n").unwrap();
+        let start = analyze(&tree).unwrap().start.unwrap().command;
+        assert_eq!(start, "exec php -S 0.0.0.0:${PORT:-8080} -t public");
+        std::fs::write(dir.path().join("artisan"), "<?php\n").unwrap();
+        let start = analyze(&tree).unwrap().start.unwrap().command;
+        assert_eq!(
+            start,
+            "exec php artisan serve --host=0.0.0.0 --port=${PORT:-8080}"
+        );
+    }
 }

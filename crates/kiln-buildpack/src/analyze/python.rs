@@ -3,6 +3,7 @@
 
 use super::{
     between, first_version, mentions_package, toml_str, version_text, Facts, PackageManager, Tree,
+    PORT,
 };
 use crate::error::Result;
 
@@ -206,10 +207,6 @@ pub(super) fn analyze(tree: &Tree) -> Result<Facts> {
     }
     Ok(facts)
 }
-
-/// The port a server is told to listen on: `$PORT`, else 8080 (a shell expansion, so the start
-/// command runs through `sh -c`, and `exec`s the server so it gets PID 1's signals).
-const PORT: &str = "${PORT:-8080}";
 
 /// The Django project package: the one directory next to `manage.py` holding a `wsgi.py`,
 /// preferring the one `manage.py` names in `DJANGO_SETTINGS_MODULE`.

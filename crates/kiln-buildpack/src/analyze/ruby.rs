@@ -1,7 +1,7 @@
 //! Ruby: the Ruby version (`.ruby-version`, `Gemfile` `ruby`, `Gemfile.lock` `RUBY VERSION`,
 //! `.tool-versions`), Bundler's version (`BUNDLED WITH`), Rails or Rack and the start command.
 
-use super::{first_version, version_text, Facts, PackageManager, Tree};
+use super::{first_version, version_text, Facts, PackageManager, Tree, PORT};
 use crate::error::Result;
 
 pub(super) fn analyze(tree: &Tree) -> Result<Facts> {
@@ -58,17 +58,81 @@ pub(super) fn analyze(tree: &Tree) -> Result<Facts> {
     let gem = |name: &str| {
         gemfile.contains(&format!("gem \"{name}\"")) || gemfile.contains(&format!("gem '{name}'"))
     };
+    // Every server is told `$PORT` (8080 when unset) and all addresses.
     if gem("rails") || tree.is_file("config/application.rb") {
         facts.framework = Some("rails".into());
-        facts.start("bundle exec rails server -b 0.0.0.0", "Rails default");
+        facts.start(
+            format!("exec bundle exec rails server -b 0.0.0.0 -p {PORT}"),
+            "Rails default",
+        );
     } else if tree.is_file("config.ru") {
         facts.framework = Some(if gem("sinatra") { "sinatra" } else { "rack" }.into());
-        facts.start("bundle exec rackup -o 0.0.0.0", "config.ru (Rack)");
+        if gem("puma") {
+            // Puma still reads config/puma.rb (workers, threads); the bind comes from here.
+            facts.start(
+                format!("exec bundle exec puma -b tcp://0.0.0.0:{PORT} config.ru"),
+                "config.ru (Rack) with puma",
+            );
+        } else {
+            facts.start(
+                format!("exec bundle exec rackup -o 0.0.0.0 -p {PORT}"),
+                "config.ru (Rack)",
+            );
+        }
     } else if let Some(entry) = ["app.rb", "main.rb", "server.rb"]
         .into_iter()
         .find(|f| tree.is_file(f))
     {
-        facts.start(format!("bundle exec ruby {entry}"), entry);
+        if gem("sinatra") {
+            // A classic Sinatra app takes `-o`/`-p` on its command line.
+            facts.framework = Some("sinatra".into());
+            facts.start(
+                format!("exec bundle exec ruby {entry} -o 0.0.0.0 -p {PORT}"),
+                entry,
+            );
+        } else {
+            facts.start(format!("bundle exec ruby {entry}"), entry);
+        }
     }
     Ok(facts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn start_of(files: &[(&str, &str)]) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, text) in files {
+            let path = dir.path().join(name);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        }
+        let tree = Tree {
+            src: dir.path(),
+            prefix: "",
+        };
+        analyze(&tree).unwrap().start.unwrap().command
+    }
+
+    #[test]
+    fn every_server_is_told_port() {
+        let rails = start_of(&[("Gemfile", "gem \"rails\"\n")]);
+        assert_eq!(
+            rails,
+            "exec bundle exec rails server -b 0.0.0.0 -p ${PORT:-8080}"
+        );
+        let puma = start_of(&[("Gemfile", "gem 'puma'\n"), ("config.ru", "run App\n")]);
+        assert_eq!(
+            puma,
+            "exec bundle exec puma -b tcp://0.0.0.0:${PORT:-8080} config.ru"
+        );
+        let rack = start_of(&[("Gemfile", "gem 'rack'\n"), ("config.ru", "run App\n")]);
+        assert_eq!(rack, "exec bundle exec rackup -o 0.0.0.0 -p ${PORT:-8080}");
+        let sinatra = start_of(&[("Gemfile", "gem 'sinatra'\n"), ("app.rb", "get('/') {}\n")]);
+        assert_eq!(
+            sinatra,
+            "exec bundle exec ruby app.rb -o 0.0.0.0 -p ${PORT:-8080}"
+        );
+    }
 }
