@@ -340,8 +340,12 @@ pub fn plan_with(
         });
         let mut packages = Packages::default();
         for wanted in spec.packages.iter().filter(|p| holds(&p.when, &facts)) {
-            packages.build.extend(wanted.build.iter().cloned());
-            packages.run.extend(wanted.run.iter().cloned());
+            for name in &wanted.build {
+                packages.build.push(sources.for_step(name)?);
+            }
+            for name in &wanted.run {
+                packages.run.push(sources.for_step(name)?);
+            }
         }
         buildpacks.push(PlannedBuildpack {
             id: id.clone(),

@@ -9,7 +9,7 @@
 //! Maintainer scripts are never run, but the `update-alternatives --install` calls of
 //! `postinst` are read ([`Alternative`]) so that the links they make can be generated.
 //!
-//! The result is cached as `unpacked-v2/<sha256 of the .deb>.json` beside the blobs, so a warm
+//! The result is cached as `unpacked-v3/<sha256 of the .deb>.json` beside the blobs, so a warm
 //! build reads a listing instead of decompressing again.
 
 use std::fs::{self, File};
@@ -22,7 +22,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::fetch::{write_file_atomic, Cache};
 
 /// Bump when what is recorded for a `.deb` changes, so old listings are not reused.
-const LISTING_DIR: &str = "unpacked-v2";
+const LISTING_DIR: &str = "unpacked-v3";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DebContents {
@@ -188,52 +188,104 @@ fn read_control_tar(
     Ok((control, parse_alternatives(&postinst)))
 }
 
-/// The `update-alternatives --install` calls of a maintainer script whose paths are literal
-/// (a call built from shell variables or loops is skipped: its links cannot be known without
-/// running the script).
+/// The `update-alternatives --install` calls of a maintainer script whose paths are literal,
+/// also inside `for NAME in WORDS…; do … done` loops over literal words (PHP's `for binary in
+/// php phar; do`). A call built from other shell variables is skipped: its links cannot be
+/// known without running the script.
 pub fn parse_alternatives(script: &str) -> Vec<Alternative> {
     let joined = script.replace("\\\n", " ");
     let mut found = Vec::new();
+    // The enclosing `for` loops: (variable, its words).
+    let mut loops: Vec<(String, Vec<String>)> = Vec::new();
     for line in joined.lines() {
-        let Some(at) = line.find("update-alternatives") else {
-            continue;
-        };
-        let words: Vec<&str> = line[at..]
-            .split_whitespace()
-            .take_while(|w| !matches!(*w, "||" | "&&" | ";" | "|"))
-            .map(|w| w.trim_matches(|c| c == '"' || c == '\'' || c == ';'))
-            .collect();
-        let Some(install) = words.iter().position(|w| *w == "--install") else {
-            continue;
-        };
-        let literal = |w: &&str| w.starts_with('/') && !w.contains(['$', '`', '*']);
-        let Some(&[link, name, path, priority]) = words.get(install + 1..install + 5) else {
-            continue;
-        };
-        let Ok(priority) = priority.parse::<i64>() else {
-            continue;
-        };
-        let mut links = vec![(link, name, path)];
-        let mut rest = &words[install + 5..];
-        while let [flag, link, name, path, tail @ ..] = rest {
-            if *flag != "--slave" {
-                break;
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["for", var, "in", rest @ ..] => {
+                let items = rest
+                    .iter()
+                    .take_while(|w| !matches!(**w, ";" | "do" | "; do"))
+                    .map(|w| w.trim_end_matches(';').to_owned())
+                    .filter(|w| !w.is_empty())
+                    .collect();
+                loops.push(((*var).to_owned(), items));
+                continue;
             }
-            links.push((link, name, path));
-            rest = tail;
+            ["done", ..] => {
+                loops.pop();
+                continue;
+            }
+            _ => {}
         }
-        for (link, name, path) in links {
-            if literal(&link) && literal(&path) && !name.contains('$') {
-                found.push(Alternative {
-                    link: link.trim_start_matches('/').to_owned(),
-                    name: name.to_owned(),
-                    path: path.to_owned(),
-                    priority,
-                });
-            }
+        if !line.contains("update-alternatives") {
+            continue;
+        }
+        for expanded in expand_loops(line, &loops) {
+            found.extend(parse_install(&expanded));
         }
     }
     found
+}
+
+/// `line` once per combination of the enclosing loops' words, their variables replaced.
+fn expand_loops(line: &str, loops: &[(String, Vec<String>)]) -> Vec<String> {
+    let mut lines = vec![line.to_owned()];
+    for (var, items) in loops {
+        let (braced, plain) = (format!("${{{var}}}"), format!("${var}"));
+        if !line.contains(&braced) && !line.contains(&plain) {
+            continue;
+        }
+        let (braced, plain) = (&braced, &plain);
+        lines = lines
+            .iter()
+            .flat_map(|l| {
+                items
+                    .iter()
+                    .map(move |item| l.replace(braced, item).replace(plain, item))
+            })
+            .collect();
+    }
+    lines
+}
+
+/// The links of one `update-alternatives … --install LINK NAME PATH PRIORITY [--slave …]…`.
+fn parse_install(line: &str) -> Vec<Alternative> {
+    let Some(at) = line.find("update-alternatives") else {
+        return Vec::new();
+    };
+    let words: Vec<&str> = line[at..]
+        .split_whitespace()
+        .take_while(|w| !matches!(*w, "||" | "&&" | ";" | "|"))
+        .map(|w| w.trim_matches(|c| c == '"' || c == '\'' || c == ';'))
+        .collect();
+    let Some(install) = words.iter().position(|w| *w == "--install") else {
+        return Vec::new();
+    };
+    let Some(&[link, name, path, priority]) = words.get(install + 1..install + 5) else {
+        return Vec::new();
+    };
+    let Ok(priority) = priority.parse::<i64>() else {
+        return Vec::new();
+    };
+    let mut links = vec![(link, name, path)];
+    let mut rest = &words[install + 5..];
+    while let [flag, link, name, path, tail @ ..] = rest {
+        if *flag != "--slave" {
+            break;
+        }
+        links.push((link, name, path));
+        rest = tail;
+    }
+    let literal = |w: &str| w.starts_with('/') && !w.contains(['$', '`', '*']);
+    links
+        .into_iter()
+        .filter(|(link, name, path)| literal(link) && literal(path) && !name.contains('$'))
+        .map(|(link, name, path)| Alternative {
+            link: link.trim_start_matches('/').to_owned(),
+            name: name.to_owned(),
+            path: path.to_owned(),
+            priority,
+        })
+        .collect()
 }
 
 fn read_data(
@@ -434,7 +486,10 @@ mod tests {
             --slave /usr/share/man/man1/cc.1.gz cc.1.gz /usr/share/man/man1/gcc.1.gz\n\
             update-alternatives --install /usr/bin/awk awk /usr/bin/mawk 5 || true\n\
             update-alternatives --install /usr/bin/$x x /usr/bin/$x.real 10\n\
-            update-alternatives --remove cc /usr/bin/gcc\nfi\n";
+            update-alternatives --remove cc /usr/bin/gcc\nfi\n\
+            for binary in php phar; do\n\
+            \tupdate-alternatives \\\n\t--install /usr/bin/${binary} ${binary} /usr/bin/${binary}8.4 84\n\
+            done\n";
         let found = parse_alternatives(script);
         let links: Vec<(&str, &str, i64)> = found
             .iter()
@@ -446,6 +501,8 @@ mod tests {
                 ("usr/bin/cc", "/usr/bin/gcc", 20),
                 ("usr/share/man/man1/cc.1.gz", "/usr/share/man/man1/gcc.1.gz", 20),
                 ("usr/bin/awk", "/usr/bin/mawk", 5),
+                ("usr/bin/php", "/usr/bin/php8.4", 84),
+                ("usr/bin/phar", "/usr/bin/phar8.4", 84),
             ]
         );
     }

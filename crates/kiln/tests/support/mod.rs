@@ -28,12 +28,15 @@ pub fn fixture(name: &str) -> PathBuf {
     repo_root().join("fixtures").join(name)
 }
 
-/// The `kiln` binary for tests that are not about the run image: they build on `scratch`, as
-/// if `--run-image scratch` were given (`KILN_RUN_IMAGE`), so they need no Debian mirror.
-/// Tests of Kiln's stacks use `support::run_image::kiln_on_stack`.
+/// The `kiln` binary for tests that are not about the run image or the build root: they build
+/// on `scratch`, as if `--run-image scratch` were given (`KILN_RUN_IMAGE`), and sandboxed
+/// steps see the host's root (`KILN_BUILD_ROOT=host`, so the host's toolchains), so they need
+/// no Debian mirror. Tests of Kiln's stacks use `support::run_image::kiln_on_stack`; tests of
+/// build roots `support::run_image::kiln_hermetic`.
 pub fn kiln_cmd() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_kiln"));
-    cmd.env("KILN_RUN_IMAGE", "scratch");
+    cmd.env("KILN_RUN_IMAGE", "scratch")
+        .env("KILN_BUILD_ROOT", "host");
     cmd
 }
 

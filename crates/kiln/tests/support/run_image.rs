@@ -55,12 +55,37 @@ pub fn require_debian_mirror() -> bool {
 }
 
 /// `kiln` building on Kiln's stack (no `--run-image`): the shared download cache and the
-/// host's runtimes only (this machine reaches no runtime mirror).
+/// host's runtimes only (this machine reaches no runtime mirror), steps sandboxed on the host's
+/// root (`KILN_BUILD_ROOT=host`).
 pub fn kiln_on_stack() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_kiln"));
     cmd.env_remove("KILN_RUN_IMAGE")
         .env("KILN_DEBIAN_CACHE", stack_cache())
-        .env("KILN_RUNTIME_PROVIDERS", "host");
+        .env("KILN_RUNTIME_PROVIDERS", "host")
+        .env("KILN_BUILD_ROOT", "host");
+    cmd
+}
+
+/// `kiln` as on a machine with nothing but Kiln: an empty `PATH` (no host toolchain can be
+/// found), a fresh `HOME`, none of the caller's variables but the trust store and the npm
+/// registry this machine reaches (`KILN_NPM_REGISTRY`, from npm's own configuration), building
+/// on Kiln's stack with steps in a Debian build root (`--isolation sandbox`: no host fallback).
+pub fn kiln_hermetic(home: &Path) -> Command {
+    let empty_path = home.join("empty-path");
+    fs::create_dir_all(&empty_path).unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kiln"));
+    cmd.env_clear()
+        .env("PATH", &empty_path)
+        .env("HOME", home)
+        .env("KILN_DEBIAN_CACHE", stack_cache());
+    for key in ["SSL_CERT_FILE", "NODE_EXTRA_CA_CERTS", "CI"] {
+        if let Some(value) = std::env::var_os(key) {
+            cmd.env(key, value);
+        }
+    }
+    if let Some(registry) = super::npm_config("registry") {
+        cmd.env("KILN_NPM_REGISTRY", registry);
+    }
     cmd
 }
 
