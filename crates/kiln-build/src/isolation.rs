@@ -74,28 +74,40 @@ impl Isolated {
 
 /// The sandbox this build's steps run in, or `None` for the host. Only a plan with steps needs
 /// one. `auto` falls back to the host with one log line saying why; `sandbox` fails with it.
-pub(crate) fn resolve(
+pub(crate) fn probe(
     opts: &BuildOptions,
     plan: &Plan,
-    project: &ProjectConfig,
     log: &mut dyn Write,
-) -> Result<Option<Isolated>> {
+) -> Result<Option<Sandbox>> {
     let has_steps = plan.buildpacks.iter().any(|bp| !bp.steps.is_empty());
     if !has_steps || opts.isolation == Isolation::Host {
         return Ok(None);
     }
     let sandbox = Sandbox::new(opts.sandbox_helper.clone());
     match (sandbox.probe(), opts.isolation) {
-        (Ok(()), _) => {}
-        (Err(why), Isolation::Sandbox) => return Err(Error::SandboxUnavailable(why.to_string())),
+        (Ok(()), _) => Ok(Some(sandbox)),
+        (Err(why), Isolation::Sandbox) => Err(Error::SandboxUnavailable(why.to_string())),
         (Err(why), _) => {
             let _ = writeln!(
                 log,
                 "build steps run on the host, not sandboxed (--isolation auto): {why}"
             );
-            return Ok(None);
+            Ok(None)
         }
     }
+}
+
+/// The sandbox with its root: a Debian build root for `plan` unless `--build-root host`.
+pub(crate) fn isolate(
+    opts: &BuildOptions,
+    plan: &Plan,
+    project: &ProjectConfig,
+    sandbox: Option<Sandbox>,
+    log: &mut dyn Write,
+) -> Result<Option<Isolated>> {
+    let Some(sandbox) = sandbox else {
+        return Ok(None);
+    };
     let root = match opts.build_root {
         BuildRootMode::Debian => {
             let request = build_root::request(opts, plan, project)?;

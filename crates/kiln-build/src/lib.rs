@@ -305,7 +305,8 @@ pub fn build(opts: &BuildOptions, log: &mut dyn Write) -> Result<BuildReport> {
     for verdict in &detection.buildpacks {
         let _ = writeln!(log, "detected {}: {}", verdict.id, verdict.reason);
     }
-    let plan = kiln_buildpack::plan::plan_with(set, &detection, &project, &src, &opts.kiln_env)?;
+    let mut plan =
+        kiln_buildpack::plan::plan_with(set, &detection, &project, &src, &opts.kiln_env)?;
     // An image with no entrypoint is no build: refuse before anything is pulled or run.
     plan.default_process()?;
     // The app found in a single top-level folder is the source of the build.
@@ -323,6 +324,11 @@ pub fn build(opts: &BuildOptions, log: &mut dyn Write) -> Result<BuildReport> {
     cache.register_project(&project_id)?;
     let client = kiln_registry::Client::new(opts.registry.clone());
     // The base first: a missing or unreachable run image fails before any step runs.
+    // Whether steps can be sandboxed decides whether the stack's distro may provide runtimes
+    // (they must then be in the build root and the run image).
+    let sandbox = isolation::probe(opts, &plan, log)?;
+    let distro = build_root::request(opts, &plan, &project)?.distro;
+    let distro_runtimes = runtimes::from_distro(opts, &mut plan, distro, sandbox.is_some(), log)?;
     let (base, pull, stack) = stack::load_base(opts, &plan, &project, &cache.store, &client, log)?;
     export::check_platform(opts, &plan, &base)?;
     let cache_import = match &opts.cache_image {
@@ -335,8 +341,9 @@ pub fn build(opts: &BuildOptions, log: &mut dyn Write) -> Result<BuildReport> {
         )?),
         None => None,
     };
-    let (runtimes, runtime_reports) = runtimes::provide(opts, &plan, &project.mirrors, log)?;
-    let sandbox = isolation::resolve(opts, &plan, &project, log)?;
+    let (runtimes, mut runtime_reports) = runtimes::provide(opts, &plan, &project.mirrors, log)?;
+    runtime_reports.splice(0..0, distro_runtimes);
+    let sandbox = isolation::isolate(opts, &plan, &project, sandbox, log)?;
     // Steps' cache keys include the runtimes (a new Node must re-run `npm ci`) and the sandbox
     // (outputs made on the host carry host paths).
     let key_env = step_key_env(opts, &runtimes, sandbox.as_ref());

@@ -5,6 +5,11 @@
 //! names and orders them: `download`, `npm-registry`, `host`). The runtime
 //! becomes the launch layer `/layers/<buildpack>/runtime`, its `bin` joins `PATH` for the
 //! buildpack's steps (and later ones) and in the image.
+//!
+//! Before those, the `debian` provider: when steps run in a Debian build root and the stack's
+//! distro packages a version that satisfies the requirement (Python 3.13 on debian-13, 3.11 on
+//! debian-12), the runtime comes from its Debian packages ([`from_distro`]) — in the build root
+//! and in the run image — and nothing is downloaded.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -14,6 +19,9 @@ use serde::Serialize;
 use kiln_buildpack::plan::{Plan, LAYERS_DIR};
 use kiln_runtime::{mirror_for, NpmRegistry, ProvidedRuntime, Provider, Runtime, VersionReq};
 
+use kiln_debian::stack::Distro;
+
+use crate::build_root::BuildRootMode;
 use crate::error::{Error, Result};
 use crate::BuildOptions;
 
@@ -74,6 +82,120 @@ pub struct BundledReport {
     pub source: String,
     pub sha256: String,
     pub integrity: String,
+}
+
+/// A runtime the stack's distro packages: its version per distro, and its packages.
+struct DistroRuntime {
+    runtime: Runtime,
+    versions: &'static [(Distro, &'static str)],
+    build: &'static [&'static str],
+    run: &'static [&'static str],
+    /// Step environment it needs.
+    env: &'static [(&'static str, &'static str)],
+}
+
+const DISTRO_RUNTIMES: &[DistroRuntime] = &[DistroRuntime {
+    runtime: Runtime::Python,
+    versions: &[(Distro::Debian13, "3.13"), (Distro::Debian12, "3.11")],
+    build: &[
+        "python3",
+        "python3-dev",
+        "python3-pip",
+        "python3-venv",
+        "python-is-python3",
+    ],
+    // `python-is-python3`: start commands say `python`.
+    run: &["python3", "python-is-python3"],
+    // pip refuses to install into a distro's Python (PEP 668) unless told; Kiln installs into
+    // its own layers (`--target`), never into the distro's site-packages.
+    env: &[("PIP_BREAK_SYSTEM_PACKAGES", "1")],
+}];
+
+/// The `debian` provider: runtimes the stack's distro satisfies, when steps run in a Debian
+/// build root (`sandboxed` with `--build-root debian`) and `KILN_RUNTIME_PROVIDERS`, if set,
+/// names `debian`; with no requirement of the app's (only the buildpack's default) the
+/// distro's version serves. Such a buildpack's runtime is taken off the plan (nothing to provide) and
+/// its packages join the build root and the run image.
+pub fn from_distro(
+    opts: &BuildOptions,
+    plan: &mut Plan,
+    distro: Distro,
+    sandboxed: bool,
+    log: &mut dyn Write,
+) -> Result<Vec<RuntimeReport>> {
+    let allowed = opts
+        .kiln_env
+        .get("KILN_RUNTIME_PROVIDERS")
+        .is_none_or(|order| order.split(',').any(|p| p.trim() == "debian"));
+    if !sandboxed || opts.build_root != BuildRootMode::Debian || !allowed {
+        return Ok(Vec::new());
+    }
+    let mut reports = Vec::new();
+    for bp in &mut plan.buildpacks {
+        let Some(wanted) = &bp.runtime else { continue };
+        let Some(runtime) = Runtime::parse(&wanted.name) else {
+            continue;
+        };
+        let Some(packaged) = DISTRO_RUNTIMES.iter().find(|d| d.runtime == runtime) else {
+            continue;
+        };
+        // The distro's minor version (its exact one is in the build root's lock).
+        let Some((minor, version)) = packaged
+            .versions
+            .iter()
+            .find(|(d, _)| *d == distro)
+            .and_then(|(_, v)| Some((*v, kiln_runtime::Version::parse(v)?)))
+        else {
+            continue;
+        };
+        let req = VersionReq::parse(&wanted.requirement).map_err(|e| Error::Source {
+            path: opts.source.clone(),
+            why: format!(
+                "{} version requirement from {}: {e}",
+                wanted.name, wanted.from
+            ),
+        })?;
+        // A buildpack default is no requirement of the app's: the stack's version serves.
+        if !req.matches(&version) && wanted.from != "buildpack default" {
+            continue;
+        }
+        let _ = writeln!(
+            log,
+            "runtime {} {minor} for {} ({} from {}): debian {} packages",
+            wanted.name,
+            bp.id,
+            wanted.requirement,
+            wanted.from,
+            distro.name()
+        );
+        reports.push(RuntimeReport {
+            buildpack: bp.id.clone(),
+            runtime: wanted.name.clone(),
+            requirement: wanted.requirement.clone(),
+            from: wanted.from.clone(),
+            version: minor.to_owned(),
+            provider: "debian".to_owned(),
+            source: format!("{} packages {}", distro.name(), packaged.run.join(", ")),
+            sha256: None,
+            integrity: None,
+            bundled: Vec::new(),
+        });
+        bp.runtime = None;
+        bp.packages
+            .build
+            .extend(packaged.build.iter().map(|p| (*p).to_owned()));
+        bp.packages
+            .run
+            .extend(packaged.run.iter().map(|p| (*p).to_owned()));
+        for step in &mut bp.steps {
+            for (key, value) in packaged.env {
+                step.env
+                    .entry((*key).to_owned())
+                    .or_insert_with(|| (*value).to_owned());
+            }
+        }
+    }
+    Ok(reports)
 }
 
 /// Resolves every runtime the plan asks for. Fails before any step runs when a runtime needs a
@@ -174,28 +296,31 @@ fn providers(
         .map(str::trim)
         .filter(|p| !p.is_empty())
         .map(|p| match p {
-            "download" => Ok(Provider::download(mirror_for(
+            "download" => Ok(Some(Provider::download(mirror_for(
                 runtime,
                 mirrors,
                 &opts.kiln_env,
-            ))),
+            )))),
             // npm's configuration is the build machine's (`~/.npmrc`, `npm_config_*`), not the
             // steps' environment; `KILN_*` overrides from the options win.
             "npm-registry" => {
                 let mut env: BTreeMap<String, String> = std::env::vars().collect();
                 env.extend(opts.kiln_env.clone());
-                Ok(Provider::npm(NpmRegistry::discover(mirrors, &env)))
+                Ok(Some(Provider::npm(NpmRegistry::discover(mirrors, &env))))
             }
-            "host" => Ok(Provider::Host {
+            // Decided before the others ([`from_distro`]).
+            "debian" => Ok(None),
+            "host" => Ok(Some(Provider::Host {
                 path: opts.env.get("PATH").cloned().unwrap_or_default().into(),
-            }),
+            })),
             other => Err(Error::Source {
                 path: opts.source.clone(),
                 why: format!(
-                    "KILN_RUNTIME_PROVIDERS names {other:?}: expected some of `download`, \
-                     `npm-registry` and `host`"
+                    "KILN_RUNTIME_PROVIDERS names {other:?}: expected some of `debian`, \
+                     `download`, `npm-registry` and `host`"
                 ),
             }),
         })
+        .filter_map(Result::transpose)
         .collect()
 }

@@ -11,7 +11,7 @@ use support::{fixture, free_port, require_tools, Container};
 
 /// Builds `fixture` hermetically (`--isolation sandbox --build-root debian`, no `--run-image`),
 /// starts it with `PORT` set and returns the report, the container and the port.
-fn serve_hermetic(name: &str, dir: &Path) -> (serde_json::Value, Container, u16) {
+fn serve_hermetic(name: &str, dir: &Path, args: &[&str]) -> (serde_json::Value, Container, u16) {
     let out = dir.join("app.tar");
     let output = kiln_hermetic(&dir.join("home"))
         .args(["build", fixture(name).to_str().unwrap(), "--output"])
@@ -19,6 +19,7 @@ fn serve_hermetic(name: &str, dir: &Path) -> (serde_json::Value, Container, u16)
         .arg("--cache-dir")
         .arg(dir.join("cache"))
         .args(["--isolation", "sandbox", "--build-root", "debian", "--json"])
+        .args(args)
         .output()
         .unwrap();
     assert!(
@@ -48,12 +49,22 @@ fn assert_hermetic(
     dir: &Path,
     rootfs: &Path,
 ) {
+    assert_hermetic_on("debian-13", report, requested, dir, rootfs)
+}
+
+fn assert_hermetic_on(
+    distro: &str,
+    report: &serde_json::Value,
+    requested: Option<&[&str]>,
+    dir: &Path,
+    rootfs: &Path,
+) {
     let root = &report["build_root"];
     let Some(requested) = requested else {
         assert!(root.is_null(), "{report:#}");
         return assert_no_host_paths(dir, rootfs);
     };
-    assert_eq!(root["distro"], "debian-13", "{report:#}");
+    assert_eq!(root["distro"], distro, "{report:#}");
     for package in requested {
         assert!(
             root["requested"]
@@ -90,7 +101,7 @@ fn ruby_app_builds_with_bundler_from_the_build_root_and_runs_on_ruby_from_the_st
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let (report, container, port) = serve_hermetic("ruby-plain", dir.path());
+    let (report, container, port) = serve_hermetic("ruby-plain", dir.path(), &[]);
     let (status, body) = container.http_get(port, "/kiln");
     assert!(status.contains("200"), "{status}\n{}", container.log());
     assert!(body.starts_with("hello from ruby 3."), "{body}");
@@ -110,7 +121,7 @@ fn php_app_is_served_by_php_from_the_stack() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let (report, container, port) = serve_hermetic("php-hello", dir.path());
+    let (report, container, port) = serve_hermetic("php-hello", dir.path(), &[]);
     let (status, body) = container.http_get(port, "/kiln");
     assert!(status.contains("200"), "{status}\n{}", container.log());
     assert!(body.starts_with("hello from php 8."), "{body}");
@@ -123,7 +134,7 @@ fn go_app_builds_with_go_from_the_build_root() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let (report, container, port) = serve_hermetic("go-http", dir.path());
+    let (report, container, port) = serve_hermetic("go-http", dir.path(), &[]);
     let (status, body) = container.http_get(port, "/");
     assert!(status.contains("200"), "{status}\n{}", container.log());
     assert_eq!(body, "hello from kiln go-http at /\n");
@@ -141,9 +152,33 @@ fn node_app_installs_with_npm_from_the_registry_inside_the_build_root() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let (report, container, port) = serve_hermetic("node-express", dir.path());
+    let (report, container, port) = serve_hermetic("node-express", dir.path(), &[]);
     let (status, body) = container.http_get(port, "/");
     assert!(status.contains("200"), "{status}\n{}", container.log());
     assert_eq!(body, "hello from kiln node-express at /\n");
     assert_hermetic(&report, Some(&[]), dir.path(), &container.rootfs());
+}
+
+/// Python from the stack's distro (the fixture pins 3.11: debian-12's), pip installing from
+/// PyPI inside the build root; gunicorn serves the app.
+#[test]
+fn python_app_builds_and_runs_on_the_distros_python() {
+    if !ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (report, container, port) =
+        serve_hermetic("python-flask", dir.path(), &["--stack", "debian-12"]);
+    assert_eq!(report["runtimes"][0]["provider"], "debian", "{report:#}");
+    assert_eq!(report["runtimes"][0]["version"], "3.11", "{report:#}");
+    let (status, body) = container.http_get(port, "/");
+    assert!(status.contains("200"), "{status}\n{}", container.log());
+    assert_eq!(body, "hello from kiln python-flask at /\n");
+    assert_hermetic_on(
+        "debian-12",
+        &report,
+        Some(&["python3", "python3-pip"]),
+        dir.path(),
+        &container.rootfs(),
+    );
 }
