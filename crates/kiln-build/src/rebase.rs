@@ -217,12 +217,7 @@ fn stack_label(
     metadata: &ImageMetadata,
     base_count: usize,
 ) -> Result<StackReport> {
-    let fail = |why: String| {
-        Error::Oci(kiln_oci::Error::InvalidImage {
-            image: image.source.to_string(),
-            why: format!("cannot rebase onto a newer stack: {why}"),
-        })
-    };
+    let fail = |why: String| refused(image, format!("cannot rebase onto a newer stack: {why}"));
     let json = image
         .config
         .config
@@ -267,17 +262,15 @@ fn unchanged(
         image.annotations.clone(),
     )?;
     if image.manifest_digest.as_ref() != Some(&same.manifest_digest) {
-        return Err(Error::Oci(kiln_oci::Error::InvalidImage {
-            image: image.source.to_string(),
-            why: format!(
+        let had = image.manifest_digest.as_ref();
+        return Err(refused(
+            image,
+            format!(
                 "its stack is up to date, but its manifest does not read back as Kiln wrote it ({}, not {})",
                 same.manifest_digest,
-                image
-                    .manifest_digest
-                    .as_ref()
-                    .map_or("none".to_owned(), |d| d.to_string())
+                had.map_or("none".to_owned(), |d| d.to_string())
             ),
-        }));
+        ));
     }
     let push = write_and_publish(opts, cache, client, &same, log)?;
     let base: Vec<Digest> = image.layers[..base_count]
@@ -302,12 +295,7 @@ fn unchanged(
 /// The image's Kiln metadata and how many base layers lie under Kiln's, after checking both
 /// against the image's layers.
 fn kiln_layers(image: &LoadedImage) -> Result<(ImageMetadata, usize)> {
-    let fail = |why: String| {
-        Error::Oci(kiln_oci::Error::InvalidImage {
-            image: image.source.to_string(),
-            why: format!("cannot rebase: {why}"),
-        })
-    };
+    let fail = |why: String| refused(image, format!("cannot rebase: {why}"));
     let label = image
         .config
         .config
@@ -349,4 +337,11 @@ fn kiln_layers(image: &LoadedImage) -> Result<(ImageMetadata, usize)> {
         )));
     }
     Ok((metadata, base_count))
+}
+
+fn refused(image: &LoadedImage, why: String) -> Error {
+    Error::Oci(kiln_oci::Error::InvalidImage {
+        image: image.source.to_string(),
+        why,
+    })
 }

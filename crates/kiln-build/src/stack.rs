@@ -729,17 +729,20 @@ mod tests {
         );
     }
 
-    #[test]
-    fn layer_keys_change_with_any_package_below() {
-        let deb = |name: &str, version: &str| kiln_debian::fetch::DebRef {
+    fn deb(name: &str, version: &str) -> kiln_debian::fetch::DebRef {
+        kiln_debian::fetch::DebRef {
             name: name.into(),
             version: version.into(),
-            architecture: "amd64".into(),
+            architecture: "all".into(),
             suite: "trixie".into(),
             filename: format!("pool/{name}.deb"),
             size: 1,
             sha256: "0".repeat(64),
-        };
+        }
+    }
+
+    #[test]
+    fn layer_keys_change_with_any_package_below() {
         let layer = |name: &str, packages| kiln_debian::lock::LockedLayer {
             name: name.into(),
             requested: Vec::new(),
@@ -793,15 +796,6 @@ mod tests {
             ],
             &[],
         );
-        let deb = |name: &str, version: &str| kiln_debian::fetch::DebRef {
-            name: name.into(),
-            version: version.into(),
-            architecture: "all".into(),
-            suite: "trixie-updates".into(),
-            filename: format!("pool/{name}.deb"),
-            size: 1,
-            sha256: "0".repeat(64),
-        };
         let lock = Lock {
             lock_version: kiln_debian::lock::LOCK_VERSION,
             distro: "debian-13".into(),

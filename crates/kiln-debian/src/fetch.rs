@@ -398,26 +398,27 @@ mod tests {
     use crate::relation::parse_relations;
     use crate::resolve::resolve;
 
-    /// Recorded from bookworm's and bookworm-updates' `main/binary-amd64/Packages` (2026-11-30):
-    /// after the point release, bookworm-updates still lists an older tzdata than bookworm.
-    const BOOKWORM_TZDATA: &str = "Package: tzdata
-Version: 2026b-0+deb12u1
-Architecture: all
-Provides: tzdata-bookworm
-Depends: debconf (>= 0.5) | debconf-2.0
-Filename: pool/main/t/tzdata/tzdata_2026b-0+deb12u1_all.deb
-Size: 304148
-SHA256: 0edb49f4dffe0d5608069f7e4ba4d69544d3b9e86fc314dd8b75e9958d8e5e98
-";
-    const BOOKWORM_UPDATES_TZDATA: &str = "Package: tzdata
-Version: 2025b-0+deb12u1
-Architecture: all
-Provides: tzdata-bookworm
-Depends: debconf (>= 0.5) | debconf-2.0
-Filename: pool/main/t/tzdata/tzdata_2025b-0+deb12u1_all.deb
-Size: 299412
-SHA256: a17042cb951b80d0c9462a73dec6ad31fc6adeae4ed92209601dc97d1019d7f2
-";
+    /// tzdata's stanza as bookworm's and bookworm-updates' `main/binary-amd64/Packages` list it
+    /// (recorded 2026-11-30), but for the fields given.
+    fn tzdata(version: &str, size: u64, sha256: &str) -> String {
+        format!(
+            "Package: tzdata\nVersion: {version}\nArchitecture: all\nProvides: tzdata-bookworm\n\
+             Depends: debconf (>= 0.5) | debconf-2.0\n\
+             Filename: pool/main/t/tzdata/tzdata_{version}_all.deb\nSize: {size}\nSHA256: {sha256}\n"
+        )
+    }
+
+    /// bookworm's (the point release's).
+    fn bookworm_tzdata() -> String {
+        let sha256 = "0edb49f4dffe0d5608069f7e4ba4d69544d3b9e86fc314dd8b75e9958d8e5e98";
+        tzdata("2026b-0+deb12u1", 304148, sha256)
+    }
+
+    /// bookworm-updates': after the point release it still lists this older one.
+    fn bookworm_updates_tzdata() -> String {
+        let sha256 = "a17042cb951b80d0c9462a73dec6ad31fc6adeae4ed92209601dc97d1019d7f2";
+        tzdata("2025b-0+deb12u1", 299412, sha256)
+    }
 
     fn source(updates: bool, security: bool) -> Source {
         Source {
@@ -467,7 +468,7 @@ SHA256: a17042cb951b80d0c9462a73dec6ad31fc6adeae4ed92209601dc97d1019d7f2
     }
 
     /// The highest version across the suites wins, and the lock records the suite it came from.
-    fn tzdata_from(indexes: &[(&str, &str)]) -> DebRef {
+    fn tzdata_from(indexes: &[(&str, String)]) -> DebRef {
         let names: Vec<&str> = indexes.iter().map(|(suite, _)| *suite).collect();
         let parsed = indexes
             .iter()
@@ -484,8 +485,8 @@ SHA256: a17042cb951b80d0c9462a73dec6ad31fc6adeae4ed92209601dc97d1019d7f2
     fn the_highest_version_across_the_suite_and_its_updates_wins_with_its_suite() {
         // As recorded: the stale -updates entry loses to the point release.
         let deb = tzdata_from(&[
-            ("bookworm", BOOKWORM_TZDATA),
-            ("bookworm-updates", BOOKWORM_UPDATES_TZDATA),
+            ("bookworm", bookworm_tzdata()),
+            ("bookworm-updates", bookworm_updates_tzdata()),
         ]);
         assert_eq!(deb.id(), "tzdata=2026b-0+deb12u1");
         assert_eq!(deb.suite, "bookworm");
@@ -496,8 +497,8 @@ SHA256: a17042cb951b80d0c9462a73dec6ad31fc6adeae4ed92209601dc97d1019d7f2
         // Between point releases it is the other way round (here the older stanza stands in
         // for the point release's): the fix from -updates wins, and is fetched from the archive.
         let deb = tzdata_from(&[
-            ("bookworm", BOOKWORM_UPDATES_TZDATA),
-            ("bookworm-updates", BOOKWORM_TZDATA),
+            ("bookworm", bookworm_updates_tzdata()),
+            ("bookworm-updates", bookworm_tzdata()),
         ]);
         assert_eq!(deb.id(), "tzdata=2026b-0+deb12u1");
         assert_eq!(deb.suite, "bookworm-updates");
@@ -507,8 +508,8 @@ SHA256: a17042cb951b80d0c9462a73dec6ad31fc6adeae4ed92209601dc97d1019d7f2
         );
         // The same version in both: the release's own entry (the same pool file) is kept.
         let deb = tzdata_from(&[
-            ("bookworm", BOOKWORM_TZDATA),
-            ("bookworm-updates", BOOKWORM_TZDATA),
+            ("bookworm", bookworm_tzdata()),
+            ("bookworm-updates", bookworm_tzdata()),
         ]);
         assert_eq!(deb.suite, "bookworm");
     }

@@ -140,14 +140,18 @@ fn an_old_cached_index_is_refreshed_when_the_mirror_answers() {
     );
 }
 
+/// One changed byte in an InRelease's signed text: `Date: Sat, 21 …` → a different digit.
+fn change_the_date(inrelease: &mut [u8]) {
+    let at = inrelease.windows(6).position(|w| w == b"Date: ").unwrap() + 12;
+    inrelease[at] = if inrelease[at] == b'1' { b'2' } else { b'1' };
+}
+
 #[test]
 fn a_tampered_inrelease_is_refused_and_not_cached() {
     let Some(source) = host_source() else { return };
-    // One changed byte in the signed text: `Date: Sat, 21 …` → a different digit.
     fn tamper(path: &str, body: &mut [u8]) {
         if path.ends_with("/InRelease") {
-            let at = body.windows(6).position(|w| w == b"Date: ").unwrap() + 12;
-            body[at] = if body[at] == b'1' { b'2' } else { b'1' };
+            change_the_date(body);
         }
     }
     let evil = source_for(tampering_proxy(&source.mirror, tamper));
@@ -448,8 +452,7 @@ fn updates_suites_are_verified_and_locks_take_the_highest_version_of_all_suites(
     // A tampered -updates InRelease is refused like the release's own.
     fn tamper(path: &str, body: &mut [u8]) {
         if path.ends_with("/trixie-updates/InRelease") {
-            let at = body.windows(6).position(|w| w == b"Date: ").unwrap() + 12;
-            body[at] = if body[at] == b'1' { b'2' } else { b'1' };
+            change_the_date(body);
         }
     }
     let evil = source_for(tampering_proxy(&source.mirror, tamper));
