@@ -168,24 +168,31 @@ fn verify(
     layers: Vec<(String, Vec<Entry>)>,
     log: &mut dyn Write,
 ) -> Result<()> {
-    let spool = input.cache.scratch_dir()?;
+    let base = input.base.layers.iter().map(|l| ("the run image", l));
+    verify_image(input.cache, base, layers, config, log)
+}
+
+/// [`verify`] for any image: `blobs` (what each is, for messages) are layers in the cache's
+/// store, read as blobs; `built` follow them, read from their entries.
+pub(crate) fn verify_image<'a>(
+    cache: &BuildCache,
+    blobs: impl IntoIterator<Item = (&'a str, &'a LayerRecord)>,
+    built: Vec<(String, Vec<Entry>)>,
+    config: &ImageConfig,
+    log: &mut dyn Write,
+) -> Result<()> {
+    let spool = cache.scratch_dir()?;
     let mut fs = kiln_verify::ImageFs::new(spool.path());
-    for layer in &input.base.layers {
+    for (what, layer) in blobs {
         let digest = &layer.descriptor.digest;
-        let index = input
-            .cache
+        let index = cache
             .root()
             .join(VERIFY_DIR)
             .join(format!("{}.json", digest.hex()));
-        let blob = input.cache.store.path(digest);
-        fs.add_blob_layer(
-            "the run image",
-            &blob,
-            &layer.descriptor.media_type,
-            Some(&index),
-        )?;
+        let blob = cache.store.path(digest);
+        fs.add_blob_layer(what, &blob, &layer.descriptor.media_type, Some(&index))?;
     }
-    for (name, entries) in layers {
+    for (name, entries) in built {
         fs.add_entries(&format!("layer {name}"), entries);
     }
     kiln_verify::verify(&mut fs, config)?;

@@ -5,7 +5,15 @@
 //! keeps Kiln's layers verbatim (same blobs, same digests), puts them on the new base's layers,
 //! and rewrites the config with the same rules a build uses ([`crate::export::app_config`]): the
 //! new base's env and user, then Kiln's launch env, working dir, entrypoint, label and history.
+//!
+//! With no new base given, the image is rebased onto a newer build of its own Kiln stack (its
+//! `dev.kiln.stack` label: distro, flavour, run packages), resolved fresh against the mirror or
+//! taken from a `kiln.lock` ([`crate::stack::restack`]); the result is what a build on that
+//! stack would have made. When no package changed the image is kept as it is (same digest). An
+//! image that does not run on Kiln's stack is refused. A stack rebase verifies, as a build does,
+//! that the default process can start before anything is written.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -20,17 +28,25 @@ use kiln_oci::spec::{LayerRecord, ANNOTATION_CREATED};
 use crate::cache::BuildCache;
 use crate::error::{Error, Result};
 use crate::export::{
-    app_config, config_platform, image_annotations, platform_name, same_platform, write_output,
+    app_config, config_platform, image_annotations, platform_name, same_platform, verify_image,
+    write_output,
 };
 use crate::metadata::{ImageMetadata, LABEL};
 use crate::registry::{load_any, publish};
+use crate::stack::{self, RestackReport, StackReport};
 use crate::OutputFormat;
 
 #[derive(Debug, Clone)]
 pub struct RebaseOptions {
     /// The image to rebase (built by Kiln): a local archive/layout or a registry reference.
     pub image: ImageSource,
-    pub run_image: ImageSource,
+    /// The new base; `None`: a newer build of the image's own Kiln stack.
+    pub run_image: Option<ImageSource>,
+    /// With no `run_image`: the stack's packages from this `kiln.lock` instead of a fresh
+    /// resolution.
+    pub lock: Option<PathBuf>,
+    /// `KILN_DEBIAN_*` settings for a stack rebase (mirror, cache, keyring, index age).
+    pub kiln_env: BTreeMap<String, String>,
     pub output: Option<PathBuf>,
     pub format: OutputFormat,
     pub tag: Option<Reference>,
@@ -49,6 +65,9 @@ pub struct RebaseReport {
     pub new_base_layers: Vec<Digest>,
     /// Kiln's layers, kept verbatim (compressed digests).
     pub app_layers: Vec<Digest>,
+    /// A rebase onto a newer build of the image's stack: which packages changed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stack: Option<RestackReport>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub push: Option<kiln_registry::PushReport>,
 }
@@ -58,7 +77,24 @@ pub fn rebase(opts: &RebaseOptions, log: &mut dyn Write) -> Result<RebaseReport>
     let client = kiln_registry::Client::new(opts.registry.clone());
     let (image, _) = load_any(&opts.image, &cache.store, &client, log)?;
     let (metadata, base_count) = kiln_layers(&image)?;
-    let (new_base, _) = load_any(&opts.run_image, &cache.store, &client, log)?;
+    let (new_base, restacked) = match &opts.run_image {
+        Some(run_image) => (load_any(run_image, &cache.store, &client, log)?.0, None),
+        None => {
+            let label = stack_label(&image, &metadata, base_count)?;
+            let (new_base, report) = stack::restack(
+                &label,
+                opts.lock.as_deref(),
+                &opts.kiln_env,
+                &opts.cache_dir,
+                &cache.store,
+                log,
+            )?;
+            match new_base {
+                Some(new_base) => (new_base, Some(report)),
+                None => return unchanged(opts, &cache, &client, &image, base_count, report, log),
+            }
+        }
+    };
     // Kiln's layers are kept as they are, so the new base must be of their platform.
     let platform = config_platform(&image.config);
     let new_platform = config_platform(&new_base.config);
@@ -110,6 +146,12 @@ pub fn rebase(opts: &RebaseOptions, log: &mut dyn Write) -> Result<RebaseReport>
         config.architecture = platform.architecture;
         config.variant = platform.variant;
     }
+    if restacked.is_some() {
+        // New packages under the app: check that its default process still starts.
+        let base = new_base.layers.iter().map(|l| ("the new stack", l));
+        let app = app_layers.iter().map(|l| ("the image", l));
+        verify_image(&cache, base.chain(app), Vec::new(), &config, log)?;
+    }
     let records: Vec<LayerRecord> = new_base
         .layers
         .iter()
@@ -122,21 +164,7 @@ pub fn rebase(opts: &RebaseOptions, log: &mut dyn Write) -> Result<RebaseReport>
         &records,
         image_annotations(created, &new_base),
     )?;
-    if let Some(output) = &opts.output {
-        let tag = opts.tag.as_ref();
-        write_output(&cache.store, &rebased, opts.format, tag, output, log)?;
-    }
-    let push = match &opts.publish {
-        Some(target) => Some(publish(
-            &client,
-            &cache.store,
-            &rebased,
-            target,
-            Some(&opts.run_image),
-            log,
-        )?),
-        None => None,
-    };
+    let push = write_and_publish(opts, &cache, &client, &rebased, log)?;
     Ok(RebaseReport {
         output: opts.output.clone(),
         manifest_digest: rebased.manifest_digest,
@@ -150,6 +178,116 @@ pub fn rebase(opts: &RebaseOptions, log: &mut dyn Write) -> Result<RebaseReport>
             .iter()
             .map(|l| l.descriptor.digest.clone())
             .collect(),
+        stack: restacked,
+        push,
+    })
+}
+
+/// Writes `image` to `--output` and pushes it to `--publish`, as asked.
+fn write_and_publish(
+    opts: &RebaseOptions,
+    cache: &BuildCache,
+    client: &kiln_registry::Client,
+    image: &image::Image,
+    log: &mut dyn Write,
+) -> Result<Option<kiln_registry::PushReport>> {
+    if let Some(output) = &opts.output {
+        let tag = opts.tag.as_ref();
+        write_output(&cache.store, image, opts.format, tag, output, log)?;
+    }
+    opts.publish
+        .as_ref()
+        .map(|target| {
+            publish(
+                client,
+                &cache.store,
+                image,
+                target,
+                opts.run_image.as_ref(),
+                log,
+            )
+        })
+        .transpose()
+}
+
+/// The stack an image runs on, from its label, after checking that its base layers are that
+/// stack's (an image built on a Kiln-built image carries the label too, over more layers).
+fn stack_label(
+    image: &LoadedImage,
+    metadata: &ImageMetadata,
+    base_count: usize,
+) -> Result<StackReport> {
+    let fail = |why: String| refused(image, format!("cannot rebase onto a newer stack: {why}"));
+    let json = image
+        .config
+        .config
+        .labels
+        .get(stack::LABEL)
+        .ok_or_else(|| {
+            fail(format!(
+                "no {} label: it does not run on Kiln's stack; pass --run-image NEW",
+                stack::LABEL
+            ))
+        })?;
+    let label: StackReport = serde_json::from_str(json)
+        .map_err(|e| fail(format!("the {} label is not valid: {e}", stack::LABEL)))?;
+    let stack_name = ImageSource::Stack(format!("{}/{}", label.distro, label.flavour)).to_string();
+    let recorded = metadata.base.as_ref().and_then(|b| b.name.as_deref());
+    let mut layers: Vec<&str> = label.packages.iter().map(|p| p.layer.as_str()).collect();
+    layers.dedup();
+    if recorded != Some(stack_name.as_str()) || layers.len() != base_count {
+        return Err(fail(format!(
+            "its base is {} ({base_count} layers), not {stack_name} ({} layers); pass --run-image NEW",
+            recorded.unwrap_or("(unnamed)"),
+            layers.len()
+        )));
+    }
+    Ok(label)
+}
+
+/// No package changed: the image as it is (same digest), written and pushed as asked.
+fn unchanged(
+    opts: &RebaseOptions,
+    cache: &BuildCache,
+    client: &kiln_registry::Client,
+    image: &LoadedImage,
+    base_count: usize,
+    report: RestackReport,
+    log: &mut dyn Write,
+) -> Result<RebaseReport> {
+    let same = image::assemble(
+        &cache.store,
+        image.config.clone(),
+        &image.layers,
+        image.annotations.clone(),
+    )?;
+    if image.manifest_digest.as_ref() != Some(&same.manifest_digest) {
+        let had = image.manifest_digest.as_ref();
+        return Err(refused(
+            image,
+            format!(
+                "its stack is up to date, but its manifest does not read back as Kiln wrote it ({}, not {})",
+                same.manifest_digest,
+                had.map_or("none".to_owned(), |d| d.to_string())
+            ),
+        ));
+    }
+    let push = write_and_publish(opts, cache, client, &same, log)?;
+    let base: Vec<Digest> = image.layers[..base_count]
+        .iter()
+        .map(|l| l.diff_id.clone())
+        .collect();
+    Ok(RebaseReport {
+        output: opts.output.clone(),
+        manifest_digest: same.manifest_digest,
+        config_digest: same.config_digest,
+        old_base_layers: base.clone(),
+        new_base_layers: base,
+        app_layers: image.layers[base_count..]
+            .iter()
+            .map(|l| l.descriptor.digest.clone())
+            .collect(),
+        stack: Some(report),
         push,
     })
 }
@@ -157,12 +295,7 @@ pub fn rebase(opts: &RebaseOptions, log: &mut dyn Write) -> Result<RebaseReport>
 /// The image's Kiln metadata and how many base layers lie under Kiln's, after checking both
 /// against the image's layers.
 fn kiln_layers(image: &LoadedImage) -> Result<(ImageMetadata, usize)> {
-    let fail = |why: String| {
-        Error::Oci(kiln_oci::Error::InvalidImage {
-            image: image.source.to_string(),
-            why: format!("cannot rebase: {why}"),
-        })
-    };
+    let fail = |why: String| refused(image, format!("cannot rebase: {why}"));
     let label = image
         .config
         .config
@@ -204,4 +337,11 @@ fn kiln_layers(image: &LoadedImage) -> Result<(ImageMetadata, usize)> {
         )));
     }
     Ok((metadata, base_count))
+}
+
+fn refused(image: &LoadedImage, why: String) -> Error {
+    Error::Oci(kiln_oci::Error::InvalidImage {
+        image: image.source.to_string(),
+        why,
+    })
 }

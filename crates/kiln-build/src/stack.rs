@@ -63,6 +63,9 @@ pub struct StackReport {
     pub suites: Vec<SuiteInfo>,
     /// Whether the packages came from `kiln.lock`.
     pub locked: bool,
+    /// The extra run packages asked for (`[packages] run`), so a rebase can ask again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub run_packages: Vec<String>,
     pub packages: Vec<PackageReport>,
     /// Things worth knowing (an index used from the cache because the mirror did not answer).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -172,37 +175,62 @@ pub fn package_list(list: &str) -> impl Iterator<Item = String> + '_ {
 
 /// Where packages come from, as configured for `opts`' project.
 pub fn source(opts: &BuildOptions, project: &ProjectConfig) -> Result<Source> {
-    let env = |k: &str| opts.kiln_env.get(k).filter(|v| !v.is_empty()).cloned();
+    let from_toml = Given {
+        archive: project.stack.mirror.clone(),
+        security: project.stack.security_mirror.clone(),
+        updates: true,
+        origin: format!("{} [stack] mirror", opts.source.join("kiln.toml").display()),
+    };
+    source_from(&opts.kiln_env, from_toml)
+}
+
+/// Where packages come from: `KILN_DEBIAN_MIRROR` (`KILN_DEBIAN_SECURITY_MIRROR`), else
+/// `fallback` (a project's `[stack] mirror`; with no archive, the host's apt sources). A given
+/// mirror's `SUITE-updates` is read unless `KILN_DEBIAN_UPDATES` is `no`; the host's sources say
+/// themselves whether they read it (and `KILN_DEBIAN_UPDATES=no` turns it off there too).
+pub(crate) fn source_from(env: &BTreeMap<String, String>, fallback: Given) -> Result<Source> {
+    let env = |k: &str| env.get(k).filter(|v| !v.is_empty()).cloned();
+    let setting = |why: String| Error::Debian(kiln_debian::Error::Stack(why));
+    let updates = match env("KILN_DEBIAN_UPDATES").as_deref() {
+        None | Some("yes" | "1" | "true") => true,
+        Some("no" | "0" | "false") => false,
+        Some(other) => {
+            return Err(setting(format!(
+                "KILN_DEBIAN_UPDATES {other:?}: expected yes or no"
+            )))
+        }
+    };
     let given = match env("KILN_DEBIAN_MIRROR") {
         Some(archive) => Given {
             archive: Some(archive),
             security: env("KILN_DEBIAN_SECURITY_MIRROR"),
+            updates,
             origin: "KILN_DEBIAN_MIRROR".to_owned(),
         },
         None => Given {
-            archive: project.stack.mirror.clone(),
-            security: project.stack.security_mirror.clone(),
-            origin: format!("{} [stack] mirror", opts.source.join("kiln.toml").display()),
+            updates: fallback.updates && updates,
+            ..fallback
         },
     };
-    let mirror = mirror::find(&given, Path::new("/"))?;
+    let mut mirror = mirror::find(&given, Path::new("/"))?;
+    mirror.updates &= updates;
     let keyring = match env("KILN_DEBIAN_KEYRING") {
         Some(path) => Keyring::from_file(Path::new(&path))?,
         None => Keyring::embedded()?,
     };
     let max_index_age = match env("KILN_DEBIAN_INDEX_MAX_AGE") {
-        Some(secs) => Duration::from_secs(secs.parse().map_err(|_| Error::Source {
-            path: opts.source.clone(),
-            why: format!("KILN_DEBIAN_INDEX_MAX_AGE {secs:?} is not a number of seconds"),
+        Some(secs) => Duration::from_secs(secs.parse().map_err(|_| {
+            setting(format!(
+                "KILN_DEBIAN_INDEX_MAX_AGE {secs:?} is not a number of seconds"
+            ))
         })?),
         None => fetch::DEFAULT_MAX_INDEX_AGE,
     };
-    let arch = fetch::host_arch().ok_or_else(|| Error::Source {
-        path: opts.source.clone(),
-        why: format!(
+    let arch = fetch::host_arch().ok_or_else(|| {
+        setting(format!(
             "Kiln's stacks are not available for {}; pass --run-image",
             std::env::consts::ARCH
-        ),
+        ))
     })?;
     Ok(Source {
         mirror,
@@ -214,11 +242,14 @@ pub fn source(opts: &BuildOptions, project: &ProjectConfig) -> Result<Source> {
 
 /// The download cache: `KILN_DEBIAN_CACHE`, else `<cache dir>/debian`.
 pub fn debian_cache(opts: &BuildOptions) -> Result<Cache> {
-    let dir = opts
-        .kiln_env
+    debian_cache_in(&opts.kiln_env, &opts.cache_dir)
+}
+
+pub(crate) fn debian_cache_in(env: &BTreeMap<String, String>, cache_dir: &Path) -> Result<Cache> {
+    let dir = env
         .get("KILN_DEBIAN_CACHE")
         .filter(|v| !v.is_empty())
-        .map_or_else(|| opts.cache_dir.join("debian"), PathBuf::from);
+        .map_or_else(|| cache_dir.join("debian"), PathBuf::from);
     Ok(Cache::open(dir)?)
 }
 
@@ -258,10 +289,50 @@ fn assemble(
     let cache = debian_cache(opts)?;
     let mut notes = Vec::new();
     let (lock, locked) = resolve(opts, &source, &cache, request, &mut notes)?;
+    let resolved = Resolved {
+        lock,
+        locked,
+        notes,
+    };
+    stack_image(
+        &source,
+        &cache,
+        &opts.cache_dir,
+        request,
+        resolved,
+        store,
+        log,
+    )
+}
+
+/// The packages of a stack, with where they came from.
+pub(crate) struct Resolved {
+    pub lock: Lock,
+    /// Whether they came from a `kiln.lock`.
+    pub locked: bool,
+    pub notes: Vec<String>,
+}
+
+/// The stack image of `resolved`: its layers found recorded under `cache_dir` (by package set)
+/// or assembled and written into `store`, a config with `PATH` and the [`LABEL`].
+pub(crate) fn stack_image(
+    source: &Source,
+    cache: &Cache,
+    cache_dir: &Path,
+    request: &Request,
+    resolved: Resolved,
+    store: &BlobStore,
+    log: &mut dyn Write,
+) -> Result<(LoadedImage, StackReport)> {
+    let Resolved {
+        lock,
+        locked,
+        notes,
+    } = resolved;
     for note in &notes {
         let _ = writeln!(log, "stack: note: {note}");
     }
-    let records_dir = opts.cache_dir.join("stack-layers");
+    let records_dir = cache_dir.join("stack-layers");
     let keys = layer_keys(&lock);
     let recorded: Option<Vec<LayerRecord>> = keys
         .iter()
@@ -270,7 +341,7 @@ fn assemble(
     let layers = match recorded {
         Some(records) => records,
         None => {
-            let assembled = dstack::assemble(&source, &cache, &lock)?;
+            let assembled = dstack::assemble(source, cache, &lock)?;
             let options = LayerOptions::default();
             let mut records = Vec::new();
             for (layer, key) in assembled.iter().zip(&keys) {
@@ -288,6 +359,7 @@ fn assemble(
         flavour: flavour.name().to_owned(),
         suites: lock.suite.clone(),
         locked,
+        run_packages: request.packages.clone(),
         packages: lock
             .layer
             .iter()
@@ -433,6 +505,180 @@ pub fn lock(opts: &BuildOptions, update: bool, log: &mut dyn Write) -> Result<Lo
     })
 }
 
+/// A package that differs between an image's stack and the stack it is rebased onto.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PackageChange {
+    pub name: String,
+    /// Its stack layer (in the new stack; in the old one for a package no longer there).
+    pub layer: String,
+    /// The version in the image's stack; `None` for a package new in the stack.
+    pub old: Option<String>,
+    /// The version in the new stack; `None` for a package no longer in it.
+    pub new: Option<String>,
+}
+
+/// What rebasing an image onto a newer build of its own stack found.
+#[derive(Debug, Clone, Serialize)]
+pub struct RestackReport {
+    /// Whether any package changed. When none did, the image is kept as it is (same digest).
+    pub changed: bool,
+    /// Sorted by name.
+    pub packages: Vec<PackageChange>,
+    /// The stack the result runs on (the image's own when nothing changed).
+    pub stack: StackReport,
+}
+
+/// The new stack for an image built on `old` (its [`LABEL`]): the same distro, flavour and run
+/// packages, resolved fresh against the mirror, or taken from the `kiln.lock` at `lock_path`.
+/// `None` as the image when no package changed (nothing is assembled then).
+pub(crate) fn restack(
+    old: &StackReport,
+    lock_path: Option<&Path>,
+    env: &BTreeMap<String, String>,
+    cache_dir: &Path,
+    store: &BlobStore,
+    log: &mut dyn Write,
+) -> Result<(Option<LoadedImage>, RestackReport)> {
+    let request = label_request(old)?;
+    let source = source_from(env, Given::default())?;
+    let cache = debian_cache_in(env, cache_dir)?;
+    let mut notes = Vec::new();
+    let (lock, locked) = match lock_path {
+        Some(path) => {
+            let shown = path.display().to_string();
+            let lock = Lock::read(path)?.ok_or_else(|| {
+                Error::Debian(kiln_debian::Error::Lock {
+                    path: shown.clone(),
+                    why: "no such file".to_owned(),
+                })
+            })?;
+            (
+                dstack::from_lock(&lock, &request, &source.arch, &shown)?,
+                true,
+            )
+        }
+        None => (
+            dstack::resolve_fresh(&source, &cache, &request, &mut notes)?,
+            false,
+        ),
+    };
+    let changes = package_changes(old, &lock);
+    let name = format!("{}/{}", old.distro, old.flavour);
+    if changes.is_empty() {
+        for note in &notes {
+            let _ = writeln!(log, "stack: note: {note}");
+        }
+        let _ = writeln!(
+            log,
+            "stack {name}: all {} packages are up to date; the image is unchanged",
+            old.packages.len()
+        );
+        let report = RestackReport {
+            changed: false,
+            packages: changes,
+            stack: StackReport {
+                notes,
+                ..old.clone()
+            },
+        };
+        return Ok((None, report));
+    }
+    for c in &changes {
+        let _ = writeln!(
+            log,
+            "stack {name}: {} {} -> {}",
+            c.name,
+            c.old.as_deref().unwrap_or("(new)"),
+            c.new.as_deref().unwrap_or("(removed)")
+        );
+    }
+    let resolved = Resolved {
+        lock,
+        locked,
+        notes,
+    };
+    let (image, stack) = stack_image(&source, &cache, cache_dir, &request, resolved, store, log)?;
+    let report = RestackReport {
+        changed: true,
+        packages: changes,
+        stack,
+    };
+    Ok((Some(image), report))
+}
+
+/// The request an image's stack label records.
+fn label_request(label: &StackReport) -> Result<Request> {
+    let bad = |why: String| {
+        Error::Debian(kiln_debian::Error::Stack(format!(
+            "the image's {LABEL} label {why}"
+        )))
+    };
+    let distro = Distro::parse(&label.distro).map_err(bad)?;
+    let flavour = match label.flavour.as_str() {
+        "static" => Flavour::Static,
+        "glibc" => Flavour::Glibc,
+        other => return Err(bad(format!("names an unknown flavour {other:?}"))),
+    };
+    if label.run_packages.is_empty()
+        && label
+            .packages
+            .iter()
+            .any(|p| p.layer == dstack::PACKAGES_LAYER)
+    {
+        return Err(bad(
+            "has run packages but does not record which were asked for (an image built by an \
+             older Kiln): rebuild it, or rebase it with --run-image"
+                .to_owned(),
+        ));
+    }
+    Ok(Request {
+        distro,
+        flavour,
+        packages: label.run_packages.clone(),
+    })
+}
+
+/// What differs between the packages an image's label lists and `lock`'s.
+fn package_changes(old: &StackReport, lock: &Lock) -> Vec<PackageChange> {
+    let before: BTreeMap<&str, (&str, &str, &str)> = old
+        .packages
+        .iter()
+        .map(|p| {
+            let key = (
+                p.version.as_str(),
+                p.architecture.as_str(),
+                p.layer.as_str(),
+            );
+            (p.name.as_str(), key)
+        })
+        .collect();
+    let after: BTreeMap<&str, (&str, &str, &str)> = lock
+        .layer
+        .iter()
+        .flat_map(|l| {
+            l.package.iter().map(|p| {
+                let key = (p.version.as_str(), p.architecture.as_str(), l.name.as_str());
+                (p.name.as_str(), key)
+            })
+        })
+        .collect();
+    let names: std::collections::BTreeSet<&str> =
+        before.keys().chain(after.keys()).copied().collect();
+    names
+        .into_iter()
+        .filter(|name| before.get(name) != after.get(name))
+        .map(|name| {
+            let (old, new) = (before.get(name), after.get(name));
+            PackageChange {
+                name: name.to_owned(),
+                layer: new.or(old).map_or("", |p| p.2).to_owned(),
+                old: old.map(|p| p.0.to_owned()),
+                new: new.map(|p| p.0.to_owned()),
+            }
+        })
+        .collect()
+}
+
 /// The stack an image was built on, from its config label.
 pub fn from_config(config: &ImageConfig) -> Option<StackReport> {
     config
@@ -502,17 +748,20 @@ mod tests {
         );
     }
 
-    #[test]
-    fn layer_keys_change_with_any_package_below() {
-        let deb = |name: &str, version: &str| kiln_debian::fetch::DebRef {
+    fn deb(name: &str, version: &str) -> kiln_debian::fetch::DebRef {
+        kiln_debian::fetch::DebRef {
             name: name.into(),
             version: version.into(),
-            architecture: "amd64".into(),
+            architecture: "all".into(),
             suite: "trixie".into(),
             filename: format!("pool/{name}.deb"),
             size: 1,
             sha256: "0".repeat(64),
-        };
+        }
+    }
+
+    #[test]
+    fn layer_keys_change_with_any_package_below() {
         let layer = |name: &str, packages| kiln_debian::lock::LockedLayer {
             name: name.into(),
             requested: Vec::new(),
@@ -534,5 +783,107 @@ mod tests {
         // The glibc layer sits on a different static layer: its key changes too.
         assert_ne!(a[1], b[1]);
         assert_eq!(a, layer_keys(&lock("13.8")));
+    }
+
+    fn label(packages: &[(&str, &str, &str)], run: &[&str]) -> StackReport {
+        StackReport {
+            distro: "debian-13".into(),
+            flavour: if run.is_empty() { "static" } else { "glibc" }.into(),
+            suites: Vec::new(),
+            locked: false,
+            run_packages: run.iter().map(|p| (*p).to_owned()).collect(),
+            packages: packages
+                .iter()
+                .map(|(name, version, layer)| PackageReport {
+                    name: (*name).into(),
+                    version: (*version).into(),
+                    architecture: "all".into(),
+                    layer: (*layer).into(),
+                })
+                .collect(),
+            notes: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn package_changes_list_updated_added_and_removed_packages() {
+        let old = label(
+            &[
+                ("base-files", "13.8", "static"),
+                ("tzdata", "2025b-4", "static"),
+                ("netbase", "6.5", "static"),
+            ],
+            &[],
+        );
+        let lock = Lock {
+            lock_version: kiln_debian::lock::LOCK_VERSION,
+            distro: "debian-13".into(),
+            arch: "amd64".into(),
+            suite: Vec::new(),
+            layer: vec![kiln_debian::lock::LockedLayer {
+                name: "static".into(),
+                requested: Vec::new(),
+                package: vec![
+                    deb("base-files", "13.8"),
+                    deb("ca-certificates", "20250419"),
+                    deb("tzdata", "2026f-0+deb13u1"),
+                ],
+            }],
+        };
+        let change = |name: &str, old: Option<&str>, new: Option<&str>| PackageChange {
+            name: name.into(),
+            layer: "static".into(),
+            old: old.map(str::to_owned),
+            new: new.map(str::to_owned),
+        };
+        assert_eq!(
+            package_changes(&old, &lock),
+            [
+                change("ca-certificates", None, Some("20250419")),
+                change("netbase", Some("6.5"), None),
+                change("tzdata", Some("2025b-4"), Some("2026f-0+deb13u1")),
+            ]
+        );
+        lock_matches_label(&lock);
+    }
+
+    /// A lock compared with the label a build from it writes: no change.
+    fn lock_matches_label(lock: &Lock) {
+        let packages: Vec<(&str, &str, &str)> = lock
+            .layer
+            .iter()
+            .flat_map(|l| {
+                l.package
+                    .iter()
+                    .map(|p| (p.name.as_str(), p.version.as_str(), l.name.as_str()))
+            })
+            .collect();
+        assert_eq!(package_changes(&label(&packages, &[]), lock), []);
+    }
+
+    #[test]
+    fn the_label_gives_the_request_again() {
+        let with_run = label(
+            &[("libc6", "2.41", "glibc"), ("libpq5", "17", "packages")],
+            &["libpq5"],
+        );
+        let request = label_request(&with_run).unwrap();
+        assert_eq!(
+            (request.distro, request.flavour, request.packages),
+            (Distro::Debian13, Flavour::Glibc, vec!["libpq5".to_owned()])
+        );
+        let older = label(&[("libpq5", "17", "packages")], &[]);
+        let err = label_request(&older).unwrap_err().to_string();
+        assert!(
+            err.contains("does not record which were asked for"),
+            "{err}"
+        );
+        let mut odd = label(&[], &[]);
+        odd.flavour = "musl".into();
+        let err = label_request(&odd).unwrap_err().to_string();
+        assert!(
+            err.contains("dev.kiln.stack label names an unknown flavour \"musl\""),
+            "{err}"
+        );
     }
 }

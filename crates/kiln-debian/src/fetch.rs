@@ -81,7 +81,8 @@ pub fn host_arch() -> Option<&'static str> {
 }
 
 impl Source {
-    /// The mirror root serving `suite`: the security archive for `*-security` suites.
+    /// The mirror root serving `suite`: the security archive for `*-security` suites, the main
+    /// archive for the others (`-updates` included).
     pub fn uri_for(&self, suite: &str) -> Result<&str> {
         if suite.ends_with("-security") {
             self.mirror
@@ -97,10 +98,13 @@ impl Source {
         }
     }
 
-    /// The suites of a distribution release: the release itself and, where a security mirror is
-    /// known, its security suite.
+    /// The suites of a distribution release: the release itself, its `-updates` suite when the
+    /// mirror reads those, and its security suite where a security mirror is known.
     pub fn suites(&self, codename: &str) -> Vec<String> {
         let mut suites = vec![codename.to_owned()];
+        if self.mirror.updates {
+            suites.push(format!("{codename}-updates"));
+        }
         if self.mirror.security.is_some() {
             suites.push(format!("{codename}-security"));
         }
@@ -226,7 +230,9 @@ pub fn packages(source: &Source, cache: &Cache, release: &Release) -> Result<Vec
     Ok(packages)
 }
 
-/// Releases and packages of `codename` and its security suite, as one [`Universe`].
+/// Releases and packages of `codename` and its updates and security suites (see
+/// [`Source::suites`]), each InRelease verified, as one [`Universe`]: of a package in several
+/// suites the highest version wins.
 pub fn universe(
     source: &Source,
     cache: &Cache,
@@ -381,4 +387,130 @@ fn write_atomic(dir: &Path, path: &Path, bytes: &[u8]) -> Result<()> {
 pub(crate) fn write_file_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     write_atomic(dir, path, bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::index::parse_packages;
+    use crate::relation::parse_relations;
+    use crate::resolve::resolve;
+
+    /// tzdata's stanza as bookworm's and bookworm-updates' `main/binary-amd64/Packages` list it
+    /// (recorded 2026-11-30), but for the fields given.
+    fn tzdata(version: &str, size: u64, sha256: &str) -> String {
+        format!(
+            "Package: tzdata\nVersion: {version}\nArchitecture: all\nProvides: tzdata-bookworm\n\
+             Depends: debconf (>= 0.5) | debconf-2.0\n\
+             Filename: pool/main/t/tzdata/tzdata_{version}_all.deb\nSize: {size}\nSHA256: {sha256}\n"
+        )
+    }
+
+    /// bookworm's (the point release's).
+    fn bookworm_tzdata() -> String {
+        let sha256 = "0edb49f4dffe0d5608069f7e4ba4d69544d3b9e86fc314dd8b75e9958d8e5e98";
+        tzdata("2026b-0+deb12u1", 304148, sha256)
+    }
+
+    /// bookworm-updates': after the point release it still lists this older one.
+    fn bookworm_updates_tzdata() -> String {
+        let sha256 = "a17042cb951b80d0c9462a73dec6ad31fc6adeae4ed92209601dc97d1019d7f2";
+        tzdata("2025b-0+deb12u1", 299412, sha256)
+    }
+
+    fn source(updates: bool, security: bool) -> Source {
+        Source {
+            mirror: Mirror {
+                archive: "http://archive.test/debian".to_owned(),
+                security: security.then(|| "http://security.test/debian-security".to_owned()),
+                updates,
+                origin: "test".to_owned(),
+            },
+            keyring: Keyring::embedded().unwrap(),
+            arch: "amd64".to_owned(),
+            max_index_age: DEFAULT_MAX_INDEX_AGE,
+        }
+    }
+
+    #[test]
+    fn updates_suites_are_read_from_the_archive_when_the_mirror_says_so() {
+        let both = source(true, true);
+        assert_eq!(
+            both.suites("trixie"),
+            ["trixie", "trixie-updates", "trixie-security"]
+        );
+        assert_eq!(
+            both.uri_for("trixie-updates").unwrap(),
+            "http://archive.test/debian"
+        );
+        assert_eq!(
+            both.uri_for("trixie-security").unwrap(),
+            "http://security.test/debian-security"
+        );
+        assert_eq!(
+            source(false, true).suites("bookworm"),
+            ["bookworm", "bookworm-security"]
+        );
+        assert_eq!(
+            source(true, false).suites("bookworm"),
+            ["bookworm", "bookworm-updates"]
+        );
+        let err = source(true, false)
+            .uri_for("bookworm-security")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("bookworm-security is a security suite"),
+            "{err}"
+        );
+    }
+
+    /// The highest version across the suites wins, and the lock records the suite it came from.
+    fn tzdata_from(indexes: &[(&str, String)]) -> DebRef {
+        let names: Vec<&str> = indexes.iter().map(|(suite, _)| *suite).collect();
+        let parsed = indexes
+            .iter()
+            .map(|(suite, text)| parse_packages(text, suite, "Packages").unwrap())
+            .collect();
+        let universe = Universe::new(&names, parsed);
+        let roots = parse_relations("tzdata").unwrap();
+        let got = resolve(&universe, &roots, &BTreeMap::new(), false).unwrap();
+        assert_eq!(got.len(), 1);
+        DebRef::from(&got[0])
+    }
+
+    #[test]
+    fn the_highest_version_across_the_suite_and_its_updates_wins_with_its_suite() {
+        // As recorded: the stale -updates entry loses to the point release.
+        let deb = tzdata_from(&[
+            ("bookworm", bookworm_tzdata()),
+            ("bookworm-updates", bookworm_updates_tzdata()),
+        ]);
+        assert_eq!(deb.id(), "tzdata=2026b-0+deb12u1");
+        assert_eq!(deb.suite, "bookworm");
+        assert_eq!(
+            deb.filename,
+            "pool/main/t/tzdata/tzdata_2026b-0+deb12u1_all.deb"
+        );
+        // Between point releases it is the other way round (here the older stanza stands in
+        // for the point release's): the fix from -updates wins, and is fetched from the archive.
+        let deb = tzdata_from(&[
+            ("bookworm", bookworm_updates_tzdata()),
+            ("bookworm-updates", bookworm_tzdata()),
+        ]);
+        assert_eq!(deb.id(), "tzdata=2026b-0+deb12u1");
+        assert_eq!(deb.suite, "bookworm-updates");
+        assert_eq!(
+            source(true, true).uri_for(&deb.suite).unwrap(),
+            "http://archive.test/debian"
+        );
+        // The same version in both: the release's own entry (the same pool file) is kept.
+        let deb = tzdata_from(&[
+            ("bookworm", bookworm_tzdata()),
+            ("bookworm-updates", bookworm_tzdata()),
+        ]);
+        assert_eq!(deb.suite, "bookworm");
+    }
 }

@@ -6,6 +6,11 @@
 //! The security archive is separate on Debian (`…/debian-security`, suite `SUITE-security`);
 //! it is used when the caller gives one or, without a caller-given mirror, when the host's
 //! sources name one (an entry whose suite ends in `-security`).
+//!
+//! Stable point-release fixes (tzdata, ca-certificates, …) come from `SUITE-updates` on the
+//! main archive. It is read when the caller says so (Kiln does by default for a mirror it is
+//! given) or, from the host's sources, when an archive entry lists a suite ending in `-updates`,
+//! as apt would.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -18,6 +23,8 @@ use crate::error::{Error, Result};
 pub struct Mirror {
     pub archive: String,
     pub security: Option<String>,
+    /// Whether the archive's `SUITE-updates` suites are read too.
+    pub updates: bool,
     /// Where they came from, for reports (`KILN_DEBIAN_MIRROR`, `/etc/apt/sources.list.d/debian.sources`).
     pub origin: String,
 }
@@ -27,6 +34,8 @@ pub struct Mirror {
 pub struct Given {
     pub archive: Option<String>,
     pub security: Option<String>,
+    /// Read `SUITE-updates` from `archive` (only with a given archive).
+    pub updates: bool,
     pub origin: String,
 }
 
@@ -40,6 +49,7 @@ pub fn find(given: &Given, apt_root: &Path) -> Result<Mirror> {
                 .as_deref()
                 .map(|s| clean_uri(s, &given.origin, 0))
                 .transpose()?,
+            updates: given.updates,
             origin: given.origin.clone(),
         });
     }
@@ -50,6 +60,8 @@ pub fn find(given: &Given, apt_root: &Path) -> Result<Mirror> {
         Some(a) => Ok(Mirror {
             archive: a.uri.clone(),
             security: security.map(|s| s.uri.clone()),
+            // apt reads `-updates` from the archive only where an entry of it lists one.
+            updates: entries.iter().any(|e| e.updates && e.uri == a.uri),
             origin: a.file.display().to_string(),
         }),
         None => Err(Error::NoMirror {
@@ -61,11 +73,13 @@ pub fn find(given: &Given, apt_root: &Path) -> Result<Mirror> {
     }
 }
 
-/// One `deb` source: its URI and whether its suites are security suites.
+/// One `deb` source: its URI and whether its suites are security suites or list an updates
+/// suite.
 #[derive(Debug, Clone)]
 struct SourceEntry {
     uri: String,
     security: bool,
+    updates: bool,
     file: PathBuf,
 }
 
@@ -120,12 +134,15 @@ fn deb822_sources(file: &Path) -> Result<Vec<SourceEntry>> {
         {
             continue;
         }
-        let security = words("Suites").iter().any(|s| s.ends_with("-security"));
+        let suites = words("Suites");
+        let security = suites.iter().any(|s| s.ends_with("-security"));
+        let updates = suites.iter().any(|s| s.ends_with("-updates"));
         for uri in words("URIs") {
             if let Some(uri) = http_uri(uri) {
                 entries.push(SourceEntry {
                     uri: clean_uri(uri, &what, stanza.line)?,
                     security,
+                    updates,
                     file: file.to_owned(),
                 });
             }
@@ -174,6 +191,7 @@ fn one_line_sources(file: &Path) -> Result<Vec<SourceEntry>> {
             entries.push(SourceEntry {
                 uri: clean_uri(uri, &what, index + 1)?,
                 security: suite.ends_with("-security"),
+                updates: suite.ends_with("-updates"),
                 file: file.to_owned(),
             });
         }
@@ -230,6 +248,7 @@ mod tests {
             Some("http://mirror.test/debian-security")
         );
         assert!(mirror.origin.ends_with("debian.sources"));
+        assert!(mirror.updates, "the archive entry lists trixie-updates");
     }
 
     #[test]
@@ -250,6 +269,35 @@ mod tests {
             mirror.security.as_deref(),
             Some("http://one.test/debian-security")
         );
+        assert!(!mirror.updates, "no entry lists an -updates suite");
+    }
+
+    #[test]
+    fn updates_are_read_where_an_entry_of_the_archive_lists_them() {
+        let root = apt_root(&[(
+            "etc/apt/sources.list",
+            "deb http://one.test/debian trixie main\ndeb http://one.test/debian trixie-updates main\n",
+        )]);
+        assert!(find(&Given::default(), root.path()).unwrap().updates);
+        // An -updates suite of another archive is not this archive's.
+        let other = apt_root(&[(
+            "etc/apt/sources.list",
+            "deb http://one.test/debian trixie main\ndeb http://two.test/debian trixie-updates main\n",
+        )]);
+        assert!(!find(&Given::default(), other.path()).unwrap().updates);
+        let deb822 = apt_root(&[(
+            "etc/apt/sources.list.d/debian.sources",
+            "Types: deb\nURIs: http://one.test/debian\nSuites: bookworm\nComponents: main\n",
+        )]);
+        assert!(!find(&Given::default(), deb822.path()).unwrap().updates);
+        // A given mirror: as the caller says.
+        let given = Given {
+            archive: Some("http://given.test/debian".to_owned()),
+            security: None,
+            updates: true,
+            origin: "KILN_DEBIAN_MIRROR".to_owned(),
+        };
+        assert!(find(&given, deb822.path()).unwrap().updates);
     }
 
     #[test]
@@ -261,6 +309,7 @@ mod tests {
         let given = Given {
             archive: Some("http://given.test/debian/".to_owned()),
             security: None,
+            updates: false,
             origin: "KILN_DEBIAN_MIRROR".to_owned(),
         };
         let mirror = find(&given, root.path()).unwrap();

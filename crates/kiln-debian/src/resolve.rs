@@ -5,7 +5,8 @@
 //! - a name no package has is a virtual package, satisfied through `Provides` (an unversioned
 //!   `Provides` never satisfies a versioned dependency, as Policy §7.5 says); of several
 //!   providers, the first by name;
-//! - of several versions (a suite and its security suite), the highest that satisfies;
+//! - of several versions (a suite, its `-updates` and security suites), the highest that
+//!   satisfies;
 //! - `:any`/`:native` qualifiers are accepted (one architecture plus `all` is indexed);
 //! - `Essential: yes` packages are *not* pulled in unless something depends on them;
 //!   `Recommends`, `Suggests`, `Conflicts` and `Breaks` are not considered.
@@ -18,7 +19,8 @@ use crate::error::{Error, Result};
 use crate::index::Package;
 use crate::relation::{Dep, Relation};
 
-/// Every package of the indexes of one stack (a suite, possibly with its security suite).
+/// Every package of the indexes of one stack (a suite, possibly with its updates and security
+/// suites).
 #[derive(Debug, Clone, Default)]
 pub struct Universe {
     packages: Vec<Package>,
@@ -26,7 +28,7 @@ pub struct Universe {
     by_name: HashMap<String, Vec<usize>>,
     /// Virtual name → indices of packages providing it, by package name.
     providers: HashMap<String, Vec<usize>>,
-    /// The suites the packages came from, for messages (`trixie, trixie-security`).
+    /// The suites the packages came from, for messages (`trixie, trixie-updates, trixie-security`).
     pub suites: String,
 }
 

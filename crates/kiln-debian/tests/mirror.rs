@@ -140,14 +140,18 @@ fn an_old_cached_index_is_refreshed_when_the_mirror_answers() {
     );
 }
 
+/// One changed byte in an InRelease's signed text: `Date: Sat, 21 …` → a different digit.
+fn change_the_date(inrelease: &mut [u8]) {
+    let at = inrelease.windows(6).position(|w| w == b"Date: ").unwrap() + 12;
+    inrelease[at] = if inrelease[at] == b'1' { b'2' } else { b'1' };
+}
+
 #[test]
 fn a_tampered_inrelease_is_refused_and_not_cached() {
     let Some(source) = host_source() else { return };
-    // One changed byte in the signed text: `Date: Sat, 21 …` → a different digit.
     fn tamper(path: &str, body: &mut [u8]) {
         if path.ends_with("/InRelease") {
-            let at = body.windows(6).position(|w| w == b"Date: ").unwrap() + 12;
-            body[at] = if body[at] == b'1' { b'2' } else { b'1' };
+            change_the_date(body);
         }
     }
     let evil = source_for(tampering_proxy(&source.mirror, tamper));
@@ -394,6 +398,71 @@ fn a_locked_package_gone_from_the_mirror_is_named_with_a_way_out() {
     assert!(err.contains("HTTP 404"), "{err}");
     assert!(
         err.contains("snapshot mirror") && err.contains("kiln lock --update"),
+        "{err}"
+    );
+}
+
+#[test]
+fn updates_suites_are_verified_and_locks_take_the_highest_version_of_all_suites() {
+    let Some(mut source) = host_source() else {
+        return;
+    };
+    if source.mirror.security.is_none() {
+        panic!("the host's apt sources name no security archive");
+    }
+    // What Kiln does by default with a mirror it is given (the host's sources here list
+    // `-updates` too).
+    source.mirror.updates = true;
+    let cache = shared_cache();
+    let mut notes = Vec::new();
+    let (releases, universe) = fetch::universe(&source, &cache, "trixie", &mut notes).unwrap();
+    assert_eq!(universe.suites, "trixie, trixie-updates, trixie-security");
+    // The -updates InRelease verified like the others, and its packages are its own.
+    assert_eq!(releases[1].codename, "trixie-updates");
+    assert_eq!(releases[1].signed_by.len(), 40);
+    let mut by_name: std::collections::BTreeMap<String, Vec<kiln_debian::index::Package>> =
+        Default::default();
+    for release in &releases {
+        for p in fetch::packages(&source, &cache, release).unwrap() {
+            assert_eq!(p.suite, release.suite);
+            by_name.entry(p.name.clone()).or_default().push(p);
+        }
+    }
+    let glibc = Request {
+        flavour: Flavour::Glibc,
+        ..static_request()
+    };
+    let lock = stack::resolve_fresh(&source, &cache, &glibc, &mut notes).unwrap();
+    let suites: Vec<&str> = lock.suite.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(suites, ["trixie", "trixie-updates", "trixie-security"]);
+    for deb in lock.packages() {
+        let listed = &by_name[&deb.name];
+        let highest = listed.iter().map(|p| &p.version).max().unwrap();
+        assert_eq!(deb.version, highest.to_string(), "{}", deb.name);
+        assert!(
+            listed.iter().any(|p| p.suite == deb.suite
+                && p.version.to_string() == deb.version
+                && p.sha256 == deb.sha256),
+            "{} is recorded as from {}, which does not list it",
+            deb.id(),
+            deb.suite
+        );
+    }
+
+    // A tampered -updates InRelease is refused like the release's own.
+    fn tamper(path: &str, body: &mut [u8]) {
+        if path.ends_with("/trixie-updates/InRelease") {
+            change_the_date(body);
+        }
+    }
+    let evil = source_for(tampering_proxy(&source.mirror, tamper));
+    let dir = tempfile::tempdir().unwrap();
+    let fresh = Cache::open(dir.path()).unwrap();
+    let err = fetch::universe(&evil, &fresh, "trixie", &mut Vec::new())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("/dists/trixie-updates/InRelease: refused: no signature verifies"),
         "{err}"
     );
 }

@@ -43,7 +43,8 @@ enum Command {
     Plan(DetectArgs),
     /// Show an image's layers (and what made each), processes, entrypoint, env and base.
     Inspect(InspectArgs),
-    /// Put a Kiln-built image on a new run image without rebuilding (app layers kept verbatim).
+    /// Put a Kiln-built image on a new run image, or on the newest packages of its own Kiln
+    /// stack, without rebuilding (app layers kept verbatim).
     Rebase(Box<RebaseArgs>),
     /// List or prune the build cache.
     #[command(subcommand)]
@@ -264,9 +265,14 @@ struct InspectArgs {
 struct RebaseArgs {
     /// The image to rebase: oci-archive:PATH, oci:DIR, a plain path, or a registry reference.
     image: String,
-    /// The new base.
+    /// The new base. Without it, the image goes onto a newer build of its own Kiln stack (the
+    /// same distro, flavour and run packages, resolved fresh, or from --lock); an image that does
+    /// not run on Kiln's stack is refused.
     #[arg(long, value_parser = parse_image_source)]
-    run_image: ImageSource,
+    run_image: Option<ImageSource>,
+    /// Rebase onto exactly the stack packages pinned in this kiln.lock.
+    #[arg(long, value_name = "PATH", conflicts_with = "run_image")]
+    lock: Option<PathBuf>,
     /// Write the rebased image here.
     #[arg(short, long, required_unless_present = "publish")]
     output: Option<PathBuf>,
@@ -413,6 +419,8 @@ fn rebase(args: RebaseArgs) -> anyhow::Result<ExitCode> {
     let opts = kiln_build::rebase::RebaseOptions {
         image: image_source_or_path(&args.image)?,
         run_image: args.run_image,
+        lock: args.lock,
+        kiln_env: kiln_buildpack::settings::kiln_env(),
         output: args.output,
         format: args.format.into(),
         tag: args.tag,
@@ -423,17 +431,34 @@ fn rebase(args: RebaseArgs) -> anyhow::Result<ExitCode> {
     let report = kiln_build::rebase::rebase(&opts, &mut std::io::stderr())?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        println!(
-            "rebased: {} base layers replaced by {}, {} app layers kept\nmanifest {}",
+        return Ok(ExitCode::SUCCESS);
+    }
+    match &report.stack {
+        Some(stack) if !stack.changed => println!(
+            "unchanged: stack {}/{} is up to date ({} packages)",
+            stack.stack.distro,
+            stack.stack.flavour,
+            stack.stack.packages.len()
+        ),
+        _ => println!(
+            "rebased: {} base layers replaced by {}, {} app layers kept",
             report.old_base_layers.len(),
             report.new_base_layers.len(),
             report.app_layers.len(),
-            report.manifest_digest
+        ),
+    }
+    for change in report.stack.iter().flat_map(|s| &s.packages) {
+        println!(
+            "package {} {} -> {} [{}]",
+            change.name,
+            change.old.as_deref().unwrap_or("(new)"),
+            change.new.as_deref().unwrap_or("(removed)"),
+            change.layer
         );
-        if let Some(push) = &report.push {
-            println!("pushed {}@{}", push.reference, push.manifest_digest);
-        }
+    }
+    println!("manifest {}", report.manifest_digest);
+    if let Some(push) = &report.push {
+        println!("pushed {}@{}", push.reference, push.manifest_digest);
     }
     Ok(ExitCode::SUCCESS)
 }

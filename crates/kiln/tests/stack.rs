@@ -239,7 +239,7 @@ fn run_packages_come_in_a_layer_of_their_own_and_unknown_ones_name_the_suite() {
     assert_eq!(failed.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&failed.stderr);
     assert!(
-        stderr.contains("package no-such-package-kiln was requested, but trixie, trixie-security does not have it"),
+        stderr.contains("package no-such-package-kiln was requested, but trixie, trixie-updates, trixie-security does not have it"),
         "{stderr}"
     );
     assert!(!tmp.path().join("x.tar").exists(), "no image is written");

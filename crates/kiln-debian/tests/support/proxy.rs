@@ -62,6 +62,7 @@ pub fn tampering_proxy(real: &Mirror, tamper: fn(&str, &mut [u8])) -> Mirror {
             .security
             .as_ref()
             .map(|_| format!("http://127.0.0.1:{port}/s")),
+        updates: real.updates,
         origin: "test proxy".to_owned(),
     }
 }
