@@ -203,18 +203,19 @@ mod tests {
     }
 
     #[test]
-    fn reads_stack_and_run_packages() {
+    fn reads_stack_and_run_and_build_packages() {
         let dir = tempfile::tempdir().unwrap();
         fs::write(
             dir.path().join("kiln.toml"),
-            "[stack]\ndistro = \"debian-12\"\nmirror = \"http://m.test/debian\"\n[packages]\nrun = [\"libpq5\"]\n",
+            "[stack]\ndistro = \"debian-12\"\nmirror = \"http://m.test/debian\"\n[packages]\nrun = [\"libpq5\"]\nbuild = [\"libpq-dev\"]\n",
         )
         .unwrap();
         let config = ProjectConfig::load(dir.path()).unwrap();
         assert_eq!(config.stack.distro.as_deref(), Some("debian-12"));
         assert_eq!(config.stack.mirror.as_deref(), Some("http://m.test/debian"));
         assert_eq!(config.packages.run, ["libpq5"]);
-        fs::write(dir.path().join("kiln.toml"), "[packages]\nbuild = []\n").unwrap();
+        assert_eq!(config.packages.build, ["libpq-dev"]);
+        fs::write(dir.path().join("kiln.toml"), "[packages]\ndev = []\n").unwrap();
         assert!(ProjectConfig::load(dir.path()).is_err());
     }
 
