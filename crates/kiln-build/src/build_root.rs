@@ -56,7 +56,11 @@ pub struct BuildRootReport {
 }
 
 /// The build-root request of a build of `plan`.
-pub fn request(opts: &BuildOptions, plan: &Plan, project: &ProjectConfig) -> Result<BuildRootRequest> {
+pub fn request(
+    opts: &BuildOptions,
+    plan: &Plan,
+    project: &ProjectConfig,
+) -> Result<BuildRootRequest> {
     let distro = match opts.stack.as_ref().and_then(|s| s.distro) {
         Some(d) => d,
         None => crate::stack::distro(opts, project)?,
@@ -86,7 +90,10 @@ pub fn prepare(
     let mut notes = Vec::new();
     let (lock, locked) = match locked_build_layer(opts, request, &source.arch)? {
         Some(lock) => (lock, true),
-        None => (dstack::resolve_fresh(&source, &cache, request, &mut notes)?, false),
+        None => (
+            dstack::resolve_fresh(&source, &cache, request, &mut notes)?,
+            false,
+        ),
     };
     for note in &notes {
         let _ = writeln!(log, "build root: note: {note}");
@@ -119,7 +126,11 @@ pub fn prepare(
             true => String::new(),
             false => format!(" (with {})", report.requested.join(", ")),
         },
-        if locked { ", as locked in kiln.lock" } else { "" },
+        if locked {
+            ", as locked in kiln.lock"
+        } else {
+            ""
+        },
         if cached { "cached" } else { "unpacked" },
         started.elapsed().as_secs_f64()
     );
@@ -139,7 +150,9 @@ fn locked_build_layer(
     if lock.layer(BUILD_LAYER).is_none() {
         return Ok(None);
     }
-    dstack::from_lock(&lock, request, arch, &path.display().to_string()).map(Some).map_err(Into::into)
+    dstack::from_lock(&lock, request, arch, &path.display().to_string())
+        .map(Some)
+        .map_err(Into::into)
 }
 
 /// The lock of the build root a build of `opts` would use, resolved fresh (for `kiln lock`).

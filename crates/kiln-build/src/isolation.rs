@@ -87,9 +87,7 @@ pub(crate) fn resolve(
     let sandbox = Sandbox::new(opts.sandbox_helper.clone());
     match (sandbox.probe(), opts.isolation) {
         (Ok(()), _) => {}
-        (Err(why), Isolation::Sandbox) => {
-            return Err(Error::SandboxUnavailable(why.to_string()))
-        }
+        (Err(why), Isolation::Sandbox) => return Err(Error::SandboxUnavailable(why.to_string())),
         (Err(why), _) => {
             let _ = writeln!(
                 log,

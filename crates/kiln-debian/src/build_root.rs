@@ -240,9 +240,7 @@ mod tests {
         let mut links = BTreeSet::new();
         let link = Entry {
             path: "etc".into(),
-            kind: EntryKind::Symlink {
-                target: "/".into(),
-            },
+            kind: EntryKind::Symlink { target: "/".into() },
             mode: 0o777,
         };
         write_entry(dir.path(), &link, &mut links).unwrap();

@@ -499,7 +499,11 @@ mod tests {
             links,
             [
                 ("usr/bin/cc", "/usr/bin/gcc", 20),
-                ("usr/share/man/man1/cc.1.gz", "/usr/share/man/man1/gcc.1.gz", 20),
+                (
+                    "usr/share/man/man1/cc.1.gz",
+                    "/usr/share/man/man1/gcc.1.gz",
+                    20
+                ),
                 ("usr/bin/awk", "/usr/bin/mawk", 5),
                 ("usr/bin/php", "/usr/bin/php8.4", 84),
                 ("usr/bin/phar", "/usr/bin/phar8.4", 84),

@@ -20,8 +20,8 @@
 //!    (CA bundle, `/etc/passwd`, alternatives links), `/var/lib/dpkg/status.d` for scanners —
 //!    as ordered layers; [`lock`] pins it (`kiln.lock`).
 
-pub mod control;
 pub mod build_root;
+pub mod control;
 pub mod deb;
 pub mod error;
 pub mod fetch;

@@ -158,7 +158,6 @@ impl Request {
             Flavour::Glibc
         }
     }
-
 }
 
 impl Layered for Request {
@@ -207,8 +206,7 @@ pub fn resolve_fresh(
     request: &impl Layered,
     notes: &mut Vec<String>,
 ) -> Result<Lock> {
-    let (releases, universe) =
-        fetch::universe(source, cache, request.distro().codename(), notes)?;
+    let (releases, universe) = fetch::universe(source, cache, request.distro().codename(), notes)?;
     let mut lock = plan(&universe, request, &source.arch)?;
     lock.suite = releases
         .iter()
@@ -258,12 +256,7 @@ pub fn plan(universe: &Universe, request: &impl Layered, arch: &str) -> Result<L
 }
 
 /// The part of `lock` that `request` needs, or an error saying why the lock does not fit.
-pub fn from_lock(
-    lock: &Lock,
-    request: &impl Layered,
-    arch: &str,
-    lock_path: &str,
-) -> Result<Lock> {
+pub fn from_lock(lock: &Lock, request: &impl Layered, arch: &str, lock_path: &str) -> Result<Lock> {
     let stale = |why: String| Error::Lock {
         path: lock_path.to_owned(),
         why: format!("{why}; run `kiln lock --update`"),

@@ -81,7 +81,12 @@ fn ruby_app_builds_with_bundler_from_the_build_root_and_runs_on_ruby_from_the_st
     assert!(status.contains("200"), "{status}\n{}", container.log());
     assert!(body.starts_with("hello from ruby 3."), "{body}");
     assert!(body.ends_with(": /kiln\n"), "{body}");
-    assert_hermetic(&report, &["ruby", "ruby-bundler", "ruby-dev"], dir.path(), &container.rootfs());
+    assert_hermetic(
+        &report,
+        &["ruby", "ruby-bundler", "ruby-dev"],
+        dir.path(),
+        &container.rootfs(),
+    );
 }
 
 #[test]
