@@ -207,6 +207,8 @@ fn basic_auth_credentials_from_env_docker_config_and_helpers() {
             &format!("{host}/auth/probe:1"),
             "--cache-dir",
             cache.to_str().unwrap(),
+            // The probe's `true` is not on scratch: the image is pushed, never run.
+            "--no-verify",
         ],
         &[
             ("KILN_REGISTRY_USER", "kiln"),
@@ -219,7 +221,7 @@ fn basic_auth_credentials_from_env_docker_config_and_helpers() {
         "the probe step did not run: {stderr}"
     );
     // The probe does catch it when the caller explicitly passes the variable on.
-    let (ok, _, _) = kiln_env(
+    let (ok, _, stderr) = kiln_env(
         &[
             "build",
             fixture("procfile-static").to_str().unwrap(),
@@ -231,10 +233,17 @@ fn basic_auth_credentials_from_env_docker_config_and_helpers() {
             tmp.path().join("probe.tar").to_str().unwrap(),
             "--cache-dir",
             cache.to_str().unwrap(),
+            // Not run either; without this the build would fail at verification whatever the
+            // step saw.
+            "--no-verify",
         ],
         &[("KILN_REGISTRY_PASSWORD", "s3cret-pw")],
     );
     assert!(!ok, "the probe step missed a password in its environment");
+    assert!(
+        stderr.contains("step probe/env failed") && stderr.contains("exited with code 1"),
+        "the build failed, but not in the probe step: {stderr}"
+    );
 
     // From Docker's config.json `auths`.
     let docker = tmp.path().join("docker");
@@ -375,6 +384,8 @@ fn missing_tag_unreachable_registry_interrupted_push_and_flaky_registry() {
             &format!("127.0.0.1:{proxy}/flaky/app:1"),
             "--cache-dir",
             cache,
+            // procfile-static's httpd is not on scratch: only the push is tested.
+            "--no-verify",
         ],
         &[],
     );

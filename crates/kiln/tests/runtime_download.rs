@@ -25,8 +25,8 @@ all = ["package.json"]
 name = "probe"
 command = "sh"
 # The provided runtime's bin leads PATH: `node` here is the downloaded one, and node-gyp is
-# pointed at its headers.
-args = ["-c", "node > node-version.txt; echo \"$npm_config_nodedir\" > nodedir.txt"]
+# pointed at its headers. Sandboxed, both are seen at the runtime's image path.
+args = ["-c", "node > node-version.txt; command -v node > node-path.txt; echo \"$npm_config_nodedir\" > nodedir.txt"]
 
 [[processes]]
 type = "web"
@@ -149,14 +149,25 @@ fn a_runtime_downloaded_from_a_mirror_is_verified_used_by_steps_shipped_and_reus
             .map(|(_, s)| s.as_str())
     };
     assert_eq!(file("node-version.txt"), Some("v22.3.0\n"));
+    // The download was unpacked into the cache; the sandboxed step saw it at its image path
+    // (the runtime layer's), never at the host's cache path.
     let runtime_dir = tmp.path().join(format!(
         "cache/runtimes/node/22.3.0-{}",
         mirror::NODE_PLATFORM
     ));
+    assert!(runtime_dir.join("bin/node").is_file(), "{runtime_dir:?}");
     assert_eq!(
-        file("nodedir.txt"),
-        Some(format!("{}\n", runtime_dir.display()).as_str())
+        file("node-path.txt"),
+        Some("/layers/node-app/runtime/bin/node\n")
     );
+    assert_eq!(file("nodedir.txt"), Some("/layers/node-app/runtime\n"));
+    let host = tmp.path().display().to_string();
+    for (path, body) in &files {
+        assert!(
+            !body.contains(&host),
+            "{path} names the host path {host}: {body}"
+        );
+    }
 
     // The mirror goes away: the next build uses the cached, verified runtime, same image.
     server.stop();
