@@ -182,3 +182,18 @@ fn python_app_builds_and_runs_on_the_distros_python() {
         &container.rootfs(),
     );
 }
+
+/// Rust with the distro's Cargo and rustc, linked statically for the static stack.
+#[test]
+fn rust_app_builds_with_cargo_from_the_build_root() {
+    if !ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (report, container, port) = serve_hermetic("rust-hello", dir.path(), &[]);
+    assert_eq!(report["stack"]["flavour"], "static", "{report:#}");
+    let (status, body) = container.http_get(port, "/kiln");
+    assert!(status.contains("200"), "{status}\n{}", container.log());
+    assert_eq!(body, "hello from kiln rust-hello at /kiln\n");
+    assert_hermetic(&report, Some(&["cargo"]), dir.path(), &container.rootfs());
+}

@@ -337,6 +337,8 @@ fn a_warm_rebuild_without_network_gives_the_same_digest() {
         "--json",
     ])
     .env_remove("KILN_RUN_IMAGE")
+    // As the warm build (`kiln_on_stack`): steps on the host's root.
+    .env("KILN_BUILD_ROOT", "host")
     .env("KILN_DEBIAN_CACHE", &debian)
     .env("KILN_DEBIAN_INDEX_MAX_AGE", "0");
     let output = cmd.output().unwrap();
