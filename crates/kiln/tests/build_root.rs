@@ -197,3 +197,18 @@ fn rust_app_builds_with_cargo_from_the_build_root() {
     assert_eq!(body, "hello from kiln rust-hello at /kiln\n");
     assert_hermetic(&report, Some(&["cargo"]), dir.path(), &container.rootfs());
 }
+
+/// pnpm as `packageManager` pins it, fetched from the npm registry by the runtime's npx: no host
+/// pnpm.
+#[test]
+fn pnpm_app_installs_with_the_pinned_pnpm_inside_the_build_root() {
+    if !ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (report, container, port) = serve_hermetic("node-pnpm10", dir.path(), &[]);
+    let (status, body) = container.http_get(port, "/");
+    assert!(status.contains("200"), "{status}\n{}", container.log());
+    assert_eq!(body, "pnpm10 app: 2 minutes is 120000 ms\n");
+    assert_hermetic(&report, Some(&[]), dir.path(), &container.rootfs());
+}
