@@ -212,3 +212,18 @@ fn pnpm_app_installs_with_the_pinned_pnpm_inside_the_build_root() {
     assert_eq!(body, "pnpm10 app: 2 minutes is 120000 ms\n");
     assert_hermetic(&report, Some(&[]), dir.path(), &container.rootfs());
 }
+
+/// A Node-API addon compiled by npm's node-gyp at install time, against the runtime's own
+/// headers (offline) with the build root's compiler and Python; it runs in the image.
+#[test]
+fn node_native_addon_compiles_against_the_runtime_headers_in_the_build_root() {
+    if !ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (report, container, port) = serve_hermetic("node-native-addon", dir.path(), &[]);
+    let (status, body) = container.http_get(port, "/kiln");
+    assert!(status.contains("200"), "{status}\n{}", container.log());
+    assert_eq!(body, "hello from a native addon at /kiln\n");
+    assert_hermetic(&report, Some(&["python3"]), dir.path(), &container.rootfs());
+}
