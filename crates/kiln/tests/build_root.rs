@@ -227,3 +227,25 @@ fn node_native_addon_compiles_against_the_runtime_headers_in_the_build_root() {
     assert_eq!(body, "hello from a native addon at /kiln\n");
     assert_hermetic(&report, Some(&["python3"]), dir.path(), &container.rootfs());
 }
+
+/// A C extension pip compiles (PEP 517, setuptools from PyPI) against the distro Python's
+/// headers in the build root; debian-13's Python 3.13 serves `requires-python = ">=3.9"`.
+#[test]
+fn python_c_extension_compiles_against_the_distros_headers() {
+    if !ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (report, container, port) = serve_hermetic("python-c-extension", dir.path(), &[]);
+    assert_eq!(report["runtimes"][0]["provider"], "debian", "{report:#}");
+    assert_eq!(report["runtimes"][0]["version"], "3.13", "{report:#}");
+    let (status, body) = container.http_get(port, "/kiln");
+    assert!(status.contains("200"), "{status}\n{}", container.log());
+    assert_eq!(body, "hello from a C extension at /kiln\n");
+    assert_hermetic(
+        &report,
+        Some(&["python3-dev"]),
+        dir.path(),
+        &container.rootfs(),
+    );
+}
