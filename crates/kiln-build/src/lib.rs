@@ -353,6 +353,7 @@ pub fn build(opts: &BuildOptions, log: &mut dyn Write) -> Result<BuildReport> {
     let source_entries = source::source_entries(&src, &rules, APP_DIR)?;
 
     let layers = prepare_layer_dirs(&cache, &project_id, &plan, scratch.path(), log)?;
+    write_planned_files(&plan, &layers)?;
     let app_dir = scratch.path().join("app");
     let built = build_layers(
         opts,
@@ -638,6 +639,23 @@ impl PreparedLayers {
         }
         Ok(())
     }
+}
+
+/// The buildpacks' `[[files]]`, into their (fresh, non-cache) layer directories.
+fn write_planned_files(plan: &Plan, layers: &PreparedLayers) -> Result<()> {
+    for bp in &plan.buildpacks {
+        for file in &bp.files {
+            let Some(dir) = layers.dirs.get(&bp.id).and_then(|l| l.get(&file.layer)) else {
+                continue;
+            };
+            let path = dir.join(&file.path);
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent).ctx(|| format!("creating {}", parent.display()))?;
+            }
+            std::fs::write(&path, &file.content).ctx(|| format!("writing {}", path.display()))?;
+        }
+    }
+    Ok(())
 }
 
 fn prepare_layer_dirs(

@@ -282,6 +282,33 @@ pub(crate) fn validate_buildpack(spec: &BuildpackToml, path: &Path) -> Result<()
         }
     }
 
+    for file in &spec.files {
+        let declared = spec.layers.iter().find(|l| l.name == file.layer);
+        match declared {
+            None => {
+                return Err(invalid(
+                    path,
+                    format!(
+                        "files: {:?} is in layer {:?}, which is not declared in [[layers]]",
+                        file.path, file.layer
+                    ),
+                ))
+            }
+            Some(layer) if layer.cache => {
+                return Err(invalid(
+                    path,
+                    format!(
+                        "files: layer {:?} is a cache layer; written files belong in a fresh one",
+                        file.layer
+                    ),
+                ))
+            }
+            Some(_) => {}
+        }
+        check_relative(&file.path)
+            .map_err(|why| invalid(path, format!("files: path {:?} {why}", file.path)))?;
+    }
+
     let mut steps = BTreeSet::new();
     for step in &spec.build.steps {
         if step.name.trim().is_empty() {
@@ -625,6 +652,23 @@ mod tests {
             err("[[build.steps]]\nname = \"s\"\ncommand = \"c\"\nworkdir = \"${app}\"\n")
                 .contains("may not use templates")
         );
+    }
+
+    #[test]
+    fn files_need_a_fresh_declared_layer_and_a_relative_path() {
+        let file = |layer: &str, path: &str| {
+            format!("[[files]]\nlayer = \"{layer}\"\npath = \"{path}\"\ncontent = \"x\"\n")
+        };
+        assert!(err(&file("web", "Caddyfile")).contains("not declared in [[layers]]"));
+        let cached = format!(
+            "[[layers]]\nname = \"web\"\ncache = true\n{}",
+            file("web", "f")
+        );
+        assert!(err(&cached).contains("is a cache layer"));
+        let escaping = format!("[[layers]]\nname = \"web\"\n{}", file("web", "../f"));
+        assert!(err(&escaping).contains("may not contain `..`"));
+        let fine = format!("[[layers]]\nname = \"web\"\n{}", file("web", "etc/f"));
+        assert!(check(&format!("{HEAD}{fine}")).is_ok());
     }
 
     #[test]

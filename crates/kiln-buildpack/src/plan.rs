@@ -120,6 +120,17 @@ pub struct PlannedBuildpack {
     /// Debian packages for the build root and the run image (its `[[packages]]` that hold).
     #[serde(skip_serializing_if = "Packages::is_empty")]
     pub packages: Packages,
+    /// Files the engine writes into its layers (its `[[files]]` that hold), contents expanded.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<PlannedFile>,
+}
+
+/// A file of a layer, written before the steps run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PlannedFile {
+    pub layer: String,
+    pub path: String,
+    pub content: String,
 }
 
 /// Debian packages a buildpack asks for.
@@ -347,6 +358,20 @@ pub fn plan_with(
                 packages.run.push(sources.for_step(name)?);
             }
         }
+        let mut files: Vec<PlannedFile> = Vec::new();
+        for file in spec.files.iter().filter(|f| holds(&f.when, &facts)) {
+            if files
+                .iter()
+                .any(|f| f.layer == file.layer && f.path == file.path)
+            {
+                continue;
+            }
+            files.push(PlannedFile {
+                layer: file.layer.clone(),
+                path: file.path.clone(),
+                content: sources.for_image(&file.content, &layers_root)?,
+            });
+        }
         buildpacks.push(PlannedBuildpack {
             id: id.clone(),
             version: spec.buildpack.version.clone(),
@@ -356,6 +381,7 @@ pub fn plan_with(
             layers: spec.layers.clone(),
             runtime,
             packages,
+            files,
         });
     }
     override_steps(&mut buildpacks, &processes, &settings.steps);

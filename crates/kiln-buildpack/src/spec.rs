@@ -38,6 +38,24 @@ pub struct BuildpackToml {
     /// Debian packages this buildpack needs in the build root and in the run image.
     #[serde(default)]
     pub packages: Vec<PackagesSpec>,
+    /// Files the engine writes into this buildpack's layers before the steps run.
+    #[serde(default)]
+    pub files: Vec<FileSpec>,
+}
+
+/// `[[files]] layer = "web", path = "Caddyfile", content = "…"`: a file of a (non-cache) layer,
+/// written by the engine, so a configuration file needs no step. `content` is a template
+/// (`${fact:…}`, `${app}` and `${layer:…}` as image paths).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSpec {
+    pub layer: String,
+    /// Relative to the layer.
+    pub path: String,
+    pub content: String,
+    /// Planned only when these facts hold (the first of several for one path wins).
+    #[serde(default)]
+    pub when: When,
 }
 
 /// `[[packages]] build = ["ruby-dev"], run = ["ruby"], when = { … }`: Debian packages (names

@@ -249,3 +249,66 @@ fn python_c_extension_compiles_against_the_distros_headers() {
         &container.rootfs(),
     );
 }
+
+/// `GET path` with `headers`, returning the whole response head (status line and headers,
+/// lowercased) and the body bytes.
+fn raw_get(port: u16, path: &str, headers: &str) -> (String, Vec<u8>) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n{headers}\r\n"
+    )
+    .unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).unwrap();
+    let split = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a response head");
+    let head = String::from_utf8_lossy(&response[..split]).to_lowercase();
+    (head, response[split + 4..].to_vec())
+}
+
+/// A plain site: Caddy from the stack serves it on `$PORT` with MIME types, compression for
+/// clients that ask, and a 404 for a missing file (no single-page-app fallback).
+#[test]
+fn static_site_is_served_by_caddy_with_mime_types_compression_and_404() {
+    if !ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (report, container, port) = serve_hermetic("static-site", dir.path(), &[]);
+    assert_eq!(report["processes"][0]["command"][0], "caddy", "{report:#}");
+    let (status, body) = container.http_get(port, "/");
+    assert!(status.contains("200"), "{status}\n{}", container.log());
+    assert!(body.contains("<h1>kiln static-site</h1>"), "{body}");
+    let (head, css) = raw_get(port, "/style.css", "Accept-Encoding: gzip\r\n");
+    assert!(head.contains("content-type: text/css"), "{head}");
+    assert!(head.contains("content-encoding: gzip"), "{head}");
+    let mut plain = String::new();
+    std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&css[..]), &mut plain).unwrap();
+    assert!(plain.contains("font-family: sans-serif"), "{plain}");
+    let (head, _) = raw_get(port, "/missing.html", "");
+    assert!(head.starts_with("http/1.1 404"), "{head}");
+}
+
+/// A single-page app (`Staticfile` `pushstate: enabled`, `root: dist`): a client-router path
+/// gets `index.html`, assets are served as they are.
+#[test]
+fn single_page_app_falls_back_to_index_html_for_client_routes() {
+    if !ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (_, container, port) = serve_hermetic("static-spa", dir.path(), &[]);
+    let (status, index) = container.http_get(port, "/");
+    assert!(status.contains("200"), "{status}\n{}", container.log());
+    assert!(index.contains("<h1>kiln static-spa</h1>"), "{index}");
+    let (status, routed) = container.http_get(port, "/users/42/settings");
+    assert!(status.contains("200"), "{status}");
+    assert_eq!(routed, index);
+    let (head, script) = raw_get(port, "/assets/app.js", "");
+    assert!(head.contains("javascript"), "{head}");
+    assert!(String::from_utf8_lossy(&script).contains("location.pathname"));
+}

@@ -16,6 +16,7 @@ mod python;
 mod ruby;
 mod rust;
 mod shell;
+mod static_site;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -32,7 +33,7 @@ pub(crate) const PORT: &str = "${PORT:-8080}";
 
 /// The analyzers a `buildpack.toml` may name.
 pub const ANALYZERS: &[&str] = &[
-    "nodejs", "python", "go", "rust", "ruby", "java", "php", "dotnet", "shell",
+    "nodejs", "python", "go", "rust", "ruby", "java", "php", "dotnet", "shell", "static",
 ];
 
 /// What an analyzer (and the buildpack's declarative `[[versions]]`/`[[frameworks]]`) found.
@@ -139,6 +140,7 @@ pub(crate) fn run(
         "php" => php::analyze(&tree),
         "dotnet" => dotnet::analyze(&tree),
         "shell" => shell::analyze(&tree),
+        "static" => static_site::analyze(&tree),
         // Validation only lets known names through.
         other => Err(Error::Template(format!("unknown analyzer {other:?}"))),
     }

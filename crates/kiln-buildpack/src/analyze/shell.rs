@@ -48,11 +48,9 @@ pub(super) fn analyze(tree: &Tree) -> Result<Facts> {
     if let Some((_, package)) = SHELL_PACKAGES.iter().find(|(name, _)| *name == program) {
         facts.set("interpreter_package", *package);
         if *package != "dash" {
-            // TODO(run packages): the buildpack declares this package once buildpacks can.
             facts.notes.push(format!(
-                "{SCRIPT} runs with {program}: the image needs Debian package `{package}` (Kiln's \
-                 stack has only dash as /bin/sh); add it with `[packages] run = [\"{package}\"]` \
-                 in kiln.toml, or use a --run-image that has it"
+                "{SCRIPT} runs with {program}: Debian package `{package}` joins Kiln's stack \
+                 (which has only dash as /bin/sh); a --run-image must have it"
             ));
         }
     }
@@ -107,7 +105,7 @@ mod tests {
         assert_eq!(bash.get("interpreter_arg").as_deref(), Some("bash"));
         assert_eq!(bash.get("interpreter_package").as_deref(), Some("bash"));
         assert!(
-            bash.notes[0].contains("[packages] run = [\"bash\"]"),
+            bash.notes[0].contains("Debian package `bash` joins Kiln's stack"),
             "{:?}",
             bash.notes
         );
