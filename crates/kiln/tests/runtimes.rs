@@ -52,12 +52,20 @@ fn node_express_runs_on_the_glibc_stack_and_rebuilds_only_what_changed() {
         .iter()
         .map(|l| l["name"].as_str().unwrap())
         .collect();
-    // Two stack layers (static, glibc: chosen because Node needs glibc) under the app's.
+    // Three stack layers (static, glibc: chosen because Node needs glibc, and the packages
+    // the nodejs buildpack asks for: libatomic1) under the app's.
     assert_eq!(
         names,
-        ["base", "base", "nodejs/runtime", "nodejs/modules", "app"]
+        ["base", "base", "base", "nodejs/runtime", "nodejs/modules", "app"]
     );
     assert_eq!(cold["stack"]["flavour"], "glibc");
+    let packages = cold["stack"]["packages"].as_array().unwrap();
+    assert!(
+        packages
+            .iter()
+            .any(|p| p["name"] == "libatomic1" && p["layer"] == "packages"),
+        "{packages:?}"
+    );
     assert_eq!(cold["runtimes"][0]["provider"], "host");
     assert_eq!(cold["runtimes"][0]["from"], "package.json engines.node");
 
