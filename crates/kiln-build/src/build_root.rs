@@ -23,6 +23,9 @@ use kiln_debian::stack as dstack;
 use crate::error::Result;
 use crate::BuildOptions;
 
+/// Where unpacked roots live, relative to the cache dir (the default Debian cache's `roots/`).
+pub const ROOTS_DIR: &str = "debian/roots";
+
 /// `--build-root`: what sandboxed steps see as `/`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum BuildRootMode {
@@ -102,7 +105,12 @@ pub fn prepare(
     let key = droot::root_key(&lock);
     let cached = roots.join(&key).is_dir();
     let dir = if cached {
-        roots.join(&key)
+        // Its mtime is its last use, for `kiln cache ls` / `prune`.
+        let dir = roots.join(&key);
+        if let Ok(handle) = std::fs::File::open(&dir) {
+            let _ = handle.set_modified(std::time::SystemTime::now());
+        }
+        dir
     } else {
         let layers = dstack::assemble(&source, &cache, &lock)?;
         droot::materialize(&roots, &lock, &layers)?

@@ -158,6 +158,19 @@ fn listing(cache: &BuildCache) -> Result<CacheListing> {
             now,
         )?);
     }
+    // Unpacked build roots in the default Debian cache (`KILN_DEBIAN_CACHE` elsewhere is the
+    // caller's to manage); a build that uses one touches it. Half-unpacked ones start with `.`.
+    let roots = root.join(crate::build_root::ROOTS_DIR);
+    for dir in read_dir_sorted(&roots)? {
+        if file_name(&dir).starts_with('.') {
+            continue;
+        }
+        let last_used = fs::metadata(&dir)
+            .and_then(|m| m.modified())
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        let name = format!("{}/{}", crate::build_root::ROOTS_DIR, file_name(&dir));
+        items.push(item("build-root", name, vec![dir], last_used, now)?);
+    }
     items.sort_by(|a, b| b.last_used.cmp(&a.last_used).then(a.name.cmp(&b.name)));
     Ok(CacheListing {
         cache_dir: root.to_path_buf(),
@@ -190,7 +203,9 @@ pub fn prune(cache_dir: &Path, policy: &PrunePolicy) -> Result<PruneReport> {
         }
         for path in &item.paths {
             let meta = fs::symlink_metadata(path).ctx(|| format!("reading {}", path.display()))?;
-            if meta.is_dir() {
+            if item.kind == "build-root" {
+                kiln_debian::build_root::remove_tree(path)
+            } else if meta.is_dir() {
                 fs::remove_dir_all(path)
             } else {
                 fs::remove_file(path)
@@ -382,6 +397,33 @@ mod tests {
             !tmp.path().join("no").exists(),
             "the cache directory was created"
         );
+    }
+
+    #[test]
+    fn build_roots_are_listed_and_pruned_even_with_read_only_directories() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let roots = tmp.path().join(crate::build_root::ROOTS_DIR);
+        let usr = roots.join("k1/usr");
+        fs::create_dir_all(&usr).unwrap();
+        fs::write(usr.join("tool"), vec![b'x'; 5000]).unwrap();
+        fs::set_permissions(&usr, fs::Permissions::from_mode(0o555)).unwrap();
+        fs::create_dir_all(roots.join(".unpacking-1")).unwrap();
+        let listing = list(tmp.path()).unwrap();
+        let found: Vec<(&str, &str)> = listing
+            .items
+            .iter()
+            .filter(|i| i.kind == "build-root")
+            .map(|i| (i.kind, i.name.as_str()))
+            .collect();
+        assert_eq!(found, [("build-root", "debian/roots/k1")]);
+        let policy = PrunePolicy {
+            max_size: Some(0),
+            older_than: None,
+        };
+        let report = prune(tmp.path(), &policy).unwrap();
+        assert!(report.removed.iter().any(|i| i.kind == "build-root"));
+        assert!(!roots.join("k1").exists());
     }
 
     #[test]

@@ -56,7 +56,14 @@ fn node_express_runs_on_the_glibc_stack_and_rebuilds_only_what_changed() {
     // the nodejs buildpack asks for: libatomic1) under the app's.
     assert_eq!(
         names,
-        ["base", "base", "base", "nodejs/runtime", "nodejs/modules", "app"]
+        [
+            "base",
+            "base",
+            "base",
+            "nodejs/runtime",
+            "nodejs/modules",
+            "app"
+        ]
     );
     assert_eq!(cold["stack"]["flavour"], "glibc");
     let packages = cold["stack"]["packages"].as_array().unwrap();
