@@ -197,3 +197,31 @@ fn rust_app_builds_with_cargo_from_the_build_root() {
     assert_eq!(body, "hello from kiln rust-hello at /kiln\n");
     assert_hermetic(&report, Some(&["cargo"]), dir.path(), &container.rootfs());
 }
+
+/// C++ with CMake and Ninja from the build root, installed into the `app` launch layer; the
+/// image is on the glibc stack with libstdc++.
+#[test]
+fn cpp_cmake_app_builds_in_the_build_root_and_runs_its_installed_executable() {
+    if !ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (report, container, port) = serve_hermetic("cpp-cmake-http", dir.path(), &[]);
+    assert_eq!(report["stack"]["flavour"], "glibc", "{report:#}");
+    let (status, body) = container.http_get(port, "/kiln");
+    assert!(status.contains("200"), "{status}\n{}", container.log());
+    assert_eq!(body, "hello from kiln cpp-cmake-http at /kiln\n");
+    assert!(
+        container
+            .rootfs()
+            .join("layers/cpp/app/bin/hello-server")
+            .is_file(),
+        "{report:#}"
+    );
+    assert_hermetic(
+        &report,
+        Some(&["cmake", "ninja-build"]),
+        dir.path(),
+        &container.rootfs(),
+    );
+}
