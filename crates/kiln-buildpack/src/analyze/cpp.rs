@@ -395,7 +395,7 @@ fn cmake(tree: &Tree) -> Result<Found> {
         }
         // Depth-first, in the order the file adds them.
         for sub in subdirs.into_iter().rev() {
-            if depth + 1 <= MAX_DEPTH {
+            if depth < MAX_DEPTH {
                 queue.push((format!("{dir}{sub}/"), depth + 1));
             }
         }
