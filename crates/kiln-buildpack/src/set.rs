@@ -105,6 +105,10 @@ mod builtin {
             include_str!("../../../buildpacks/cobol/buildpack.toml"),
         ),
         (
+            "cpp",
+            include_str!("../../../buildpacks/cpp/buildpack.toml"),
+        ),
+        (
             "static",
             include_str!("../../../buildpacks/static/buildpack.toml"),
         ),
@@ -233,9 +237,9 @@ mod tests {
             .iter()
             .map(|b| b.spec.buildpack.id.as_str())
             .collect();
-        assert_eq!(ids.len(), 22);
+        assert_eq!(ids.len(), 23);
         assert_eq!(ids[0], "nodejs");
-        assert_eq!(ids[21], "procfile");
+        assert_eq!(ids[22], "procfile");
         assert_eq!(
             set.get("go").unwrap().manifest_path,
             PathBuf::from("<builtin>/go/buildpack.toml")

@@ -65,7 +65,7 @@ fn nothing_detected_says_why() {
     assert!(detection
         .rejected
         .contains(&verdict("go", "none of go.mod, go.work, main.go found")));
-    assert_eq!(detection.rejected.len(), 22);
+    assert_eq!(detection.rejected.len(), 23);
 }
 
 #[test]
@@ -136,7 +136,7 @@ fn procfile_and_go_both_pass_and_procfile_web_wins() {
             verdict("procfile", "found Procfile")
         ]
     );
-    assert_eq!(detection.rejected.len(), 20, "{:?}", detection.rejected);
+    assert_eq!(detection.rejected.len(), 21, "{:?}", detection.rejected);
 
     let plan = plan_builtin(src.path()).unwrap();
     let ids: Vec<_> = plan.buildpacks.iter().map(|b| b.id.as_str()).collect();

@@ -40,6 +40,23 @@ fn ready() -> bool {
     require_tools(&["skopeo", "umoci", "runc"]) && require_debian_mirror()
 }
 
+/// Builds `name` hermetically, asserts that `GET path` answers `hello from kiln NAME at PATH`
+/// and that the build root holds `requested`; returns the report and the running container
+/// (with the directory that must outlive it) for further checks.
+fn assert_greets(
+    name: &str,
+    path: &str,
+    requested: &[&str],
+) -> (tempfile::TempDir, serde_json::Value, Container) {
+    let dir = tempfile::tempdir().unwrap();
+    let (report, container, port) = serve_hermetic(name, dir.path(), &[]);
+    let (status, body) = container.http_get(port, path);
+    assert!(status.contains("200"), "{status}\n{}", container.log());
+    assert_eq!(body, format!("hello from kiln {name} at {path}\n"));
+    assert_hermetic(&report, Some(requested), dir.path(), &container.rootfs());
+    (dir, report, container)
+}
+
 /// The build root named in the report holds what was asked for (`None`: the plan has no steps,
 /// so no build root is assembled); no host path of the cache, working copy or source is in any
 /// file of the image.
@@ -133,17 +150,7 @@ fn go_app_builds_with_go_from_the_build_root() {
     if !ready() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let (report, container, port) = serve_hermetic("go-http", dir.path(), &[]);
-    let (status, body) = container.http_get(port, "/");
-    assert!(status.contains("200"), "{status}\n{}", container.log());
-    assert_eq!(body, "hello from kiln go-http at /\n");
-    assert_hermetic(
-        &report,
-        Some(&["golang-go"]),
-        dir.path(),
-        &container.rootfs(),
-    );
+    assert_greets("go-http", "/", &["golang-go"]);
 }
 
 #[test]
@@ -189,13 +196,46 @@ fn rust_app_builds_with_cargo_from_the_build_root() {
     if !ready() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let (report, container, port) = serve_hermetic("rust-hello", dir.path(), &[]);
+    let (_dir, report, _container) = assert_greets("rust-hello", "/kiln", &["cargo"]);
     assert_eq!(report["stack"]["flavour"], "static", "{report:#}");
-    let (status, body) = container.http_get(port, "/kiln");
-    assert!(status.contains("200"), "{status}\n{}", container.log());
-    assert_eq!(body, "hello from kiln rust-hello at /kiln\n");
-    assert_hermetic(&report, Some(&["cargo"]), dir.path(), &container.rootfs());
+}
+
+/// Builds a `cpp` fixture with `tool` (`cmake`, `meson`) and Ninja from the build root and
+/// checks what the `app` launch layer holds: the executable `exe` in `bin`, which the image runs
+/// on the glibc stack (the buildpack's libstdc++ run packages), and none of `absent`.
+fn assert_cpp_app(name: &str, path: &str, tool: &str, exe: &str, absent: &[&str]) {
+    let (_dir, report, container) = assert_greets(name, path, &[tool, "ninja-build"]);
+    assert_eq!(report["stack"]["flavour"], "glibc", "{report:#}");
+    let bin = container.rootfs().join("layers/cpp/app/bin");
+    assert!(bin.join(exe).is_file(), "{report:#}");
+    for other in absent {
+        assert!(!bin.join(other).exists(), "{other} installed: {report:#}");
+    }
+}
+
+/// C++ with CMake: `add_executable` + `install(TARGETS)` names the start command.
+#[test]
+fn cpp_cmake_app_builds_in_the_build_root_and_runs_its_installed_executable() {
+    if !ready() {
+        return;
+    }
+    assert_cpp_app("cpp-cmake-http", "/kiln", "cmake", "hello-server", &[]);
+}
+
+/// C with Meson: the installed executable is named by `meson.project_name()`; the uninstalled
+/// helper is neither a candidate nor installed.
+#[test]
+fn cpp_meson_app_builds_in_the_build_root_and_runs_its_installed_executable() {
+    if !ready() {
+        return;
+    }
+    assert_cpp_app(
+        "cpp-meson-http",
+        "/meson",
+        "meson",
+        "cpp-meson-http",
+        &["selftest"],
+    );
 }
 
 /// pnpm as `packageManager` pins it, fetched from the npm registry by the runtime's npx: no host

@@ -7,6 +7,7 @@
 //! Analyzers read only fixed paths and bounded, non-recursive directory listings, never a walk of
 //! the tree: detection must stay fast on a 100k-file monorepo.
 
+mod cpp;
 mod dotnet;
 mod go;
 mod java;
@@ -33,7 +34,7 @@ pub(crate) const PORT: &str = "${PORT:-8080}";
 
 /// The analyzers a `buildpack.toml` may name.
 pub const ANALYZERS: &[&str] = &[
-    "nodejs", "python", "go", "rust", "ruby", "java", "php", "dotnet", "shell", "static",
+    "nodejs", "python", "go", "rust", "ruby", "java", "php", "dotnet", "shell", "static", "cpp",
 ];
 
 /// What an analyzer (and the buildpack's declarative `[[versions]]`/`[[frameworks]]`) found.
@@ -141,6 +142,7 @@ pub(crate) fn run(
         "dotnet" => dotnet::analyze(&tree),
         "shell" => shell::analyze(&tree),
         "static" => static_site::analyze(&tree),
+        "cpp" => cpp::analyze(&tree),
         // Validation only lets known names through.
         other => Err(Error::Template(format!("unknown analyzer {other:?}"))),
     }
