@@ -154,6 +154,16 @@ fn go_app_builds_with_go_from_the_build_root() {
 }
 
 #[test]
+fn go_workspace_builds_the_module_kiln_toml_names_with_its_workspace_dependency() {
+    if !ready() {
+        return;
+    }
+    // The greeting comes from the workspace's `greeting` module; only the api serves HTTP (the
+    // other main package prints and exits).
+    assert_greets("go-workspace", "/api", &["golang-go"]);
+}
+
+#[test]
 fn node_app_installs_with_npm_from_the_registry_inside_the_build_root() {
     if !ready() {
         return;

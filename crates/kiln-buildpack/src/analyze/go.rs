@@ -1,6 +1,8 @@
 //! Go: the version from `go.mod`'s `toolchain`/`go` directives, `go.work` workspaces, and which
-//! package to build (the root, or a `cmd/<name>` layout).
+//! package to build (the root, or a `cmd/<name>` layout; in a `go.work` workspace, the module
+//! the user chose, else the only module with a main package).
 
+use super::workspace::invalid_choice;
 use super::{Facts, Sourced, Tree, Workspaces};
 use crate::error::Result;
 use crate::manifest::excerpt;
@@ -21,7 +23,8 @@ const GO_MOD_DIRECTIVES: &[&str] = &[
 ];
 const GO_WORK_DIRECTIVES: &[&str] = &["go", "toolchain", "godebug", "use", "replace"];
 
-pub(super) fn analyze(tree: &Tree) -> Result<Facts> {
+/// `app`: the `go.work` module the user chose (`kiln.toml` `app` / `KILN_APP`), with its source.
+pub(super) fn analyze(tree: &Tree, app: Option<&(String, String)>) -> Result<Facts> {
     let mut facts = Facts::default();
     let go_mod = tree.text("go.mod")?;
     if let Some(text) = &go_mod {
@@ -69,6 +72,16 @@ pub(super) fn analyze(tree: &Tree) -> Result<Facts> {
             .filter(|l| l.starts_with("./") || l.starts_with("use ./"))
             .map(|l| l.trim_start_matches("use ").to_owned())
             .collect();
+        // A workspace without a root module takes its language version from go.work.
+        if facts.version.is_none() {
+            facts.version = work.lines().find_map(|l| {
+                let v = l.trim().strip_prefix("go ")?.trim();
+                Some(Sourced {
+                    version: format!(">={v}"),
+                    from: "go.work go".into(),
+                })
+            });
+        }
         facts.workspaces = Some(Workspaces {
             tool: "go".into(),
             members,
@@ -76,37 +89,134 @@ pub(super) fn analyze(tree: &Tree) -> Result<Facts> {
         });
     }
 
-    // The package to build: the root if it has a main.go, else `cmd/<name>` (the module's last
-    // path segment if several, else the first alphabetically).
-    let package = if tree.is_file("main.go") {
-        Some(".".to_owned())
-    } else {
-        let cmds: Vec<String> = tree
-            .list("cmd", true)?
-            .into_iter()
-            .filter(|d| tree.is_file(&format!("cmd/{d}/main.go")))
-            .collect();
-        let base = module
-            .as_deref()
-            .and_then(|m| m.rsplit('/').next())
-            .unwrap_or("");
-        let chosen = cmds.iter().find(|c| *c == base).or(cmds.first()).cloned();
-        if cmds.len() > 1 {
-            facts.notes.push(format!(
-                "several commands under cmd/ ({}); building cmd/{}",
-                cmds.join(", "),
-                chosen.as_deref().unwrap_or("")
-            ));
+    // The package to build: the chosen workspace module's, else the root's, else the only
+    // workspace module's with a main package. `go build ./api` from the root works in
+    // workspace mode, so the build always runs at the root.
+    let package = match (app, facts.workspaces.as_ref()) {
+        (Some(choice), Some(ws)) => {
+            ws.check_choice(choice)?;
+            let dir = &choice.0;
+            let module = module_of(tree, dir)?;
+            let Some(package) = main_package(tree, dir, module.as_deref(), &mut facts.notes)?
+            else {
+                return Err(invalid_choice(
+                    choice,
+                    format!("no main package in {dir}/ or under {dir}/cmd/<name>/"),
+                ));
+            };
+            Some(package)
         }
-        chosen.map(|c| format!("./cmd/{c}"))
+        (app, ws) => {
+            if let Some((_, from)) = app {
+                facts
+                    .notes
+                    .push(format!("{from} not used: there is no go.work workspace"));
+            }
+            match main_package(tree, ".", module.as_deref(), &mut facts.notes)? {
+                Some(package) => Some(package),
+                None => match ws {
+                    Some(ws) => workspace_package(tree, ws, &mut facts.notes)?,
+                    None => {
+                        facts
+                            .notes
+                            .push("no main package at the root or under cmd/<name>/".into());
+                        None
+                    }
+                },
+            }
+        }
     };
-    match package {
-        Some(p) => facts.set("package", p),
-        None => facts
-            .notes
-            .push("no main package at the root or under cmd/<name>/".into()),
+    if let Some(package) = package {
+        facts.set("package", package);
     }
     Ok(facts)
+}
+
+/// The module path of the `go.mod` in `dir`, if any.
+fn module_of(tree: &Tree, dir: &str) -> Result<Option<String>> {
+    Ok(tree.text(&format!("{dir}/go.mod"))?.and_then(|text| {
+        text.lines().find_map(|l| {
+            l.trim()
+                .strip_prefix("module ")
+                .map(|m| m.trim().trim_matches('"').to_owned())
+        })
+    }))
+}
+
+/// The main package of the module in `dir` (`.` or a workspace module), as a `go build`
+/// argument: `dir` itself when it has a main.go, else `dir/cmd/<name>` (the module's last path
+/// segment if several, else the first alphabetically).
+fn main_package(
+    tree: &Tree,
+    dir: &str,
+    module: Option<&str>,
+    notes: &mut Vec<String>,
+) -> Result<Option<String>> {
+    let at = |rel: &str| {
+        if dir == "." {
+            rel.to_owned()
+        } else {
+            format!("{dir}/{rel}")
+        }
+    };
+    if tree.is_file(&at("main.go")) {
+        return Ok(Some(if dir == "." {
+            ".".to_owned()
+        } else {
+            format!("./{dir}")
+        }));
+    }
+    let cmds: Vec<String> = tree
+        .list(&at("cmd"), true)?
+        .into_iter()
+        .filter(|d| tree.is_file(&at(&format!("cmd/{d}/main.go"))))
+        .collect();
+    let base = module.and_then(|m| m.rsplit('/').next()).unwrap_or("");
+    let chosen = cmds.iter().find(|c| *c == base).or(cmds.first()).cloned();
+    if cmds.len() > 1 {
+        notes.push(format!(
+            "several commands under {} ({}); building {}",
+            at("cmd/"),
+            cmds.join(", "),
+            at(&format!("cmd/{}", chosen.as_deref().unwrap_or("")))
+        ));
+    }
+    Ok(chosen.map(|c| format!("./{}", at(&format!("cmd/{c}")))))
+}
+
+/// The only `go.work` module with a main package; several are a note naming them.
+fn workspace_package(
+    tree: &Tree,
+    ws: &Workspaces,
+    notes: &mut Vec<String>,
+) -> Result<Option<String>> {
+    let mut found = Vec::new();
+    for dir in ws.member_dirs(tree, notes)? {
+        let module = module_of(tree, &dir)?;
+        if let Some(package) = main_package(tree, &dir, module.as_deref(), &mut Vec::new())? {
+            found.push((dir, package));
+        }
+    }
+    match found.len() {
+        0 => {
+            notes.push(
+                "no main package at the root, under cmd/<name>/ or in a go.work module".into(),
+            );
+            Ok(None)
+        }
+        1 => Ok(found.pop().map(|(_, package)| package)),
+        _ => {
+            let dirs: Vec<&str> = found.iter().map(|(dir, _)| dir.as_str()).collect();
+            notes.push(format!(
+                "go.work modules with a main package: {}; choose one with `app = \"{}\"` in \
+                 kiln.toml or KILN_APP={}",
+                dirs.join(", "),
+                dirs[0],
+                dirs[0]
+            ));
+            Ok(None)
+        }
+    }
 }
 
 /// Each line is a known directive (a `directive (` block's lines are its arguments), `//`

@@ -18,6 +18,7 @@ mod ruby;
 mod rust;
 mod shell;
 mod static_site;
+mod workspace;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -134,8 +135,8 @@ pub(crate) fn run(
     match name {
         "nodejs" => nodejs::analyze(&tree, app),
         "python" => python::analyze(&tree),
-        "go" => go::analyze(&tree),
-        "rust" => rust::analyze(&tree),
+        "go" => go::analyze(&tree, app),
+        "rust" => rust::analyze(&tree, app),
         "ruby" => ruby::analyze(&tree),
         "java" => java::analyze(&tree),
         "php" => php::analyze(&tree),

@@ -1,11 +1,14 @@
 //! Rust: the toolchain (`rust-toolchain.toml`, `rust-toolchain`, `rust-version`), workspaces, and
 //! which binary the image runs (`default-run`, the package, a single `src/bin/*`; in a virtual
-//! workspace, the only member with a binary).
+//! workspace, the member the user chose, else the only member with a binary, else the only one
+//! among `default-members`).
 
+use super::workspace::invalid_choice;
 use super::{first_version, toml_str, version_text, Facts, Tree, Workspaces};
 use crate::error::Result;
 
-pub(super) fn analyze(tree: &Tree) -> Result<Facts> {
+/// `app`: the workspace member the user chose (`kiln.toml` `app` / `KILN_APP`), with its source.
+pub(super) fn analyze(tree: &Tree, app: Option<&(String, String)>) -> Result<Facts> {
     let mut facts = Facts::default();
     let cargo = tree.toml("Cargo.toml")?.unwrap_or_default();
     check_manifest(tree, &cargo)?;
@@ -55,11 +58,23 @@ pub(super) fn analyze(tree: &Tree) -> Result<Facts> {
         });
     }
 
-    // The package to install: the root's, else the only workspace member with a binary.
-    let (package, bin) = if cargo.contains_key("package") {
-        (".".to_owned(), binary(tree, ".", &cargo, &mut facts.notes)?)
-    } else {
-        workspace_binary(tree, facts.workspaces.as_ref(), &mut facts.notes)?
+    // The package to install: the chosen member, else the root's, else the workspace's binary.
+    let (package, bin) = match (app, facts.workspaces.as_ref()) {
+        (Some(choice), Some(ws)) => chosen_binary(tree, ws, choice)?,
+        (None, _) if cargo.contains_key("package") => {
+            (".".to_owned(), binary(tree, ".", &cargo, &mut facts.notes)?)
+        }
+        (app, ws) => {
+            if let Some((_, from)) = app {
+                facts.notes.push(format!(
+                    "{from} not used: Cargo.toml declares no [workspace]"
+                ));
+            }
+            match ws {
+                Some(ws) => workspace_binary(tree, ws, &cargo, &mut facts.notes)?,
+                None => (".".to_owned(), None),
+            }
+        }
     };
     if let Some((name, from)) = bin {
         facts.set("bin", name);
@@ -122,30 +137,58 @@ fn binary(
     Ok(found)
 }
 
-/// A virtual workspace's app: the only member with a binary. Members are the listed paths and
-/// `dir/*` globs (one directory level), each read as its own `Cargo.toml`.
+/// The binary of the member the user chose; a choice that is not a member with a binary is an
+/// error naming the setting.
+fn chosen_binary(
+    tree: &Tree,
+    ws: &Workspaces,
+    choice: &(String, String),
+) -> Result<(String, Option<(String, String)>)> {
+    ws.check_choice(choice)?;
+    let (dir, from) = choice;
+    let manifest = format!("{dir}/Cargo.toml");
+    let cargo = tree
+        .toml(&manifest)?
+        .ok_or_else(|| invalid_choice(choice, format!("{}{manifest} not found", tree.prefix)))?;
+    let mut notes = Vec::new();
+    let Some((name, found)) = binary(tree, dir, &cargo, &mut notes)? else {
+        let why = notes.pop().unwrap_or_else(|| {
+            "no binary: no src/main.rs, src/bin/*.rs or single [[bin]]".to_owned()
+        });
+        return Err(invalid_choice(choice, why));
+    };
+    Ok((dir.clone(), Some((name, format!("{found} ({from})")))))
+}
+
+/// A workspace's app when the user chose none: the only member with a binary, else the only
+/// binary member among `workspace.default-members` (what a bare `cargo build` builds). Members
+/// are the listed paths and `dir/*` globs (one directory level) minus `workspace.exclude`, each
+/// read as its own `Cargo.toml`.
 fn workspace_binary(
     tree: &Tree,
-    workspaces: Option<&Workspaces>,
+    ws: &Workspaces,
+    cargo: &toml::Table,
     notes: &mut Vec<String>,
 ) -> Result<(String, Option<(String, String)>)> {
-    let mut members = Vec::new();
-    for pattern in workspaces.map(|w| w.members.as_slice()).unwrap_or_default() {
-        let pattern = pattern.trim_end_matches('/');
-        match pattern.strip_suffix("/*") {
-            Some(parent) if !parent.contains(['*', '?', '[']) => members.extend(
-                tree.list(parent, true)?
-                    .into_iter()
-                    .map(|child| format!("{parent}/{child}")),
-            ),
-            _ if !pattern.contains(['*', '?', '[']) && !pattern.contains("..") => {
-                members.push(pattern.to_owned())
-            }
-            _ => notes.push(format!(
-                "workspace member pattern {pattern:?} is not followed"
-            )),
-        }
-    }
+    let listed = |key: &str| -> Vec<String> {
+        cargo
+            .get("workspace")
+            .and_then(|w| w.get(key))
+            .and_then(|m| m.as_array())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|m| m.as_str())
+                    .map(|m| m.trim_start_matches("./").trim_end_matches('/').to_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let excluded = listed("exclude");
+    let members: Vec<String> = ws
+        .member_dirs(tree, notes)?
+        .into_iter()
+        .filter(|m| !excluded.contains(m))
+        .collect();
     let mut found = Vec::new();
     for member in &members {
         let Some(cargo) = tree.toml(&format!("{member}/Cargo.toml"))? else {
@@ -153,6 +196,20 @@ fn workspace_binary(
         };
         if let Some(bin) = binary(tree, member, &cargo, &mut Vec::new())? {
             found.push((member.clone(), bin));
+        }
+    }
+    if found.len() > 1 {
+        let defaults = listed("default-members");
+        let mut default_bins: Vec<_> = found.iter().filter(|(m, _)| defaults.contains(m)).collect();
+        if default_bins.len() == 1 {
+            let (member, (name, _)) = default_bins.remove(0);
+            return Ok((
+                member.clone(),
+                Some((
+                    name.clone(),
+                    "Cargo.toml workspace.default-members".to_owned(),
+                )),
+            ));
         }
     }
     match found.len() {
@@ -177,9 +234,11 @@ fn workspace_binary(
                 .map(|(member, (bin, _))| format!("{bin} in {member}"))
                 .collect();
             notes.push(format!(
-                "virtual workspace with several binary members ({}): build one member as the \
-                 app root, or set the start command",
-                names.join(", ")
+                "workspace with several binary members ({}): choose one with `app = \"{}\"` in \
+                 kiln.toml or KILN_APP={}",
+                names.join(", "),
+                found[0].0,
+                found[0].0
             ));
             Ok((".".into(), None))
         }
