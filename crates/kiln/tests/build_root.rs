@@ -382,7 +382,12 @@ fn php_app_is_served_by_php_fpm_behind_caddy_from_the_stack() {
     assert_hermetic(&report, None, dir.path(), &container.rootfs());
 
     // php-fpm's master gone: Caddy (PID 1) is stopped, and the log says why.
-    container.exec(&["sh", "-c", "read pid < /tmp/kiln-php-fpm.pid && kill $pid"]);
+    // (php-fpm writes its pid without a newline, so `read` returns 1 at EOF: no `&&`.)
+    container.exec(&[
+        "sh",
+        "-c",
+        "read pid < /tmp/kiln-php-fpm.pid; kill \"$pid\"",
+    ]);
     assert!(
         container.stops_within(std::time::Duration::from_secs(10)),
         "still running after php-fpm exited:\n{}",
