@@ -1,6 +1,7 @@
 //! What maintainer scripts would have made, since none are run: the CA bundle
 //! (`update-ca-certificates`), `update-alternatives` links, `/etc/nsswitch.conf` (base-files'
-//! postinst), users and groups, and dpkg's record of what is installed (`status.d`).
+//! postinst), PHP's enabled modules and `php.ini` (`phpenmod`, `ucf`), users and groups, and
+//! dpkg's record of what is installed (`status.d`).
 
 use std::collections::BTreeMap;
 
@@ -178,6 +179,114 @@ pub fn postinst_alternatives(root: &mut Root, alternatives: &[&Alternative]) -> 
     Ok(())
 }
 
+/// What PHP's `postinst`s would have made, so PHP runs as on Debian: with its extensions
+/// (opcache, ctype, pdo, …) loaded and production settings, not with none and PHP's
+/// compiled-in development defaults. Per PHP version `V` in the root:
+/// - each module's ini, which packages ship as `usr/share/phpV-PKG/DIR/MODULE.ini` and
+///   `postinst` copies with ucf, at `/etc/php/V/mods-available/MODULE.ini`;
+/// - every module of `mods-available` enabled for every SAPI the root has
+///   (`usr/lib/php/V/sapi/SAPI`), as `phpenmod` does: `/etc/php/V/SAPI/conf.d/PRIO-MODULE.ini`
+///   linking to it, `PRIO` from the ini's `; priority=NN` line (default 20), which orders
+///   dependent modules (mysqlnd before mysqli) since PHP reads `conf.d` in name order;
+/// - the SAPI's `php.ini`, Debian's `usr/lib/php/V/php.ini-production` (`.cli` for the CLI).
+///
+/// Nothing a package ships or an earlier layer has is replaced, so this can run after every
+/// layer. No-op without PHP.
+pub fn php_config(root: &mut Root, store: &BlobStore) -> Result<()> {
+    let mut shipped = Vec::new();
+    let mut sapis = Vec::new();
+    for (path, node) in root.paths() {
+        let parts: Vec<&str> = path.split('/').collect();
+        match (parts.as_slice(), node) {
+            (["usr", "share", package, _, ini], Node::File { .. }) if ini.ends_with(".ini") => {
+                if let Some((version, _)) = php_versioned(package) {
+                    shipped.push((version.to_owned(), (*ini).to_owned(), unlinked(node)));
+                }
+            }
+            (["usr", "lib", "php", version, "sapi", sapi], Node::File { .. }) => {
+                sapis.push(((*version).to_owned(), (*sapi).to_owned()));
+            }
+            _ => {}
+        }
+    }
+    for (version, ini, node) in shipped {
+        let available = root.redirect(&format!("etc/php/{version}/mods-available/{ini}"));
+        if root.get(&available).is_none() {
+            root.place(&available, node, 0o644, OWNER)?;
+        }
+    }
+    for (version, sapi) in sapis {
+        let available = format!("etc/php/{version}/mods-available/");
+        let modules: Vec<(String, Node)> = root
+            .paths()
+            .filter_map(|(path, node)| {
+                let ini = path.strip_prefix(&available)?;
+                (ini.ends_with(".ini") && !ini.contains('/') && matches!(node, Node::File { .. }))
+                    .then(|| (ini.to_owned(), node.clone()))
+            })
+            .collect();
+        for (ini, node) in modules {
+            let Node::File { sha256, .. } = &node else {
+                continue;
+            };
+            let text =
+                store.read_verified(&kiln_oci::Digest::parse(&format!("sha256:{sha256}"))?)?;
+            let priority = ini_priority(&String::from_utf8_lossy(&text));
+            let link = root.redirect(&format!("etc/php/{version}/{sapi}/conf.d/{priority}-{ini}"));
+            if root.get(&link).is_none() {
+                let target = format!("/etc/php/{version}/mods-available/{ini}");
+                root.place(&link, Node::Symlink(target), 0o777, OWNER)?;
+            }
+        }
+        let production = format!("usr/lib/php/{version}/php.ini-production");
+        let cli = format!("{production}.cli");
+        let template = if sapi == "cli" && root.get(&cli).is_some() {
+            cli
+        } else {
+            production
+        };
+        let ini = root.redirect(&format!("etc/php/{version}/{sapi}/php.ini"));
+        if let (None, Some(node @ Node::File { .. })) = (root.get(&ini), root.get(&template)) {
+            let node = unlinked(node);
+            root.place(&ini, node, 0o644, OWNER)?;
+        }
+    }
+    Ok(())
+}
+
+/// A copy of a file node outside its hardlink group (a copy may land in another layer).
+fn unlinked(node: &Node) -> Node {
+    match node {
+        Node::File { sha256, size, .. } => Node::File {
+            sha256: sha256.clone(),
+            size: *size,
+            group: None,
+        },
+        other => other.clone(),
+    }
+}
+
+/// `php8.4-common` → `("8.4", "common")`: a package directory of a versioned PHP package.
+fn php_versioned(package: &str) -> Option<(&str, &str)> {
+    let (version, name) = package.strip_prefix("php")?.split_once('-')?;
+    let numeric = version
+        .split('.')
+        .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+    (numeric && version.contains('.') && !name.is_empty()).then_some((version, name))
+}
+
+/// A module ini's `; priority=NN` (phpenmod's rule), else 20.
+fn ini_priority(text: &str) -> String {
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix(';'))
+        .filter_map(|l| l.trim().strip_prefix("priority"))
+        .filter_map(|l| l.trim().strip_prefix('='))
+        .map(str::trim)
+        .find(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+        .unwrap_or("20")
+        .to_owned()
+}
+
 /// `/var/lib/dpkg/status.d/NAME`: the package's control stanza with dpkg's `Status` line, one
 /// file per package as distroless writes them (Trivy, Grype and Syft read this directory).
 pub fn status(root: &mut Root, store: &BlobStore, name: &str, control: &str) -> Result<()> {
@@ -284,5 +393,90 @@ mod tests {
             .read_verified(&kiln_oci::Digest::parse(&format!("sha256:{sha256}")).unwrap())
             .unwrap();
         assert_eq!(bytes, b"A\nB\n");
+    }
+
+    #[test]
+    fn php_modules_are_enabled_for_each_sapi_by_priority_with_production_ini() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path()).unwrap();
+        let mut root = Root::new();
+        for (path, text) in [
+            (
+                "usr/share/php8.4-common/common/pdo.ini",
+                "; priority=10\nextension=pdo.so\n",
+            ),
+            (
+                "usr/share/php8.4-mysql/mysql/mysqli.ini",
+                "; configuration\nextension=mysqli.so\n",
+            ),
+            ("usr/share/php8.4-common/README.ini.txt", "no"),
+            ("usr/share/phpunit/x/y.ini", "no"),
+            ("usr/lib/php/8.4/sapi/fpm", ""),
+            ("usr/lib/php/8.4/sapi/cli", ""),
+            (
+                "usr/lib/php/8.4/php.ini-production",
+                "display_errors = Off\n",
+            ),
+            (
+                "usr/lib/php/8.4/php.ini-production.cli",
+                "display_errors = STDOUT\n",
+            ),
+        ] {
+            put_file(&mut root, &store, path, text.as_bytes(), 0o644).unwrap();
+        }
+        // A module ini a package ships in mods-available itself is enabled too.
+        put_file(
+            &mut root,
+            &store,
+            "etc/php/8.4/mods-available/redis.ini",
+            b"; priority=25\n",
+            0o644,
+        )
+        .unwrap();
+        php_config(&mut root, &store).unwrap();
+        let text = |root: &Root, path: &str| match root.get(path) {
+            Some(Node::File { sha256, .. }) => String::from_utf8(
+                store
+                    .read_verified(&kiln_oci::Digest::parse(&format!("sha256:{sha256}")).unwrap())
+                    .unwrap(),
+            )
+            .unwrap(),
+            other => panic!("{path}: {other:?}"),
+        };
+        assert_eq!(
+            text(&root, "etc/php/8.4/mods-available/pdo.ini"),
+            "; priority=10\nextension=pdo.so\n"
+        );
+        for sapi in ["cli", "fpm"] {
+            for (link, ini) in [
+                ("10-pdo.ini", "pdo.ini"),
+                ("20-mysqli.ini", "mysqli.ini"),
+                ("25-redis.ini", "redis.ini"),
+            ] {
+                assert_eq!(
+                    root.get(&format!("etc/php/8.4/{sapi}/conf.d/{link}")),
+                    Some(&Node::Symlink(format!("/etc/php/8.4/mods-available/{ini}"))),
+                    "{sapi} {link}"
+                );
+            }
+        }
+        assert!(root.get("etc/php/8.4/mods-available/y.ini").is_none());
+        assert_eq!(
+            text(&root, "etc/php/8.4/fpm/php.ini"),
+            "display_errors = Off\n"
+        );
+        assert_eq!(
+            text(&root, "etc/php/8.4/cli/php.ini"),
+            "display_errors = STDOUT\n"
+        );
+        // Run again (after a later layer): nothing changes, nothing is replaced.
+        php_config(&mut root, &store).unwrap();
+        assert_eq!(
+            text(&root, "etc/php/8.4/fpm/php.ini"),
+            "display_errors = Off\n"
+        );
+        let mut none = Root::new();
+        php_config(&mut none, &store).unwrap();
+        assert_eq!(none.paths().count(), 0);
     }
 }

@@ -333,6 +333,7 @@ pub fn assemble(source: &Source, cache: &Cache, lock: &Lock) -> Result<Vec<Stack
         if layer.package.iter().any(|d| d.name == "ca-certificates") {
             generate::ca_bundle(&mut root, store)?;
         }
+        generate::php_config(&mut root, store)?;
         generate::alternatives(
             &mut root,
             layer.package.iter().map(|d| d.name.as_str()),

@@ -132,20 +132,6 @@ fn ruby_app_builds_with_bundler_from_the_build_root_and_runs_on_ruby_from_the_st
 }
 
 #[test]
-fn php_app_is_served_by_php_from_the_stack() {
-    // Nothing to build (no composer.json): no step, so no build root; PHP is in the image.
-    if !ready() {
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let (report, container, port) = serve_hermetic("php-hello", dir.path(), &[]);
-    let (status, body) = container.http_get(port, "/kiln");
-    assert!(status.contains("200"), "{status}\n{}", container.log());
-    assert!(body.starts_with("hello from php 8."), "{body}");
-    assert_hermetic(&report, None, dir.path(), &container.rootfs());
-}
-
-#[test]
 fn go_app_builds_with_go_from_the_build_root() {
     if !ready() {
         return;
@@ -361,4 +347,109 @@ fn single_page_app_falls_back_to_index_html_for_client_routes() {
     let (head, script) = raw_get(port, "/assets/app.js", "");
     assert!(head.contains("javascript"), "{head}");
     assert!(String::from_utf8_lossy(&script).contains("location.pathname"));
+}
+
+// ---- PHP: php-fpm behind Caddy, both from the stack ----
+
+/// The PHP web process: Kiln's start script, which runs php-fpm and `exec`s Caddy.
+fn assert_php_fpm_behind_caddy(report: &serde_json::Value) {
+    assert_eq!(
+        report["processes"][0]["command"],
+        serde_json::json!(["sh", "/layers/php/web/start.sh"]),
+        "{report:#}"
+    );
+}
+
+/// A plain `public/index.php` app with nothing to build (no step, so no build root): PHP runs
+/// under php-fpm (`fpm-fcgi`) behind Caddy, which serves the static files itself (MIME type, a
+/// 404 for a missing asset, never the app's dotfiles); when php-fpm dies the container stops
+/// rather than answering 502.
+#[test]
+fn php_app_is_served_by_php_fpm_behind_caddy_from_the_stack() {
+    if !ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (report, container, port) = serve_hermetic("php-hello", dir.path(), &[]);
+    assert_php_fpm_behind_caddy(&report);
+    let (status, body) = container.http_get(port, "/kiln/route");
+    assert!(status.contains("200"), "{status}\n{}", container.log());
+    assert_eq!(body, "hello from php 8.4 (fpm-fcgi): /kiln/route\n");
+    let (head, _) = raw_get(port, "/", "");
+    assert!(head.contains("server: caddy"), "{head}");
+    let (head, css) = raw_get(port, "/style.css", "");
+    assert!(head.contains("content-type: text/css"), "{head}");
+    assert!(String::from_utf8_lossy(&css).contains("font-family: sans-serif"));
+    for missing in [
+        "/missing.css",
+        "/assets/missing.js",
+        "/favicon.ico",
+        "/.env",
+    ] {
+        let (head, _) = raw_get(port, missing, "");
+        assert!(head.starts_with("http/1.1 404"), "{missing}: {head}");
+    }
+    assert_hermetic(&report, None, dir.path(), &container.rootfs());
+
+    // php-fpm's master gone: Caddy (PID 1) is stopped, and the log says why.
+    // (php-fpm writes its pid without a newline, so `read` returns 1 at EOF: no `&&`.)
+    container.exec(&[
+        "sh",
+        "-c",
+        "read pid < /tmp/kiln-php-fpm.pid; kill \"$pid\"",
+    ]);
+    assert!(
+        container.stops_within(std::time::Duration::from_secs(10)),
+        "still running after php-fpm exited:\n{}",
+        container.log()
+    );
+    assert!(
+        container
+            .log()
+            .contains("php-fpm8.4 exited with status 0; stopping Caddy"),
+        "{}",
+        container.log()
+    );
+}
+
+/// `index.php` at the app root is the document root: Debian's extensions (opcache, ctype) are
+/// enabled and its production php.ini read, the app's `.php.ini.d/*.ini` on top; its dotfiles
+/// are not served.
+#[test]
+fn php_app_at_its_root_runs_with_debians_extensions_production_ini_and_its_own_ini() {
+    if !ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (report, container, port) = serve_hermetic("php-root", dir.path(), &[]);
+    assert_php_fpm_behind_caddy(&report);
+    let (status, body) = container.http_get(port, "/kiln");
+    assert!(status.contains("200"), "{status}\n{}", container.log());
+    assert_eq!(body, "hello from kiln php-root at /kiln\n");
+    let (_, info) = container.http_get(port, "/info");
+    assert_eq!(
+        info,
+        "sapi=fpm-fcgi\nopcache=loaded\nctype=loaded\ndisplay_errors=''\nmemory_limit=96M\n"
+    );
+    let (head, _) = raw_get(port, "/.php.ini.d/app.ini", "");
+    assert!(head.starts_with("http/1.1 404"), "{head}");
+    assert_hermetic(&report, None, dir.path(), &container.rootfs());
+}
+
+/// A Composer app: `composer install --no-dev --optimize-autoloader` in the build root
+/// (Composer and PHP from Debian), `vendor/` in its own layer; public/index.php finds its PSR-4
+/// class in src/ through `vendor/autoload.php` under php-fpm.
+#[test]
+fn php_composer_app_autoloads_its_classes_from_vendor_under_php_fpm() {
+    if !ready() {
+        return;
+    }
+    let (_dir, report, container) =
+        assert_greets("php-composer", "/kiln/hello", &["php-cli", "composer"]);
+    assert_php_fpm_behind_caddy(&report);
+    let classmap = container
+        .rootfs()
+        .join("workspace/vendor/composer/autoload_classmap.php");
+    let classmap = std::fs::read_to_string(&classmap).unwrap();
+    assert!(classmap.contains("Kiln\\\\Hello\\\\Greeter"), "{classmap}");
 }

@@ -1,7 +1,7 @@
-//! PHP: `composer.json` (malformed is an error), the PHP version (`require.php`), Laravel and the
-//! start command.
+//! PHP: `composer.json` (malformed is an error), the PHP version (`require.php`), Laravel and
+//! the document root php-fpm and Caddy serve.
 
-use super::{json_str, Facts, PackageManager, Sourced, Tree, PORT};
+use super::{json_str, Facts, PackageManager, Sourced, Tree};
 use crate::error::Result;
 
 pub(super) fn analyze(tree: &Tree) -> Result<Facts> {
@@ -34,21 +34,15 @@ pub(super) fn analyze(tree: &Tree) -> Result<Facts> {
             .is_some();
     if laravel {
         facts.framework = Some("laravel".into());
-        facts.start(
-            format!("exec php artisan serve --host=0.0.0.0 --port={PORT}"),
-            "Laravel artisan",
-        );
-    } else {
-        let docroot = if tree.is_file("public/index.php") {
-            "public"
-        } else {
-            "."
-        };
-        facts.start(
-            format!("exec php -S 0.0.0.0:{PORT} -t {docroot}"),
-            format!("{docroot}/index.php"),
-        );
     }
+    // Laravel's front controller is always public/index.php; elsewhere public/ only when it has
+    // one, else the app root (whose Composer files and dotfiles the Caddyfile hides).
+    let docroot = if laravel || tree.is_file("public/index.php") {
+        "public"
+    } else {
+        "."
+    };
+    facts.set("docroot", docroot);
     Ok(facts)
 }
 
@@ -57,21 +51,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_builtin_server_and_artisan_listen_on_port() {
+    fn the_document_root_is_public_when_it_has_the_front_controller() {
         let dir = tempfile::tempdir().unwrap();
         let tree = Tree {
             src: dir.path(),
             prefix: "",
         };
+        std::fs::write(dir.path().join("index.php"), "<?php\n").unwrap();
+        let facts = analyze(&tree).unwrap();
+        assert_eq!(facts.get("docroot").as_deref(), Some("."));
+        assert!(facts.start.is_none());
         std::fs::create_dir(dir.path().join("public")).unwrap();
         std::fs::write(dir.path().join("public/index.php"), "<?php\n").unwrap();
-        let start = analyze(&tree).unwrap().start.unwrap().command;
-        assert_eq!(start, "exec php -S 0.0.0.0:${PORT:-8080} -t public");
-        std::fs::write(dir.path().join("artisan"), "<?php\n").unwrap();
-        let start = analyze(&tree).unwrap().start.unwrap().command;
         assert_eq!(
-            start,
-            "exec php artisan serve --host=0.0.0.0 --port=${PORT:-8080}"
+            analyze(&tree).unwrap().get("docroot").as_deref(),
+            Some("public")
         );
+        std::fs::remove_file(dir.path().join("public/index.php")).unwrap();
+        std::fs::write(dir.path().join("artisan"), "<?php\n").unwrap();
+        let laravel = analyze(&tree).unwrap();
+        assert_eq!(laravel.framework.as_deref(), Some("laravel"));
+        assert_eq!(laravel.get("docroot").as_deref(), Some("public"));
     }
 }

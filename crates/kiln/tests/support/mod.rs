@@ -386,3 +386,29 @@ pub fn npm_config(key: &str) -> Option<String> {
     let value = value.trim();
     (!value.is_empty() && value != "undefined" && value != "null").then(|| value.to_owned())
 }
+
+/// Acting on a running container: what a test does to a process inside it, and whether the
+/// container is still up.
+impl Container {
+    /// Runs `args` in the running container (`runc exec`) and returns its stdout; panics on
+    /// failure.
+    pub fn exec(&self, args: &[&str]) -> String {
+        run_ok(Command::new("runc").arg("exec").arg(&self.id).args(args))
+    }
+
+    /// Waits up to `timeout` for the container's init to have exited (`runc state`: `stopped`).
+    pub fn stops_within(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let state = run_ok(Command::new("runc").args(["state", &self.id]));
+            let state: serde_json::Value = serde_json::from_str(&state).unwrap();
+            if state["status"] == "stopped" {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
