@@ -337,7 +337,7 @@ pub fn plan_with(
             launch_env.insert(key.clone(), sources.for_image(value, &layers_root)?);
         }
 
-        let runtime = spec.runtime.as_ref().map(|rt| {
+        let runtime = spec.runtime.iter().find(|rt| holds(&rt.when, &facts)).map(|rt| {
             let (requirement, from) = match (&facts.version, &rt.default) {
                 (Some(v), _) => (v.version.clone(), v.from.clone()),
                 (None, Some(default)) => (default.clone(), "buildpack default".to_owned()),

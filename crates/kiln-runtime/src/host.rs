@@ -16,6 +16,8 @@ pub fn provide(runtime: Runtime, req: &VersionReq, path: &OsStr) -> Result<Found
     let exe_name = match runtime {
         Runtime::Node => "node",
         Runtime::Python => "python3",
+        Runtime::Bun => "bun",
+        Runtime::Deno => "deno",
     };
     let Some(exe) = find_on_path(exe_name, path) else {
         return Ok(Found::No(format!("host: no {exe_name} on PATH")));
@@ -23,6 +25,7 @@ pub fn provide(runtime: Runtime, req: &VersionReq, path: &OsStr) -> Result<Found
     let probe = match runtime {
         Runtime::Node => probe_node(&exe)?,
         Runtime::Python => probe_python(&exe)?,
+        Runtime::Bun | Runtime::Deno => probe_single_binary(&exe, exe_name)?,
     };
     if !req.matches(&probe.version) {
         return Ok(Found::No(format!(
@@ -119,6 +122,38 @@ fn probe_node(exe: &Path) -> Result<Probe, Error> {
         prefix,
         include,
         prune: node_prune(),
+    })
+}
+
+/// Bun and Deno are one executable each: `bun --version` says `1.2.3`, `deno --version`
+/// `deno 2.1.4 (stable, release, x86_64-unknown-linux-gnu)` and more lines. Only the binary is
+/// taken from its prefix (`~/.bun` or `/usr`).
+fn probe_single_binary(exe: &Path, name: &str) -> Result<Probe, Error> {
+    let said = run(exe, &["--version"])?;
+    let first = said.lines().next().unwrap_or_default();
+    let word = first
+        .split_whitespace()
+        .find(|w| w.starts_with(|c: char| c.is_ascii_digit()))
+        .unwrap_or_default();
+    let version = Version::parse(word).ok_or_else(|| unparsable(exe, &said))?;
+    let real = exe
+        .canonicalize()
+        .map_err(|e| Error::io(format!("resolving {}", exe.display()), e))?;
+    let prefix = real
+        .parent()
+        .and_then(Path::parent)
+        .ok_or_else(|| unparsable(exe, &real.display().to_string()))?
+        .to_path_buf();
+    let include = vec![PathBuf::from("bin").join(name)];
+    if prefix.join(&include[0]).canonicalize().ok().as_deref() != Some(real.as_path()) {
+        // Installed as a link under another name: the runtime layer needs `bin/<name>`.
+        return Err(unparsable(exe, &real.display().to_string()));
+    }
+    Ok(Probe {
+        version,
+        prefix,
+        include,
+        prune: Vec::new(),
     })
 }
 
