@@ -116,7 +116,10 @@ mod tests {
         .unwrap();
         let mut env: BTreeMap<String, String> = [
             ("HOME".to_owned(), home.path().display().to_string()),
-            ("UV_DEFAULT_INDEX".to_owned(), "https://uv.example".to_owned()),
+            (
+                "UV_DEFAULT_INDEX".to_owned(),
+                "https://uv.example".to_owned(),
+            ),
         ]
         .into();
         let none = BTreeMap::new();
@@ -132,7 +135,8 @@ mod tests {
         );
         env.insert("PIP_INDEX_URL".into(), "https://pip.example/simple".into());
         assert_eq!(got(&none, &env).unwrap().1, "PIP_INDEX_URL");
-        let toml: BTreeMap<String, String> = [("pypi".into(), "https://toml.example/".into())].into();
+        let toml: BTreeMap<String, String> =
+            [("pypi".into(), "https://toml.example/".into())].into();
         assert_eq!(
             got(&toml, &env).unwrap().0,
             "https://toml.example".to_owned()

@@ -617,13 +617,20 @@ fn node_version(tree: &Tree, pkg: &Value, notes: &mut Vec<String>) -> Result<Opt
 /// Bun's version requirement: `packageManager` `bun@1.2.3`, `engines.bun`, `.bun-version`,
 /// mise / asdf; `None` leaves the buildpack's default (the newest release).
 fn bun_version(tree: &Tree, pkg: &Value, pm: &PackageManager) -> Result<Option<Sourced>> {
-    if let Some(version) = pm.version.as_ref().filter(|_| pm.from.contains("packageManager")) {
+    if let Some(version) = pm
+        .version
+        .as_ref()
+        .filter(|_| pm.from.contains("packageManager"))
+    {
         return Ok(Some(Sourced {
             version: version.clone(),
             from: pm.from.clone(),
         }));
     }
-    if let Some(v) = json_str(pkg, "engines.bun").map(str::trim).filter(|v| !v.is_empty()) {
+    if let Some(v) = json_str(pkg, "engines.bun")
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+    {
         return Ok(Some(Sourced {
             version: v.to_owned(),
             from: "package.json engines.bun".to_owned(),
