@@ -126,8 +126,10 @@ fn probe_node(exe: &Path) -> Result<Probe, Error> {
 }
 
 /// Bun and Deno are one executable each: `bun --version` says `1.2.3`, `deno --version`
-/// `deno 2.1.4 (stable, release, x86_64-unknown-linux-gnu)` and more lines. Only the binary is
-/// taken from its prefix (`~/.bun` or `/usr`).
+/// `deno 2.1.4 (stable, release, x86_64-unknown-linux-gnu)` and more lines. Only the
+/// executable is taken: `bin/<name>` of the prefix it was found in (`/usr`, `~/.bun`) and, when
+/// that is a link (npm's global install: `/usr/bin/bun` → `../lib/node_modules/bun/bin/bun.exe`),
+/// the file it leads to under the same prefix.
 fn probe_single_binary(exe: &Path, name: &str) -> Result<Probe, Error> {
     let said = run(exe, &["--version"])?;
     let first = said.lines().next().unwrap_or_default();
@@ -139,16 +141,21 @@ fn probe_single_binary(exe: &Path, name: &str) -> Result<Probe, Error> {
     let real = exe
         .canonicalize()
         .map_err(|e| Error::io(format!("resolving {}", exe.display()), e))?;
-    let prefix = real
-        .parent()
-        .and_then(Path::parent)
-        .ok_or_else(|| unparsable(exe, &real.display().to_string()))?
-        .to_path_buf();
-    let include = vec![PathBuf::from("bin").join(name)];
-    if prefix.join(&include[0]).canonicalize().ok().as_deref() != Some(real.as_path()) {
-        // Installed as a link under another name: the runtime layer needs `bin/<name>`.
-        return Err(unparsable(exe, &real.display().to_string()));
-    }
+    let own = PathBuf::from("bin").join(name);
+    let found_in = exe.parent().and_then(Path::parent).map(Path::to_path_buf);
+    let (prefix, include) = match found_in {
+        Some(prefix) if real.starts_with(&prefix) => {
+            let target = real.strip_prefix(&prefix).map(Path::to_path_buf).unwrap_or_default();
+            let include = if target == own { vec![own] } else { vec![own, target] };
+            (prefix, include)
+        }
+        _ if real.file_name() == Some(OsStr::new(name)) => {
+            let prefix = real.parent().and_then(Path::parent);
+            let prefix = prefix.ok_or_else(|| unparsable(exe, &real.display().to_string()))?;
+            (prefix.to_path_buf(), vec![own])
+        }
+        _ => return Err(unparsable(exe, &real.display().to_string())),
+    };
     Ok(Probe {
         version,
         prefix,
