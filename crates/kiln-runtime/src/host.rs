@@ -145,8 +145,15 @@ fn probe_single_binary(exe: &Path, name: &str) -> Result<Probe, Error> {
     let found_in = exe.parent().and_then(Path::parent).map(Path::to_path_buf);
     let (prefix, include) = match found_in {
         Some(prefix) if real.starts_with(&prefix) => {
-            let target = real.strip_prefix(&prefix).map(Path::to_path_buf).unwrap_or_default();
-            let include = if target == own { vec![own] } else { vec![own, target] };
+            let target = real
+                .strip_prefix(&prefix)
+                .map(Path::to_path_buf)
+                .unwrap_or_default();
+            let include = if target == own {
+                vec![own]
+            } else {
+                vec![own, target]
+            };
             (prefix, include)
         }
         _ if real.file_name() == Some(OsStr::new(name)) => {

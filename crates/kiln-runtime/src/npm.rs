@@ -1,10 +1,12 @@
 //! The `npm-registry` provider: Node.js from an npm registry's `node-<platform>` packages with
-//! the `npm` package laid in (what, which npm and why: the crate docs), and where the registry
-//! is ([`NpmRegistry::discover`]).
+//! the `npm` package laid in (what, which npm and why: the crate docs), Bun and Deno from their
+//! single-binary platform packages ([`BinaryPackage`]), and where the registry is
+//! ([`NpmRegistry::discover`]).
 //!
-//! Cache layout under `<cache>/runtimes/node/npm-registry/`: `index-<url key>.json` (the
-//! `node-<platform>` and `npm` documents, under the crate's index-age rule), and
-//! `<node>-<platform>-npm<npm>/` with its `.json` receipt (both archives' URLs and digests).
+//! Cache layout under `<cache>/runtimes/<runtime>/npm-registry/`: `index-<url key>.json` (the
+//! package documents, under the crate's index-age rule), and `<node>-<platform>-npm<npm>/` or
+//! `<version>-<package slug>/` (`1.2.3-oven-bun-linux-x64`) with its `.json` receipt (the
+//! archives' URLs and digests).
 
 use std::collections::BTreeMap;
 use std::fmt;
