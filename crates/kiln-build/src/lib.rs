@@ -347,6 +347,7 @@ pub fn build(opts: &BuildOptions, log: &mut dyn Write) -> Result<BuildReport> {
     // Steps' cache keys include the runtimes (a new Node must re-run `npm ci`) and the sandbox
     // (outputs made on the host carry host paths).
     let key_env = step_key_env(opts, &runtimes, sandbox.as_ref());
+    let registry_env = runtimes::registry_env(opts, &project.mirrors);
     let scratch = cache.scratch_dir()?;
     let mut rules = source::exclude_rules(&src, &project.build.exclude_patterns())?;
     exclude_own_paths(&mut rules, &src, cache.root(), opts.output.as_deref())?;
@@ -365,6 +366,7 @@ pub fn build(opts: &BuildOptions, log: &mut dyn Write) -> Result<BuildReport> {
             project: &project_id,
             layers: &layers,
             key_env: &key_env,
+            registry_env: &registry_env,
             runtimes: &runtimes,
             base: &base,
             scratch: scratch.path(),
@@ -442,6 +444,9 @@ struct BuildContext<'a> {
     project: &'a ProjectId,
     layers: &'a PreparedLayers,
     key_env: &'a BTreeMap<String, String>,
+    /// The configured package registries for steps ([`runtimes::registry_env`]); not in
+    /// `key_env`: a mirror serves the bytes lockfiles pin.
+    registry_env: &'a BTreeMap<String, String>,
     runtimes: &'a [runtimes::Provided],
     base: &'a kiln_oci::source::LoadedImage,
     scratch: &'a Path,
@@ -507,6 +512,7 @@ fn build_layers(
         let ran = run_steps(
             opts,
             cx.key_env,
+            cx.registry_env,
             cx.runtimes,
             plan,
             &app_dir,
@@ -850,6 +856,7 @@ fn step_key_env(
 fn run_steps(
     opts: &BuildOptions,
     key_env: &BTreeMap<String, String>,
+    registry_env: &BTreeMap<String, String>,
     runtimes: &[runtimes::Provided],
     plan: &Plan,
     app_dir: &Path,
@@ -882,6 +889,9 @@ fn run_steps(
     let mut env = opts.env.clone();
     if let Some(step_sandbox) = &step_sandbox {
         step_sandbox.step_env(&mut env);
+    }
+    for (key, value) in registry_env {
+        env.entry(key.clone()).or_insert_with(|| value.clone()); // the caller's `--env` wins
     }
     env.insert("HOME".into(), paths.home(&home).display().to_string());
     env.insert("TMPDIR".into(), paths.tmp(&tmp).display().to_string());

@@ -17,7 +17,9 @@ use std::io::Write;
 use serde::Serialize;
 
 use kiln_buildpack::plan::{Plan, LAYERS_DIR};
-use kiln_runtime::{mirror_for, NpmRegistry, ProvidedRuntime, Provider, Runtime, VersionReq};
+use kiln_runtime::{
+    mirror_for, NpmRegistry, ProvidedRuntime, Provider, PypiIndex, Runtime, VersionReq,
+};
 
 use kiln_debian::stack::Distro;
 
@@ -213,7 +215,8 @@ pub fn provide(
         let runtime = Runtime::parse(&wanted.name).ok_or_else(|| Error::Source {
             path: opts.source.clone(),
             why: format!(
-                "buildpack {} asks for runtime {:?}, which Kiln cannot provide (known: node, python)",
+                "buildpack {} asks for runtime {:?}, which Kiln cannot provide (known: node, \
+                 python, bun, deno)",
                 bp.id, wanted.name
             ),
         })?;
@@ -274,6 +277,45 @@ pub fn provide(
     Ok((provided, reports))
 }
 
+/// npm's and pip's configuration are the build machine's (`~/.npmrc`, `npm_config_*`,
+/// `pip.conf`, `PIP_INDEX_URL`), not the steps' environment; `KILN_*` overrides from the
+/// options win.
+fn machine_env(opts: &BuildOptions) -> BTreeMap<String, String> {
+    let mut env: BTreeMap<String, String> = std::env::vars().collect();
+    env.extend(opts.kiln_env.clone());
+    env
+}
+
+/// The package registries the user configured, as the variables the package managers in build
+/// steps read: steps in a build root see none of the machine's configuration files, and a
+/// registry is never assumed (with none configured, each tool uses its own default). The npm
+/// registry ([`NpmRegistry::discover`]) for npm, npx, pnpm and Yarn 1 (`npm_config_registry`),
+/// Yarn 2+ (`YARN_NPM_REGISTRY_SERVER`), Bun (`BUN_CONFIG_REGISTRY`) and Deno's `npm:`
+/// specifiers (`NPM_CONFIG_REGISTRY`); the package index ([`PypiIndex::discover`]) for pip
+/// (`PIP_INDEX_URL`) and uv (`UV_DEFAULT_INDEX`). Tokens are not passed on.
+pub fn registry_env(
+    opts: &BuildOptions,
+    mirrors: &BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
+    let env = machine_env(opts);
+    let mut out = BTreeMap::new();
+    if let Some(npm) = NpmRegistry::discover(mirrors, &env) {
+        for key in [
+            "npm_config_registry",
+            "NPM_CONFIG_REGISTRY",
+            "YARN_NPM_REGISTRY_SERVER",
+            "BUN_CONFIG_REGISTRY",
+        ] {
+            out.insert(key.to_owned(), format!("{}/", npm.url));
+        }
+    }
+    if let Some(index) = PypiIndex::discover(mirrors, &env) {
+        out.insert("PIP_INDEX_URL".to_owned(), index.url.clone());
+        out.insert("UV_DEFAULT_INDEX".to_owned(), index.url);
+    }
+    out
+}
+
 /// Download (official archives from the runtime's mirror), then the npm registry's Node
 /// packages, then host, unless `KILN_RUNTIME_PROVIDERS` names others (`download`,
 /// `npm-registry`, `host`, in the order given).
@@ -282,10 +324,11 @@ fn providers(
     opts: &BuildOptions,
     mirrors: &BTreeMap<String, String>,
 ) -> Result<Vec<Provider>> {
-    // The npm registry only carries Node.
+    // The npm registry carries Node, Bun and Deno; Bun and Deno have no download layout.
     let default = match runtime {
         Runtime::Node => "download,npm-registry,host",
         Runtime::Python => "download,host",
+        Runtime::Bun | Runtime::Deno => "npm-registry,host",
     };
     let order = opts
         .kiln_env
@@ -303,11 +346,10 @@ fn providers(
             )))),
             // npm's configuration is the build machine's (`~/.npmrc`, `npm_config_*`), not the
             // steps' environment; `KILN_*` overrides from the options win.
-            "npm-registry" => {
-                let mut env: BTreeMap<String, String> = std::env::vars().collect();
-                env.extend(opts.kiln_env.clone());
-                Ok(Some(Provider::npm(NpmRegistry::discover(mirrors, &env))))
-            }
+            "npm-registry" => Ok(Some(Provider::npm(NpmRegistry::discover(
+                mirrors,
+                &machine_env(opts),
+            )))),
             // Decided before the others ([`from_distro`]).
             "debian" => Ok(None),
             "host" => Ok(Some(Provider::Host {

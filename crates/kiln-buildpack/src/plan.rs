@@ -337,18 +337,22 @@ pub fn plan_with(
             launch_env.insert(key.clone(), sources.for_image(value, &layers_root)?);
         }
 
-        let runtime = spec.runtime.as_ref().map(|rt| {
-            let (requirement, from) = match (&facts.version, &rt.default) {
-                (Some(v), _) => (v.version.clone(), v.from.clone()),
-                (None, Some(default)) => (default.clone(), "buildpack default".to_owned()),
-                (None, None) => ("*".to_owned(), "any version".to_owned()),
-            };
-            PlannedRuntime {
-                name: rt.name.clone(),
-                requirement,
-                from,
-            }
-        });
+        let runtime = spec
+            .runtime
+            .iter()
+            .find(|rt| holds(&rt.when, &facts))
+            .map(|rt| {
+                let (requirement, from) = match (&facts.version, &rt.default) {
+                    (Some(v), _) => (v.version.clone(), v.from.clone()),
+                    (None, Some(default)) => (default.clone(), "buildpack default".to_owned()),
+                    (None, None) => ("*".to_owned(), "any version".to_owned()),
+                };
+                PlannedRuntime {
+                    name: rt.name.clone(),
+                    requirement,
+                    from,
+                }
+            });
         let mut packages = Packages::default();
         for wanted in spec.packages.iter().filter(|p| holds(&p.when, &facts)) {
             for name in &wanted.build {

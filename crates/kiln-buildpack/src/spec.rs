@@ -32,9 +32,10 @@ pub struct BuildpackToml {
     #[serde(default)]
     pub facts: Vec<FactRule>,
     /// The language runtime this buildpack needs in its build and in the image, provisioned by
-    /// the engine for the buildpack's version requirement.
-    #[serde(default)]
-    pub runtime: Option<RuntimeSpec>,
+    /// the engine for the buildpack's version requirement: `[runtime]`, or `[[runtime]]`
+    /// entries with `when` of which the first that holds is planned.
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub runtime: Vec<RuntimeSpec>,
     /// Debian packages this buildpack needs in the build root and in the run image.
     #[serde(default)]
     pub packages: Vec<PackagesSpec>,
@@ -74,14 +75,36 @@ pub struct PackagesSpec {
 }
 
 /// `[runtime] name = "node", default = "lts"`: the engine provides runtime `name` (downloaded
-/// from a mirror or taken from the build host) satisfying the buildpack's version requirement,
-/// or `default` when none was found, as a launch layer `/layers/<id>/runtime`.
+/// from a mirror, taken from the npm registry or the build host) satisfying the buildpack's
+/// version requirement, or `default` when none was found, as a launch layer
+/// `/layers/<id>/runtime`. With several (`[[runtime]]`), the first whose `when` holds.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuntimeSpec {
     pub name: String,
     #[serde(default)]
     pub default: Option<String>,
+    /// Planned only when these facts hold (`{ runtime = "bun" }`).
+    #[serde(default)]
+    pub when: When,
+}
+
+/// A table (`[runtime]`) or an array of tables (`[[runtime]]`).
+fn one_or_many<'de, D, T>(de: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    #[derive(Deserialize)]
+    #[serde(untagged, expecting = "expected a table or an array of tables")]
+    enum OneOrMany<T> {
+        One(T),
+        Many(Vec<T>),
+    }
+    Ok(match OneOrMany::deserialize(de)? {
+        OneOrMany::One(one) => vec![one],
+        OneOrMany::Many(many) => many,
+    })
 }
 
 /// Sets fact `name` to `value` when `file` exists (and, if given, contains `contains`). The first

@@ -45,6 +45,12 @@ pub fn provide(
     cache_dir: &Path,
 ) -> Result<Found, Error> {
     let mirror = mirror.trim_end_matches('/');
+    if matches!(runtime, Runtime::Bun | Runtime::Deno) {
+        return Ok(Found::No(format!(
+            "download: {runtime} publishes no checksummed release index Kiln reads; it comes \
+             from the npm registry (provider npm-registry)"
+        )));
+    }
     let Some(platform) = platform(runtime) else {
         return Ok(Found::No(format!(
             "download {mirror}: no {runtime} builds are known for {}-{}",
@@ -54,8 +60,8 @@ pub fn provide(
     };
     let dir = cache_dir.join("runtimes").join(runtime.id());
     let (index_url, ext) = match runtime {
-        Runtime::Node => (format!("{mirror}/index.json"), "json"),
         Runtime::Python => (format!("{mirror}/SHA256SUMS"), "txt"),
+        _ => (format!("{mirror}/index.json"), "json"),
     };
     let index = match load_index(&index_url, http::Ask::default(), ext, &dir, max_age) {
         Ok(bytes) => bytes,
@@ -66,8 +72,8 @@ pub fn provide(
         }
     };
     let mut candidates = match runtime {
-        Runtime::Node => node_candidates(&index, platform, &index_url)?,
         Runtime::Python => python_candidates(&index, platform, &index_url)?,
+        _ => node_candidates(&index, platform, &index_url)?,
     };
     candidates.sort_by_key(|c| std::cmp::Reverse(c.version));
     let Some(chosen) = candidates
@@ -98,6 +104,10 @@ pub(crate) fn platform(runtime: Runtime) -> Option<&'static str> {
         (Runtime::Node, "aarch64") => Some("linux-arm64"),
         (Runtime::Python, "x86_64") => Some("x86_64-unknown-linux-gnu"),
         (Runtime::Python, "aarch64") => Some("aarch64-unknown-linux-gnu"),
+        // The npm registry's package names (`@oven/bun-linux-x64`, `@deno/linux-x64-glibc`).
+        (Runtime::Bun | Runtime::Deno, "x86_64") => Some("linux-x64"),
+        (Runtime::Bun, "aarch64") => Some("linux-aarch64"),
+        (Runtime::Deno, "aarch64") => Some("linux-arm64"),
         _ => None,
     }
 }
@@ -252,7 +262,7 @@ fn node_checksum(mirror: &str, chosen: &Candidate) -> Result<String, Error> {
 
 fn bin_of(runtime: Runtime) -> &'static Path {
     match runtime {
-        Runtime::Node | Runtime::Python => Path::new("bin"),
+        Runtime::Node | Runtime::Python | Runtime::Bun | Runtime::Deno => Path::new("bin"),
     }
 }
 
@@ -283,8 +293,8 @@ fn provided(runtime: Runtime, version: Version, dir: &Path, name: &str) -> Provi
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok());
     let prune = match runtime {
-        Runtime::Node => crate::host::node_prune(),
         Runtime::Python => crate::host::python_prune(&version, None),
+        _ => crate::host::node_prune(),
     };
     ProvidedRuntime {
         runtime,

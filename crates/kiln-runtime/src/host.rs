@@ -16,6 +16,8 @@ pub fn provide(runtime: Runtime, req: &VersionReq, path: &OsStr) -> Result<Found
     let exe_name = match runtime {
         Runtime::Node => "node",
         Runtime::Python => "python3",
+        Runtime::Bun => "bun",
+        Runtime::Deno => "deno",
     };
     let Some(exe) = find_on_path(exe_name, path) else {
         return Ok(Found::No(format!("host: no {exe_name} on PATH")));
@@ -23,6 +25,7 @@ pub fn provide(runtime: Runtime, req: &VersionReq, path: &OsStr) -> Result<Found
     let probe = match runtime {
         Runtime::Node => probe_node(&exe)?,
         Runtime::Python => probe_python(&exe)?,
+        Runtime::Bun | Runtime::Deno => probe_single_binary(&exe, exe_name)?,
     };
     if !req.matches(&probe.version) {
         return Ok(Found::No(format!(
@@ -119,6 +122,52 @@ fn probe_node(exe: &Path) -> Result<Probe, Error> {
         prefix,
         include,
         prune: node_prune(),
+    })
+}
+
+/// Bun and Deno are one executable each: `bun --version` says `1.2.3`, `deno --version`
+/// `deno 2.1.4 (stable, release, x86_64-unknown-linux-gnu)` and more lines. Only the
+/// executable is taken: `bin/<name>` of the prefix it was found in (`/usr`, `~/.bun`) and, when
+/// that is a link (npm's global install: `/usr/bin/bun` → `../lib/node_modules/bun/bin/bun.exe`),
+/// the file it leads to under the same prefix.
+fn probe_single_binary(exe: &Path, name: &str) -> Result<Probe, Error> {
+    let said = run(exe, &["--version"])?;
+    let first = said.lines().next().unwrap_or_default();
+    let word = first
+        .split_whitespace()
+        .find(|w| w.starts_with(|c: char| c.is_ascii_digit()))
+        .unwrap_or_default();
+    let version = Version::parse(word).ok_or_else(|| unparsable(exe, &said))?;
+    let real = exe
+        .canonicalize()
+        .map_err(|e| Error::io(format!("resolving {}", exe.display()), e))?;
+    let own = PathBuf::from("bin").join(name);
+    let found_in = exe.parent().and_then(Path::parent).map(Path::to_path_buf);
+    let (prefix, include) = match found_in {
+        Some(prefix) if real.starts_with(&prefix) => {
+            let target = real
+                .strip_prefix(&prefix)
+                .map(Path::to_path_buf)
+                .unwrap_or_default();
+            let include = if target == own {
+                vec![own]
+            } else {
+                vec![own, target]
+            };
+            (prefix, include)
+        }
+        _ if real.file_name() == Some(OsStr::new(name)) => {
+            let prefix = real.parent().and_then(Path::parent);
+            let prefix = prefix.ok_or_else(|| unparsable(exe, &real.display().to_string()))?;
+            (prefix.to_path_buf(), vec![own])
+        }
+        _ => return Err(unparsable(exe, &real.display().to_string())),
+    };
+    Ok(Probe {
+        version,
+        prefix,
+        include,
+        prune: Vec::new(),
     })
 }
 

@@ -7,8 +7,9 @@
 //!   against `SHA256SUMS`), the newest version that satisfies the requirement, **verified by
 //!   sha256 before it is extracted**, kept under `<cache>/runtimes/<runtime>/<version>-<platform>/`
 //!   so the next build is offline;
-//! - [`Provider::Npm`] (Node only): the npm registry's `node-<platform>` packages (the official
-//!   binaries and headers) with the `npm` package laid in as the official tarball has it,
+//! - [`Provider::Npm`] (Node, Bun, Deno): the npm registry's `node-<platform>` packages (the
+//!   official binaries and headers) with the `npm` package laid in as the official tarball has
+//!   it, or Bun's (`@oven/bun-linux-x64`) and Deno's (`@deno/linux-x64-glibc`) binary packages,
 //!   **verified by their sha512 integrity**, cached the same way; the registry comes from
 //!   [`NpmRegistry::discover`] (`KILN_NPM_REGISTRY`, `kiln.toml` `[mirrors] npm`, npm's own
 //!   configuration). See [below](#the-npm-registry-provider) for which npm is chosen and why;
@@ -79,6 +80,7 @@ mod host;
 mod http;
 mod layer;
 mod npm;
+mod pypi;
 mod version;
 
 use std::collections::BTreeMap;
@@ -88,6 +90,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use npm::{NpmRegistry, NPM_REGISTRY_ENV};
+pub use pypi::{PypiIndex, PYPI_INDEX_ENV};
 pub use version::{ReqError, Version, VersionReq, NODE_LTS_CODENAMES};
 
 /// A cached upstream index younger than this is used without asking the mirror again.
@@ -103,21 +106,28 @@ pub const PYTHON_OFFICIAL_MIRROR: &str =
     "https://github.com/astral-sh/python-build-standalone/releases/download/20250708";
 
 /// A language runtime Kiln can provision. Adding one (go, ruby, java) means a download layout
-/// in `download.rs`, a host probe in `host.rs` and the match arms the compiler then asks for.
+/// in `download.rs` or a package in `npm.rs`, a host probe in `host.rs` and the match arms the
+/// compiler then asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Runtime {
     Node,
     Python,
+    /// Bun: its single binary from the npm registry's `@oven/bun-linux-*` packages.
+    Bun,
+    /// Deno: its single binary from the npm registry's `@deno/linux-*-glibc` packages.
+    Deno,
 }
 
 impl Runtime {
-    pub const ALL: [Runtime; 2] = [Runtime::Node, Runtime::Python];
+    pub const ALL: [Runtime; 4] = [Runtime::Node, Runtime::Python, Runtime::Bun, Runtime::Deno];
 
     /// The id used in cache paths, `kiln.toml` `[mirrors]` keys and messages.
     pub fn id(self) -> &'static str {
         match self {
             Runtime::Node => "node",
             Runtime::Python => "python",
+            Runtime::Bun => "bun",
+            Runtime::Deno => "deno",
         }
     }
 
@@ -134,7 +144,7 @@ impl Runtime {
     /// a glibc build; `scratch` has no libc).
     pub fn needs_glibc(self) -> bool {
         match self {
-            Runtime::Node | Runtime::Python => true,
+            Runtime::Node | Runtime::Python | Runtime::Bun | Runtime::Deno => true,
         }
     }
 
@@ -148,11 +158,20 @@ impl Runtime {
         Ok(())
     }
 
+    /// The official download site. Bun's and Deno's have no index of releases with checksums
+    /// that the `download` provider could read (GitHub releases), so they are empty: those
+    /// runtimes come from the npm registry.
     pub fn official_mirror(self) -> &'static str {
         match self {
             Runtime::Node => NODE_OFFICIAL_MIRROR,
             Runtime::Python => PYTHON_OFFICIAL_MIRROR,
+            Runtime::Bun | Runtime::Deno => "",
         }
+    }
+
+    /// Whether the npm registry carries this runtime (provider `npm-registry`).
+    pub fn on_npm_registry(self) -> bool {
+        !matches!(self, Runtime::Python)
     }
 }
 
@@ -381,7 +400,7 @@ fn unsatisfied_message(runtime: &Runtime, req: &str, found: &[String]) -> String
         var = runtime.mirror_env_var(),
         id = runtime.id(),
     ));
-    if *runtime == Runtime::Node {
+    if runtime.on_npm_registry() {
         msg.push_str(&format!(
             "naming an npm registry that has it ({NPM_REGISTRY_ENV}, kiln.toml `[mirrors] npm`, \
              or `registry=` in .npmrc; provider npm-registry); "

@@ -1,10 +1,12 @@
 //! The `npm-registry` provider: Node.js from an npm registry's `node-<platform>` packages with
-//! the `npm` package laid in (what, which npm and why: the crate docs), and where the registry
-//! is ([`NpmRegistry::discover`]).
+//! the `npm` package laid in (what, which npm and why: the crate docs), Bun and Deno from their
+//! single-binary platform packages ([`BinaryPackage`]), and where the registry is
+//! ([`NpmRegistry::discover`]).
 //!
-//! Cache layout under `<cache>/runtimes/node/npm-registry/`: `index-<url key>.json` (the
-//! `node-<platform>` and `npm` documents, under the crate's index-age rule), and
-//! `<node>-<platform>-npm<npm>/` with its `.json` receipt (both archives' URLs and digests).
+//! Cache layout under `<cache>/runtimes/<runtime>/npm-registry/`: `index-<url key>.json` (the
+//! package documents, under the crate's index-age rule), and `<node>-<platform>-npm<npm>/` or
+//! `<version>-<package slug>/` (`1.2.3-oven-bun-linux-x64`) with its `.json` receipt (the
+//! archives' URLs and digests).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -332,9 +334,9 @@ pub fn provide(
     max_age: Duration,
     cache_dir: &Path,
 ) -> Result<Found, Error> {
-    if runtime != Runtime::Node {
+    if !runtime.on_npm_registry() {
         return Ok(Found::No(format!(
-            "npm-registry: carries Node.js only, not {runtime}"
+            "npm-registry: carries Node.js, Bun and Deno, not {runtime}"
         )));
     }
     let Some(registry) = registry else {
@@ -346,7 +348,7 @@ pub fn provide(
     };
     let Some(platform) = download::platform(runtime) else {
         return Ok(Found::No(format!(
-            "npm-registry: no Node.js packages are known for {}-{}",
+            "npm-registry: no {runtime} packages are known for {}-{}",
             std::env::consts::OS,
             std::env::consts::ARCH
         )));
@@ -355,28 +357,29 @@ pub fn provide(
         .join("runtimes")
         .join(runtime.id())
         .join("npm-registry");
-    let node_package = format!("node-{platform}");
     let load = |package: &str| {
-        let url = format!("{}/{package}", registry.url);
+        // Scoped names are one path segment, as npm asks for them (`@oven%2fbun-linux-x64`).
+        let url = format!("{}/{}", registry.url, package.replace('/', "%2f"));
         load_index(&url, registry.ask(&url, Some(CORGI)), "json", &dir, max_age).map(|d| (url, d))
     };
+    if let Some(binary) = BinaryPackage::of(runtime, platform) {
+        return provide_binary(runtime, req, registry, &binary, load, &dir);
+    }
+    let node_package = format!("node-{platform}");
     let ((node_url, node_doc), (npm_url, npm_doc)) = match (load(&node_package), load("npm")) {
         (Ok(node), Ok(npm)) => (node, npm),
         // Offline with no cached documents: a runtime already in the cache still serves.
         (Err(e), _) | (_, Err(e)) => {
-            return Ok(installed(req, &dir, platform).map_or_else(
+            let infix = format!("-{platform}-npm");
+            return Ok(installed(runtime, req, &dir, &infix).map_or_else(
                 || Found::No(format!("npm-registry (from {}): {e}", registry.from)),
                 Found::yes,
             ));
         }
     };
     let (node_releases, _) = releases(&node_doc, &node_package, &node_url)?;
-    let Some(node) = node_releases.iter().find(|r| req.matches(&r.version)) else {
-        let versions: Vec<Version> = node_releases.iter().map(|r| r.version).collect();
-        return Ok(Found::No(format!(
-            "npm-registry {node_url}: newest {}; none match {req}",
-            newest_few(&versions)
-        )));
+    let Some(node) = newest_match(&node_releases, req) else {
+        return Ok(unmatched(&node_releases, req, &node_url));
     };
     let (npm_releases, npm_latest) = releases(&npm_doc, "npm", &npm_url)?;
     let Some(npm) = npm_for(node.version, &npm_releases, npm_latest) else {
@@ -389,7 +392,159 @@ pub fn provide(
     if !dir.join(&name).is_dir() {
         fetch(registry, node, npm, &dir, &name)?;
     }
-    Ok(Found::yes(provided(node.version, &dir, &name)))
+    Ok(Found::yes(provided(runtime, node.version, &dir, &name)))
+}
+
+/// The newest of `releases` (newest first) matching `req`.
+fn newest_match<'a>(releases: &'a [Release], req: &VersionReq) -> Option<&'a Release> {
+    releases.iter().find(|r| req.matches(&r.version))
+}
+
+fn unmatched(releases: &[Release], req: &VersionReq, url: &str) -> Found {
+    let versions: Vec<Version> = releases.iter().map(|r| r.version).collect();
+    Found::No(format!(
+        "npm-registry {url}: newest {}; none match {req}",
+        newest_few(&versions)
+    ))
+}
+
+/// A runtime published as one executable in a platform package: Bun's `@oven/bun-linux-x64`
+/// (`bin/bun`), Deno's `@deno/linux-x64-glibc` (`deno`). Laid out as `bin/<name>`.
+struct BinaryPackage {
+    package: String,
+    /// The executable's path inside the package.
+    binary: &'static str,
+    /// Its name under `bin/`.
+    name: &'static str,
+    /// Other names for it under `bin/` (Bun's `bunx` is `bun` called so).
+    aliases: &'static [&'static str],
+}
+
+impl BinaryPackage {
+    /// `None` for Node (a tarball plus npm, see [`fetch`]).
+    fn of(runtime: Runtime, platform: &str) -> Option<BinaryPackage> {
+        match runtime {
+            // Bun's default x64 build needs AVX2; its `-baseline` build runs on any x86-64 (what
+            // Bun's own installer picks on a CPU without AVX2).
+            Runtime::Bun => Some(BinaryPackage {
+                package: format!(
+                    "@oven/bun-{platform}{}",
+                    if platform == "linux-x64" && !cpu_has_avx2() {
+                        "-baseline"
+                    } else {
+                        ""
+                    }
+                ),
+                binary: "bin/bun",
+                name: "bun",
+                aliases: &["bunx"],
+            }),
+            Runtime::Deno => Some(BinaryPackage {
+                package: format!("@deno/{platform}-glibc"),
+                binary: "deno",
+                name: "deno",
+                aliases: &[],
+            }),
+            Runtime::Node | Runtime::Python => None,
+        }
+    }
+
+    /// The cache directory suffix: `oven-bun-linux-x64`.
+    fn slug(&self) -> String {
+        self.package.trim_start_matches('@').replace('/', "-")
+    }
+}
+
+/// Whether this machine's CPU has AVX2 (`/proc/cpuinfo` flags); `true` when that cannot be read,
+/// so the default build is chosen as Bun's installer would.
+fn cpu_has_avx2() -> bool {
+    fs::read_to_string("/proc/cpuinfo").map_or(true, |info| {
+        info.lines()
+            .find(|l| l.starts_with("flags"))
+            .is_none_or(|l| l.split_whitespace().any(|f| f == "avx2"))
+    })
+}
+
+/// Bun or Deno: the newest release of its platform package matching `req`, not newer than the
+/// package's `latest` tag (a `latest` requirement means that tag), verified and laid out as
+/// `bin/<name>`.
+fn provide_binary(
+    runtime: Runtime,
+    req: &VersionReq,
+    registry: &NpmRegistry,
+    binary: &BinaryPackage,
+    load: impl Fn(&str) -> Result<(String, Vec<u8>), Error>,
+    dir: &Path,
+) -> Result<Found, Error> {
+    let suffix = format!("-{}", binary.slug());
+    let (url, doc) = match load(&binary.package) {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            return Ok(installed(runtime, req, dir, &suffix).map_or_else(
+                || Found::No(format!("npm-registry (from {}): {e}", registry.from)),
+                Found::yes,
+            ));
+        }
+    };
+    let (all, latest) = releases(&doc, &binary.package, &url)?;
+    let candidates: Vec<Release> = all
+        .into_iter()
+        .filter(|r| latest.is_none_or(|l| r.version <= l))
+        .collect();
+    let Some(release) = newest_match(&candidates, req) else {
+        return Ok(unmatched(&candidates, req, &url));
+    };
+    let name = format!("{}{suffix}", release.version);
+    if !dir.join(&name).is_dir() {
+        fetch_binary(registry, release, binary, dir, &name)?;
+    }
+    Ok(Found::yes(provided(runtime, release.version, dir, &name)))
+}
+
+/// Downloads and verifies a binary package, then lays it out in `dir/name`, atomically.
+fn fetch_binary(
+    registry: &NpmRegistry,
+    release: &Release,
+    binary: &BinaryPackage,
+    dir: &Path,
+    name: &str,
+) -> Result<(), Error> {
+    let verified = download_verified(registry, release, dir)?;
+    // The package as extracted; only its executable is the runtime (not its manifest, readme).
+    let package = cache::temp_dir(dir)?;
+    let url = &verified.part.source;
+    archive::extract_tar_gz(verified.file.path(), PACKAGE_TOP, package.path(), url)?;
+    let exe = package.path().join(binary.binary);
+    if !fs::symlink_metadata(&exe).is_ok_and(|m| m.is_file()) {
+        return Err(Error::Archive {
+            url: url.clone(),
+            entry: format!("{PACKAGE_TOP}/{}", binary.binary),
+            why: format!(
+                "{}@{} has no {}: not the package expected",
+                release.package, release.version, binary.binary
+            ),
+        });
+    }
+    let staging = cache::temp_dir(dir)?;
+    let bin = staging.path().join("bin");
+    fs::create_dir_all(&bin).map_err(|e| Error::io(format!("creating {}", bin.display()), e))?;
+    let placed = bin.join(binary.name);
+    fs::rename(&exe, &placed)
+        .map_err(|e| Error::io(format!("moving {} into place", exe.display()), e))?;
+    make_executable(&placed)?;
+    for alias in binary.aliases {
+        let link = bin.join(alias);
+        std::os::unix::fs::symlink(binary.name, &link)
+            .map_err(|e| Error::io(format!("symlinking {}", link.display()), e))?;
+    }
+    let receipt = Receipt {
+        runtime: verified.part,
+        npm: None,
+    };
+    let receipt_json = serde_json::to_vec_pretty(&receipt)
+        .map_err(|e| Error::io("encoding a receipt", e.into()))?;
+    write_atomic(dir, &dir.join(format!("{name}.json")), &receipt_json)?;
+    cache::place(staging, &dir.join(name))
 }
 
 /// The npm to lay into Node `node`: the newest release not newer than `latest`, not deprecated,
@@ -419,11 +574,14 @@ struct Part {
     integrity: String,
 }
 
-/// Written next to a finished runtime directory.
+/// Written next to a finished runtime directory: the runtime's package (`node` in receipts of
+/// earlier versions) and, for Node, the npm laid in.
 #[derive(Serialize, Deserialize)]
 struct Receipt {
-    node: Part,
-    npm: Part,
+    #[serde(alias = "node")]
+    runtime: Part,
+    #[serde(default)]
+    npm: Option<Part>,
 }
 
 /// A tarball downloaded and verified against its integrity, not yet extracted.
@@ -518,8 +676,8 @@ fn fetch(
     archive::extract_tar_gz(npm.file.path(), PACKAGE_TOP, &npm_dir, &npm.part.source)?;
     link_bins(root, &npm.part.source)?;
     let receipt = Receipt {
-        node: node.part,
-        npm: npm.part,
+        runtime: node.part,
+        npm: Some(npm.part),
     };
     let receipt_json = serde_json::to_vec_pretty(&receipt)
         .map_err(|e| Error::io("encoding a receipt", e.into()))?;
@@ -606,50 +764,65 @@ fn make_executable(path: &Path) -> Result<(), Error> {
 }
 
 /// The newest runtime already in the cache that satisfies `req` (used when the registry and
-/// its cached documents are both unavailable).
-fn installed(req: &VersionReq, dir: &Path, platform: &str) -> Option<ProvidedRuntime> {
-    let infix = format!("-{platform}-npm");
+/// its cached documents are both unavailable). Directory names are `<version><marker>…`:
+/// `22.12.0-linux-x64-npm10.9.2` (marker `-linux-x64-npm`), `1.2.3-oven-bun-linux-x64`.
+fn installed(
+    runtime: Runtime,
+    req: &VersionReq,
+    dir: &Path,
+    marker: &str,
+) -> Option<ProvidedRuntime> {
     let best = fs::read_dir(dir)
         .ok()?
         .filter_map(|e| {
             let e = e.ok()?;
             let name = e.file_name().into_string().ok()?;
-            let (node, npm) = name.split_once(&infix)?;
-            let (node, npm) = (Version::parse(node)?, Version::parse(npm)?);
-            (e.path().is_dir() && req.matches(&node)).then_some((node, npm, name))
+            let at = name.find(marker)?;
+            let version = Version::parse(&name[..at])?;
+            // Of one Node, the directory with the newest npm (names sort by it last).
+            let rest = Version::parse(&name[at + marker.len()..]);
+            (e.path().is_dir() && req.matches(&version)).then_some((version, rest, name))
         })
         .max();
-    best.map(|(node, _, name)| provided(node, dir, &name))
+    best.map(|(version, _, name)| provided(runtime, version, dir, &name))
 }
 
-fn provided(version: Version, dir: &Path, name: &str) -> ProvidedRuntime {
+fn provided(runtime: Runtime, version: Version, dir: &Path, name: &str) -> ProvidedRuntime {
     let root = dir.join(name);
     let receipt: Option<Receipt> = fs::read(dir.join(format!("{name}.json")))
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok());
-    let mut prune = crate::host::node_prune();
-    // The `node-<platform>` package's own manifest; the official layout has none.
-    prune.push("package.json".to_owned());
+    let prune = match runtime {
+        Runtime::Node => {
+            let mut prune = crate::host::node_prune();
+            // The `node-<platform>` package's own manifest; the official layout has none.
+            prune.push("package.json".to_owned());
+            prune
+        }
+        // A binary package's directory holds only `bin/`.
+        _ => Vec::new(),
+    };
     let (source, sha256, integrity, bundled) = match receipt {
-        Some(Receipt { node, npm }) => (
-            node.source,
-            Some(node.sha256),
-            Some(node.integrity),
-            Version::parse(&npm.version)
-                .map(|version| Bundled {
+        Some(Receipt { runtime: own, npm }) => (
+            own.source,
+            Some(own.sha256),
+            Some(own.integrity),
+            npm.and_then(|npm| {
+                Some(Bundled {
                     name: "npm".to_owned(),
-                    version,
+                    version: Version::parse(&npm.version)?,
                     source: npm.source,
                     sha256: npm.sha256,
                     integrity: npm.integrity,
                 })
-                .into_iter()
-                .collect(),
+            })
+            .into_iter()
+            .collect(),
         ),
         None => (root.display().to_string(), None, None, Vec::new()),
     };
     ProvidedRuntime {
-        runtime: Runtime::Node,
+        runtime,
         version,
         provider: "npm-registry",
         include: vec![PathBuf::from(".")],

@@ -396,7 +396,7 @@ fn no_configured_registry_says_how_to_name_one() {
     .unwrap_err();
     assert!(
         err.to_string()
-            .contains("npm-registry: carries Node.js only, not python"),
+            .contains("npm-registry: carries Node.js, Bun and Deno, not python"),
         "{err}"
     );
 }

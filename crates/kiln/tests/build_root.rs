@@ -12,12 +12,22 @@ use support::{fixture, free_port, require_tools, Container};
 /// Builds `fixture` hermetically (`--isolation sandbox --build-root debian`, no `--run-image`),
 /// starts it with `PORT` set and returns the report, the container and the port.
 fn serve_hermetic(name: &str, dir: &Path, args: &[&str]) -> (serde_json::Value, Container, u16) {
+    serve_hermetic_in(name, dir, &dir.join("cache"), args)
+}
+
+/// [`serve_hermetic`] with the Kiln cache at `cache`.
+fn serve_hermetic_in(
+    name: &str,
+    dir: &Path,
+    cache: &Path,
+    args: &[&str],
+) -> (serde_json::Value, Container, u16) {
     let out = dir.join("app.tar");
     let output = kiln_hermetic(&dir.join("home"))
         .args(["build", fixture(name).to_str().unwrap(), "--output"])
         .arg(&out)
         .arg("--cache-dir")
-        .arg(dir.join("cache"))
+        .arg(cache)
         .args(["--isolation", "sandbox", "--build-root", "debian", "--json"])
         .args(args)
         .output()
@@ -452,4 +462,131 @@ fn php_composer_app_autoloads_its_classes_from_vendor_under_php_fpm() {
         .join("workspace/vendor/composer/autoload_classmap.php");
     let classmap = std::fs::read_to_string(&classmap).unwrap();
     assert!(classmap.contains("Kiln\\\\Hello\\\\Greeter"), "{classmap}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Every Node and Python package manager, hermetically: Yarn 1, Yarn 4, Bun (its own runtime),
+// uv, Poetry, and Deno, each from the npm registry or the package index at the version the
+// project pins. One Kiln cache for all of them and every run (`target/tmp/kiln-pm`), so the
+// runtimes (Node, Bun, Deno) are downloaded once; each build is its own project, so its steps
+// run every time.
+
+/// The shared cache's parent and a fresh directory in it for one test (the build's `HOME`,
+/// output and project name); both are host paths no image may hold.
+fn package_manager_dirs() -> (std::path::PathBuf, tempfile::TempDir) {
+    let shared = Path::new(env!("CARGO_TARGET_TMPDIR")).join("kiln-pm");
+    std::fs::create_dir_all(&shared).unwrap();
+    let dir = tempfile::tempdir_in(&shared).unwrap();
+    (shared, dir)
+}
+
+/// Builds `name` hermetically with the shared cache, asserts that `GET /` answers 200 with a
+/// body starting with `prefix` and that no host path is in the image; returns the report and
+/// the body.
+fn assert_package_manager_app(name: &str, prefix: &str) -> (serde_json::Value, String) {
+    let (shared, dir) = package_manager_dirs();
+    let project = dir.path().file_name().unwrap().to_str().unwrap().to_owned();
+    let (report, container, port) = serve_hermetic_in(
+        name,
+        dir.path(),
+        &shared.join("cache"),
+        &["--project", &project],
+    );
+    let (status, body) = container.http_get(port, "/kiln");
+    assert!(status.contains("200"), "{status}\n{}", container.log());
+    assert!(body.starts_with(prefix), "{name}: {body:?}\n{report:#}");
+    assert_no_host_paths(&shared, &container.rootfs());
+    (report, body)
+}
+
+/// The provided runtime of the report: from the npm registry, integrity-verified.
+fn registry_runtime<'a>(report: &'a serde_json::Value, runtime: &str) -> &'a serde_json::Value {
+    let provided = &report["runtimes"][0];
+    assert_eq!(provided["runtime"], runtime, "{report:#}");
+    assert_eq!(provided["provider"], "npm-registry", "{report:#}");
+    assert!(
+        provided["integrity"]
+            .as_str()
+            .is_some_and(|i| i.starts_with("sha512-")),
+        "{report:#}"
+    );
+    provided
+}
+
+/// Yarn 1 from the npm registry (`yarn@1`, what a v1 lockfile implies) through the runtime's npx.
+#[test]
+fn yarn_classic_app_installs_with_yarn_1_from_the_registry() {
+    if !ready() {
+        return;
+    }
+    let (report, body) = assert_package_manager_app("node-yarn", "node-yarn on node ");
+    assert!(body.ends_with(": an hour is 1h\n"), "{body}");
+    registry_runtime(&report, "node");
+}
+
+/// Yarn 4 as `packageManager` pins it: the npm registry's `@yarnpkg/cli-dist@4.5.3`, no corepack.
+#[test]
+fn yarn_berry_app_installs_with_the_pinned_yarn_4_from_the_registry() {
+    if !ready() {
+        return;
+    }
+    let (_, body) = assert_package_manager_app("node-yarn-berry", "node-yarn-berry on node ");
+    assert!(body.ends_with(": an hour is 1h\n"), "{body}");
+}
+
+/// A Bun app builds with Bun and runs on it: Bun 1.4.5 (`packageManager`) from the npm
+/// registry's `@oven/bun-linux-x64` package is the runtime layer, and the server says it runs
+/// on Bun.
+#[test]
+fn bun_app_installs_and_runs_on_the_pinned_bun_from_the_registry() {
+    if !ready() {
+        return;
+    }
+    let (report, body) = assert_package_manager_app("node-bun", "node-bun on bun 1.4.5: ");
+    assert!(body.ends_with("an hour is 1h\n"), "{body}");
+    let bun = registry_runtime(&report, "bun");
+    assert_eq!(bun["version"], "1.4.5", "{report:#}");
+    assert_eq!(bun["from"], "package.json packageManager", "{report:#}");
+    assert!(
+        bun["source"]
+            .as_str()
+            .unwrap()
+            .contains("/@oven/bun-linux-"),
+        "{report:#}"
+    );
+    assert_eq!(report["processes"][0]["command"][0], "bun", "{report:#}");
+}
+
+/// uv from the package index (pip, in the build root, into the `tools` layer) exports uv.lock;
+/// pip installs what it pins (six 1.16.0 where 1.17 is allowed).
+#[test]
+fn uv_project_installs_its_lockfile_with_uv_from_the_package_index() {
+    if !ready() {
+        return;
+    }
+    let (report, _) = assert_package_manager_app("python-uv", "six 1.16.0\n");
+    assert!(support::step_outcome(&report, "tools").0, "{report:#}");
+}
+
+/// Poetry (the version poetry.lock's header names) from the package index exports the lockfile.
+#[test]
+fn poetry_project_installs_its_lockfile_with_the_pinned_poetry() {
+    if !ready() {
+        return;
+    }
+    let (report, _) = assert_package_manager_app("python-poetry", "six 1.16.0\n");
+    assert!(support::step_outcome(&report, "tools").0, "{report:#}");
+}
+
+/// Deno from the npm registry's `@deno/linux-x64-glibc` package serves a Deno app.
+#[test]
+fn deno_app_runs_on_deno_from_the_npm_registry() {
+    if !ready() {
+        return;
+    }
+    let (report, body) =
+        assert_package_manager_app("deno-http", "hello from kiln deno-http at /kiln on deno 2.");
+    registry_runtime(&report, "deno");
+    assert_eq!(report["processes"][0]["command"][0], "deno", "{report:#}");
+    assert!(body.ends_with('\n'), "{body}");
 }

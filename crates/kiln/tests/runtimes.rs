@@ -311,7 +311,7 @@ fn pnpm_yarn_and_bun_apps_ship_production_dependencies_only() {
     for (fixture_name, tool) in [
         ("node-pnpm", "pnpm"),
         ("node-yarn", "yarn"),
-        ("node-yarn-berry", "corepack"),
+        ("node-yarn-berry", "npm"),
         ("node-bun", "bun"),
     ] {
         if !require_tools(&["node", tool]) {
@@ -334,7 +334,7 @@ fn pnpm_yarn_and_bun_apps_ship_production_dependencies_only() {
 #[test]
 fn uv_and_poetry_projects_install_the_versions_their_lockfiles_pin() {
     // Both pyproject.toml files allow six 1.17; both lockfiles pin 1.16.0, and that is what ships.
-    for (fixture_name, tool) in [("python-uv", "uv"), ("python-poetry", "python3")] {
+    for (fixture_name, tool) in [("python-uv", "python3"), ("python-poetry", "python3")] {
         if !require_tools(&["python3", tool]) {
             continue;
         }

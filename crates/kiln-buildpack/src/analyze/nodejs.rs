@@ -38,15 +38,26 @@ pub(super) fn analyze(tree: &Tree, chosen: Option<&(String, String)>) -> Result<
         }
     }
     let pm_name = pm.name.clone();
-    // What `npx` fetches from the npm registry to run pnpm or Yarn 1: the version the project
+    // What `npx` fetches from the npm registry to run pnpm or Yarn: the version the project
     // asks for, never whatever the build host has (pnpm 9 cannot read a pnpm 10 lockfile).
+    // Yarn 2+ is published as `@yarnpkg/cli-dist` (the `yarn` package is Yarn 1 only).
+    let package = match installer {
+        "yarn-berry" => "@yarnpkg/cli-dist",
+        _ => pm.name.as_str(),
+    };
     facts.set(
         "package_manager_spec",
         match &pm.version {
-            Some(version) => format!("{}@{version}", pm.name),
-            None => pm.name.clone(),
+            Some(version) => format!("{package}@{version}"),
+            None => package.to_owned(),
         },
     );
+    if installer == "bun" {
+        // A Bun project builds and runs on Bun (the runtime layer), not Node: its version is
+        // the runtime requirement.
+        facts.set("runtime", "bun");
+        facts.version = bun_version(tree, &pkg, &pm)?;
+    }
     facts.package_manager = Some(pm);
 
     let root_script = |name: &str| json_str(&pkg, &format!("scripts.{name}")).map(str::to_owned);
@@ -108,6 +119,9 @@ pub(super) fn analyze(tree: &Tree, chosen: Option<&(String, String)>) -> Result<
         }
         None => app_start(tree, &pkg, None, &mut facts)?,
     };
+    if installer == "bun" {
+        on_bun(&mut facts);
+    }
     let no_start = facts.start.is_none();
     if let Some(server) = server.filter(|_| no_start) {
         facts.notes.push(format!(
@@ -599,6 +613,59 @@ fn node_version(tree: &Tree, pkg: &Value, notes: &mut Vec<String>) -> Result<Opt
         }));
     }
     Ok(None)
+}
+
+/// Bun's version requirement: `packageManager` `bun@1.2.3`, `engines.bun`, `.bun-version`,
+/// mise / asdf; `None` leaves the buildpack's default (the newest release).
+fn bun_version(tree: &Tree, pkg: &Value, pm: &PackageManager) -> Result<Option<Sourced>> {
+    if let Some(version) = pm
+        .version
+        .as_ref()
+        .filter(|_| pm.from.contains("packageManager"))
+    {
+        return Ok(Some(Sourced {
+            version: version.clone(),
+            from: pm.from.clone(),
+        }));
+    }
+    if let Some(v) = json_str(pkg, "engines.bun")
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+    {
+        return Ok(Some(Sourced {
+            version: v.to_owned(),
+            from: "package.json engines.bun".to_owned(),
+        }));
+    }
+    if let Some(v) = tree.text(".bun-version")?.as_deref().and_then(version_text) {
+        return Ok(Some(Sourced {
+            version: v,
+            from: ".bun-version".to_owned(),
+        }));
+    }
+    let (version, from) = tree.tool_manager_version(&["bun"])?;
+    Ok(version.map(|version| Sourced { version, from }))
+}
+
+/// A Bun app's start command runs its entry on Bun: `node server.js` (a start script, `main`,
+/// an entry file) becomes `bun server.js`; other commands are left as written (`bun run`
+/// gives scripts that call `node` Bun in its place).
+fn on_bun(facts: &mut Facts) {
+    let Some(start) = &mut facts.start else {
+        return;
+    };
+    let command = &start.command;
+    let rewritten = if let Some(rest) = command.strip_prefix("node ") {
+        Some(format!("bun {rest}"))
+    } else {
+        command
+            .find("&& exec node ")
+            .map(|at| format!("{}&& exec bun {}", &command[..at], &command[at + 13..]))
+    };
+    if let Some(rewritten) = rewritten {
+        start.command = rewritten;
+        start.from = format!("{} (on Bun)", start.from);
+    }
 }
 
 /// `lts/iron` → `20`, `lts/*` → `lts`, `node`/`latest`/`current` → `latest`. Anything else is
