@@ -572,7 +572,14 @@ mod tests {
                 "a".repeat(64)
             )
         };
-        let names = ["base-files", "netbase", "tzdata", "ca-certificates", "libc6", "libgcc-s1"];
+        let names = [
+            "base-files",
+            "netbase",
+            "tzdata",
+            "ca-certificates",
+            "libc6",
+            "libgcc-s1",
+        ];
         let mut index: String = names.iter().map(|n| stanza(n, "")).collect();
         for name in ["libstdc++6", "libssl3t64", "zlib1g", "dash", "coreutils"] {
             index.push_str(&stanza(name, ""));

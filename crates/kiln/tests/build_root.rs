@@ -439,3 +439,39 @@ fn elixir_release_builds_without_hex_and_runs_its_bundled_erts() {
         "Erlang in the image"
     );
 }
+
+/// A Maven project with no dependencies: Debian's JDK of the requested major (21) and Maven
+/// in the build root, the plugins from Debian's /usr/share/maven-repo (the project's kiln.toml
+/// asks for their packages, its .mvn/maven.config makes Maven offline with that repository as
+/// the read-only tail of its local one), no network; the jar runs on the matching JRE.
+#[test]
+fn maven_app_builds_offline_with_debians_plugins_and_runs_on_the_jre() {
+    if !ready() {
+        return;
+    }
+    let (_dir, report, container) = assert_greets_offline(
+        "java-http",
+        "/kiln",
+        &[
+            "openjdk-21-jdk-headless | default-jdk-headless",
+            "maven",
+            "libmaven-compiler-plugin-java",
+        ],
+    );
+    assert_eq!(report["stack"]["flavour"], "glibc", "{report:#}");
+    let rootfs = container.rootfs();
+    assert!(rootfs
+        .join("workspace/target/java-http-0.1.0.jar")
+        .is_file());
+    assert!(
+        rootfs
+            .join("usr/lib/jvm/java-21-openjdk-amd64/bin/java")
+            .exists()
+            || rootfs
+                .join("usr/lib/jvm/java-21-openjdk-arm64/bin/java")
+                .exists(),
+        "no JRE 21 in the image"
+    );
+    // The JRE only: no compiler ships.
+    assert!(!rootfs.join("usr/bin/javac").exists(), "javac in the image");
+}

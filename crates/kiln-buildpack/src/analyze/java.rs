@@ -110,7 +110,11 @@ pub(super) fn analyze(tree: &Tree) -> Result<Facts> {
             format!("{tool} build output"),
         );
     } else {
-        facts.start(format!("java -jar {jar}"), format!("{tool} build output"));
+        // `exec`: the JVM, not the shell, is PID 1 and gets the container's signals.
+        facts.start(
+            format!("exec java -jar {jar}"),
+            format!("{tool} build output"),
+        );
     }
     Ok(facts)
 }
