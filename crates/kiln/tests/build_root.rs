@@ -48,13 +48,7 @@ fn assert_greets(
     path: &str,
     requested: &[&str],
 ) -> (tempfile::TempDir, serde_json::Value, Container) {
-    let dir = tempfile::tempdir().unwrap();
-    let (report, container, port) = serve_hermetic(name, dir.path(), &[]);
-    let (status, body) = container.http_get(port, path);
-    assert!(status.contains("200"), "{status}\n{}", container.log());
-    assert_eq!(body, format!("hello from kiln {name} at {path}\n"));
-    assert_hermetic(&report, Some(requested), dir.path(), &container.rootfs());
-    (dir, report, container)
+    assert_greets_with(name, path, requested, &[])
 }
 
 /// The build root named in the report holds what was asked for (`None`: the plan has no steps,
@@ -355,21 +349,30 @@ fn single_page_app_falls_back_to_index_html_for_client_routes() {
 
 // --- Ruby from vendor/cache, Elixir releases, Java (issue 11) ---------------------------------
 
-/// Builds `name` hermetically with the sandbox's network off (`--network none`), so any
-/// download a step tried would fail the build, and asserts that `GET path` answers
-/// `hello from kiln NAME at PATH` and that the build root holds `requested`.
-fn assert_greets_offline(
+/// [`assert_greets`] with further `kiln build` arguments.
+fn assert_greets_with(
     name: &str,
     path: &str,
     requested: &[&str],
+    args: &[&str],
 ) -> (tempfile::TempDir, serde_json::Value, Container) {
     let dir = tempfile::tempdir().unwrap();
-    let (report, container, port) = serve_hermetic(name, dir.path(), &["--network", "none"]);
+    let (report, container, port) = serve_hermetic(name, dir.path(), args);
     let (status, body) = container.http_get(port, path);
     assert!(status.contains("200"), "{status}\n{}", container.log());
     assert_eq!(body, format!("hello from kiln {name} at {path}\n"));
     assert_hermetic(&report, Some(requested), dir.path(), &container.rootfs());
     (dir, report, container)
+}
+
+/// [`assert_greets`] with the sandbox's network off (`--network none`), so any download a
+/// step tried would fail the build.
+fn assert_greets_offline(
+    name: &str,
+    path: &str,
+    requested: &[&str],
+) -> (tempfile::TempDir, serde_json::Value, Container) {
+    assert_greets_with(name, path, requested, &["--network", "none"])
 }
 
 /// A Sinatra app whose gems are committed in vendor/cache (`bundle cache`): `bundle install
