@@ -43,7 +43,7 @@ pub const LABEL: &str = "dev.kiln.stack";
 /// The lock file's name, beside `kiln.toml`.
 pub const LOCK_FILE: &str = "kiln.lock";
 /// Bump when the way stack layers are made changes, so recorded layers are not reused.
-const RECIPE: &str = "kiln-stack-layer/v2";
+const RECIPE: &str = "kiln-stack-layer/v3";
 const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// Use Kiln's stack as the run image; `distro` from `--stack` (else `kiln.toml`, else the

@@ -517,7 +517,7 @@ fn why_no_process(spec: &BuildpackToml, facts: &Facts) -> String {
             .map(|p| {
                 p.when
                     .iter()
-                    .filter(|(name, want)| !facts.get(name).is_some_and(|have| want.matches(&have)))
+                    .filter(|(name, want)| !want.matches(facts.get(name).as_deref()))
                     .map(|(name, want)| describe_condition(name, want))
                     .collect::<Vec<_>>()
                     .join(" and ")
@@ -543,16 +543,17 @@ fn why_no_process(spec: &BuildpackToml, facts: &Facts) -> String {
 fn describe_condition(name: &str, want: &WhenValue) -> String {
     match want {
         WhenValue::One(v) if v == "*" => format!("fact `{name}`"),
+        WhenValue::One(v) if v == "!" => format!("no fact `{name}`"),
         WhenValue::One(v) => format!("fact `{name}` = {v:?}"),
         WhenValue::AnyOf(vs) if vs.iter().any(|v| v == "*") => format!("fact `{name}`"),
         WhenValue::AnyOf(vs) => format!("fact `{name}` in {vs:?}"),
     }
 }
 
-/// Whether every fact named in `when` has (one of) the given value(s).
+/// Whether every fact named in `when` has (one of) the given value(s), or is absent as asked.
 fn holds(when: &When, facts: &Facts) -> bool {
     when.iter()
-        .all(|(name, want)| facts.get(name).is_some_and(|have| want.matches(&have)))
+        .all(|(name, want)| want.matches(facts.get(name).as_deref()))
 }
 
 /// The buildpack's facts: analyzer, then declarative version sources, framework and fact rules

@@ -162,7 +162,7 @@ pub struct FrameworkRule {
 }
 
 /// A declarative condition on facts: every named fact must equal the value (or one of the
-/// values); `"*"` only asks for the fact to be present.
+/// values); `"*"` only asks for the fact to be present, `"!"` for it to be absent.
 pub type When = BTreeMap<String, WhenValue>;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -173,10 +173,15 @@ pub enum WhenValue {
 }
 
 impl WhenValue {
-    pub fn matches(&self, value: &str) -> bool {
+    /// Whether a fact whose value is `value` (`None`: the fact is absent) satisfies this.
+    pub fn matches(&self, value: Option<&str>) -> bool {
+        let one = |want: &str| match value {
+            Some(have) => want == "*" || (want == have && want != "!"),
+            None => want == "!",
+        };
         match self {
-            WhenValue::One(v) => v == "*" || v == value,
-            WhenValue::AnyOf(vs) => vs.iter().any(|v| v == "*" || v == value),
+            WhenValue::One(v) => one(v),
+            WhenValue::AnyOf(vs) => vs.iter().any(|v| one(v)),
         }
     }
 }

@@ -33,7 +33,7 @@ pub const BUILD_UID: u32 = 1000;
 pub const BUILD_HOME: &str = "home/kiln";
 
 /// Bump when the way roots are unpacked changes, so old directories are not reused.
-const RECIPE: &str = "kiln-build-root/v1";
+const RECIPE: &str = "kiln-build-root/v2";
 
 /// What every build root has. `Essential: yes` packages are never named as dependencies, so
 /// they are listed; the rest follow from `build-essential` and the named tools.

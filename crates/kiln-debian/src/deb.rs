@@ -9,9 +9,10 @@
 //! Maintainer scripts are never run, but the `update-alternatives --install` calls of
 //! `postinst` are read ([`Alternative`]) so that the links they make can be generated.
 //!
-//! The result is cached as `unpacked-v3/<sha256 of the .deb>.json` beside the blobs, so a warm
+//! The result is cached as `unpacked-v4/<sha256 of the .deb>.json` beside the blobs, so a warm
 //! build reads a listing instead of decompressing again.
 
+use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::{BufReader, Read};
 use std::path::Path;
@@ -22,7 +23,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::fetch::{write_file_atomic, Cache};
 
 /// Bump when what is recorded for a `.deb` changes, so old listings are not reused.
-const LISTING_DIR: &str = "unpacked-v3";
+const LISTING_DIR: &str = "unpacked-v4";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DebContents {
@@ -189,12 +190,16 @@ fn read_control_tar(
 }
 
 /// The `update-alternatives --install` calls of a maintainer script whose paths are literal,
-/// also inside `for NAME in WORDS…; do … done` loops over literal words (PHP's `for binary in
-/// php phar; do`). A call built from other shell variables is skipped: its links cannot be
-/// known without running the script.
+/// or made literal by the script's own plain assignments (`basedir=/usr/share/maven`,
+/// `tools='jar javac'`, `mandir=$basedir/man`; a variable keeps its last literal value, so an
+/// assignment from a command such as `priority=$(expr $priority - 1)` is ignored), also inside
+/// `for NAME in WORDS…; do … done` loops over literal words or such a variable (PHP's `for
+/// binary in php phar; do`, OpenJDK's `for i in $jdk_hl_tools; do`). A call built from other
+/// shell variables is skipped: its links cannot be known without running the script.
 pub fn parse_alternatives(script: &str) -> Vec<Alternative> {
     let joined = script.replace("\\\n", " ");
     let mut found = Vec::new();
+    let mut vars: BTreeMap<String, String> = BTreeMap::new();
     // The enclosing `for` loops: (variable, its words).
     let mut loops: Vec<(String, Vec<String>)> = Vec::new();
     for line in joined.lines() {
@@ -204,8 +209,8 @@ pub fn parse_alternatives(script: &str) -> Vec<Alternative> {
                 let items = rest
                     .iter()
                     .take_while(|w| !matches!(**w, ";" | "do" | "; do"))
-                    .map(|w| w.trim_end_matches(';').to_owned())
-                    .filter(|w| !w.is_empty())
+                    .map(|w| expand_vars(w.trim_end_matches(';'), &vars))
+                    .flat_map(|w| w.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
                     .collect();
                 loops.push(((*var).to_owned(), items));
                 continue;
@@ -216,31 +221,85 @@ pub fn parse_alternatives(script: &str) -> Vec<Alternative> {
             }
             _ => {}
         }
+        if let Some((name, value)) = assignment(line.trim(), &vars) {
+            vars.insert(name, value);
+            continue;
+        }
         if !line.contains("update-alternatives") {
             continue;
         }
         for expanded in expand_loops(line, &loops) {
-            found.extend(parse_install(&expanded));
+            found.extend(parse_install(&expand_vars(&expanded, &vars)));
         }
     }
     found
+}
+
+/// `NAME=VALUE` alone on a line, with a value that is literal once the variables known so far
+/// are expanded (quotes around it dropped).
+fn assignment(line: &str, vars: &BTreeMap<String, String>) -> Option<(String, String)> {
+    let (name, value) = line.split_once('=')?;
+    let identifier = name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !identifier {
+        return None;
+    }
+    let quoted = ['\'', '"']
+        .into_iter()
+        .find_map(|q| value.strip_prefix(q)?.strip_suffix(q));
+    let value = match quoted {
+        Some(inner) => inner,
+        None if value.contains(char::is_whitespace) => return None,
+        None => value,
+    };
+    let value = expand_vars(value, vars);
+    (!value.contains(['$', '`', '(', ')', ';', '|', '&'])).then(|| (name.to_owned(), value))
+}
+
+/// `text` with each `$NAME` / `${NAME}` that `vars` knows replaced; others are left as written.
+fn expand_vars(text: &str, vars: &BTreeMap<String, String>) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 1..];
+        let (name, len) = match after.strip_prefix('{') {
+            Some(braced) => match braced.find('}') {
+                Some(end) => (&braced[..end], end + 2),
+                None => ("", 0),
+            },
+            None => {
+                let end = after
+                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .unwrap_or(after.len());
+                (&after[..end], end)
+            }
+        };
+        match vars.get(name) {
+            Some(value) if !name.is_empty() => {
+                out.push_str(value);
+                rest = &after[len..];
+            }
+            _ => {
+                out.push('$');
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// `line` once per combination of the enclosing loops' words, their variables replaced.
 fn expand_loops(line: &str, loops: &[(String, Vec<String>)]) -> Vec<String> {
     let mut lines = vec![line.to_owned()];
     for (var, items) in loops {
-        let (braced, plain) = (format!("${{{var}}}"), format!("${var}"));
-        if !line.contains(&braced) && !line.contains(&plain) {
-            continue;
-        }
-        let (braced, plain) = (&braced, &plain);
         lines = lines
             .iter()
             .flat_map(|l| {
                 items
                     .iter()
-                    .map(move |item| l.replace(braced, item).replace(plain, item))
+                    .map(move |item| expand_vars(l, &BTreeMap::from([(var.clone(), item.clone())])))
             })
             .collect();
     }
@@ -507,6 +566,54 @@ mod tests {
                 ("usr/bin/awk", "/usr/bin/mawk", 5),
                 ("usr/bin/php", "/usr/bin/php8.4", 84),
                 ("usr/bin/phar", "/usr/bin/phar8.4", 84),
+            ]
+        );
+    }
+
+    /// Maven's and OpenJDK's postinsts name their paths through plain variables.
+    #[test]
+    fn postinst_alternatives_through_the_scripts_own_variables_are_read() {
+        let maven = "basedir=/usr/share/maven\npriority=300\ncase \"$1\" in\nconfigure)\n\
+            update-alternatives \\\n    --install /usr/bin/mvn mvn $basedir/bin/mvn $priority \\\n\
+            --slave \\\n        /usr/bin/mvnDebug \\\n        mvnDebug \\\n        \
+            $basedir/bin/mvnDebug\n;;\nesac\n";
+        let links = |found: Vec<Alternative>| -> Vec<(String, String, i64)> {
+            found
+                .into_iter()
+                .map(|a| (a.link, a.path, a.priority))
+                .collect()
+        };
+        assert_eq!(
+            links(parse_alternatives(maven)),
+            [
+                ("usr/bin/mvn".into(), "/usr/share/maven/bin/mvn".into(), 300),
+                (
+                    "usr/bin/mvnDebug".into(),
+                    "/usr/share/maven/bin/mvnDebug".into(),
+                    300
+                ),
+            ]
+        );
+        let jdk = "priority=2111\nbasedir=/usr/lib/jvm/java-21-openjdk-amd64\n\
+            mandir=$basedir/man\njdk_hl_tools='jar javac'\n\
+            if [ -n \"$multiarch\" ]; then\n\tpriority=$(expr $priority - 1)\nfi\n\
+            for i in $jdk_hl_tools; do\n\tunset slave1 || true\n\
+            update-alternatives \\\n --install \\\n /usr/bin/$i \\\n $i \\\n\
+            $basedir/bin/$i \\\n $priority \\\n $slave1\ndone\n\
+            update-alternatives --install /usr/bin/x x $unknown/x 1\n";
+        assert_eq!(
+            links(parse_alternatives(jdk)),
+            [
+                (
+                    "usr/bin/jar".into(),
+                    "/usr/lib/jvm/java-21-openjdk-amd64/bin/jar".into(),
+                    2111
+                ),
+                (
+                    "usr/bin/javac".into(),
+                    "/usr/lib/jvm/java-21-openjdk-amd64/bin/javac".into(),
+                    2111
+                ),
             ]
         );
     }

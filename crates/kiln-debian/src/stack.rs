@@ -239,7 +239,14 @@ pub fn plan(universe: &Universe, request: &impl Layered, arch: &str) -> Result<L
                 chosen.insert(p.name.clone(), p);
             }
         }
-        below.extend(chosen.clone());
+        // A package a stack table takes only part of (coreutils' `env`) does not satisfy a
+        // later layer: asked for again, by name or as a dependency, it is placed whole there.
+        below.extend(
+            chosen
+                .iter()
+                .filter(|(package, _)| only_paths(&name, package).is_empty())
+                .map(|(package, p)| (package.clone(), p.clone())),
+        );
         layers.push(LockedLayer {
             name,
             requested,
@@ -555,6 +562,44 @@ mod tests {
         assert!(keep("usr/bin/dash", &[]));
         assert!(keep("usr/bin/env", &["usr/bin/env"]));
         assert!(!keep("usr/bin/ls", &["usr/bin/env"]));
+    }
+
+    #[test]
+    fn a_package_taken_in_part_is_placed_whole_when_a_later_layer_asks_for_it() {
+        let stanza = |name: &str, depends: &str| {
+            format!(
+                "Package: {name}\nVersion: 1.0\nArchitecture: amd64\n{depends}\
+                 Filename: pool/main/{name}_1.0_amd64.deb\nSize: 1\nSHA256: {}\n\n",
+                "a".repeat(64)
+            )
+        };
+        let names = [
+            "base-files",
+            "netbase",
+            "tzdata",
+            "ca-certificates",
+            "libc6",
+            "libgcc-s1",
+        ];
+        let mut index: String = names.iter().map(|n| stanza(n, "")).collect();
+        for name in ["libstdc++6", "libssl3t64", "zlib1g", "dash", "coreutils"] {
+            index.push_str(&stanza(name, ""));
+        }
+        index.push_str(&stanza("sed", "Depends: coreutils\n"));
+        let packages = crate::index::parse_packages(&index, "trixie", "Packages").unwrap();
+        let universe = Universe::new(&["trixie"], vec![packages]);
+        let request = Request {
+            distro: Distro::DEFAULT,
+            flavour: Flavour::Glibc,
+            packages: vec!["sed".into()],
+        };
+        let lock = plan(&universe, &request, "amd64").unwrap();
+        let in_layer = |layer: &str| -> Vec<String> {
+            let layer = lock.layer(layer).unwrap();
+            layer.package.iter().map(|d| d.name.clone()).collect()
+        };
+        assert!(in_layer("glibc").contains(&"coreutils".to_owned()));
+        assert_eq!(in_layer("packages"), ["coreutils", "sed"]);
     }
 
     #[test]

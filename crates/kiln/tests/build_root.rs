@@ -590,3 +590,135 @@ fn deno_app_runs_on_deno_from_the_npm_registry() {
     assert_eq!(report["processes"][0]["command"][0], "deno", "{report:#}");
     assert!(body.ends_with('\n'), "{body}");
 }
+
+// --- Ruby from vendor/cache, Elixir releases, Java (issue 11) ---------------------------------
+
+/// [`assert_greets`] with further `kiln build` arguments.
+fn assert_greets_with(
+    name: &str,
+    path: &str,
+    requested: &[&str],
+    args: &[&str],
+) -> (tempfile::TempDir, serde_json::Value, Container) {
+    let dir = tempfile::tempdir().unwrap();
+    let (report, container, port) = serve_hermetic(name, dir.path(), args);
+    let (status, body) = container.http_get(port, path);
+    assert!(status.contains("200"), "{status}\n{}", container.log());
+    assert_eq!(body, format!("hello from kiln {name} at {path}\n"));
+    assert_hermetic(&report, Some(requested), dir.path(), &container.rootfs());
+    (dir, report, container)
+}
+
+/// [`assert_greets`] with the sandbox's network off (`--network none`), so any download a
+/// step tried would fail the build.
+fn assert_greets_offline(
+    name: &str,
+    path: &str,
+    requested: &[&str],
+) -> (tempfile::TempDir, serde_json::Value, Container) {
+    assert_greets_with(name, path, requested, &["--network", "none"])
+}
+
+/// A Sinatra app whose gems are committed in vendor/cache (`bundle cache`): `bundle install
+/// --local` installs them in the build root without a gem server (rubygems.org is out of
+/// reach, and the step has no network), and rackup serves it on WEBrick, on `$PORT`, under Ruby
+/// from the stack.
+#[test]
+fn sinatra_app_installs_its_vendored_gems_offline_and_runs_under_rackup() {
+    if !ready() {
+        return;
+    }
+    let (_dir, report, container) =
+        assert_greets_offline("ruby-sinatra", "/kiln", &["ruby", "ruby-bundler"]);
+    let install = report["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "install")
+        .expect("an install step");
+    assert_eq!(install["ran"], true, "{report:#}");
+    let gems = container.rootfs().join("layers/ruby/gems/ruby");
+    let installed: Vec<String> = std::fs::read_dir(&gems)
+        .unwrap()
+        .flatten()
+        .flat_map(|abi| std::fs::read_dir(abi.path().join("gems")).unwrap())
+        .flatten()
+        .map(|gem| gem.file_name().to_string_lossy().into_owned())
+        .collect();
+    for gem in [
+        "sinatra-4.1.1",
+        "rack-3.1.20",
+        "rackup-2.1.0",
+        "webrick-1.9.1",
+    ] {
+        assert!(
+            installed.iter().any(|g| g == gem),
+            "{gem} not in {installed:?}"
+        );
+    }
+}
+
+/// An Elixir app with no Hex dependencies: `mix deps.get` and `mix release` run with Debian's
+/// Erlang/OTP and Elixir in the build root and no network (so Hex is never fetched); the
+/// release bundles ERTS, so the image runs `bin/elixir_http start` with no Erlang package.
+#[test]
+fn elixir_release_builds_without_hex_and_runs_its_bundled_erts() {
+    if !ready() {
+        return;
+    }
+    let (_dir, report, container) =
+        assert_greets_offline("elixir-http", "/kiln", &["elixir", "erlang-nox"]);
+    assert_eq!(report["stack"]["flavour"], "glibc", "{report:#}");
+    assert_eq!(
+        report["processes"][0]["command"],
+        serde_json::json!(["/layers/elixir/release/bin/elixir_http", "start"]),
+        "{report:#}"
+    );
+    let rootfs = container.rootfs();
+    let release = rootfs.join("layers/elixir/release");
+    let erts = std::fs::read_dir(&release)
+        .unwrap()
+        .flatten()
+        .any(|e| e.file_name().to_string_lossy().starts_with("erts-"));
+    assert!(erts, "no ERTS in the release: {report:#}");
+    assert!(
+        !rootfs.join("usr/lib/erlang").exists(),
+        "Erlang in the image"
+    );
+}
+
+/// A Maven project with no dependencies: Debian's JDK of the requested major (21) and Maven
+/// in the build root, the plugins from Debian's /usr/share/maven-repo (the project's kiln.toml
+/// asks for their packages, its .mvn/maven.config makes Maven offline with that repository as
+/// the read-only tail of its local one), no network; the jar runs on the matching JRE.
+#[test]
+fn maven_app_builds_offline_with_debians_plugins_and_runs_on_the_jre() {
+    if !ready() {
+        return;
+    }
+    let (_dir, report, container) = assert_greets_offline(
+        "java-http",
+        "/kiln",
+        &[
+            "openjdk-21-jdk-headless | default-jdk-headless",
+            "maven",
+            "libmaven-compiler-plugin-java",
+        ],
+    );
+    assert_eq!(report["stack"]["flavour"], "glibc", "{report:#}");
+    let rootfs = container.rootfs();
+    assert!(rootfs
+        .join("workspace/target/java-http-0.1.0.jar")
+        .is_file());
+    assert!(
+        rootfs
+            .join("usr/lib/jvm/java-21-openjdk-amd64/bin/java")
+            .exists()
+            || rootfs
+                .join("usr/lib/jvm/java-21-openjdk-arm64/bin/java")
+                .exists(),
+        "no JRE 21 in the image"
+    );
+    // The JRE only: no compiler ships.
+    assert!(!rootfs.join("usr/bin/javac").exists(), "javac in the image");
+}

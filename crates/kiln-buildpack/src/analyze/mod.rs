@@ -9,6 +9,7 @@
 
 mod cpp;
 mod dotnet;
+mod elixir;
 mod go;
 mod java;
 mod nodejs;
@@ -36,6 +37,7 @@ pub(crate) const PORT: &str = "${PORT:-8080}";
 /// The analyzers a `buildpack.toml` may name.
 pub const ANALYZERS: &[&str] = &[
     "nodejs", "python", "go", "rust", "ruby", "java", "php", "dotnet", "shell", "static", "cpp",
+    "elixir",
 ];
 
 /// What an analyzer (and the buildpack's declarative `[[versions]]`/`[[frameworks]]`) found.
@@ -144,6 +146,7 @@ pub(crate) fn run(
         "shell" => shell::analyze(&tree),
         "static" => static_site::analyze(&tree),
         "cpp" => cpp::analyze(&tree),
+        "elixir" => elixir::analyze(&tree),
         // Validation only lets known names through.
         other => Err(Error::Template(format!("unknown analyzer {other:?}"))),
     }

@@ -1,5 +1,6 @@
 //! Ruby: the Ruby version (`.ruby-version`, `Gemfile` `ruby`, `Gemfile.lock` `RUBY VERSION`,
-//! `.tool-versions`), Bundler's version (`BUNDLED WITH`), Rails or Rack and the start command.
+//! `.tool-versions`), Bundler's version (`BUNDLED WITH`), a `vendor/cache` of gems, Rails or Rack
+//! and the start command.
 
 use super::{first_version, version_text, Facts, PackageManager, Tree, PORT};
 use crate::error::Result;
@@ -54,6 +55,16 @@ pub(super) fn analyze(tree: &Tree) -> Result<Facts> {
     if !lock.is_empty() {
         facts.set("lockfile", "Gemfile.lock");
     }
+    // `bundle cache` (`bundle package`) keeps the app's gems in vendor/cache: installing from
+    // there (`--local`) needs no gem server, so the build works where rubygems.org is out of
+    // reach and installs exactly the committed files.
+    if tree
+        .list("vendor/cache", false)?
+        .iter()
+        .any(|name| name.ends_with(".gem"))
+    {
+        facts.set("gem_cache", "vendor/cache");
+    }
 
     let gem = |name: &str| {
         gemfile.contains(&format!("gem \"{name}\"")) || gemfile.contains(&format!("gem '{name}'"))
@@ -101,7 +112,7 @@ pub(super) fn analyze(tree: &Tree) -> Result<Facts> {
 mod tests {
     use super::*;
 
-    fn start_of(files: &[(&str, &str)]) -> String {
+    fn facts_of(files: &[(&str, &str)]) -> Facts {
         let dir = tempfile::tempdir().unwrap();
         for (name, text) in files {
             let path = dir.path().join(name);
@@ -112,7 +123,23 @@ mod tests {
             src: dir.path(),
             prefix: "",
         };
-        analyze(&tree).unwrap().start.unwrap().command
+        analyze(&tree).unwrap()
+    }
+
+    fn start_of(files: &[(&str, &str)]) -> String {
+        facts_of(files).start.unwrap().command
+    }
+
+    #[test]
+    fn gems_in_vendor_cache_are_a_gem_cache() {
+        let cached = facts_of(&[
+            ("Gemfile", "gem 'rack'\n"),
+            ("vendor/cache/rack-3.1.20.gem", "gem"),
+        ]);
+        assert_eq!(cached.get("gem_cache").as_deref(), Some("vendor/cache"));
+        // A directory without gems (a placeholder, `.keep`) is no cache to install from.
+        let empty = facts_of(&[("Gemfile", "gem 'rack'\n"), ("vendor/cache/.keep", "")]);
+        assert_eq!(empty.get("gem_cache"), None);
     }
 
     #[test]
