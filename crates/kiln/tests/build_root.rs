@@ -310,6 +310,28 @@ fn raw_get(port: u16, path: &str, headers: &str) -> (String, Vec<u8>) {
     (head, response[split + 4..].to_vec())
 }
 
+/// Builds the site `name` hermetically and checks that Caddy serves it: `GET /` holds
+/// `heading`, and (for a single-page app, `route`) a client-router path gets the same
+/// index.html. Returns the report, the running container, its port and the index.
+fn assert_caddy_serves(
+    name: &str,
+    heading: &str,
+    route: Option<&str>,
+) -> (tempfile::TempDir, serde_json::Value, Container, u16, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let (report, container, port) = serve_hermetic(name, dir.path(), &[]);
+    assert_eq!(report["processes"][0]["command"][0], "caddy", "{report:#}");
+    let (status, index) = container.http_get(port, "/");
+    assert!(status.contains("200"), "{status}\n{}", container.log());
+    assert!(index.contains(heading), "{index}");
+    if let Some(route) = route {
+        let (status, routed) = container.http_get(port, route);
+        assert!(status.contains("200"), "{route}: {status}");
+        assert_eq!(routed, index, "{route}");
+    }
+    (dir, report, container, port, index)
+}
+
 /// A plain site: Caddy from the stack serves it on `$PORT` with MIME types, compression for
 /// clients that ask, and a 404 for a missing file (no single-page-app fallback).
 #[test]
@@ -317,12 +339,8 @@ fn static_site_is_served_by_caddy_with_mime_types_compression_and_404() {
     if !ready() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let (report, container, port) = serve_hermetic("static-site", dir.path(), &[]);
-    assert_eq!(report["processes"][0]["command"][0], "caddy", "{report:#}");
-    let (status, body) = container.http_get(port, "/");
-    assert!(status.contains("200"), "{status}\n{}", container.log());
-    assert!(body.contains("<h1>kiln static-site</h1>"), "{body}");
+    let (_dir, _, _container, port, _) =
+        assert_caddy_serves("static-site", "<h1>kiln static-site</h1>", None);
     let (head, css) = raw_get(port, "/style.css", "Accept-Encoding: gzip\r\n");
     assert!(head.contains("content-type: text/css"), "{head}");
     assert!(head.contains("content-encoding: gzip"), "{head}");
@@ -340,17 +358,43 @@ fn single_page_app_falls_back_to_index_html_for_client_routes() {
     if !ready() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let (_, container, port) = serve_hermetic("static-spa", dir.path(), &[]);
-    let (status, index) = container.http_get(port, "/");
-    assert!(status.contains("200"), "{status}\n{}", container.log());
-    assert!(index.contains("<h1>kiln static-spa</h1>"), "{index}");
-    let (status, routed) = container.http_get(port, "/users/42/settings");
-    assert!(status.contains("200"), "{status}");
-    assert_eq!(routed, index);
+    let (_dir, _, _container, port, _) = assert_caddy_serves(
+        "static-spa",
+        "<h1>kiln static-spa</h1>",
+        Some("/users/42/settings"),
+    );
     let (head, script) = raw_get(port, "/assets/app.js", "");
     assert!(head.contains("javascript"), "{head}");
     assert!(String::from_utf8_lossy(&script).contains("location.pathname"));
+}
+
+/// A Vite single-page app: `npm ci` + `vite build` in the build root, then Caddy from the stack
+/// serves dist/ with the index.html fallback for client routes; the dev dependencies (Vite
+/// itself) are pruned from the image.
+#[test]
+fn vite_app_builds_to_a_static_site_caddy_serves_with_the_spa_fallback() {
+    if !ready() {
+        return;
+    }
+    let (dir, report, container, port, index) = assert_caddy_serves(
+        "node-vite-spa",
+        "<h1>hello from kiln node-vite-spa</h1>",
+        Some("/about"),
+    );
+    // The bundle Vite wrote (a hashed name under /assets/) holds the router's pages.
+    let script = index
+        .split('"')
+        .find(|part| part.starts_with("/assets/") && part.ends_with(".js"))
+        .unwrap_or_else(|| panic!("no bundle in {index}"));
+    let (head, bundle) = raw_get(port, script, "");
+    assert!(head.contains("javascript"), "{head}");
+    assert!(String::from_utf8_lossy(&bundle).contains("about this app"));
+    let rootfs = container.rootfs();
+    assert!(
+        !rootfs.join("workspace/node_modules/vite").exists(),
+        "vite shipped"
+    );
+    assert_hermetic(&report, Some(&["python3"]), dir.path(), &rootfs);
 }
 
 // ---- PHP: php-fpm behind Caddy, both from the stack ----

@@ -133,7 +133,7 @@ pub(super) fn analyze(tree: &Tree, chosen: Option<&(String, String)>) -> Result<
             None => out,
         };
         facts.notes.push(format!(
-            "static site: the build writes {out}/; serve it with a static file server"
+            "static site: the build writes {out}/, served by Caddy from the stack"
         ));
         facts.set("static_output", out);
     }
@@ -269,7 +269,11 @@ fn app_start(
             }
         ));
     }
-    Ok(server.static_output.filter(|_| facts.start.is_none()))
+    let static_output = server.static_output.filter(|_| facts.start.is_none());
+    if static_output.is_some() && server.spa {
+        facts.set("spa", "true");
+    }
+    Ok(static_output)
 }
 
 /// The image's start command for a `start` script: the script's own command, as Paketo runs it,
@@ -336,6 +340,8 @@ struct Server {
     start: Option<(String, String)>,
     /// The directory of a static build's files, relative to the app.
     static_output: Option<String>,
+    /// The static build is a single-page app: unknown paths are its client router's.
+    spa: bool,
     /// Next.js `output` (`standalone`, `export`).
     next_output: Option<String>,
     /// Start-script commands the server build replaces (the framework CLI's `start`, which
@@ -477,7 +483,12 @@ fn framework_server(
                 server.replaces = &["astro preview"];
             }
         }
-        Some("astro" | "vite") => server.static_output = Some("dist".to_owned()),
+        Some("astro") => server.static_output = Some("dist".to_owned()),
+        // A Vite app without a server framework is a client-rendered single-page app.
+        Some("vite") => {
+            server.static_output = Some("dist".to_owned());
+            server.spa = true;
+        }
         _ => {}
     }
     Ok(server)
@@ -529,6 +540,7 @@ fn sveltekit(
                     None => String::new(),
                 }
             ));
+            server.spa = spa.is_some();
             server.static_output = Some(pages);
         }
         Some(other) => server.notes.push(format!(
