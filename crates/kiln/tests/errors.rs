@@ -254,8 +254,8 @@ fn nothing_runnable_fails_naming_what_was_looked_for_and_how_to_set_a_start_comm
                 ("package.json", "{\"name\": \"b\", \"dependencies\": {}}\n"),
                 ("bun.lock", "{\"lockfileVersion\": 1}\n"),
             ],
-            "nodejs: a `web` process (needs fact `start`); no start command: package.json has \
-             no scripts.start or main",
+            "nodejs: a `web` process (needs fact `start`, or fact `static_output`); no start \
+             command: package.json has no scripts.start or main",
         ),
     ];
     for (name, files, looked_for) in cases {
