@@ -573,16 +573,7 @@ mod tests {
     use super::*;
 
     fn facts_of(files: &[(&str, &str)]) -> Result<Facts> {
-        let dir = tempfile::tempdir().unwrap();
-        for (path, text) in files {
-            let path = dir.path().join(path);
-            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-            std::fs::write(path, text).unwrap();
-        }
-        analyze(&Tree {
-            src: dir.path(),
-            prefix: "",
-        })
+        crate::analyze::analyze_files(analyze, files)
     }
 
     #[test]

@@ -140,15 +140,7 @@ mod tests {
     use super::*;
 
     fn facts_of(files: &[(&str, &str)]) -> Facts {
-        let dir = tempfile::tempdir().unwrap();
-        for (name, text) in files {
-            std::fs::write(dir.path().join(name), text).unwrap();
-        }
-        analyze(&Tree {
-            src: dir.path(),
-            prefix: "",
-        })
-        .unwrap()
+        crate::analyze::analyze_files(analyze, files).unwrap()
     }
 
     #[test]

@@ -390,6 +390,25 @@ pub(crate) fn mentions_package(text: &str, package: &str) -> bool {
     })
 }
 
+/// Runs `analyze` on a temporary tree holding `files` (`(path, text)`, parents created), for
+/// analyzers' unit tests.
+#[cfg(test)]
+pub(crate) fn analyze_files(
+    analyze: impl FnOnce(&Tree) -> Result<Facts>,
+    files: &[(&str, &str)],
+) -> Result<Facts> {
+    let dir = tempfile::tempdir().unwrap();
+    for (path, text) in files {
+        let path = dir.path().join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+    analyze(&Tree {
+        src: dir.path(),
+        prefix: "",
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -113,17 +113,7 @@ mod tests {
     use super::*;
 
     fn facts_of(files: &[(&str, &str)]) -> Facts {
-        let dir = tempfile::tempdir().unwrap();
-        for (name, text) in files {
-            let path = dir.path().join(name);
-            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-            std::fs::write(path, text).unwrap();
-        }
-        let tree = Tree {
-            src: dir.path(),
-            prefix: "",
-        };
-        analyze(&tree).unwrap()
+        crate::analyze::analyze_files(analyze, files).unwrap()
     }
 
     fn start_of(files: &[(&str, &str)]) -> String {
