@@ -696,6 +696,34 @@ fn sinatra_app_installs_its_vendored_gems_offline_and_runs_under_rackup() {
     }
 }
 
+/// A gem with a C extension, vendored as a `.gem`: `bundle install --local` compiles it in the
+/// build root (gcc, `make`, Debian's Ruby headers) with no network, and the image runs the
+/// compiled `.so` under the stack's Ruby. The body is FNV-1a of the path, computed in C.
+#[test]
+fn native_extension_gem_from_vendor_cache_compiles_in_the_build_root_and_runs() {
+    if !ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (report, container, port) =
+        serve_hermetic("ruby-native-gem", dir.path(), &["--network", "none"]);
+    let (status, body) = container.http_get(port, "/kiln");
+    assert!(status.contains("200"), "{status}\n{}", container.log());
+    // FNV-1a 32 of "/kiln", computed independently.
+    assert_eq!(body, "fnv1a(/kiln) = 45b88a3c\n");
+    let extension = container.rootfs().join(
+        "layers/ruby/gems/ruby/3.3.0/extensions/x86_64-linux-gnu/3.3.0/kiln_fnv-0.1.0/kiln_fnv/kiln_fnv.so",
+    );
+    let elf = std::fs::read(&extension).unwrap_or_else(|e| panic!("{}: {e}", extension.display()));
+    assert_eq!(&elf[..4], b"\x7fELF");
+    assert_hermetic(
+        &report,
+        Some(&["ruby", "ruby-bundler", "ruby-dev"]),
+        dir.path(),
+        &container.rootfs(),
+    );
+}
+
 /// An Elixir app with no Hex dependencies: `mix deps.get` and `mix release` run with Debian's
 /// Erlang/OTP and Elixir in the build root and no network (so Hex is never fetched); the
 /// release bundles ERTS, so the image runs `bin/elixir_http start` with no Erlang package.
