@@ -156,8 +156,10 @@ fn reusable(
     let digest = &record.descriptor.digest;
     let present = cache.store.contains(digest);
     if cache.store.contains_intact(digest)? {
+        // Only the record is marked as used (`kiln cache prune` takes the later of record and
+        // blob): touching the blob would change its ctime, and so the identity that spares
+        // re-hashing it next time.
         cache.touch_record(content_key);
-        cache.touch_blob(digest);
         return Ok(Some(record));
     }
     if present {
