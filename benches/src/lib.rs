@@ -159,6 +159,30 @@ fn source_map(rng: &mut Rng, size: usize) -> Vec<u8> {
     out
 }
 
+/// Writes a tree of `files` small files (100 B – 2 KiB of code-like text, 25 per directory, in
+/// packages of 40 directories: a large monorepo or a big `node_modules`) under `root`, which must
+/// not exist, and returns (files, bytes). Deterministic like [`generate_tree`].
+pub fn generate_small_files_tree(root: &Path, files: u64) -> io::Result<(u64, u64)> {
+    let mut rng = Rng(0x736d_616c);
+    let mut bytes = 0u64;
+    for i in 0..files {
+        let (dir, pkg) = (i / 25, i / 1000);
+        let path = root
+            .join("node_modules")
+            .join(format!("pkg{pkg}"))
+            .join(format!("d{}", dir % 40))
+            .join(format!("{}{i}.js", rng.pick(WORDS)));
+        if i % 25 == 0 {
+            fs::create_dir_all(path.parent().expect("generated paths have parents"))?;
+        }
+        let size = 100 + rng.below(1948) as usize;
+        let content = javascript(&mut rng, size);
+        fs::write(&path, &content)?;
+        bytes += content.len() as u64;
+    }
+    Ok((files, bytes))
+}
+
 /// Writes the tree under `root` (which must not exist) and returns (files, bytes).
 /// `scale` 1.0 gives about 7,000 files and 80 MB.
 pub fn generate_tree(root: &Path, scale: f64) -> io::Result<(u64, u64)> {

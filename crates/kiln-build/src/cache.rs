@@ -122,11 +122,6 @@ impl BuildCache {
         touch(&self.record_path(key));
     }
 
-    /// Marks a blob as used now (see [`BuildCache::touch_record`]).
-    pub fn touch_blob(&self, digest: &Digest) {
-        touch(&self.store.path(digest));
-    }
-
     pub fn record_layer(&self, key: &Digest, record: &LayerRecord) -> Result<()> {
         let path = self.record_path(key);
         let bytes = serde_json::to_vec(record).expect("layer records serialize");

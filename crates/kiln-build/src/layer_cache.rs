@@ -156,8 +156,10 @@ fn reusable(
     let digest = &record.descriptor.digest;
     let present = cache.store.contains(digest);
     if cache.store.contains_intact(digest)? {
+        // Only the record is marked as used (`kiln cache prune` takes the later of record and
+        // blob): touching the blob would change its ctime, and so the identity that spares
+        // re-hashing it next time.
         cache.touch_record(content_key);
-        cache.touch_blob(digest);
         return Ok(Some(record));
     }
     if present {
@@ -269,20 +271,29 @@ fn common_dir(paths: &[&str]) -> String {
     prefix.to_owned()
 }
 
-/// The stat key: one `lstat` per file, no content read.
+/// The stat key: the listing's `lstat` of each file (one more only for files not found by a
+/// walk), no content read.
 fn stat_key(entries: &[Entry], opts: &LayerOptions) -> Result<Digest> {
     let mut key = Sha256::new();
     key.update(format!("{STAT_KEY_VERSION}\0{}\n", options_tag(opts)));
     for entry in entries {
         let (kind, detail) = match &entry.kind {
             EntryKind::Dir => ("dir", String::new()),
-            EntryKind::File { source, size, .. } => {
-                let meta =
-                    fs::symlink_metadata(source).ctx(|| format!("reading {}", source.display()))?;
-                (
-                    "file",
-                    format!("{size}\0{}.{}", meta.mtime(), meta.mtime_nsec()),
-                )
+            EntryKind::File {
+                source,
+                size,
+                listed,
+            } => {
+                // A walked file's mtime is the walk's own: no second `lstat` per file.
+                let (secs, nanos) = match listed {
+                    Some(listed) => listed.mtime,
+                    None => {
+                        let meta = fs::symlink_metadata(source)
+                            .ctx(|| format!("reading {}", source.display()))?;
+                        (meta.mtime(), meta.mtime_nsec())
+                    }
+                };
+                ("file", format!("{size}\0{secs}.{nanos}"))
             }
             EntryKind::Symlink { target } => ("symlink", target.clone()),
             EntryKind::Hardlink { target } => ("hardlink", target.clone()),

@@ -18,12 +18,12 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use serde_json::json;
-use tar::{Builder, EntryType, Header};
+use tar::{EntryType, Header};
 
 use crate::digest::Digest;
 use crate::error::{Error, IoContext, Result};
 use crate::image::Image;
-use crate::io_util::{ExactReader, HashingReader};
+use crate::io_util::{kernel_copy, reflink, ExactReader, HashingReader};
 use crate::json::to_canonical_vec;
 use crate::reference::Reference;
 use crate::spec::{
@@ -54,44 +54,31 @@ pub fn write_oci_archive(
         .tempfile_in(parent)
         .ctx(ctx)?;
     hold(tmp.as_file()).ctx(ctx)?;
-    let mut tar = Builder::new(BufWriter::new(tmp));
+    let mut tar = ArchiveTar {
+        out: BufWriter::new(tmp),
+    };
     // Entries in path byte order: "blobs/" < "blobs/sha256/…" < "index.json" < "manifest.json"
     // < "oci-layout".
-    append_dir(&mut tar, "blobs/").ctx(ctx)?;
-    append_dir(&mut tar, "blobs/sha256/").ctx(ctx)?;
+    tar.header(&header("blobs/", EntryType::Directory, 0o755, 0))
+        .ctx(ctx)?;
+    tar.header(&header("blobs/sha256/", EntryType::Directory, 0o755, 0))
+        .ctx(ctx)?;
     for (digest, size) in blob_sizes(image) {
         let path = format!("blobs/sha256/{}", digest.hex());
-        let blob = store.open_blob(&digest)?;
-        let mut content = HashingReader::new(ExactReader::new(
-            blob,
-            size,
-            store.path(&digest).display().to_string(),
-        ));
-        tar.append(&file_header(&path, size), &mut content)
-            .ctx(ctx)?;
-        let (content, actual) = content.finish();
-        content.check_end().ctx(ctx)?;
-        if actual != digest {
-            return Err(Error::DigestMismatch {
-                expected: digest.to_string(),
-                actual: actual.to_string(),
-            });
-        }
+        tar.header(&file_header(&path, size)).ctx(ctx)?;
+        tar.blob(store, &digest, size)?;
     }
     for (path, bytes) in [
         ("index.json", to_canonical_vec(&index(image, tag))),
         ("manifest.json", docker_manifest(image, tag)),
         ("oci-layout", OCI_LAYOUT.to_vec()),
     ] {
-        tar.append(&file_header(path, bytes.len() as u64), bytes.as_slice())
+        tar.header(&file_header(path, bytes.len() as u64))
             .ctx(ctx)?;
+        tar.out.write_all(&bytes).ctx(ctx)?;
+        tar.pad(bytes.len() as u64).ctx(ctx)?;
     }
-    let tmp = tar
-        .into_inner()
-        .ctx(ctx)?
-        .into_inner()
-        .map_err(|e| e.into_error())
-        .ctx(ctx)?;
+    let tmp = tar.finish().ctx(ctx)?;
     // Temporary files are created 0600; the archive is an ordinary output file.
     tmp.as_file()
         .set_permissions(Permissions::from_mode(0o644))
@@ -159,6 +146,57 @@ pub fn write_oci_dir(
     // The directory now lives at `out`: it must not be cleaned up.
     let _ = tmp.keep();
     Ok(())
+}
+
+/// The archive's own tar, written by hand so that blob contents can go in by kernel copy: each
+/// entry is a 512-byte header, the content, and zeros up to the next 512-byte boundary; two zero
+/// blocks end it.
+struct ArchiveTar {
+    out: BufWriter<tempfile::NamedTempFile>,
+}
+
+impl ArchiveTar {
+    fn header(&mut self, header: &Header) -> io::Result<()> {
+        self.out.write_all(header.as_bytes())
+    }
+
+    fn pad(&mut self, size: u64) -> io::Result<()> {
+        let rem = (size % 512) as usize;
+        if rem != 0 {
+            self.out.write_all(&[0u8; 512][rem..])?;
+        }
+        Ok(())
+    }
+
+    /// Appends the blob's `size` bytes. A blob the store vouches for (its file identity is the one
+    /// recorded when it was verified) is copied by the kernel without being read here; any other
+    /// is hashed on the way, and a mismatch is an error.
+    fn blob(&mut self, store: &BlobStore, digest: &Digest, size: u64) -> Result<()> {
+        let blob = store.open_for_copy(digest)?;
+        let what = store.path(digest).display().to_string();
+        let ctx = || format!("copying blob {what}");
+        if blob.trusted && blob.file.metadata().ctx(ctx)?.len() == size {
+            self.out.flush().ctx(ctx)?;
+            kernel_copy(&blob.file, self.out.get_ref().as_file(), size, &what).ctx(ctx)?;
+        } else {
+            let mut content = HashingReader::new(ExactReader::new(blob.file, size, what.clone()));
+            io::copy(&mut content, &mut self.out).ctx(ctx)?;
+            let (content, actual) = content.finish();
+            content.check_end().ctx(ctx)?;
+            if &actual != digest {
+                return Err(Error::DigestMismatch {
+                    expected: digest.to_string(),
+                    actual: actual.to_string(),
+                });
+            }
+        }
+        self.pad(size).ctx(ctx)
+    }
+
+    fn finish(mut self) -> io::Result<tempfile::NamedTempFile> {
+        self.out.write_all(&[0u8; 1024])?;
+        self.out.into_inner().map_err(|e| e.into_error())
+    }
 }
 
 /// Takes the advisory lock that marks a temporary as in use (released when `file` closes).
@@ -273,17 +311,25 @@ fn check_replaceable(out: &Path) -> Result<bool> {
 
 fn link_or_copy_blob(store: &BlobStore, digest: &Digest, size: u64, dest: &Path) -> Result<()> {
     let src = store.path(digest);
+    // Blobs are immutable (the store replaces them only by rename), so the layout may share
+    // the inode.
     if fs::hard_link(&src, dest).is_ok() {
         return Ok(());
     }
-    // Different filesystem (EXDEV) or no hardlink support: copy, verifying on the way.
+    // Different filesystem (EXDEV) or no hardlink support: reflink or copy. A blob the store
+    // vouches for goes by kernel copy; any other is verified on the way.
     let ctx = || format!("copying blob {} to {}", src.display(), dest.display());
-    let mut content = HashingReader::new(ExactReader::new(
-        store.open_blob(digest)?,
-        size,
-        src.display().to_string(),
-    ));
+    let blob = store.open_for_copy(digest)?;
     let mut file = File::create(dest).ctx(ctx)?;
+    if blob.trusted && blob.file.metadata().ctx(ctx)?.len() == size {
+        if !reflink(&blob.file, &file) {
+            kernel_copy(&blob.file, &file, size, &src.display().to_string()).ctx(ctx)?;
+        }
+        file.sync_all().ctx(ctx)?;
+        return Ok(());
+    }
+    let mut content =
+        HashingReader::new(ExactReader::new(blob.file, size, src.display().to_string()));
     io::copy(&mut content, &mut file).ctx(ctx)?;
     file.sync_all().ctx(ctx)?;
     let (content, actual) = content.finish();
@@ -357,10 +403,6 @@ fn docker_manifest(image: &Image, tag: Option<&Reference>) -> Vec<u8> {
         "RepoTags": repo_tags,
         "Layers": layers,
     }]))
-}
-
-fn append_dir<W: Write>(tar: &mut Builder<W>, path: &str) -> io::Result<()> {
-    tar.append(&header(path, EntryType::Directory, 0o755, 0), io::empty())
 }
 
 fn file_header(path: &str, size: u64) -> Header {
@@ -554,6 +596,65 @@ mod tests {
         fs::write(&layer, bytes).unwrap();
         let out = f.root.join("image.tar");
         let err = write_oci_archive(&f.store, &f.image, None, &out).unwrap_err();
+        assert!(matches!(err, Error::DigestMismatch { .. }), "{err}");
+        assert!(!out.exists());
+    }
+
+    /// An image whose layer blob is large enough for the store to record (and trust) it.
+    fn large_image(root: &Path, store: &BlobStore) -> Image {
+        let host = root.join("big");
+        fs::create_dir_all(&host).unwrap();
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let noise: Vec<u8> = (0..200_000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 32) as u8
+            })
+            .collect();
+        fs::write(host.join("noise.bin"), noise).unwrap();
+        let entries =
+            crate::layer::normalize(crate::layer::tree_entries(&host, "/x").unwrap()).unwrap();
+        let opts = crate::layer::LayerOptions::default();
+        let layer = crate::layer::write_layer(store, &entries, &opts).unwrap();
+        let config = crate::spec::ImageConfig::for_host();
+        crate::image::assemble(store, config, &[layer], BTreeMap::new()).unwrap()
+    }
+
+    #[test]
+    fn trusted_blobs_go_by_kernel_copy_into_the_same_bytes_and_changed_ones_are_caught() {
+        let f = fixture();
+        let image = large_image(&f.root, &f.store);
+        let layer = &image.manifest.layers[0].digest;
+        assert!(f.store.open_for_copy(layer).unwrap().trusted);
+        let (a, b) = (f.root.join("a.tar"), f.root.join("b.tar"));
+        write_oci_archive(&f.store, &image, None, &a).unwrap();
+        // Without the identity records every blob is hashed through a buffer: same bytes.
+        fs::remove_dir_all(f.store.root().join("verified")).unwrap();
+        assert!(!f.store.open_for_copy(layer).unwrap().trusted);
+        write_oci_archive(&f.store, &image, None, &b).unwrap();
+        assert_eq!(fs::read(&a).unwrap(), fs::read(&b).unwrap());
+        let found = entries(&a);
+        let blob = found
+            .iter()
+            .find(|e| e.0 == format!("blobs/sha256/{}", layer.hex()))
+            .unwrap();
+        assert_eq!(&Digest::of(&blob.5), layer);
+        assert_eq!(fs::metadata(&a).unwrap().len() % 512, 0);
+
+        // Trusted again once verified, then changed in place: the archive refuses it.
+        assert!(f.store.contains_intact(layer).unwrap());
+        assert!(f.store.open_for_copy(layer).unwrap().trusted);
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .open(f.store.path(layer))
+            .unwrap();
+        std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(100)).unwrap();
+        file.write_all(b"\xff\x00").unwrap();
+        drop(file);
+        let out = f.root.join("c.tar");
+        let err = write_oci_archive(&f.store, &image, None, &out).unwrap_err();
         assert!(matches!(err, Error::DigestMismatch { .. }), "{err}");
         assert!(!out.exists());
     }

@@ -2,6 +2,7 @@
 //! and [`TreeRoot`]: opening paths below a directory without following symlinks.
 
 use std::ffi::OsStr;
+use std::fs::File;
 use std::io::{self, Read};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Component, Path};
@@ -202,6 +203,40 @@ impl<R: Read> Read for HashingReader<R> {
     }
 }
 
+/// Copies `len` bytes from `from`'s file offset to `to`'s, in the kernel where it can
+/// (`copy_file_range`, which reflinks on filesystems that share extents, such as btrfs and XFS),
+/// else through a buffer. Both offsets advance. A source shorter than `len` is an error.
+pub(crate) fn kernel_copy(from: &File, to: &File, len: u64, what: &str) -> io::Result<()> {
+    let mut left = len;
+    while left > 0 {
+        let chunk = usize::try_from(left.min(1 << 30)).unwrap_or(1 << 30);
+        match rustix::fs::copy_file_range(from, None, to, None, chunk) {
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("{what} ended after {} of its {len} bytes", len - left),
+                ))
+            }
+            Ok(n) => left -= n as u64,
+            // Not between these files (another filesystem on old kernels, special files):
+            // nothing was copied by this call, so the rest goes through a buffer.
+            Err(Errno::XDEV | Errno::NOSYS | Errno::INVAL | Errno::OPNOTSUPP | Errno::PERM) => {
+                let mut rest = ExactReader::new(from, left, what.to_owned());
+                io::copy(&mut rest, &mut &*to)?;
+                left = 0;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// Makes `to` share `from`'s extents (`FICLONE`: btrfs, XFS, bcachefs…). False where the
+/// filesystem cannot, and nothing is written then.
+pub(crate) fn reflink(from: &File, to: &File) -> bool {
+    rustix::fs::ioctl_ficlone(to, from).is_ok()
+}
+
 /// Reads all of `reader` into memory, refusing more than `limit` bytes: metadata files of
 /// untrusted archives (index.json, manifest.json) must not be able to exhaust memory.
 pub(crate) fn read_capped(reader: impl Read, limit: u64, what: &str) -> io::Result<Vec<u8>> {
@@ -313,6 +348,30 @@ mod tests {
         let mut r = HashingReader::new(&b"hello world"[..]);
         io::copy(&mut r, &mut io::sink()).unwrap();
         assert_eq!(r.finish().1, Digest::of(b"hello world"));
+    }
+
+    #[test]
+    fn kernel_copy_appends_at_the_offsets_and_refuses_short_sources() {
+        let dir = tempfile::tempdir().unwrap();
+        let content: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(dir.path().join("from"), &content).unwrap();
+        let from = File::open(dir.path().join("from")).unwrap();
+        let mut to = File::create(dir.path().join("to")).unwrap();
+        std::io::Write::write_all(&mut to, b"head").unwrap();
+        kernel_copy(&from, &to, content.len() as u64, "from").unwrap();
+        std::io::Write::write_all(&mut to, b"tail").unwrap();
+        let out = std::fs::read(dir.path().join("to")).unwrap();
+        assert_eq!(&out[..4], b"head");
+        assert_eq!(&out[4..4 + content.len()], &content[..]);
+        assert_eq!(&out[4 + content.len()..], b"tail");
+
+        let from = File::open(dir.path().join("from")).unwrap();
+        let err = kernel_copy(&from, &to, content.len() as u64 + 10, "from").unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("from ended after 300000 of its 300010"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -161,6 +161,9 @@ pub struct Listed {
     pub root: TreeRoot,
     pub dev: u64,
     pub ino: u64,
+    /// The walk's mtime (seconds, nanoseconds): cache stat keys use it instead of a second
+    /// `lstat` of every file.
+    pub mtime: (i64, i64),
 }
 
 impl Listed {
@@ -170,6 +173,7 @@ impl Listed {
             root: root.clone(),
             dev: meta.dev(),
             ino: meta.ino(),
+            mtime: (meta.mtime(), meta.mtime_nsec()),
         }
     }
 }

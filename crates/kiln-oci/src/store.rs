@@ -11,16 +11,126 @@
 //! other than Kiln). Importers therefore ask [`BlobStore::contains_intact`], which re-hashes an
 //! existing copy and drops a damaged one, before they skip importing a blob they could supply
 //! again; a bad copy is then replaced instead of failing every later use of it.
+//!
+//! Re-hashing every cached blob on every build would make a no-op rebuild cost a read of the
+//! whole cache. So once a blob (of at least [`IDENTITY_MIN_SIZE`] bytes) has been written or
+//! verified, its file identity — device, inode, size, mtime and ctime — is recorded in
+//! `ROOT/verified/sha256/<hex>` (temp + rename), and a blob whose identity is still the one
+//! recorded is trusted without reading it. Any write to the file changes its ctime (which no
+//! unprivileged call can set back), and a replaced file has another inode, so a blob changed in
+//! place or swapped is re-hashed. A record is only made once the filesystem clock has moved past
+//! the blob's ctime: a write in the same clock tick as the last one would otherwise leave the
+//! identity unchanged (git's "racy clean" problem). Blobs are never written in place: they appear
+//! by rename, and are exported by hard link only because nothing writes into them.
 
 use std::fs::{self, File, Permissions};
 use std::io::{self, BufWriter, Read, Write};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use tempfile::NamedTempFile;
 
 use crate::digest::{Digest, HashingWriter};
 use crate::error::{Error, IoContext, Result};
+
+/// Blobs smaller than this are re-hashed rather than trusted by identity: reading a record costs
+/// about as much as hashing them.
+pub const IDENTITY_MIN_SIZE: u64 = 64 * 1024;
+
+/// How long recording an identity may wait for the filesystem clock to pass a blob's ctime (one
+/// clock tick, 1–10 ms, in practice); past it no record is made and the blob is re-hashed next time.
+const CLOCK_WAIT: Duration = Duration::from_millis(50);
+
+/// What identifies one version of a file: any write changes the ctime, a replacement the inode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileIdentity {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl FileIdentity {
+    fn of(meta: &fs::Metadata) -> FileIdentity {
+        FileIdentity {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            size: meta.len(),
+            mtime: (meta.mtime(), meta.mtime_nsec()),
+            ctime: (meta.ctime(), meta.ctime_nsec()),
+        }
+    }
+
+    const VERSION: &'static str = "kiln-blob-identity/v1";
+
+    fn to_line(self) -> String {
+        format!(
+            "{} {} {} {} {}.{} {}.{}\n",
+            Self::VERSION,
+            self.dev,
+            self.ino,
+            self.size,
+            self.mtime.0,
+            self.mtime.1,
+            self.ctime.0,
+            self.ctime.1
+        )
+    }
+
+    fn parse(line: &str) -> Option<FileIdentity> {
+        let mut words = line.split_ascii_whitespace();
+        if words.next()? != Self::VERSION {
+            return None;
+        }
+        let mut number = || words.next()?.parse::<u64>().ok();
+        let (dev, ino, size) = (number()?, number()?, number()?);
+        let mut time = || {
+            let (s, ns) = words.next()?.split_once('.')?;
+            Some((s.parse().ok()?, ns.parse().ok()?))
+        };
+        let (mtime, ctime) = (time()?, time()?);
+        Some(FileIdentity {
+            dev,
+            ino,
+            size,
+            mtime,
+            ctime,
+        })
+    }
+}
+
+/// The filesystem's clock: the coarse realtime clock file timestamps are taken from.
+fn coarse_now() -> (i64, i64) {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec to write into; CLOCK_REALTIME_COARSE exists on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME_COARSE, &mut ts) };
+    (ts.tv_sec, ts.tv_nsec)
+}
+
+/// Waits until the filesystem clock is past `ctime`, so that any later write to the file gets
+/// another ctime. False if that takes longer than [`CLOCK_WAIT`] (a clock set back).
+fn wait_past(ctime: (i64, i64)) -> bool {
+    let started = Instant::now();
+    while coarse_now() <= ctime {
+        if started.elapsed() > CLOCK_WAIT {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    true
+}
+
+/// A blob opened for copying, and whether it may be copied without re-hashing it.
+pub struct OpenBlob {
+    pub file: File,
+    /// The open file's identity is the one recorded when its content was last verified.
+    pub trusted: bool,
+}
 
 #[derive(Debug, Clone)]
 pub struct BlobStore {
@@ -31,7 +141,7 @@ pub struct BlobStore {
 /// Dropping it without committing deletes the temporary file.
 pub struct BlobWriter {
     inner: HashingWriter<BufWriter<NamedTempFile>>,
-    dir: PathBuf,
+    store: BlobStore,
 }
 
 impl BlobStore {
@@ -66,11 +176,23 @@ impl BlobStore {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
             Err(e) => return Err(Error::io(format!("opening blob {}", path.display()), e)),
         };
-        let mut hasher = HashingWriter::new(io::sink());
-        io::copy(&mut file, &mut hasher).ctx(|| format!("verifying blob {}", path.display()))?;
-        if hasher.finish().1 == *digest {
+        let ctx = || format!("verifying blob {}", path.display());
+        let before = file.metadata().ctx(ctx)?;
+        if self.identity_is_recorded(digest, &before) {
             return Ok(true);
         }
+        // Past the file's ctime before reading it: a write after this point changes the ctime.
+        let recordable = before.len() >= IDENTITY_MIN_SIZE && wait_past(ctime_of(&before));
+        let mut hasher = HashingWriter::new(io::sink());
+        io::copy(&mut file, &mut hasher).ctx(ctx)?;
+        if hasher.finish().1 == *digest {
+            let after = file.metadata().ctx(ctx)?;
+            if recordable && FileIdentity::of(&after) == FileIdentity::of(&before) {
+                self.record_identity(digest, &after);
+            }
+            return Ok(true);
+        }
+        self.forget_identity(digest);
         match fs::remove_file(&path) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(Error::io(
                 format!("removing corrupt blob {}", path.display()),
@@ -78,6 +200,52 @@ impl BlobStore {
             )),
             _ => Ok(false),
         }
+    }
+
+    /// Opens a blob for copying verbatim, saying whether its identity is the one recorded when it
+    /// was last verified (then its bytes need no re-hashing; otherwise the caller hashes them).
+    pub fn open_for_copy(&self, digest: &Digest) -> Result<OpenBlob> {
+        let file = self.open_blob(digest)?;
+        let meta = file
+            .metadata()
+            .ctx(|| format!("reading metadata of blob {}", self.path(digest).display()))?;
+        let trusted = self.identity_is_recorded(digest, &meta);
+        Ok(OpenBlob { file, trusted })
+    }
+
+    /// `ROOT/verified/sha256/<hex>`: the identity `digest`'s blob had when last verified.
+    fn identity_path(&self, digest: &Digest) -> PathBuf {
+        self.root.join("verified/sha256").join(digest.hex())
+    }
+
+    fn identity_is_recorded(&self, digest: &Digest, meta: &fs::Metadata) -> bool {
+        meta.is_file()
+            && meta.len() >= IDENTITY_MIN_SIZE
+            && fs::read_to_string(self.identity_path(digest))
+                .ok()
+                .and_then(|line| FileIdentity::parse(&line))
+                == Some(FileIdentity::of(meta))
+    }
+
+    /// Records `meta` as the identity of `digest`'s verified blob. Best effort: without a record
+    /// the blob is simply re-hashed next time.
+    fn record_identity(&self, digest: &Digest, meta: &fs::Metadata) {
+        let path = self.identity_path(digest);
+        let Some(dir) = path.parent() else { return };
+        let write = || -> io::Result<()> {
+            fs::create_dir_all(dir)?;
+            let mut tmp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(dir)?;
+            tmp.write_all(FileIdentity::of(meta).to_line().as_bytes())?;
+            tmp.persist(&path).map_err(|e| e.error)?;
+            Ok(())
+        };
+        if write().is_err() {
+            self.forget_identity(digest);
+        }
+    }
+
+    fn forget_identity(&self, digest: &Digest) {
+        let _ = fs::remove_file(self.identity_path(digest));
     }
 
     /// Stores `bytes`, returning their digest (a no-op when an intact copy is present).
@@ -114,20 +282,38 @@ impl BlobStore {
             .ctx(|| format!("creating a temporary blob in {}", dir.display()))?;
         Ok(BlobWriter {
             inner: HashingWriter::new(BufWriter::new(file)),
-            dir,
+            store: self.clone(),
         })
     }
 
-    /// Reads a whole blob (for small JSON blobs), verifying its digest.
+    /// Reads a whole blob (JSON blobs, package indexes), verifying its digest — by its recorded
+    /// identity when it has one (see the module docs), else by hashing it.
     pub fn read_verified(&self, digest: &Digest) -> Result<Vec<u8>> {
         let path = self.path(digest);
-        let bytes = fs::read(&path).ctx(|| format!("reading blob {}", path.display()))?;
+        let ctx = || format!("reading blob {}", path.display());
+        let mut file = File::open(&path).ctx(ctx)?;
+        let before = file.metadata().ctx(ctx)?;
+        let trusted = self.identity_is_recorded(digest, &before);
+        let recordable =
+            !trusted && before.len() >= IDENTITY_MIN_SIZE && wait_past(ctime_of(&before));
+        let mut bytes = Vec::with_capacity(usize::try_from(before.len()).unwrap_or(0));
+        file.read_to_end(&mut bytes).ctx(ctx)?;
+        if trusted && bytes.len() as u64 == before.len() {
+            return Ok(bytes);
+        }
         let actual = Digest::of(&bytes);
         if &actual != digest {
             return Err(Error::DigestMismatch {
                 expected: digest.to_string(),
                 actual: actual.to_string(),
             });
+        }
+        if recordable {
+            if let Ok(after) = file.metadata() {
+                if FileIdentity::of(&after) == FileIdentity::of(&before) {
+                    self.record_identity(digest, &after);
+                }
+            }
         }
         Ok(bytes)
     }
@@ -141,6 +327,10 @@ impl BlobStore {
     fn blob_dir(&self) -> PathBuf {
         self.root.join("blobs/sha256")
     }
+}
+
+fn ctime_of(meta: &fs::Metadata) -> (i64, i64) {
+    (meta.ctime(), meta.ctime_nsec())
 }
 
 impl Write for BlobWriter {
@@ -171,7 +361,7 @@ impl BlobWriter {
                 });
             }
         }
-        let dest = self.dir.join(digest.hex());
+        let dest = self.store.path(&digest);
         let ctx = || format!("storing blob {}", dest.display());
         let file = buffered.into_inner().map_err(|e| e.into_error()).ctx(ctx)?;
         // Temporary files are created 0600; blobs are content, not secrets, and get exported by
@@ -182,7 +372,24 @@ impl BlobWriter {
         // Data must be on disk before the name appears, or a crash could leave a truncated blob
         // under a valid digest name.
         file.as_file().sync_all().ctx(ctx)?;
-        file.persist(&dest).map_err(|e| e.error).ctx(ctx)?;
+        let file = file.persist(&dest).map_err(|e| e.error).ctx(ctx)?;
+        // We wrote these bytes and hashed them on the way: record what the file is now, once the
+        // filesystem clock has moved past its last change.
+        if size >= IDENTITY_MIN_SIZE {
+            let store = &self.store;
+            if let Ok(before) = file.metadata() {
+                if wait_past(ctime_of(&before)) {
+                    match file.metadata() {
+                        Ok(after) if FileIdentity::of(&after) == FileIdentity::of(&before) => {
+                            store.record_identity(&digest, &after)
+                        }
+                        _ => store.forget_identity(&digest),
+                    }
+                } else {
+                    store.forget_identity(&digest);
+                }
+            }
+        }
         Ok((digest, size))
     }
 }
@@ -290,6 +497,86 @@ mod tests {
         assert_eq!(store.read_verified(&d).unwrap(), b"original");
     }
 
+    /// Bytes that do not compress, so a blob is above [`IDENTITY_MIN_SIZE`].
+    fn large_content() -> Vec<u8> {
+        (0..IDENTITY_MIN_SIZE as u32)
+            .flat_map(|i| (i.wrapping_mul(2654435761)).to_le_bytes())
+            .collect()
+    }
+
+    #[test]
+    fn a_verified_blob_is_trusted_until_its_file_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path()).unwrap();
+        let content = large_content();
+        let (d, _) = store.put_reader(&content[..], None).unwrap();
+        let record = fs::read_to_string(store.identity_path(&d)).unwrap();
+        let meta = fs::metadata(store.path(&d)).unwrap();
+        assert_eq!(FileIdentity::parse(&record), Some(FileIdentity::of(&meta)));
+        assert!(store.open_for_copy(&d).unwrap().trusted);
+        assert!(store.contains_intact(&d).unwrap());
+
+        // Changed in place, same size: the ctime moves, so the record no longer vouches for it.
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .open(store.path(&d))
+            .unwrap();
+        file.write_all(b"X").unwrap();
+        drop(file);
+        assert_eq!(
+            fs::metadata(store.path(&d)).unwrap().len(),
+            content.len() as u64
+        );
+        assert!(!store.open_for_copy(&d).unwrap().trusted);
+        assert!(
+            !store.contains_intact(&d).unwrap(),
+            "the modified blob is re-hashed"
+        );
+        assert!(!store.contains(&d), "and dropped");
+        assert!(!store.identity_path(&d).exists(), "with its record");
+
+        // Stored again, verified again: trusted again.
+        store.put_reader(&content[..], Some(&d)).unwrap();
+        assert!(store.open_for_copy(&d).unwrap().trusted);
+    }
+
+    #[test]
+    fn a_trusted_blob_is_not_read_and_an_untrusted_one_is_recorded_once_verified() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path()).unwrap();
+        let content = large_content();
+        let (d, _) = store.put_reader(&content[..], None).unwrap();
+        // Without a record, verification hashes the blob, and records it.
+        fs::remove_file(store.identity_path(&d)).unwrap();
+        assert!(!store.open_for_copy(&d).unwrap().trusted);
+        assert!(store.contains_intact(&d).unwrap());
+        assert!(store.open_for_copy(&d).unwrap().trusted);
+        // A record matching the file is all a trusted check looks at: content that no longer
+        // hashes to the name passes (which is why only Kiln's own writes and hashes make records).
+        let mut bad = content.clone();
+        bad[7] ^= 1;
+        fs::write(store.path(&d), &bad).unwrap();
+        store.record_identity(&d, &fs::metadata(store.path(&d)).unwrap());
+        assert!(store.contains_intact(&d).unwrap());
+        // Small blobs are never recorded: they are always re-hashed.
+        let small = store.put_bytes(b"small").unwrap();
+        assert!(!store.identity_path(&small).exists());
+        fs::write(store.path(&small), b"smalL").unwrap();
+        assert!(!store.contains_intact(&small).unwrap());
+    }
+
+    #[test]
+    fn a_write_in_the_clock_tick_of_the_last_change_is_not_trusted() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path()).unwrap();
+        let (d, _) = store.put_reader(&large_content()[..], None).unwrap();
+        let meta = fs::metadata(store.path(&d)).unwrap();
+        // The record is made only once the filesystem clock is past the blob's last change.
+        assert!(coarse_now() > ctime_of(&meta));
+        assert!(FileIdentity::parse("kiln-blob-identity/v1 1 2 3 4.5").is_none());
+        assert!(FileIdentity::parse("other 1 2 3 4.5 6.7").is_none());
+    }
+
     #[test]
     fn read_verified_detects_corruption() {
         let dir = tempfile::tempdir().unwrap();
@@ -298,6 +585,20 @@ mod tests {
         fs::write(store.path(&d), b"tampered").unwrap();
         assert!(matches!(
             store.read_verified(&d),
+            Err(Error::DigestMismatch { .. })
+        ));
+        // A large blob read through its recorded identity is caught too once changed in place.
+        let content = large_content();
+        let (big, _) = store.put_reader(&content[..], None).unwrap();
+        assert_eq!(store.read_verified(&big).unwrap(), content);
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .open(store.path(&big))
+            .unwrap();
+        file.write_all(b"Z").unwrap();
+        drop(file);
+        assert!(matches!(
+            store.read_verified(&big),
             Err(Error::DigestMismatch { .. })
         ));
     }
