@@ -139,7 +139,7 @@ fn evaluate_all(
             Ok(reason) => {
                 if let Some(name) = &buildpack.spec.detect.analyzer {
                     // Facts are recomputed when planning; here only its errors matter.
-                    analyze::run(name, dir, prefix, app)?;
+                    analyze::run(name, dir, prefix, analyze::Pins { app, link: None })?;
                 }
                 passed.push(Verdict { id, reason })
             }
@@ -171,7 +171,7 @@ fn pinned(
             ))
         })?;
         if let Some(name) = &buildpack.spec.detect.analyzer {
-            analyze::run(name, src, "", app)?;
+            analyze::run(name, src, "", analyze::Pins { app, link: None })?;
         }
         buildpacks.push(Verdict {
             id: id.clone(),

@@ -565,7 +565,10 @@ fn facts_of(spec: &BuildpackToml, src: &Path, prefix: &str, settings: &Settings)
             name,
             src,
             prefix,
-            settings.app.as_ref().filter(|_| prefix.is_empty()),
+            analyze::Pins {
+                app: settings.app.as_ref().filter(|_| prefix.is_empty()),
+                link: settings.link.as_ref(),
+            },
         )?,
         None => Facts::default(),
     };

@@ -114,6 +114,11 @@ pub struct ProjectBuild {
     /// `KILN_START_CMD` / `KILN_START_COMMAND` win over both.
     #[serde(default)]
     pub start: Option<String>,
+    /// How the rust buildpack links the app's binary: `static` (`+crt-static`, runs on the
+    /// static stack) or `glibc` (against the stack's glibc and system libraries), over what
+    /// `Cargo.lock` implies; `KILN_LINK` wins.
+    #[serde(default)]
+    pub link: Option<String>,
 }
 
 impl ProjectBuild {

@@ -9,6 +9,7 @@
 //! | `KILN_START_CMD` (or `KILN_START_COMMAND`) | the `web` process command line |
 //! | `KILN_INSTALL_CMD`, `KILN_BUILD_CMD` | the main buildpack's `install` / `build` step |
 //! | `KILN_APP=apps/web` | the monorepo app (workspace member) to build and start |
+//! | `KILN_LINK=static\|glibc` | how the rust buildpack links the binary |
 //!
 //! The environment is an explicit input ([`Settings::resolve`] takes a map), so tests never touch
 //! the process environment; [`kiln_env`] reads it for callers that want the real one.
@@ -39,6 +40,9 @@ pub struct Settings {
     pub steps: BTreeMap<String, (String, String)>,
     /// The monorepo app (a workspace member's directory, `apps/web`), with its source.
     pub app: Option<(String, String)>,
+    /// How compiled binaries link (`static` or `glibc`, read by the rust analyzer), with its
+    /// source.
+    pub link: Option<(String, String)>,
 }
 
 impl Settings {
@@ -49,6 +53,12 @@ impl Settings {
         }
         if let Some(app) = env.get("KILN_APP").filter(|v| !v.trim().is_empty()) {
             settings.app = Some((normalize_dir(app), "KILN_APP".to_owned()));
+        }
+        if let Some(link) = &project.build.link {
+            settings.link = Some((link.trim().to_owned(), "kiln.toml build.link".to_owned()));
+        }
+        if let Some(link) = env.get("KILN_LINK").filter(|v| !v.trim().is_empty()) {
+            settings.link = Some((link.trim().to_owned(), "KILN_LINK".to_owned()));
         }
         if let Some(ids) = &project.buildpacks {
             settings.buildpacks = Some((ids.clone(), "kiln.toml buildpacks".to_owned()));

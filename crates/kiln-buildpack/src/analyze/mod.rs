@@ -125,20 +125,15 @@ impl Facts {
 
 /// Runs analyzer `name` on the app at `src`. Malformed manifests are errors naming file and line.
 /// `prefix` is the app root relative to the source root (`""` or `"app/"`), for error messages.
-/// `app` is the monorepo app the user chose (`kiln.toml` `app` / `KILN_APP`: a directory relative
-/// to `src`, with its source), for analyzers that understand workspaces.
-pub(crate) fn run(
-    name: &str,
-    src: &Path,
-    prefix: &str,
-    app: Option<&(String, String)>,
-) -> Result<Facts> {
+/// `pins` are what the user chose that analyzers read.
+pub(crate) fn run(name: &str, src: &Path, prefix: &str, pins: Pins) -> Result<Facts> {
     let tree = Tree { src, prefix };
+    let app = pins.app;
     match name {
         "nodejs" => nodejs::analyze(&tree, app),
         "python" => python::analyze(&tree),
         "go" => go::analyze(&tree, app),
-        "rust" => rust::analyze(&tree, app),
+        "rust" => rust::analyze(&tree, app, pins.link),
         "ruby" => ruby::analyze(&tree),
         "java" => java::analyze(&tree),
         "php" => php::analyze(&tree),
@@ -150,6 +145,17 @@ pub(crate) fn run(
         // Validation only lets known names through.
         other => Err(Error::Template(format!("unknown analyzer {other:?}"))),
     }
+}
+
+/// What the user pinned (`kiln.toml`, `KILN_*`; see [`crate::settings::Settings`]) that
+/// analyzers read, each with its source.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Pins<'a> {
+    /// The monorepo app (`kiln.toml` `app` / `KILN_APP`: a directory relative to the app root),
+    /// for analyzers that understand workspaces.
+    pub(crate) app: Option<&'a (String, String)>,
+    /// How the binary links (`kiln.toml` `build.link` / `KILN_LINK`), for the rust analyzer.
+    pub(crate) link: Option<&'a (String, String)>,
 }
 
 /// Read access to the source tree for analyzers: regular files reached without symlinks only.

@@ -1,14 +1,20 @@
 //! Rust: the toolchain (`rust-toolchain.toml`, `rust-toolchain`, `rust-version`), workspaces, and
 //! which binary the image runs (`default-run`, the package, a single `src/bin/*`; in a virtual
 //! workspace, the member the user chose, else the only member with a binary, else the only one
-//! among `default-members`).
+//! among `default-members`), and how it links: against the stack's glibc when `Cargo.lock` has a
+//! `-sys` crate that links a system library ([`SYSTEM_LIBRARIES`]), else statically.
 
 use super::workspace::invalid_choice;
 use super::{first_version, toml_str, version_text, Facts, Tree, Workspaces};
 use crate::error::Result;
 
-/// `app`: the workspace member the user chose (`kiln.toml` `app` / `KILN_APP`), with its source.
-pub(super) fn analyze(tree: &Tree, app: Option<&(String, String)>) -> Result<Facts> {
+/// `app`: the workspace member the user chose (`kiln.toml` `app` / `KILN_APP`), with its source;
+/// `link`: the linking the user chose (`kiln.toml` `build.link` / `KILN_LINK`).
+pub(super) fn analyze(
+    tree: &Tree,
+    app: Option<&(String, String)>,
+    link: Option<&(String, String)>,
+) -> Result<Facts> {
     let mut facts = Facts::default();
     let cargo = tree.toml("Cargo.toml")?.unwrap_or_default();
     check_manifest(tree, &cargo)?;
@@ -42,6 +48,7 @@ pub(super) fn analyze(tree: &Tree, app: Option<&(String, String)>) -> Result<Fac
     if tree.is_file("Cargo.lock") {
         facts.set("lockfile", "Cargo.lock");
     }
+    linking(tree, link, &mut facts)?;
 
     if let Some(members) = cargo
         .get("workspace")
@@ -274,4 +281,232 @@ fn check_manifest(tree: &Tree, cargo: &toml::Table) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// A `-sys` crate that links a system library unless it builds its bundled copy.
+struct SystemLibrary {
+    /// The crate in `Cargo.lock`.
+    krate: &'static str,
+    /// The fact set (`lib_NAME = "system"`) that `buildpacks/rust/buildpack.toml`'s
+    /// `[[packages]]` turn into the library's Debian packages (headers in the build root, the
+    /// shared library in the run image).
+    fact: &'static str,
+    /// What the library is, for the plan's reason.
+    library: &'static str,
+    /// A dependency of the crate in `Cargo.lock` that means it builds the bundled copy (the
+    /// `vendored`/`bundled` feature pulls it in), so nothing of the system's is linked.
+    bundled_by: &'static str,
+}
+
+/// The `-sys` crates that link a system library. Cargo.lock records each package's resolved
+/// dependencies, so a bundled build shows as its source crate (or `cc`, for libsqlite3-sys,
+/// whose only C compile is the bundled SQLite).
+const SYSTEM_LIBRARIES: &[SystemLibrary] = &[
+    SystemLibrary {
+        krate: "openssl-sys",
+        fact: "lib_openssl",
+        library: "OpenSSL (libssl)",
+        bundled_by: "openssl-src",
+    },
+    SystemLibrary {
+        krate: "pq-sys",
+        fact: "lib_pq",
+        library: "PostgreSQL's libpq",
+        bundled_by: "pq-src",
+    },
+    SystemLibrary {
+        krate: "libsqlite3-sys",
+        fact: "lib_sqlite3",
+        library: "SQLite (libsqlite3)",
+        bundled_by: "cc",
+    },
+    SystemLibrary {
+        krate: "mysqlclient-sys",
+        fact: "lib_mysqlclient",
+        library: "the MySQL/MariaDB client library",
+        bundled_by: "mysqlclient-src",
+    },
+];
+
+/// Sets `link` (`static` or `glibc`) with `link_from` (why), `crt_static` (rustc's
+/// `-Ctarget-feature` for it) and a `lib_*` fact per system library `Cargo.lock` links. The
+/// user's choice wins; else any system library means glibc (a static binary cannot load
+/// `libssl.so.3`), else static, which runs on the static stack.
+fn linking(tree: &Tree, pin: Option<&(String, String)>, facts: &mut Facts) -> Result<()> {
+    let mut linked = Vec::new();
+    if let Some(lock) = tree.toml("Cargo.lock")? {
+        let packages = lock
+            .get("package")
+            .and_then(|p| p.as_array())
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        for lib in SYSTEM_LIBRARIES {
+            let Some(package) = packages
+                .iter()
+                .find(|p| p.get("name").and_then(|n| n.as_str()) == Some(lib.krate))
+            else {
+                continue;
+            };
+            let bundled = package
+                .get("dependencies")
+                .and_then(|d| d.as_array())
+                .is_some_and(|deps| {
+                    deps.iter().filter_map(|d| d.as_str()).any(|d| {
+                        // `name` or `name version (source)` when two versions are locked.
+                        d.split_whitespace().next() == Some(lib.bundled_by)
+                    })
+                });
+            if bundled {
+                facts.notes.push(format!(
+                    "{} builds its bundled copy of {} ({} in Cargo.lock): nothing of the \
+                     system's is linked",
+                    lib.krate, lib.library, lib.bundled_by
+                ));
+                continue;
+            }
+            facts.set(lib.fact, "system");
+            linked.push(lib);
+        }
+    }
+    let (link, from) = match pin {
+        Some((link, from)) => match link.as_str() {
+            "static" | "glibc" => (link.clone(), from.clone()),
+            other => {
+                return Err(crate::error::Error::Template(format!(
+                    "{from}: unknown link {other:?}: expected static or glibc"
+                )))
+            }
+        },
+        None if !linked.is_empty() => {
+            let why: Vec<String> = linked
+                .iter()
+                .map(|lib| format!("{} links {}", lib.krate, lib.library))
+                .collect();
+            ("glibc".to_owned(), format!("Cargo.lock: {}", why.join(", ")))
+        }
+        None if tree.is_file("Cargo.lock") => (
+            "static".to_owned(),
+            "no crate in Cargo.lock links a system library".to_owned(),
+        ),
+        None => (
+            "static".to_owned(),
+            "no Cargo.lock, so no -sys crate is known to link a system library".to_owned(),
+        ),
+    };
+    if link == "static" && !linked.is_empty() {
+        facts.notes.push(format!(
+            "linked statically ({from}) with system libraries: their static archives must be \
+             in the build root, and their -sys crates told to use them (e.g. OPENSSL_STATIC=1 \
+             in kiln.toml [build.env])"
+        ));
+    }
+    facts.set(
+        "crt_static",
+        if link == "static" {
+            "+crt-static"
+        } else {
+            // rustc's default for the gnu targets, said explicitly.
+            "-crt-static"
+        },
+    );
+    facts.set("link", link);
+    facts.set("link_from", from);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::analyze_files;
+    use super::*;
+
+    const MANIFEST: &str = "[package]\nname = \"app\"\nversion = \"0.1.0\"\n";
+
+    fn lock(packages: &[(&str, &[&str])]) -> String {
+        packages
+            .iter()
+            .map(|(name, deps)| {
+                let deps: Vec<String> = deps.iter().map(|d| format!("{d:?}")).collect();
+                format!(
+                    "[[package]]\nname = {name:?}\nversion = \"1.0.0\"\ndependencies = [{}]\n\n",
+                    deps.join(", ")
+                )
+            })
+            .collect()
+    }
+
+    fn facts(lock: &str, pin: Option<(&str, &str)>) -> Result<Facts> {
+        let pin = pin.map(|(l, f)| (l.to_owned(), f.to_owned()));
+        analyze_files(
+            |tree| analyze(tree, None, pin.as_ref()),
+            &[
+                ("Cargo.toml", MANIFEST),
+                ("src/main.rs", "fn main() {}"),
+                ("Cargo.lock", lock),
+            ],
+        )
+    }
+
+    #[test]
+    fn a_system_library_in_the_lockfile_links_against_glibc_and_says_why() {
+        let lock = lock(&[
+            ("app", &["openssl"]),
+            ("openssl", &["openssl-sys"]),
+            ("openssl-sys", &["cc", "libc", "pkg-config"]),
+            ("pq-sys", &["pkg-config"]),
+        ]);
+        let facts = facts(&lock, None).unwrap();
+        assert_eq!(facts.get("link").as_deref(), Some("glibc"));
+        assert_eq!(facts.get("crt_static").as_deref(), Some("-crt-static"));
+        assert_eq!(
+            facts.get("link_from").as_deref(),
+            Some(
+                "Cargo.lock: openssl-sys links OpenSSL (libssl), pq-sys links PostgreSQL's libpq"
+            )
+        );
+        assert_eq!(facts.get("lib_openssl").as_deref(), Some("system"));
+        assert_eq!(facts.get("lib_pq").as_deref(), Some("system"));
+        assert_eq!(facts.get("lib_sqlite3"), None);
+    }
+
+    #[test]
+    fn bundled_copies_and_plain_crates_stay_static() {
+        let lock = lock(&[
+            ("openssl-sys", &["cc", "openssl-src", "pkg-config"]),
+            ("libsqlite3-sys", &["cc 1.2.3", "pkg-config", "vcpkg"]),
+            ("serde", &[]),
+        ]);
+        let facts = facts(&lock, None).unwrap();
+        assert_eq!(facts.get("link").as_deref(), Some("static"));
+        assert_eq!(facts.get("crt_static").as_deref(), Some("+crt-static"));
+        assert_eq!(
+            facts.get("link_from").as_deref(),
+            Some("no crate in Cargo.lock links a system library")
+        );
+        assert_eq!(facts.get("lib_openssl"), None);
+        assert!(facts.notes[0].starts_with("openssl-sys builds its bundled copy"));
+        assert!(facts.notes[1].contains("cc in Cargo.lock"), "{:?}", facts.notes);
+        // No C compile: libsqlite3-sys links the system's SQLite.
+        let lock = self::lock(&[("libsqlite3-sys", &["pkg-config", "vcpkg"])]);
+        let facts = self::facts(&lock, None).unwrap();
+        assert_eq!(facts.get("lib_sqlite3").as_deref(), Some("system"));
+    }
+
+    #[test]
+    fn the_users_choice_wins_and_an_unknown_one_is_refused() {
+        let with_ssl = lock(&[("openssl-sys", &["cc"])]);
+        let facts = facts(&with_ssl, Some(("static", "KILN_LINK"))).unwrap();
+        assert_eq!(facts.get("link").as_deref(), Some("static"));
+        assert_eq!(facts.get("link_from").as_deref(), Some("KILN_LINK"));
+        assert_eq!(facts.get("lib_openssl").as_deref(), Some("system"));
+        assert!(facts.notes[0].contains("OPENSSL_STATIC=1"), "{:?}", facts.notes);
+        let plain = lock(&[("serde", &[])]);
+        let facts = self::facts(&plain, Some(("glibc", "kiln.toml build.link"))).unwrap();
+        assert_eq!(facts.get("link").as_deref(), Some("glibc"));
+        assert_eq!(facts.get("crt_static").as_deref(), Some("-crt-static"));
+        let err = self::facts(&plain, Some(("musl", "KILN_LINK"))).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "KILN_LINK: unknown link \"musl\": expected static or glibc"
+        );
+    }
 }
