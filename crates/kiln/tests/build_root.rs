@@ -788,3 +788,37 @@ fn maven_app_builds_offline_with_debians_plugins_and_runs_on_the_jre() {
     // The JRE only: no compiler ships.
     assert!(!rootfs.join("usr/bin/javac").exists(), "javac in the image");
 }
+
+// --- Rust against the stack's glibc (issue 11) -------------------------------------------------
+
+/// A Rust app using the `openssl` crate without `vendored`: the analyzer finds openssl-sys in
+/// Cargo.lock, so the build root gets libssl-dev, the binary links the build root's glibc and
+/// libssl dynamically (openssl-macros, a proc-macro, builds for the host), and the run image is
+/// the glibc stack with libssl3t64; the body names the OpenSSL the binary loaded in the image.
+#[test]
+fn rust_app_linking_openssl_runs_against_the_stacks_glibc_and_libssl() {
+    if !ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (report, container, port) = serve_hermetic("rust-openssl", dir.path(), &[]);
+    let (status, body) = container.http_get(port, "/");
+    assert!(status.contains("200"), "{status}\n{}", container.log());
+    assert!(body.starts_with("hello from OpenSSL 3."), "{body}");
+    assert_eq!(report["stack"]["flavour"], "glibc", "{report:#}");
+    let rootfs = container.rootfs();
+    assert_hermetic(&report, Some(&["cargo", "libssl-dev"]), dir.path(), &rootfs);
+    let libssl = std::fs::read_dir(rootfs.join("usr/lib"))
+        .unwrap()
+        .flatten()
+        .any(|triplet| triplet.path().join("libssl.so.3").is_file());
+    assert!(libssl, "no libssl.so.3 in the image's /usr/lib/<triplet>");
+    // Linked dynamically: the binary names libcrypto in its dynamic section and has a loader.
+    let binary = std::fs::read(rootfs.join("layers/rust/bin/bin/rust-openssl")).unwrap();
+    for needle in ["libcrypto.so.3", "ld-linux"] {
+        assert!(
+            binary.windows(needle.len()).any(|w| w == needle.as_bytes()),
+            "the binary does not name {needle}: not linked against the stack's glibc"
+        );
+    }
+}

@@ -382,7 +382,10 @@ fn linking(tree: &Tree, pin: Option<&(String, String)>, facts: &mut Facts) -> Re
                 .iter()
                 .map(|lib| format!("{} links {}", lib.krate, lib.library))
                 .collect();
-            ("glibc".to_owned(), format!("Cargo.lock: {}", why.join(", ")))
+            (
+                "glibc".to_owned(),
+                format!("Cargo.lock: {}", why.join(", ")),
+            )
         }
         None if tree.is_file("Cargo.lock") => (
             "static".to_owned(),
@@ -459,9 +462,7 @@ mod tests {
         assert_eq!(facts.get("crt_static").as_deref(), Some("-crt-static"));
         assert_eq!(
             facts.get("link_from").as_deref(),
-            Some(
-                "Cargo.lock: openssl-sys links OpenSSL (libssl), pq-sys links PostgreSQL's libpq"
-            )
+            Some("Cargo.lock: openssl-sys links OpenSSL (libssl), pq-sys links PostgreSQL's libpq")
         );
         assert_eq!(facts.get("lib_openssl").as_deref(), Some("system"));
         assert_eq!(facts.get("lib_pq").as_deref(), Some("system"));
@@ -484,7 +485,11 @@ mod tests {
         );
         assert_eq!(facts.get("lib_openssl"), None);
         assert!(facts.notes[0].starts_with("openssl-sys builds its bundled copy"));
-        assert!(facts.notes[1].contains("cc in Cargo.lock"), "{:?}", facts.notes);
+        assert!(
+            facts.notes[1].contains("cc in Cargo.lock"),
+            "{:?}",
+            facts.notes
+        );
         // No C compile: libsqlite3-sys links the system's SQLite.
         let lock = self::lock(&[("libsqlite3-sys", &["pkg-config", "vcpkg"])]);
         let facts = self::facts(&lock, None).unwrap();
@@ -498,7 +503,11 @@ mod tests {
         assert_eq!(facts.get("link").as_deref(), Some("static"));
         assert_eq!(facts.get("link_from").as_deref(), Some("KILN_LINK"));
         assert_eq!(facts.get("lib_openssl").as_deref(), Some("system"));
-        assert!(facts.notes[0].contains("OPENSSL_STATIC=1"), "{:?}", facts.notes);
+        assert!(
+            facts.notes[0].contains("OPENSSL_STATIC=1"),
+            "{:?}",
+            facts.notes
+        );
         let plain = lock(&[("serde", &[])]);
         let facts = self::facts(&plain, Some(("glibc", "kiln.toml build.link"))).unwrap();
         assert_eq!(facts.get("link").as_deref(), Some("glibc"));

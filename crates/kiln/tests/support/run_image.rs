@@ -93,47 +93,128 @@ pub fn kiln_hermetic(home: &Path) -> Command {
 /// it succeeded and returns its trimmed stdout. `add` copies host files into the unpacked root first (`(host path, image path)`),
 /// e.g. a binary to prove the image can run it.
 pub fn run_once(image: &str, args: &[&str], add: &[(&Path, &str)]) -> String {
-    let dir = tempfile::tempdir().unwrap();
-    let layout = dir.path().join("layout");
-    let bundle = dir.path().join("bundle");
-    run_ok(
-        Command::new("skopeo")
-            .args(["copy", "--quiet", image])
-            .arg(format!("oci:{}:run", layout.display())),
-    );
-    run_ok(
-        Command::new("umoci")
-            .args(["unpack", "--image"])
-            .arg(format!("{}:run", layout.display()))
-            .arg(&bundle),
-    );
+    let mut once = OneShot::new(image, args);
     for (host, in_image) in add {
-        let dest = bundle.join("rootfs").join(in_image.trim_start_matches('/'));
-        fs::create_dir_all(dest.parent().unwrap()).unwrap();
-        fs::copy(host, &dest)
-            .unwrap_or_else(|e| panic!("copying {} into the image: {e}", host.display()));
+        once = once.add(host, in_image);
     }
-    let config_path = bundle.join("config.json");
-    let mut config: serde_json::Value =
-        serde_json::from_slice(&fs::read(&config_path).unwrap()).unwrap();
-    sandbox_config(&mut config);
-    config["process"]["args"] = args.iter().map(|a| serde_json::Value::from(*a)).collect();
-    fs::write(&config_path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
-    static RUNS: AtomicUsize = AtomicUsize::new(0);
-    let id = format!(
-        "kiln-once-{}-{}",
-        std::process::id(),
-        RUNS.fetch_add(1, Ordering::SeqCst)
-    );
-    // A foreground `runc run` removes the container when its process exits.
-    run_ok(
-        Command::new("runc")
-            .args(["run", &id])
-            .current_dir(&bundle)
-            .stdin(Stdio::null()),
-    )
-    .trim()
-    .to_owned()
+    once.run()
+}
+
+/// One foreground `runc run` of an image, with what [`run_once`] cannot say: bind mounts, the
+/// user, extra environment, and `/proc` left unmasked (what `docker run --security-opt
+/// systempaths=unconfined` gives: a nested sandbox needs it to mount its own `/proc`).
+pub struct OneShot {
+    image: String,
+    args: Vec<String>,
+    add: Vec<(PathBuf, String)>,
+    mounts: Vec<serde_json::Value>,
+    env: Vec<String>,
+    user: Option<(u32, u32)>,
+    unmask_proc: bool,
+}
+
+impl OneShot {
+    pub fn new(image: &str, args: &[&str]) -> OneShot {
+        OneShot {
+            image: image.to_owned(),
+            args: args.iter().map(|a| a.to_string()).collect(),
+            add: Vec::new(),
+            mounts: Vec::new(),
+            env: Vec::new(),
+            user: None,
+            unmask_proc: false,
+        }
+    }
+
+    /// Copies the host file `host` to `in_image` in the unpacked root.
+    pub fn add(mut self, host: &Path, in_image: &str) -> OneShot {
+        self.add.push((host.to_owned(), in_image.to_owned()));
+        self
+    }
+
+    /// Binds the host path `host` at `in_image`, read-only unless `writable`.
+    pub fn bind(mut self, host: &Path, in_image: &str, writable: bool) -> OneShot {
+        let mode = if writable { "rw" } else { "ro" };
+        self.mounts.push(serde_json::json!({
+            "destination": in_image,
+            "type": "bind",
+            "source": host,
+            "options": ["rbind", mode],
+        }));
+        self
+    }
+
+    pub fn env(mut self, key: &str, value: &str) -> OneShot {
+        self.env.push(format!("{key}={value}"));
+        self
+    }
+
+    pub fn user(mut self, uid: u32, gid: u32) -> OneShot {
+        self.user = Some((uid, gid));
+        self
+    }
+
+    pub fn unmask_proc(mut self) -> OneShot {
+        self.unmask_proc = true;
+        self
+    }
+
+    pub fn run(self) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = dir.path().join("layout");
+        let bundle = dir.path().join("bundle");
+        run_ok(
+            Command::new("skopeo")
+                .args(["copy", "--quiet", &self.image])
+                .arg(format!("oci:{}:run", layout.display())),
+        );
+        run_ok(
+            Command::new("umoci")
+                .args(["unpack", "--image"])
+                .arg(format!("{}:run", layout.display()))
+                .arg(&bundle),
+        );
+        for (host, in_image) in &self.add {
+            let dest = bundle.join("rootfs").join(in_image.trim_start_matches('/'));
+            fs::create_dir_all(dest.parent().unwrap()).unwrap();
+            fs::copy(host, &dest)
+                .unwrap_or_else(|e| panic!("copying {} into the image: {e}", host.display()));
+        }
+        let config_path = bundle.join("config.json");
+        let mut config: serde_json::Value =
+            serde_json::from_slice(&fs::read(&config_path).unwrap()).unwrap();
+        sandbox_config(&mut config);
+        config["process"]["args"] = self.args.iter().map(|a| Value::from(a.as_str())).collect();
+        if let Some(env) = config["process"]["env"].as_array_mut() {
+            env.extend(self.env.iter().map(|e| Value::from(e.as_str())));
+        }
+        if let Some((uid, gid)) = self.user {
+            config["process"]["user"] = serde_json::json!({ "uid": uid, "gid": gid });
+        }
+        if let Some(mounts) = config["mounts"].as_array_mut() {
+            mounts.extend(self.mounts);
+        }
+        if self.unmask_proc {
+            config["linux"]["maskedPaths"] = Value::Array(Vec::new());
+            config["linux"]["readonlyPaths"] = Value::Array(Vec::new());
+        }
+        fs::write(&config_path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
+        static RUNS: AtomicUsize = AtomicUsize::new(0);
+        let id = format!(
+            "kiln-once-{}-{}",
+            std::process::id(),
+            RUNS.fetch_add(1, Ordering::SeqCst)
+        );
+        // A foreground `runc run` removes the container when its process exits.
+        run_ok(
+            Command::new("runc")
+                .args(["run", &id])
+                .current_dir(&bundle)
+                .stdin(Stdio::null()),
+        )
+        .trim()
+        .to_owned()
+    }
 }
 
 /// What this machine's sandbox cannot give a container (GUIDE.md §5): no rlimits, resources or
