@@ -179,16 +179,7 @@ impl ArchiveTar {
             self.out.flush().ctx(ctx)?;
             kernel_copy(&blob.file, self.out.get_ref().as_file(), size, &what).ctx(ctx)?;
         } else {
-            let mut content = HashingReader::new(ExactReader::new(blob.file, size, what.clone()));
-            io::copy(&mut content, &mut self.out).ctx(ctx)?;
-            let (content, actual) = content.finish();
-            content.check_end().ctx(ctx)?;
-            if &actual != digest {
-                return Err(Error::DigestMismatch {
-                    expected: digest.to_string(),
-                    actual: actual.to_string(),
-                });
-            }
+            copy_checked(blob.file, size, digest, what.clone(), &mut self.out, ctx)?;
         }
         self.pad(size).ctx(ctx)
     }
@@ -328,18 +319,15 @@ fn link_or_copy_blob(store: &BlobStore, digest: &Digest, size: u64, dest: &Path)
         file.sync_all().ctx(ctx)?;
         return Ok(());
     }
-    let mut content =
-        HashingReader::new(ExactReader::new(blob.file, size, src.display().to_string()));
-    io::copy(&mut content, &mut file).ctx(ctx)?;
+    copy_checked(
+        blob.file,
+        size,
+        digest,
+        src.display().to_string(),
+        &mut file,
+        ctx,
+    )?;
     file.sync_all().ctx(ctx)?;
-    let (content, actual) = content.finish();
-    content.check_end().ctx(ctx)?;
-    if &actual != digest {
-        return Err(Error::DigestMismatch {
-            expected: digest.to_string(),
-            actual: actual.to_string(),
-        });
-    }
     Ok(())
 }
 
@@ -424,6 +412,29 @@ fn header(path: &str, kind: EntryType, mode: u32, size: u64) -> Header {
     h.set_size(size);
     h.set_cksum();
     h
+}
+
+/// Copies exactly `size` bytes of `blob` into `out`, hashing them on the way: a blob shorter or
+/// longer than `size`, or whose bytes are not `digest`'s, is an error.
+fn copy_checked(
+    blob: File,
+    size: u64,
+    digest: &Digest,
+    what: String,
+    out: &mut impl Write,
+    ctx: impl Fn() -> String,
+) -> Result<()> {
+    let mut content = HashingReader::new(ExactReader::new(blob, size, what));
+    io::copy(&mut content, out).ctx(&ctx)?;
+    let (content, actual) = content.finish();
+    content.check_end().ctx(&ctx)?;
+    if &actual != digest {
+        return Err(Error::DigestMismatch {
+            expected: digest.to_string(),
+            actual: actual.to_string(),
+        });
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use support::run_image::{build_on_stack_ok, require_debian_mirror, OneShot};
-use support::{fixture, free_port, npm_config, repo_root, require_tools, Container};
+use support::{fixture, free_port, npm_config, repo_root, require_tools, step_outcome, Container};
 
 /// The uid Kiln runs as in the container: as root without capabilities (what a container
 /// gives) the kernel refuses the sandbox's uid map, so Kiln's image is run as a plain user.
@@ -34,14 +34,20 @@ fn kilns_image_builds_an_app_in_its_sandbox_inside_a_container_and_the_app_runs(
     let report = build_on_stack_ok(&context, &dir.path().join("cache"), &image);
     assert_eq!(report["stack"]["flavour"], "glibc", "{report:#}");
 
-    // What the job mounts: the source read-only, an output directory, a cache volume the
-    // job's user owns (kept between runs, as CI caches are), the host's DNS and trust store.
-    let out = dir.path().join("out");
-    std::fs::create_dir_all(&out).unwrap();
-    std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o777)).unwrap();
-    let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("kiln-image-cache");
-    std::fs::create_dir_all(&cache).unwrap();
-    std::os::unix::fs::chown(&cache, Some(KILN_UID), Some(KILN_UID)).unwrap();
+    // What the job mounts: the source read-only, an output directory, a fresh Kiln cache (so
+    // the install step runs), Debian downloads the job's user owns (kept between runs, as CI
+    // caches are), the host's DNS and trust store.
+    let writable = |name: &str| {
+        let path = dir.path().join(name);
+        std::fs::create_dir_all(&path).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o777)).unwrap();
+        path
+    };
+    let out = writable("out");
+    let kiln_cache = writable("kiln-cache");
+    let debian_cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("kiln-image-debian-cache");
+    std::fs::create_dir_all(&debian_cache).unwrap();
+    std::os::unix::fs::chown(&debian_cache, Some(KILN_UID), Some(KILN_UID)).unwrap();
     let mirror = kiln_debian::mirror::find(&Default::default(), Path::new("/")).unwrap();
     let registry = npm_config("registry").expect("npm's registry setting");
     let trust = std::env::var("SSL_CERT_FILE")
@@ -65,7 +71,8 @@ fn kilns_image_builds_an_app_in_its_sandbox_inside_a_container_and_the_app_runs(
     .unmask_proc()
     .bind(&fixture("node-express"), "/src", false)
     .bind(&out, "/out", true)
-    .bind(&cache, "/cache", true)
+    .bind(&kiln_cache, "/cache/kiln", true)
+    .bind(&debian_cache, "/cache/debian", true)
     .bind(Path::new("/etc/resolv.conf"), "/etc/resolv.conf", false)
     .bind(Path::new(&trust), "/etc/ssl/host-ca.crt", false)
     .env("HOME", "/tmp")
@@ -78,13 +85,8 @@ fn kilns_image_builds_an_app_in_its_sandbox_inside_a_container_and_the_app_runs(
     .run();
     let app: serde_json::Value = serde_json::from_str(&stdout)
         .unwrap_or_else(|e| panic!("kiln's --json report: {e}\n{stdout}"));
-    let install = app["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == "install")
-        .expect("an install step");
-    assert_eq!(install["ran"], true, "{app:#}");
+    let (ran, reason) = step_outcome(&app, "install");
+    assert!(ran, "install did not run: {reason}");
 
     let port = free_port();
     let container = Container::start(
