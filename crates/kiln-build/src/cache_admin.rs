@@ -215,6 +215,11 @@ pub fn prune(cache_dir: &Path, policy: &PrunePolicy) -> Result<PruneReport> {
         remaining -= item.bytes;
         removed.push(item);
     }
+    if removed.iter().any(|i| i.kind == "build-root") {
+        let roots = cache.root().join(crate::build_root::ROOTS_DIR);
+        kiln_debian::build_root::remove_unlinked_files(&roots)
+            .ctx(|| format!("removing unused shared files of {}", roots.display()))?;
+    }
     drop_dangling_keys(&cache)?;
     Ok(PruneReport {
         freed_bytes: removed.iter().map(|i| i.bytes).sum(),
@@ -279,7 +284,12 @@ fn disk_usage(path: &Path) -> Result<u64> {
             source: e.into(),
         })?;
         if entry.file_type().is_file() {
-            total += entry.metadata().map_or(0, |m| m.len());
+            // A file with several names (build roots share theirs) counts once, split among
+            // its names.
+            total += entry.metadata().map_or(0, |m| {
+                use std::os::unix::fs::MetadataExt;
+                m.len() / m.nlink().max(1)
+            });
         }
     }
     Ok(total)
@@ -407,6 +417,13 @@ mod tests {
         let usr = roots.join("k1/usr");
         fs::create_dir_all(&usr).unwrap();
         fs::write(usr.join("tool"), vec![b'x'; 5000]).unwrap();
+        // A file shared with other roots: its copy in `.files` goes once no root links to it.
+        let shared = roots
+            .join(kiln_debian::build_root::FILES_DIR)
+            .join("0644/ab");
+        fs::create_dir_all(shared.parent().unwrap()).unwrap();
+        fs::write(&shared, vec![b'y'; 3000]).unwrap();
+        fs::hard_link(&shared, usr.join("lib")).unwrap();
         fs::set_permissions(&usr, fs::Permissions::from_mode(0o555)).unwrap();
         fs::create_dir_all(roots.join(".unpacking-1")).unwrap();
         let listing = list(tmp.path()).unwrap();
@@ -417,6 +434,12 @@ mod tests {
             .map(|i| (i.kind, i.name.as_str()))
             .collect();
         assert_eq!(found, [("build-root", "debian/roots/k1")]);
+        let k1 = listing
+            .items
+            .iter()
+            .find(|i| i.kind == "build-root")
+            .unwrap();
+        assert_eq!(k1.bytes, 5000 + 3000 / 2, "the shared file counts half");
         let policy = PrunePolicy {
             max_size: Some(0),
             older_than: None,
@@ -424,6 +447,7 @@ mod tests {
         let report = prune(tmp.path(), &policy).unwrap();
         assert!(report.removed.iter().any(|i| i.kind == "build-root"));
         assert!(!roots.join("k1").exists());
+        assert!(!shared.exists(), "the unlinked shared copy stayed");
     }
 
     #[test]

@@ -9,6 +9,12 @@
 //! on are generated (`cc` and `awk` alternatives from `postinst`, the CA bundle), and
 //! [`materialize`] adds the build user (uid [`BUILD_UID`]) and the empty files and
 //! directories the sandbox mounts over (`/etc/resolv.conf`, `/home/kiln`).
+//!
+//! Most of every root is the same toolchain (`build-essential`, Perl, Python for some), so a
+//! root's regular files are hard links to one shared copy per (content, mode) in
+//! [`FILES_DIR`]: ten roots cost about one on disk. Files [`materialize`] edits afterwards
+//! (`/etc/passwd`, `/etc/group`) are replaced, never written through, and the sandbox mounts
+//! roots read-only, so one root never changes another.
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -34,6 +40,10 @@ pub const BUILD_HOME: &str = "home/kiln";
 
 /// Bump when the way roots are unpacked changes, so old directories are not reused.
 const RECIPE: &str = "kiln-build-root/v2";
+
+/// The shared file copies below the roots directory: `FILES_DIR/<mode>/<sha256>`. Its name
+/// starts with `.`, which no root's name does.
+pub const FILES_DIR: &str = ".files";
 
 /// What every build root has. `Essential: yes` packages are never named as dependencies, so
 /// they are listed; the rest follow from `build-essential` and the named tools.
@@ -115,9 +125,10 @@ pub fn materialize(roots_dir: &Path, lock: &Lock, layers: &[StackLayer]) -> Resu
         .tempdir_in(roots_dir)
         .ctx(|| format!("creating a temporary directory in {}", roots_dir.display()))?;
     let mut symlinks = BTreeSet::new();
+    let files = SharedFiles::new(roots_dir);
     for layer in layers {
         for entry in &layer.entries {
-            write_entry(tmp.path(), entry, &mut symlinks)?;
+            write_entry(tmp.path(), entry, &files, &mut symlinks)?;
         }
     }
     add_build_user(tmp.path())?;
@@ -149,7 +160,12 @@ pub fn remove_tree(dir: &Path) -> std::io::Result<()> {
 /// Writes one normalized entry below `root`. Entries never pass through a symlink: every
 /// path's parents must be directories this function made (the stack's [`crate::root::Root`]
 /// already redirected paths through links, so this only guards against a bug there).
-fn write_entry(root: &Path, entry: &Entry, symlinks: &mut BTreeSet<String>) -> Result<()> {
+fn write_entry(
+    root: &Path,
+    entry: &Entry,
+    files: &SharedFiles,
+    symlinks: &mut BTreeSet<String>,
+) -> Result<()> {
     let escapes = entry.path.split('/').any(|c| c == ".." || c.is_empty())
         || (1..entry.path.len())
             .filter(|&i| entry.path.as_bytes()[i] == b'/')
@@ -170,10 +186,10 @@ fn write_entry(root: &Path, entry: &Entry, symlinks: &mut BTreeSet<String>) -> R
                 .ctx(|| io("setting the mode of"))?;
         }
         EntryKind::File { source, .. } => {
-            fs::copy(source, &path).ctx(|| io("writing"))?;
             // No set-id bits: nothing in the sandbox may gain privileges.
-            fs::set_permissions(&path, fs::Permissions::from_mode(entry.mode & 0o1777))
-                .ctx(|| io("setting the mode of"))?;
+            files
+                .place(source, entry.mode & 0o1777, &path)
+                .ctx(|| io("writing"))?;
         }
         EntryKind::Symlink { target } => {
             symlink(target, &path).ctx(|| io("creating the symlink"))?;
@@ -204,14 +220,98 @@ fn add_build_user(root: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Appends `line` to `path` in a new file that replaces it: the old one may be a hard link
+/// shared with other roots.
 fn append(path: &Path, line: &str) -> Result<()> {
-    let mut file = fs::OpenOptions::new()
-        .append(true)
-        .create(true)
-        .open(path)
-        .ctx(|| format!("opening {}", path.display()))?;
-    file.write_all(line.as_bytes())
-        .ctx(|| format!("writing {}", path.display()))
+    let ctx = || format!("appending to {}", path.display());
+    let (mut content, mode) = match fs::read(path) {
+        Ok(content) => {
+            let mode = fs::symlink_metadata(path).ctx(ctx)?.permissions().mode();
+            (content, mode & 0o7777)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => (Vec::new(), 0o644),
+        Err(e) => return Err(e).ctx(ctx),
+    };
+    content.extend_from_slice(line.as_bytes());
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).ctx(ctx)?;
+    tmp.write_all(&content).ctx(ctx)?;
+    fs::set_permissions(tmp.path(), fs::Permissions::from_mode(mode)).ctx(ctx)?;
+    tmp.persist(path).map_err(|e| e.error).ctx(ctx)?;
+    Ok(())
+}
+
+/// The roots' shared file copies ([`FILES_DIR`]).
+struct SharedFiles {
+    dir: PathBuf,
+}
+
+impl SharedFiles {
+    fn new(roots_dir: &Path) -> SharedFiles {
+        SharedFiles {
+            dir: roots_dir.join(FILES_DIR),
+        }
+    }
+
+    /// Puts the contents of `source` at `path` with `mode`: a hard link to the shared copy
+    /// when `source` is a blob of the content-addressed store (named by its sha256, as every
+    /// Debian entry's is), else — or where the filesystem refuses the link (another device,
+    /// too many links) — a copy.
+    fn place(&self, source: &Path, mode: u32, path: &Path) -> std::io::Result<()> {
+        if let Some(sha256) = content_name(source) {
+            let shared = self.dir.join(format!("{mode:04o}")).join(sha256);
+            if !shared.is_file() {
+                copy_with_mode(source, mode, &shared)?;
+            }
+            if fs::hard_link(&shared, path).is_ok() {
+                return Ok(());
+            }
+        }
+        copy_with_mode(source, mode, path)
+    }
+}
+
+/// `source`'s file name when it is a sha256 in hex (a content-addressed blob).
+fn content_name(source: &Path) -> Option<&str> {
+    let name = source.file_name()?.to_str()?;
+    (name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit())).then_some(name)
+}
+
+/// Copies `source` to `dest` with `mode` through a temporary file in `dest`'s directory and a
+/// rename, so a concurrent reader never sees a partial file.
+fn copy_with_mode(source: &Path, mode: u32, dest: &Path) -> std::io::Result<()> {
+    let dir = dest.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(dir)?;
+    let tmp = tempfile::NamedTempFile::new_in(dir)?;
+    fs::copy(source, tmp.path())?;
+    fs::set_permissions(tmp.path(), fs::Permissions::from_mode(mode))?;
+    tmp.persist(dest).map_err(|e| e.error)?;
+    Ok(())
+}
+
+/// Removes the shared copies no root links to any more (after roots were removed); returns
+/// the bytes freed.
+pub fn remove_unlinked_files(roots_dir: &Path) -> std::io::Result<u64> {
+    use std::os::unix::fs::MetadataExt;
+    let mut freed = 0;
+    for entry in walkdir::WalkDir::new(roots_dir.join(FILES_DIR))
+        .min_depth(2)
+        .max_depth(2)
+    {
+        let entry = match entry {
+            Ok(entry) => entry,
+            Err(e) if e.io_error().map(|e| e.kind()) == Some(std::io::ErrorKind::NotFound) => {
+                continue
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let meta = entry.metadata()?;
+        if meta.is_file() && meta.nlink() == 1 {
+            fs::remove_file(entry.path())?;
+            freed += meta.len();
+        }
+    }
+    Ok(freed)
 }
 
 #[cfg(test)]
@@ -237,25 +337,89 @@ mod tests {
     #[test]
     fn entries_through_symlinks_are_refused() {
         let dir = tempfile::tempdir().unwrap();
+        let files = SharedFiles::new(dir.path());
         let mut links = BTreeSet::new();
         let link = Entry {
             path: "etc".into(),
             kind: EntryKind::Symlink { target: "/".into() },
             mode: 0o777,
         };
-        write_entry(dir.path(), &link, &mut links).unwrap();
+        write_entry(dir.path(), &link, &files, &mut links).unwrap();
         let through = Entry {
             path: "etc/x".into(),
             kind: EntryKind::Dir,
             mode: 0o755,
         };
-        let err = write_entry(dir.path(), &through, &mut links).unwrap_err();
+        let err = write_entry(dir.path(), &through, &files, &mut links).unwrap_err();
         assert!(err.to_string().contains("through a symlink"), "{err}");
         let up = Entry {
             path: "../x".into(),
             kind: EntryKind::Dir,
             mode: 0o755,
         };
-        assert!(write_entry(dir.path(), &up, &mut links).is_err());
+        assert!(write_entry(dir.path(), &up, &files, &mut links).is_err());
+    }
+
+    #[test]
+    fn roots_share_one_copy_per_content_and_mode_and_edits_stay_in_their_root() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let blob = dir.path().join("blobs").join("ab".repeat(32));
+        fs::create_dir_all(blob.parent().unwrap()).unwrap();
+        fs::write(&blob, "root:x:0:0::/root:/bin/sh\n").unwrap();
+        let roots = dir.path().join("roots");
+        let files = SharedFiles::new(&roots);
+        let entry = |path: &str, mode| Entry {
+            path: path.into(),
+            kind: EntryKind::file(&blob, 26),
+            mode,
+        };
+        let etc = Entry {
+            path: "etc".into(),
+            kind: EntryKind::Dir,
+            mode: 0o755,
+        };
+        for root in ["a", "b"] {
+            let root = roots.join(root);
+            let mut links = BTreeSet::new();
+            for e in [
+                etc.clone(),
+                entry("etc/passwd", 0o644),
+                entry("etc/tool", 0o4755),
+            ] {
+                write_entry(&root, &e, &files, &mut links).unwrap();
+            }
+        }
+        let ino = |p: &str| fs::metadata(roots.join(p)).unwrap().ino();
+        assert_eq!(ino("a/etc/passwd"), ino("b/etc/passwd"));
+        assert_eq!(ino("a/etc/tool"), ino("b/etc/tool"));
+        assert_ne!(ino("a/etc/passwd"), ino("a/etc/tool"));
+        // The set-uid bit is dropped; the mode is the shared copy's own.
+        let mode = fs::metadata(roots.join("a/etc/tool")).unwrap().mode() & 0o7777;
+        assert_eq!(mode, 0o755);
+
+        append(
+            &roots.join("a/etc/passwd"),
+            "kiln:x:1000:1000::/home/kiln:/bin/sh\n",
+        )
+        .unwrap();
+        let a = fs::read_to_string(roots.join("a/etc/passwd")).unwrap();
+        let b = fs::read_to_string(roots.join("b/etc/passwd")).unwrap();
+        assert!(a.ends_with("kiln:x:1000:1000::/home/kiln:/bin/sh\n"), "{a}");
+        assert_eq!(b, "root:x:0:0::/root:/bin/sh\n");
+        let mode = fs::metadata(roots.join("a/etc/passwd")).unwrap().mode() & 0o7777;
+        assert_eq!(mode, 0o644);
+
+        // Removing root b leaves root a's links; only copies nothing links to are removed.
+        // root a's edited passwd no longer links to it, so b held the last link.
+        remove_tree(&roots.join("b")).unwrap();
+        assert_eq!(remove_unlinked_files(&roots).unwrap(), 26);
+        assert!(roots.join("a/etc/tool").is_file());
+        remove_tree(&roots.join("a")).unwrap();
+        assert_eq!(remove_unlinked_files(&roots).unwrap(), 26);
+        assert!(fs::read_dir(roots.join(FILES_DIR).join("0644"))
+            .unwrap()
+            .next()
+            .is_none());
     }
 }

@@ -147,7 +147,7 @@ impl Sandbox {
             protocol: PROTOCOL,
             parent_pid: std::process::id(),
             probe,
-            spec: spec.clone(),
+            spec: spec.with_host_paths_resolved()?,
         };
         let mut request = serde_json::to_vec(&request).map_err(|e| Error::Spec(e.to_string()))?;
         request.push(b'\n');

@@ -117,6 +117,25 @@ impl SandboxSpec {
         }
         Ok(())
     }
+
+    /// This spec with its host paths (the root, bind sources) resolved as the host sees them.
+    /// The helper reaches the host's tree under another directory once it has pivoted, where an
+    /// absolute symlink on the way (a cache directory linked elsewhere, `/etc/resolv.conf`
+    /// pointing into `/run`) would resolve against the sandbox's scratch root instead.
+    pub(crate) fn with_host_paths_resolved(&self) -> Result<SandboxSpec, Error> {
+        let resolve = |what: &str, path: &Path| {
+            std::fs::canonicalize(path)
+                .map_err(|e| Error::Spec(format!("{what} {}: {e}", path.display())))
+        };
+        let mut spec = self.clone();
+        spec.root = resolve("root", &self.root)?;
+        for mount in &mut spec.mounts {
+            if let Mount::Bind { host, .. } = mount {
+                *host = resolve("bind source", host)?;
+            }
+        }
+        Ok(spec)
+    }
 }
 
 /// An absolute, normalized path inside the sandbox (no `.` or `..`); `/` only where allowed.

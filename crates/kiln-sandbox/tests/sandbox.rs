@@ -116,6 +116,26 @@ fn root_is_read_only_tmp_is_private_and_binds_are_as_declared() {
 }
 
 #[test]
+fn a_root_and_a_bind_source_reached_through_absolute_symlinks_work() {
+    if !ready() {
+        return;
+    }
+    // As when the cache directory is a link to another disk: the helper sees the host's tree
+    // under another directory, where these links would point into its own scratch root.
+    let root = busybox_root();
+    let data = tempfile::tempdir().unwrap();
+    fs::write(data.path().join("note.txt"), "through a link\n").unwrap();
+    let links = tempfile::tempdir().unwrap();
+    symlink(root.path(), links.path().join("root")).unwrap();
+    symlink(data.path(), links.path().join("data")).unwrap();
+    let mut spec = sh(&links.path().join("root"), "cat /data/note.txt");
+    spec.mounts = vec![bind(&links.path().join("data"), "/data", false)];
+    let (code, stdout, stderr) = run(&spec);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(stdout, "through a link\n");
+}
+
+#[test]
 fn mount_points_the_read_only_root_lacks_or_reaches_through_a_symlink_are_refused() {
     if !ready() {
         return;

@@ -243,6 +243,9 @@ impl Container {
             &format!("{}:run", layout.display()),
             bundle.to_str().unwrap(),
         ]));
+        // The unpacked bundle is all runc needs: the layout's compressed copy of every layer
+        // would only take disk while the container runs.
+        std::fs::remove_dir_all(&layout).unwrap();
         let config_path = bundle.join("config.json");
         let mut config: serde_json::Value =
             serde_json::from_slice(&std::fs::read(&config_path).unwrap()).unwrap();
