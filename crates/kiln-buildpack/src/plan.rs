@@ -428,6 +428,12 @@ pub fn plan_with(
         }
     });
 
+    // The project's own runtime settings win over every buildpack's launch env.
+    launch_env.extend(project.env.clone());
+    if let Some(port) = project.image.port {
+        launch_env.insert("PORT".to_owned(), port.to_string());
+    }
+
     Ok(Plan {
         schema_version: SCHEMA_VERSION,
         app_root: detection.app_root.clone(),
@@ -971,6 +977,24 @@ mod tests {
         .unwrap();
         assert_eq!(runnable.default_process().unwrap().command, ["x"]);
         assert_eq!(runnable.no_default_process, None);
+    }
+
+    #[test]
+    fn project_env_and_port_win_over_buildpack_launch_env() {
+        let set = set(&[&with_processes(
+            "a",
+            "[launch.env]\nPORT = \"5000\"\nMODE = \"bp\"\nKEEP = \"1\"\n",
+        )]);
+        let project = ProjectConfig {
+            env: BTreeMap::from([("MODE".to_owned(), "project".to_owned())]),
+            image: crate::project::ProjectImage { port: Some(3000) },
+            ..ProjectConfig::default()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let plan = plan(&set, &all_pass(&set), &project, dir.path()).unwrap();
+        assert_eq!(plan.launch_env["PORT"], "3000");
+        assert_eq!(plan.launch_env["MODE"], "project");
+        assert_eq!(plan.launch_env["KEEP"], "1");
     }
 
     #[test]

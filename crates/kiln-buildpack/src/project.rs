@@ -17,6 +17,12 @@
 //! [packages]
 //! run = ["libpq5"]               # extra run packages, a layer of their own (KILN_RUN_PACKAGES wins)
 //! build = ["libpq-dev"]          # extra build-root packages (KILN_BUILD_PACKAGES wins)
+//!
+//! [image]
+//! port = 3000                    # the image's PORT and ExposedPorts (default 8080)
+//!
+//! [env]                          # runtime env in the image config (unlike [build.env])
+//! LOG_LEVEL = "info"
 //! ```
 
 use std::collections::BTreeMap;
@@ -59,6 +65,19 @@ pub struct ProjectConfig {
     pub stack: ProjectStack,
     #[serde(default)]
     pub packages: ProjectPackages,
+    #[serde(default)]
+    pub image: ProjectImage,
+    /// Runtime environment for the image config, over the buildpacks' launch env.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+}
+
+/// `[image]`: how the built image presents itself to runtimes.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectImage {
+    /// The port the app listens on: the image's `PORT` and its `ExposedPorts` entry.
+    pub port: Option<u16>,
 }
 
 /// `[stack]`: which Debian stack Kiln's own run image is assembled from, and from where.
@@ -164,6 +183,7 @@ impl ProjectConfig {
     fn parse(text: &str, path: &Path) -> Result<ProjectConfig> {
         let config: ProjectConfig = manifest::parse_toml(text, path)?;
         check_env_names(config.build.env.keys(), "[build.env]", path)?;
+        check_env_names(config.env.keys(), "[env]", path)?;
         if let Some(app) = &config.app {
             manifest::check_relative(app)
                 .map_err(|why| invalid(path, format!("app {app:?} {why}")))?;
@@ -205,6 +225,30 @@ mod tests {
         let config = ProjectConfig::load(dir.path()).unwrap();
         assert_eq!(config.build.exclude, vec!["docs/"]);
         assert_eq!(config.build.env["GOFLAGS"], "-tags=prod");
+    }
+
+    #[test]
+    fn reads_image_port_and_runtime_env() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(
+            dir.path().join("kiln.toml"),
+            "[image]\nport = 3000\n[env]\nLOG_LEVEL = \"info\"\n",
+        )
+        .unwrap();
+        let config = ProjectConfig::load(dir.path()).unwrap();
+        assert_eq!(config.image.port, Some(3000));
+        assert_eq!(config.env["LOG_LEVEL"], "info");
+    }
+
+    #[test]
+    fn rejects_a_bad_runtime_env_name_and_port() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("kiln.toml"), "[env]\n\"A-B\" = \"x\"\n").unwrap();
+        let err = ProjectConfig::load(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("[env]"), "{err}");
+        fs::write(dir.path().join("kiln.toml"), "[image]\nport = 70000\n").unwrap();
+        let err = ProjectConfig::load(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("kiln.toml"), "{err}");
     }
 
     #[test]
