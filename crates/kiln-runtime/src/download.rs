@@ -219,6 +219,7 @@ fn fetch(
     if actual != expected {
         return Err(Error::Checksum {
             url,
+            algorithm: "sha256",
             expected,
             actual,
         });
@@ -262,7 +263,12 @@ fn node_checksum(mirror: &str, chosen: &Candidate) -> Result<String, Error> {
 
 fn bin_of(runtime: Runtime) -> &'static Path {
     match runtime {
-        Runtime::Node | Runtime::Python | Runtime::Bun | Runtime::Deno => Path::new("bin"),
+        Runtime::Node
+        | Runtime::Python
+        | Runtime::Bun
+        | Runtime::Deno
+        | Runtime::Dotnet
+        | Runtime::Gleam => Path::new("bin"),
     }
 }
 
