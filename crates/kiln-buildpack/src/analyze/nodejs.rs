@@ -173,6 +173,11 @@ fn package_json(tree: &Tree, dir: &str) -> Result<Option<Value>> {
 /// can select them) instead of a root build.
 const MEMBER_BUILD: &str = "workspace-app";
 
+/// The `build_script` fact when the project has no build script and its framework's build
+/// command (fact `framework_build`: `react-scripts build`, `ng build`, `expo export`) writes the
+/// static site.
+const FRAMEWORK_BUILD: &str = "framework";
+
 /// Framework and start command of the app in `tree` (the root, or the workspace member `dir`),
 /// into `facts`. Returns the directory (relative to the app) of a static site's files when the
 /// build writes a site and nothing starts a server.
@@ -193,6 +198,9 @@ fn app_start(
         ("@nestjs/core", "nestjs"),
         ("astro", "astro"),
         ("@sveltejs/kit", "sveltekit"),
+        ("expo", "expo"),
+        ("@angular/core", "angular"),
+        ("react-scripts", "create-react-app"),
         ("vite", "vite"),
         ("express", "express"),
         ("fastify", "fastify"),
@@ -273,6 +281,14 @@ fn app_start(
     if static_output.is_some() && server.spa {
         facts.set("spa", "true");
     }
+    // No build script of the project's own: the framework's build writes the site (a workspace
+    // member's build is the root's or its own, chosen by the caller).
+    if let Some(command) = server.build.filter(|_| {
+        static_output.is_some() && dir.is_none() && !facts.values.contains_key("build_script")
+    }) {
+        facts.set("build_script", FRAMEWORK_BUILD);
+        facts.set("framework_build", command);
+    }
     Ok(static_output)
 }
 
@@ -342,6 +358,9 @@ struct Server {
     static_output: Option<String>,
     /// The static build is a single-page app: unknown paths are its client router's.
     spa: bool,
+    /// The framework's command that writes the static site, for a project without a build
+    /// script.
+    build: Option<&'static str>,
     /// Next.js `output` (`standalone`, `export`).
     next_output: Option<String>,
     /// Start-script commands the server build replaces (the framework CLI's `start`, which
@@ -484,6 +503,13 @@ fn framework_server(
             }
         }
         Some("astro") => server.static_output = Some("dist".to_owned()),
+        Some("create-react-app") => {
+            server.static_output = Some("build".to_owned());
+            server.spa = true;
+            server.build = Some("react-scripts build");
+        }
+        Some("angular") => angular(tree, &mut server, at)?,
+        Some("expo") => expo(tree, pkg, &mut server, at)?,
         // A Vite app without a server framework is a client-rendered single-page app.
         Some("vite") => {
             server.static_output = Some("dist".to_owned());
@@ -492,6 +518,122 @@ fn framework_server(
         _ => {}
     }
     Ok(server)
+}
+
+/// Angular: the site `ng build` writes, from angular.json's application project (`defaultProject`,
+/// else the only application, else the first by name, noted): the `application` builder
+/// (Angular 17+) writes `<outputPath>/browser` (`outputPath.base`/`.browser` when it is an
+/// object), the older `browser` builders `<outputPath>`; default `dist/<project>`. A project
+/// with server-side rendering (`ssr`) starts its server instead.
+fn angular(tree: &Tree, server: &mut Server, at: &dyn Fn(&str) -> String) -> Result<()> {
+    let file = at("angular.json");
+    let Some(config) = tree.json("angular.json")? else {
+        server
+            .notes
+            .push(format!("Angular without {file}: no build output to serve"));
+        return Ok(());
+    };
+    let projects = config.get("projects").and_then(Value::as_object);
+    let applications: Vec<&String> = projects
+        .into_iter()
+        .flatten()
+        .filter(|(_, p)| json_str(p, "projectType").is_none_or(|t| t == "application"))
+        .map(|(name, _)| name)
+        .collect();
+    let default =
+        json_str(&config, "defaultProject").filter(|d| applications.iter().any(|a| a == d));
+    let Some(name) = default.or(applications.first().map(|n| n.as_str())) else {
+        server.notes.push(format!(
+            "{file} has no application project: no build output to serve"
+        ));
+        return Ok(());
+    };
+    if default.is_none() && applications.len() > 1 {
+        let names: Vec<&str> = applications.iter().map(|n| n.as_str()).collect();
+        server.notes.push(format!(
+            "{file} has several application projects ({}): serving {name}; set `defaultProject`",
+            names.join(", ")
+        ));
+    }
+    let build = projects
+        .and_then(|p| p.get(name))
+        .and_then(|p| p.get("architect").or_else(|| p.get("targets")))
+        .and_then(|a| a.get("build"))
+        .cloned()
+        .unwrap_or(Value::Null);
+    let builder = json_str(&build, "builder").unwrap_or_default();
+    let options = build.get("options").cloned().unwrap_or(Value::Null);
+    let (base, browser) = match options.get("outputPath") {
+        Some(Value::String(path)) => (path.clone(), None),
+        Some(path @ Value::Object(_)) => (
+            json_str(path, "base").map_or_else(|| format!("dist/{name}"), str::to_owned),
+            json_str(path, "browser").map(str::to_owned),
+        ),
+        _ => (format!("dist/{name}"), None),
+    };
+    let base = base
+        .trim_start_matches("./")
+        .trim_end_matches('/')
+        .to_owned();
+    let application = builder.ends_with(":application");
+    let ssr = options
+        .get("ssr")
+        .is_some_and(|s| !matches!(s, Value::Bool(false) | Value::Null));
+    if application && ssr {
+        server.start = Some((
+            format!("node {base}/server/server.mjs"),
+            format!("{file} projects.{name} ssr"),
+        ));
+        return Ok(());
+    }
+    let site = match browser.as_deref() {
+        _ if !application => base,
+        Some("") => base,
+        Some(browser) => format!("{base}/{browser}"),
+        None => format!("{base}/browser"),
+    };
+    server.notes.push(format!(
+        "{file} projects.{name} ({}): the build writes {}",
+        if builder.is_empty() {
+            "default builder"
+        } else {
+            builder
+        },
+        at(&format!("{site}/"))
+    ));
+    server.static_output = Some(site);
+    server.spa = true;
+    server.build = Some("ng build");
+    Ok(())
+}
+
+/// Expo: the web build `expo export --platform web` writes to `dist/`, as app.json
+/// `expo.web.output` asks: `single` (the default) a single-page app, `static` a page per route;
+/// `server` builds a server for Expo's server adapters, not a static site. Without
+/// react-native-web there is no web build at all (a native app is no container image).
+fn expo(tree: &Tree, pkg: &Value, server: &mut Server, at: &dyn Fn(&str) -> String) -> Result<()> {
+    if dependency(pkg, "react-native-web").is_none() {
+        server.notes.push(format!(
+            "Expo app without react-native-web in {}: no web build to serve",
+            at("package.json")
+        ));
+        return Ok(());
+    }
+    let app = tree.json("app.json")?.unwrap_or(Value::Null);
+    let output = json_str(&app, "expo.web.output").unwrap_or("single");
+    match output {
+        "single" | "static" => {
+            server.static_output = Some("dist".to_owned());
+            server.spa = output == "single";
+            server.build = Some("expo export --platform web");
+        }
+        other => server.notes.push(format!(
+            "{} expo.web.output {other:?} builds a server, not a static site: set \
+             scripts.start to run it",
+            at("app.json")
+        )),
+    }
+    Ok(())
 }
 
 /// SvelteKit: what the adapter configured in `svelte.config.js` builds. adapter-node a server
