@@ -636,29 +636,34 @@ fn expo(tree: &Tree, pkg: &Value, server: &mut Server, at: &dyn Fn(&str) -> Stri
     Ok(())
 }
 
-/// SvelteKit: what the adapter configured in `svelte.config.js` builds. adapter-node a server
-/// (`node build`, or its `out` directory), adapter-static a site (`pages`, default `build`);
-/// adapter-auto and hosting adapters nothing a container can start.
+/// SvelteKit: what the adapter the project imports (in `svelte.config.*`, else `vite.config.*`,
+/// where SvelteKit 2 projects may configure it) builds. adapter-node a server (`node build`, or
+/// its `out` directory), adapter-static a site (`pages`, default `build`); adapter-auto is
+/// started as adapter-node's output, with a note; hosting adapters build nothing a container
+/// can start.
 fn sveltekit(
     tree: &Tree,
     pkg: &Value,
     server: &mut Server,
     at: &dyn Fn(&str) -> String,
 ) -> Result<()> {
-    let config = config_text(tree, "svelte.config")?;
-    let file = config
-        .as_ref()
-        .map(|(f, _)| at(f))
-        .unwrap_or_else(|| at("svelte.config.js"));
-    let text = config.map(|(_, text)| text).unwrap_or_default();
-    let adapter = text
-        .match_indices("@sveltejs/adapter-")
-        .find_map(|(at, m)| {
-            let rest = &text[at + m.len()..];
-            let end = rest.find(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))?;
-            Some(rest[..end].to_owned())
-        });
-    // Without a config naming one, the only adapter among the dependencies.
+    let mut configs = Vec::new();
+    for stem in ["svelte.config", "vite.config"] {
+        configs.extend(config_text(tree, stem)?);
+    }
+    let imported = configs
+        .iter()
+        .find_map(|(file, text)| Some((file, text, imported_adapter(text)?)));
+    let (file, text, adapter) = match imported {
+        Some((file, text, adapter)) => (at(file), text.clone(), Some(adapter)),
+        None => {
+            let file = configs
+                .first()
+                .map_or("svelte.config.js", |(f, _)| f.as_str());
+            (at(file), String::new(), None)
+        }
+    };
+    // Without a config importing one, the only adapter among the dependencies.
     let adapter = adapter.or_else(|| {
         let installed: Vec<&str> = ["node", "static"]
             .into_iter()
@@ -685,6 +690,14 @@ fn sveltekit(
             server.spa = spa.is_some();
             server.static_output = Some(pages);
         }
+        Some("auto") => {
+            server.start = Some(("node build".to_owned(), format!("{file} adapter-auto")));
+            server.notes.push(format!(
+                "{file} uses adapter-auto, which picks an adapter for the host it builds on and \
+                 knows no container host: the image starts adapter-node's output (`node build`); \
+                 use @sveltejs/adapter-node in {file} so the build writes it"
+            ));
+        }
         Some(other) => server.notes.push(format!(
             "{file} uses adapter-{other}, which builds no server a container can start: use \
              @sveltejs/adapter-node (or adapter-static for a static site)"
@@ -695,6 +708,23 @@ fn sveltekit(
         )),
     }
     Ok(())
+}
+
+/// The SvelteKit adapter a config file imports (`import adapter from '@sveltejs/adapter-node'`,
+/// `require("@sveltejs/adapter-static")`, `await import(…)`): `node`, `static`, `auto`, … A
+/// mention anywhere else (a comment, a string) is not an import.
+fn imported_adapter(text: &str) -> Option<String> {
+    const PACKAGE: &str = "@sveltejs/adapter-";
+    text.match_indices(PACKAGE).find_map(|(at, _)| {
+        let before = text[..at].strip_suffix(['\'', '"', '`'])?.trim_end();
+        let imports = before.ends_with("from")
+            || before.ends_with("require(")
+            || before.ends_with("import(")
+            || before.ends_with("import");
+        let rest = &text[at + PACKAGE.len()..];
+        let end = rest.find(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))?;
+        imports.then(|| rest[..end].to_owned())
+    })
 }
 
 /// A SvelteKit adapter's output directory option (`out`, `pages`), default `build`, as a plain
@@ -1244,6 +1274,36 @@ mod tests {
         }
         for script in ["node server.js", "next start", "vite preview", "nuxt start"] {
             assert_eq!(dev_server(script), None, "{script}");
+        }
+    }
+
+    #[test]
+    fn sveltekit_adapters_are_read_from_imports() {
+        for (config, adapter) in [
+            (
+                "import adapter from '@sveltejs/adapter-node';",
+                Some("node"),
+            ),
+            (
+                "import adapter from \"@sveltejs/adapter-static\"",
+                Some("static"),
+            ),
+            (
+                "const adapter = require('@sveltejs/adapter-auto');",
+                Some("auto"),
+            ),
+            (
+                "const { default: a } = await import('@sveltejs/adapter-node')",
+                Some("node"),
+            ),
+            (
+                "// was @sveltejs/adapter-auto\nimport adapter from '@sveltejs/adapter-static';",
+                Some("static"),
+            ),
+            ("// TODO: try @sveltejs/adapter-node", None),
+            ("export default { plugins: [sveltekit()] }", None),
+        ] {
+            assert_eq!(imported_adapter(config).as_deref(), adapter, "{config}");
         }
     }
 
