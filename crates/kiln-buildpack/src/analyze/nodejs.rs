@@ -173,6 +173,11 @@ fn package_json(tree: &Tree, dir: &str) -> Result<Option<Value>> {
 /// can select them) instead of a root build.
 const MEMBER_BUILD: &str = "workspace-app";
 
+/// The `build_script` fact when the project has no build script and its framework's build
+/// command (fact `framework_build`: `react-scripts build`, `ng build`, `expo export`) writes the
+/// static site.
+const FRAMEWORK_BUILD: &str = "framework";
+
 /// Framework and start command of the app in `tree` (the root, or the workspace member `dir`),
 /// into `facts`. Returns the directory (relative to the app) of a static site's files when the
 /// build writes a site and nothing starts a server.
@@ -193,6 +198,9 @@ fn app_start(
         ("@nestjs/core", "nestjs"),
         ("astro", "astro"),
         ("@sveltejs/kit", "sveltekit"),
+        ("expo", "expo"),
+        ("@angular/core", "angular"),
+        ("react-scripts", "create-react-app"),
         ("vite", "vite"),
         ("express", "express"),
         ("fastify", "fastify"),
@@ -273,6 +281,14 @@ fn app_start(
     if static_output.is_some() && server.spa {
         facts.set("spa", "true");
     }
+    // No build script of the project's own: the framework's build writes the site (a workspace
+    // member's build is the root's or its own, chosen by the caller).
+    if let Some(command) = server.build.filter(|_| {
+        static_output.is_some() && dir.is_none() && !facts.values.contains_key("build_script")
+    }) {
+        facts.set("build_script", FRAMEWORK_BUILD);
+        facts.set("framework_build", command);
+    }
     Ok(static_output)
 }
 
@@ -342,6 +358,9 @@ struct Server {
     static_output: Option<String>,
     /// The static build is a single-page app: unknown paths are its client router's.
     spa: bool,
+    /// The framework's command that writes the static site, for a project without a build
+    /// script.
+    build: Option<&'static str>,
     /// Next.js `output` (`standalone`, `export`).
     next_output: Option<String>,
     /// Start-script commands the server build replaces (the framework CLI's `start`, which
@@ -484,6 +503,13 @@ fn framework_server(
             }
         }
         Some("astro") => server.static_output = Some("dist".to_owned()),
+        Some("create-react-app") => {
+            server.static_output = Some("build".to_owned());
+            server.spa = true;
+            server.build = Some("react-scripts build");
+        }
+        Some("angular") => angular(tree, &mut server, at)?,
+        Some("expo") => expo(tree, pkg, &mut server, at)?,
         // A Vite app without a server framework is a client-rendered single-page app.
         Some("vite") => {
             server.static_output = Some("dist".to_owned());
@@ -494,29 +520,150 @@ fn framework_server(
     Ok(server)
 }
 
-/// SvelteKit: what the adapter configured in `svelte.config.js` builds. adapter-node a server
-/// (`node build`, or its `out` directory), adapter-static a site (`pages`, default `build`);
-/// adapter-auto and hosting adapters nothing a container can start.
+/// Angular: the site `ng build` writes, from angular.json's application project (`defaultProject`,
+/// else the only application, else the first by name, noted): the `application` builder
+/// (Angular 17+) writes `<outputPath>/browser` (`outputPath.base`/`.browser` when it is an
+/// object), the older `browser` builders `<outputPath>`; default `dist/<project>`. A project
+/// with server-side rendering (`ssr`) starts its server instead.
+fn angular(tree: &Tree, server: &mut Server, at: &dyn Fn(&str) -> String) -> Result<()> {
+    let file = at("angular.json");
+    let Some(config) = tree.json("angular.json")? else {
+        server
+            .notes
+            .push(format!("Angular without {file}: no build output to serve"));
+        return Ok(());
+    };
+    let projects = config.get("projects").and_then(Value::as_object);
+    let applications: Vec<&String> = projects
+        .into_iter()
+        .flatten()
+        .filter(|(_, p)| json_str(p, "projectType").is_none_or(|t| t == "application"))
+        .map(|(name, _)| name)
+        .collect();
+    let default =
+        json_str(&config, "defaultProject").filter(|d| applications.iter().any(|a| a == d));
+    let Some(name) = default.or(applications.first().map(|n| n.as_str())) else {
+        server.notes.push(format!(
+            "{file} has no application project: no build output to serve"
+        ));
+        return Ok(());
+    };
+    if default.is_none() && applications.len() > 1 {
+        let names: Vec<&str> = applications.iter().map(|n| n.as_str()).collect();
+        server.notes.push(format!(
+            "{file} has several application projects ({}): serving {name}; set `defaultProject`",
+            names.join(", ")
+        ));
+    }
+    let build = projects
+        .and_then(|p| p.get(name))
+        .and_then(|p| p.get("architect").or_else(|| p.get("targets")))
+        .and_then(|a| a.get("build"))
+        .cloned()
+        .unwrap_or(Value::Null);
+    let builder = json_str(&build, "builder").unwrap_or_default();
+    let options = build.get("options").cloned().unwrap_or(Value::Null);
+    let (base, browser) = match options.get("outputPath") {
+        Some(Value::String(path)) => (path.clone(), None),
+        Some(path @ Value::Object(_)) => (
+            json_str(path, "base").map_or_else(|| format!("dist/{name}"), str::to_owned),
+            json_str(path, "browser").map(str::to_owned),
+        ),
+        _ => (format!("dist/{name}"), None),
+    };
+    let base = base
+        .trim_start_matches("./")
+        .trim_end_matches('/')
+        .to_owned();
+    let application = builder.ends_with(":application");
+    let ssr = options
+        .get("ssr")
+        .is_some_and(|s| !matches!(s, Value::Bool(false) | Value::Null));
+    if application && ssr {
+        server.start = Some((
+            format!("node {base}/server/server.mjs"),
+            format!("{file} projects.{name} ssr"),
+        ));
+        return Ok(());
+    }
+    let site = match browser.as_deref() {
+        _ if !application => base,
+        Some("") => base,
+        Some(browser) => format!("{base}/{browser}"),
+        None => format!("{base}/browser"),
+    };
+    server.notes.push(format!(
+        "{file} projects.{name} ({}): the build writes {}",
+        if builder.is_empty() {
+            "default builder"
+        } else {
+            builder
+        },
+        at(&format!("{site}/"))
+    ));
+    server.static_output = Some(site);
+    server.spa = true;
+    server.build = Some("ng build");
+    Ok(())
+}
+
+/// Expo: the web build `expo export --platform web` writes to `dist/`, as app.json
+/// `expo.web.output` asks: `single` (the default) a single-page app, `static` a page per route;
+/// `server` builds a server for Expo's server adapters, not a static site. Without
+/// react-native-web there is no web build at all (a native app is no container image).
+fn expo(tree: &Tree, pkg: &Value, server: &mut Server, at: &dyn Fn(&str) -> String) -> Result<()> {
+    if dependency(pkg, "react-native-web").is_none() {
+        server.notes.push(format!(
+            "Expo app without react-native-web in {}: no web build to serve",
+            at("package.json")
+        ));
+        return Ok(());
+    }
+    let app = tree.json("app.json")?.unwrap_or(Value::Null);
+    let output = json_str(&app, "expo.web.output").unwrap_or("single");
+    match output {
+        "single" | "static" => {
+            server.static_output = Some("dist".to_owned());
+            server.spa = output == "single";
+            server.build = Some("expo export --platform web");
+        }
+        other => server.notes.push(format!(
+            "{} expo.web.output {other:?} builds a server, not a static site: set \
+             scripts.start to run it",
+            at("app.json")
+        )),
+    }
+    Ok(())
+}
+
+/// SvelteKit: what the adapter the project imports (in `svelte.config.*`, else `vite.config.*`,
+/// where SvelteKit 2 projects may configure it) builds. adapter-node a server (`node build`, or
+/// its `out` directory), adapter-static a site (`pages`, default `build`); adapter-auto is
+/// started as adapter-node's output, with a note; hosting adapters build nothing a container
+/// can start.
 fn sveltekit(
     tree: &Tree,
     pkg: &Value,
     server: &mut Server,
     at: &dyn Fn(&str) -> String,
 ) -> Result<()> {
-    let config = config_text(tree, "svelte.config")?;
-    let file = config
-        .as_ref()
-        .map(|(f, _)| at(f))
-        .unwrap_or_else(|| at("svelte.config.js"));
-    let text = config.map(|(_, text)| text).unwrap_or_default();
-    let adapter = text
-        .match_indices("@sveltejs/adapter-")
-        .find_map(|(at, m)| {
-            let rest = &text[at + m.len()..];
-            let end = rest.find(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))?;
-            Some(rest[..end].to_owned())
-        });
-    // Without a config naming one, the only adapter among the dependencies.
+    let mut configs = Vec::new();
+    for stem in ["svelte.config", "vite.config"] {
+        configs.extend(config_text(tree, stem)?);
+    }
+    let imported = configs
+        .iter()
+        .find_map(|(file, text)| Some((file, text, imported_adapter(text)?)));
+    let (file, text, adapter) = match imported {
+        Some((file, text, adapter)) => (at(file), text.clone(), Some(adapter)),
+        None => {
+            let file = configs
+                .first()
+                .map_or("svelte.config.js", |(f, _)| f.as_str());
+            (at(file), String::new(), None)
+        }
+    };
+    // Without a config importing one, the only adapter among the dependencies.
     let adapter = adapter.or_else(|| {
         let installed: Vec<&str> = ["node", "static"]
             .into_iter()
@@ -543,6 +690,14 @@ fn sveltekit(
             server.spa = spa.is_some();
             server.static_output = Some(pages);
         }
+        Some("auto") => {
+            server.start = Some(("node build".to_owned(), format!("{file} adapter-auto")));
+            server.notes.push(format!(
+                "{file} uses adapter-auto, which picks an adapter for the host it builds on and \
+                 knows no container host: the image starts adapter-node's output (`node build`); \
+                 use @sveltejs/adapter-node in {file} so the build writes it"
+            ));
+        }
         Some(other) => server.notes.push(format!(
             "{file} uses adapter-{other}, which builds no server a container can start: use \
              @sveltejs/adapter-node (or adapter-static for a static site)"
@@ -553,6 +708,23 @@ fn sveltekit(
         )),
     }
     Ok(())
+}
+
+/// The SvelteKit adapter a config file imports (`import adapter from '@sveltejs/adapter-node'`,
+/// `require("@sveltejs/adapter-static")`, `await import(…)`): `node`, `static`, `auto`, … A
+/// mention anywhere else (a comment, a string) is not an import.
+fn imported_adapter(text: &str) -> Option<String> {
+    const PACKAGE: &str = "@sveltejs/adapter-";
+    text.match_indices(PACKAGE).find_map(|(at, _)| {
+        let before = text[..at].strip_suffix(['\'', '"', '`'])?.trim_end();
+        let imports = before.ends_with("from")
+            || before.ends_with("require(")
+            || before.ends_with("import(")
+            || before.ends_with("import");
+        let rest = &text[at + PACKAGE.len()..];
+        let end = rest.find(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))?;
+        imports.then(|| rest[..end].to_owned())
+    })
 }
 
 /// A SvelteKit adapter's output directory option (`out`, `pages`), default `build`, as a plain
@@ -1102,6 +1274,36 @@ mod tests {
         }
         for script in ["node server.js", "next start", "vite preview", "nuxt start"] {
             assert_eq!(dev_server(script), None, "{script}");
+        }
+    }
+
+    #[test]
+    fn sveltekit_adapters_are_read_from_imports() {
+        for (config, adapter) in [
+            (
+                "import adapter from '@sveltejs/adapter-node';",
+                Some("node"),
+            ),
+            (
+                "import adapter from \"@sveltejs/adapter-static\"",
+                Some("static"),
+            ),
+            (
+                "const adapter = require('@sveltejs/adapter-auto');",
+                Some("auto"),
+            ),
+            (
+                "const { default: a } = await import('@sveltejs/adapter-node')",
+                Some("node"),
+            ),
+            (
+                "// was @sveltejs/adapter-auto\nimport adapter from '@sveltejs/adapter-static';",
+                Some("static"),
+            ),
+            ("// TODO: try @sveltejs/adapter-node", None),
+            ("export default { plugins: [sveltekit()] }", None),
+        ] {
+            assert_eq!(imported_adapter(config).as_deref(), adapter, "{config}");
         }
     }
 
