@@ -329,7 +329,6 @@ fn providers(
         Runtime::Node => "download,npm-registry,host",
         Runtime::Python => "download,host",
         Runtime::Bun | Runtime::Deno => "npm-registry,host",
-        Runtime::Dotnet | Runtime::Gleam => "download",
     };
     let order = opts
         .kiln_env

@@ -16,8 +16,7 @@ use tar::EntryType;
 use crate::Error;
 
 /// Extracts `archive` (a gzip'd tar, already verified) into `dest` (an empty directory),
-/// dropping the leading `top` directory (`""`: the archive has none). `url` names the archive in
-/// errors.
+/// dropping the leading `top` directory. `url` names the archive in errors.
 pub fn extract_tar_gz(archive: &Path, top: &str, dest: &Path, url: &str) -> Result<(), Error> {
     let file = fs::File::open(archive)
         .map_err(|e| Error::io(format!("opening {}", archive.display()), e))?;
@@ -112,9 +111,6 @@ fn relative_under_top(path: &Path, top: &str) -> Result<Option<PathBuf>, String>
                 return Err("absolute path".to_owned());
             }
         }
-    }
-    if top.is_empty() {
-        return Ok((!parts.is_empty()).then(|| parts.iter().collect()));
     }
     match parts.split_first() {
         Some((first, rest)) if *first == top => {

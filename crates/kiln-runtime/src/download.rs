@@ -219,7 +219,6 @@ fn fetch(
     if actual != expected {
         return Err(Error::Checksum {
             url,
-            algorithm: "sha256",
             expected,
             actual,
         });
@@ -263,12 +262,7 @@ fn node_checksum(mirror: &str, chosen: &Candidate) -> Result<String, Error> {
 
 fn bin_of(runtime: Runtime) -> &'static Path {
     match runtime {
-        Runtime::Node
-        | Runtime::Python
-        | Runtime::Bun
-        | Runtime::Deno
-        | Runtime::Dotnet
-        | Runtime::Gleam => Path::new("bin"),
+        Runtime::Node | Runtime::Python | Runtime::Bun | Runtime::Deno => Path::new("bin"),
     }
 }
 

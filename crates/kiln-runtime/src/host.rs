@@ -18,13 +18,6 @@ pub fn provide(runtime: Runtime, req: &VersionReq, path: &OsStr) -> Result<Found
         Runtime::Python => "python3",
         Runtime::Bun => "bun",
         Runtime::Deno => "deno",
-        // An SDK or compiler on the host is not a layer a run image can use as is (a host
-        // `dotnet` lives among distro files; Gleam's build needs the build root's Erlang).
-        Runtime::Dotnet | Runtime::Gleam => {
-            return Ok(Found::No(format!(
-                "host: {runtime} is not taken from the host; it comes from its download mirror"
-            )))
-        }
     };
     let Some(exe) = find_on_path(exe_name, path) else {
         return Ok(Found::No(format!("host: no {exe_name} on PATH")));
@@ -32,9 +25,7 @@ pub fn provide(runtime: Runtime, req: &VersionReq, path: &OsStr) -> Result<Found
     let probe = match runtime {
         Runtime::Node => probe_node(&exe)?,
         Runtime::Python => probe_python(&exe)?,
-        Runtime::Bun | Runtime::Deno | Runtime::Dotnet | Runtime::Gleam => {
-            probe_single_binary(&exe, exe_name)?
-        }
+        Runtime::Bun | Runtime::Deno => probe_single_binary(&exe, exe_name)?,
     };
     if !req.matches(&probe.version) {
         return Ok(Found::No(format!(

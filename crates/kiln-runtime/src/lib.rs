@@ -75,9 +75,7 @@
 
 mod archive;
 mod cache;
-mod dotnet;
 mod download;
-mod gleam;
 mod host;
 mod http;
 mod layer;
@@ -91,7 +89,6 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use gleam::GLEAM_RELEASES;
 pub use npm::{NpmRegistry, NPM_REGISTRY_ENV};
 pub use pypi::{PypiIndex, PYPI_INDEX_ENV};
 pub use version::{ReqError, Version, VersionReq, NODE_LTS_CODENAMES};
@@ -108,17 +105,6 @@ pub const NODE_OFFICIAL_MIRROR: &str = "https://nodejs.org/dist";
 pub const PYTHON_OFFICIAL_MIRROR: &str =
     "https://github.com/astral-sh/python-build-standalone/releases/download/20250708";
 
-/// Microsoft's .NET release metadata: `releases-index.json` and the per-channel
-/// `<channel>/releases.json` below it. A mirror serves the same layout; file URLs in it that start
-/// with this base are fetched from the mirror instead.
-pub const DOTNET_OFFICIAL_MIRROR: &str =
-    "https://builds.dotnet.microsoft.com/dotnet/release-metadata";
-
-/// Gleam's GitHub releases (`v<version>/gleam-v<version>-<triple>.tar.gz` and `.sha256`). GitHub
-/// has no checksummed index across releases, so the versions offered are a pin in data
-/// ([`GLEAM_RELEASES`]).
-pub const GLEAM_OFFICIAL_MIRROR: &str = "https://github.com/gleam-lang/gleam/releases/download";
-
 /// A language runtime Kiln can provision. Adding one (go, ruby, java) means a download layout
 /// in `download.rs` or a package in `npm.rs`, a host probe in `host.rs` and the match arms the
 /// compiler then asks for.
@@ -130,23 +116,10 @@ pub enum Runtime {
     Bun,
     /// Deno: its single binary from the npm registry's `@deno/linux-*-glibc` packages.
     Deno,
-    /// .NET: the SDK from Microsoft's release metadata (sha512-verified); the launch layer keeps
-    /// its shared runtimes (`Microsoft.NETCore.App`, `Microsoft.AspNetCore.App`) and host only.
-    Dotnet,
-    /// Gleam: its single musl binary from GitHub releases (sha256 file beside it); Erlang comes
-    /// from the build root's Debian packages.
-    Gleam,
 }
 
 impl Runtime {
-    pub const ALL: [Runtime; 6] = [
-        Runtime::Node,
-        Runtime::Python,
-        Runtime::Bun,
-        Runtime::Deno,
-        Runtime::Dotnet,
-        Runtime::Gleam,
-    ];
+    pub const ALL: [Runtime; 4] = [Runtime::Node, Runtime::Python, Runtime::Bun, Runtime::Deno];
 
     /// The id used in cache paths, `kiln.toml` `[mirrors]` keys and messages.
     pub fn id(self) -> &'static str {
@@ -155,8 +128,6 @@ impl Runtime {
             Runtime::Python => "python",
             Runtime::Bun => "bun",
             Runtime::Deno => "deno",
-            Runtime::Dotnet => "dotnet",
-            Runtime::Gleam => "gleam",
         }
     }
 
@@ -170,15 +141,10 @@ impl Runtime {
     }
 
     /// Whether images running this runtime need a glibc run image (every runtime Kiln fetches is
-    /// a glibc build; `scratch` has no libc; Gleam's apps run on Erlang from Debian packages).
+    /// a glibc build; `scratch` has no libc).
     pub fn needs_glibc(self) -> bool {
         match self {
-            Runtime::Node
-            | Runtime::Python
-            | Runtime::Bun
-            | Runtime::Deno
-            | Runtime::Dotnet
-            | Runtime::Gleam => true,
+            Runtime::Node | Runtime::Python | Runtime::Bun | Runtime::Deno => true,
         }
     }
 
@@ -199,15 +165,13 @@ impl Runtime {
         match self {
             Runtime::Node => NODE_OFFICIAL_MIRROR,
             Runtime::Python => PYTHON_OFFICIAL_MIRROR,
-            Runtime::Dotnet => DOTNET_OFFICIAL_MIRROR,
-            Runtime::Gleam => GLEAM_OFFICIAL_MIRROR,
             Runtime::Bun | Runtime::Deno => "",
         }
     }
 
     /// Whether the npm registry carries this runtime (provider `npm-registry`).
     pub fn on_npm_registry(self) -> bool {
-        matches!(self, Runtime::Node | Runtime::Bun | Runtime::Deno)
+        !matches!(self, Runtime::Python)
     }
 }
 
@@ -330,16 +294,7 @@ impl ProvidedRuntime {
     /// (`include/node/common.gypi`) gets `npm_config_nodedir=<root>`: official builds do not
     /// look for headers next to themselves, so without it node-gyp downloads them from the
     /// Node.js site, which an offline or npm-registry-only network cannot reach.
-    /// A .NET SDK gets `DOTNET_ROOT=<root>` (where apphosts and tools look for the runtime)
-    /// and the variables that keep the CLI from phoning home or printing its banner.
     pub fn build_env(&self) -> Vec<(String, String)> {
-        if self.runtime == Runtime::Dotnet {
-            return vec![
-                ("DOTNET_CLI_TELEMETRY_OPTOUT".to_owned(), "1".to_owned()),
-                ("DOTNET_NOLOGO".to_owned(), "1".to_owned()),
-                ("DOTNET_ROOT".to_owned(), self.root.display().to_string()),
-            ];
-        }
         let has_headers = self.root.join("include/node/common.gypi").is_file();
         if self.runtime == Runtime::Node && has_headers {
             vec![(
@@ -368,12 +323,10 @@ pub enum Error {
     #[error("GET {url}: {why}")]
     Http { url: String, why: String },
     #[error(
-        "checksum mismatch for {url}: expected {algorithm} {expected}, got {actual}; nothing was kept"
+        "checksum mismatch for {url}: expected sha256 {expected}, got {actual}; nothing was kept"
     )]
     Checksum {
         url: String,
-        /// `sha256`, `sha512`.
-        algorithm: &'static str,
         expected: String,
         actual: String,
     },
@@ -477,11 +430,7 @@ pub fn resolve(
             Provider::Download {
                 mirror,
                 index_max_age,
-            } => match runtime {
-                Runtime::Dotnet => dotnet::provide(req, mirror, *index_max_age, cache_dir),
-                Runtime::Gleam => gleam::provide(req, mirror, cache_dir),
-                _ => download::provide(runtime, req, mirror, *index_max_age, cache_dir),
-            },
+            } => download::provide(runtime, req, mirror, *index_max_age, cache_dir),
             Provider::Npm {
                 registry,
                 index_max_age,

@@ -133,7 +133,6 @@ fn checksum_mismatch_fails_and_keeps_nothing() {
         url,
         expected,
         actual,
-        ..
     } = &err
     else {
         panic!("expected a checksum error, got {err}");
