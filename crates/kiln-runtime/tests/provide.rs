@@ -6,7 +6,7 @@ mod support;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use kiln_runtime::{resolve, Error, Provider, Runtime, VersionReq};
+use kiln_runtime::{resolve, Error, ProvidedRuntime, Provider, Runtime, VersionReq};
 use support::*;
 
 fn req(text: &str) -> VersionReq {
@@ -38,20 +38,14 @@ fn download_picks_the_newest_satisfying_release() {
         ("^18", "18.19.0"),
     ] {
         let got = resolve(Runtime::Node, &req(text), &download, cache.path()).unwrap();
-        assert_eq!(got.version.to_string(), want, "{text}");
-        assert_eq!(got.provider, "download");
+        let archive = format!("v{want}/node-v{want}-{NODE_PLATFORM}.tar.gz");
+        assert_downloaded(&got, text, want, &server, &archive);
         let want_root = cache
             .path()
             .join(format!("runtimes/node/{want}-{NODE_PLATFORM}"));
         assert_eq!(got.root, want_root);
         let node = std::fs::read_to_string(got.root.join(&got.bin).join("node")).unwrap();
         assert_eq!(node, format!("#!/bin/sh\necho v{want}\n"));
-        let archive = format!("v{want}/node-v{want}-{NODE_PLATFORM}.tar.gz");
-        assert_eq!(got.source, format!("{}/{archive}", server.base));
-        assert_eq!(
-            got.sha256,
-            Some(sha256_hex(&server_file(&server, &archive)))
-        );
         // Symlinks inside the tree survive extraction.
         let npm = std::fs::read_link(got.root.join("bin/npm")).unwrap();
         assert_eq!(npm, Path::new("../lib/node_modules/npm/bin/npm-cli.js"));
@@ -65,6 +59,21 @@ fn download_picks_the_newest_satisfying_release() {
         .filter(|p| *p == "index.json")
         .count();
     assert_eq!(index_gets, 1, "{:?}", server.requests());
+}
+
+/// `got` (resolved for `text`) is version `want` from the download provider: the archive at
+/// `archive` on `server`, with that archive's sha256.
+fn assert_downloaded(
+    got: &ProvidedRuntime,
+    text: &str,
+    want: &str,
+    server: &Server,
+    archive: &str,
+) {
+    assert_eq!(got.version.to_string(), want, "{text}");
+    assert_eq!(got.provider, "download");
+    assert_eq!(got.source, format!("{}/{archive}", server.base));
+    assert_eq!(got.sha256, Some(sha256_hex(&server_file(server, archive))));
 }
 
 /// The archive bytes the mirror serves at `path`, fetched like any client would.
@@ -526,14 +535,8 @@ fn dotnet_sdk_from_release_metadata() {
         ("*", "9.0.100"),
     ] {
         let got = resolve(Runtime::Dotnet, &req(text), &download, cache.path()).unwrap();
-        assert_eq!(got.version.to_string(), want, "{text}");
-        assert_eq!(got.provider, "download");
         let archive = format!("Sdk/{want}/dotnet-sdk-{want}-{DOTNET_RID}.tar.gz");
-        assert_eq!(got.source, format!("{}/{archive}", server.base));
-        assert_eq!(
-            got.sha256,
-            Some(sha256_hex(&server_file(&server, &archive)))
-        );
+        assert_downloaded(&got, text, want, &server, &archive);
         assert_eq!(
             got.root,
             cache
@@ -622,13 +625,8 @@ fn gleam_binary_verified_by_its_sha256_file() {
     let download = [Provider::download(&server.base)];
     for (text, want) in [(">= 1.4.0", "1.11.1"), ("~1.9", "1.9.1")] {
         let got = resolve(Runtime::Gleam, &req(text), &download, cache.path()).unwrap();
-        assert_eq!(got.version.to_string(), want, "{text}");
         let archive = format!("v{want}/gleam-v{want}-{GLEAM_TRIPLE}.tar.gz");
-        assert_eq!(got.source, format!("{}/{archive}", server.base));
-        assert_eq!(
-            got.sha256,
-            Some(sha256_hex(&server_file(&server, &archive)))
-        );
+        assert_downloaded(&got, text, want, &server, &archive);
         let gleam = std::fs::read_to_string(got.root.join(&got.bin).join("gleam")).unwrap();
         assert_eq!(gleam, format!("#!/bin/sh\necho gleam {want}\n"));
         // A build tool only: the launch layer is the empty runtime directory.
