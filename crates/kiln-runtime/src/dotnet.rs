@@ -85,7 +85,7 @@ pub(crate) fn candidates(
         .into_iter()
         .filter_map(|c| Some((Version::parse(&c.version)?, c.version)))
         .collect();
-    channels.sort_by(|a, b| b.0.cmp(&a.0));
+    channels.sort_by_key(|c| std::cmp::Reverse(c.0));
     let mut found = Vec::new();
     for (_, channel) in channels {
         let url = format!("{mirror}/release-metadata/{channel}/releases.json");
