@@ -215,9 +215,10 @@ pub fn provide(
         let runtime = Runtime::parse(&wanted.name).ok_or_else(|| Error::Source {
             path: opts.source.clone(),
             why: format!(
-                "buildpack {} asks for runtime {:?}, which Kiln cannot provide (known: node, \
-                 python, bun, deno)",
-                bp.id, wanted.name
+                "buildpack {} asks for runtime {:?}, which Kiln cannot provide (known: {})",
+                bp.id,
+                wanted.name,
+                Runtime::ALL.map(Runtime::id).join(", ")
             ),
         })?;
         runtime.check_run_image(Some(&crate::stack::base_label(opts)))?;
@@ -329,6 +330,8 @@ fn providers(
         Runtime::Node => "download,npm-registry,host",
         Runtime::Python => "download,host",
         Runtime::Bun | Runtime::Deno => "npm-registry,host",
+        // Only official distributions: see `kiln_runtime`'s host provider.
+        Runtime::Dotnet | Runtime::Gleam => "download",
     };
     let order = opts
         .kiln_env

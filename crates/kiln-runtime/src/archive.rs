@@ -99,7 +99,7 @@ fn link_name<R: io::Read>(entry: &tar::Entry<R>) -> Result<String, String> {
 }
 
 /// `top/a/b` → `Some(a/b)`; `top` → `None`; anything outside `top`, absolute or with `..` is an
-/// error.
+/// error. An empty `top` is an archive whose entries sit at its root (`./dotnet`).
 fn relative_under_top(path: &Path, top: &str) -> Result<Option<PathBuf>, String> {
     let mut parts = Vec::new();
     for c in path.components() {
@@ -111,6 +111,9 @@ fn relative_under_top(path: &Path, top: &str) -> Result<Option<PathBuf>, String>
                 return Err("absolute path".to_owned());
             }
         }
+    }
+    if top.is_empty() {
+        return Ok((!parts.is_empty()).then(|| parts.iter().collect()));
     }
     match parts.split_first() {
         Some((first, rest)) if *first == top => {

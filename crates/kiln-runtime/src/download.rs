@@ -18,16 +18,23 @@ use crate::{
 };
 
 /// A release the index offers for this platform.
-struct Candidate {
-    version: Version,
+pub(crate) struct Candidate {
+    pub version: Version,
     /// Node's LTS codename (`Iron`), when the release is LTS.
-    lts: Option<String>,
-    /// Archive path relative to the mirror.
-    file: String,
-    /// The archive's top directory.
-    top: String,
-    /// Known from the index itself (python-build-standalone's `SHA256SUMS`).
-    sha256: Option<String>,
+    pub lts: Option<String>,
+    /// Archive path relative to the mirror, or an absolute URL (.NET's metadata lists them).
+    pub file: String,
+    /// The archive's top directory; empty when its entries sit at the root (.NET, Gleam).
+    pub top: String,
+    /// Known from the index itself (python-build-standalone's `SHA256SUMS`, .NET's sha512s);
+    /// else read from the file the release publishes beside the archive.
+    pub checksum: Option<Checksum>,
+}
+
+/// An archive's expected digest, lowercase hex.
+pub(crate) enum Checksum {
+    Sha256(String),
+    Sha512(String),
 }
 
 /// Written next to a finished runtime directory.
@@ -59,21 +66,27 @@ pub fn provide(
         )));
     };
     let dir = cache_dir.join("runtimes").join(runtime.id());
-    let (index_url, ext) = match runtime {
-        Runtime::Python => (format!("{mirror}/SHA256SUMS"), "txt"),
-        _ => (format!("{mirror}/index.json"), "json"),
+    let index = |url: &str, ext| load_index(url, http::Ask::default(), ext, &dir, max_age);
+    let listed = match runtime {
+        Runtime::Python => {
+            let url = format!("{mirror}/SHA256SUMS");
+            index(&url, "txt").and_then(|i| python_candidates(&i, platform, &url))
+        }
+        Runtime::Dotnet => crate::dotnet::candidates(mirror, platform, req, max_age, &dir),
+        Runtime::Gleam => Ok(crate::gleam::candidates(platform)),
+        Runtime::Node | Runtime::Bun | Runtime::Deno => {
+            let url = format!("{mirror}/index.json");
+            index(&url, "json").and_then(|i| node_candidates(&i, platform, &url))
+        }
     };
-    let index = match load_index(&index_url, http::Ask::default(), ext, &dir, max_age) {
-        Ok(bytes) => bytes,
+    let mut candidates = match listed {
+        Ok(candidates) => candidates,
         // Offline with no cached index: a runtime already in the cache still serves.
-        Err(e) => {
+        Err(e @ Error::Http { .. }) => {
             return Ok(installed(runtime, req, &dir, platform)
                 .map_or_else(|| Found::No(format!("download {e}")), Found::yes));
         }
-    };
-    let mut candidates = match runtime {
-        Runtime::Python => python_candidates(&index, platform, &index_url)?,
-        _ => node_candidates(&index, platform, &index_url)?,
+        Err(e) => return Err(e),
     };
     candidates.sort_by_key(|c| std::cmp::Reverse(c.version));
     let Some(chosen) = candidates
@@ -94,7 +107,8 @@ pub fn provide(
     Ok(Found::yes(provided(runtime, chosen.version, &dir, &name)))
 }
 
-/// Node's `linux-x64`, or python-build-standalone's target triple, for this machine.
+/// Node's and .NET's `linux-x64`, or python-build-standalone's and Gleam's target triple, for
+/// this machine.
 pub(crate) fn platform(runtime: Runtime) -> Option<&'static str> {
     if std::env::consts::OS != "linux" {
         return None;
@@ -104,6 +118,10 @@ pub(crate) fn platform(runtime: Runtime) -> Option<&'static str> {
         (Runtime::Node, "aarch64") => Some("linux-arm64"),
         (Runtime::Python, "x86_64") => Some("x86_64-unknown-linux-gnu"),
         (Runtime::Python, "aarch64") => Some("aarch64-unknown-linux-gnu"),
+        (Runtime::Dotnet, "x86_64") => Some("linux-x64"),
+        (Runtime::Dotnet, "aarch64") => Some("linux-arm64"),
+        (Runtime::Gleam, "x86_64") => Some("x86_64-unknown-linux-musl"),
+        (Runtime::Gleam, "aarch64") => Some("aarch64-unknown-linux-musl"),
         // The npm registry's package names (`@oven/bun-linux-x64`, `@deno/linux-x64-glibc`).
         (Runtime::Bun | Runtime::Deno, "x86_64") => Some("linux-x64"),
         (Runtime::Bun, "aarch64") => Some("linux-aarch64"),
@@ -138,7 +156,7 @@ fn node_candidates(index: &[u8], platform: &str, url: &str) -> Result<Vec<Candid
                 lts: r.lts.as_str().map(str::to_owned),
                 file: format!("v{version}/{top}.tar.gz"),
                 top,
-                sha256: None,
+                checksum: None,
             })
         })
         .collect())
@@ -181,7 +199,7 @@ fn python_candidates(index: &[u8], triple: &str, url: &str) -> Result<Vec<Candid
             lts: None,
             file: file.to_owned(),
             top: "python".to_owned(),
-            sha256: Some(sha.to_ascii_lowercase()),
+            checksum: Some(Checksum::Sha256(sha.to_ascii_lowercase())),
         };
         match best.iter_mut().find(|(_, c)| c.version == version) {
             Some((b, c)) if build > b.as_str() => {
@@ -203,39 +221,60 @@ fn fetch(
     dir: &Path,
     name: &str,
 ) -> Result<(), Error> {
-    let url = format!("{mirror}/{}", chosen.file);
-    let expected = match &chosen.sha256 {
-        Some(sha) => sha.clone(),
-        None => node_checksum(mirror, chosen)?,
+    let url = if chosen.file.contains("://") {
+        chosen.file.clone()
+    } else {
+        format!("{mirror}/{}", chosen.file)
+    };
+    let expected = match &chosen.checksum {
+        Some(Checksum::Sha256(sha)) => Checksum::Sha256(sha.clone()),
+        Some(Checksum::Sha512(sha)) => Checksum::Sha512(sha.clone()),
+        None if runtime == Runtime::Gleam => Checksum::Sha256(crate::gleam::listed_sha256(&url)?),
+        None => Checksum::Sha256(node_checksum(mirror, chosen)?),
     };
     let mut archive_file = cache::temp_file(dir)?;
-    let actual = http::download(
+    let with_sha512 = matches!(expected, Checksum::Sha512(_));
+    let digests = http::download(
         &url,
         http::Ask::default(),
-        false,
+        with_sha512,
         archive_file.as_file_mut(),
-    )?
-    .sha256;
+    )?;
+    let (algorithm, expected, actual) = match expected {
+        Checksum::Sha256(sha) => ("sha256", sha, digests.sha256.clone()),
+        Checksum::Sha512(sha) => (
+            "sha512",
+            sha,
+            digests.sha512.map(hex::encode).unwrap_or_default(),
+        ),
+    };
     if actual != expected {
         return Err(Error::Checksum {
             url,
+            algorithm,
             expected,
             actual,
         });
     }
     let staging = cache::temp_dir(dir)?;
-    archive::extract_tar_gz(archive_file.path(), &chosen.top, staging.path(), &url)?;
-    let bin = staging.path().join(bin_of(runtime));
-    if !bin.is_dir() {
+    let unpack_to = staging.path().join(unpack_dir(runtime));
+    fs::create_dir_all(&unpack_to)
+        .map_err(|e| Error::io(format!("creating {}", unpack_to.display()), e))?;
+    archive::extract_tar_gz(archive_file.path(), &chosen.top, &unpack_to, &url)?;
+    let executable = executable(runtime);
+    if !staging.path().join(executable).is_file() {
         return Err(Error::Archive {
             url,
-            entry: format!("{}/{}", chosen.top, bin_of(runtime).display()),
-            why: "the archive has no bin directory: not a runtime distribution".to_owned(),
+            entry: Path::new(&chosen.top)
+                .join(executable)
+                .display()
+                .to_string(),
+            why: format!("the archive has no {executable}: not a {runtime} distribution"),
         });
     }
     let receipt = Receipt {
         source: url,
-        sha256: actual,
+        sha256: digests.sha256,
     };
     let receipt_json = serde_json::to_vec_pretty(&receipt)
         .map_err(|e| Error::io("encoding a receipt", e.into()))?;
@@ -260,9 +299,34 @@ fn node_checksum(mirror: &str, chosen: &Candidate) -> Result<String, Error> {
         })
 }
 
+/// The directory to put on `PATH`, relative to the runtime root (.NET's `dotnet` sits at the
+/// root of its distribution).
 fn bin_of(runtime: Runtime) -> &'static Path {
     match runtime {
-        Runtime::Node | Runtime::Python | Runtime::Bun | Runtime::Deno => Path::new("bin"),
+        Runtime::Dotnet => Path::new("."),
+        Runtime::Node | Runtime::Python | Runtime::Bun | Runtime::Deno | Runtime::Gleam => {
+            Path::new("bin")
+        }
+    }
+}
+
+/// Where the archive is unpacked, relative to the runtime root: Gleam's holds only its binary.
+fn unpack_dir(runtime: Runtime) -> &'static Path {
+    match runtime {
+        Runtime::Gleam => Path::new("bin"),
+        _ => Path::new("."),
+    }
+}
+
+/// The file that makes an unpacked archive this runtime's distribution.
+fn executable(runtime: Runtime) -> &'static str {
+    match runtime {
+        Runtime::Node => "bin/node",
+        Runtime::Bun => "bin/bun",
+        Runtime::Deno => "bin/deno",
+        Runtime::Python => "bin/python3",
+        Runtime::Dotnet => "dotnet",
+        Runtime::Gleam => "bin/gleam",
     }
 }
 
@@ -294,7 +358,10 @@ fn provided(runtime: Runtime, version: Version, dir: &Path, name: &str) -> Provi
         .and_then(|b| serde_json::from_slice(&b).ok());
     let prune = match runtime {
         Runtime::Python => crate::host::python_prune(&version, None),
-        _ => crate::host::node_prune(),
+        Runtime::Dotnet => crate::dotnet::LAUNCH_PRUNE.map(str::to_owned).to_vec(),
+        // The compiler is a build tool: the app's Erlang shipment runs on the image's Erlang.
+        Runtime::Gleam => vec!["bin".to_owned()],
+        Runtime::Node | Runtime::Bun | Runtime::Deno => crate::host::node_prune(),
     };
     ProvidedRuntime {
         runtime,

@@ -18,6 +18,14 @@ pub fn provide(runtime: Runtime, req: &VersionReq, path: &OsStr) -> Result<Found
         Runtime::Python => "python3",
         Runtime::Bun => "bun",
         Runtime::Deno => "deno",
+        // A host SDK's prefix mixes SDKs, runtimes and workloads the image must not get
+        // wholesale; a host Gleam needs the host's Erlang. Both come from the download provider.
+        Runtime::Dotnet | Runtime::Gleam => {
+            return Ok(Found::No(format!(
+                "host: {runtime} is not taken from the build machine (set {} to a mirror)",
+                runtime.mirror_env_var()
+            )));
+        }
     };
     let Some(exe) = find_on_path(exe_name, path) else {
         return Ok(Found::No(format!("host: no {exe_name} on PATH")));
@@ -25,7 +33,7 @@ pub fn provide(runtime: Runtime, req: &VersionReq, path: &OsStr) -> Result<Found
     let probe = match runtime {
         Runtime::Node => probe_node(&exe)?,
         Runtime::Python => probe_python(&exe)?,
-        Runtime::Bun | Runtime::Deno => probe_single_binary(&exe, exe_name)?,
+        _ => probe_single_binary(&exe, exe_name)?,
     };
     if !req.matches(&probe.version) {
         return Ok(Found::No(format!(

@@ -75,7 +75,9 @@
 
 mod archive;
 mod cache;
+mod dotnet;
 mod download;
+mod gleam;
 mod host;
 mod http;
 mod layer;
@@ -105,6 +107,17 @@ pub const NODE_OFFICIAL_MIRROR: &str = "https://nodejs.org/dist";
 pub const PYTHON_OFFICIAL_MIRROR: &str =
     "https://github.com/astral-sh/python-build-standalone/releases/download/20250708";
 
+/// Microsoft's download site: `release-metadata/releases-index.json` lists the channels, each
+/// channel's `release-metadata/<channel>/releases.json` its releases and files. A mirror holds
+/// the same paths; file URLs under this base are fetched from the mirror instead.
+pub const DOTNET_OFFICIAL_MIRROR: &str = "https://builds.dotnet.microsoft.com/dotnet";
+
+/// Gleam's GitHub release downloads (`v<version>/gleam-v<version>-<triple>.tar.gz` and its
+/// `.sha256`). GitHub has no checksummed index across releases, so the versions offered are
+/// pinned in `gleam.rs` (like [`PYTHON_OFFICIAL_MIRROR`]'s release); a mirror serves the same
+/// paths.
+pub const GLEAM_OFFICIAL_MIRROR: &str = "https://github.com/gleam-lang/gleam/releases/download";
+
 /// A language runtime Kiln can provision. Adding one (go, ruby, java) means a download layout
 /// in `download.rs` or a package in `npm.rs`, a host probe in `host.rs` and the match arms the
 /// compiler then asks for.
@@ -116,10 +129,23 @@ pub enum Runtime {
     Bun,
     /// Deno: its single binary from the npm registry's `@deno/linux-*-glibc` packages.
     Deno,
+    /// .NET: the SDK from Microsoft's release metadata (`releases-index.json` → per-channel
+    /// `releases.json`), sha512-verified.
+    Dotnet,
+    /// Gleam: its single `*-unknown-linux-musl` binary from its release downloads, verified by
+    /// the `.sha256` file beside it. Erlang/OTP comes from Debian packages (buildpack data).
+    Gleam,
 }
 
 impl Runtime {
-    pub const ALL: [Runtime; 4] = [Runtime::Node, Runtime::Python, Runtime::Bun, Runtime::Deno];
+    pub const ALL: [Runtime; 6] = [
+        Runtime::Node,
+        Runtime::Python,
+        Runtime::Bun,
+        Runtime::Deno,
+        Runtime::Dotnet,
+        Runtime::Gleam,
+    ];
 
     /// The id used in cache paths, `kiln.toml` `[mirrors]` keys and messages.
     pub fn id(self) -> &'static str {
@@ -128,6 +154,8 @@ impl Runtime {
             Runtime::Python => "python",
             Runtime::Bun => "bun",
             Runtime::Deno => "deno",
+            Runtime::Dotnet => "dotnet",
+            Runtime::Gleam => "gleam",
         }
     }
 
@@ -141,10 +169,15 @@ impl Runtime {
     }
 
     /// Whether images running this runtime need a glibc run image (every runtime Kiln fetches is
-    /// a glibc build; `scratch` has no libc).
+    /// a glibc build, and Gleam's shipment runs on Debian's Erlang; `scratch` has no libc).
     pub fn needs_glibc(self) -> bool {
         match self {
-            Runtime::Node | Runtime::Python | Runtime::Bun | Runtime::Deno => true,
+            Runtime::Node
+            | Runtime::Python
+            | Runtime::Bun
+            | Runtime::Deno
+            | Runtime::Dotnet
+            | Runtime::Gleam => true,
         }
     }
 
@@ -165,13 +198,15 @@ impl Runtime {
         match self {
             Runtime::Node => NODE_OFFICIAL_MIRROR,
             Runtime::Python => PYTHON_OFFICIAL_MIRROR,
+            Runtime::Dotnet => DOTNET_OFFICIAL_MIRROR,
+            Runtime::Gleam => GLEAM_OFFICIAL_MIRROR,
             Runtime::Bun | Runtime::Deno => "",
         }
     }
 
     /// Whether the npm registry carries this runtime (provider `npm-registry`).
     pub fn on_npm_registry(self) -> bool {
-        !matches!(self, Runtime::Python)
+        matches!(self, Runtime::Node | Runtime::Bun | Runtime::Deno)
     }
 }
 
@@ -293,16 +328,17 @@ impl ProvidedRuntime {
     /// Variables build steps need besides `PATH`. A Node with its headers
     /// (`include/node/common.gypi`) gets `npm_config_nodedir=<root>`: official builds do not
     /// look for headers next to themselves, so without it node-gyp downloads them from the
-    /// Node.js site, which an offline or npm-registry-only network cannot reach.
+    /// Node.js site, which an offline or npm-registry-only network cannot reach. A .NET SDK gets
+    /// `DOTNET_ROOT=<root>`: app hosts and global tools look for the runtime there, not next to
+    /// the `dotnet` on `PATH`.
     pub fn build_env(&self) -> Vec<(String, String)> {
-        let has_headers = self.root.join("include/node/common.gypi").is_file();
-        if self.runtime == Runtime::Node && has_headers {
-            vec![(
-                "npm_config_nodedir".to_owned(),
-                self.root.display().to_string(),
-            )]
-        } else {
-            Vec::new()
+        let root = self.root.display().to_string();
+        match self.runtime {
+            Runtime::Node if self.root.join("include/node/common.gypi").is_file() => {
+                vec![("npm_config_nodedir".to_owned(), root)]
+            }
+            Runtime::Dotnet => vec![("DOTNET_ROOT".to_owned(), root)],
+            _ => Vec::new(),
         }
     }
 
@@ -323,10 +359,13 @@ pub enum Error {
     #[error("GET {url}: {why}")]
     Http { url: String, why: String },
     #[error(
-        "checksum mismatch for {url}: expected sha256 {expected}, got {actual}; nothing was kept"
+        "checksum mismatch for {url}: expected {algorithm} {expected}, got {actual}; nothing was \
+         kept"
     )]
     Checksum {
         url: String,
+        /// `sha256` or `sha512`.
+        algorithm: &'static str,
         expected: String,
         actual: String,
     },

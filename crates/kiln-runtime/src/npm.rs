@@ -445,7 +445,7 @@ impl BinaryPackage {
                 name: "deno",
                 aliases: &[],
             }),
-            Runtime::Node | Runtime::Python => None,
+            Runtime::Node | Runtime::Python | Runtime::Dotnet | Runtime::Gleam => None,
         }
     }
 

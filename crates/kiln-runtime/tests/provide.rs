@@ -6,7 +6,7 @@ mod support;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use kiln_runtime::{resolve, Error, Provider, Runtime, VersionReq};
+use kiln_runtime::{resolve, Error, ProvidedRuntime, Provider, Runtime, VersionReq};
 use support::*;
 
 fn req(text: &str) -> VersionReq {
@@ -38,20 +38,14 @@ fn download_picks_the_newest_satisfying_release() {
         ("^18", "18.19.0"),
     ] {
         let got = resolve(Runtime::Node, &req(text), &download, cache.path()).unwrap();
-        assert_eq!(got.version.to_string(), want, "{text}");
-        assert_eq!(got.provider, "download");
+        let archive = format!("v{want}/node-v{want}-{NODE_PLATFORM}.tar.gz");
+        assert_downloaded(&got, text, want, &server, &archive);
         let want_root = cache
             .path()
             .join(format!("runtimes/node/{want}-{NODE_PLATFORM}"));
         assert_eq!(got.root, want_root);
         let node = std::fs::read_to_string(got.root.join(&got.bin).join("node")).unwrap();
         assert_eq!(node, format!("#!/bin/sh\necho v{want}\n"));
-        let archive = format!("v{want}/node-v{want}-{NODE_PLATFORM}.tar.gz");
-        assert_eq!(got.source, format!("{}/{archive}", server.base));
-        assert_eq!(
-            got.sha256,
-            Some(sha256_hex(&server_file(&server, &archive)))
-        );
         // Symlinks inside the tree survive extraction.
         let npm = std::fs::read_link(got.root.join("bin/npm")).unwrap();
         assert_eq!(npm, Path::new("../lib/node_modules/npm/bin/npm-cli.js"));
@@ -65,6 +59,21 @@ fn download_picks_the_newest_satisfying_release() {
         .filter(|p| *p == "index.json")
         .count();
     assert_eq!(index_gets, 1, "{:?}", server.requests());
+}
+
+/// `got` (resolved for `text`) is version `want` from the download provider: the archive at
+/// `archive` on `server`, with that archive's sha256.
+fn assert_downloaded(
+    got: &ProvidedRuntime,
+    text: &str,
+    want: &str,
+    server: &Server,
+    archive: &str,
+) {
+    assert_eq!(got.version.to_string(), want, "{text}");
+    assert_eq!(got.provider, "download");
+    assert_eq!(got.source, format!("{}/{archive}", server.base));
+    assert_eq!(got.sha256, Some(sha256_hex(&server_file(server, archive))));
 }
 
 /// The archive bytes the mirror serves at `path`, fetched like any client would.
@@ -133,6 +142,7 @@ fn checksum_mismatch_fails_and_keeps_nothing() {
         url,
         expected,
         actual,
+        ..
     } = &err
     else {
         panic!("expected a checksum error, got {err}");
@@ -503,4 +513,182 @@ fn concurrent_resolves_share_one_runtime() {
         .collect();
     let name = format!("21.6.0-{NODE_PLATFORM}");
     assert!(left.iter().all(|p| p.starts_with(&name)), "{left:?}");
+}
+
+#[test]
+fn dotnet_sdk_from_release_metadata() {
+    // 7.0 is listed but not served: a requirement the 9.0 or 8.0 channel satisfies never
+    // reads it.
+    let server = dotnet_mirror(
+        &[
+            ("7.0", &[]),
+            ("8.0", &["8.0.404", "8.0.307"]),
+            ("9.0", &["9.0.100"]),
+        ],
+        &[],
+    );
+    let cache = tempfile::tempdir().unwrap();
+    let download = [Provider::download(&server.base)];
+    for (text, want) in [
+        ("8.0", "8.0.404"),
+        (">=8.0.300 <8.0.400", "8.0.307"),
+        ("*", "9.0.100"),
+    ] {
+        let got = resolve(Runtime::Dotnet, &req(text), &download, cache.path()).unwrap();
+        let archive = format!("Sdk/{want}/dotnet-sdk-{want}-{DOTNET_RID}.tar.gz");
+        assert_downloaded(&got, text, want, &server, &archive);
+        assert_eq!(
+            got.root,
+            cache
+                .path()
+                .join(format!("runtimes/dotnet/{want}-{DOTNET_RID}"))
+        );
+        // `dotnet` sits at the root, which goes on PATH; DOTNET_ROOT names it for the steps.
+        let dotnet = got.root.join(&got.bin).join("dotnet");
+        assert_eq!(
+            std::fs::read_to_string(dotnet).unwrap(),
+            format!("#!/bin/sh\necho {want}\n")
+        );
+        assert_eq!(
+            got.build_env(),
+            [("DOTNET_ROOT".to_owned(), got.root.display().to_string())]
+        );
+    }
+    assert!(
+        !server.requests().iter().any(|p| p.contains("7.0")),
+        "{:?}",
+        server.requests()
+    );
+    // The launch layer: the runtimes, not the SDK.
+    let sdk = resolve(Runtime::Dotnet, &req("8.0"), &download, cache.path()).unwrap();
+    let paths: Vec<String> = sdk
+        .layer_entries("/layers/dotnet/runtime")
+        .unwrap()
+        .into_iter()
+        .map(|e| e.path)
+        .filter(|p| p.matches('/').count() <= 4)
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            "layers",
+            "layers/dotnet",
+            "layers/dotnet/runtime",
+            "layers/dotnet/runtime/LICENSE.txt",
+            "layers/dotnet/runtime/dotnet",
+            "layers/dotnet/runtime/host",
+            "layers/dotnet/runtime/host/fxr",
+            "layers/dotnet/runtime/shared",
+            "layers/dotnet/runtime/shared/Microsoft.AspNetCore.App",
+            "layers/dotnet/runtime/shared/Microsoft.NETCore.App",
+        ]
+    );
+}
+
+#[test]
+fn dotnet_sha512_mismatch_fails_and_keeps_nothing() {
+    let server = dotnet_mirror(&[("8.0", &["8.0.404"])], &["8.0.404"]);
+    let cache = tempfile::tempdir().unwrap();
+    let providers = [Provider::download(&server.base), Provider::host_from_env()];
+    let err = resolve(Runtime::Dotnet, &req("8.0"), &providers, cache.path()).unwrap_err();
+    let Error::Checksum {
+        url,
+        algorithm,
+        expected,
+        actual,
+    } = &err
+    else {
+        panic!("expected a checksum error, got {err}");
+    };
+    let archive = format!("Sdk/8.0.404/dotnet-sdk-8.0.404-{DOTNET_RID}.tar.gz");
+    assert_eq!(url, &format!("{}/{archive}", server.base));
+    assert_eq!(*algorithm, "sha512");
+    assert_eq!(expected, &"0".repeat(128));
+    let body = server_file(&server, &archive);
+    assert_eq!(
+        actual,
+        &hex::encode(<sha2::Sha512 as sha2::Digest>::digest(&body))
+    );
+    let msg = err.to_string();
+    assert!(
+        msg.contains(url) && msg.contains("expected sha512") && msg.contains(actual.as_str()),
+        "{msg}"
+    );
+    let dir = cache.path().join("runtimes/dotnet");
+    assert!(only_indexes(&dir), "left behind: {:?}", listing(&dir));
+}
+
+#[test]
+fn gleam_binary_verified_by_its_sha256_file() {
+    let server = gleam_mirror(&["1.11.1", "1.9.1"], &[]);
+    let cache = tempfile::tempdir().unwrap();
+    let download = [Provider::download(&server.base)];
+    for (text, want) in [(">= 1.4.0", "1.11.1"), ("~1.9", "1.9.1")] {
+        let got = resolve(Runtime::Gleam, &req(text), &download, cache.path()).unwrap();
+        let archive = format!("v{want}/gleam-v{want}-{GLEAM_TRIPLE}.tar.gz");
+        assert_downloaded(&got, text, want, &server, &archive);
+        let gleam = std::fs::read_to_string(got.root.join(&got.bin).join("gleam")).unwrap();
+        assert_eq!(gleam, format!("#!/bin/sh\necho gleam {want}\n"));
+        // A build tool only: the launch layer is the empty runtime directory.
+        let paths: Vec<String> = got
+            .layer_entries("/layers/gleam/runtime")
+            .unwrap()
+            .into_iter()
+            .map(|e| e.path)
+            .collect();
+        assert_eq!(paths, ["layers", "layers/gleam", "layers/gleam/runtime"]);
+    }
+}
+
+#[test]
+fn gleam_sha256_mismatch_fails_and_keeps_nothing() {
+    let server = gleam_mirror(&["1.11.1"], &["1.11.1"]);
+    let cache = tempfile::tempdir().unwrap();
+    let download = [Provider::download(&server.base)];
+    let err = resolve(Runtime::Gleam, &req("1"), &download, cache.path()).unwrap_err();
+    let url = format!(
+        "{}/v1.11.1/gleam-v1.11.1-{GLEAM_TRIPLE}.tar.gz",
+        server.base
+    );
+    let msg = err.to_string();
+    assert!(
+        matches!(&err, Error::Checksum { url: u, algorithm: "sha256", .. } if *u == url),
+        "{msg}"
+    );
+    assert!(
+        msg.contains(&url) && msg.contains(&"ab".repeat(32)),
+        "{msg}"
+    );
+    let dir = cache.path().join("runtimes/gleam");
+    assert!(only_indexes(&dir), "left behind: {:?}", listing(&dir));
+}
+
+/// What a user sees when the sources cannot be reached (this machine's case for Microsoft's
+/// and GitHub's download sites): the provider, the URL and the variable naming a mirror.
+#[test]
+fn unreachable_dotnet_and_gleam_sources_name_url_provider_and_mirror_variable() {
+    // Nothing listens on port 1.
+    let closed = "http://127.0.0.1:1";
+    let cache = tempfile::tempdir().unwrap();
+    for (runtime, url) in [
+        (
+            Runtime::Dotnet,
+            format!("{closed}/release-metadata/releases-index.json"),
+        ),
+        (
+            Runtime::Gleam,
+            format!("{closed}/v1.11.1/gleam-v1.11.1-{GLEAM_TRIPLE}.tar.gz.sha256"),
+        ),
+    ] {
+        let providers = [Provider::download(closed), Provider::host_from_env()];
+        let err = resolve(runtime, &req("*"), &providers, cache.path()).unwrap_err();
+        assert!(matches!(err, Error::Unsatisfied { .. }), "{err}");
+        let msg = err.to_string();
+        let var = format!("KILN_MIRROR_{}", runtime.id().to_ascii_uppercase());
+        let mirrors = format!("[mirrors] {}", runtime.id());
+        for want in ["download".to_owned(), format!("GET {url}"), var, mirrors] {
+            assert!(msg.contains(&want), "{want:?} missing from:\n{msg}");
+        }
+        assert!(!msg.contains("npm"), "{msg}");
+    }
 }

@@ -506,3 +506,125 @@ fn npm_tarball(version: &str) -> Vec<u8> {
         Item::File("package/node_modules/abbrev/index.js", b"//\n", 0o644),
     ])
 }
+
+/// .NET's runtime identifier for this machine.
+pub const DOTNET_RID: &str = if cfg!(target_arch = "aarch64") {
+    "linux-arm64"
+} else {
+    "linux-x64"
+};
+
+/// A fake .NET SDK tarball laid out as Microsoft's (entries at the root, `./dotnet` a shell
+/// script printing the SDK version), with the runtime parts and the SDK-only parts.
+pub fn dotnet_sdk_tarball(sdk: &str) -> Vec<u8> {
+    let script = format!("#!/bin/sh\necho {sdk}\n");
+    tar_gz(&[
+        Item::Dir("./"),
+        Item::File("./dotnet", script.as_bytes(), 0o755),
+        Item::File("./LICENSE.txt", b"MIT\n", 0o644),
+        Item::File("./host/fxr/8.0.11/libhostfxr.so", b"ELF", 0o755),
+        Item::File(
+            "./shared/Microsoft.NETCore.App/8.0.11/System.Private.CoreLib.dll",
+            b"MZ",
+            0o644,
+        ),
+        Item::File(
+            "./shared/Microsoft.AspNetCore.App/8.0.11/Microsoft.AspNetCore.dll",
+            b"MZ",
+            0o644,
+        ),
+        Item::File(&format!("./sdk/{sdk}/dotnet.dll"), b"MZ", 0o644),
+        Item::File(
+            "./packs/Microsoft.NETCore.App.Ref/8.0.11/ref.dll",
+            b"MZ",
+            0o644,
+        ),
+        Item::File("./templates/8.0.11/web.nupkg", b"PK", 0o644),
+        Item::File("./sdk-manifests/8.0.100/manifest.json", b"{}", 0o644),
+    ])
+}
+
+/// A .NET download mirror: `release-metadata/releases-index.json` naming `channels`, and for
+/// each channel that has `sdks`, its `releases.json` listing each SDK's `linux-*` tarball by
+/// absolute URL under `Sdk/<version>/` with its sha512 (`bad_hash` names SDKs whose listed
+/// hash is wrong). A channel without SDKs is listed but not served.
+pub fn dotnet_mirror(channels: &[(&str, &[&str])], bad_hash: &[&str]) -> Server {
+    use sha2::Sha512;
+    let channels: Vec<(String, Vec<String>)> = channels
+        .iter()
+        .map(|(c, sdks)| {
+            (
+                (*c).to_owned(),
+                sdks.iter().map(|s| (*s).to_owned()).collect(),
+            )
+        })
+        .collect();
+    let bad_hash: Vec<String> = bad_hash.iter().map(|s| (*s).to_owned()).collect();
+    Server::start_with(move |base| {
+        let mut files = BTreeMap::new();
+        let index: Vec<_> = channels
+            .iter()
+            .map(|(c, _)| serde_json::json!({"channel-version": c, "releases.json": "unused"}))
+            .collect();
+        files.insert(
+            "release-metadata/releases-index.json".to_owned(),
+            serde_json::to_vec(&serde_json::json!({ "releases-index": index })).unwrap(),
+        );
+        for (channel, sdks) in channels.iter().filter(|(_, s)| !s.is_empty()) {
+            let mut listed = Vec::new();
+            for sdk in sdks {
+                let archive = dotnet_sdk_tarball(sdk);
+                let mut hash = hex::encode(Sha512::digest(&archive));
+                if bad_hash.contains(sdk) {
+                    hash = "0".repeat(128);
+                }
+                let path = format!("Sdk/{sdk}/dotnet-sdk-{sdk}-{DOTNET_RID}.tar.gz");
+                listed.push(serde_json::json!({
+                    "version": sdk,
+                    "files": [
+                        {"name": "dotnet-sdk-linux-musl-x64.tar.gz", "rid": "linux-musl-x64",
+                         "url": format!("{base}/musl.tar.gz"), "hash": "1".repeat(128)},
+                        {"name": format!("dotnet-sdk-{DOTNET_RID}.tar.gz"), "rid": DOTNET_RID,
+                         "url": format!("{base}/{path}"), "hash": hash},
+                    ],
+                }));
+                files.insert(path, archive);
+            }
+            let doc = serde_json::json!({"releases": [{"sdks": listed}]});
+            files.insert(
+                format!("release-metadata/{channel}/releases.json"),
+                serde_json::to_vec(&doc).unwrap(),
+            );
+        }
+        files
+    })
+}
+
+pub const GLEAM_TRIPLE: &str = if cfg!(target_arch = "aarch64") {
+    "aarch64-unknown-linux-musl"
+} else {
+    "x86_64-unknown-linux-musl"
+};
+
+/// A Gleam release download mirror: `v<ver>/gleam-v<ver>-<triple>.tar.gz` (one `gleam` shell
+/// script printing `gleam <ver>`) and its `.sha256` (`sha256sum` output; wrong for
+/// `bad_sha`).
+pub fn gleam_mirror(versions: &[&str], bad_sha: &[&str]) -> Server {
+    let mut files = BTreeMap::new();
+    for version in versions {
+        let script = format!("#!/bin/sh\necho gleam {version}\n");
+        let archive = tar_gz(&[Item::File("gleam", script.as_bytes(), 0o755)]);
+        let name = format!("gleam-v{version}-{GLEAM_TRIPLE}.tar.gz");
+        let sha = if bad_sha.contains(version) {
+            "ab".repeat(32)
+        } else {
+            sha256_hex(&archive)
+        };
+        files.insert(
+            format!("v{version}/{name}.sha256"),
+            format!("{sha}  {name}\n").into_bytes(),
+        );
+        files.insert(format!("v{version}/{name}"), archive);
+    }
+    Server::start(files)
+}
