@@ -355,7 +355,10 @@ impl Command {
 fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
     let mut value = serde_json::to_value(value)?;
     if let Some(object) = value.as_object_mut() {
-        object.insert("schema_version".into(), SCHEMA_VERSION.into());
+        // A library object with its own schema_version (the plan's) keeps it.
+        object
+            .entry("schema_version")
+            .or_insert(SCHEMA_VERSION.into());
     }
     println!("{}", serde_json::to_string_pretty(&value)?);
     Ok(())

@@ -18,48 +18,13 @@ fn json_stdout(out: &std::process::Output) -> serde_json::Value {
 }
 
 fn build_json(src: &Path, tmp: &Path, extra: &[&str]) -> std::process::Output {
-    let out = tmp.join("out.tar");
-    let cache = tmp.join("cache");
-    let args = [
-        &[
-            "build",
-            src.to_str().unwrap(),
-            "--output",
-            out.to_str().unwrap(),
-            "--cache-dir",
-            cache.to_str().unwrap(),
-            "--json",
-        ],
-        extra,
-    ]
-    .concat();
-    kiln(&args)
+    build_to(src, &tmp.join("out.tar"), &[&["--json"], extra].concat())
 }
 
 #[test]
 fn json_failure_of_a_step_names_kind_step_exit_code_and_output_tail() {
     let tmp = tempfile::tempdir().unwrap();
-    let bps = buildpacks_dir(
-        tmp.path(),
-        "fails",
-        r#"
-[buildpack]
-id = "fails"
-version = "1.0.0"
-
-[detect]
-any = ["Procfile"]
-
-[[build.steps]]
-name = "explode"
-command = "sh"
-args = ["-c", "echo compiling; echo 'error: widget missing' >&2; exit 3"]
-
-[[processes]]
-type = "web"
-command = "true"
-"#,
-    );
+    let bps = buildpacks_dir(tmp.path(), "fails", FAILING_STEP_BUILDPACK);
     let out = build_json(
         &fixture("procfile-static"),
         tmp.path(),
@@ -115,7 +80,7 @@ fn every_json_output_carries_schema_version() {
     let tmp = tempfile::tempdir().unwrap();
     let src = fixture("procfile-static");
     let src = src.to_str().unwrap();
-    let cache = tmp.path().join("cache");
+    let cache = tmp.path().join("out.cache");
     let cache = cache.to_str().unwrap();
     let archive = tmp.path().join("out.tar");
     let out = build_json(Path::new(src), tmp.path(), &["--no-verify"]);
