@@ -4,7 +4,9 @@ use std::path::PathBuf;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// `#[non_exhaustive]`: new error classes may appear; match on [`Error::kind`] for a stable name.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     #[error("source {}: {why}", path.display())]
     Source { path: PathBuf, why: String },
@@ -37,6 +39,8 @@ pub enum Error {
         command: String,
         /// "exited with code 2", "was killed by signal 9", "could not start: …".
         status: String,
+        /// The command's exit code; `None` when it was killed by a signal or never started.
+        exit_code: Option<i32>,
         tail: Vec<String>,
     },
     /// `--isolation sandbox` on a machine where sandboxes cannot start.
@@ -48,6 +52,27 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+}
+
+impl Error {
+    /// A stable name for the class of this error, part of `--json` output
+    /// (`docs/json-output.md`): renaming one is a breaking change.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::Source { .. } => "source",
+            Error::Buildpack(_) => "buildpack",
+            Error::Oci(_) => "image",
+            Error::Runtime(_) => "runtime",
+            Error::Registry(_) => "registry",
+            Error::Verify(_) => "verify",
+            Error::Platform { .. } => "platform",
+            Error::Debian(_) => "debian",
+            Error::NothingDetected { .. } => "nothing_detected",
+            Error::StepFailed { .. } => "step_failed",
+            Error::SandboxUnavailable(_) => "sandbox_unavailable",
+            Error::Io { .. } => "io",
+        }
+    }
 }
 
 /// Adds context to `std::io::Result`s.

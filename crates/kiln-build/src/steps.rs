@@ -240,11 +240,12 @@ pub fn run_step(step: &Step, ctx: &StepContext<'_>, log: &mut dyn Write) -> Resu
     let prefix = format!("[{}/{}]", ctx.buildpack, step.name);
     let _ = writeln!(log, "{prefix} $ {display}");
 
-    let failed = |status: String, tail: Vec<String>| Error::StepFailed {
+    let failed = |status: String, exit_code: Option<i32>, tail: Vec<String>| Error::StepFailed {
         buildpack: ctx.buildpack.to_owned(),
         step: step.name.clone(),
         command: display.clone(),
         status,
+        exit_code,
         tail,
     };
     let start_error = |e: StartError| {
@@ -262,7 +263,7 @@ pub fn run_step(step: &Step, ctx: &StepContext<'_>, log: &mut dyn Write) -> Resu
             }
             StartError::Sandbox(e) => format!("could not start in the sandbox: {e}"),
         };
-        failed(status, Vec::new())
+        failed(status, None, Vec::new())
     };
     let cannot_start = |e: io::Error| start_error(StartError::Command(e));
     let (control, child) = match ctx.sandbox {
@@ -360,19 +361,20 @@ pub fn run_step(step: &Step, ctx: &StepContext<'_>, log: &mut dyn Write) -> Resu
     }
     let status = group
         .wait()
-        .map_err(|e| failed(format!("could not be waited for: {e}"), Vec::new()))?;
+        .map_err(|e| failed(format!("could not be waited for: {e}"), None, Vec::new()))?;
     if let Some(e) = control.and_then(|socket| start_failure(&socket)) {
         return Err(cannot_start(e));
     }
     if status.success() {
         return Ok(());
     }
-    let status = match (status.code(), status.signal()) {
+    let exit_code = status.code();
+    let status = match (exit_code, status.signal()) {
         (Some(code), _) => format!("exited with code {code}"),
         (None, Some(signal)) => format!("was killed by signal {signal}"),
         (None, None) => "failed".to_owned(),
     };
-    Err(failed(status, tail.into()))
+    Err(failed(status, exit_code, tail.into()))
 }
 
 /// The error a supervisor reported on the control socket (`ERRNO\nMESSAGE`) when it could not

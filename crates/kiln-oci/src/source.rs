@@ -71,6 +71,44 @@ pub enum ImageSource {
     Stack(String),
 }
 
+impl ImageSource {
+    /// The image file at `path`, named without a transport (`--run-image ./base.tar`): an
+    /// oci-archive or a docker-archive, told apart by its entries. Only headers are read; the
+    /// archive is checked in full when it is loaded.
+    pub fn sniff_archive(path: &Path) -> Result<ImageSource> {
+        let what = || format!("reading {}", path.display());
+        let file = File::open(path).ctx(what)?;
+        let mut archive = tar::Archive::new(BufReader::new(file));
+        let mut docker_manifest = false;
+        for entry in archive.entries().ctx(what)? {
+            let entry = entry.ctx(what)?;
+            let name = entry.path_bytes();
+            let name = name.strip_prefix(b"./").unwrap_or(&name);
+            // Docker >= 25 writes both: its index.json makes it a full OCI archive.
+            match name {
+                b"oci-layout" | b"index.json" => {
+                    return Ok(ImageSource::OciArchive {
+                        path: path.to_path_buf(),
+                        reference: None,
+                    })
+                }
+                b"manifest.json" => docker_manifest = true,
+                _ => {}
+            }
+        }
+        if docker_manifest {
+            return Ok(ImageSource::DockerArchive {
+                path: path.to_path_buf(),
+            });
+        }
+        Err(invalid_image(
+            &path.display().to_string(),
+            "neither an oci-archive (no oci-layout or index.json) nor a docker-archive (no manifest.json)"
+                .to_owned(),
+        ))
+    }
+}
+
 impl std::str::FromStr for ImageSource {
     type Err = crate::error::Error;
 

@@ -163,9 +163,10 @@ struct BuildArgs {
     /// Image name, e.g. `myapp:1.2` (recorded in the archive's annotations and RepoTags).
     #[arg(short, long, value_parser = parse_reference)]
     tag: Option<Reference>,
-    /// Base image: scratch, oci-archive:PATH[:REF], oci:DIR[:REF], docker-archive:PATH, or a
-    /// registry reference (docker://REF or a bare REF such as ubuntu:24.04). Default: Kiln's
-    /// stack (see --stack).
+    /// Base image: scratch, oci-archive:PATH[:REF], oci:DIR[:REF], docker-archive:PATH, a plain
+    /// path (an existing file is an oci- or docker-archive, sniffed; a directory an OCI layout),
+    /// or a registry reference (docker://REF or a bare REF such as ubuntu:24.04). Default:
+    /// Kiln's stack (see --stack).
     #[arg(long, env = "KILN_RUN_IMAGE", value_parser = parse_image_source, conflicts_with = "stack")]
     run_image: Option<ImageSource>,
     #[command(flatten)]
@@ -255,7 +256,8 @@ struct DetectArgs {
 #[derive(clap::Args)]
 struct InspectArgs {
     /// An image: oci-archive:PATH[:REF], oci:DIR[:REF], docker-archive:PATH, or a plain path (a
-    /// file is read as an oci-archive, a directory as an OCI layout), or a registry reference.
+    /// file is an oci- or docker-archive, sniffed; a directory an OCI layout), or a registry
+    /// reference.
     image: String,
     #[arg(long)]
     json: bool,
@@ -304,6 +306,7 @@ fn main() -> ExitCode {
     // Build steps' sandboxes are set up by this binary re-executed (`kiln __sandbox-exec`).
     kiln_sandbox::run_helper_if_requested();
     let cli = Cli::parse();
+    let json = cli.command.wants_json();
     let result = match cli.command {
         Command::Build(args) => build(*args),
         Command::Detect(args) => detect(args),
@@ -318,6 +321,9 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(err) => {
             eprintln!("error: {err}");
+            if json {
+                print_json_error(&err);
+            }
             let code = match err.downcast_ref::<Error>() {
                 Some(Error::NothingDetected { .. }) => EXIT_NOTHING_DETECTED,
                 _ => EXIT_FAILED,
@@ -325,6 +331,71 @@ fn main() -> ExitCode {
             ExitCode::from(code)
         }
     }
+}
+
+/// The version of every `--json` object's shape (`docs/json-output.md`): bumped only when a
+/// field is removed, renamed or changes meaning; new fields keep it.
+const SCHEMA_VERSION: u32 = 1;
+
+impl Command {
+    fn wants_json(&self) -> bool {
+        match self {
+            Command::Build(a) => a.json,
+            Command::Detect(a) | Command::Plan(a) => a.json,
+            Command::Inspect(a) => a.json,
+            Command::Rebase(a) => a.json,
+            Command::Cache(CacheCommand::Ls(a)) => a.json,
+            Command::Cache(CacheCommand::Prune(a)) => a.json,
+            Command::Lock(a) => a.json,
+        }
+    }
+}
+
+/// Prints `value` as one JSON object on stdout with `schema_version` added.
+fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
+    let mut value = serde_json::to_value(value)?;
+    if let Some(object) = value.as_object_mut() {
+        // A library object with its own schema_version (the plan's) keeps it.
+        object
+            .entry("schema_version")
+            .or_insert(SCHEMA_VERSION.into());
+    }
+    println!("{}", serde_json::to_string_pretty(&value)?);
+    Ok(())
+}
+
+/// `{"schema_version": 1, "error": {"kind", "message", "step"?, "exit_code"?, "output_tail"?}}`
+/// on stdout, so a `--json` caller always gets one object, on failure too.
+fn print_json_error(err: &anyhow::Error) {
+    let mut error = serde_json::Map::new();
+    let kind = if let Some(err) = err.downcast_ref::<Error>() {
+        if let Error::StepFailed {
+            buildpack,
+            step,
+            exit_code,
+            tail,
+            ..
+        } = err
+        {
+            error.insert("step".into(), format!("{buildpack}/{step}").into());
+            if let Some(code) = exit_code {
+                error.insert("exit_code".into(), (*code).into());
+            }
+            error.insert("output_tail".into(), tail.clone().into());
+        }
+        err.kind()
+    } else if err.is::<kiln_buildpack::Error>() {
+        "buildpack"
+    } else if err.is::<kiln_oci::Error>() {
+        "image"
+    } else {
+        "other"
+    };
+    error.insert("kind".into(), kind.into());
+    error.insert("message".into(), err.to_string().into());
+    let object = serde_json::json!({ "schema_version": SCHEMA_VERSION, "error": error });
+    // Printing is the last thing the process does; a closed stdout has no one left to tell.
+    let _ = serde_json::to_string_pretty(&object).map(|text| println!("{text}"));
 }
 
 fn load_buildpacks(dir: Option<&Path>) -> anyhow::Result<Option<BuildpackSet>> {
@@ -371,7 +442,7 @@ fn build(args: BuildArgs) -> anyhow::Result<ExitCode> {
     }
     let report = kiln_build::build(&opts, &mut std::io::stderr())?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        print_json(&report)?;
     } else {
         let reused = report.layers.iter().filter(|l| l.reused).count();
         let wrote = report
@@ -402,7 +473,7 @@ fn lock(args: LockArgs) -> anyhow::Result<ExitCode> {
     });
     let report = kiln_build::stack::lock(&opts, args.update, &mut std::io::stderr())?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        print_json(&report)?;
     } else {
         println!(
             "{} {} ({} packages, {})",
@@ -430,7 +501,7 @@ fn rebase(args: RebaseArgs) -> anyhow::Result<ExitCode> {
     };
     let report = kiln_build::rebase::rebase(&opts, &mut std::io::stderr())?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        print_json(&report)?;
         return Ok(ExitCode::SUCCESS);
     }
     match &report.stack {
@@ -520,14 +591,14 @@ fn parse_reference(s: &str) -> Result<Reference, String> {
 }
 
 fn parse_image_source(s: &str) -> Result<ImageSource, String> {
-    s.parse().map_err(|e: kiln_oci::Error| e.to_string())
+    image_source_or_path(s).map_err(|e| e.to_string())
 }
 
 fn detect(args: DetectArgs) -> anyhow::Result<ExitCode> {
     let set = load_buildpacks(args.buildpacks.as_deref())?;
     let detection = kiln_build::detect(&args.src, set.as_ref())?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&detection)?);
+        print_json(&detection)?;
     } else {
         let mut out = std::io::stdout().lock();
         if let Some(dir) = &detection.app_root {
@@ -559,7 +630,7 @@ fn plan(args: DetectArgs) -> anyhow::Result<ExitCode> {
     let set = load_buildpacks(args.buildpacks.as_deref())?;
     let plan = kiln_build::plan(&args.src, set.as_ref())?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&plan)?);
+        print_json(&plan)?;
         return Ok(ExitCode::SUCCESS);
     }
     let mut out = std::io::stdout().lock();
@@ -624,7 +695,7 @@ fn inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {
     let source = image_source_or_path(&args.image)?;
     let report = kiln_build::inspect::inspect(&source)?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        print_json(&report)?;
         return Ok(ExitCode::SUCCESS);
     }
     let mut out = std::io::stdout().lock();
@@ -694,19 +765,32 @@ fn inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// An image named on the command line. Without a transport prefix, an existing file is a local
+/// archive (oci-archive or docker-archive, sniffed) and a directory an OCI layout, so
+/// `./base.tar` is never mistaken for a Docker Hub image; a name that can only be a path
+/// (`/…`, `./…`, `../…`, `*.tar`) and does not exist is reported missing, not looked up.
 fn image_source_or_path(s: &str) -> anyhow::Result<ImageSource> {
+    let transport = s.split_once(':').map(|(t, _)| t);
+    if s == "scratch"
+        || s.starts_with("docker://")
+        || matches!(transport, Some("oci-archive" | "oci" | "docker-archive"))
+    {
+        return Ok(s.parse()?);
+    }
     let path = Path::new(s);
     if path.is_file() {
-        return Ok(ImageSource::OciArchive {
-            path: path.to_path_buf(),
-            reference: None,
-        });
+        return Ok(ImageSource::sniff_archive(path)?);
     }
     if path.is_dir() {
         return Ok(ImageSource::OciDir {
             path: path.to_path_buf(),
             reference: None,
         });
+    }
+    let only_a_path =
+        s.starts_with('/') || s.starts_with("./") || s.starts_with("../") || s.ends_with(".tar");
+    if only_a_path {
+        anyhow::bail!("image {s}: no such file or directory");
     }
     Ok(s.parse()?)
 }
@@ -716,7 +800,7 @@ fn cache_ls(args: CacheLsArgs) -> anyhow::Result<ExitCode> {
     let dir = args.cache_dir.unwrap_or_else(kiln_build::default_cache_dir);
     let listing = kiln_build::cache_admin::list(&dir)?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&listing)?);
+        print_json(&listing)?;
         return Ok(ExitCode::SUCCESS);
     }
     let mut out = std::io::stdout().lock();
@@ -751,7 +835,7 @@ fn cache_prune(args: CachePruneArgs) -> anyhow::Result<ExitCode> {
     };
     let report = prune(&dir, &policy)?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        print_json(&report)?;
     } else {
         println!(
             "removed {} items, freed {}, {} left",

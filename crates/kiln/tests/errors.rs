@@ -13,24 +13,6 @@ fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-fn build(src: &Path, out: &Path, extra: &[&str]) -> Output {
-    let cache = out.with_extension("cache");
-    kiln(
-        &[
-            &[
-                "build",
-                src.to_str().unwrap(),
-                "--output",
-                out.to_str().unwrap(),
-                "--cache-dir",
-                cache.to_str().unwrap(),
-            ],
-            extra,
-        ]
-        .concat(),
-    )
-}
-
 #[test]
 fn broken_buildpack_toml_names_file_and_line() {
     let tmp = tempfile::tempdir().unwrap();
@@ -55,7 +37,7 @@ fn missing_source_is_a_clear_error() {
     let tmp = tempfile::tempdir().unwrap();
     let missing = tmp.path().join("does-not-exist");
     let out_path = tmp.path().join("out.tar");
-    let out = build(&missing, &out_path, &[]);
+    let out = build_to(&missing, &out_path, &[]);
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
     assert!(err.contains("does-not-exist"), "{err}");
@@ -71,7 +53,7 @@ fn symlink_out_of_the_source_tree_is_refused() {
     fs::write(src.join("Procfile"), "web: cat /workspace/secret\n").unwrap();
     symlink("/etc/shadow", src.join("secret")).unwrap();
     let out_path = tmp.path().join("out.tar");
-    let out = build(&src, &out_path, &[]);
+    let out = build_to(&src, &out_path, &[]);
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
     assert!(err.contains("secret"), "{err}");
@@ -97,7 +79,7 @@ fn base_archive_with_a_parent_dir_entry_is_rejected() {
 
     let out_path = tmp.path().join("out.tar");
     let run_image = format!("oci-archive:{}", evil.display());
-    let out = build(
+    let out = build_to(
         &fixture("procfile-static"),
         &out_path,
         &["--run-image", &run_image],
@@ -112,29 +94,9 @@ fn base_archive_with_a_parent_dir_entry_is_rejected() {
 #[test]
 fn failing_step_names_step_command_exit_code_and_output_tail() {
     let tmp = tempfile::tempdir().unwrap();
-    let bps = buildpacks_dir(
-        tmp.path(),
-        "fails",
-        r#"
-[buildpack]
-id = "fails"
-version = "1.0.0"
-
-[detect]
-any = ["Procfile"]
-
-[[build.steps]]
-name = "explode"
-command = "sh"
-args = ["-c", "echo compiling; echo 'error: widget missing' >&2; exit 3"]
-
-[[processes]]
-type = "web"
-command = "true"
-"#,
-    );
+    let bps = buildpacks_dir(tmp.path(), "fails", FAILING_STEP_BUILDPACK);
     let out_path = tmp.path().join("out.tar");
-    let out = build(
+    let out = build_to(
         &fixture("procfile-static"),
         &out_path,
         &["--buildpacks", bps.to_str().unwrap()],
@@ -153,7 +115,7 @@ fn nothing_detected_exits_3_and_lists_what_was_looked_for() {
     let tmp = tempfile::tempdir().unwrap();
     fs::write(tmp.path().join("README"), "nothing to build").unwrap();
     let out_path = tmp.path().join("out.tar");
-    let out = build(tmp.path(), &out_path, &[]);
+    let out = build_to(tmp.path(), &out_path, &[]);
     assert_eq!(out.status.code(), Some(3));
     let err = stderr(&out);
     assert!(err.contains("no buildpack detected"), "{err}");
@@ -261,7 +223,7 @@ fn nothing_runnable_fails_naming_what_was_looked_for_and_how_to_set_a_start_comm
     for (name, files, looked_for) in cases {
         let src = app(tmp.path(), name, files);
         let out_path = tmp.path().join(format!("{name}.tar"));
-        let out = build(&src, &out_path, &[]);
+        let out = build_to(&src, &out_path, &[]);
         let err = stderr(&out);
         assert_eq!(out.status.code(), Some(1), "{name}: {err}");
         assert!(
@@ -297,7 +259,7 @@ fn nothing_runnable_fails_naming_what_was_looked_for_and_how_to_set_a_start_comm
     );
     let out_path = tmp.path().join("with-kiln-toml.tar");
     // Scratch has no httpd: the image could not start (not what this test is about).
-    let out = build(&src, &out_path, &["--no-verify"]);
+    let out = build_to(&src, &out_path, &["--no-verify"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(out_path.exists());
 }
@@ -316,7 +278,7 @@ fn a_plan_without_a_process_is_refused_before_any_step_runs() {
         ),
     );
     let out_path = tmp.path().join("out.tar");
-    let out = build(
+    let out = build_to(
         &fixture("procfile-static"),
         &out_path,
         &["--buildpacks", bps.to_str().unwrap()],
@@ -370,7 +332,7 @@ fn malformed_cargo_toml_and_go_mod_are_errors_naming_file_and_line() {
     for (name, file, contents, expected) in cases {
         let src = app(tmp.path(), name, &[(file, contents)]);
         let out_path = tmp.path().join(format!("{name}.tar"));
-        let out = build(&src, &out_path, &[]);
+        let out = build_to(&src, &out_path, &[]);
         let err = stderr(&out);
         assert_eq!(out.status.code(), Some(1), "{name}: {err}");
         assert!(err.contains(expected), "{name}: {err}");
@@ -468,7 +430,7 @@ fn a_build_is_for_the_host_platform_unless_it_runs_no_step_and_ships_no_runtime(
          [[processes]]\ntype = \"web\"\ncommand = \"app\"\n",
     );
     let out_path = tmp.path().join("steps.tar");
-    let out = build(
+    let out = build_to(
         &fixture("procfile-static"),
         &out_path,
         &["--buildpacks", bps.to_str().unwrap(), "--platform", FOREIGN],
@@ -486,7 +448,7 @@ fn a_build_is_for_the_host_platform_unless_it_runs_no_step_and_ships_no_runtime(
     // Plain files on scratch: the image is the requested platform's, not silently the host's.
     // (Neither scratch nor the tiny base below has procfile-static's httpd: --no-verify.)
     let out_path = tmp.path().join("scratch.tar");
-    let out = build(
+    let out = build_to(
         &fixture("procfile-static"),
         &out_path,
         &["--platform", FOREIGN, "--no-verify"],
@@ -503,7 +465,7 @@ fn a_build_is_for_the_host_platform_unless_it_runs_no_step_and_ships_no_runtime(
     let base = tmp.path().join("s390x-base.tar");
     tiny_base_image(&base, "1\n", None, "s390x");
     let run_image = format!("oci-archive:{}", base.display());
-    let out = build(
+    let out = build_to(
         &fixture("procfile-static"),
         &tmp.path().join("mismatch.tar"),
         &["--run-image", &run_image],
@@ -514,7 +476,7 @@ fn a_build_is_for_the_host_platform_unless_it_runs_no_step_and_ships_no_runtime(
         err.contains(&format!("run image {run_image} is linux/s390x, not {host}")),
         "{err}"
     );
-    let out = build(
+    let out = build_to(
         &fixture("procfile-static"),
         &tmp.path().join("match.tar"),
         &[
@@ -529,7 +491,7 @@ fn a_build_is_for_the_host_platform_unless_it_runs_no_step_and_ships_no_runtime(
 
     // Rebase keeps the image's layers: a base of another platform is refused.
     let host_image = tmp.path().join("host.tar");
-    let out = build(&fixture("procfile-static"), &host_image, &["--no-verify"]);
+    let out = build_to(&fixture("procfile-static"), &host_image, &["--no-verify"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let rebased = tmp.path().join("rebased.tar");
     let out = kiln(&[

@@ -48,6 +48,25 @@ pub fn kiln(args: &[&str]) -> Output {
         .expect("the kiln binary runs")
 }
 
+/// Runs `kiln build SRC --output OUT` with its own cache beside OUT, then `extra` arguments.
+pub fn build_to(src: &Path, out: &Path, extra: &[&str]) -> Output {
+    let cache = out.with_extension("cache");
+    kiln(
+        &[
+            &[
+                "build",
+                src.to_str().unwrap(),
+                "--output",
+                out.to_str().unwrap(),
+                "--cache-dir",
+                cache.to_str().unwrap(),
+            ],
+            extra,
+        ]
+        .concat(),
+    )
+}
+
 /// Runs `kiln ARGS` and asserts success, returning stdout.
 pub fn kiln_ok(args: &[&str]) -> String {
     let out = kiln(args);
@@ -59,6 +78,26 @@ pub fn kiln_ok(args: &[&str]) -> String {
     );
     String::from_utf8(out.stdout).expect("UTF-8 stdout")
 }
+
+/// The buildpack `fails`: on a Procfile app its step `explode` prints `compiling` on stdout,
+/// `error: widget missing` on stderr, and exits with code 3.
+pub const FAILING_STEP_BUILDPACK: &str = r#"
+[buildpack]
+id = "fails"
+version = "1.0.0"
+
+[detect]
+any = ["Procfile"]
+
+[[build.steps]]
+name = "explode"
+command = "sh"
+args = ["-c", "echo compiling; echo 'error: widget missing' >&2; exit 3"]
+
+[[processes]]
+type = "web"
+command = "true"
+"#;
 
 /// A buildpacks directory under `root` holding the single buildpack `id` with `manifest` as its
 /// `buildpack.toml` (for `--buildpacks`).
