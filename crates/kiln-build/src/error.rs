@@ -41,7 +41,8 @@ pub enum Error {
         status: String,
         /// The command's exit code; `None` when it was killed by a signal or never started.
         exit_code: Option<i32>,
-        tail: Vec<String>,
+        /// Boxed, so `Error` stays small enough to return by value everywhere.
+        tail: Box<[String]>,
     },
     /// `--isolation sandbox` on a machine where sandboxes cannot start.
     #[error("--isolation sandbox: {0} (--isolation host runs build steps on the host)")]

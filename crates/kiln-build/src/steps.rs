@@ -246,7 +246,7 @@ pub fn run_step(step: &Step, ctx: &StepContext<'_>, log: &mut dyn Write) -> Resu
         command: display.clone(),
         status,
         exit_code,
-        tail,
+        tail: tail.into(),
     };
     let start_error = |e: StartError| {
         let status = match e {

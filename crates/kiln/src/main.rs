@@ -381,7 +381,7 @@ fn print_json_error(err: &anyhow::Error) {
             if let Some(code) = exit_code {
                 error.insert("exit_code".into(), (*code).into());
             }
-            error.insert("output_tail".into(), tail.clone().into());
+            error.insert("output_tail".into(), tail.to_vec().into());
         }
         err.kind()
     } else if err.is::<kiln_buildpack::Error>() {
