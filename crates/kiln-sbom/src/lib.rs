@@ -10,6 +10,9 @@ pub mod cyclonedx;
 pub mod lockfile;
 pub mod spdx;
 
+#[cfg(test)]
+mod schema_tests;
+
 use sha2::{Digest, Sha256};
 
 /// File names inside the SBOM directory and the image's SBOM layer.

