@@ -47,6 +47,15 @@ pub struct ExportInput<'a> {
     pub runtimes: &'a [Provided],
 }
 
+impl ExportInput<'_> {
+    /// The runtimes the image holds: not those only the steps use (`[[build_only]] runtime`).
+    fn shipped_runtimes(&self) -> impl Iterator<Item = &Provided> {
+        self.runtimes
+            .iter()
+            .filter(|p| self.plan.ships_runtime(&p.buildpack))
+    }
+}
+
 pub struct Exported {
     pub image: Image,
     pub layers: Vec<LayerReport>,
@@ -272,10 +281,19 @@ pub(crate) fn platform_name(p: &Platform) -> String {
 /// The launch layers of every buildpack (with the app paths they capture), then the app layer.
 fn planned_layers(input: &ExportInput<'_>) -> Result<Vec<PlannedLayer>> {
     let app_prefix = APP_DIR.trim_start_matches('/');
-    let mut app: Vec<Entry> = input.app.clone();
+    let mut app: Vec<Entry> = input
+        .app
+        .iter()
+        .filter(|e| {
+            input
+                .plan
+                .ships(e.path.strip_prefix(app_prefix).unwrap_or(&e.path))
+        })
+        .cloned()
+        .collect();
     let mut layers = Vec::new();
     for bp in &input.plan.buildpacks {
-        for provided in input.runtimes.iter().filter(|p| p.buildpack == bp.id) {
+        for provided in input.shipped_runtimes().filter(|p| p.buildpack == bp.id) {
             layers.push(PlannedLayer {
                 name: format!("{}/runtime", bp.id),
                 entries: layer::normalize(provided.runtime.layer_entries(&provided.image_dir)?)?,
@@ -401,19 +419,16 @@ fn image_config(
     let plan = input.plan;
     // Runtime bins lead the image's PATH, ahead of the buildpacks' own or the base's.
     let mut launch_env = plan.launch_env.clone();
-    if !input.runtimes.is_empty() {
+    let runtimes: Vec<&Provided> = input.shipped_runtimes().collect();
+    if !runtimes.is_empty() {
         let rest = launch_env
             .get("PATH")
             .cloned()
             .or_else(|| base.config.config.env_var("PATH").map(str::to_owned))
             .unwrap_or_else(|| DEFAULT_PATH.to_owned());
-        let bins: Vec<String> = input.runtimes.iter().map(Provided::image_bin).collect();
+        let bins: Vec<String> = runtimes.iter().map(|p| p.image_bin()).collect();
         launch_env.insert("PATH".into(), format!("{}:{rest}", bins.join(":")));
-        let libs: Vec<String> = input
-            .runtimes
-            .iter()
-            .filter_map(Provided::image_lib)
-            .collect();
+        let libs: Vec<String> = runtimes.iter().filter_map(|p| p.image_lib()).collect();
         if !libs.is_empty() {
             launch_env.insert("LD_LIBRARY_PATH".into(), libs.join(":"));
         }

@@ -182,13 +182,18 @@ pub fn from_distro(
             integrity: None,
             bundled: Vec::new(),
         });
+        // A runtime only the steps use is in the build root, not the image.
+        let build_only = wanted.build_only;
         bp.runtime = None;
         bp.packages
             .build
             .extend(packaged.build.iter().map(|p| (*p).to_owned()));
-        bp.packages
-            .run
-            .extend(packaged.run.iter().map(|p| (*p).to_owned()));
+        let runtime_packages = if build_only {
+            &mut bp.packages.build
+        } else {
+            &mut bp.packages.run
+        };
+        runtime_packages.extend(packaged.run.iter().map(|p| (*p).to_owned()));
         for step in &mut bp.steps {
             for (key, value) in packaged.env {
                 step.env

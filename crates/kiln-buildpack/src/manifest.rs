@@ -309,6 +309,19 @@ pub(crate) fn validate_buildpack(spec: &BuildpackToml, path: &Path) -> Result<()
             .map_err(|why| invalid(path, format!("files: path {:?} {why}", file.path)))?;
     }
 
+    for rule in &spec.build_only {
+        if let Some(layer) = rule
+            .layers
+            .iter()
+            .find(|l| !spec.layers.iter().any(|d| d.name == **l))
+        {
+            return Err(invalid(
+                path,
+                format!("build_only: layer {layer:?} is not declared in [[layers]]"),
+            ));
+        }
+    }
+
     let mut steps = BTreeSet::new();
     for step in &spec.build.steps {
         if step.name.trim().is_empty() {

@@ -88,6 +88,34 @@ impl NoDefaultProcess {
 }
 
 impl Plan {
+    /// Whether the image holds app path `rel` (relative to the app: `dist/index.html`): every
+    /// path, unless a buildpack ships only some (`[[build_only]] ship`); then those, what is
+    /// under them and the directories leading to them.
+    pub fn ships(&self, rel: &str) -> bool {
+        let rel = rel.trim_matches('/');
+        let mut only = self
+            .buildpacks
+            .iter()
+            .flat_map(|bp| &bp.ship)
+            .map(|p| p.trim_start_matches("./").trim_matches('/'))
+            .peekable();
+        only.peek().is_none()
+            || rel.is_empty()
+            || only.any(|p| {
+                let under =
+                    |a: &str, b: &str| a.strip_prefix(b).is_some_and(|r| r.starts_with('/'));
+                rel == p || under(rel, p) || under(p, rel)
+            })
+    }
+
+    /// Whether the image holds the runtime of buildpack `id` (not when only its steps need it).
+    pub fn ships_runtime(&self, id: &str) -> bool {
+        self.buildpacks
+            .iter()
+            .filter(|bp| bp.id == id)
+            .all(|bp| bp.runtime.as_ref().is_none_or(|rt| !rt.build_only))
+    }
+
     /// The process the image runs, or [`Error::NoDefaultProcess`] saying what was looked for:
     /// an image without an entrypoint is not a successful build.
     pub fn default_process(&self) -> Result<&Process> {
@@ -120,6 +148,9 @@ pub struct PlannedBuildpack {
     /// Debian packages for the build root and the run image (its `[[packages]]` that hold).
     #[serde(skip_serializing_if = "Packages::is_empty")]
     pub packages: Packages,
+    /// The only app paths the image holds (its `[[build_only]]` `ship`); empty: the whole app.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ship: Vec<String>,
     /// Files the engine writes into its layers (its `[[files]]` that hold), contents expanded.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub files: Vec<PlannedFile>,
@@ -154,6 +185,9 @@ pub struct PlannedRuntime {
     pub requirement: String,
     /// Where the requirement came from (`package.json engines.node`, `buildpack default`).
     pub from: String,
+    /// Only the steps use it: it is not in the image (`[[build_only]] runtime`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub build_only: bool,
 }
 
 /// A build step. `command`, `args`, `env` values and `workdir` are templates that may still hold
@@ -187,6 +221,43 @@ pub struct Process {
     /// The buildpack that declared it (later buildpacks override earlier ones by type), or
     /// `kiln.toml` / `KILN_START_COMMAND` for a user override.
     pub buildpack: String,
+}
+
+/// A buildpack's `[[build_only]]` rule that holds, its templates expanded.
+struct BuildOnly {
+    /// Index of the buildpack in the plan.
+    buildpack: usize,
+    runtime: bool,
+    layers: Vec<String>,
+    ship: Vec<String>,
+    why: String,
+}
+
+impl BuildOnly {
+    /// Keeps what only the build needs out of the image, unless a process of another buildpack
+    /// or the user's (a `Procfile` `web: npm start`) could need it: then the note says why all
+    /// of it ships.
+    fn apply(self, bp: &mut PlannedBuildpack, processes: &[Process]) {
+        if let Some(other) = processes.iter().find(|p| p.buildpack != bp.id) {
+            bp.facts.notes.push(format!(
+                "the build's runtime and layers ship: process {:?} comes from {}, which may need them",
+                other.kind, other.buildpack
+            ));
+            return;
+        }
+        if let Some(runtime) = bp.runtime.as_mut() {
+            runtime.build_only = self.runtime;
+        }
+        for layer in bp
+            .layers
+            .iter_mut()
+            .filter(|l| self.layers.contains(&l.name))
+        {
+            layer.launch = false;
+        }
+        bp.ship = self.ship;
+        bp.facts.notes.push(self.why);
+    }
 }
 
 /// Builds the plan for the passing buildpacks of `detection`, without `KILN_*` overrides. See
@@ -236,6 +307,7 @@ pub fn plan_with(
     let mut launch_env = BTreeMap::new();
     let mut versions = BTreeMap::new();
     let mut looked_for = Vec::new();
+    let mut build_only = Vec::new();
 
     for verdict in &detection.buildpacks {
         let buildpack = set.get(&verdict.id).ok_or_else(|| {
@@ -351,8 +423,23 @@ pub fn plan_with(
                     name: rt.name.clone(),
                     requirement,
                     from,
+                    build_only: false,
                 }
             });
+        // Applied once the image's processes are known: only when this buildpack starts them all.
+        if let Some(rule) = spec.build_only.iter().find(|r| holds(&r.when, &facts)) {
+            build_only.push(BuildOnly {
+                buildpack: buildpacks.len(),
+                runtime: rule.runtime,
+                layers: rule.layers.clone(),
+                ship: rule
+                    .ship
+                    .iter()
+                    .map(|path| sources.for_step(path))
+                    .collect::<Result<_>>()?,
+                why: sources.for_step(&rule.why)?,
+            });
+        }
         let mut packages = Packages::default();
         for wanted in spec.packages.iter().filter(|p| holds(&p.when, &facts)) {
             for name in &wanted.build {
@@ -385,6 +472,7 @@ pub fn plan_with(
             layers: spec.layers.clone(),
             runtime,
             packages,
+            ship: Vec::new(),
             files,
         });
     }
@@ -415,6 +503,10 @@ pub fn plan_with(
         ordered.push(first);
     }
     ordered.extend(processes.into_values());
+    for rule in build_only {
+        let index = rule.buildpack;
+        rule.apply(&mut buildpacks[index], &ordered);
+    }
     let no_default_process = ordered.is_empty().then(|| {
         let procfile = set.buildpacks.iter().find_map(|b| {
             b.spec
@@ -1025,6 +1117,62 @@ mod tests {
             plan.processes[1].command,
             ["/layers/node/modules/bin/x", "--a", "b"]
         );
+    }
+
+    #[test]
+    fn build_only_keeps_the_runtime_and_layers_out_and_ships_only_named_app_paths() {
+        let node = with_processes(
+            "node",
+            "[[layers]]\nname = \"modules\"\nlaunch = true\n\
+             [[runtime]]\nname = \"node\"\n\
+             [[build_only]]\nruntime = true\nlayers = [\"modules\"]\nship = [\"dist/site\"]\n\
+             why = \"built with node\"\n\
+             [[processes]]\ntype = \"web\"\ncommand = \"caddy run\"\n",
+        );
+        // Another buildpack's start command (a Procfile's `npm start`) may need all of it.
+        let procfile = with_processes(
+            "procfile",
+            "[[processes]]\ntype = \"web\"\ncommand = \"npm start\"\n",
+        );
+        let overridden = plan_of(&[&node, &procfile]).unwrap();
+        let bp = &overridden.buildpacks[0];
+        assert!(!bp.runtime.as_ref().unwrap().build_only);
+        assert!(bp.layers[0].launch);
+        assert!(overridden.ships("package.json") && overridden.ships_runtime("node"));
+        assert!(
+            bp.facts
+                .notes
+                .iter()
+                .any(|n| n.contains("comes from procfile")),
+            "{:?}",
+            bp.facts.notes
+        );
+
+        let plan = plan_of(&[&node]).unwrap();
+        let bp = &plan.buildpacks[0];
+        assert!(bp.runtime.as_ref().unwrap().build_only);
+        assert!(!plan.ships_runtime("node"));
+        assert!(!bp.layers[0].launch);
+        assert!(bp.facts.notes.contains(&"built with node".to_owned()));
+        for (path, shipped) in [
+            ("", true),
+            ("dist", true),
+            ("dist/site", true),
+            ("dist/site/index.html", true),
+            ("dist/other.js", false),
+            ("dist/sitemap.xml", false),
+            ("node_modules/vite", false),
+            ("package.json", false),
+        ] {
+            assert_eq!(plan.ships(path), shipped, "{path}");
+        }
+        // Without a rule that holds, everything ships.
+        let plain = plan_of(&[&with_processes(
+            "node",
+            "[[runtime]]\nname = \"node\"\n[[processes]]\ntype = \"web\"\ncommand = \"node a.js\"\n",
+        )])
+        .unwrap();
+        assert!(plain.ships("package.json") && plain.ships_runtime("node"));
     }
 
     #[test]

@@ -42,6 +42,28 @@ pub struct BuildpackToml {
     /// Files the engine writes into this buildpack's layers before the steps run.
     #[serde(default)]
     pub files: Vec<FileSpec>,
+    /// What the build needs and the image does not, when a rule's `when` holds (the first that
+    /// does): a static site built with Node ships without Node.
+    #[serde(default)]
+    pub build_only: Vec<BuildOnlySpec>,
+}
+
+/// `[[build_only]] when = {…}, runtime = true, layers = ["modules"], ship = ["${fact:…}"], why =
+/// "…"`: the runtime and the named launch layers serve the steps only and stay out of the image;
+/// with `ship`, the app layer holds only those app paths (templates). `why` (a template) is
+/// the plan's note saying so.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BuildOnlySpec {
+    #[serde(default)]
+    pub runtime: bool,
+    #[serde(default)]
+    pub layers: Vec<String>,
+    #[serde(default)]
+    pub ship: Vec<String>,
+    pub why: String,
+    #[serde(default)]
+    pub when: When,
 }
 
 /// `[[files]] layer = "web", path = "Caddyfile", content = "…"`: a file of a (non-cache) layer,

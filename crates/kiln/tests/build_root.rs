@@ -369,8 +369,8 @@ fn single_page_app_falls_back_to_index_html_for_client_routes() {
 }
 
 /// A Vite single-page app: `npm ci` + `vite build` in the build root, then Caddy from the stack
-/// serves dist/ with the index.html fallback for client routes; the dev dependencies (Vite
-/// itself) are pruned from the image.
+/// serves dist/ with the index.html fallback for client routes. Node served the build only: the
+/// image holds neither its runtime nor node_modules nor any app file but the built site.
 #[test]
 fn vite_app_builds_to_a_static_site_caddy_serves_with_the_spa_fallback() {
     if !ready() {
@@ -390,10 +390,23 @@ fn vite_app_builds_to_a_static_site_caddy_serves_with_the_spa_fallback() {
     assert!(head.contains("javascript"), "{head}");
     assert!(String::from_utf8_lossy(&bundle).contains("about this app"));
     let rootfs = container.rootfs();
-    assert!(
-        !rootfs.join("workspace/node_modules/vite").exists(),
-        "vite shipped"
-    );
+    assert!(rootfs.join("workspace/dist/index.html").is_file());
+    for unshipped in [
+        "workspace/node_modules",
+        "workspace/package.json",
+        "workspace/src",
+        "layers/nodejs/runtime",
+    ] {
+        assert!(!rootfs.join(unshipped).exists(), "{unshipped} shipped");
+    }
+    let layers: Vec<&str> = report["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|l| l["name"].as_str())
+        .collect();
+    // nodejs/web is the Caddyfile.
+    assert_eq!(layers, ["base", "base", "base", "nodejs/web", "app"]);
     assert_hermetic(&report, Some(&["python3"]), dir.path(), &rootfs);
 }
 
