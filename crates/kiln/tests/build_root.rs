@@ -333,7 +333,8 @@ fn assert_caddy_serves(
 }
 
 /// A plain site: Caddy from the stack serves it on `$PORT` with MIME types, compression for
-/// clients that ask, and a 404 for a missing file (no single-page-app fallback).
+/// clients that ask, clean URLs (`/about` is `about.html`) and a 404 for a missing file (no
+/// single-page-app fallback).
 #[test]
 fn static_site_is_served_by_caddy_with_mime_types_compression_and_404() {
     if !ready() {
@@ -347,8 +348,13 @@ fn static_site_is_served_by_caddy_with_mime_types_compression_and_404() {
     let mut plain = String::new();
     std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&css[..]), &mut plain).unwrap();
     assert!(plain.contains("font-family: sans-serif"), "{plain}");
-    let (head, _) = raw_get(port, "/missing.html", "");
-    assert!(head.starts_with("http/1.1 404"), "{head}");
+    let (head, about) = raw_get(port, "/about", "");
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(String::from_utf8_lossy(&about).contains("<h1>about kiln static-site</h1>"));
+    for missing in ["/missing.html", "/missing"] {
+        let (head, _) = raw_get(port, missing, "");
+        assert!(head.starts_with("http/1.1 404"), "{missing}: {head}");
+    }
 }
 
 /// A single-page app (`Staticfile` `pushstate: enabled`, `root: dist`): a client-router path
