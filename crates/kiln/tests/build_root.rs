@@ -570,6 +570,24 @@ fn registry_runtime<'a>(report: &'a serde_json::Value, runtime: &str) -> &'a ser
     provided
 }
 
+/// `mise.toml` `[tools] node = "22"` picks the runtime: Node 22 from the npm registry, not the
+/// buildpack's default LTS, with the file named as the version's source.
+#[test]
+fn the_node_version_mise_toml_pins_is_the_one_in_the_image() {
+    if !ready() {
+        return;
+    }
+    let (report, _) = assert_package_manager_app("node-mise", "node-mise on node v22.");
+    let provided = registry_runtime(&report, "node");
+    assert!(
+        provided["version"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("22.")),
+        "{report:#}"
+    );
+    assert_eq!(provided["from"], "mise.toml tools.node", "{report:#}");
+}
+
 /// Yarn 1 from the npm registry (`yarn@1`, what a v1 lockfile implies) through the runtime's npx.
 #[test]
 fn yarn_classic_app_installs_with_yarn_1_from_the_registry() {
