@@ -235,7 +235,7 @@ pub fn provide(
             ),
         })?;
         let providers = providers(runtime, opts, mirrors)?;
-        let found = kiln_runtime::resolve(runtime, &req, &providers, &opts.cache_dir)?;
+        let found = kiln_runtime::resolve_logged(runtime, &req, &providers, &opts.cache_dir, log)?;
         let bundled: String = found
             .bundled
             .iter()

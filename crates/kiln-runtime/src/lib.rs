@@ -326,20 +326,42 @@ pub struct Bundled {
 
 impl ProvidedRuntime {
     /// Variables build steps need besides `PATH`. A Node with its headers
-    /// (`include/node/common.gypi`) gets `npm_config_nodedir=<root>`: official builds do not
+    /// (`include/node/common.gypi`) names them as node-gyp's `nodedir`: official builds do not
     /// look for headers next to themselves, so without it node-gyp downloads them from the
-    /// Node.js site, which an offline or npm-registry-only network cannot reach. A .NET SDK gets
-    /// `DOTNET_ROOT=<root>`: app hosts and global tools look for the runtime there, not next to
-    /// the `dotnet` on `PATH`.
+    /// Node.js site, which an offline or npm-registry-only network cannot reach. node-gyp 11.4+
+    /// reads `npm_package_config_node_gyp_nodedir`; the node-gyp of npm 10 and older reads only
+    /// `npm_config_nodedir`, which npm 11+ warns about in every command (`Unknown env config
+    /// "nodedir"`, "will error in a future major version"), so it is set only for those. A .NET
+    /// SDK gets `DOTNET_ROOT=<root>`: app hosts and global tools look for the runtime there, not
+    /// next to the `dotnet` on `PATH`.
     pub fn build_env(&self) -> Vec<(String, String)> {
         let root = self.root.display().to_string();
         match self.runtime {
             Runtime::Node if self.root.join("include/node/common.gypi").is_file() => {
-                vec![("npm_config_nodedir".to_owned(), root)]
+                let mut env = vec![(
+                    "npm_package_config_node_gyp_nodedir".to_owned(),
+                    root.clone(),
+                )];
+                if self.npm_major().is_none_or(|major| major < 11) {
+                    env.push(("npm_config_nodedir".to_owned(), root));
+                }
+                env
             }
             Runtime::Dotnet => vec![("DOTNET_ROOT".to_owned(), root)],
             _ => Vec::new(),
         }
+    }
+
+    /// The major version of the npm in a Node runtime (`lib/node_modules/npm/package.json`).
+    fn npm_major(&self) -> Option<u64> {
+        let manifest = std::fs::read(self.root.join("lib/node_modules/npm/package.json")).ok()?;
+        let manifest: serde_json::Value = serde_json::from_slice(&manifest).ok()?;
+        manifest["version"]
+            .as_str()?
+            .split('.')
+            .next()?
+            .parse()
+            .ok()
     }
 
     /// Whether `rel` (a path relative to `root`) is left out of the layer: it or one of its
@@ -463,6 +485,19 @@ pub fn resolve(
     providers: &[Provider],
     cache_dir: &Path,
 ) -> Result<ProvidedRuntime, Error> {
+    resolve_logged(runtime, req, providers, cache_dir, &mut std::io::sink())
+}
+
+/// [`resolve`], writing one line to `log` for each provider that could not supply the runtime
+/// before a later one did (`node: download http GET …: connection refused; using npm-registry
+/// node 22.11.0`), so a fallback is never silent.
+pub fn resolve_logged(
+    runtime: Runtime,
+    req: &VersionReq,
+    providers: &[Provider],
+    cache_dir: &Path,
+    log: &mut dyn std::io::Write,
+) -> Result<ProvidedRuntime, Error> {
     let mut found = Vec::new();
     for provider in providers {
         let outcome = match provider {
@@ -477,7 +512,16 @@ pub fn resolve(
             Provider::Host { path } => host::provide(runtime, req, path),
         };
         match outcome {
-            Ok(Found::Yes(provided)) => return Ok(*provided),
+            Ok(Found::Yes(provided)) => {
+                for why in found {
+                    let _ = writeln!(
+                        log,
+                        "{runtime}: {why}; using {} {runtime} {}",
+                        provided.provider, provided.version
+                    );
+                }
+                return Ok(*provided);
+            }
             Ok(Found::No(what)) => found.push(what),
             Err(e) if e.is_fatal() => return Err(e),
             Err(e) => found.push(format!("{}: {e}", provider.kind())),

@@ -110,16 +110,18 @@ fn newest_matching_node_with_the_newest_npm_that_supports_it() {
             .root
             .join("lib/node_modules/npm/node_modules/abbrev/index.js")
             .is_file());
-        // Headers stay for build steps, and node-gyp is pointed at them; the launch layer
-        // leaves them out.
+        // Headers stay for build steps, and node-gyp is pointed at them (npm 10's node-gyp by
+        // `npm_config_nodedir`, which npm 11+ warns about); the launch layer leaves them out.
         assert!(got.root.join("include/node/node.h").is_file());
-        assert_eq!(
-            got.build_env(),
-            [(
-                "npm_config_nodedir".to_owned(),
-                got.root.display().to_string()
-            )]
-        );
+        let root = got.root.display().to_string();
+        let mut env = vec![(
+            "npm_package_config_node_gyp_nodedir".to_owned(),
+            root.clone(),
+        )];
+        if npm.starts_with("10.") {
+            env.push(("npm_config_nodedir".to_owned(), root));
+        }
+        assert_eq!(got.build_env(), env, "{text}");
         for pruned in [
             "include/node/node.h",
             "share/man/man1/node.1",

@@ -692,3 +692,45 @@ fn unreachable_dotnet_and_gleam_sources_name_url_provider_and_mirror_variable() 
         assert!(!msg.contains("npm"), "{msg}");
     }
 }
+
+/// A provider that fails before a later one supplies the runtime is named in the log with its
+/// failure and the provider that served instead.
+#[test]
+fn a_fallback_to_the_next_provider_is_logged_with_the_failure() {
+    // A port nothing listens on: the first mirror's connection is refused.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let server = node_mirror().serve();
+    let cache = tempfile::tempdir().unwrap();
+    let providers = [Provider::download(&dead), Provider::download(&server.base)];
+    let mut log = Vec::new();
+    let got = kiln_runtime::resolve_logged(
+        Runtime::Node,
+        &req("20"),
+        &providers,
+        cache.path(),
+        &mut log,
+    )
+    .unwrap();
+    assert_eq!(got.version.to_string(), "20.12.0");
+    let log = String::from_utf8(log).unwrap();
+    let lines: Vec<&str> = log.lines().collect();
+    assert_eq!(lines.len(), 1, "{log}");
+    assert!(lines[0].starts_with("node: download "), "{log}");
+    assert!(lines[0].contains(&dead), "{log}");
+    assert!(lines[0].ends_with("; using download node 20.12.0"), "{log}");
+
+    // Served from the cache now; nothing failed, nothing is logged.
+    let mut quiet = Vec::new();
+    let providers = [Provider::download(&server.base)];
+    kiln_runtime::resolve_logged(
+        Runtime::Node,
+        &req("20"),
+        &providers,
+        cache.path(),
+        &mut quiet,
+    )
+    .unwrap();
+    assert!(quiet.is_empty(), "{}", String::from_utf8_lossy(&quiet));
+}

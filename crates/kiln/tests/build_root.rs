@@ -37,6 +37,10 @@ fn serve_hermetic_in(
         "{name}: {}",
         String::from_utf8_lossy(&output.stderr)
     );
+    // pnpm's store and node-gyp's headers are passed so that npm never sees a config it does
+    // not know (`npm warn Unknown env config "store-dir"`).
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(!log.contains("Unknown env config"), "{name}: {log}");
     let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     let port = free_port();
     let container = Container::start(
@@ -239,7 +243,7 @@ fn cpp_meson_app_builds_in_the_build_root_and_runs_its_installed_executable() {
 }
 
 /// pnpm as `packageManager` pins it, fetched from the npm registry by the runtime's npx: no host
-/// pnpm.
+/// pnpm. It installs, runs the build script and prunes the dev dependencies.
 #[test]
 fn pnpm_app_installs_with_the_pinned_pnpm_inside_the_build_root() {
     if !ready() {
@@ -249,7 +253,19 @@ fn pnpm_app_installs_with_the_pinned_pnpm_inside_the_build_root() {
     let (report, container, port) = serve_hermetic("node-pnpm10", dir.path(), &[]);
     let (status, body) = container.http_get(port, "/");
     assert!(status.contains("200"), "{status}\n{}", container.log());
-    assert_eq!(body, "pnpm10 app: 2 minutes is 120000 ms\n");
+    assert_eq!(
+        body,
+        "pnpm10 app: 2 minutes is 120000 ms, built by pnpm run build\n"
+    );
+    // Installed, built and pruned with pnpm's store in the npm cache layer.
+    let ran: Vec<&str> = report["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["ran"] == true)
+        .filter_map(|s| s["name"].as_str())
+        .collect();
+    assert_eq!(ran, ["install", "build", "prune"], "{report:#}");
     assert_hermetic(&report, Some(&[]), dir.path(), &container.rootfs());
 }
 

@@ -26,7 +26,7 @@ name = "probe"
 command = "sh"
 # The provided runtime's bin leads PATH: `node` here is the downloaded one, and node-gyp is
 # pointed at its headers. Sandboxed, both are seen at the runtime's image path.
-args = ["-c", "node > node-version.txt; command -v node > node-path.txt; echo \"$npm_config_nodedir\" > nodedir.txt"]
+args = ["-c", "node > node-version.txt; command -v node > node-path.txt; echo \"$npm_package_config_node_gyp_nodedir\" > nodedir.txt"]
 
 [[processes]]
 type = "web"

@@ -494,12 +494,11 @@ impl NpmRegistry {
 fn npm_tarball(version: &str) -> Vec<u8> {
     let npm = format!("#!/bin/sh\necho {version}\n");
     let npx = format!("#!/bin/sh\necho npx {version}\n");
+    let manifest = format!(
+        r#"{{"name":"npm","version":"{version}","bin":{{"npm":"bin/npm-cli.js","npx":"./bin/npx-cli.js"}}}}"#
+    );
     tar_gz(&[
-        Item::File(
-            "package/package.json",
-            br#"{"name":"npm","bin":{"npm":"bin/npm-cli.js","npx":"./bin/npx-cli.js"}}"#,
-            0o644,
-        ),
+        Item::File("package/package.json", manifest.as_bytes(), 0o644),
         Item::File("package/bin/npm-cli.js", npm.as_bytes(), 0o644),
         Item::File("package/bin/npx-cli.js", npx.as_bytes(), 0o644),
         Item::File("package/docs/content/index.md", b"# npm\n", 0o644),
