@@ -307,6 +307,9 @@ pub fn build(opts: &BuildOptions, log: &mut dyn Write) -> Result<BuildReport> {
     }
     let mut plan =
         kiln_buildpack::plan::plan_with(set, &detection, &project, &src, &opts.kiln_env)?;
+    for warning in &plan.warnings {
+        let _ = writeln!(log, "warning: {warning}");
+    }
     // An image with no entrypoint is no build: refuse before anything is pulled or run.
     plan.default_process()?;
     // The app found in a single top-level folder is the source of the build.

@@ -9,6 +9,7 @@
 pub mod analyze;
 pub mod detect;
 pub mod error;
+pub mod foreign;
 mod manifest;
 pub mod plan;
 pub mod procfile;

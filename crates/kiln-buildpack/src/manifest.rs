@@ -79,6 +79,28 @@ pub(crate) fn line_of(text: &str, offset: usize) -> usize {
 }
 
 /// A manifest that parsed but means something invalid (no line: the typed data has none).
+/// The text of project file `name` at the source root `src`, `None` when there is none. A
+/// symlink is refused: following it could read a file from outside the source tree.
+pub(crate) fn read_project_file(src: &Path, name: &str) -> Result<Option<String>> {
+    let path = src.join(name);
+    match crate::source::entry(src, name)? {
+        crate::source::Entry::Missing => return Ok(None),
+        crate::source::Entry::File => {}
+        crate::source::Entry::Symlink => {
+            return Err(invalid(&path, "is a symlink; it must be a regular file"))
+        }
+        crate::source::Entry::Dir | crate::source::Entry::Other => {
+            return Err(invalid(&path, "is not a regular file"))
+        }
+    }
+    std::fs::read_to_string(&path)
+        .map(Some)
+        .map_err(|source| Error::Io {
+            context: format!("reading {}", path.display()),
+            source,
+        })
+}
+
 pub(crate) fn invalid(path: &Path, message: impl Into<String>) -> Error {
     Error::Manifest {
         path: path.to_path_buf(),

@@ -48,6 +48,10 @@ pub struct Plan {
     /// plan is still shown (`kiln plan`); a build refuses it ([`Plan::default_process`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub no_default_process: Option<NoDefaultProcess>,
+    /// Keys of other tools' project files (`railpack.json`, …) that have no Kiln equivalent,
+    /// each naming its file and key.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// Why a plan has nothing to run: the image would have no entrypoint.
@@ -534,6 +538,7 @@ pub fn plan_with(
         processes: ordered,
         launch_env,
         no_default_process,
+        warnings: project.warnings.clone(),
     })
 }
 

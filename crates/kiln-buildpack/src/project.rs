@@ -1,4 +1,5 @@
-//! The project's own `kiln.toml` at the source root (optional).
+//! The project's own `kiln.toml` at the source root (optional), with what other tools' project
+//! files (`project.toml`, `railpack.json`, `nixpacks.toml`; [`foreign`]) say where it is silent.
 //!
 //! ```toml
 //! app = "apps/web"              # the workspace member to build and start (KILN_APP wins)
@@ -30,9 +31,9 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+use crate::error::Result;
+use crate::foreign::{self, Mapped};
 use crate::manifest::{self, check_env_names, invalid};
-use crate::source::{self, Entry};
 
 /// The project file's name at the source root.
 pub const FILE_NAME: &str = "kiln.toml";
@@ -70,6 +71,13 @@ pub struct ProjectConfig {
     /// Runtime environment for the image config, over the buildpacks' launch env.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// Settings taken from another tool's project file, by key (`build.start`), with that
+    /// file's key (`railpack.json deploy.startCommand`); see [`ProjectConfig::source_of`].
+    #[serde(skip)]
+    pub sources: BTreeMap<String, String>,
+    /// Keys of other tools' project files that have no Kiln equivalent, each naming the key.
+    #[serde(skip)]
+    pub warnings: Vec<String>,
 }
 
 /// `[image]`: how the built image presents itself to runtimes.
@@ -160,23 +168,83 @@ impl ProjectBuild {
 }
 
 impl ProjectConfig {
-    /// Reads `<src>/kiln.toml`; absent means the default. Errors name the file and line.
+    /// Reads `<src>/kiln.toml` (absent means the default), then fills what it leaves unset from
+    /// other tools' project files ([`foreign::FILES`], in that order), recording each value's
+    /// source and a warning for every key that does not map. Errors name the file and line.
     pub fn load(src: &Path) -> Result<ProjectConfig> {
-        let path = src.join(FILE_NAME);
-        match source::entry(src, FILE_NAME)? {
-            Entry::Missing => return Ok(ProjectConfig::default()),
-            Entry::File => {}
-            // Following it could read a file from outside the source tree.
-            Entry::Symlink => {
-                return Err(invalid(&path, "is a symlink; it must be a regular file"))
-            }
-            Entry::Dir | Entry::Other => return Err(invalid(&path, "is not a regular file")),
+        let mut config = match manifest::read_project_file(src, FILE_NAME)? {
+            Some(text) => ProjectConfig::parse(&text, &src.join(FILE_NAME))?,
+            None => ProjectConfig::default(),
+        };
+        for mapped in foreign::read_all(src)? {
+            config.fill_from(mapped);
         }
-        let text = std::fs::read_to_string(&path).map_err(|source| Error::Io {
-            context: format!("reading {}", path.display()),
-            source,
-        })?;
-        ProjectConfig::parse(&text, &path)
+        Ok(config)
+    }
+
+    /// Where setting `key` (`build.start`, `versions.nodejs`, `buildpacks`, …) came from:
+    /// `kiln.toml KEY` unless another tool's file supplied it.
+    pub fn source_of(&self, key: &str) -> String {
+        self.sources
+            .get(key)
+            .cloned()
+            .unwrap_or_else(|| format!("kiln.toml {key}"))
+    }
+
+    /// Takes from `mapped` what this config leaves unset, field by field.
+    fn fill_from(&mut self, mapped: Mapped) {
+        let Mapped {
+            config: other,
+            sources,
+            warnings,
+        } = mapped;
+        let record = |key: &str, to: &mut BTreeMap<String, String>| {
+            if let Some(from) = sources.get(key) {
+                to.insert(key.to_owned(), from.clone());
+            }
+        };
+        if self.buildpacks.is_none() && other.buildpacks.is_some() {
+            self.buildpacks = other.buildpacks;
+            record("buildpacks", &mut self.sources);
+        }
+        for (id, version) in other.versions {
+            if !self.versions.contains_key(&id) {
+                self.versions.insert(id.clone(), version);
+                record(&format!("versions.{id}"), &mut self.sources);
+            }
+        }
+        for (step, slot, value) in [
+            ("install", &mut self.build.install, other.build.install),
+            ("build", &mut self.build.build, other.build.build),
+            ("start", &mut self.build.start, other.build.start),
+        ] {
+            if slot.is_none() && value.is_some() {
+                *slot = value;
+                record(&format!("build.{step}"), &mut self.sources);
+            }
+        }
+        for (mine, theirs) in [
+            (&mut self.build.include, other.build.include),
+            (&mut self.build.exclude, other.build.exclude),
+            (&mut self.packages.build, other.packages.build),
+            (&mut self.packages.run, other.packages.run),
+        ] {
+            if mine.is_empty() {
+                *mine = theirs;
+            }
+        }
+        for (mine, theirs) in [
+            (&mut self.build.env, other.build.env),
+            (&mut self.env, other.env),
+        ] {
+            for (name, value) in theirs {
+                mine.entry(name).or_insert(value);
+            }
+        }
+        if self.project.name.is_none() {
+            self.project.name = other.project.name;
+        }
+        self.warnings.extend(warnings);
     }
 
     /// Parses the text of a `kiln.toml` read from `path` (named in errors).

@@ -61,7 +61,7 @@ impl Settings {
             settings.link = Some((link.trim().to_owned(), "KILN_LINK".to_owned()));
         }
         if let Some(ids) = &project.buildpacks {
-            settings.buildpacks = Some((ids.clone(), "kiln.toml buildpacks".to_owned()));
+            settings.buildpacks = Some((ids.clone(), project.source_of("buildpacks")));
         }
         if let Some(list) = env.get("KILN_BUILDPACKS").filter(|v| !v.trim().is_empty()) {
             let ids = list
@@ -75,7 +75,7 @@ impl Settings {
                 id.clone(),
                 Sourced {
                     version: version.clone(),
-                    from: format!("kiln.toml versions.{id}"),
+                    from: project.source_of(&format!("versions.{id}")),
                 },
             );
         }
@@ -101,7 +101,7 @@ impl Settings {
         if let Some(start) = &project.build.start {
             settings.processes.insert(
                 "web".to_owned(),
-                (start.clone(), "kiln.toml build.start".to_owned()),
+                (start.clone(), project.source_of("build.start")),
             );
         }
         for (step, command) in [
@@ -111,7 +111,7 @@ impl Settings {
             if let Some(command) = command {
                 settings.steps.insert(
                     step.to_owned(),
-                    (command.clone(), format!("kiln.toml build.{step}")),
+                    (command.clone(), project.source_of(&format!("build.{step}"))),
                 );
             }
         }

@@ -212,3 +212,38 @@ fn inspect_of_a_missing_archive_says_the_file_is_missing() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("base.tar: no such file or directory"), "{err}");
 }
+
+/// Another tool's project file where `kiln.toml` is silent: `nixpacks.toml` `start.cmd` is the
+/// image's web process (over the Procfile, as a user's start command is), named as its source;
+/// a key with no Kiln equivalent is a warning in the build log, the build goes on.
+#[test]
+fn a_nixpacks_start_command_is_the_web_process_and_unmapped_keys_are_warned() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("app");
+    run_ok(
+        std::process::Command::new("cp")
+            .arg("-r")
+            .arg(fixture("procfile-static"))
+            .arg(&src),
+    );
+    std::fs::write(
+        src.join("nixpacks.toml"),
+        "[phases.setup]\nnixPkgs = [\"busybox\"]\n[start]\ncmd = \"httpd -f -p 9000 -h /workspace/public\"\n",
+    )
+    .unwrap();
+    // On scratch: nothing could start, and nothing needs to here.
+    let out = build_json(&src, tmp.path(), &["--no-verify"]);
+    let json = json_stdout(&out);
+    let web = &json["processes"][0];
+    assert_eq!(
+        web["command"],
+        serde_json::json!(["httpd", "-f", "-p", "9000", "-h", "/workspace/public"]),
+        "{json}"
+    );
+    assert_eq!(web["buildpack"], "nixpacks.toml", "{json}");
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        log.contains("warning: nixpacks.toml: phases.setup.nixPkgs has no Kiln equivalent"),
+        "{log}"
+    );
+}
