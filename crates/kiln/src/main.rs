@@ -51,10 +51,28 @@ enum Command {
     Cache(CacheCommand),
     /// Pin the Debian packages of the app's run image in SRC/kiln.lock.
     Lock(LockArgs),
+    /// Print Kiln's version and the versions of its built-in buildpacks.
+    Version(VersionArgs),
+    /// Print a shell completion script (e.g. `kiln completions bash > /etc/bash_completion.d/kiln`).
+    Completions(CompletionsArgs),
+}
+
+#[derive(clap::Args)]
+struct VersionArgs {
+    /// Print one JSON object (`kiln`, `buildpacks`) instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args)]
+struct CompletionsArgs {
+    /// The shell to complete for.
+    shell: clap_complete::Shell,
 }
 
 #[derive(clap::Args)]
 struct LockArgs {
+    /// Source directory.
     #[arg(default_value = ".")]
     src: PathBuf,
     /// Resolve again even when kiln.lock exists and still fits.
@@ -62,10 +80,13 @@ struct LockArgs {
     update: bool,
     #[command(flatten)]
     stack: StackArgs,
+    /// Build cache. Default: $XDG_CACHE_HOME/kiln.
     #[arg(long)]
     cache_dir: Option<PathBuf>,
+    /// Use buildpacks from this directory (with order.toml) instead of the built-in ones.
     #[arg(long)]
     buildpacks: Option<PathBuf>,
+    /// Print one JSON object on stdout (docs/json-output.md).
     #[arg(long)]
     json: bool,
 }
@@ -93,6 +114,7 @@ struct CacheLsArgs {
     /// Default: $XDG_CACHE_HOME/kiln.
     #[arg(long)]
     cache_dir: Option<PathBuf>,
+    /// Print one JSON object on stdout (docs/json-output.md).
     #[arg(long)]
     json: bool,
 }
@@ -105,6 +127,7 @@ struct CacheLsArgs {
         .args(["max_size", "older_than"])
 ))]
 struct CachePruneArgs {
+    /// Build cache. Default: $XDG_CACHE_HOME/kiln.
     #[arg(long)]
     cache_dir: Option<PathBuf>,
     /// e.g. 2G, 500M.
@@ -113,6 +136,7 @@ struct CachePruneArgs {
     /// e.g. 7d, 12h, 30m.
     #[arg(long, value_parser = kiln_build::cache_admin::parse_duration)]
     older_than: Option<std::time::Duration>,
+    /// Print one JSON object on stdout (docs/json-output.md).
     #[arg(long)]
     json: bool,
 }
@@ -158,6 +182,7 @@ struct BuildArgs {
     cache_image: Option<Reference>,
     #[command(flatten)]
     registry: RegistryArgs,
+    /// Output format: an oci-archive file or an OCI layout directory.
     #[arg(long, value_enum, default_value_t = Format::OciArchive)]
     format: Format,
     /// Image name, e.g. `myapp:1.2` (recorded in the archive's annotations and RepoTags).
@@ -245,10 +270,13 @@ impl From<IsolationArg> for Isolation {
 
 #[derive(clap::Args)]
 struct DetectArgs {
+    /// Source directory.
     #[arg(default_value = ".")]
     src: PathBuf,
+    /// Use buildpacks from this directory (with order.toml) instead of the built-in ones.
     #[arg(long)]
     buildpacks: Option<PathBuf>,
+    /// Print one JSON object on stdout (docs/json-output.md).
     #[arg(long)]
     json: bool,
 }
@@ -259,6 +287,7 @@ struct InspectArgs {
     /// file is an oci- or docker-archive, sniffed; a directory an OCI layout), or a registry
     /// reference.
     image: String,
+    /// Print one JSON object on stdout (docs/json-output.md).
     #[arg(long)]
     json: bool,
 }
@@ -278,6 +307,7 @@ struct RebaseArgs {
     /// Write the rebased image here.
     #[arg(short, long, required_unless_present = "publish")]
     output: Option<PathBuf>,
+    /// Output format: an oci-archive file or an OCI layout directory.
     #[arg(long, value_enum, default_value_t = Format::OciArchive)]
     format: Format,
     /// Image name recorded in the written archive.
@@ -286,10 +316,12 @@ struct RebaseArgs {
     /// Push the rebased image to this registry reference.
     #[arg(long, value_name = "REF", value_parser = parse_reference)]
     publish: Option<Reference>,
+    /// Build cache. Default: $XDG_CACHE_HOME/kiln.
     #[arg(long)]
     cache_dir: Option<PathBuf>,
     #[command(flatten)]
     registry: RegistryArgs,
+    /// Print one JSON object on stdout (docs/json-output.md).
     #[arg(long)]
     json: bool,
 }
@@ -316,6 +348,8 @@ fn main() -> ExitCode {
         Command::Cache(CacheCommand::Ls(args)) => cache_ls(args),
         Command::Cache(CacheCommand::Prune(args)) => cache_prune(args),
         Command::Lock(args) => lock(args),
+        Command::Version(args) => version(args),
+        Command::Completions(args) => completions(args),
     };
     match result {
         Ok(code) => code,
@@ -347,6 +381,8 @@ impl Command {
             Command::Cache(CacheCommand::Ls(a)) => a.json,
             Command::Cache(CacheCommand::Prune(a)) => a.json,
             Command::Lock(a) => a.json,
+            Command::Version(a) => a.json,
+            Command::Completions(_) => false,
         }
     }
 }
@@ -592,6 +628,42 @@ fn parse_reference(s: &str) -> Result<Reference, String> {
 
 fn parse_image_source(s: &str) -> Result<ImageSource, String> {
     image_source_or_path(s).map_err(|e| e.to_string())
+}
+
+fn version(args: VersionArgs) -> anyhow::Result<ExitCode> {
+    let kiln = env!("CARGO_PKG_VERSION");
+    let set = BuildpackSet::builtin()?;
+    let buildpacks: std::collections::BTreeMap<&str, &str> = set
+        .buildpacks
+        .iter()
+        .map(|b| {
+            (
+                b.spec.buildpack.id.as_str(),
+                b.spec.buildpack.version.as_str(),
+            )
+        })
+        .collect();
+    if args.json {
+        print_json(&serde_json::json!({ "kiln": kiln, "buildpacks": buildpacks }))?;
+    } else {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "kiln {kiln}")?;
+        for (id, version) in buildpacks {
+            writeln!(out, "  {id:<10} {version}")?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn completions(args: CompletionsArgs) -> anyhow::Result<ExitCode> {
+    use clap::CommandFactory;
+    clap_complete::generate(
+        args.shell,
+        &mut Cli::command(),
+        "kiln",
+        &mut std::io::stdout(),
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn detect(args: DetectArgs) -> anyhow::Result<ExitCode> {
@@ -845,4 +917,34 @@ fn cache_prune(args: CachePruneArgs) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Cli;
+    use clap::CommandFactory;
+
+    /// Every flag and argument of every subcommand says what it is for in `--help`.
+    #[test]
+    fn every_argument_has_help_text() {
+        fn undocumented(cmd: &clap::Command, path: &str, out: &mut Vec<String>) {
+            let path = format!("{path} {}", cmd.get_name());
+            for arg in cmd.get_arguments() {
+                let builtin = matches!(arg.get_id().as_str(), "help" | "version");
+                if !builtin && arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    out.push(format!("{path} {}", arg.get_id()));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                if sub.get_about().is_none() && sub.get_name() != "help" {
+                    out.push(format!("{path} {} (no about)", sub.get_name()));
+                }
+                undocumented(sub, &path, out);
+            }
+        }
+        let mut missing = Vec::new();
+        undocumented(&Cli::command(), "", &mut missing);
+        assert!(missing.is_empty(), "no help text: {missing:#?}");
+        Cli::command().debug_assert();
+    }
 }

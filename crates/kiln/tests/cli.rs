@@ -247,3 +247,44 @@ fn a_nixpacks_start_command_is_the_web_process_and_unmapped_keys_are_warned() {
         "{log}"
     );
 }
+
+/// `kiln version` names Kiln's version and each built-in buildpack's, as text or one object.
+#[test]
+fn version_names_kiln_and_its_buildpacks() {
+    let text = kiln_ok(&["version"]);
+    assert!(
+        text.starts_with(&format!("kiln {}\n", env!("CARGO_PKG_VERSION"))),
+        "{text}"
+    );
+    let out = kiln(&["version", "--json"]);
+    assert!(out.status.success());
+    let json = json_stdout(&out);
+    assert_eq!(json["schema_version"], 1, "{json}");
+    assert_eq!(json["kiln"], env!("CARGO_PKG_VERSION"), "{json}");
+    let nodejs = json["buildpacks"]["nodejs"].as_str().unwrap_or_default();
+    assert!(text.contains(&format!("nodejs     {nodejs}")), "{text}");
+}
+
+/// `kiln completions SHELL` prints a script the shell accepts, completing subcommands and flags.
+#[test]
+fn completions_are_a_script_the_shell_parses() {
+    if !require_tools(&["bash"]) {
+        return;
+    }
+    let script = kiln_ok(&["completions", "bash"]);
+    for word in ["build", "inspect", "--run-image", "--json"] {
+        assert!(script.contains(word), "{word} not completed");
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("kiln.bash");
+    std::fs::write(&path, &script).unwrap();
+    // Sourcing it defines the completion function and registers it for `kiln`.
+    let registered = run_ok(
+        std::process::Command::new("bash")
+            .arg("-c")
+            .arg(format!(". {} && complete -p kiln", path.display())),
+    );
+    assert!(registered.contains("kiln"), "{registered}");
+    let zsh = kiln_ok(&["completions", "zsh"]);
+    assert!(zsh.starts_with("#compdef kiln"), "{zsh}");
+}
