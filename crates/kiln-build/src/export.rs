@@ -45,6 +45,8 @@ pub struct ExportInput<'a> {
     pub layer_dirs: &'a LayerDirs,
     /// Runtimes provided for buildpacks: each becomes the first launch layer of its buildpack.
     pub runtimes: &'a [Provided],
+    /// A directory holding the image's SBOM documents: the `kiln/sbom` layer, before the app's.
+    pub sbom_dir: Option<&'a Path>,
 }
 
 impl ExportInput<'_> {
@@ -342,6 +344,15 @@ fn planned_layers(input: &ExportInput<'_>) -> Result<Vec<PlannedLayer>> {
                 entries: layer::normalize(entries)?,
             });
         }
+    }
+    if let Some(dir) = input.sbom_dir {
+        layers.push(PlannedLayer {
+            name: "kiln/sbom".into(),
+            entries: layer::normalize(layer::tree_entries(
+                dir,
+                &format!("/{}", kiln_sbom::IMAGE_DIR),
+            )?)?,
+        });
     }
     layers.push(PlannedLayer {
         name: "app".into(),

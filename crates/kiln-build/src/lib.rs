@@ -22,6 +22,7 @@ pub mod rebase;
 pub mod registry;
 pub mod registry_cache;
 pub mod runtimes;
+pub mod sbom;
 pub mod source;
 pub mod stack;
 pub mod step_cache;
@@ -84,6 +85,9 @@ pub struct BuildOptions {
     pub compression: Compression,
     /// Push the image here after building it.
     pub publish: Option<Reference>,
+    /// Write the image's SBOMs here (`sbom.spdx.json`, `sbom.cdx.json`); the image then carries
+    /// them too, under `/layers/kiln/sbom`. `None`: no SBOM.
+    pub sbom_dir: Option<PathBuf>,
     /// Registry image the build cache is read from before and written to after the build.
     pub cache_image: Option<Reference>,
     /// How registries are reached (TLS exceptions, platform, concurrency, retries).
@@ -126,6 +130,7 @@ impl BuildOptions {
             source_date_epoch: kiln_oci::layer::DEFAULT_MTIME,
             compression: Compression::DEFAULT,
             publish: None,
+            sbom_dir: None,
             cache_image: None,
             registry: kiln_registry::ClientOptions::default(),
             no_cache: false,
@@ -346,6 +351,17 @@ pub fn build(opts: &BuildOptions, log: &mut dyn Write) -> Result<BuildReport> {
     };
     let (runtimes, mut runtime_reports) = runtimes::provide(opts, &plan, &project.mirrors, log)?;
     runtime_reports.splice(0..0, distro_runtimes);
+    let sbom = match &opts.sbom_dir {
+        Some(_) => Some(sbom::inventory(
+            &image_subject(opts, &src),
+            opts.source_date_epoch,
+            &plan,
+            stack.as_ref(),
+            &runtime_reports,
+            &src,
+        )?),
+        None => None,
+    };
     let sandbox = isolation::isolate(opts, &plan, &project, sandbox, log)?;
     // Steps' cache keys include the runtimes (a new Node must re-run `npm ci`) and the sandbox
     // (outputs made on the host carry host paths).
@@ -375,6 +391,7 @@ pub fn build(opts: &BuildOptions, log: &mut dyn Write) -> Result<BuildReport> {
             scratch: scratch.path(),
             app_dir: &app_dir,
             sandbox: sandbox.as_ref(),
+            sbom: sbom.as_ref(),
         },
         source_entries,
         log,
@@ -386,6 +403,16 @@ pub fn build(opts: &BuildOptions, log: &mut dyn Write) -> Result<BuildReport> {
     returned?;
     for (buildpack, step, record) in &ran.records {
         step_cache::save(&cache.steps_dir(&project_id), buildpack, step, record)?;
+    }
+    if let (Some(dir), Some(sbom)) = (&opts.sbom_dir, &sbom) {
+        kiln_sbom::write_dir(dir, sbom)
+            .ctx(|| format!("writing the SBOMs into {}", dir.display()))?;
+        let _ = writeln!(
+            log,
+            "sbom: {} components in {}",
+            sbom.components().len(),
+            dir.display()
+        );
     }
     let export_ms = elapsed_ms(export_started);
     let push = match &opts.publish {
@@ -457,6 +484,8 @@ struct BuildContext<'a> {
     app_dir: &'a Path,
     /// `None`: steps run on the host.
     sandbox: Option<&'a isolation::Isolated>,
+    /// The image's SBOM, when it carries one.
+    sbom: Option<&'a kiln_sbom::Inventory>,
 }
 
 /// Runs the steps (or sees that none has to) and exports the image: everything between taking
@@ -532,6 +561,14 @@ fn build_layers(
     let steps_ms = elapsed_ms(steps_started);
 
     let export_started = Instant::now();
+    let sbom_dir = match cx.sbom {
+        Some(sbom) => {
+            let dir = cx.scratch.join("sbom");
+            kiln_sbom::write_dir(&dir, sbom).ctx(|| format!("writing {}", dir.display()))?;
+            Some(dir)
+        }
+        None => None,
+    };
     let exported = export::export(
         &export::ExportInput {
             opts,
@@ -541,10 +578,22 @@ fn build_layers(
             app,
             layer_dirs,
             runtimes: cx.runtimes,
+            sbom_dir: sbom_dir.as_deref(),
         },
         log,
     )?;
     Ok((exported, ran, steps_ms, export_started))
+}
+
+/// What the image's SBOM describes: its first name, else the app directory's name.
+fn image_subject(opts: &BuildOptions, app_src: &Path) -> String {
+    match opts.tag.as_ref().or(opts.publish.as_ref()) {
+        Some(image) => image.to_string(),
+        None => app_src
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "app".to_owned()),
+    }
 }
 
 /// Whose cache this build uses: see [`ProjectId`] for the order.

@@ -10,6 +10,8 @@ pub mod cyclonedx;
 pub mod lockfile;
 pub mod spdx;
 
+#[cfg(any(test, feature = "schema"))]
+pub mod schema;
 #[cfg(test)]
 mod schema_tests;
 

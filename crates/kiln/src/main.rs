@@ -234,6 +234,10 @@ struct BuildArgs {
     /// Network of sandboxed steps: `host` (installers reach their registries) or `none`.
     #[arg(long, value_enum, default_value_t = NetworkArg::Host)]
     network: NetworkArg,
+    /// Write the image's SBOMs into DIR (sbom.spdx.json: SPDX 2.3, sbom.cdx.json: CycloneDX
+    /// 1.5); the image carries them too, under /layers/kiln/sbom.
+    #[arg(long, value_name = "DIR")]
+    sbom_dir: Option<PathBuf>,
     /// Print one JSON object describing the result on stdout.
     #[arg(long)]
     json: bool,
@@ -442,6 +446,7 @@ fn build(args: BuildArgs) -> anyhow::Result<ExitCode> {
     let mut opts = BuildOptions::new(&args.src, PathBuf::new());
     opts.output = args.output;
     opts.publish = args.publish;
+    opts.sbom_dir = args.sbom_dir;
     opts.cache_image = args.cache_image;
     opts.registry = args.registry.options();
     opts.format = args.format.into();

@@ -250,7 +250,12 @@ fn pnpm_app_installs_with_the_pinned_pnpm_inside_the_build_root() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let (report, container, port) = serve_hermetic("node-pnpm10", dir.path(), &[]);
+    let sbom = dir.path().join("sbom");
+    let (report, container, port) = serve_hermetic(
+        "node-pnpm10",
+        dir.path(),
+        &["--sbom-dir", sbom.to_str().unwrap()],
+    );
     let (status, body) = container.http_get(port, "/");
     assert!(status.contains("200"), "{status}\n{}", container.log());
     assert_eq!(
@@ -266,7 +271,61 @@ fn pnpm_app_installs_with_the_pinned_pnpm_inside_the_build_root() {
         .filter_map(|s| s["name"].as_str())
         .collect();
     assert_eq!(ran, ["install", "build", "prune"], "{report:#}");
+    assert_sboms(&sbom, &container.rootfs(), &report);
     assert_hermetic(&report, Some(&[]), dir.path(), &container.rootfs());
+}
+
+/// The SBOMs `--sbom-dir` wrote are the image's (`/layers/kiln/sbom`, same bytes), the
+/// CycloneDX one valid against the CycloneDX 1.5 schema, and both list the app's `ms@2.1.3`
+/// (from pnpm-lock.yaml), the stack's `libc6` and the Node runtime with its sha256.
+fn assert_sboms(dir: &Path, rootfs: &Path, report: &serde_json::Value) {
+    let read = |name: &str| -> serde_json::Value {
+        let bytes = std::fs::read(dir.join(name)).unwrap();
+        let carried = std::fs::read(rootfs.join("layers/kiln/sbom").join(name)).unwrap();
+        assert_eq!(bytes, carried, "{name} in the image differs");
+        serde_json::from_slice(&bytes).unwrap()
+    };
+    let cdx = read("sbom.cdx.json");
+    let errors = kiln_sbom::schema::cyclonedx_errors(&cdx);
+    assert!(errors.is_empty(), "{errors:#?}");
+    let purls: Vec<&str> = cdx["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c["purl"].as_str())
+        .collect();
+    assert!(purls.contains(&"pkg:npm/ms@2.1.3"), "{purls:#?}");
+    let libc = report["stack"]["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "libc6")
+        .expect("libc6 in the stack");
+    assert!(
+        purls.iter().any(|p| p.starts_with(&format!(
+            "pkg:deb/debian/libc6@{}",
+            libc["version"].as_str().unwrap().replace('+', "%2B")
+        ))),
+        "{purls:#?}"
+    );
+    let node = cdx["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "node")
+        .expect("the node runtime");
+    assert_eq!(node["version"], report["runtimes"][0]["version"]);
+    let spdx = read("sbom.spdx.json");
+    assert_eq!(spdx["spdxVersion"], "SPDX-2.3");
+    let names: Vec<&str> = spdx["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["name"].as_str())
+        .collect();
+    for name in ["ms", "libc6", "node"] {
+        assert!(names.contains(&name), "{name} not in {names:?}");
+    }
 }
 
 /// A Node-API addon compiled by npm's node-gyp at install time, against the runtime's own
