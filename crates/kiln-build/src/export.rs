@@ -418,6 +418,13 @@ fn image_config(
             launch_env.insert("LD_LIBRARY_PATH".into(), libs.join(":"));
         }
     }
+    // Platforms (Cloud Run, Heroku, …) pass PORT at run time and win; this is the port the app
+    // listens on without one. A base image's own PORT is kept.
+    if base.config.config.env_var("PORT").is_none() {
+        launch_env
+            .entry("PORT".to_owned())
+            .or_insert_with(|| DEFAULT_PORT.to_string());
+    }
     let metadata = ImageMetadata {
         version: METADATA_VERSION,
         base: None,
@@ -450,8 +457,11 @@ fn image_config(
     config
 }
 
+/// The port an image listens on when neither the project nor a buildpack sets `PORT`.
+pub(crate) const DEFAULT_PORT: u16 = 8080;
+
 /// Kiln's config rules on top of `base`'s config, shared by build and rebase: `PATH` defaulted,
-/// launch env (from `metadata`) set, the app dir as working dir, `entrypoint` replacing the base's
+/// launch env (from `metadata`) set, `PORT` exposed, the app dir as working dir, `entrypoint` replacing the base's
 /// Entrypoint and Cmd, the metadata label (its `base` filled in from `base`) and history for
 /// `metadata.layers`.
 pub(crate) fn app_config(
@@ -468,6 +478,11 @@ pub(crate) fn app_config(
     }
     for (key, value) in metadata.launch_env.iter().flatten() {
         runtime.set_env_var(key, value);
+    }
+    if let Some(port) = runtime.env_var("PORT").and_then(|p| p.parse::<u16>().ok()) {
+        runtime
+            .exposed_ports
+            .insert(format!("{port}/tcp"), serde_json::json!({}));
     }
     runtime.working_dir = Some(APP_DIR.to_owned());
     // The base's Cmd would become arguments of our entrypoint: replace both.
