@@ -45,6 +45,59 @@ pub struct ExportInput<'a> {
     pub layer_dirs: &'a LayerDirs,
     /// Runtimes provided for buildpacks: each becomes the first launch layer of its buildpack.
     pub runtimes: &'a [Provided],
+    /// The image's creation time (RFC 3339): config, Kiln's history entries, annotation.
+    pub created: &'a str,
+    /// Config labels ([`crate::labels::image_labels`]).
+    pub labels: &'a BTreeMap<String, String>,
+}
+
+/// Where every planned process has a launcher: `/layers/kiln/processes/<type>`.
+pub const PROCESSES_DIR: &str = "/layers/kiln/processes";
+/// `#!/bin/sh` scripts that `exec` each process's argv (arguments given to the launcher are
+/// appended), so any process can be started by path:
+/// `docker run --entrypoint /layers/kiln/processes/worker IMAGE`. They go into the app layer;
+/// their bytes are kept in the cache's blob store (content-addressed, never rewritten), so the
+/// app layer's stat key stays the same from one build to the next.
+fn process_launchers(plan: &Plan, store: &BlobStore) -> Result<Vec<Entry>> {
+    let prefix = PROCESSES_DIR.trim_start_matches('/');
+    let mut entries = Vec::new();
+    for process in &plan.processes {
+        let kind = &process.kind;
+        // Types are `[A-Za-z0-9_-]+` (checked when buildpacks and kiln.toml are read): a file
+        // name. Refuse anything else rather than write outside the directory.
+        if kind.is_empty()
+            || !kind
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        {
+            return Err(Error::Options(format!(
+                "process type {kind:?} cannot name a launcher file"
+            )));
+        }
+        let script = launcher_script(process);
+        let digest = store.put_bytes(script.as_bytes())?;
+        entries.push(Entry {
+            path: format!("{prefix}/{kind}"),
+            kind: layer::EntryKind::file(store.path(&digest), script.len() as u64),
+            mode: 0o755,
+        });
+    }
+    Ok(entries)
+}
+
+fn launcher_script(process: &kiln_buildpack::plan::Process) -> String {
+    let argv: Vec<String> = process.command.iter().map(|a| sh_quote(a)).collect();
+    format!(
+        "#!/bin/sh\n# Kiln launcher: process {} (from {})\nexec {} \"$@\"\n",
+        process.kind,
+        process.buildpack,
+        argv.join(" ")
+    )
+}
+
+/// `s` as one single-quoted `sh` word.
+fn sh_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
 }
 
 pub struct Exported {
@@ -146,11 +199,17 @@ pub fn export(input: &ExportInput<'_>, log: &mut dyn Write) -> Result<Exported> 
     if opts.verify {
         verify(input, &config, verify_layers, log)?;
     }
-    let annotations = image_annotations(spec::rfc3339(opts.source_date_epoch), base);
+    let annotations = image_annotations(input.created.to_owned(), base);
     let image = image::assemble(&input.cache.store, config, &records, annotations)?;
     if let Some(output) = &opts.output {
-        let tag = opts.tag.as_ref();
-        write_output(&input.cache.store, &image, opts.format, tag, output, log)?;
+        write_output(
+            &input.cache.store,
+            &image,
+            opts.format,
+            &opts.tags,
+            output,
+            log,
+        )?;
     }
     Ok(Exported {
         image,
@@ -269,7 +328,8 @@ pub(crate) fn platform_name(p: &Platform) -> String {
     }
 }
 
-/// The launch layers of every buildpack (with the app paths they capture), then the app layer.
+/// The launch layers of every buildpack (with the app paths they capture), then the app layer
+/// (with the process launchers).
 fn planned_layers(input: &ExportInput<'_>) -> Result<Vec<PlannedLayer>> {
     let app_prefix = APP_DIR.trim_start_matches('/');
     let mut app: Vec<Entry> = input.app.clone();
@@ -325,6 +385,7 @@ fn planned_layers(input: &ExportInput<'_>) -> Result<Vec<PlannedLayer>> {
             });
         }
     }
+    app.extend(process_launchers(input.plan, &input.cache.store)?);
     layers.push(PlannedLayer {
         name: "app".into(),
         entries: layer::normalize(app)?,
@@ -370,7 +431,7 @@ pub(crate) fn write_output(
     store: &BlobStore,
     image: &Image,
     format: OutputFormat,
-    tag: Option<&Reference>,
+    tags: &[Reference],
     output: &Path,
     log: &mut dyn Write,
 ) -> Result<()> {
@@ -379,9 +440,11 @@ pub(crate) fn write_output(
     }
     match format {
         OutputFormat::OciArchive => {
-            kiln_oci::archive::write_oci_archive(store, image, tag, output)?
+            kiln_oci::archive::write_oci_archive_named(store, image, tags, output)?
         }
-        OutputFormat::OciDir => kiln_oci::archive::write_oci_dir(store, image, tag, output)?,
+        OutputFormat::OciDir => {
+            kiln_oci::archive::write_oci_dir_named(store, image, tags, output)?
+        }
     }
     let _ = writeln!(
         log,
@@ -439,10 +502,11 @@ fn image_config(
         layers: built.to_vec(),
         processes: plan.processes.iter().map(ProcessMetadata::from).collect(),
         launch_env: Some(launch_env),
+        labels: Some(input.labels.clone()),
     };
     let mut config = app_config(
         base,
-        spec::rfc3339(input.opts.source_date_epoch),
+        input.created.to_owned(),
         plan.processes.first().map(|p| p.command.clone()),
         metadata,
     );
@@ -461,9 +525,9 @@ fn image_config(
 pub(crate) const DEFAULT_PORT: u16 = 8080;
 
 /// Kiln's config rules on top of `base`'s config, shared by build and rebase: `PATH` defaulted,
-/// launch env (from `metadata`) set, `PORT` exposed, the app dir as working dir, `entrypoint` replacing the base's
-/// Entrypoint and Cmd, the metadata label (its `base` filled in from `base`) and history for
-/// `metadata.layers`.
+/// launch env (from `metadata`) set, `PORT` exposed, the app dir as working dir, `entrypoint`
+/// replacing the base's Entrypoint and Cmd, the build's labels over the base's, the metadata
+/// label (its `base` filled in from `base`) and history for `metadata.layers`, all `created`.
 pub(crate) fn app_config(
     base: &LoadedImage,
     created: String,
@@ -488,6 +552,9 @@ pub(crate) fn app_config(
     // The base's Cmd would become arguments of our entrypoint: replace both.
     runtime.entrypoint = entrypoint;
     runtime.cmd = None;
+    for (key, value) in metadata.labels.iter().flatten() {
+        runtime.labels.insert(key.clone(), value.clone());
+    }
     metadata.base = base.manifest_digest.as_ref().map(|digest| BaseMetadata {
         name: base_name(base),
         digest: Some(digest.clone()),

@@ -23,6 +23,10 @@ pub struct ImageMetadata {
     /// `None` in images built before it was recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub launch_env: Option<BTreeMap<String, String>>,
+    /// The config labels the build set (`--label`, `kiln.toml` `[labels]`, git-derived), so a
+    /// rebase re-applies them over a new base's labels. `None` in images built before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<BTreeMap<String, String>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

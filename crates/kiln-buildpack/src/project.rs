@@ -23,6 +23,9 @@
 //!
 //! [env]                          # runtime env in the image config (unlike [build.env])
 //! LOG_LEVEL = "info"
+//!
+//! [labels]                       # image config labels (over the git-derived ones; --label wins)
+//! "org.opencontainers.image.title" = "web"
 //! ```
 
 use std::collections::BTreeMap;
@@ -70,6 +73,30 @@ pub struct ProjectConfig {
     /// Runtime environment for the image config, over the buildpacks' launch env.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// Image config labels, over the ones Kiln derives from a git checkout; `--label` wins.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Label keys Kiln writes itself: a project cannot set them.
+pub const RESERVED_LABEL_PREFIX: &str = "dev.kiln.";
+
+/// Why `key` cannot be an image label set by a project or `--label`: empty, containing
+/// whitespace, `=` or control characters, or in Kiln's own `dev.kiln.` namespace.
+pub fn check_label_key(key: &str) -> std::result::Result<(), String> {
+    if key.is_empty() {
+        return Err("is empty".into());
+    }
+    if key
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control() || c == '=')
+    {
+        return Err("must not contain whitespace, control characters or '='".into());
+    }
+    if key.starts_with(RESERVED_LABEL_PREFIX) {
+        return Err(format!("is reserved: {RESERVED_LABEL_PREFIX}* labels are Kiln's own"));
+    }
+    Ok(())
 }
 
 /// `[image]`: how the built image presents itself to runtimes.
@@ -184,6 +211,9 @@ impl ProjectConfig {
         let config: ProjectConfig = manifest::parse_toml(text, path)?;
         check_env_names(config.build.env.keys(), "[build.env]", path)?;
         check_env_names(config.env.keys(), "[env]", path)?;
+        for key in config.labels.keys() {
+            check_label_key(key).map_err(|why| invalid(path, format!("[labels] {key:?} {why}")))?;
+        }
         if let Some(app) = &config.app {
             manifest::check_relative(app)
                 .map_err(|why| invalid(path, format!("app {app:?} {why}")))?;
@@ -225,6 +255,26 @@ mod tests {
         let config = ProjectConfig::load(dir.path()).unwrap();
         assert_eq!(config.build.exclude, vec!["docs/"]);
         assert_eq!(config.build.env["GOFLAGS"], "-tags=prod");
+    }
+
+    #[test]
+    fn reads_labels_and_refuses_kilns_own() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(
+            dir.path().join("kiln.toml"),
+            "[labels]\n\"org.opencontainers.image.title\" = \"web\"\nteam = \"a\"\n",
+        )
+        .unwrap();
+        let config = ProjectConfig::load(dir.path()).unwrap();
+        assert_eq!(config.labels["org.opencontainers.image.title"], "web");
+        assert_eq!(config.labels["team"], "a");
+        fs::write(
+            dir.path().join("kiln.toml"),
+            "[labels]\n\"dev.kiln.metadata\" = \"{}\"\n",
+        )
+        .unwrap();
+        let err = ProjectConfig::load(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("kiln.toml") && err.contains("reserved"), "{err}");
     }
 
     #[test]
