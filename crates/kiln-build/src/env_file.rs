@@ -15,10 +15,7 @@ const MAX_SIZE: u64 = 1 << 20;
 /// The variables of `path`, in file order (a later line for the same key wins when they are
 /// inserted in order). `lookup` gives the caller's value of a bare `KEY`
 /// (`|k| std::env::var(k).ok()`).
-pub fn read(
-    path: &Path,
-    lookup: impl Fn(&str) -> Option<String>,
-) -> Result<Vec<(String, String)>> {
+pub fn read(path: &Path, lookup: impl Fn(&str) -> Option<String>) -> Result<Vec<(String, String)>> {
     let meta = std::fs::metadata(path).map_err(|e| options(path, None, e.to_string()))?;
     if !meta.is_file() {
         return Err(options(path, None, "not a regular file".into()));
@@ -59,9 +56,8 @@ pub fn parse(
             Some((key, value)) => (key, Some(value)),
             None => (trimmed.trim_end(), None),
         };
-        kiln_buildpack::check_env_name(key).map_err(|why| {
-            options(path, Some(line_no), format!("variable name {key:?} {why}"))
-        })?;
+        kiln_buildpack::check_env_name(key)
+            .map_err(|why| options(path, Some(line_no), format!("variable name {key:?} {why}")))?;
         let value = match value {
             Some(value) => value.to_owned(),
             None => lookup(key).ok_or_else(|| {
@@ -96,10 +92,7 @@ mod tests {
     fn docker_env_file_lines() {
         let text = "# comment\n\nA=1\r\n  B=x y\nC=\"quoted\" stays\nD=a=b\nE=\nFROM_CALLER\nA=2\n";
         let vars = parse(text, Path::new("build.env"), lookup).unwrap();
-        let pairs: Vec<(&str, &str)> = vars
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
+        let pairs: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         assert_eq!(
             pairs,
             [
@@ -119,7 +112,9 @@ mod tests {
         let path = Path::new("ci/build.env");
         let err = parse("A=1\nB C=2\n", path, lookup).unwrap_err().to_string();
         assert!(err.starts_with("--env-file ci/build.env:2: "), "{err}");
-        let err = parse("\n\nMISSING\n", path, lookup).unwrap_err().to_string();
+        let err = parse("\n\nMISSING\n", path, lookup)
+            .unwrap_err()
+            .to_string();
         assert_eq!(
             err,
             "--env-file ci/build.env:3: MISSING: not set in the environment"
@@ -129,7 +124,9 @@ mod tests {
         std::fs::write(&file, b"A=1\nB=\xff\n").unwrap();
         let err = read(&file, lookup).unwrap_err().to_string();
         assert!(err.ends_with("bad.env:2: not valid UTF-8"), "{err}");
-        let err = read(&dir.path().join("none.env"), lookup).unwrap_err().to_string();
+        let err = read(&dir.path().join("none.env"), lookup)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("none.env: "), "{err}");
     }
 }

@@ -49,6 +49,26 @@ pub struct ExportInput<'a> {
     pub created: &'a str,
     /// Config labels ([`crate::labels::image_labels`]).
     pub labels: &'a BTreeMap<String, String>,
+    /// `kiln.toml` `[image] user` (see [`run_as`]).
+    pub user: Option<&'a str>,
+}
+
+/// The non-root user's uid and gid: the `nonroot` user every Kiln stack has (distroless's).
+pub const NONROOT_UID: u32 = kiln_debian::generate::NONROOT_UID;
+
+/// Who the image runs as: `(config User to set, whether the app directory is the non-root
+/// user's)`. On Kiln's stack the default is non-root (`65532:65532`, numeric so that
+/// Kubernetes' `runAsNonRoot` can check it) and `/workspace` is owned by it. On a run image
+/// the user supplied, Kiln cannot know which users it has or what its processes expect, so its
+/// own `User` is kept unless `[image] user` says `nonroot` or `root`.
+pub(crate) fn run_as(setting: Option<&str>, base: &LoadedImage) -> (Option<String>, bool) {
+    let nonroot = format!("{NONROOT_UID}:{NONROOT_UID}");
+    match setting {
+        Some("root") => (Some("0:0".to_owned()), false),
+        Some(_) => (Some(nonroot), true),
+        None if matches!(base.source, ImageSource::Stack(_)) => (Some(nonroot), true),
+        None => (None, false),
+    }
 }
 
 /// Where every planned process has a launcher: `/layers/kiln/processes/<type>`.
@@ -114,9 +134,17 @@ struct PlannedLayer {
 pub fn export(input: &ExportInput<'_>, log: &mut dyn Write) -> Result<Exported> {
     let opts = input.opts;
     let base = input.base;
+    let (user, app_owned) = run_as(input.user, base);
     let layer_opts = LayerOptions {
         mtime: opts.source_date_epoch,
         compression: opts.compression,
+        // Everything Kiln puts under the app directory (the app layer, captured paths in
+        // buildpack layers) belongs to the user the processes run as, so they can write there.
+        owned: app_owned.then(|| layer::Owned {
+            prefix: APP_DIR.trim_start_matches('/').to_owned(),
+            uid: u64::from(NONROOT_UID),
+            gid: u64::from(NONROOT_UID),
+        }),
         ..LayerOptions::default()
     };
 
@@ -195,7 +223,7 @@ pub fn export(input: &ExportInput<'_>, log: &mut dyn Write) -> Result<Exported> 
         }
     }
 
-    let config = image_config(input, base, &built);
+    let config = image_config(input, base, &built, user);
     if opts.verify {
         verify(input, &config, verify_layers, log)?;
     }
@@ -442,9 +470,7 @@ pub(crate) fn write_output(
         OutputFormat::OciArchive => {
             kiln_oci::archive::write_oci_archive_named(store, image, tags, output)?
         }
-        OutputFormat::OciDir => {
-            kiln_oci::archive::write_oci_dir_named(store, image, tags, output)?
-        }
+        OutputFormat::OciDir => kiln_oci::archive::write_oci_dir_named(store, image, tags, output)?,
     }
     let _ = writeln!(
         log,
@@ -460,6 +486,7 @@ fn image_config(
     input: &ExportInput<'_>,
     base: &LoadedImage,
     built: &[LayerMetadata],
+    user: Option<String>,
 ) -> ImageConfig {
     let plan = input.plan;
     // Runtime bins lead the image's PATH, ahead of the buildpacks' own or the base's.
@@ -503,6 +530,7 @@ fn image_config(
         processes: plan.processes.iter().map(ProcessMetadata::from).collect(),
         launch_env: Some(launch_env),
         labels: Some(input.labels.clone()),
+        user,
     };
     let mut config = app_config(
         base,
@@ -547,6 +575,9 @@ pub(crate) fn app_config(
         runtime
             .exposed_ports
             .insert(format!("{port}/tcp"), serde_json::json!({}));
+    }
+    if let Some(user) = &metadata.user {
+        runtime.user = Some(user.clone());
     }
     runtime.working_dir = Some(APP_DIR.to_owned());
     // The base's Cmd would become arguments of our entrypoint: replace both.

@@ -333,7 +333,10 @@ mod tests {
         fs::write(wt.join(".git"), "gitdir: ../main/.git/worktrees/wt\n").unwrap();
         let info = read(&wt).unwrap();
         assert_eq!(info.revision.as_deref(), Some(B));
-        assert_eq!(info.origin.as_deref(), Some("https://github.com/acme/web.git"));
+        assert_eq!(
+            info.origin.as_deref(),
+            Some("https://github.com/acme/web.git")
+        );
         // A gitdir that is not a git directory is no checkout.
         fs::write(wt.join(".git"), "gitdir: ../nowhere\n").unwrap();
         assert_eq!(read(&wt), None);
@@ -346,15 +349,24 @@ mod tests {
             origin_url(config).as_deref(),
             Some("git@github.com:acme/web.git")
         );
-        assert_eq!(origin_url("[remote.origin]\nurl=https://h/r\n").as_deref(), Some("https://h/r"));
+        assert_eq!(
+            origin_url("[remote.origin]\nurl=https://h/r\n").as_deref(),
+            Some("https://h/r")
+        );
         assert_eq!(origin_url("[remote \"Origin\"]\nurl=https://h/r\n"), None);
     }
 
     #[test]
     fn public_urls_lose_credentials_and_local_paths() {
         let cases = [
-            ("https://user:pass@github.com/a/b.git", Some("https://github.com/a/b.git")),
-            ("https://TOKEN@gitlab.example:8443/a/b", Some("https://gitlab.example:8443/a/b")),
+            (
+                "https://user:pass@github.com/a/b.git",
+                Some("https://github.com/a/b.git"),
+            ),
+            (
+                "https://TOKEN@gitlab.example:8443/a/b",
+                Some("https://gitlab.example:8443/a/b"),
+            ),
             ("http://host/a", Some("http://host/a")),
             ("ssh://git@host/a.git", Some("ssh://git@host/a.git")),
             ("ssh://git:pw@host/a.git", Some("ssh://host/a.git")),

@@ -29,7 +29,8 @@ pub fn image_labels(
     created: &str,
 ) -> Result<BTreeMap<String, String>> {
     for key in cli.keys() {
-        check_label_key(key).map_err(|why| Error::Options(format!("--label {key:?}: key {why}")))?;
+        check_label_key(key)
+            .map_err(|why| Error::Options(format!("--label {key:?}: key {why}")))?;
     }
     let mut labels = BTreeMap::from([(CREATED.to_owned(), created.to_owned())]);
     if let Some(info) = git::read(src) {

@@ -372,8 +372,7 @@ pub fn build(opts: &BuildOptions, log: &mut dyn Write) -> Result<BuildReport> {
         None => src,
     };
     let created = kiln_oci::spec::rfc3339(opts.creation_time.seconds(opts.source_date_epoch));
-    let labels =
-        labels::image_labels(&checkout, &src, &plan, &project, &opts.labels, &created)?;
+    let labels = labels::image_labels(&checkout, &src, &plan, &project, &opts.labels, &created)?;
     let detect_ms = elapsed_ms(started);
 
     let cache = BuildCache::open(&opts.cache_dir, log)?;
@@ -431,6 +430,7 @@ pub fn build(opts: &BuildOptions, log: &mut dyn Write) -> Result<BuildReport> {
             sandbox: sandbox.as_ref(),
             created: &created,
             labels: &labels,
+            user: project.image.user.as_deref(),
         },
         source_entries,
         log,
@@ -517,6 +517,8 @@ struct BuildContext<'a> {
     /// The image's creation time, RFC 3339.
     created: &'a str,
     labels: &'a BTreeMap<String, String>,
+    /// `kiln.toml` `[image] user`.
+    user: Option<&'a str>,
 }
 
 /// Runs the steps (or sees that none has to) and exports the image: everything between taking
@@ -603,6 +605,7 @@ fn build_layers(
             runtimes: cx.runtimes,
             created: cx.created,
             labels: cx.labels,
+            user: cx.user,
         },
         log,
     )?;

@@ -20,6 +20,7 @@
 //!
 //! [image]
 //! port = 3000                    # the image's PORT and ExposedPorts (default 8080)
+//! user = "root"                  # processes run as root (default on Kiln's stacks: nonroot, 65532)
 //!
 //! [env]                          # runtime env in the image config (unlike [build.env])
 //! LOG_LEVEL = "info"
@@ -94,7 +95,9 @@ pub fn check_label_key(key: &str) -> std::result::Result<(), String> {
         return Err("must not contain whitespace, control characters or '='".into());
     }
     if key.starts_with(RESERVED_LABEL_PREFIX) {
-        return Err(format!("is reserved: {RESERVED_LABEL_PREFIX}* labels are Kiln's own"));
+        return Err(format!(
+            "is reserved: {RESERVED_LABEL_PREFIX}* labels are Kiln's own"
+        ));
     }
     Ok(())
 }
@@ -105,7 +108,15 @@ pub fn check_label_key(key: &str) -> std::result::Result<(), String> {
 pub struct ProjectImage {
     /// The port the app listens on: the image's `PORT` and its `ExposedPorts` entry.
     pub port: Option<u16>,
+    /// Who the image's processes run as: `nonroot` (uid/gid 65532, the default on Kiln's
+    /// stacks; the app directory is owned by it) or `root`. `None`: the default, which on a
+    /// user-supplied run image keeps that image's own `User`.
+    #[serde(default)]
+    pub user: Option<String>,
 }
+
+/// `[image] user` values.
+pub const IMAGE_USERS: &[&str] = &["nonroot", "root"];
 
 /// `[stack]`: which Debian stack Kiln's own run image is assembled from, and from where.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -211,6 +222,14 @@ impl ProjectConfig {
         let config: ProjectConfig = manifest::parse_toml(text, path)?;
         check_env_names(config.build.env.keys(), "[build.env]", path)?;
         check_env_names(config.env.keys(), "[env]", path)?;
+        if let Some(user) = &config.image.user {
+            if !IMAGE_USERS.contains(&user.as_str()) {
+                return Err(invalid(
+                    path,
+                    format!("[image] user {user:?}: expected \"nonroot\" or \"root\""),
+                ));
+            }
+        }
         for key in config.labels.keys() {
             check_label_key(key).map_err(|why| invalid(path, format!("[labels] {key:?} {why}")))?;
         }
@@ -274,7 +293,10 @@ mod tests {
         )
         .unwrap();
         let err = ProjectConfig::load(dir.path()).unwrap_err().to_string();
-        assert!(err.contains("kiln.toml") && err.contains("reserved"), "{err}");
+        assert!(
+            err.contains("kiln.toml") && err.contains("reserved"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -287,6 +309,21 @@ mod tests {
         .unwrap();
         let config = ProjectConfig::load(dir.path()).unwrap();
         assert_eq!(config.image.port, Some(3000));
+        fs::write(dir.path().join("kiln.toml"), "[image]\nuser = \"root\"\n").unwrap();
+        assert_eq!(
+            ProjectConfig::load(dir.path())
+                .unwrap()
+                .image
+                .user
+                .as_deref(),
+            Some("root")
+        );
+        fs::write(dir.path().join("kiln.toml"), "[image]\nuser = \"admin\"\n").unwrap();
+        let err = ProjectConfig::load(dir.path()).unwrap_err().to_string();
+        assert!(
+            err.contains("kiln.toml") && err.contains("nonroot"),
+            "{err}"
+        );
         assert_eq!(config.env["LOG_LEVEL"], "info");
     }
 

@@ -627,7 +627,10 @@ mod tests {
             index.manifests[0].annotations[ANNOTATION_CONTAINERD_NAME],
             "registry.example/app:1.2"
         );
-        assert_eq!(index.manifests[1].annotations[ANNOTATION_REF_NAME], "latest");
+        assert_eq!(
+            index.manifests[1].annotations[ANNOTATION_REF_NAME],
+            "latest"
+        );
         let docker: serde_json::Value = serde_json::from_slice(content("manifest.json")).unwrap();
         assert_eq!(
             docker[0]["RepoTags"],

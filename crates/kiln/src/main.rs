@@ -444,8 +444,9 @@ fn build(args: BuildArgs) -> anyhow::Result<ExitCode> {
     opts.project = args.project;
     opts.buildpacks = load_buildpacks(args.buildpacks.as_deref())?;
     for file in &args.env_file {
-        opts.env
-            .extend(kiln_build::env_file::read(file, |key| std::env::var(key).ok())?);
+        opts.env.extend(kiln_build::env_file::read(file, |key| {
+            std::env::var(key).ok()
+        })?);
     }
     opts.env.extend(args.env);
     opts.compression = args.compression;

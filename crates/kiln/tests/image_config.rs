@@ -162,7 +162,8 @@ fn labels_from_git_then_kiln_toml_then_label_flags() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
-    let kiln_toml = "[labels]\nteam = \"from-toml\"\n\"org.opencontainers.image.title\" = \"site\"\n";
+    let kiln_toml =
+        "[labels]\nteam = \"from-toml\"\n\"org.opencontainers.image.title\" = \"site\"\n";
     let app = app(tmp.path(), Some(kiln_toml), None);
     fake_checkout(&app);
     let layout = build_layout(
@@ -231,9 +232,16 @@ fn several_tags_and_an_explicit_creation_time_with_history_to_match() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|m| m["annotations"]["io.containerd.image.name"].as_str().unwrap())
+        .map(|m| {
+            m["annotations"]["io.containerd.image.name"]
+                .as_str()
+                .unwrap()
+        })
         .collect();
-    assert_eq!(names, ["registry.example/site:1.0", "docker.io/library/site:latest"]);
+    assert_eq!(
+        names,
+        ["registry.example/site:1.0", "docker.io/library/site:latest"]
+    );
     assert_eq!(
         index["manifests"][0]["digest"],
         index["manifests"][1]["digest"]
@@ -263,7 +271,10 @@ fn several_tags_and_an_explicit_creation_time_with_history_to_match() {
     let created = config.created.clone().unwrap();
     assert!(created.as_str() > "2026-01-01", "{created}");
     assert_eq!(config.history[1].created.as_ref(), Some(&created));
-    assert_eq!(config.config.labels["org.opencontainers.image.created"], created);
+    assert_eq!(
+        config.config.labels["org.opencontainers.image.created"],
+        created
+    );
     // Layer mtimes stay reproducible: the app layer is the cached one.
     assert_eq!(
         kiln(&[
@@ -390,4 +401,47 @@ fn every_process_has_a_launcher_that_runs_it() {
     assert!(status.contains("200"), "{status}");
     let said = container.exec(&["/layers/kiln/processes/greet", "me"]);
     assert_eq!(said, "hello from me, it's nobody\n");
+}
+
+#[test]
+fn user_on_a_run_image_of_ones_own_is_kept_unless_kiln_toml_names_one() {
+    if !require_tools(&["busybox", "skopeo", "umoci", "runc"]) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    // The busybox base says nothing: Kiln cannot know its users, so it sets none.
+    assert_eq!(build_config(tmp.path(), None, &[]).user, None);
+
+    let tmp = tempfile::tempdir().unwrap();
+    let config = build_config(tmp.path(), Some("[image]\nuser = \"root\"\n"), &[]);
+    assert_eq!(config.user.as_deref(), Some("0:0"));
+
+    // `nonroot`: uid/gid 65532, and the app directory is its own, so the app can write there
+    // (runc maps nothing: the uid in the image is the uid that runs).
+    let tmp = tempfile::tempdir().unwrap();
+    let app = app(tmp.path(), Some("[image]\nuser = \"nonroot\"\n"), None);
+    let layout = build_layout(tmp.path(), &app, &[]);
+    assert_eq!(
+        image_config(&layout).config.user.as_deref(),
+        Some("65532:65532")
+    );
+    let port = free_port();
+    let container = Container::start(
+        &format!("oci:{}", layout.display()),
+        &[("PORT", &port.to_string())],
+    );
+    let (status, _) = container.http_get(port, "/");
+    assert!(status.contains("200"), "{status}");
+    let ids = container.exec(&[
+        "/bin/sh",
+        "-c",
+        "echo $(cat /proc/self/status | busybox grep '^Uid:')",
+    ]);
+    assert_eq!(ids.split_whitespace().nth(1), Some("65532"), "{ids}");
+    let wrote = container.exec(&[
+        "/bin/sh",
+        "-c",
+        "echo hi > /workspace/new && cat /workspace/new",
+    ]);
+    assert_eq!(wrote, "hi\n");
 }

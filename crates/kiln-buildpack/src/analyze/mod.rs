@@ -160,7 +160,8 @@ pub fn app_version(src: &Path, buildpack: &str) -> Result<Option<Sourced>> {
             json_str(&pkg, "version").map(|v| (v.to_owned(), "package.json version"))
         }),
         "rust" => tree.toml("Cargo.toml")?.and_then(|cargo| {
-            toml_str(&cargo, "package.version").map(|v| (v.to_owned(), "Cargo.toml package.version"))
+            toml_str(&cargo, "package.version")
+                .map(|v| (v.to_owned(), "Cargo.toml package.version"))
         }),
         "python" => tree.toml("pyproject.toml")?.and_then(|py| {
             toml_str(&py, "project.version")
@@ -500,21 +501,35 @@ mod tests {
     fn app_version_from_each_ecosystems_manifest() {
         let dir = tempfile::tempdir().unwrap();
         let write = |name: &str, text: &str| std::fs::write(dir.path().join(name), text).unwrap();
-        let version = |bp: &str| app_version(dir.path(), bp).unwrap().map(|s| (s.version, s.from));
+        let version = |bp: &str| {
+            app_version(dir.path(), bp)
+                .unwrap()
+                .map(|s| (s.version, s.from))
+        };
         assert_eq!(version("nodejs"), None);
         write("package.json", r#"{"name": "web", "version": "1.4.2"}"#);
-        write("Cargo.toml", "[package]\nname = \"a\"\nversion.workspace = true\n");
+        write(
+            "Cargo.toml",
+            "[package]\nname = \"a\"\nversion.workspace = true\n",
+        );
         write("pyproject.toml", "[tool.poetry]\nversion = \"0.3.0\"\n");
         assert_eq!(
             version("nodejs"),
             Some(("1.4.2".into(), "package.json version".into()))
         );
-        assert_eq!(version("rust"), None, "an inherited version is not a string");
+        assert_eq!(
+            version("rust"),
+            None,
+            "an inherited version is not a string"
+        );
         assert_eq!(
             version("python"),
             Some(("0.3.0".into(), "pyproject.toml tool.poetry.version".into()))
         );
-        write("pyproject.toml", "[project]\nversion = \"2.0\"\n[tool.poetry]\nversion = \"0.3.0\"\n");
+        write(
+            "pyproject.toml",
+            "[project]\nversion = \"2.0\"\n[tool.poetry]\nversion = \"0.3.0\"\n",
+        );
         assert_eq!(version("python").unwrap().0, "2.0");
         write("Cargo.toml", "[package]\nversion = \"0.9.1\"\n");
         assert_eq!(version("rust").unwrap().0, "0.9.1");
