@@ -15,7 +15,7 @@ fn main() -> ExitCode {
     let mut opts = kiln_build::BuildOptions::new(src, output);
     if let Some(tag) = rest.first() {
         match kiln_oci::reference::Reference::parse(tag) {
-            Ok(reference) => opts.tag = Some(reference),
+            Ok(reference) => opts.tags.push(reference),
             Err(e) => {
                 eprintln!("error: {e}");
                 return ExitCode::from(2);

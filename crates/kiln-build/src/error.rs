@@ -47,6 +47,10 @@ pub enum Error {
     /// `--isolation sandbox` on a machine where sandboxes cannot start.
     #[error("--isolation sandbox: {0} (--isolation host runs build steps on the host)")]
     SandboxUnavailable(String),
+    /// A build option the caller gave is unusable (a `--label` key, an `--env-file` line):
+    /// the message names the option, file and line.
+    #[error("{0}")]
+    Options(String),
     #[error("{context}: {source}")]
     Io {
         context: String,
@@ -71,6 +75,7 @@ impl Error {
             Error::NothingDetected { .. } => "nothing_detected",
             Error::StepFailed { .. } => "step_failed",
             Error::SandboxUnavailable(_) => "sandbox_unavailable",
+            Error::Options(_) => "options",
             Error::Io { .. } => "io",
         }
     }

@@ -47,6 +47,12 @@ pub struct ExportInput<'a> {
     pub runtimes: &'a [Provided],
     /// A directory holding the image's SBOM documents: the `kiln/sbom` layer, before the app's.
     pub sbom_dir: Option<&'a Path>,
+    /// The image's creation time (RFC 3339): config, Kiln's history entries, annotation.
+    pub created: &'a str,
+    /// Config labels ([`crate::labels::image_labels`]).
+    pub labels: &'a BTreeMap<String, String>,
+    /// `kiln.toml` `[image] user` (see [`run_as`]).
+    pub user: Option<&'a str>,
 }
 
 impl ExportInput<'_> {
@@ -56,6 +62,73 @@ impl ExportInput<'_> {
             .iter()
             .filter(|p| self.plan.ships_runtime(&p.buildpack))
     }
+}
+
+/// The non-root user's uid and gid: the `nonroot` user every Kiln stack has (distroless's).
+pub const NONROOT_UID: u32 = kiln_debian::generate::NONROOT_UID;
+
+/// Who the image runs as: `(config User to set, whether the app directory is the non-root
+/// user's)`. On Kiln's stack the default is non-root (`65532:65532`, numeric so that
+/// Kubernetes' `runAsNonRoot` can check it) and `/workspace` is owned by it. On a run image
+/// the user supplied, Kiln cannot know which users it has or what its processes expect, so its
+/// own `User` is kept unless `[image] user` says `nonroot` or `root`.
+pub(crate) fn run_as(setting: Option<&str>, base: &LoadedImage) -> (Option<String>, bool) {
+    let nonroot = format!("{NONROOT_UID}:{NONROOT_UID}");
+    match setting {
+        Some("root") => (Some("0:0".to_owned()), false),
+        Some(_) => (Some(nonroot), true),
+        None if matches!(base.source, ImageSource::Stack(_)) => (Some(nonroot), true),
+        None => (None, false),
+    }
+}
+
+/// Where every planned process has a launcher: `/layers/kiln/processes/<type>`.
+pub const PROCESSES_DIR: &str = "/layers/kiln/processes";
+/// `#!/bin/sh` scripts that `exec` each process's argv (arguments given to the launcher are
+/// appended), so any process can be started by path:
+/// `docker run --entrypoint /layers/kiln/processes/worker IMAGE`. They go into the app layer;
+/// their bytes are kept in the cache's blob store (content-addressed, never rewritten), so the
+/// app layer's stat key stays the same from one build to the next.
+fn process_launchers(plan: &Plan, store: &BlobStore) -> Result<Vec<Entry>> {
+    let prefix = PROCESSES_DIR.trim_start_matches('/');
+    let mut entries = Vec::new();
+    for process in &plan.processes {
+        let kind = &process.kind;
+        // Types are `[A-Za-z0-9_-]+` (checked when buildpacks and kiln.toml are read): a file
+        // name. Refuse anything else rather than write outside the directory.
+        if kind.is_empty()
+            || !kind
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        {
+            return Err(Error::Options(format!(
+                "process type {kind:?} cannot name a launcher file"
+            )));
+        }
+        let script = launcher_script(process);
+        let digest = store.put_bytes(script.as_bytes())?;
+        entries.push(Entry {
+            path: format!("{prefix}/{kind}"),
+            kind: layer::EntryKind::file(store.path(&digest), script.len() as u64),
+            mode: 0o755,
+        });
+    }
+    Ok(entries)
+}
+
+fn launcher_script(process: &kiln_buildpack::plan::Process) -> String {
+    let argv: Vec<String> = process.command.iter().map(|a| sh_quote(a)).collect();
+    format!(
+        "#!/bin/sh\n# Kiln launcher: process {} (from {})\nexec {} \"$@\"\n",
+        process.kind,
+        process.buildpack,
+        argv.join(" ")
+    )
+}
+
+/// `s` as one single-quoted `sh` word.
+fn sh_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
 }
 
 pub struct Exported {
@@ -72,9 +145,17 @@ struct PlannedLayer {
 pub fn export(input: &ExportInput<'_>, log: &mut dyn Write) -> Result<Exported> {
     let opts = input.opts;
     let base = input.base;
+    let (user, app_owned) = run_as(input.user, base);
     let layer_opts = LayerOptions {
         mtime: opts.source_date_epoch,
         compression: opts.compression,
+        // Everything Kiln puts under the app directory (the app layer, captured paths in
+        // buildpack layers) belongs to the user the processes run as, so they can write there.
+        owned: app_owned.then(|| layer::Owned {
+            prefix: APP_DIR.trim_start_matches('/').to_owned(),
+            uid: u64::from(NONROOT_UID),
+            gid: u64::from(NONROOT_UID),
+        }),
         ..LayerOptions::default()
     };
 
@@ -153,15 +234,21 @@ pub fn export(input: &ExportInput<'_>, log: &mut dyn Write) -> Result<Exported> 
         }
     }
 
-    let config = image_config(input, base, &built);
+    let config = image_config(input, base, &built, user);
     if opts.verify {
         verify(input, &config, verify_layers, log)?;
     }
-    let annotations = image_annotations(spec::rfc3339(opts.source_date_epoch), base);
+    let annotations = image_annotations(input.created.to_owned(), base);
     let image = image::assemble(&input.cache.store, config, &records, annotations)?;
     if let Some(output) = &opts.output {
-        let tag = opts.tag.as_ref();
-        write_output(&input.cache.store, &image, opts.format, tag, output, log)?;
+        write_output(
+            &input.cache.store,
+            &image,
+            opts.format,
+            &opts.tags,
+            output,
+            log,
+        )?;
     }
     Ok(Exported {
         image,
@@ -280,7 +367,8 @@ pub(crate) fn platform_name(p: &Platform) -> String {
     }
 }
 
-/// The launch layers of every buildpack (with the app paths they capture), then the app layer.
+/// The launch layers of every buildpack (with the app paths they capture), then the app layer
+/// (with the process launchers).
 fn planned_layers(input: &ExportInput<'_>) -> Result<Vec<PlannedLayer>> {
     let app_prefix = APP_DIR.trim_start_matches('/');
     let mut app: Vec<Entry> = input
@@ -354,6 +442,7 @@ fn planned_layers(input: &ExportInput<'_>) -> Result<Vec<PlannedLayer>> {
             )?)?,
         });
     }
+    app.extend(process_launchers(input.plan, &input.cache.store)?);
     layers.push(PlannedLayer {
         name: "app".into(),
         entries: layer::normalize(app)?,
@@ -399,7 +488,7 @@ pub(crate) fn write_output(
     store: &BlobStore,
     image: &Image,
     format: OutputFormat,
-    tag: Option<&Reference>,
+    tags: &[Reference],
     output: &Path,
     log: &mut dyn Write,
 ) -> Result<()> {
@@ -408,9 +497,9 @@ pub(crate) fn write_output(
     }
     match format {
         OutputFormat::OciArchive => {
-            kiln_oci::archive::write_oci_archive(store, image, tag, output)?
+            kiln_oci::archive::write_oci_archive_named(store, image, tags, output)?
         }
-        OutputFormat::OciDir => kiln_oci::archive::write_oci_dir(store, image, tag, output)?,
+        OutputFormat::OciDir => kiln_oci::archive::write_oci_dir_named(store, image, tags, output)?,
     }
     let _ = writeln!(
         log,
@@ -426,6 +515,7 @@ fn image_config(
     input: &ExportInput<'_>,
     base: &LoadedImage,
     built: &[LayerMetadata],
+    user: Option<String>,
 ) -> ImageConfig {
     let plan = input.plan;
     // Runtime bins lead the image's PATH, ahead of the buildpacks' own or the base's.
@@ -444,6 +534,13 @@ fn image_config(
             launch_env.insert("LD_LIBRARY_PATH".into(), libs.join(":"));
         }
     }
+    // Platforms (Cloud Run, Heroku, …) pass PORT at run time and win; this is the port the app
+    // listens on without one. A base image's own PORT is kept.
+    if base.config.config.env_var("PORT").is_none() {
+        launch_env
+            .entry("PORT".to_owned())
+            .or_insert_with(|| DEFAULT_PORT.to_string());
+    }
     let metadata = ImageMetadata {
         version: METADATA_VERSION,
         base: None,
@@ -458,10 +555,12 @@ fn image_config(
         layers: built.to_vec(),
         processes: plan.processes.iter().map(ProcessMetadata::from).collect(),
         launch_env: Some(launch_env),
+        labels: Some(input.labels.clone()),
+        user,
     };
     let mut config = app_config(
         base,
-        spec::rfc3339(input.opts.source_date_epoch),
+        input.created.to_owned(),
         plan.processes.first().map(|p| p.command.clone()),
         metadata,
     );
@@ -476,10 +575,13 @@ fn image_config(
     config
 }
 
+/// The port an image listens on when neither the project nor a buildpack sets `PORT`.
+pub(crate) const DEFAULT_PORT: u16 = 8080;
+
 /// Kiln's config rules on top of `base`'s config, shared by build and rebase: `PATH` defaulted,
-/// launch env (from `metadata`) set, the app dir as working dir, `entrypoint` replacing the base's
-/// Entrypoint and Cmd, the metadata label (its `base` filled in from `base`) and history for
-/// `metadata.layers`.
+/// launch env (from `metadata`) set, `PORT` exposed, the app dir as working dir, `entrypoint`
+/// replacing the base's Entrypoint and Cmd, the build's labels over the base's, the metadata
+/// label (its `base` filled in from `base`) and history for `metadata.layers`, all `created`.
 pub(crate) fn app_config(
     base: &LoadedImage,
     created: String,
@@ -495,10 +597,21 @@ pub(crate) fn app_config(
     for (key, value) in metadata.launch_env.iter().flatten() {
         runtime.set_env_var(key, value);
     }
+    if let Some(port) = runtime.env_var("PORT").and_then(|p| p.parse::<u16>().ok()) {
+        runtime
+            .exposed_ports
+            .insert(format!("{port}/tcp"), serde_json::json!({}));
+    }
+    if let Some(user) = &metadata.user {
+        runtime.user = Some(user.clone());
+    }
     runtime.working_dir = Some(APP_DIR.to_owned());
     // The base's Cmd would become arguments of our entrypoint: replace both.
     runtime.entrypoint = entrypoint;
     runtime.cmd = None;
+    for (key, value) in metadata.labels.iter().flatten() {
+        runtime.labels.insert(key.clone(), value.clone());
+    }
     metadata.base = base.manifest_digest.as_ref().map(|digest| BaseMetadata {
         name: base_name(base),
         digest: Some(digest.clone()),

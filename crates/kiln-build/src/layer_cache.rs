@@ -172,13 +172,18 @@ fn reusable(
 }
 
 fn options_tag(opts: &LayerOptions) -> String {
-    format!(
+    let mut tag = format!(
         "{} mtime={} uid={} gid={}",
         opts.compression.cache_tag(),
         opts.mtime,
         opts.uid,
         opts.gid
-    )
+    );
+    // Only when set, so stat keys of layers written without it stay what they were.
+    if let Some(o) = &opts.owned {
+        tag.push_str(&format!(" owned={}:{}:{}", o.prefix, o.uid, o.gid));
+    }
+    tag
 }
 
 fn snapshot_path(cache: &BuildCache, name: &str) -> PathBuf {
@@ -349,6 +354,34 @@ mod tests {
             "{log}"
         );
         assert_eq!(&again.layers.last().unwrap().digest, app);
+    }
+
+    #[test]
+    fn app_directory_ownership_is_part_of_both_keys() {
+        let entries = kiln_oci::layer::normalize(vec![Entry {
+            path: "workspace/a".into(),
+            kind: EntryKind::Dir,
+            mode: 0o755,
+        }])
+        .unwrap();
+        let root = LayerOptions::default();
+        let nonroot = LayerOptions {
+            owned: Some(kiln_oci::layer::Owned {
+                prefix: "workspace".into(),
+                uid: 65532,
+                gid: 65532,
+            }),
+            ..LayerOptions::default()
+        };
+        // Switching `[image] user` (or the run image) must never reuse the other's layer.
+        assert_ne!(
+            stat_key(&entries, &root).unwrap(),
+            stat_key(&entries, &nonroot).unwrap()
+        );
+        assert_ne!(
+            kiln_oci::layer::content_key(&entries, &root).unwrap(),
+            kiln_oci::layer::content_key(&entries, &nonroot).unwrap()
+        );
     }
 
     #[test]

@@ -10,12 +10,15 @@
 pub mod build_root;
 pub mod cache;
 pub mod cache_admin;
+pub mod env_file;
 pub mod error;
 mod export;
 mod fsutil;
+pub mod git;
 pub mod ignore;
 pub mod inspect;
 pub mod isolation;
+pub mod labels;
 pub mod layer_cache;
 pub mod metadata;
 pub mod rebase;
@@ -69,7 +72,9 @@ pub struct BuildOptions {
     /// Where to write the image; `None` when it is only published.
     pub output: Option<PathBuf>,
     pub format: OutputFormat,
-    pub tag: Option<Reference>,
+    /// The names the written archive or layout gives the image (`--tag`, repeatable): each
+    /// an `index.json` entry, all in `manifest.json`'s `RepoTags`.
+    pub tags: Vec<Reference>,
     pub run_image: ImageSource,
     pub cache_dir: PathBuf,
     /// Names the app's own cache layers and step records in a cache directory shared with other
@@ -80,11 +85,17 @@ pub struct BuildOptions {
     /// The environment steps start from. Nothing else of the caller's environment reaches them;
     /// see [`default_step_env`].
     pub env: BTreeMap<String, String>,
-    /// Layer mtimes and the image `created` time, in seconds since the epoch.
+    /// Layer mtimes, and the image `created` time unless [`BuildOptions::creation_time`] says
+    /// otherwise, in seconds since the epoch.
     pub source_date_epoch: u64,
+    /// The image's `created` time: the config's, the history entries Kiln adds, the manifest's
+    /// `created` annotation and the `org.opencontainers.image.created` label.
+    pub creation_time: CreationTime,
+    /// Image config labels over `kiln.toml` `[labels]` and the git-derived ones (`--label`).
+    pub labels: BTreeMap<String, String>,
     pub compression: Compression,
-    /// Push the image here after building it.
-    pub publish: Option<Reference>,
+    /// Push the image to each of these after building it (`--publish`, repeatable).
+    pub publish: Vec<Reference>,
     /// Write the image's SBOMs here (`sbom.spdx.json`, `sbom.cdx.json`); the image then carries
     /// them too, under `/layers/kiln/sbom`. `None`: no SBOM.
     pub sbom_dir: Option<PathBuf>,
@@ -121,15 +132,17 @@ impl BuildOptions {
             source: source.into(),
             output: Some(output.into()),
             format: OutputFormat::OciArchive,
-            tag: None,
+            tags: Vec::new(),
             run_image: ImageSource::Scratch,
             cache_dir: default_cache_dir(),
             project: None,
             buildpacks: None,
             env: default_step_env(),
             source_date_epoch: kiln_oci::layer::DEFAULT_MTIME,
+            creation_time: CreationTime::Reproducible,
+            labels: BTreeMap::new(),
             compression: Compression::DEFAULT,
-            publish: None,
+            publish: Vec::new(),
             sbom_dir: None,
             cache_image: None,
             registry: kiln_registry::ClientOptions::default(),
@@ -141,6 +154,43 @@ impl BuildOptions {
             build_root: build_root::BuildRootMode::default(),
             network: kiln_sandbox::Network::Host,
             sandbox_helper: kiln_sandbox::Helper::current_exe(),
+        }
+    }
+}
+
+/// When the image says it was created (`--creation-time`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum CreationTime {
+    /// `SOURCE_DATE_EPOCH` (the build's `source_date_epoch`): the same inputs give the same
+    /// image digest.
+    #[default]
+    Reproducible,
+    /// The moment the image is assembled: a truthful date, a new digest on every build.
+    Now,
+    /// These seconds since the epoch.
+    At(u64),
+}
+
+impl CreationTime {
+    /// `now`, `reproducible` or a number of seconds since the epoch.
+    pub fn parse(s: &str) -> std::result::Result<CreationTime, String> {
+        match s {
+            "now" => Ok(CreationTime::Now),
+            "reproducible" => Ok(CreationTime::Reproducible),
+            _ => s.parse::<u64>().map(CreationTime::At).map_err(|_| {
+                format!("{s:?}: expected `now`, `reproducible` or seconds since the epoch")
+            }),
+        }
+    }
+
+    /// The creation time in seconds since the epoch, for a build with `source_date_epoch`.
+    pub fn seconds(self, source_date_epoch: u64) -> u64 {
+        match self {
+            CreationTime::Reproducible => source_date_epoch,
+            CreationTime::At(seconds) => seconds,
+            CreationTime::Now => std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(source_date_epoch, |d| d.as_secs()),
         }
     }
 }
@@ -216,9 +266,12 @@ pub struct BuildReport {
     /// The stack the image runs on, when Kiln assembled the run image.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stack: Option<stack::StackReport>,
-    /// The push of `--publish`.
+    /// The push of the first `--publish`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub push: Option<kiln_registry::PushReport>,
+    /// Every `--publish` push, in the order given (the first is also `push`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub pushes: Vec<kiln_registry::PushReport>,
     /// What `--cache-image` brought in and sent out.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cache_image: Option<registry_cache::CacheImageReport>,
@@ -303,6 +356,7 @@ pub fn build(opts: &BuildOptions, log: &mut dyn Write) -> Result<BuildReport> {
         }
     };
     let project = ProjectConfig::load(&src)?;
+    let checkout = src.clone();
     let detection = kiln_buildpack::detect::detect_with(set, &src, &opts.kiln_env)?;
     if !detection.detected {
         return Err(nothing_detected(&opts.source, &detection));
@@ -325,6 +379,8 @@ pub fn build(opts: &BuildOptions, log: &mut dyn Write) -> Result<BuildReport> {
         }
         None => src,
     };
+    let created = kiln_oci::spec::rfc3339(opts.creation_time.seconds(opts.source_date_epoch));
+    let labels = labels::image_labels(&checkout, &src, &plan, &project, &opts.labels, &created)?;
     let detect_ms = elapsed_ms(started);
 
     let cache = BuildCache::open(&opts.cache_dir, log)?;
@@ -354,7 +410,7 @@ pub fn build(opts: &BuildOptions, log: &mut dyn Write) -> Result<BuildReport> {
     let sbom = match &opts.sbom_dir {
         Some(_) => Some(sbom::inventory(
             &image_subject(opts, &src),
-            opts.source_date_epoch,
+            &created,
             &plan,
             stack.as_ref(),
             &runtime_reports,
@@ -392,6 +448,9 @@ pub fn build(opts: &BuildOptions, log: &mut dyn Write) -> Result<BuildReport> {
             app_dir: &app_dir,
             sandbox: sandbox.as_ref(),
             sbom: sbom.as_ref(),
+            created: &created,
+            labels: &labels,
+            user: project.image.user.as_deref(),
         },
         source_entries,
         log,
@@ -415,17 +474,17 @@ pub fn build(opts: &BuildOptions, log: &mut dyn Write) -> Result<BuildReport> {
         );
     }
     let export_ms = elapsed_ms(export_started);
-    let push = match &opts.publish {
-        Some(target) => Some(registry::publish(
+    let mut pushes = Vec::with_capacity(opts.publish.len());
+    for target in &opts.publish {
+        pushes.push(registry::publish(
             &client,
             &cache.store,
             &exported.image,
             target,
             Some(&opts.run_image),
             log,
-        )?),
-        None => None,
-    };
+        )?);
+    }
     let cache_image = match (&opts.cache_image, cache_import) {
         (Some(reference), Some(imported)) => Some(registry_cache::export(
             &client,
@@ -454,7 +513,8 @@ pub fn build(opts: &BuildOptions, log: &mut dyn Write) -> Result<BuildReport> {
             .and_then(|s| s.root.as_ref())
             .map(|r| r.report.clone()),
         stack,
-        push,
+        push: pushes.first().cloned(),
+        pushes,
         cache_image,
         timings: Timings {
             detect_ms,
@@ -486,6 +546,11 @@ struct BuildContext<'a> {
     sandbox: Option<&'a isolation::Isolated>,
     /// The image's SBOM, when it carries one.
     sbom: Option<&'a kiln_sbom::Inventory>,
+    /// The image's creation time, RFC 3339.
+    created: &'a str,
+    labels: &'a BTreeMap<String, String>,
+    /// `kiln.toml` `[image] user`.
+    user: Option<&'a str>,
 }
 
 /// Runs the steps (or sees that none has to) and exports the image: everything between taking
@@ -579,6 +644,9 @@ fn build_layers(
             layer_dirs,
             runtimes: cx.runtimes,
             sbom_dir: sbom_dir.as_deref(),
+            created: cx.created,
+            labels: cx.labels,
+            user: cx.user,
         },
         log,
     )?;
@@ -587,7 +655,7 @@ fn build_layers(
 
 /// What the image's SBOM describes: its first name, else the app directory's name.
 fn image_subject(opts: &BuildOptions, app_src: &Path) -> String {
-    match opts.tag.as_ref().or(opts.publish.as_ref()) {
+    match opts.tags.first().or(opts.publish.first()) {
         Some(image) => image.to_string(),
         None => app_src
             .file_name()
@@ -606,7 +674,7 @@ fn project_id(opts: &BuildOptions, project: &ProjectConfig, app_src: &Path) -> P
     if let Some(name) = named {
         return ProjectId::new(format!("name:{name}"));
     }
-    match opts.tag.as_ref().or(opts.publish.as_ref()) {
+    match opts.tags.first().or(opts.publish.first()) {
         Some(image) => ProjectId::new(format!("image:{}/{}", image.registry, image.repository)),
         None => ProjectId::new(format!("path:{}", app_src.display())),
     }

@@ -23,6 +23,14 @@ pub struct ImageMetadata {
     /// `None` in images built before it was recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub launch_env: Option<BTreeMap<String, String>>,
+    /// The config labels the build set (`--label`, `kiln.toml` `[labels]`, git-derived), so a
+    /// rebase re-applies them over a new base's labels. `None` in images built before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<BTreeMap<String, String>>,
+    /// The config `User` the build set (`65532:65532` on Kiln's stacks), so a rebase keeps it.
+    /// `None` when the run image's own was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -192,8 +192,8 @@ fn write_and_publish(
     log: &mut dyn Write,
 ) -> Result<Option<kiln_registry::PushReport>> {
     if let Some(output) = &opts.output {
-        let tag = opts.tag.as_ref();
-        write_output(&cache.store, image, opts.format, tag, output, log)?;
+        let tags = opts.tag.as_slice();
+        write_output(&cache.store, image, opts.format, tags, output, log)?;
     }
     opts.publish
         .as_ref()

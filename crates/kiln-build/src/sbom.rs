@@ -13,10 +13,10 @@ use crate::error::{Error, IoContext, Result};
 use crate::runtimes::RuntimeReport;
 use crate::stack::StackReport;
 
-/// The inventory of an image named `subject`, created at `created` (seconds since the epoch).
+/// The inventory of an image named `subject`, created at `created` (RFC 3339: the image's).
 pub fn inventory(
     subject: &str,
-    created: u64,
+    created: &str,
     plan: &Plan,
     stack: Option<&StackReport>,
     runtimes: &[RuntimeReport],
@@ -58,9 +58,5 @@ pub fn inventory(
         })?;
         components.extend(found);
     }
-    Ok(Inventory::new(
-        subject,
-        kiln_oci::spec::rfc3339(created),
-        components,
-    ))
+    Ok(Inventory::new(subject, created, components))
 }

@@ -1084,7 +1084,10 @@ mod tests {
         )]);
         let project = ProjectConfig {
             env: BTreeMap::from([("MODE".to_owned(), "project".to_owned())]),
-            image: crate::project::ProjectImage { port: Some(3000) },
+            image: crate::project::ProjectImage {
+                port: Some(3000),
+                user: None,
+            },
             ..ProjectConfig::default()
         };
         let dir = tempfile::tempdir().unwrap();

@@ -21,9 +21,13 @@
 //!
 //! [image]
 //! port = 3000                    # the image's PORT and ExposedPorts (default 8080)
+//! user = "root"                  # processes run as root (default on Kiln's stacks: nonroot, 65532)
 //!
 //! [env]                          # runtime env in the image config (unlike [build.env])
 //! LOG_LEVEL = "info"
+//!
+//! [labels]                       # image config labels (over the git-derived ones; --label wins)
+//! "org.opencontainers.image.title" = "web"
 //! ```
 
 use std::collections::BTreeMap;
@@ -71,6 +75,9 @@ pub struct ProjectConfig {
     /// Runtime environment for the image config, over the buildpacks' launch env.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// Image config labels, over the ones Kiln derives from a git checkout; `--label` wins.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
     /// Settings taken from another tool's project file, by key (`build.start`), with that
     /// file's key (`railpack.json deploy.startCommand`); see [`ProjectConfig::source_of`].
     #[serde(skip)]
@@ -80,13 +87,44 @@ pub struct ProjectConfig {
     pub warnings: Vec<String>,
 }
 
+/// Label keys Kiln writes itself: a project cannot set them.
+pub const RESERVED_LABEL_PREFIX: &str = "dev.kiln.";
+
+/// Why `key` cannot be an image label set by a project or `--label`: empty, containing
+/// whitespace, `=` or control characters, or in Kiln's own `dev.kiln.` namespace.
+pub fn check_label_key(key: &str) -> std::result::Result<(), String> {
+    if key.is_empty() {
+        return Err("is empty".into());
+    }
+    if key
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control() || c == '=')
+    {
+        return Err("must not contain whitespace, control characters or '='".into());
+    }
+    if key.starts_with(RESERVED_LABEL_PREFIX) {
+        return Err(format!(
+            "is reserved: {RESERVED_LABEL_PREFIX}* labels are Kiln's own"
+        ));
+    }
+    Ok(())
+}
+
 /// `[image]`: how the built image presents itself to runtimes.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProjectImage {
     /// The port the app listens on: the image's `PORT` and its `ExposedPorts` entry.
     pub port: Option<u16>,
+    /// Who the image's processes run as: `nonroot` (uid/gid 65532, the default on Kiln's
+    /// stacks; the app directory is owned by it) or `root`. `None`: the default, which on a
+    /// user-supplied run image keeps that image's own `User`.
+    #[serde(default)]
+    pub user: Option<String>,
 }
+
+/// `[image] user` values.
+pub const IMAGE_USERS: &[&str] = &["nonroot", "root"];
 
 /// `[stack]`: which Debian stack Kiln's own run image is assembled from, and from where.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -252,6 +290,17 @@ impl ProjectConfig {
         let config: ProjectConfig = manifest::parse_toml(text, path)?;
         check_env_names(config.build.env.keys(), "[build.env]", path)?;
         check_env_names(config.env.keys(), "[env]", path)?;
+        if let Some(user) = &config.image.user {
+            if !IMAGE_USERS.contains(&user.as_str()) {
+                return Err(invalid(
+                    path,
+                    format!("[image] user {user:?}: expected \"nonroot\" or \"root\""),
+                ));
+            }
+        }
+        for key in config.labels.keys() {
+            check_label_key(key).map_err(|why| invalid(path, format!("[labels] {key:?} {why}")))?;
+        }
         if let Some(app) = &config.app {
             manifest::check_relative(app)
                 .map_err(|why| invalid(path, format!("app {app:?} {why}")))?;
@@ -296,6 +345,29 @@ mod tests {
     }
 
     #[test]
+    fn reads_labels_and_refuses_kilns_own() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(
+            dir.path().join("kiln.toml"),
+            "[labels]\n\"org.opencontainers.image.title\" = \"web\"\nteam = \"a\"\n",
+        )
+        .unwrap();
+        let config = ProjectConfig::load(dir.path()).unwrap();
+        assert_eq!(config.labels["org.opencontainers.image.title"], "web");
+        assert_eq!(config.labels["team"], "a");
+        fs::write(
+            dir.path().join("kiln.toml"),
+            "[labels]\n\"dev.kiln.metadata\" = \"{}\"\n",
+        )
+        .unwrap();
+        let err = ProjectConfig::load(dir.path()).unwrap_err().to_string();
+        assert!(
+            err.contains("kiln.toml") && err.contains("reserved"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn reads_image_port_and_runtime_env() {
         let dir = tempfile::tempdir().unwrap();
         fs::write(
@@ -305,6 +377,21 @@ mod tests {
         .unwrap();
         let config = ProjectConfig::load(dir.path()).unwrap();
         assert_eq!(config.image.port, Some(3000));
+        fs::write(dir.path().join("kiln.toml"), "[image]\nuser = \"root\"\n").unwrap();
+        assert_eq!(
+            ProjectConfig::load(dir.path())
+                .unwrap()
+                .image
+                .user
+                .as_deref(),
+            Some("root")
+        );
+        fs::write(dir.path().join("kiln.toml"), "[image]\nuser = \"admin\"\n").unwrap();
+        let err = ProjectConfig::load(dir.path()).unwrap_err().to_string();
+        assert!(
+            err.contains("kiln.toml") && err.contains("nonroot"),
+            "{err}"
+        );
         assert_eq!(config.env["LOG_LEVEL"], "info");
     }
 

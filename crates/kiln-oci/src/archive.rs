@@ -45,6 +45,19 @@ pub fn write_oci_archive(
     tag: Option<&Reference>,
     out: &Path,
 ) -> Result<()> {
+    let tags: Vec<Reference> = tag.into_iter().cloned().collect();
+    write_oci_archive_named(store, image, &tags, out)
+}
+
+/// [`write_oci_archive`] under several names: one `index.json` entry per name (all for the
+/// same manifest, as `docker save` writes them) and every `name:tag` in `RepoTags`. With no
+/// name, one unnamed entry. Readers given no `:REF` take the image when every entry is it.
+pub fn write_oci_archive_named(
+    store: &BlobStore,
+    image: &Image,
+    tags: &[Reference],
+    out: &Path,
+) -> Result<()> {
     let (parent, name) = split_out_path(out)?;
     let ctx = || format!("writing {}", out.display());
     remove_dead_temporaries(parent, &name)?;
@@ -69,8 +82,8 @@ pub fn write_oci_archive(
         tar.blob(store, &digest, size)?;
     }
     for (path, bytes) in [
-        ("index.json", to_canonical_vec(&index(image, tag))),
-        ("manifest.json", docker_manifest(image, tag)),
+        ("index.json", to_canonical_vec(&index(image, tags))),
+        ("manifest.json", docker_manifest(image, tags)),
         ("oci-layout", OCI_LAYOUT.to_vec()),
     ] {
         tar.header(&file_header(path, bytes.len() as u64))
@@ -97,6 +110,17 @@ pub fn write_oci_dir(
     tag: Option<&Reference>,
     out: &Path,
 ) -> Result<()> {
+    let tags: Vec<Reference> = tag.into_iter().cloned().collect();
+    write_oci_dir_named(store, image, &tags, out)
+}
+
+/// [`write_oci_dir`] under several names, as [`write_oci_archive_named`].
+pub fn write_oci_dir_named(
+    store: &BlobStore,
+    image: &Image,
+    tags: &[Reference],
+    out: &Path,
+) -> Result<()> {
     let (parent, name) = split_out_path(out)?;
     let ctx = || format!("writing OCI layout {}", out.display());
     // Refuse early, and again right before the swap: never replace something that is not ours.
@@ -119,7 +143,7 @@ pub fn write_oci_dir(
     fs::write(tmp.path().join("oci-layout"), OCI_LAYOUT).ctx(ctx)?;
     fs::write(
         tmp.path().join("index.json"),
-        to_canonical_vec(&index(image, tag)),
+        to_canonical_vec(&index(image, tags)),
     )
     .ctx(ctx)?;
 
@@ -342,34 +366,44 @@ fn blob_sizes(image: &Image) -> BTreeMap<Digest, u64> {
     blobs
 }
 
-/// `index.json`: one manifest descriptor, named as Docker ≥ 25 names it when tagged.
-fn index(image: &Image, tag: Option<&Reference>) -> ImageIndex {
-    let mut annotations = BTreeMap::new();
-    if let Some(reference) = tag {
-        annotations.insert(ANNOTATION_CONTAINERD_NAME.to_owned(), reference.full_name());
-        if let Some(tag) = &reference.tag {
-            annotations.insert(ANNOTATION_REF_NAME.to_owned(), tag.clone());
-        }
+/// `index.json`: one manifest descriptor per name, named as Docker ≥ 25 names it (one unnamed
+/// descriptor without a name).
+fn index(image: &Image, tags: &[Reference]) -> ImageIndex {
+    let descriptor = |annotations| Descriptor {
+        media_type: MEDIA_TYPE_MANIFEST.to_owned(),
+        digest: image.manifest_digest.clone(),
+        size: image.manifest_size,
+        annotations,
+        platform: None,
+    };
+    let mut manifests: Vec<Descriptor> = tags
+        .iter()
+        .map(|reference| {
+            let mut annotations = BTreeMap::new();
+            annotations.insert(ANNOTATION_CONTAINERD_NAME.to_owned(), reference.full_name());
+            if let Some(tag) = &reference.tag {
+                annotations.insert(ANNOTATION_REF_NAME.to_owned(), tag.clone());
+            }
+            descriptor(annotations)
+        })
+        .collect();
+    if manifests.is_empty() {
+        manifests.push(descriptor(BTreeMap::new()));
     }
     ImageIndex {
         schema_version: 2,
         media_type: MEDIA_TYPE_INDEX.to_owned(),
-        manifests: vec![Descriptor {
-            media_type: MEDIA_TYPE_MANIFEST.to_owned(),
-            digest: image.manifest_digest.clone(),
-            size: image.manifest_size,
-            annotations,
-            platform: None,
-        }],
+        manifests,
         annotations: BTreeMap::new(),
     }
 }
 
 /// Docker's `manifest.json` for `docker load`, pointing into `blobs/sha256/`.
-fn docker_manifest(image: &Image, tag: Option<&Reference>) -> Vec<u8> {
+fn docker_manifest(image: &Image, tags: &[Reference]) -> Vec<u8> {
     let blob_path = |d: &Digest| format!("blobs/sha256/{}", d.hex());
     // RepoTags hold `name:tag`; a digest-only reference has no tag to give.
-    let repo_tags: Vec<String> = tag
+    let mut repo_tags: Vec<String> = tags
+        .iter()
         .filter(|r| r.tag.is_some())
         .map(|r| {
             Reference {
@@ -378,8 +412,8 @@ fn docker_manifest(image: &Image, tag: Option<&Reference>) -> Vec<u8> {
             }
             .familiar_name()
         })
-        .into_iter()
         .collect();
+    repo_tags.dedup();
     let layers: Vec<String> = image
         .manifest
         .layers
@@ -570,6 +604,52 @@ mod tests {
         let c = g.root.join("c.tar");
         write_oci_archive(&g.store, &g.image, Some(&tag), &c).unwrap();
         assert_eq!(fs::read(&a).unwrap(), fs::read(&c).unwrap());
+    }
+
+    #[test]
+    fn archive_under_several_names_lists_each_for_one_manifest() {
+        let f = fixture();
+        let out = f.root.join("image.tar");
+        let names = [
+            Reference::parse("registry.example/app:1.2").unwrap(),
+            Reference::parse("app:latest").unwrap(),
+        ];
+        write_oci_archive_named(&f.store, &f.image, &names, &out).unwrap();
+        let entries = entries(&out);
+        let content = |name: &str| &entries.iter().find(|e| e.0 == name).unwrap().5;
+        let index: ImageIndex = serde_json::from_slice(content("index.json")).unwrap();
+        assert_eq!(index.manifests.len(), 2);
+        assert!(index
+            .manifests
+            .iter()
+            .all(|d| d.digest == f.image.manifest_digest));
+        assert_eq!(
+            index.manifests[0].annotations[ANNOTATION_CONTAINERD_NAME],
+            "registry.example/app:1.2"
+        );
+        assert_eq!(
+            index.manifests[1].annotations[ANNOTATION_REF_NAME],
+            "latest"
+        );
+        let docker: serde_json::Value = serde_json::from_slice(content("manifest.json")).unwrap();
+        assert_eq!(
+            docker[0]["RepoTags"],
+            json!(["registry.example/app:1.2", "app:latest"])
+        );
+        // Read back without a name (every entry is the one image) and by either name.
+        let store = BlobStore::open(f.root.join("read")).unwrap();
+        for reference in [None, Some("1.2".to_owned()), Some("app:latest".to_owned())] {
+            let source = crate::source::ImageSource::OciArchive {
+                path: out.clone(),
+                reference: reference.clone(),
+            };
+            let loaded = crate::source::load_image(&source, &store).unwrap();
+            assert_eq!(
+                loaded.manifest_digest.as_ref(),
+                Some(&f.image.manifest_digest),
+                "{reference:?}"
+            );
+        }
     }
 
     #[test]

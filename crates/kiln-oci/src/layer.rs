@@ -109,6 +109,34 @@ pub struct LayerOptions {
     pub uid: u64,
     pub gid: u64,
     pub compression: Compression,
+    /// Entries at or below one path owned by other ids than `uid`/`gid` (the app directory
+    /// of an image whose process runs as a non-root user).
+    pub owned: Option<Owned>,
+}
+
+/// The ids of the entries at or below `prefix` (image-relative, no leading or trailing `/`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owned {
+    pub prefix: String,
+    pub uid: u64,
+    pub gid: u64,
+}
+
+impl LayerOptions {
+    /// The (uid, gid) of the entry at `path`.
+    fn ids(&self, path: &str) -> (u64, u64) {
+        match &self.owned {
+            Some(o)
+                if path == o.prefix
+                    || path
+                        .strip_prefix(o.prefix.as_str())
+                        .is_some_and(|rest| rest.starts_with('/')) =>
+            {
+                (o.uid, o.gid)
+            }
+            _ => (self.uid, self.gid),
+        }
+    }
 }
 
 impl Default for LayerOptions {
@@ -118,6 +146,7 @@ impl Default for LayerOptions {
             uid: 0,
             gid: 0,
             compression: Compression::DEFAULT,
+            owned: None,
         }
     }
 }
@@ -405,6 +434,10 @@ pub fn content_key_of(prints: &[EntryPrint], opts: &LayerOptions) -> Digest {
         opts.gid,
         opts.compression.cache_tag()
     ));
+    // Only when set, so the keys of layers written without it stay what they were.
+    if let Some(o) = &opts.owned {
+        key.update(format!("owned={}\0{}\0{}\n", o.prefix, o.uid, o.gid));
+    }
     for p in prints {
         key.update(format!(
             "{}\0{}\0{:o}\0{}\0{}\n",
@@ -518,8 +551,9 @@ fn entry_header(entry: &Entry, opts: &LayerOptions) -> (Header, Option<Vec<u8>>)
         set_ustar_path(&mut header, &name.as_bytes()[..USTAR_NAME_MAX]);
     }
     header.set_mode(entry.mode & 0o7777);
-    header.set_uid(opts.uid);
-    header.set_gid(opts.gid);
+    let (uid, gid) = opts.ids(&entry.path);
+    header.set_uid(uid);
+    header.set_gid(gid);
     header.set_mtime(opts.mtime);
     header.set_size(0);
     match &entry.kind {
@@ -1109,6 +1143,7 @@ mod tests {
             gid: 1001,
             mtime: 42,
             compression: Compression::None,
+            owned: None,
         };
         let record = write_layer(&store, &entries, &opts).unwrap();
         let read = read_tar(&fs::read(store.path(&record.diff_id)).unwrap());
@@ -1116,6 +1151,55 @@ mod tests {
         assert_eq!(
             (read[1].2, read[1].4, read[1].5, read[1].6),
             (0o700, 1000, 1001, 42)
+        );
+    }
+
+    #[test]
+    fn owned_prefix_gets_its_own_ids_and_its_own_content_key() {
+        let store_dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(store_dir.path()).unwrap();
+        let dir = |p: &str| Entry {
+            path: p.into(),
+            kind: EntryKind::Dir,
+            mode: 0o755,
+        };
+        let entries = normalize(vec![
+            dir("workspace/tmp"),
+            dir("workspaces"),
+            dir("layers/x"),
+        ])
+        .unwrap();
+        let plain = LayerOptions {
+            compression: Compression::None,
+            ..LayerOptions::default()
+        };
+        let opts = LayerOptions {
+            owned: Some(Owned {
+                prefix: "workspace".into(),
+                uid: 65532,
+                gid: 65533,
+            }),
+            ..plain.clone()
+        };
+        let record = write_layer(&store, &entries, &opts).unwrap();
+        let ids: Vec<(String, u64, u64)> =
+            read_tar(&fs::read(store.path(&record.diff_id)).unwrap())
+                .into_iter()
+                .map(|e| (e.0, e.4, e.5))
+                .collect();
+        assert_eq!(
+            ids,
+            [
+                ("layers/".to_owned(), 0, 0),
+                ("layers/x/".to_owned(), 0, 0),
+                ("workspace/".to_owned(), 65532, 65533),
+                ("workspace/tmp/".to_owned(), 65532, 65533),
+                ("workspaces/".to_owned(), 0, 0),
+            ]
+        );
+        assert_ne!(
+            content_key(&entries, &opts).unwrap(),
+            content_key(&entries, &plain).unwrap()
         );
     }
 

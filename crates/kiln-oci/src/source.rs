@@ -760,6 +760,8 @@ fn select_by_reference<'a>(
     let Some(reference) = reference else {
         return match manifests {
             [only] => Ok(only),
+            // One image under several names (`docker save`, `kiln build --tag A --tag B`).
+            [first, rest @ ..] if rest.iter().all(|d| d.digest == first.digest) => Ok(first),
             [] => Err(invalid_image(
                 image,
                 "index.json lists no images".to_owned(),

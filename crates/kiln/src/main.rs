@@ -174,9 +174,10 @@ struct BuildArgs {
     /// Where to write the image (needed unless --publish is given).
     #[arg(short, long, required_unless_present = "publish")]
     output: Option<PathBuf>,
-    /// Push the image to this registry reference and print its manifest digest.
+    /// Push the image to this registry reference and print its manifest digest. Repeatable:
+    /// the same image goes to each, in order.
     #[arg(long, value_name = "REF", value_parser = parse_reference)]
-    publish: Option<Reference>,
+    publish: Vec<Reference>,
     /// Read the build cache from, and write it back to, this registry image.
     #[arg(long, value_name = "REF", value_parser = parse_reference)]
     cache_image: Option<Reference>,
@@ -186,8 +187,18 @@ struct BuildArgs {
     #[arg(long, value_enum, default_value_t = Format::OciArchive)]
     format: Format,
     /// Image name, e.g. `myapp:1.2` (recorded in the archive's annotations and RepoTags).
+    /// Repeatable: one index.json entry per name, all in RepoTags.
     #[arg(short, long, value_parser = parse_reference)]
-    tag: Option<Reference>,
+    tag: Vec<Reference>,
+    /// Image config label KEY=VALUE, over kiln.toml [labels] and the ones derived from a git
+    /// checkout (org.opencontainers.image.source, .revision, .created, .version). Repeatable.
+    #[arg(long, value_name = "KEY=VALUE", value_parser = kiln_build::labels::parse_label)]
+    label: Vec<(String, String)>,
+    /// The image's `created` time (config, Kiln's history entries, annotation and label):
+    /// `reproducible` (default: SOURCE_DATE_EPOCH / --source-date-epoch, else
+    /// 1980-01-01T00:00:01Z), `now`, or seconds since the epoch. Layer mtimes stay fixed.
+    #[arg(long, value_name = "now|SECONDS", value_parser = kiln_build::CreationTime::parse)]
+    creation_time: Option<kiln_build::CreationTime>,
     /// Base image: scratch, oci-archive:PATH[:REF], oci:DIR[:REF], docker-archive:PATH, a plain
     /// path (an existing file is an oci- or docker-archive, sniffed; a directory an OCI layout),
     /// or a registry reference (docker://REF or a bare REF such as ubuntu:24.04). Default:
@@ -209,6 +220,10 @@ struct BuildArgs {
     /// Pass KEY=VALUE (or KEY, taking the caller's value) to build steps. Repeatable.
     #[arg(short, long = "env", value_name = "KEY[=VALUE]", value_parser = parse_env)]
     env: Vec<(String, String)>,
+    /// Read build-step variables from FILE: one KEY=VALUE (or KEY) a line, `#` comments, as
+    /// Docker's --env-file; like --env, never in the image. Repeatable; --env wins.
+    #[arg(long, value_name = "FILE")]
+    env_file: Vec<PathBuf>,
     /// Layer compression: gzip[:LEVEL] (default gzip:4), zstd[:LEVEL] (needs Docker >= 23 /
     /// containerd >= 1.5 to pull) or none.
     #[arg(long, default_value = "gzip:4", value_parser = Compression::parse)]
@@ -450,7 +465,11 @@ fn build(args: BuildArgs) -> anyhow::Result<ExitCode> {
     opts.cache_image = args.cache_image;
     opts.registry = args.registry.options();
     opts.format = args.format.into();
-    opts.tag = args.tag;
+    opts.tags = args.tag;
+    opts.labels.extend(args.label);
+    if let Some(time) = args.creation_time {
+        opts.creation_time = time;
+    }
     // An explicit run image wins; without one the build runs on Kiln's stack.
     match args.run_image {
         Some(image) => opts.run_image = image,
@@ -465,6 +484,11 @@ fn build(args: BuildArgs) -> anyhow::Result<ExitCode> {
     }
     opts.project = args.project;
     opts.buildpacks = load_buildpacks(args.buildpacks.as_deref())?;
+    for file in &args.env_file {
+        opts.env.extend(kiln_build::env_file::read(file, |key| {
+            std::env::var(key).ok()
+        })?);
+    }
     opts.env.extend(args.env);
     opts.compression = args.compression;
     opts.no_cache = args.no_cache;
@@ -496,7 +520,7 @@ fn build(args: BuildArgs) -> anyhow::Result<ExitCode> {
             report.timings.total_ms,
             report.manifest_digest
         );
-        if let Some(push) = &report.push {
+        for push in &report.pushes {
             println!("pushed {}@{}", push.reference, push.manifest_digest);
         }
     }

@@ -125,6 +125,54 @@ fn push_pull_round_trip_skips_and_mounts_blobs_and_runs_under_runc() {
 }
 
 #[test]
+fn several_publish_references_each_get_the_same_image() {
+    if !require_tools(TOOLS) {
+        return;
+    }
+    let registry = Registry::start();
+    let host = registry.host();
+    let tmp = tempfile::tempdir().unwrap();
+    let busybox = tmp.path().join("busybox.tar");
+    busybox_base_image(&busybox);
+    let targets = [
+        format!("{host}/team/app:1.2"),
+        format!("{host}/team/app:latest"),
+        format!("{host}/other/app:1.2"),
+    ];
+    let report = json_of(&kiln_ok(&[
+        "build",
+        "--json",
+        fixture("procfile-static").to_str().unwrap(),
+        "--run-image",
+        &format!("oci-archive:{}", busybox.display()),
+        "--publish",
+        &targets[0],
+        "--publish",
+        &targets[1],
+        "--publish",
+        &targets[2],
+        "--cache-dir",
+        tmp.path().join("cache").to_str().unwrap(),
+        "--no-verify",
+    ]));
+    let digest = report["manifest_digest"].as_str().unwrap();
+    let pushes = report["pushes"].as_array().unwrap();
+    assert_eq!(pushes.len(), 3, "{report}");
+    assert_eq!(report["push"], pushes[0]);
+    for (push, target) in pushes.iter().zip(&targets) {
+        assert_eq!(push["manifest_digest"], digest, "{push}");
+        let inspected = json_of(&run_ok(Command::new("skopeo").args([
+            "inspect",
+            "--tls-verify=false",
+            &format!("docker://{target}"),
+        ])));
+        assert_eq!(inspected["Digest"], digest, "{target}");
+    }
+    // The second tag of a repository has every blob already.
+    assert_eq!(pushes[1]["blobs_uploaded"], 0, "{report}");
+}
+
+#[test]
 fn basic_auth_credentials_from_env_docker_config_and_helpers() {
     if !require_tools(&[TOOLS, &["htpasswd"]].concat()) {
         return;

@@ -34,6 +34,39 @@ fn glibc_image(dir: &Path) -> PathBuf {
     out
 }
 
+/// Processes on Kiln's stack run as `nonroot` (uid/gid 65532, numeric in the config), who
+/// owns the app directory and nothing of the system's.
+#[test]
+fn processes_on_the_stack_run_as_nonroot_who_owns_the_app_directory() {
+    if !require_tools(&["skopeo", "umoci", "runc"]) || !require_debian_mirror() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let image = glibc_image(dir.path());
+    let inspect: serde_json::Value = serde_json::from_str(&support::kiln_ok(&[
+        "inspect",
+        "--json",
+        image.to_str().unwrap(),
+    ]))
+    .unwrap();
+    assert_eq!(inspect["user"], "65532:65532");
+    let reference = format!("oci-archive:{}", image.display());
+    let script = "while read k v; do [ \"$k\" = Uid: ] && echo $v; done < /proc/self/status; \
+                  echo hi > /workspace/written && echo app-dir-writable; \
+                  echo x > /etc/x 2>/dev/null || echo etc-not-writable";
+    let out = run_once(&reference, &["/bin/sh", "-c", script], &[]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "65532 65532 65532 65532",
+            "app-dir-writable",
+            "etc-not-writable"
+        ],
+        "{out}"
+    );
+}
+
 #[test]
 fn the_glibc_stack_runs_glibc_programs() {
     if !require_tools(&["skopeo", "umoci", "runc"]) || !require_debian_mirror() {
@@ -92,6 +125,7 @@ fn host_node_runs_on_the_glibc_stack() {
         &[(&node, "/opt/node/bin/node")],
     );
     let host_version = support::run_ok(std::process::Command::new(&node).arg("--version"));
-    let want = format!("{} 0", host_version.trim().trim_start_matches('v'));
+    // Kiln's stacks run processes as `nonroot` (65532).
+    let want = format!("{} 65532", host_version.trim().trim_start_matches('v'));
     assert_eq!(out, want);
 }

@@ -147,6 +147,40 @@ pub(crate) fn run(name: &str, src: &Path, prefix: &str, pins: Pins) -> Result<Fa
     }
 }
 
+/// The version the app itself declares, for the image's `org.opencontainers.image.version`
+/// label: `package.json` `version` (`nodejs`), `Cargo.toml` `[package] version` (`rust`, a
+/// literal string only: an inherited `version.workspace = true` gives none), `pyproject.toml`
+/// `[project] version` or `[tool.poetry] version` (`python`). Other buildpacks declare none.
+/// Same reading rules as the analyzers (regular files, no symlinks; malformed files are errors
+/// naming file and line).
+pub fn app_version(src: &Path, buildpack: &str) -> Result<Option<Sourced>> {
+    let tree = Tree { src, prefix: "" };
+    let found = match buildpack {
+        "nodejs" => tree.json("package.json")?.and_then(|pkg| {
+            json_str(&pkg, "version").map(|v| (v.to_owned(), "package.json version"))
+        }),
+        "rust" => tree.toml("Cargo.toml")?.and_then(|cargo| {
+            toml_str(&cargo, "package.version")
+                .map(|v| (v.to_owned(), "Cargo.toml package.version"))
+        }),
+        "python" => tree.toml("pyproject.toml")?.and_then(|py| {
+            toml_str(&py, "project.version")
+                .map(|v| (v.to_owned(), "pyproject.toml project.version"))
+                .or_else(|| {
+                    toml_str(&py, "tool.poetry.version")
+                        .map(|v| (v.to_owned(), "pyproject.toml tool.poetry.version"))
+                })
+        }),
+        _ => None,
+    };
+    Ok(found
+        .filter(|(v, _)| !v.trim().is_empty())
+        .map(|(version, from)| Sourced {
+            version,
+            from: from.to_owned(),
+        }))
+}
+
 /// What the user pinned (`kiln.toml`, `KILN_*`; see [`crate::settings::Settings`]) that
 /// analyzers read, each with its source.
 #[derive(Debug, Clone, Copy, Default)]
@@ -461,6 +495,48 @@ mod tests {
             tree.tool_manager_version(&["ruby"]).unwrap(),
             (None, ".tool-versions ruby".into())
         );
+    }
+
+    #[test]
+    fn app_version_from_each_ecosystems_manifest() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, text: &str| std::fs::write(dir.path().join(name), text).unwrap();
+        let version = |bp: &str| {
+            app_version(dir.path(), bp)
+                .unwrap()
+                .map(|s| (s.version, s.from))
+        };
+        assert_eq!(version("nodejs"), None);
+        write("package.json", r#"{"name": "web", "version": "1.4.2"}"#);
+        write(
+            "Cargo.toml",
+            "[package]\nname = \"a\"\nversion.workspace = true\n",
+        );
+        write("pyproject.toml", "[tool.poetry]\nversion = \"0.3.0\"\n");
+        assert_eq!(
+            version("nodejs"),
+            Some(("1.4.2".into(), "package.json version".into()))
+        );
+        assert_eq!(
+            version("rust"),
+            None,
+            "an inherited version is not a string"
+        );
+        assert_eq!(
+            version("python"),
+            Some(("0.3.0".into(), "pyproject.toml tool.poetry.version".into()))
+        );
+        write(
+            "pyproject.toml",
+            "[project]\nversion = \"2.0\"\n[tool.poetry]\nversion = \"0.3.0\"\n",
+        );
+        assert_eq!(version("python").unwrap().0, "2.0");
+        write("Cargo.toml", "[package]\nversion = \"0.9.1\"\n");
+        assert_eq!(version("rust").unwrap().0, "0.9.1");
+        assert_eq!(version("go"), None);
+        write("package.json", "{\n  \"version\": ,\n}");
+        let err = app_version(dir.path(), "nodejs").unwrap_err().to_string();
+        assert!(err.contains("package.json") && err.contains('2'), "{err}");
     }
 
     #[test]

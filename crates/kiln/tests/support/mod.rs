@@ -294,6 +294,9 @@ impl Container {
         process.insert("terminal".into(), false.into());
         let process_env = process["env"].as_array_mut().unwrap();
         for (k, v) in env {
+            // Replacing the image's own value (its `PORT=8080`), as `docker run -e` does.
+            let prefix = format!("{k}=");
+            process_env.retain(|e| !e.as_str().is_some_and(|e| e.starts_with(&prefix)));
             process_env.push(format!("{k}={v}").into());
         }
         let linux = config["linux"].as_object_mut().unwrap();
