@@ -8,7 +8,12 @@
 //!   older, it is refreshed when the mirror answers, else used with a note. A cached InRelease
 //!   is verified again each time it is read (its signature and `Valid-Until`).
 //!
-//! Indexes and packages need no refs: the signed Release names each index by sha256, and each
+//! - `refs/packages-<index sha256>`: the digest of the fields Kiln reads from that index;
+//! - `refs/plan-<key>`: the digest of a resolved [`crate::lock::Lock`] (TOML), the key hashing
+//!   the suites' InRelease digests, the request and [`crate::stack::RESOLVER_VERSION`], so a
+//!   build over unchanged indexes resolves nothing (see [`crate::stack::resolve_fresh`]).
+//!
+//! Indexes and packages need no other refs: the signed Release names each index by sha256, and each
 //! Packages stanza names its `.deb` by sha256, so "is it cached?" is "is that blob there?".
 //! Downloads are verified (size, then sha256) before they are stored, and cached blobs again
 //! before use; a download that does not match is refused, never stored.
@@ -51,6 +56,19 @@ impl Cache {
 
     pub fn store(&self) -> &BlobStore {
         &self.store
+    }
+
+    /// The blob a ref file under `refs/` names, if the file holds a digest and the blob is
+    /// stored; anything else (missing, truncated, foreign) reads as no ref.
+    pub(crate) fn read_ref(&self, path: &Path) -> Option<Digest> {
+        let text = fs::read_to_string(path).ok()?;
+        let digest = Digest::parse(text.trim()).ok()?;
+        self.store.contains(&digest).then_some(digest)
+    }
+
+    /// Points the ref file `path` at `digest` (temp file and rename).
+    pub(crate) fn write_ref(&self, path: &Path, digest: &Digest) -> Result<()> {
+        write_file_atomic(path, digest.as_str().as_bytes())
     }
 }
 
@@ -144,7 +162,7 @@ pub fn release(
             // Verified before it is stored: a bad signature is refused, not cached.
             let release = release::verify_inrelease(&bytes, &source.keyring, &url, suite, now)?;
             let digest = cache.store.put_bytes(&bytes)?;
-            write_atomic(&refs, &ref_path, digest.as_str().as_bytes())?;
+            cache.write_ref(&ref_path, &digest)?;
             Ok(release)
         }
         Err(failure) => {
@@ -165,11 +183,7 @@ pub fn release(
 }
 
 fn cached_ref(path: &Path, cache: &Cache) -> Option<(Digest, Duration)> {
-    let text = fs::read_to_string(path).ok()?;
-    let digest = Digest::parse(text.trim()).ok()?;
-    if !cache.store.contains(&digest) {
-        return None;
-    }
+    let digest = cache.read_ref(path)?;
     let fetched = fs::metadata(path).and_then(|m| m.modified()).ok()?;
     let age = SystemTime::now()
         .duration_since(fetched)
@@ -193,11 +207,7 @@ pub fn packages(source: &Source, cache: &Cache, release: &Release) -> Result<Vec
         .root
         .join("refs")
         .join(format!("packages-{}", digest.hex()));
-    let extract = fs::read_to_string(&extract_ref)
-        .ok()
-        .and_then(|d| Digest::parse(d.trim()).ok())
-        .filter(|d| cache.store.contains(d));
-    if let Some(extract) = extract {
+    if let Some(extract) = cache.read_ref(&extract_ref) {
         let text =
             String::from_utf8(cache.store.read_verified(&extract)?).map_err(|_| Error::Parse {
                 what: format!("{url} (cached extract {extract})"),
@@ -222,11 +232,7 @@ pub fn packages(source: &Source, cache: &Cache, release: &Release) -> Result<Vec
     let text = index::unpack_verified(&bytes, sum, plain, &url)?;
     let packages = index::parse_packages(&text, &release.suite, &url)?;
     let extract = cache.store.put_bytes(index::extract(&text).as_bytes())?;
-    write_atomic(
-        &cache.root.join("refs"),
-        &extract_ref,
-        extract.as_str().as_bytes(),
-    )?;
+    cache.write_ref(&extract_ref, &extract)?;
     Ok(packages)
 }
 
@@ -239,16 +245,33 @@ pub fn universe(
     codename: &str,
     notes: &mut Vec<String>,
 ) -> Result<(Vec<Release>, Universe)> {
-    let suites = source.suites(codename);
-    let mut releases = Vec::new();
-    let mut indexes = Vec::new();
-    for suite in &suites {
-        let release = release(source, cache, suite, notes)?;
-        indexes.push(packages(source, cache, &release)?);
-        releases.push(release);
-    }
-    let names: Vec<&str> = suites.iter().map(String::as_str).collect();
-    Ok((releases, Universe::new(&names, indexes)))
+    let releases = releases(source, cache, codename, notes)?;
+    let universe = universe_of(source, cache, &releases)?;
+    Ok((releases, universe))
+}
+
+/// The verified Releases of `codename`'s suites ([`Source::suites`]), in that order.
+pub fn releases(
+    source: &Source,
+    cache: &Cache,
+    codename: &str,
+    notes: &mut Vec<String>,
+) -> Result<Vec<Release>> {
+    source
+        .suites(codename)
+        .iter()
+        .map(|suite| release(source, cache, suite, notes))
+        .collect()
+}
+
+/// The packages of `releases` (from [`releases`]) as one [`Universe`].
+pub fn universe_of(source: &Source, cache: &Cache, releases: &[Release]) -> Result<Universe> {
+    let indexes = releases
+        .iter()
+        .map(|release| packages(source, cache, release))
+        .collect::<Result<Vec<_>>>()?;
+    let names: Vec<&str> = releases.iter().map(|r| r.suite.as_str()).collect();
+    Ok(Universe::new(&names, indexes))
 }
 
 /// Exactly which `.deb` to use: chosen from a Packages index, or read from a lock.

@@ -15,10 +15,12 @@
 //! except `usr/share/doc/*/copyright` (licences; scanners read them).
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use kiln_oci::layer::Entry;
+use sha2::{Digest as _, Sha256};
 
 use crate::deb::{self, Alternative, DebContents, DebKind};
 use crate::error::{Error, Result};
@@ -199,16 +201,22 @@ pub(crate) fn followed_layer(name: &str, relations: &[String]) -> LayerRequest {
     }
 }
 
-/// Resolves `request` fresh against the mirror's current indexes.
+/// Bump when resolution or [`plan`] changes what it chooses from the same indexes: resolved
+/// plans cached under an older version are then not reused.
+pub const RESOLVER_VERSION: u32 = 1;
+
+/// Resolves `request` against the mirror's current indexes. The InRelease files are fetched
+/// (or refreshed) and verified every time; the resolution over them is cached under a key of
+/// their digests and the request (`refs/plan-<key>`), so while no index changes a build reads
+/// no `Packages` index.
 pub fn resolve_fresh(
     source: &Source,
     cache: &Cache,
     request: &impl Layered,
     notes: &mut Vec<String>,
 ) -> Result<Lock> {
-    let (releases, universe) = fetch::universe(source, cache, request.distro().codename(), notes)?;
-    let mut lock = plan(&universe, request, &source.arch)?;
-    lock.suite = releases
+    let releases = fetch::releases(source, cache, request.distro().codename(), notes)?;
+    let suites: Vec<SuiteInfo> = releases
         .iter()
         .map(|r| SuiteInfo {
             name: r.suite.clone(),
@@ -216,7 +224,78 @@ pub fn resolve_fresh(
             inrelease_sha256: r.inrelease_sha256.clone(),
         })
         .collect();
+    let ref_path = cache
+        .root()
+        .join("refs")
+        .join(format!("plan-{}", plan_key(&suites, request, &source.arch)));
+    if let Some(lock) = cached_plan(cache, &ref_path, &suites, request, &source.arch) {
+        return Ok(lock);
+    }
+    let universe = fetch::universe_of(source, cache, &releases)?;
+    let mut lock = plan(&universe, request, &source.arch)?;
+    lock.suite = suites;
+    let digest = cache.store().put_bytes(lock.to_toml()?.as_bytes())?;
+    cache.write_ref(&ref_path, &digest)?;
     Ok(lock)
+}
+
+/// What a resolution depends on: the suites' InRelease digests (which name every index by
+/// sha256), the architecture, every requested layer and relation, and the resolver version.
+fn plan_key(suites: &[SuiteInfo], request: &impl Layered, arch: &str) -> String {
+    let mut key = Sha256::new();
+    let mut field = |bytes: &[u8]| {
+        // Length-prefixed, so no two different inputs hash the same bytes.
+        key.update((bytes.len() as u64).to_le_bytes());
+        key.update(bytes);
+    };
+    let count = |n: usize| (n as u64).to_le_bytes();
+    field(&RESOLVER_VERSION.to_le_bytes());
+    field(&LOCK_VERSION.to_le_bytes());
+    field(arch.as_bytes());
+    field(request.distro().name().as_bytes());
+    // Counts before each list, so no field can be read as belonging to a neighbouring list.
+    field(&count(suites.len()));
+    for suite in suites {
+        field(suite.name.as_bytes());
+        field(suite.inrelease_sha256.as_bytes());
+    }
+    let layers = request.layers();
+    field(&count(layers.len()));
+    for layer in &layers {
+        field(layer.name.as_bytes());
+        field(&count(layer.relations.len()));
+        for (relation, follow) in layer.relations.iter().zip(&layer.follow) {
+            field(relation.as_bytes());
+            field(&[u8::from(*follow)]);
+        }
+    }
+    hex::encode(key.finalize())
+}
+
+/// The plan `ref_path` names, if its blob verifies, parses and was resolved from exactly
+/// `suites`; anything else is ignored (and resolved again).
+fn cached_plan(
+    cache: &Cache,
+    ref_path: &Path,
+    suites: &[SuiteInfo],
+    request: &impl Layered,
+    arch: &str,
+) -> Option<Lock> {
+    let digest = cache.read_ref(ref_path)?;
+    let bytes = cache.store().read_verified(&digest).ok()?;
+    let lock: Lock = toml::from_str(std::str::from_utf8(&bytes).ok()?).ok()?;
+    // The key already covers all of this; checking it again costs nothing and keeps a
+    // mislabelled entry (a hash collision, a hand-edited ref) from being used.
+    let layers = request.layers();
+    let fits = lock.lock_version == LOCK_VERSION
+        && lock.suite == suites
+        && lock.distro == request.distro().name()
+        && lock.arch == arch
+        && lock.layer.len() == layers.len()
+        && lock.layer.iter().zip(&layers).all(|(locked, asked)| {
+            locked.name == asked.name && locked.requested == asked.relations
+        });
+    fits.then_some(lock)
 }
 
 /// The layers of `request` over `universe` (no suite information: see [`resolve_fresh`]).
@@ -536,6 +615,128 @@ fn place_package(root: &mut Root, name: &str, contents: &DebContents, only: &[&s
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn suites(inrelease: &str) -> Vec<SuiteInfo> {
+        vec![SuiteInfo {
+            name: "trixie".into(),
+            date: "Sat, 15 Nov 2025 08:00:00 UTC".into(),
+            inrelease_sha256: inrelease.into(),
+        }]
+    }
+
+    fn glibc_with(packages: &[&str]) -> Request {
+        Request {
+            distro: Distro::DEFAULT,
+            flavour: Flavour::Glibc,
+            packages: packages.iter().map(|p| p.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn the_plan_key_changes_with_any_index_the_request_or_the_arch() {
+        let key = plan_key(&suites("aa"), &glibc_with(&["libpq5"]), "amd64");
+        assert_eq!(
+            key,
+            plan_key(&suites("aa"), &glibc_with(&["libpq5"]), "amd64")
+        );
+        for other in [
+            plan_key(&suites("ab"), &glibc_with(&["libpq5"]), "amd64"),
+            plan_key(&suites("aa"), &glibc_with(&["libpq5", "curl"]), "amd64"),
+            plan_key(&suites("aa"), &glibc_with(&[]), "amd64"),
+            plan_key(&suites("aa"), &glibc_with(&["libpq5"]), "arm64"),
+        ] {
+            assert_ne!(key, other);
+        }
+    }
+
+    /// Layers given as (name, relations), every relation followed.
+    struct Layers(Vec<(&'static str, Vec<&'static str>)>);
+
+    impl Layered for Layers {
+        fn distro(&self) -> Distro {
+            Distro::DEFAULT
+        }
+
+        fn layers(&self) -> Vec<LayerRequest> {
+            self.0
+                .iter()
+                .map(|(name, relations)| LayerRequest {
+                    name: name.to_string(),
+                    relations: relations.iter().map(|r| r.to_string()).collect(),
+                    follow: vec![true; relations.len()],
+                })
+                .collect()
+        }
+    }
+
+    #[test]
+    fn the_plan_key_tells_layer_boundaries_apart() {
+        let key = |layers| plan_key(&suites("aa"), &Layers(layers), "amd64");
+        // The same strings in the same order, cut into layers differently.
+        assert_ne!(
+            key(vec![("a", vec!["b"]), ("c", vec![])]),
+            key(vec![("a", vec![]), ("b", vec!["c"])])
+        );
+        assert_ne!(
+            key(vec![("a", vec!["b", "c"])]),
+            key(vec![("a", vec!["bc"])])
+        );
+    }
+
+    #[test]
+    fn a_cached_plan_is_used_only_when_it_verifies_parses_and_names_the_same_indexes() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(dir.path()).unwrap();
+        let request = Request {
+            distro: Distro::DEFAULT,
+            flavour: Flavour::Static,
+            packages: Vec::new(),
+        };
+        let lock = Lock {
+            lock_version: LOCK_VERSION,
+            distro: "debian-13".into(),
+            arch: "amd64".into(),
+            suite: suites("aa"),
+            layer: request
+                .layers()
+                .into_iter()
+                .map(|layer| LockedLayer {
+                    name: layer.name,
+                    requested: layer.relations,
+                    package: Vec::new(),
+                })
+                .collect(),
+        };
+        let ref_path = dir.path().join("refs/plan-k");
+        let cached = |suites: &[SuiteInfo], request: &Request, arch: &str| {
+            cached_plan(&cache, &ref_path, suites, request, arch)
+        };
+        let store = |bytes: &[u8]| {
+            let digest = cache.store().put_bytes(bytes).unwrap();
+            cache.write_ref(&ref_path, &digest).unwrap();
+            digest
+        };
+        assert_eq!(cached(&suites("aa"), &request, "amd64"), None);
+        let digest = store(lock.to_toml().unwrap().as_bytes());
+        assert_eq!(cached(&suites("aa"), &request, "amd64"), Some(lock.clone()));
+        // Resolved from another index: not this build's plan.
+        assert_eq!(cached(&suites("ab"), &request, "amd64"), None);
+        // Another request or architecture under the same ref: not this build's plan either.
+        assert_eq!(cached(&suites("aa"), &glibc_with(&[]), "amd64"), None);
+        assert_eq!(cached(&suites("aa"), &request, "arm64"), None);
+        // A blob whose bytes no longer match its digest is not trusted.
+        let blob = cache.store().path(&digest);
+        let mut perms = std::fs::metadata(&blob).unwrap().permissions();
+        #[allow(clippy::permissions_set_readonly_false)]
+        perms.set_readonly(false);
+        std::fs::set_permissions(&blob, perms).unwrap();
+        std::fs::write(&blob, lock.to_toml().unwrap().replace("tzdata", "tzdatb")).unwrap();
+        assert_eq!(cached(&suites("aa"), &request, "amd64"), None);
+        store(b"not = [a lock");
+        assert_eq!(cached(&suites("aa"), &request, "amd64"), None);
+        std::fs::write(&ref_path, "sha256:nonsense").unwrap();
+        assert_eq!(cached(&suites("aa"), &request, "amd64"), None);
+    }
 
     #[test]
     fn moved_relative_links_keep_their_meaning() {

@@ -466,3 +466,59 @@ fn updates_suites_are_verified_and_locks_take_the_highest_version_of_all_suites(
         "{err}"
     );
 }
+
+#[test]
+fn a_cached_plan_needs_no_packages_index_and_a_damaged_one_is_not_used() {
+    let Some(source) = host_source() else { return };
+    let shared = shared_cache();
+    let lock = stack::resolve_fresh(&source, &shared, &static_request(), &mut Vec::new()).unwrap();
+    // The plan entry that resolution left in the shared cache.
+    let text = lock.to_toml().unwrap();
+    let plan = std::fs::read_dir(shared.root().join("refs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("plan-")
+        })
+        .find(|p| {
+            let digest = std::fs::read_to_string(p).unwrap();
+            kiln_oci::Digest::parse(digest.trim())
+                .ok()
+                .and_then(|d| shared.store().read_verified(&d).ok())
+                .is_some_and(|bytes| bytes == text.as_bytes())
+        })
+        .expect("resolve_fresh stores its plan under refs/plan-*");
+
+    // A cache holding that plan entry and nothing else, behind a mirror whose Packages indexes
+    // are all damaged: the plan is reused without reading any index.
+    fn break_indexes(path: &str, body: &mut [u8]) {
+        if path.contains("/Packages") && !body.is_empty() {
+            let middle = body.len() / 2;
+            body[middle] ^= 0xff;
+        }
+    }
+    let evil = source_for(tampering_proxy(&source.mirror, break_indexes));
+    let dir = tempfile::tempdir().unwrap();
+    let cache = Cache::open(dir.path()).unwrap();
+    let digest = cache.store().put_bytes(text.as_bytes()).unwrap();
+    let ref_path = dir.path().join("refs").join(plan.file_name().unwrap());
+    std::fs::create_dir_all(ref_path.parent().unwrap()).unwrap();
+    std::fs::write(&ref_path, digest.as_str()).unwrap();
+    let reused = stack::resolve_fresh(&evil, &cache, &static_request(), &mut Vec::new()).unwrap();
+    assert_eq!(reused, lock);
+
+    // The entry's blob damaged: it is not trusted, so resolution reads the (damaged) index.
+    let blob = cache.store().path(&digest);
+    let mut perms = std::fs::metadata(&blob).unwrap().permissions();
+    #[allow(clippy::permissions_set_readonly_false)]
+    perms.set_readonly(false);
+    std::fs::set_permissions(&blob, perms).unwrap();
+    std::fs::write(&blob, text.replace("tzdata", "tzdatb")).unwrap();
+    let err = stack::resolve_fresh(&evil, &cache, &static_request(), &mut Vec::new())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("Packages"), "{err}");
+}
