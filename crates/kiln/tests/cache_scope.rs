@@ -399,13 +399,7 @@ fn rust_rebuilds_after_a_source_change_and_after_a_path_change() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
-    let src = tmp.path().join("rust-hello");
-    run_ok(
-        Command::new("cp")
-            .arg("-r")
-            .arg(fixture("rust-hello"))
-            .arg(&src),
-    );
+    let src = copy_fixture("rust-hello", tmp.path());
     let (cache, out) = (tmp.path().join("cache"), tmp.path().join("image"));
     let build = |extra: &[&str]| -> Value {
         let mut args = vec![

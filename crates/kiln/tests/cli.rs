@@ -219,13 +219,7 @@ fn inspect_of_a_missing_archive_says_the_file_is_missing() {
 #[test]
 fn a_nixpacks_start_command_is_the_web_process_and_unmapped_keys_are_warned() {
     let tmp = tempfile::tempdir().unwrap();
-    let src = tmp.path().join("app");
-    run_ok(
-        std::process::Command::new("cp")
-            .arg("-r")
-            .arg(fixture("procfile-static"))
-            .arg(&src),
-    );
+    let src = copy_fixture("procfile-static", tmp.path());
     std::fs::write(
         src.join("nixpacks.toml"),
         "[phases.setup]\nnixPkgs = [\"busybox\"]\n[start]\ncmd = \"httpd -f -p 9000 -h /workspace/public\"\n",

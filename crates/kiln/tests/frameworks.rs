@@ -49,13 +49,7 @@ fn fastapi_app_starts_under_uvicorn_on_port() {
 #[test]
 fn user_build_and_start_commands_replace_the_planned_ones() {
     let tmp = tempfile::tempdir().unwrap();
-    let src = tmp.path().join("app");
-    run_ok(
-        std::process::Command::new("cp")
-            .arg("-r")
-            .arg(fixture("procfile-static"))
-            .arg(&src),
-    );
+    let src = copy_fixture("procfile-static", tmp.path());
     std::fs::write(
         src.join("kiln.toml"),
         "[build]\nbuild = \"echo from-kiln-toml > built.txt\"\n",

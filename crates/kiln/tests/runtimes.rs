@@ -4,8 +4,6 @@
 mod support;
 
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use serde_json::Value;
 use support::run_image::{
@@ -20,17 +18,6 @@ fn layer<'a>(report: &'a Value, name: &str) -> &'a Value {
         .iter()
         .find(|l| l["name"] == name)
         .unwrap_or_else(|| panic!("no layer {name} in {report}"))
-}
-
-/// A private copy of a fixture, so tests can edit it.
-fn copy_fixture(name: &str, dir: &Path) -> PathBuf {
-    let dest = dir.join(name);
-    run_ok(Command::new("cp").args([
-        "-r",
-        fixture(name).to_str().unwrap(),
-        dest.to_str().unwrap(),
-    ]));
-    dest
 }
 
 #[test]

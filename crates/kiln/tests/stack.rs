@@ -10,7 +10,7 @@ mod support;
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 use kiln_oci::source::{load_image, ImageSource};
@@ -18,7 +18,7 @@ use kiln_oci::store::BlobStore;
 use serde_json::Value;
 
 use support::run_image::{kiln_on_stack, require_debian_mirror};
-use support::{fixture, require_tools, run_ok};
+use support::{copy_fixture, fixture, require_tools};
 
 /// What a path is in an image's merged filesystem.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -117,18 +117,6 @@ fn build_ok(src: &Path, cache: &Path, out: &Path, env: &[(&str, &str)]) -> Value
         String::from_utf8_lossy(&output.stderr)
     );
     serde_json::from_slice(&output.stdout).unwrap()
-}
-
-/// A private copy of fixture `name` under `dir`.
-fn copy_fixture(name: &str, dir: &Path) -> PathBuf {
-    fs::create_dir_all(dir).unwrap();
-    let dest = dir.join(name);
-    run_ok(Command::new("cp").args([
-        "-r",
-        fixture(name).to_str().unwrap(),
-        dest.to_str().unwrap(),
-    ]));
-    dest
 }
 
 #[test]

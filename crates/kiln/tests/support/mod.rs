@@ -144,6 +144,15 @@ fn on_path(tool: &str) -> bool {
 }
 
 /// Runs an external command and asserts success, returning stdout.
+/// A private copy of fixture `name` under `dir` (created if missing), for a test that changes
+/// it: `dir/name`.
+pub fn copy_fixture(name: &str, dir: &Path) -> PathBuf {
+    fs::create_dir_all(dir).unwrap();
+    let dest = dir.join(name);
+    run_ok(Command::new("cp").arg("-r").arg(fixture(name)).arg(&dest));
+    dest
+}
+
 pub fn run_ok(cmd: &mut Command) -> String {
     let out = cmd
         .output()
