@@ -61,9 +61,9 @@ fn busybox_base_with_history(out: &Path) {
     kiln_oci::archive::write_oci_archive(&store, &image, None, out).unwrap();
 }
 
-/// Builds `app` on a busybox base (with history) as an OCI layout at `tmp/out` with `extra`
-/// arguments; returns the layout.
-fn build_layout(tmp: &Path, app: &Path, extra: &[&str]) -> PathBuf {
+/// The command that builds `app` on a busybox base (with history) as an OCI layout at
+/// `tmp/out` with `extra` arguments, and that layout.
+fn layout_build(tmp: &Path, app: &Path, extra: &[&str]) -> (std::process::Command, PathBuf) {
     let base = tmp.join("busybox.tar");
     if !base.exists() {
         busybox_base_with_history(&base);
@@ -71,7 +71,8 @@ fn build_layout(tmp: &Path, app: &Path, extra: &[&str]) -> PathBuf {
     let out = tmp.join("out");
     let run_image = format!("oci-archive:{}", base.display());
     let cache = tmp.join("cache");
-    let args = [
+    let mut cmd = kiln_cmd();
+    cmd.args([
         "build",
         app.to_str().unwrap(),
         "--output",
@@ -83,8 +84,15 @@ fn build_layout(tmp: &Path, app: &Path, extra: &[&str]) -> PathBuf {
         "--cache-dir",
         cache.to_str().unwrap(),
         "--no-verify",
-    ];
-    kiln_ok(&[&args[..], extra].concat());
+    ])
+    .args(extra);
+    (cmd, out)
+}
+
+/// [`layout_build`], run: it must succeed.
+fn build_layout(tmp: &Path, app: &Path, extra: &[&str]) -> PathBuf {
+    let (mut cmd, out) = layout_build(tmp, app, extra);
+    run_ok(&mut cmd);
     out
 }
 
@@ -324,35 +332,19 @@ fn env_file_reaches_build_steps_not_the_image_and_errors_name_the_line() {
         "# build settings\nFROM_FILE=a \"quoted\" value\n\nOVERRIDDEN=from-file\nFROM_CALLER\n",
     )
     .unwrap();
-    let base = tmp.path().join("busybox.tar");
-    busybox_base_with_history(&base);
-    let out = tmp.path().join("out");
     let build = |env_file: &Path| {
-        kiln_cmd()
-            .env("FROM_CALLER", "caller")
-            .args([
-                "build",
-                app.to_str().unwrap(),
-                "--output",
-                out.to_str().unwrap(),
-                "--format",
-                "oci-dir",
-                "--run-image",
-                &format!("oci-archive:{}", base.display()),
-                "--buildpacks",
-                bps.to_str().unwrap(),
-                "--cache-dir",
-                tmp.path().join("cache").to_str().unwrap(),
-                "--no-verify",
-                "--env-file",
-                env_file.to_str().unwrap(),
-                "--env",
-                "OVERRIDDEN=from-cli",
-            ])
-            .output()
-            .unwrap()
+        let extra = [
+            "--buildpacks",
+            bps.to_str().unwrap(),
+            "--env-file",
+            env_file.to_str().unwrap(),
+            "--env",
+            "OVERRIDDEN=from-cli",
+        ];
+        let (mut cmd, out) = layout_build(tmp.path(), &app, &extra);
+        (cmd.env("FROM_CALLER", "caller").output().unwrap(), out)
     };
-    let ok = build(&env_file);
+    let (ok, out) = build(&env_file);
     assert!(
         ok.status.success(),
         "{}",
@@ -364,7 +356,7 @@ fn env_file_reaches_build_steps_not_the_image_and_errors_name_the_line() {
     }
 
     std::fs::write(&env_file, "A=1\nnot a name=2\n").unwrap();
-    let bad = build(&env_file);
+    let (bad, _) = build(&env_file);
     assert_eq!(bad.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&bad.stderr);
     assert!(
