@@ -52,11 +52,11 @@ fn parse_json(text: &str, path: &Path) -> Result<Json> {
     })
 }
 
-/// Kiln buildpacks another tool names the same way.
-const SAME_NAME: [&str; 20] = [
+/// Kiln buildpacks another tool names the same way (a unit test keeps it to built-in ids).
+const SAME_NAME: [&str; 23] = [
     "nodejs", "python", "go", "ruby", "php", "java", "dotnet", "rust", "elixir", "deno",
     "procfile", "static", "shell", "clojure", "crystal", "dart", "gleam", "haskell", "scala",
-    "swift",
+    "swift", "zig", "cobol", "cpp",
 ];
 
 /// A Kiln buildpack id for another tool's buildpack or provider name (`paketo-buildpacks/nodejs`,
@@ -68,9 +68,6 @@ fn kiln_buildpack(name: &str) -> Option<&'static str> {
         "java-maven" | "maven" | "gradle" => Some("java"),
         "dotnet-core" | "csharp" | "fsharp" => Some("dotnet"),
         "staticfile" => Some("static"),
-        "zig" => Some("zig"),
-        "cobol" => Some("cobol"),
-        "cpp" => Some("cpp"),
         other => SAME_NAME.into_iter().find(|id| *id == other),
     }
 }
@@ -619,6 +616,14 @@ mod tests {
             err.contains("nixpacks.toml") && err.contains("BAD NAME"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn names_kept_as_they_are_are_built_in_buildpacks() {
+        let set = crate::BuildpackSet::builtin().unwrap();
+        for id in super::SAME_NAME {
+            assert!(set.get(id).is_some(), "{id} is no built-in buildpack");
+        }
     }
 
     #[test]
