@@ -8,7 +8,7 @@
 //! With `SRC/kiln.lock` holding a `build` layer for exactly this package request, the root is
 //! the locked packages; otherwise they are resolved fresh (and `kiln lock` records them).
 
-use std::io::Write;
+use crate::events::Events;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -85,7 +85,7 @@ pub fn prepare(
     opts: &BuildOptions,
     project: &ProjectConfig,
     request: &BuildRootRequest,
-    log: &mut dyn Write,
+    ev: Events<'_>,
 ) -> Result<BuildRoot> {
     let started = Instant::now();
     let source = crate::stack::source(opts, project)?;
@@ -99,7 +99,7 @@ pub fn prepare(
         ),
     };
     for note in &notes {
-        let _ = writeln!(log, "build root: note: {note}");
+        ev.note(format!("build root: note: {note}"));
     }
     let roots = cache.root().join("roots");
     let key = droot::root_key(&lock);
@@ -125,8 +125,7 @@ pub fn prepare(
         packages: lock.packages().count(),
         locked,
     };
-    let _ = writeln!(
-        log,
+    ev.note(format!(
         "build root {}: {} packages{}{}, {} ({:.1} s)",
         report.distro,
         report.packages,
@@ -141,7 +140,7 @@ pub fn prepare(
         },
         if cached { "cached" } else { "unpacked" },
         started.elapsed().as_secs_f64()
-    );
+    ));
     Ok(BuildRoot { dir, report })
 }
 
@@ -168,7 +167,7 @@ pub fn resolve_for_lock(
     opts: &BuildOptions,
     plan: &Plan,
     project: &ProjectConfig,
-    log: &mut dyn Write,
+    ev: Events<'_>,
 ) -> Result<Lock> {
     let request = request(opts, plan, project)?;
     let source = crate::stack::source(opts, project)?;
@@ -176,7 +175,7 @@ pub fn resolve_for_lock(
     let mut notes = Vec::new();
     let lock = dstack::resolve_fresh(&source, &cache, &request, &mut notes)?;
     for note in &notes {
-        let _ = writeln!(log, "build root: note: {note}");
+        ev.note(format!("build root: note: {note}"));
     }
     Ok(lock)
 }

@@ -27,7 +27,10 @@
 //! Whatever a dead build left in `tmp/` and `work/` is removed by the next one to take the lock.
 
 use std::fs;
+use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
+
+use crate::events::Events;
 use std::path::{Path, PathBuf};
 
 use kiln_oci::digest::Digest;
@@ -48,24 +51,23 @@ impl BuildCache {
     /// Opens the cache, waiting for any other build that holds it, and removes what dead
     /// builds left behind. A relative `root` is made absolute first: steps get paths inside the
     /// cache, and they run in other directories.
-    pub fn open(root: &Path, log: &mut dyn std::io::Write) -> Result<BuildCache> {
-        let cache = BuildCache::open_without_cleaning(root, log)?;
+    pub fn open(root: &Path, ev: Events<'_>) -> Result<BuildCache> {
+        let cache = BuildCache::open_without_cleaning(root, ev)?;
         let leftovers = cache.leftovers()?;
         for path in &leftovers {
             remove_any(path)?;
         }
         if !leftovers.is_empty() {
-            let _ = writeln!(
-                log,
+            ev.note(format!(
                 "cache: removed {} leftovers of builds that did not finish",
                 leftovers.len()
-            );
+            ));
         }
         Ok(cache)
     }
 
     /// [`BuildCache::open`] without removing leftovers (for `kiln cache ls`, which counts them).
-    pub fn open_without_cleaning(root: &Path, log: &mut dyn std::io::Write) -> Result<BuildCache> {
+    pub fn open_without_cleaning(root: &Path, ev: Events<'_>) -> Result<BuildCache> {
         let root = std::path::absolute(root)
             .ctx(|| format!("resolving cache directory {}", root.display()))?;
         for dir in [
@@ -88,7 +90,10 @@ impl BuildCache {
             .open(&lock_path)
             .ctx(|| format!("opening {}", lock_path.display()))?;
         if lock.try_lock().is_err() {
-            let _ = writeln!(log, "waiting for another build using {}", root.display());
+            ev.note(format!(
+                "waiting for another build using {}",
+                root.display()
+            ));
             lock.lock()
                 .ctx(|| format!("locking {}", lock_path.display()))?;
         }
@@ -440,7 +445,6 @@ fn remove_tree(dir: &Path) -> Result<()> {
 
 /// Writes `bytes` to `path` through a temporary file in the same directory and a rename.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
     let dir = path.parent().unwrap_or(Path::new("."));
     let mut tmp = tempfile::NamedTempFile::new_in(dir)
         .ctx(|| format!("creating a temporary file in {}", dir.display()))?;

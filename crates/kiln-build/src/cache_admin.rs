@@ -6,6 +6,7 @@
 //! `kiln cache ls` and removed by the next build or prune. "Used" is the item's mtime, which builds refresh on
 //! every reuse. The build lock is held throughout, so pruning never races a build.
 
+use crate::events::Events;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -73,11 +74,11 @@ pub fn list(cache_dir: &Path) -> Result<CacheListing> {
 /// (or pruning one) must not create it, e.g. at a mistyped `--cache-dir`.
 fn open_existing(
     cache_dir: &Path,
-    open: fn(&Path, &mut dyn std::io::Write) -> Result<BuildCache>,
+    open: fn(&Path, Events<'_>) -> Result<BuildCache>,
 ) -> Result<Option<BuildCache>> {
     match fs::symlink_metadata(cache_dir) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        _ => open(cache_dir, &mut std::io::sink()).map(Some),
+        _ => open(cache_dir, Events::silent()).map(Some),
     }
 }
 

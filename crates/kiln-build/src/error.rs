@@ -51,6 +51,9 @@ pub enum Error {
     /// the message names the option, file and line.
     #[error("{0}")]
     Options(String),
+    /// The caller's [`crate::events::Cancel`] stopped the build.
+    #[error("build cancelled")]
+    Cancelled,
     #[error("{context}: {source}")]
     Io {
         context: String,
@@ -76,6 +79,7 @@ impl Error {
             Error::StepFailed { .. } => "step_failed",
             Error::SandboxUnavailable(_) => "sandbox_unavailable",
             Error::Options(_) => "options",
+            Error::Cancelled => "cancelled",
             Error::Io { .. } => "io",
         }
     }

@@ -4,9 +4,9 @@
 //! plan order, then the app layer. A layer whose content key is in the cache is reused without
 //! re-tarring or recompressing (ko's "lazy layer").
 
+use crate::events::{BuildEvent, Events};
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::Write;
 use std::path::Path;
 
 use kiln_buildpack::plan::{Plan, APP_DIR, LAYERS_DIR};
@@ -142,7 +142,7 @@ struct PlannedLayer {
     entries: Vec<Entry>,
 }
 
-pub fn export(input: &ExportInput<'_>, log: &mut dyn Write) -> Result<Exported> {
+pub fn export(input: &ExportInput<'_>, ev: Events<'_>) -> Result<Exported> {
     let opts = input.opts;
     let base = input.base;
     let (user, app_owned) = run_as(input.user, base);
@@ -171,27 +171,34 @@ pub fn export(input: &ExportInput<'_>, log: &mut dyn Write) -> Result<Exported> 
             reason: "base image layer, copied verbatim".into(),
         })
         .collect();
+    for base_layer in &reports {
+        ev.emit(BuildEvent::LayerDecided {
+            name: base_layer.name.clone(),
+            reused: true,
+            reason: base_layer.reason.clone(),
+            size: base_layer.size,
+            digest: base_layer.digest.clone(),
+        });
+    }
     let mut records: Vec<LayerRecord> = base.layers.clone();
     let mut built: Vec<LayerMetadata> = Vec::new();
     // Layers are independent: look up or build them concurrently (each large one also
-    // compresses on the shared gzip pool), then assemble in plan order. Each keeps its own log,
-    // written out in plan order too.
+    // compresses on the shared gzip pool), then assemble in plan order.
     let planned = planned_layers(input)?;
-    let results: Vec<(Result<_>, Vec<u8>)> = std::thread::scope(|scope| {
+    let results: Vec<Result<_>> = std::thread::scope(|scope| {
         let handles: Vec<_> = planned
             .iter()
             .map(|p| {
                 scope.spawn(|| {
-                    let mut log = Vec::new();
-                    let result = layer_cache::layer(
+                    ev.check()?;
+                    layer_cache::layer(
                         input.cache,
                         &p.name,
                         &p.entries,
                         &layer_opts,
                         opts.no_cache,
-                        &mut log,
-                    );
-                    (result, log)
+                        ev,
+                    )
                 })
             })
             .collect();
@@ -205,17 +212,16 @@ pub fn export(input: &ExportInput<'_>, log: &mut dyn Write) -> Result<Exported> 
     });
     // The built layers' entries, kept (not copied) for verification.
     let mut verify_layers: Vec<(String, Vec<Entry>)> = Vec::new();
-    for (planned, (result, layer_log)) in planned.into_iter().zip(results) {
-        let _ = log.write_all(&layer_log);
+    for (planned, result) in planned.into_iter().zip(results) {
         let (record, decision) = result?;
         let reused = decision.reused();
-        let _ = writeln!(
-            log,
-            "layer {}: {} ({decision}, {} bytes)",
-            planned.name,
-            if reused { "reused" } else { "built" },
-            record.descriptor.size
-        );
+        ev.emit(BuildEvent::LayerDecided {
+            name: planned.name.clone(),
+            reused,
+            reason: decision.to_string(),
+            size: record.descriptor.size,
+            digest: record.descriptor.digest.clone(),
+        });
         reports.push(LayerReport {
             name: planned.name.clone(),
             digest: record.descriptor.digest.clone(),
@@ -236,7 +242,7 @@ pub fn export(input: &ExportInput<'_>, log: &mut dyn Write) -> Result<Exported> 
 
     let config = image_config(input, base, &built, user);
     if opts.verify {
-        verify(input, &config, verify_layers, log)?;
+        verify(input, &config, verify_layers, ev)?;
     }
     let annotations = image_annotations(input.created.to_owned(), base);
     let image = image::assemble(&input.cache.store, config, &records, annotations)?;
@@ -247,7 +253,7 @@ pub fn export(input: &ExportInput<'_>, log: &mut dyn Write) -> Result<Exported> 
             opts.format,
             &opts.tags,
             output,
-            log,
+            ev,
         )?;
     }
     Ok(Exported {
@@ -264,10 +270,10 @@ fn verify(
     input: &ExportInput<'_>,
     config: &ImageConfig,
     layers: Vec<(String, Vec<Entry>)>,
-    log: &mut dyn Write,
+    ev: Events<'_>,
 ) -> Result<()> {
     let base = input.base.layers.iter().map(|l| ("the run image", l));
-    verify_image(input.cache, base, layers, config, log)
+    verify_image(input.cache, base, layers, config, ev)
 }
 
 /// [`verify`] for any image: `blobs` (what each is, for messages) are layers in the cache's
@@ -277,7 +283,7 @@ pub(crate) fn verify_image<'a>(
     blobs: impl IntoIterator<Item = (&'a str, &'a LayerRecord)>,
     built: Vec<(String, Vec<Entry>)>,
     config: &ImageConfig,
-    log: &mut dyn Write,
+    ev: Events<'_>,
 ) -> Result<()> {
     let spool = cache.scratch_dir()?;
     let mut fs = kiln_verify::ImageFs::new(spool.path());
@@ -294,7 +300,7 @@ pub(crate) fn verify_image<'a>(
         fs.add_entries(&format!("layer {name}"), entries);
     }
     kiln_verify::verify(&mut fs, config)?;
-    let _ = writeln!(log, "verified: the default process can start in the image");
+    ev.note("verified: the default process can start in the image");
     Ok(())
 }
 
@@ -490,7 +496,7 @@ pub(crate) fn write_output(
     format: OutputFormat,
     tags: &[Reference],
     output: &Path,
-    log: &mut dyn Write,
+    ev: Events<'_>,
 ) -> Result<()> {
     if let Some(parent) = output.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).ctx(|| format!("creating {}", parent.display()))?;
@@ -501,12 +507,11 @@ pub(crate) fn write_output(
         }
         OutputFormat::OciDir => kiln_oci::archive::write_oci_dir_named(store, image, tags, output)?,
     }
-    let _ = writeln!(
-        log,
+    ev.note(format!(
         "wrote {} ({})",
         output.display(),
         image.manifest_digest
-    );
+    ));
     Ok(())
 }
 

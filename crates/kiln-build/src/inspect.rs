@@ -47,7 +47,8 @@ pub fn inspect(source: &ImageSource) -> Result<InspectReport> {
     let scratch = tempfile::tempdir().ctx(|| "creating a temporary directory")?;
     let store = BlobStore::open(scratch.path())?;
     let client = kiln_registry::Client::new(kiln_registry::ClientOptions::default());
-    let (image, _) = crate::registry::load_any(source, &store, &client, &mut std::io::sink())?;
+    let (image, _) =
+        crate::registry::load_any(source, &store, &client, crate::events::Events::silent())?;
     let runtime = &image.config.config;
     let metadata: Option<ImageMetadata> = runtime
         .labels

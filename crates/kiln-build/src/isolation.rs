@@ -12,8 +12,8 @@
 //! empty, the host's `/tmp` is out of sight; the host toolchains the step environment names
 //! (`PATH` entries, `RUSTUP_HOME`, …) stay visible, read-only, where they are.
 
+use crate::events::Events;
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
@@ -74,11 +74,7 @@ impl Isolated {
 
 /// The sandbox this build's steps run in, or `None` for the host. Only a plan with steps needs
 /// one. `auto` falls back to the host with one log line saying why; `sandbox` fails with it.
-pub(crate) fn probe(
-    opts: &BuildOptions,
-    plan: &Plan,
-    log: &mut dyn Write,
-) -> Result<Option<Sandbox>> {
+pub(crate) fn probe(opts: &BuildOptions, plan: &Plan, ev: Events<'_>) -> Result<Option<Sandbox>> {
     let has_steps = plan.buildpacks.iter().any(|bp| !bp.steps.is_empty());
     if !has_steps || opts.isolation == Isolation::Host {
         return Ok(None);
@@ -88,10 +84,9 @@ pub(crate) fn probe(
         (Ok(()), _) => Ok(Some(sandbox)),
         (Err(why), Isolation::Sandbox) => Err(Error::SandboxUnavailable(why.to_string())),
         (Err(why), _) => {
-            let _ = writeln!(
-                log,
+            ev.note(format!(
                 "build steps run on the host, not sandboxed (--isolation auto): {why}"
-            );
+            ));
             Ok(None)
         }
     }
@@ -103,7 +98,7 @@ pub(crate) fn isolate(
     plan: &Plan,
     project: &ProjectConfig,
     sandbox: Option<Sandbox>,
-    log: &mut dyn Write,
+    ev: Events<'_>,
 ) -> Result<Option<Isolated>> {
     let Some(sandbox) = sandbox else {
         return Ok(None);
@@ -111,7 +106,7 @@ pub(crate) fn isolate(
     let root = match opts.build_root {
         BuildRootMode::Debian => {
             let request = build_root::request(opts, plan, project)?;
-            Some(build_root::prepare(opts, project, &request, log)?)
+            Some(build_root::prepare(opts, project, &request, ev)?)
         }
         BuildRootMode::Host => None,
     };

@@ -13,10 +13,10 @@
 //! When a layer is rebuilt, the previous fingerprint of the layer with the same name says what
 //! changed ("3 files changed under src/").
 
+use crate::events::Events;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::fs;
-use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 
@@ -100,7 +100,7 @@ pub fn layer(
     entries: &[Entry],
     opts: &LayerOptions,
     no_cache: bool,
-    log: &mut dyn Write,
+    ev: Events<'_>,
 ) -> Result<(LayerRecord, LayerDecision)> {
     let stat_key = stat_key(entries, opts)?;
     let stat_path = cache.root().join("keys").join(stat_key.hex());
@@ -109,7 +109,7 @@ pub fn layer(
             .ok()
             .and_then(|s| Digest::parse(s.trim()).ok());
         if let Some(content_key) = known {
-            if let Some(record) = reusable(cache, &content_key, log)? {
+            if let Some(record) = reusable(cache, &content_key, ev)? {
                 return Ok((record, LayerDecision::Unchanged));
             }
         }
@@ -117,7 +117,7 @@ pub fn layer(
     let prints = layer::fingerprint(entries)?;
     let content_key = layer::content_key_of(&prints, opts);
     if !no_cache {
-        if let Some(record) = reusable(cache, &content_key, log)? {
+        if let Some(record) = reusable(cache, &content_key, ev)? {
             write_atomic(&stat_path, content_key.as_str().as_bytes())?;
             return Ok((record, LayerDecision::ContentUnchanged));
         }
@@ -148,7 +148,7 @@ pub fn layer(
 fn reusable(
     cache: &BuildCache,
     content_key: &Digest,
-    log: &mut dyn Write,
+    ev: Events<'_>,
 ) -> Result<Option<LayerRecord>> {
     let Some(record) = cache.read_record(content_key) else {
         return Ok(None);
@@ -163,10 +163,9 @@ fn reusable(
         return Ok(Some(record));
     }
     if present {
-        let _ = writeln!(
-            log,
-            "warning: cached blob {digest} is corrupt; dropping it and rebuilding"
-        );
+        ev.warn(format!(
+            "cached blob {digest} is corrupt; dropping it and rebuilding"
+        ));
     }
     Ok(None)
 }
@@ -335,18 +334,18 @@ mod tests {
         opts.kiln_env = BTreeMap::new();
         // Only the layer cache matters here: the image (httpd on scratch) never runs.
         opts.verify = false;
-        let first = crate::build(&opts, &mut Vec::new()).unwrap();
+        let first = crate::build(&opts, &crate::events::Ignore).unwrap();
         let app = &first.layers.last().unwrap().digest;
-        let blob = BuildCache::open(&opts.cache_dir, &mut Vec::new())
+        let blob = BuildCache::open(&opts.cache_dir, crate::events::Events::silent())
             .unwrap()
             .store
             .path(app);
         fs::remove_file(&blob).unwrap();
         fs::write(&blob, b"flipped").unwrap();
 
-        let mut log = Vec::new();
-        let again = crate::build(&opts, &mut log).unwrap();
-        let log = String::from_utf8(log).unwrap();
+        let log = crate::events::LogLines::new(Vec::new());
+        let again = crate::build(&opts, &log).unwrap();
+        let log = String::from_utf8(log.into_inner()).unwrap();
         assert!(
             log.contains(&format!(
                 "warning: cached blob {app} is corrupt; dropping it and rebuilding"

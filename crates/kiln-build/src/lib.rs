@@ -12,6 +12,7 @@ pub mod cache;
 pub mod cache_admin;
 pub mod env_file;
 pub mod error;
+pub mod events;
 mod export;
 mod fsutil;
 pub mod git;
@@ -34,7 +35,6 @@ pub mod steps;
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -55,6 +55,7 @@ pub use isolation::Isolation;
 
 use cache::{BuildCache, CacheSlot, ProjectId};
 use error::IoContext;
+use events::{Events, Phase};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -124,6 +125,9 @@ pub struct BuildOptions {
     /// [`kiln_sandbox::run_helper_if_requested`] first (the `kiln` CLI does). A program that
     /// does not answer as a helper makes `auto` fall back to the host.
     pub sandbox_helper: kiln_sandbox::Helper,
+    /// Cancelling it stops the build at its next checkpoint with [`Error::Cancelled`]
+    /// ([`events::Cancel`]); keep a clone to cancel from another thread.
+    pub cancel: events::Cancel,
 }
 
 impl BuildOptions {
@@ -154,6 +158,7 @@ impl BuildOptions {
             build_root: build_root::BuildRootMode::default(),
             network: kiln_sandbox::Network::Host,
             sandbox_helper: kiln_sandbox::Helper::current_exe(),
+            cancel: events::Cancel::new(),
         }
     }
 }
@@ -289,6 +294,18 @@ pub struct StepReport {
     pub duration_ms: u64,
 }
 
+impl StepReport {
+    fn finished(&self) -> events::BuildEvent {
+        events::BuildEvent::StepFinished {
+            buildpack: self.buildpack.clone(),
+            step: self.name.clone(),
+            ran: self.ran,
+            reason: self.reason.clone(),
+            duration_ms: self.duration_ms,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct LayerReport {
     /// `base`, `go/bin`, `app`, …
@@ -343,69 +360,53 @@ fn buildpack_set(buildpacks: Option<&BuildpackSet>) -> Result<Cow<'_, BuildpackS
     })
 }
 
-/// Runs a whole build, logging progress to `log`.
-pub fn build(opts: &BuildOptions, log: &mut dyn Write) -> Result<BuildReport> {
+/// Runs a whole build, telling `observer` what happens as it does (see [`events`]); the build
+/// stops with [`Error::Cancelled`] once [`BuildOptions::cancel`] is cancelled.
+pub fn build(opts: &BuildOptions, observer: &dyn events::Observer) -> Result<BuildReport> {
     let started = Instant::now();
-    let src = source::resolve_source(&opts.source)?;
-    let builtin;
-    let set = match &opts.buildpacks {
-        Some(set) => set,
-        None => {
-            builtin = BuildpackSet::builtin()?;
-            &builtin
-        }
-    };
-    let project = ProjectConfig::load(&src)?;
-    let checkout = src.clone();
-    let detection = kiln_buildpack::detect::detect_with(set, &src, &opts.kiln_env)?;
-    if !detection.detected {
-        return Err(nothing_detected(&opts.source, &detection));
-    }
-    for verdict in &detection.buildpacks {
-        let _ = writeln!(log, "detected {}: {}", verdict.id, verdict.reason);
-    }
-    let mut plan =
-        kiln_buildpack::plan::plan_with(set, &detection, &project, &src, &opts.kiln_env)?;
-    for warning in &plan.warnings {
-        let _ = writeln!(log, "warning: {warning}");
-    }
-    // An image with no entrypoint is no build: refuse before anything is pulled or run.
-    plan.default_process()?;
-    // The app found in a single top-level folder is the source of the build.
-    let src = match &plan.app_root {
-        Some(dir) => {
-            let _ = writeln!(log, "app root: {dir}/");
-            src.join(dir)
-        }
-        None => src,
-    };
+    let ev = Events::new(observer, &opts.cancel);
+    ev.emit(events::BuildEvent::PhaseStarted {
+        phase: Phase::Detect,
+    });
+    let detected = detect_phase(opts, ev);
+    ev.emit(events::BuildEvent::PhaseFinished {
+        phase: Phase::Detect,
+        duration_ms: elapsed_ms(started),
+        ok: detected.is_ok(),
+    });
+    let Detected {
+        src,
+        checkout,
+        project,
+        mut plan,
+    } = detected?;
     let created = kiln_oci::spec::rfc3339(opts.creation_time.seconds(opts.source_date_epoch));
     let labels = labels::image_labels(&checkout, &src, &plan, &project, &opts.labels, &created)?;
     let detect_ms = elapsed_ms(started);
 
-    let cache = BuildCache::open(&opts.cache_dir, log)?;
+    let cache = BuildCache::open(&opts.cache_dir, ev)?;
     let project_id = project_id(opts, &project, &src);
     cache.register_project(&project_id)?;
     let client = kiln_registry::Client::new(opts.registry.clone());
-    // The base first: a missing or unreachable run image fails before any step runs.
     // Whether steps can be sandboxed decides whether the stack's distro may provide runtimes
     // (they must then be in the build root and the run image).
-    let sandbox = isolation::probe(opts, &plan, log)?;
+    let sandbox = isolation::probe(opts, &plan, ev)?;
     let distro = build_root::request(opts, &plan, &project)?.distro;
-    let distro_runtimes = runtimes::from_distro(opts, &mut plan, distro, sandbox.is_some(), log)?;
-    let (base, pull, stack) = stack::load_base(opts, &plan, &project, &cache.store, &client, log)?;
+    let distro_runtimes = runtimes::from_distro(opts, &mut plan, distro, sandbox.is_some(), ev)?;
+    // The base first: a missing or unreachable run image fails before any step runs.
+    let (base, pull, stack) = ev.phase(Phase::Stack, || {
+        stack::load_base(opts, &plan, &project, &cache.store, &client, ev)
+    })?;
     export::check_platform(opts, &plan, &base)?;
     let cache_import = match &opts.cache_image {
-        Some(reference) => Some(registry_cache::import(
-            &client,
-            &cache,
-            &project_id,
-            reference,
-            log,
-        )?),
+        Some(reference) => Some(ev.phase(Phase::CacheImport, || {
+            registry_cache::import(&client, &cache, &project_id, reference, ev)
+        })?),
         None => None,
     };
-    let (runtimes, mut runtime_reports) = runtimes::provide(opts, &plan, &project.mirrors, log)?;
+    let (runtimes, mut runtime_reports) = ev.phase(Phase::Runtimes, || {
+        runtimes::provide(opts, &plan, &project.mirrors, ev)
+    })?;
     runtime_reports.splice(0..0, distro_runtimes);
     let sbom = match &opts.sbom_dir {
         Some(_) => Some(sbom::inventory(
@@ -418,7 +419,9 @@ pub fn build(opts: &BuildOptions, log: &mut dyn Write) -> Result<BuildReport> {
         )?),
         None => None,
     };
-    let sandbox = isolation::isolate(opts, &plan, &project, sandbox, log)?;
+    let sandbox = ev.phase(Phase::BuildRoot, || {
+        isolation::isolate(opts, &plan, &project, sandbox, ev)
+    })?;
     // Steps' cache keys include the runtimes (a new Node must re-run `npm ci`) and the sandbox
     // (outputs made on the host carry host paths).
     let key_env = step_key_env(opts, &runtimes, sandbox.as_ref());
@@ -428,7 +431,7 @@ pub fn build(opts: &BuildOptions, log: &mut dyn Write) -> Result<BuildReport> {
     exclude_own_paths(&mut rules, &src, cache.root(), opts.output.as_deref())?;
     let source_entries = source::source_entries(&src, &rules, APP_DIR)?;
 
-    let layers = prepare_layer_dirs(&cache, &project_id, &plan, scratch.path(), log)?;
+    let layers = prepare_layer_dirs(&cache, &project_id, &plan, scratch.path(), ev)?;
     write_planned_files(&plan, &layers)?;
     let app_dir = scratch.path().join("app");
     let built = build_layers(
@@ -453,7 +456,7 @@ pub fn build(opts: &BuildOptions, log: &mut dyn Write) -> Result<BuildReport> {
             user: project.image.user.as_deref(),
         },
         source_entries,
-        log,
+        ev,
     );
     // Cache layers go back whatever happened; only a build that succeeded may update what
     // later builds trust (step records, layers a step rewrote).
@@ -466,35 +469,38 @@ pub fn build(opts: &BuildOptions, log: &mut dyn Write) -> Result<BuildReport> {
     if let (Some(dir), Some(sbom)) = (&opts.sbom_dir, &sbom) {
         kiln_sbom::write_dir(dir, sbom)
             .ctx(|| format!("writing the SBOMs into {}", dir.display()))?;
-        let _ = writeln!(
-            log,
+        ev.note(format!(
             "sbom: {} components in {}",
             sbom.components().len(),
             dir.display()
-        );
+        ));
     }
     let export_ms = elapsed_ms(export_started);
     let mut pushes = Vec::with_capacity(opts.publish.len());
     for target in &opts.publish {
-        pushes.push(registry::publish(
-            &client,
-            &cache.store,
-            &exported.image,
-            target,
-            Some(&opts.run_image),
-            log,
-        )?);
+        pushes.push(ev.phase(Phase::Push, || {
+            registry::publish(
+                &client,
+                &cache.store,
+                &exported.image,
+                target,
+                Some(&opts.run_image),
+                ev,
+            )
+        })?);
     }
     let cache_image = match (&opts.cache_image, cache_import) {
-        (Some(reference), Some(imported)) => Some(registry_cache::export(
-            &client,
-            &cache,
-            &project_id,
-            reference,
-            &exported.image.manifest.layers,
-            imported,
-            log,
-        )?),
+        (Some(reference), Some(imported)) => Some(ev.phase(Phase::CacheExport, || {
+            registry_cache::export(
+                &client,
+                &cache,
+                &project_id,
+                reference,
+                &exported.image.manifest.layers,
+                imported,
+                ev,
+            )
+        })?),
         _ => None,
     };
 
@@ -522,6 +528,57 @@ pub fn build(opts: &BuildOptions, log: &mut dyn Write) -> Result<BuildReport> {
             export_ms,
             total_ms: elapsed_ms(started),
         },
+    })
+}
+
+/// What detection and planning settle, for the rest of the build.
+struct Detected {
+    /// The app's source: the checkout, or the single top-level folder the app was found in.
+    src: PathBuf,
+    checkout: PathBuf,
+    project: ProjectConfig,
+    plan: Plan,
+}
+
+/// Detects and plans the build, noting each verdict and the plan's warnings.
+fn detect_phase(opts: &BuildOptions, ev: Events<'_>) -> Result<Detected> {
+    let src = source::resolve_source(&opts.source)?;
+    let builtin;
+    let set = match &opts.buildpacks {
+        Some(set) => set,
+        None => {
+            builtin = BuildpackSet::builtin()?;
+            &builtin
+        }
+    };
+    let project = ProjectConfig::load(&src)?;
+    let checkout = src.clone();
+    let detection = kiln_buildpack::detect::detect_with(set, &src, &opts.kiln_env)?;
+    if !detection.detected {
+        return Err(nothing_detected(&opts.source, &detection));
+    }
+    for verdict in &detection.buildpacks {
+        ev.note(format!("detected {}: {}", verdict.id, verdict.reason));
+    }
+    let plan = kiln_buildpack::plan::plan_with(set, &detection, &project, &src, &opts.kiln_env)?;
+    for warning in &plan.warnings {
+        ev.warn(warning.to_string());
+    }
+    // An image with no entrypoint is no build: refuse before anything is pulled or run.
+    plan.default_process()?;
+    // The app found in a single top-level folder is the source of the build.
+    let src = match &plan.app_root {
+        Some(dir) => {
+            ev.note(format!("app root: {dir}/"));
+            src.join(dir)
+        }
+        None => src,
+    };
+    Ok(Detected {
+        src,
+        checkout,
+        project,
+        plan,
     })
 }
 
@@ -559,7 +616,7 @@ fn build_layers(
     opts: &BuildOptions,
     cx: BuildContext<'_>,
     source_entries: Vec<kiln_oci::layer::Entry>,
-    log: &mut dyn Write,
+    ev: Events<'_>,
 ) -> Result<(export::Exported, StepsRun, u64, Instant)> {
     let steps_started = Instant::now();
     let BuildContext {
@@ -576,80 +633,84 @@ fn build_layers(
     // change the app, so its layer is made straight from the source tree.
     let steps_dir = cache.steps_dir(project);
     let precheck = decide_steps(opts, cx.key_env, plan, src, rules, layers, &steps_dir)?;
-    let (app, ran) = if precheck.iter().all(|(_, _, d)| d.skipped()) {
-        if !precheck.is_empty() {
-            let _ = writeln!(
-                log,
-                "no build step needs to run: the app layer comes straight from the source"
-            );
-        }
-        let reports = precheck
-            .into_iter()
-            .map(|(buildpack, name, decision)| {
-                let _ = writeln!(log, "[{buildpack}/{name}] skipped: {decision}");
-                StepReport {
-                    buildpack,
-                    name,
-                    ran: false,
-                    reason: decision.to_string(),
-                    duration_ms: 0,
-                }
-            })
-            .collect();
-        let ran = StepsRun {
-            reports,
-            records: Vec::new(),
-        };
-        (source_entries, ran)
-    } else {
-        let app_dir = make_dir(cx.app_dir)?;
-        let copied = source::materialize(&source_entries, APP_DIR, &app_dir)?;
-        let _ = writeln!(log, "copied {copied} source entries into the working copy");
-        move_captured(plan, layer_dirs, &app_dir, Direction::IntoApp)?;
-        let ran = run_steps(
-            opts,
-            cx.key_env,
-            cx.registry_env,
-            cx.runtimes,
-            plan,
-            &app_dir,
-            layers,
-            cache,
-            &steps_dir,
-            cx.scratch,
-            cx.sandbox.map(|sandbox| (sandbox, src)),
-            log,
-        )?;
-        move_captured(plan, layer_dirs, &app_dir, Direction::IntoLayers)?;
-        (kiln_oci::layer::tree_entries(&app_dir, APP_DIR)?, ran)
-    };
+    let (app, ran) = ev.phase(Phase::Steps, || {
+        Ok(if precheck.iter().all(|(_, _, d)| d.skipped()) {
+            if !precheck.is_empty() {
+                ev.note("no build step needs to run: the app layer comes straight from the source");
+            }
+            let reports = precheck
+                .into_iter()
+                .map(|(buildpack, name, decision)| {
+                    let report = StepReport {
+                        buildpack,
+                        name,
+                        ran: false,
+                        reason: decision.to_string(),
+                        duration_ms: 0,
+                    };
+                    ev.emit(report.finished());
+                    report
+                })
+                .collect();
+            let ran = StepsRun {
+                reports,
+                records: Vec::new(),
+            };
+            (source_entries, ran)
+        } else {
+            let app_dir = make_dir(cx.app_dir)?;
+            let copied = source::materialize(&source_entries, APP_DIR, &app_dir)?;
+            ev.note(format!(
+                "copied {copied} source entries into the working copy"
+            ));
+            move_captured(plan, layer_dirs, &app_dir, Direction::IntoApp)?;
+            let ran = run_steps(
+                opts,
+                cx.key_env,
+                cx.registry_env,
+                cx.runtimes,
+                plan,
+                &app_dir,
+                layers,
+                cache,
+                &steps_dir,
+                cx.scratch,
+                cx.sandbox.map(|sandbox| (sandbox, src)),
+                ev,
+            )?;
+            move_captured(plan, layer_dirs, &app_dir, Direction::IntoLayers)?;
+            (kiln_oci::layer::tree_entries(&app_dir, APP_DIR)?, ran)
+        })
+    })?;
     let steps_ms = elapsed_ms(steps_started);
 
     let export_started = Instant::now();
-    let sbom_dir = match cx.sbom {
-        Some(sbom) => {
-            let dir = cx.scratch.join("sbom");
-            kiln_sbom::write_dir(&dir, sbom).ctx(|| format!("writing {}", dir.display()))?;
-            Some(dir)
-        }
-        None => None,
-    };
-    let exported = export::export(
-        &export::ExportInput {
-            opts,
-            base: cx.base,
-            cache,
-            plan,
-            app,
-            layer_dirs,
-            runtimes: cx.runtimes,
-            sbom_dir: sbom_dir.as_deref(),
-            created: cx.created,
-            labels: cx.labels,
-            user: cx.user,
-        },
-        log,
-    )?;
+    let exported = ev.phase(Phase::Export, || {
+        let sbom_dir = match cx.sbom {
+            Some(sbom) => {
+                let dir = cx.scratch.join("sbom");
+                kiln_sbom::write_dir(&dir, sbom).ctx(|| format!("writing {}", dir.display()))?;
+                Some(dir)
+            }
+            None => None,
+        };
+        export::export(
+            &export::ExportInput {
+                opts,
+                base: cx.base,
+                cache,
+                plan,
+                app,
+                layer_dirs,
+                runtimes: cx.runtimes,
+                sbom_dir: sbom_dir.as_deref(),
+                created: cx.created,
+                labels: cx.labels,
+                user: cx.user,
+            },
+            ev,
+        )
+    })?;
     Ok((exported, ran, steps_ms, export_started))
 }
 
@@ -789,7 +850,7 @@ fn prepare_layer_dirs(
     project: &ProjectId,
     plan: &Plan,
     scratch: &Path,
-    log: &mut dyn Write,
+    ev: Events<'_>,
 ) -> Result<PreparedLayers> {
     let mut prepared = PreparedLayers {
         dirs: LayerDirs::new(),
@@ -814,7 +875,7 @@ fn prepare_layer_dirs(
                 } else {
                     "empty: no cache yet"
                 };
-                let _ = writeln!(log, "cache layer {}: {state}", slot.name);
+                ev.note(format!("cache layer {}: {state}", slot.name));
                 let dir = slot.work.clone();
                 prepared.slots.insert(key, slot);
                 dir
@@ -986,7 +1047,7 @@ fn run_steps(
     scratch: &Path,
     // The build's sandbox and the source tree it hides; `None`: steps run on the host.
     sandbox: Option<(&isolation::Isolated, &Path)>,
-    log: &mut dyn Write,
+    ev: Events<'_>,
 ) -> Result<StepsRun> {
     let home = make_dir(&scratch.join("home"))?;
     let tmp = make_dir(&scratch.join("tmp"))?;
@@ -1064,11 +1125,10 @@ fn run_steps(
             let record = step_cache::current(bp, step, key_env, app_dir, None)?;
             let decision =
                 step_cache::decide(steps_dir, bp, step, &record, &restored, opts.no_cache);
-            if decision.skipped() {
-                let _ = writeln!(log, "[{}/{}] skipped: {decision}", bp.id, step.name);
-            } else {
+            ev.check()?;
+            if !decision.skipped() {
                 if !step.inputs.is_empty() {
-                    let _ = writeln!(log, "[{}/{}] running: {decision}", bp.id, step.name);
+                    ev.note(format!("[{}/{}] running: {decision}", bp.id, step.name));
                 }
                 // The step rebuilds its outputs from empty directories (nothing of an earlier
                 // build may ship), and if it fails they stay as the last good build left them.
@@ -1082,18 +1142,20 @@ fn run_steps(
                         .collect();
                     layers.set_aside(cache, &bp.id, layer, &captured)?;
                 }
-                steps::run_step(step, &ctx, log)?;
+                steps::run_step(step, &ctx, ev)?;
                 if !step.inputs.is_empty() {
                     run.records.push((bp.id.clone(), step.name.clone(), record));
                 }
             }
-            run.reports.push(StepReport {
+            let report = StepReport {
                 buildpack: bp.id.clone(),
                 name: step.name.clone(),
                 ran: !decision.skipped(),
                 reason: decision.to_string(),
                 duration_ms: elapsed_ms(started),
-            });
+            };
+            ev.emit(report.finished());
+            run.reports.push(report);
         }
         // `build = true` layers are visible to later buildpacks: their bin/ joins PATH.
         for layer in bp.layers.iter().filter(|l| l.build) {

@@ -13,8 +13,8 @@
 //! image that does not run on Kiln's stack is refused. A stack rebase verifies, as a build does,
 //! that the default process can start before anything is written.
 
+use crate::events::{Cancel, Events, Observer, Phase};
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::PathBuf;
 
 use serde::Serialize;
@@ -53,6 +53,8 @@ pub struct RebaseOptions {
     pub publish: Option<Reference>,
     pub cache_dir: PathBuf,
     pub registry: kiln_registry::ClientOptions,
+    /// Stops the rebase at its next checkpoint ([`crate::events::Cancel`]).
+    pub cancel: Cancel,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -72,13 +74,20 @@ pub struct RebaseReport {
     pub push: Option<kiln_registry::PushReport>,
 }
 
-pub fn rebase(opts: &RebaseOptions, log: &mut dyn Write) -> Result<RebaseReport> {
-    let cache = BuildCache::open(&opts.cache_dir, log)?;
+/// Moves the image onto a new base, telling `observer` what happens; stops with
+/// [`Error::Cancelled`] once `opts.cancel` is cancelled.
+pub fn rebase(opts: &RebaseOptions, observer: &dyn Observer) -> Result<RebaseReport> {
+    let ev = Events::new(observer, &opts.cancel);
+    ev.phase(Phase::Rebase, || rebase_with(opts, ev))
+}
+
+fn rebase_with(opts: &RebaseOptions, ev: Events<'_>) -> Result<RebaseReport> {
+    let cache = BuildCache::open(&opts.cache_dir, ev)?;
     let client = kiln_registry::Client::new(opts.registry.clone());
-    let (image, _) = load_any(&opts.image, &cache.store, &client, log)?;
+    let (image, _) = load_any(&opts.image, &cache.store, &client, ev)?;
     let (metadata, base_count) = kiln_layers(&image)?;
     let (new_base, restacked) = match &opts.run_image {
-        Some(run_image) => (load_any(run_image, &cache.store, &client, log)?.0, None),
+        Some(run_image) => (load_any(run_image, &cache.store, &client, ev)?.0, None),
         None => {
             let label = stack_label(&image, &metadata, base_count)?;
             let (new_base, report) = stack::restack(
@@ -87,11 +96,11 @@ pub fn rebase(opts: &RebaseOptions, log: &mut dyn Write) -> Result<RebaseReport>
                 &opts.kiln_env,
                 &opts.cache_dir,
                 &cache.store,
-                log,
+                ev,
             )?;
             match new_base {
                 Some(new_base) => (new_base, Some(report)),
-                None => return unchanged(opts, &cache, &client, &image, base_count, report, log),
+                None => return unchanged(opts, &cache, &client, &image, base_count, report, ev),
             }
         }
     };
@@ -150,7 +159,7 @@ pub fn rebase(opts: &RebaseOptions, log: &mut dyn Write) -> Result<RebaseReport>
         // New packages under the app: check that its default process still starts.
         let base = new_base.layers.iter().map(|l| ("the new stack", l));
         let app = app_layers.iter().map(|l| ("the image", l));
-        verify_image(&cache, base.chain(app), Vec::new(), &config, log)?;
+        verify_image(&cache, base.chain(app), Vec::new(), &config, ev)?;
     }
     let records: Vec<LayerRecord> = new_base
         .layers
@@ -164,7 +173,7 @@ pub fn rebase(opts: &RebaseOptions, log: &mut dyn Write) -> Result<RebaseReport>
         &records,
         image_annotations(created, &new_base),
     )?;
-    let push = write_and_publish(opts, &cache, &client, &rebased, log)?;
+    let push = write_and_publish(opts, &cache, &client, &rebased, ev)?;
     Ok(RebaseReport {
         output: opts.output.clone(),
         manifest_digest: rebased.manifest_digest,
@@ -189,11 +198,11 @@ fn write_and_publish(
     cache: &BuildCache,
     client: &kiln_registry::Client,
     image: &image::Image,
-    log: &mut dyn Write,
+    ev: Events<'_>,
 ) -> Result<Option<kiln_registry::PushReport>> {
     if let Some(output) = &opts.output {
         let tags = opts.tag.as_slice();
-        write_output(&cache.store, image, opts.format, tags, output, log)?;
+        write_output(&cache.store, image, opts.format, tags, output, ev)?;
     }
     opts.publish
         .as_ref()
@@ -204,7 +213,7 @@ fn write_and_publish(
                 image,
                 target,
                 opts.run_image.as_ref(),
-                log,
+                ev,
             )
         })
         .transpose()
@@ -253,7 +262,7 @@ fn unchanged(
     image: &LoadedImage,
     base_count: usize,
     report: RestackReport,
-    log: &mut dyn Write,
+    ev: Events<'_>,
 ) -> Result<RebaseReport> {
     let same = image::assemble(
         &cache.store,
@@ -272,7 +281,7 @@ fn unchanged(
             ),
         ));
     }
-    let push = write_and_publish(opts, cache, client, &same, log)?;
+    let push = write_and_publish(opts, cache, client, &same, ev)?;
     let base: Vec<Digest> = image.layers[..base_count]
         .iter()
         .map(|l| l.diff_id.clone())

@@ -3,7 +3,7 @@
 //! blob store) and publishing an assembled image. Registry credentials stay inside the
 //! `kiln-registry` client: nothing here passes them to build steps or logs.
 
-use std::io::Write;
+use crate::events::Events;
 
 use serde::Serialize;
 
@@ -30,17 +30,16 @@ pub fn load_any(
     source: &ImageSource,
     store: &BlobStore,
     client: &Client,
-    log: &mut dyn Write,
+    ev: Events<'_>,
 ) -> Result<(LoadedImage, Option<PullReport>)> {
     let ImageSource::Registry(reference) = source else {
         return Ok((load_image(source, store)?, None));
     };
-    let (image, stats) = kiln_registry::pull(client, reference, store, log)?;
-    let _ = writeln!(
-        log,
+    let (image, stats) = kiln_registry::pull(client, reference, store, &|t| ev.transfer(t))?;
+    ev.note(format!(
         "pulled {reference}: {} blobs downloaded ({} bytes), {} already cached",
         stats.blobs_downloaded, stats.bytes_downloaded, stats.blobs_cached
-    );
+    ));
     Ok((
         image,
         Some(PullReport {
@@ -58,7 +57,7 @@ pub fn publish(
     image: &Image,
     target: &Reference,
     base: Option<&ImageSource>,
-    log: &mut dyn Write,
+    ev: Events<'_>,
 ) -> Result<PushReport> {
     let manifest = store.read_verified(&image.manifest_digest)?;
     let blobs: Vec<Descriptor> = std::iter::once(image.manifest.config.clone())
@@ -80,14 +79,13 @@ pub fn publish(
         mount_from,
     )?;
     let s = &report.stats;
-    let _ = writeln!(
-        log,
+    ev.note(format!(
         "pushed {target} ({}): {} blobs uploaded ({} bytes), {} already there, {} mounted",
         report.manifest_digest,
         s.blobs_uploaded,
         s.bytes_uploaded,
         s.blobs_skipped,
         s.blobs_mounted
-    );
+    ));
     Ok(report)
 }

@@ -15,7 +15,9 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
-use std::io::{BufReader, Write};
+use std::io::BufReader;
+
+use crate::events::Events;
 use std::path::Path;
 use std::time::Instant;
 
@@ -68,7 +70,7 @@ pub fn import(
     cache: &BuildCache,
     project: &ProjectId,
     reference: &Reference,
-    log: &mut dyn Write,
+    ev: Events<'_>,
 ) -> Result<CacheImageReport> {
     let started = Instant::now();
     let mut report = CacheImageReport {
@@ -78,7 +80,7 @@ pub fn import(
     let Some((digest, manifest)) =
         kiln_registry::pull_artifact_manifest(client, reference, &cache.store)?
     else {
-        let _ = writeln!(log, "cache image {reference}: none yet");
+        ev.note(format!("cache image {reference}: none yet"));
         return Ok(report);
     };
     if manifest.config.media_type != CONFIG_MEDIA_TYPE {
@@ -127,7 +129,9 @@ pub fn import(
             }
         }
     }
-    report.pull = kiln_registry::pull_blobs(client, reference, &cache.store, &wanted, log)?;
+    report.pull = kiln_registry::pull_blobs(client, reference, &cache.store, &wanted, &|t| {
+        ev.transfer(t)
+    })?;
     for (key, d) in records {
         let bytes = cache.store.read_verified(&d.digest)?;
         let record: LayerRecord = serde_json::from_slice(&bytes)
@@ -153,11 +157,8 @@ pub fn import(
         fs::rename(&root, &kept).ctx(|| format!("saving cache layer {}", kept.display()))?;
         report.imported_layers += 1;
     }
-    let _ = writeln!(
-        log,
-        "cache image {reference}: imported {} layer records and {} cache layers ({} bytes downloaded)",
-        report.imported_records, report.imported_layers, report.pull.bytes_downloaded
-    );
+    ev.note(format!("cache image {reference}: imported {} layer records and {} cache layers ({} bytes downloaded)",
+        report.imported_records, report.imported_layers, report.pull.bytes_downloaded));
     report.import_ms = started.elapsed().as_millis() as u64;
     Ok(report)
 }
@@ -170,7 +171,7 @@ pub fn export(
     reference: &Reference,
     image_layers: &[Descriptor],
     mut report: CacheImageReport,
-    log: &mut dyn Write,
+    ev: Events<'_>,
 ) -> Result<CacheImageReport> {
     let started = Instant::now();
     let store = &cache.store;
@@ -207,7 +208,7 @@ pub fn export(
         let entries = layer::normalize(layer::tree_entries(&slot.kept, "/")?)?;
         // Looked up like image layers, so an unchanged cache directory is not recompressed.
         let name = format!("cache-image/{}", slot.name);
-        let (packed, _) = layer_cache::layer(cache, &name, &entries, &layer_opts, false, log)?;
+        let (packed, _) = layer_cache::layer(cache, &name, &entries, &layer_opts, false, ev)?;
         let mut blob = annotated(
             MEDIA_TYPE_LAYER_GZIP,
             packed.descriptor.digest,
@@ -251,11 +252,8 @@ pub fn export(
         &all,
         None,
     )?;
-    let _ = writeln!(
-        log,
-        "cache image {reference}: exported {} layer records and {} cache layers ({} blobs uploaded)",
-        report.exported_records, report.exported_layers, pushed.stats.blobs_uploaded
-    );
+    ev.note(format!("cache image {reference}: exported {} layer records and {} cache layers ({} blobs uploaded)",
+        report.exported_records, report.exported_layers, pushed.stats.blobs_uploaded));
     report.push = pushed.stats;
     report.export_ms = started.elapsed().as_millis() as u64;
     Ok(report)

@@ -11,8 +11,8 @@
 //! debian-12), the runtime comes from its Debian packages ([`from_distro`]) — in the build root
 //! and in the run image — and nothing is downloaded.
 
+use crate::events::Events;
 use std::collections::BTreeMap;
-use std::io::Write;
 
 use serde::Serialize;
 
@@ -123,7 +123,7 @@ pub fn from_distro(
     plan: &mut Plan,
     distro: Distro,
     sandboxed: bool,
-    log: &mut dyn Write,
+    ev: Events<'_>,
 ) -> Result<Vec<RuntimeReport>> {
     let allowed = opts
         .kiln_env
@@ -161,15 +161,14 @@ pub fn from_distro(
         if !req.matches(&version) && wanted.from != "buildpack default" {
             continue;
         }
-        let _ = writeln!(
-            log,
+        ev.note(format!(
             "runtime {} {minor} for {} ({} from {}): debian {} packages",
             wanted.name,
             bp.id,
             wanted.requirement,
             wanted.from,
             distro.name()
-        );
+        ));
         reports.push(RuntimeReport {
             buildpack: bp.id.clone(),
             runtime: wanted.name.clone(),
@@ -211,7 +210,7 @@ pub fn provide(
     opts: &BuildOptions,
     plan: &Plan,
     mirrors: &BTreeMap<String, String>,
-    log: &mut dyn Write,
+    ev: Events<'_>,
 ) -> Result<(Vec<Provided>, Vec<RuntimeReport>)> {
     let mut provided = Vec::new();
     let mut reports = Vec::new();
@@ -235,14 +234,16 @@ pub fn provide(
             ),
         })?;
         let providers = providers(runtime, opts, mirrors)?;
-        let found = kiln_runtime::resolve_logged(runtime, &req, &providers, &opts.cache_dir, log)?;
+        let found =
+            kiln_runtime::resolve_logged(runtime, &req, &providers, &opts.cache_dir, &mut |why| {
+                ev.warn(why)
+            })?;
         let bundled: String = found
             .bundled
             .iter()
             .map(|b| format!(" + {} {}", b.name, b.version))
             .collect();
-        let _ = writeln!(
-            log,
+        ev.note(format!(
             "runtime {} {} for {} ({} from {}): {} {}{bundled}",
             wanted.name,
             found.version,
@@ -251,7 +252,7 @@ pub fn provide(
             wanted.from,
             found.provider,
             found.source
-        );
+        ));
         reports.push(RuntimeReport {
             buildpack: bp.id.clone(),
             runtime: wanted.name.clone(),

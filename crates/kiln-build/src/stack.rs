@@ -17,6 +17,8 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
+
+use crate::events::{Events, Observer, Phase};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -96,18 +98,18 @@ pub fn load_base(
     project: &ProjectConfig,
     store: &BlobStore,
     client: &kiln_registry::Client,
-    log: &mut dyn Write,
+    ev: Events<'_>,
 ) -> Result<(
     LoadedImage,
     Option<crate::registry::PullReport>,
     Option<StackReport>,
 )> {
     let Some(selection) = &opts.stack else {
-        let (base, pull) = crate::registry::load_any(&opts.run_image, store, client, log)?;
+        let (base, pull) = crate::registry::load_any(&opts.run_image, store, client, ev)?;
         return Ok((base, pull, None));
     };
     let request = request(opts, selection, plan, project)?;
-    let (base, report) = assemble(opts, project, &request, store, log)?;
+    let (base, report) = assemble(opts, project, &request, store, ev)?;
     Ok((base, None, Some(report)))
 }
 
@@ -283,7 +285,7 @@ fn assemble(
     project: &ProjectConfig,
     request: &Request,
     store: &BlobStore,
-    log: &mut dyn Write,
+    ev: Events<'_>,
 ) -> Result<(LoadedImage, StackReport)> {
     let source = source(opts, project)?;
     let cache = debian_cache(opts)?;
@@ -301,7 +303,7 @@ fn assemble(
         request,
         resolved,
         store,
-        log,
+        ev,
     )
 }
 
@@ -322,7 +324,7 @@ pub(crate) fn stack_image(
     request: &Request,
     resolved: Resolved,
     store: &BlobStore,
-    log: &mut dyn Write,
+    ev: Events<'_>,
 ) -> Result<(LoadedImage, StackReport)> {
     let Resolved {
         lock,
@@ -330,7 +332,7 @@ pub(crate) fn stack_image(
         notes,
     } = resolved;
     for note in &notes {
-        let _ = writeln!(log, "stack: note: {note}");
+        ev.note(format!("stack: note: {note}"));
     }
     let records_dir = cache_dir.join("stack-layers");
     let keys = layer_keys(&lock);
@@ -374,8 +376,7 @@ pub(crate) fn stack_image(
             .collect(),
         notes,
     };
-    let _ = writeln!(
-        log,
+    ev.note(format!(
         "stack {name}: {} packages from {}{}",
         report.packages.len(),
         lock.suite
@@ -388,7 +389,7 @@ pub(crate) fn stack_image(
         } else {
             ""
         }
-    );
+    ));
     let mut config = ImageConfig::for_host();
     config.config.set_env_var("PATH", PATH);
     let mut labelled = report.clone();
@@ -457,7 +458,12 @@ pub struct LockReport {
 
 /// `kiln lock`: writes `SRC/kiln.lock` for the stack a build of `opts` would use (an existing
 /// lock that still fits is kept unless `update`).
-pub fn lock(opts: &BuildOptions, update: bool, log: &mut dyn Write) -> Result<LockReport> {
+pub fn lock(opts: &BuildOptions, update: bool, observer: &dyn Observer) -> Result<LockReport> {
+    let ev = Events::new(observer, &opts.cancel);
+    ev.phase(Phase::Lock, || lock_with(opts, update, ev))
+}
+
+fn lock_with(opts: &BuildOptions, update: bool, ev: Events<'_>) -> Result<LockReport> {
     let plan = crate::plan(&opts.source, opts.buildpacks.as_ref())?;
     let src = crate::source::resolve_source(&opts.source)?;
     let project = ProjectConfig::load(&src)?;
@@ -481,18 +487,17 @@ pub fn lock(opts: &BuildOptions, update: bool, log: &mut dyn Write) -> Result<Lo
     let mut notes = Vec::new();
     let mut lock = dstack::resolve_fresh(&source, &cache, &request, &mut notes)?;
     for note in &notes {
-        let _ = writeln!(log, "stack: note: {note}");
+        ev.note(format!("stack: note: {note}"));
     }
     // The build root's packages too: sandboxed steps then run on exactly these.
-    let build = crate::build_root::resolve_for_lock(opts, &plan, &project, log)?;
+    let build = crate::build_root::resolve_for_lock(opts, &plan, &project, ev)?;
     lock.layer.extend(build.layer);
     lock.write(&path)?;
-    let _ = writeln!(
-        log,
+    ev.note(format!(
         "wrote {} ({} packages)",
         path.display(),
         lock.packages().count()
-    );
+    ));
     Ok(LockReport {
         path,
         action: if existing.is_some() {
@@ -537,7 +542,7 @@ pub(crate) fn restack(
     env: &BTreeMap<String, String>,
     cache_dir: &Path,
     store: &BlobStore,
-    log: &mut dyn Write,
+    ev: Events<'_>,
 ) -> Result<(Option<LoadedImage>, RestackReport)> {
     let request = label_request(old)?;
     let source = source_from(env, Given::default())?;
@@ -566,13 +571,12 @@ pub(crate) fn restack(
     let name = format!("{}/{}", old.distro, old.flavour);
     if changes.is_empty() {
         for note in &notes {
-            let _ = writeln!(log, "stack: note: {note}");
+            ev.note(format!("stack: note: {note}"));
         }
-        let _ = writeln!(
-            log,
+        ev.note(format!(
             "stack {name}: all {} packages are up to date; the image is unchanged",
             old.packages.len()
-        );
+        ));
         let report = RestackReport {
             changed: false,
             packages: changes,
@@ -584,20 +588,19 @@ pub(crate) fn restack(
         return Ok((None, report));
     }
     for c in &changes {
-        let _ = writeln!(
-            log,
+        ev.note(format!(
             "stack {name}: {} {} -> {}",
             c.name,
             c.old.as_deref().unwrap_or("(new)"),
             c.new.as_deref().unwrap_or("(removed)")
-        );
+        ));
     }
     let resolved = Resolved {
         lock,
         locked,
         notes,
     };
-    let (image, stack) = stack_image(&source, &cache, cache_dir, &request, resolved, store, log)?;
+    let (image, stack) = stack_image(&source, &cache, cache_dir, &request, resolved, store, ev)?;
     let report = RestackReport {
         changed: true,
         packages: changes,

@@ -29,10 +29,14 @@ use kiln_buildpack::plan::Step;
 use kiln_buildpack::template;
 
 use crate::error::{Error, Result};
+use crate::events::{BuildEvent, Events};
 use crate::isolation::{StartError, StepPaths, StepSandbox};
 
 /// How many trailing output lines a failed step's error carries.
 const TAIL_LINES: usize = 30;
+
+/// How soon a running step notices that the build was cancelled.
+const CANCEL_POLL: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// The hidden first argument that runs a binary calling [`supervise_if_asked`] as a supervisor.
 const SUPERVISOR_ARG: &str = "__kiln-step-supervisor";
@@ -222,7 +226,7 @@ impl StepContext<'_> {
 }
 
 /// Runs `step`, streaming its output into `log`.
-pub fn run_step(step: &Step, ctx: &StepContext<'_>, log: &mut dyn Write) -> Result<()> {
+pub fn run_step(step: &Step, ctx: &StepContext<'_>, ev: Events<'_>) -> Result<()> {
     let command = ctx.expand(&step.command)?;
     let args = step
         .args
@@ -237,8 +241,11 @@ pub fn run_step(step: &Step, ctx: &StepContext<'_>, log: &mut dyn Write) -> Resu
         env.insert(key.clone(), ctx.expand(value)?);
     }
     let display = shell_words(&command, &args);
-    let prefix = format!("[{}/{}]", ctx.buildpack, step.name);
-    let _ = writeln!(log, "{prefix} $ {display}");
+    ev.emit(BuildEvent::StepStarted {
+        buildpack: ctx.buildpack.to_owned(),
+        step: step.name.clone(),
+        command: display.clone(),
+    });
 
     let failed = |status: String, exit_code: Option<i32>, tail: Vec<String>| Error::StepFailed {
         buildpack: ctx.buildpack.to_owned(),
@@ -343,17 +350,29 @@ pub fn run_step(step: &Step, ctx: &StepContext<'_>, log: &mut dyn Write) -> Resu
         let _ = tx.send(Event::Exited);
     });
     let mut tail = VecDeque::with_capacity(TAIL_LINES);
-    // Ends when every pipe is closed: background processes holding them are killed at `Exited`.
-    for event in rx {
-        match event {
-            Event::Line(line) => {
-                let _ = writeln!(log, "{prefix} {line}");
+    let mut cancelled = false;
+    // Ends when every pipe is closed: background processes holding them are killed at `Exited`,
+    // and all of them once the build is cancelled.
+    loop {
+        match rx.recv_timeout(CANCEL_POLL) {
+            Ok(Event::Line(line)) => {
+                ev.emit(BuildEvent::StepOutput {
+                    buildpack: ctx.buildpack.to_owned(),
+                    step: step.name.clone(),
+                    line: line.clone(),
+                });
                 if tail.len() == TAIL_LINES {
                     tail.pop_front();
                 }
                 tail.push_back(line);
             }
-            Event::Exited => group.kill(),
+            Ok(Event::Exited) => group.kill(),
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+        if !cancelled && ev.check().is_err() {
+            cancelled = true;
+            group.kill();
         }
     }
     for reader in readers {
@@ -362,6 +381,9 @@ pub fn run_step(step: &Step, ctx: &StepContext<'_>, log: &mut dyn Write) -> Resu
     let status = group
         .wait()
         .map_err(|e| failed(format!("could not be waited for: {e}"), None, Vec::new()))?;
+    if cancelled {
+        return Err(Error::Cancelled);
+    }
     if let Some(e) = control.and_then(|socket| start_failure(&socket)) {
         return Err(cannot_start(e));
     }
@@ -436,9 +458,10 @@ mod tests {
             base_env: &base_env,
             sandbox: None,
         };
-        let mut log = Vec::new();
-        let result = run_step(step, &ctx, &mut log);
-        (result, String::from_utf8(log).unwrap())
+        let log = crate::events::LogLines::new(Vec::new());
+        let cancel = crate::events::Cancel::new();
+        let result = run_step(step, &ctx, Events::new(&log, &cancel));
+        (result, String::from_utf8(log.into_inner()).unwrap())
     }
 
     #[test]
@@ -526,18 +549,47 @@ mod tests {
         }
     }
 
-    /// A log that panics once the step has printed `go`.
-    #[derive(Default)]
-    struct PanickingLog(Vec<u8>);
-
-    impl Write for PanickingLog {
-        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-            self.0.extend_from_slice(buf);
-            assert!(!self.0.ends_with(b"] go\n"), "the log gave up");
-            Ok(buf.len())
+    /// An observer that panics once the step has printed `go`.
+    fn panicking_observer(event: &BuildEvent) {
+        if let BuildEvent::StepOutput { line, .. } = event {
+            assert_ne!(line, "go", "the observer gave up");
         }
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
+    }
+
+    #[test]
+    fn cancelling_kills_the_running_step_and_its_background_processes() {
+        let mut base = BTreeMap::from([("PATH".to_owned(), "/usr/bin:/bin".to_owned())]);
+        let (_dir, pids) = with_pid_file(&mut base);
+        let script = "echo $$ > \"$PIDS\"; sleep 300 >/dev/null 2>&1 & echo $! >> \"$PIDS\"; \
+                      echo go; wait";
+        let app = tempfile::tempdir().unwrap();
+        let layers = BTreeMap::new();
+        let ctx = StepContext {
+            buildpack: "bp",
+            app_dir: app.path(),
+            layer_dirs: &layers,
+            base_env: &base,
+            sandbox: None,
+        };
+        let cancel = crate::events::Cancel::new();
+        // The observer cancels once the step is under way, as a Ctrl-C would.
+        let observer = |event: &BuildEvent| {
+            if let BuildEvent::StepOutput { line, .. } = event {
+                if line == "go" {
+                    cancel.cancel();
+                }
+            }
+        };
+        let started = std::time::Instant::now();
+        let result = run_step(
+            &step("sh", &["-c", script]),
+            &ctx,
+            Events::new(&observer, &cancel),
+        );
+        assert!(matches!(result, Err(Error::Cancelled)), "{result:?}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(30));
+        for pid in fs::read_to_string(&pids).unwrap().lines() {
+            assert!(!still_alive(pid), "process {pid} outlived the cancel");
         }
     }
 
@@ -558,9 +610,13 @@ mod tests {
         };
         let sh = step("sh", &["-c", script]);
         let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            run_step(&sh, &ctx, &mut PanickingLog::default())
+            let cancel = crate::events::Cancel::new();
+            run_step(&sh, &ctx, Events::new(&panicking_observer, &cancel))
         }));
-        assert!(unwound.is_err(), "the log's panic must reach the caller");
+        assert!(
+            unwound.is_err(),
+            "the observer's panic must reach the caller"
+        );
         for pid in fs::read_to_string(&pids).unwrap().lines() {
             assert!(
                 !still_alive(pid),

@@ -19,3 +19,4 @@ pub use client::{Client, ClientOptions, RegistryHost};
 pub use error::{Error, Result};
 pub use pull::{pull, pull_artifact_manifest, pull_blobs, PullStats};
 pub use push::{push_manifest, PushReport, PushStats};
+pub use watch::{silent, Progress, Transfer};

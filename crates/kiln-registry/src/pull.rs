@@ -4,12 +4,11 @@
 //! registry reports on `HEAD` and that is already stored is not downloaded either, so pulling an
 //! unchanged base a second time transfers no blob at all. A stored blob is re-hashed before it
 //! is trusted, so a damaged copy is downloaded again. Transfers run within the client's
-//! low-speed limits; progress lines of long ones go to the caller's log.
+//! low-speed limits; the progress of long ones goes to the caller's [`Progress`] callback.
 
-use std::cell::RefCell;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{mpsc, Mutex};
+use std::sync::Mutex;
 
 use kiln_oci::digest::Digest;
 use kiln_oci::reference::Reference;
@@ -23,7 +22,7 @@ use serde::Serialize;
 
 use crate::client::{Client, Repo, Req};
 use crate::error::{Error, Result};
-use crate::watch::{self, Report};
+use crate::watch::{self, Progress, Report};
 
 /// How deep indexes may nest before prefetching gives up (the load then reports it).
 const MAX_INDEX_DEPTH: usize = 4;
@@ -44,29 +43,26 @@ pub struct PullStats {
     pub blobs_cached: u64,
 }
 
-/// Pulls `reference` into `store` (for `client`'s platform when it names an index); progress
-/// lines of long transfers go to `log`.
+/// Pulls `reference` into `store` (for `client`'s platform when it names an index); the
+/// progress of long transfers goes to `progress`.
 pub fn pull(
     client: &Client,
     reference: &Reference,
     store: &BlobStore,
-    log: &mut dyn Write,
+    progress: Progress<'_>,
 ) -> Result<(LoadedImage, PullStats)> {
     let repo = client.repo(reference, "pull", &[]);
     let stats = Mutex::new(PullStats::default());
     let root = fetch_root(&repo, reference, store, &stats)?;
-    prefetch(&repo, store, &root, &client.opts.platform, &stats, log)?;
+    prefetch(&repo, store, &root, &client.opts.platform, &stats, progress)?;
     // Whatever prefetching brought in was checked and counted there.
-    let log = RefCell::new(log);
     let fetch = |d: &Descriptor| -> kiln_oci::Result<()> {
         if store.contains(&d.digest) {
             return Ok(());
         }
-        fetch_all(&repo, store, &[d], &stats, &mut **log.borrow_mut()).map_err(|e| {
-            kiln_oci::Error::InvalidImage {
-                image: reference.to_string(),
-                why: e.to_string(),
-            }
+        fetch_all(&repo, store, &[d], &stats, progress).map_err(|e| kiln_oci::Error::InvalidImage {
+            image: reference.to_string(),
+            why: e.to_string(),
         })
     };
     let source = ImageSource::Registry(reference.clone());
@@ -256,14 +252,14 @@ fn prefetch(
     root: &Descriptor,
     platform: &Platform,
     stats: &Mutex<PullStats>,
-    log: &mut dyn Write,
+    progress: Progress<'_>,
 ) -> Result<()> {
     let mut desc = root.clone();
     for _ in 0..MAX_INDEX_DEPTH {
         // The root is in the store already (just checked, and counted); nested manifests may
         // be missing or damaged.
         if desc.digest != root.digest {
-            fetch_all(repo, store, &[&desc], stats, log)?;
+            fetch_all(repo, store, &[&desc], stats, progress)?;
         }
         let bytes = store.read_verified(&desc.digest)?;
         if let Ok(index) = serde_json::from_slice::<ImageIndex>(&bytes) {
@@ -279,49 +275,39 @@ fn prefetch(
         let blobs: Vec<&Descriptor> = std::iter::once(&manifest.config)
             .chain(&manifest.layers)
             .collect();
-        return fetch_all(repo, store, &blobs, stats, log);
+        return fetch_all(repo, store, &blobs, stats, progress);
     }
     Ok(())
 }
 
-/// Fetches `blobs` (those the store lacks) a few at a time. The calling thread writes the
-/// workers' progress lines to `log` as they come, so a long transfer is never silent.
+/// Fetches `blobs` (those the store lacks) a few at a time, each worker reporting its
+/// progress to `progress`, so a long transfer is never silent.
 fn fetch_all(
     repo: &Repo<'_>,
     store: &BlobStore,
     blobs: &[&Descriptor],
     stats: &Mutex<PullStats>,
-    log: &mut dyn Write,
+    progress: Progress<'_>,
 ) -> Result<()> {
     let next = AtomicUsize::new(0);
     let first_error = Mutex::new(None);
     let workers = repo.opts().max_concurrency.clamp(1, blobs.len().max(1));
-    let (lines, progress) = mpsc::channel::<String>();
     std::thread::scope(|scope| {
         for _ in 0..workers {
-            let lines = lines.clone();
             let (next, first_error) = (&next, &first_error);
             scope.spawn(move || {
-                let report = |line: &str| {
-                    let _ = lines.send(line.to_owned());
-                };
                 let failed = || first_error.lock().unwrap_or_else(|e| e.into_inner());
                 while let Some(d) = blobs.get(next.fetch_add(1, Ordering::Relaxed)) {
                     // After one failure the pull fails: start nothing more.
                     if failed().is_some() {
                         break;
                     }
-                    if let Err(e) = fetch_blob(repo, store, d, stats, &report) {
+                    if let Err(e) = fetch_blob(repo, store, d, stats, progress) {
                         failed().get_or_insert(e);
                         break;
                     }
                 }
             });
-        }
-        // Ends once every worker is done and has dropped its sender.
-        drop(lines);
-        for line in progress {
-            let _ = writeln!(log, "{line}");
         }
     });
     match first_error.into_inner().unwrap_or_else(|e| e.into_inner()) {
@@ -355,18 +341,18 @@ pub fn pull_artifact_manifest(
     Ok(Some((root.digest, manifest)))
 }
 
-/// Brings `blobs` of `reference`'s repository into `store` (those it lacks), verified; progress
-/// lines of long transfers go to `log`.
+/// Brings `blobs` of `reference`'s repository into `store` (those it lacks), verified; the
+/// progress of long transfers goes to `progress`.
 pub fn pull_blobs(
     client: &Client,
     reference: &Reference,
     store: &BlobStore,
     blobs: &[Descriptor],
-    log: &mut dyn Write,
+    progress: Progress<'_>,
 ) -> Result<PullStats> {
     let repo = client.repo(reference, "pull", &[]);
     let stats = Mutex::new(PullStats::default());
     let blobs: Vec<&Descriptor> = blobs.iter().collect();
-    fetch_all(&repo, store, &blobs, &stats, log)?;
+    fetch_all(&repo, store, &blobs, &stats, progress)?;
     Ok(stats.into_inner().unwrap_or_else(|e| e.into_inner()))
 }

@@ -3,7 +3,7 @@
 //! [`ClientOptions::low_speed_time`] window is aborted, and so is one that sends nothing for a
 //! whole window (the client's socket timeouts are that window, so no single read outlives it).
 //! Without this, a registry trickling a byte every 20 s keeps a build waiting forever, as each
-//! read alone succeeds. While a body flows, a progress line goes out every
+//! read alone succeeds. While a body flows, a [`Transfer`] progress report goes out every
 //! [`ClientOptions::progress_interval`].
 
 use std::io::{self, Read};
@@ -11,11 +11,33 @@ use std::time::{Duration, Instant};
 
 use crate::client::ClientOptions;
 
-/// Where progress lines go; shared by the threads transferring blobs.
-pub(crate) type Report<'a> = &'a (dyn Fn(&str) + Sync);
+/// How far a long transfer has got, reported every [`ClientOptions::progress_interval`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transfer<'a> {
+    /// What is moving: "registry r, repository p: pulling blob sha256:…".
+    pub what: &'a str,
+    /// Bytes received so far.
+    pub bytes: u64,
+    /// The whole body's size, when it is known.
+    pub total: Option<u64>,
+}
 
-/// Progress lines of a transfer nobody watches.
-pub(crate) fn silent(_: &str) {}
+impl std::fmt::Display for Transfer<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.total {
+            Some(total) => write!(f, "{}: {} of {total} bytes so far", self.what, self.bytes),
+            None => write!(f, "{}: {} bytes so far", self.what, self.bytes),
+        }
+    }
+}
+
+/// Where progress reports go; shared by the threads transferring blobs.
+pub type Progress<'a> = &'a (dyn Fn(&Transfer<'_>) + Sync);
+
+/// Progress of a transfer nobody watches.
+pub fn silent(_: &Transfer<'_>) {}
+
+pub(crate) type Report<'a> = Progress<'a>;
 
 /// The reason a watched transfer was aborted, carried inside the `io::Error` a reader returns so
 /// that whoever drives the reader (the blob store, or ureq sending a request body) passes it on.
@@ -109,7 +131,11 @@ impl<R: Read> Read for Watched<'_, R> {
         self.window_bytes += n as u64;
         let now = Instant::now();
         if n > 0 && now.duration_since(self.last_report) >= self.opts.progress_interval {
-            (self.report)(&format!("{}: {} so far", self.label, self.so_far()));
+            (self.report)(&Transfer {
+                what: self.label,
+                bytes: self.received,
+                total: self.total,
+            });
             self.last_report = now;
         }
         let elapsed = now.duration_since(self.window_start);
@@ -186,7 +212,7 @@ mod tests {
     #[test]
     fn a_body_slower_than_the_limit_over_a_window_fails_and_reports_progress() {
         let lines = Mutex::new(Vec::new());
-        let report = |l: &str| lines.lock().unwrap().push(l.to_owned());
+        let report = |t: &Transfer<'_>| lines.lock().unwrap().push(t.to_string());
         let slow = Slow {
             chunks: vec![vec![1; 10]; 20],
             pause: Duration::from_millis(10),

@@ -198,11 +198,14 @@ fn failed_pull(opts: ClientOptions, reference: &str) -> (String, String) {
     let (result, log) = in_time(move || {
         let dir = tempfile::tempdir().unwrap();
         let store = BlobStore::open(dir.path()).unwrap();
-        let mut log = Vec::new();
-        let result = kiln_registry::pull(&Client::new(opts), &reference, &store, &mut log);
+        let log = std::sync::Mutex::new(String::new());
+        let progress = |t: &kiln_registry::Transfer<'_>| {
+            log.lock().unwrap().push_str(&format!("{t}\n"));
+        };
+        let result = kiln_registry::pull(&Client::new(opts), &reference, &store, &progress);
         (
             result.map(|_| ()).map_err(|e| e.to_string()),
-            String::from_utf8_lossy(&log).into_owned(),
+            log.into_inner().unwrap(),
         )
     });
     (result.expect_err("the pull succeeded"), log)

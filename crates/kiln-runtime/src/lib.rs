@@ -485,10 +485,10 @@ pub fn resolve(
     providers: &[Provider],
     cache_dir: &Path,
 ) -> Result<ProvidedRuntime, Error> {
-    resolve_logged(runtime, req, providers, cache_dir, &mut std::io::sink())
+    resolve_logged(runtime, req, providers, cache_dir, &mut |_| {})
 }
 
-/// [`resolve`], writing one line to `log` for each provider that could not supply the runtime
+/// [`resolve`], telling `fallback` one line for each provider that could not supply the runtime
 /// before a later one did (`node: download http GET …: connection refused; using npm-registry
 /// node 22.11.0`), so a fallback is never silent.
 pub fn resolve_logged(
@@ -496,7 +496,7 @@ pub fn resolve_logged(
     req: &VersionReq,
     providers: &[Provider],
     cache_dir: &Path,
-    log: &mut dyn std::io::Write,
+    fallback: &mut dyn FnMut(String),
 ) -> Result<ProvidedRuntime, Error> {
     let mut found = Vec::new();
     for provider in providers {
@@ -514,11 +514,10 @@ pub fn resolve_logged(
         match outcome {
             Ok(Found::Yes(provided)) => {
                 for why in found {
-                    let _ = writeln!(
-                        log,
+                    fallback(format!(
                         "{runtime}: {why}; using {} {runtime} {}",
                         provided.provider, provided.version
-                    );
+                    ));
                 }
                 return Ok(*provided);
             }

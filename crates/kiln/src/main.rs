@@ -17,6 +17,10 @@ use kiln_oci::reference::Reference;
 use kiln_oci::source::ImageSource;
 use kiln_oci::spec::Platform;
 
+mod progress;
+
+use progress::{ProgressMode, Renderer, Verbosity};
+
 const EXIT_FAILED: u8 = 1;
 const EXIT_NOTHING_DETECTED: u8 = 3;
 
@@ -89,6 +93,8 @@ struct LockArgs {
     /// Print one JSON object on stdout (docs/json-output.md).
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    progress: ProgressArgs,
 }
 
 /// Kiln's own run images.
@@ -163,6 +169,33 @@ impl RegistryArgs {
             opts.platform = platform;
         }
         opts
+    }
+}
+
+/// How a running build is shown (on standard error).
+#[derive(clap::Args)]
+struct ProgressArgs {
+    /// Live spinners on a terminal (`tty`), prefixed lines (`plain`), or one JSON object per
+    /// event (`json`); `auto`: `tty` when standard error is a terminal. `NO_COLOR` turns colour
+    /// off.
+    #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
+    progress: ProgressMode,
+    /// Only warnings and errors; no summary table.
+    #[arg(long, short, conflicts_with = "verbose")]
+    quiet: bool,
+    /// Every line build steps print, also on a terminal (where only each step's latest shows).
+    #[arg(long, short)]
+    verbose: bool,
+}
+
+impl ProgressArgs {
+    fn renderer(&self) -> Renderer {
+        let verbosity = match (self.quiet, self.verbose) {
+            (true, _) => Verbosity::Quiet,
+            (_, true) => Verbosity::Verbose,
+            _ => Verbosity::Normal,
+        };
+        Renderer::new(self.progress, verbosity)
     }
 }
 
@@ -256,6 +289,8 @@ struct BuildArgs {
     /// Print one JSON object describing the result on stdout.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    progress: ProgressArgs,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -343,6 +378,8 @@ struct RebaseArgs {
     /// Print one JSON object on stdout (docs/json-output.md).
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    progress: ProgressArgs,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -505,7 +542,14 @@ fn build(args: BuildArgs) -> anyhow::Result<ExitCode> {
     if let Some(epoch) = args.source_date_epoch {
         opts.source_date_epoch = epoch;
     }
-    let report = kiln_build::build(&opts, &mut std::io::stderr())?;
+    let renderer = args.progress.renderer();
+    progress::cancel_on_signals(&opts.cancel);
+    let report = kiln_build::build(&opts, &renderer);
+    renderer.finish();
+    let report = report?;
+    if renderer.wants_summary() {
+        eprint!("{}", progress::summary(&report));
+    }
     if args.json {
         print_json(&report)?;
     } else {
@@ -536,7 +580,11 @@ fn lock(args: LockArgs) -> anyhow::Result<ExitCode> {
     opts.stack = Some(kiln_build::stack::StackSelection {
         distro: args.stack.stack,
     });
-    let report = kiln_build::stack::lock(&opts, args.update, &mut std::io::stderr())?;
+    let renderer = args.progress.renderer();
+    progress::cancel_on_signals(&opts.cancel);
+    let report = kiln_build::stack::lock(&opts, args.update, &renderer);
+    renderer.finish();
+    let report = report?;
     if args.json {
         print_json(&report)?;
     } else {
@@ -563,8 +611,13 @@ fn rebase(args: RebaseArgs) -> anyhow::Result<ExitCode> {
         publish: args.publish,
         cache_dir: args.cache_dir.unwrap_or_else(kiln_build::default_cache_dir),
         registry: args.registry.options(),
+        cancel: kiln_build::events::Cancel::new(),
     };
-    let report = kiln_build::rebase::rebase(&opts, &mut std::io::stderr())?;
+    let renderer = args.progress.renderer();
+    progress::cancel_on_signals(&opts.cancel);
+    let report = kiln_build::rebase::rebase(&opts, &renderer);
+    renderer.finish();
+    let report = report?;
     if args.json {
         print_json(&report)?;
         return Ok(ExitCode::SUCCESS);

@@ -772,7 +772,7 @@ fn chunked_upload_round_trip_and_platform_selection_through_the_library() {
     let fresh = kiln_oci::store::BlobStore::open(tmp.path().join("b")).unwrap();
     let started = std::time::Instant::now();
     let (pulled, stats) =
-        kiln_registry::pull(&client, &target, &fresh, &mut std::io::sink()).unwrap();
+        kiln_registry::pull(&client, &target, &fresh, &kiln_registry::silent).unwrap();
     eprintln!(
         "pull of {} bytes: {:?}",
         stats.bytes_downloaded,
@@ -782,7 +782,7 @@ fn chunked_upload_round_trip_and_platform_selection_through_the_library() {
     assert_eq!(pulled.layers, image.layers);
     assert_eq!(stats.blobs_downloaded, 3);
     // Again into the same store: nothing is downloaded.
-    let (_, again) = kiln_registry::pull(&client, &target, &fresh, &mut std::io::sink()).unwrap();
+    let (_, again) = kiln_registry::pull(&client, &target, &fresh, &kiln_registry::silent).unwrap();
     assert_eq!(again.blobs_downloaded, 0, "{again:?}");
 
     // An index naming the image for two platforms: the pull picks the asked-for platform, and a
@@ -820,7 +820,7 @@ fn chunked_upload_round_trip_and_platform_selection_through_the_library() {
         },
         ..Default::default()
     });
-    let (picked, _) = kiln_registry::pull(&arm, &multi, &fresh, &mut std::io::sink()).unwrap();
+    let (picked, _) = kiln_registry::pull(&arm, &multi, &fresh, &kiln_registry::silent).unwrap();
     assert_eq!(picked.layers, image.layers);
     let out = kiln(&[
         "build",
