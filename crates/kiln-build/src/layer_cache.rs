@@ -27,7 +27,7 @@ use kiln_oci::digest::Digest;
 use kiln_oci::layer::{self, Entry, EntryKind, EntryPrint, LayerOptions};
 use kiln_oci::spec::LayerRecord;
 
-use crate::cache::{write_atomic, BuildCache};
+use crate::cache::{write_atomic, write_atomic_with, BuildCache};
 use crate::error::{IoContext, Result};
 
 /// Bump when the stat key's description changes.
@@ -138,8 +138,10 @@ pub fn layer(
         content_key,
         prints,
     };
-    let bytes = serde_json::to_vec(&snapshot).expect("snapshots serialize");
-    write_atomic(&snapshot_path(cache, name), &bytes)?;
+    // Streamed: the JSON of a 200k-entry layer is tens of MiB that need not be held at once.
+    write_atomic_with(&snapshot_path(cache, name), |w| {
+        serde_json::to_writer(w, &snapshot).map_err(std::io::Error::other)
+    })?;
     Ok((record, decision))
 }
 

@@ -229,6 +229,7 @@ pub fn resolve_fresh(
         .join("refs")
         .join(format!("plan-{}", plan_key(&suites, request, &source.arch)));
     if let Some(lock) = cached_plan(cache, &ref_path, &suites, request, &source.arch) {
+        cache.touch_ref(&ref_path);
         return Ok(lock);
     }
     let universe = fetch::universe_of(source, cache, &releases)?;
