@@ -6,7 +6,8 @@
 //! - `refs/inrelease-<key>`: the digest of the last InRelease fetched from one URL; the file's
 //!   mtime is when it was fetched. Younger than [`Source::max_index_age`] it is used as is;
 //!   older, it is refreshed when the mirror answers, else used with a note. A cached InRelease
-//!   is verified again each time it is read (its signature and `Valid-Until`).
+//!   is verified again each time it is read (its blob by the store, its signature as recorded
+//!   under `refs/verified-*`, its suite and `Valid-Until` against the clock).
 //!
 //! - `refs/verified-<key>`: a blob holding the signed text of an InRelease whose signature
 //!   verified and the key that made it, the key hashing [`VERIFICATION_VERSION`], the
