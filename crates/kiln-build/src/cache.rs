@@ -445,10 +445,24 @@ fn remove_tree(dir: &Path) -> Result<()> {
 
 /// Writes `bytes` to `path` through a temporary file in the same directory and a rename.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomic_with(path, |w| w.write_all(bytes))
+}
+
+/// [`write_atomic`] for content streamed by `write` (through a buffer) rather than held whole.
+pub fn write_atomic_with(
+    path: &Path,
+    write: impl FnOnce(&mut dyn std::io::Write) -> std::io::Result<()>,
+) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)
+    let tmp = tempfile::NamedTempFile::new_in(dir)
         .ctx(|| format!("creating a temporary file in {}", dir.display()))?;
-    tmp.write_all(bytes)
+    let mut out = std::io::BufWriter::new(tmp);
+    write(&mut out)
+        .and_then(|()| out.flush())
+        .ctx(|| format!("writing {}", path.display()))?;
+    let tmp = out
+        .into_inner()
+        .map_err(|e| e.into_error())
         .ctx(|| format!("writing {}", path.display()))?;
     tmp.persist(path)
         .map_err(|e| e.error)

@@ -1,8 +1,9 @@
 //! Looking after the cache directory: `kiln cache ls` and `kiln cache prune`.
 //!
 //! Pruning works on whole items, least recently used first: a finished layer (its record and,
-//! once nothing else refers to it, its blob), a kept cache layer directory, or another blob
-//! (base image layers, configs, manifests). Leftovers of builds that died are listed by
+//! once nothing else refers to it, its blob), a kept cache layer directory, another blob
+//! (base image layers, configs, manifests), an unpacked build root, or a Debian resolved plan
+//! or recorded InRelease verification (`debian/refs/plan-*`, `verified-*`, with its blob). Leftovers of builds that died are listed by
 //! `kiln cache ls` and removed by the next build or prune. "Used" is the item's mtime, which builds refresh on
 //! every reuse. The build lock is held throughout, so pruning never races a build.
 
@@ -29,11 +30,13 @@ pub struct CacheListing {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct CacheItem {
-    /// `layer`, `cache-layer`, `blob`, or `leftover` (what a build that died left, which the
-    /// next build or prune removes).
+    /// `layer`, `cache-layer`, `blob`, `build-root`, `plan` (a resolved Debian plan),
+    /// `verified-inrelease` (a recorded InRelease signature check), or `leftover` (what a build
+    /// that died left, which the next build or prune removes).
     pub kind: &'static str,
     /// A layer's digest; `<project key>/<buildpack>/<layer>` or `shared/<buildpack>/<layer>` for
-    /// kept cache layers; a blob's digest; a leftover's path in the cache.
+    /// kept cache layers; a blob's digest; a build root's, plan's, verification's or leftover's
+    /// path in the cache.
     pub name: String,
     pub bytes: u64,
     /// Seconds since the item was last used.
@@ -155,6 +158,38 @@ fn listing(cache: &BuildCache) -> Result<CacheListing> {
             "blob",
             digest.to_string(),
             vec![blob],
+            last_used,
+            now,
+        )?);
+    }
+    // The default Debian cache's resolved plans and recorded InRelease verifications: each a
+    // ref and the blob it names, the ref touched by every build that uses it. (Its downloads
+    // are content-addressed and named by signed indexes; the `inrelease-*` refs say when an
+    // index was fetched.)
+    let debian = root.join("debian");
+    let mut debian_claimed = BTreeSet::new();
+    for ref_path in read_dir_sorted(&debian.join("refs"))? {
+        let name = file_name(&ref_path);
+        let kind = if name.starts_with("plan-") {
+            "plan"
+        } else if name.starts_with("verified-") {
+            "verified-inrelease"
+        } else {
+            continue;
+        };
+        let blob = fs::read_to_string(&ref_path)
+            .ok()
+            .and_then(|s| Digest::parse(s.trim()).ok())
+            .map(|d| debian.join("blobs/sha256").join(d.hex()))
+            .filter(|blob| blob.is_file() && debian_claimed.insert(blob.clone()));
+        let last_used = fs::metadata(&ref_path)
+            .and_then(|m| m.modified())
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        let paths = std::iter::once(ref_path).chain(blob).collect();
+        items.push(item(
+            kind,
+            format!("debian/refs/{name}"),
+            paths,
             last_used,
             now,
         )?);
@@ -449,6 +484,63 @@ mod tests {
         assert!(report.removed.iter().any(|i| i.kind == "build-root"));
         assert!(!roots.join("k1").exists());
         assert!(!shared.exists(), "the unlinked shared copy stayed");
+    }
+
+    #[test]
+    fn debian_plans_and_verifications_are_listed_and_pruned_least_recently_used_first() {
+        let tmp = tempfile::tempdir().unwrap();
+        let debian = kiln_debian::fetch::Cache::open(tmp.path().join("debian")).unwrap();
+        let refs = tmp.path().join("debian/refs");
+        fs::create_dir_all(&refs).unwrap();
+        let put_ref = |name: &str, bytes: &[u8], days_idle: u64| {
+            let digest = debian.store().put_bytes(bytes).unwrap();
+            let path = refs.join(name);
+            fs::write(&path, digest.as_str()).unwrap();
+            let used = SystemTime::now() - Duration::from_secs(days_idle * 86_400);
+            fs::File::options()
+                .write(true)
+                .open(&path)
+                .unwrap()
+                .set_modified(used)
+                .unwrap();
+            debian.store().path(&digest)
+        };
+        let old_plan = put_ref("plan-old", &[b'p'; 3000], 10);
+        let new_plan = put_ref("plan-new", &[b'q'; 2000], 0);
+        let verified = put_ref("verified-v", &[b'v'; 1000], 9);
+        // An index's fetch time, not a use: neither listed nor pruned here.
+        let index = put_ref("inrelease-i", &[b'i'; 500], 30);
+        let listing = list(tmp.path()).unwrap();
+        let found: Vec<(&str, &str, u64)> = listing
+            .items
+            .iter()
+            .map(|i| (i.kind, i.name.as_str(), i.bytes))
+            .collect();
+        let ref_bytes = 71; // "sha256:" and 64 hex digits
+        assert_eq!(
+            found,
+            [
+                ("plan", "debian/refs/plan-new", 2000 + ref_bytes),
+                (
+                    "verified-inrelease",
+                    "debian/refs/verified-v",
+                    1000 + ref_bytes
+                ),
+                ("plan", "debian/refs/plan-old", 3000 + ref_bytes),
+            ]
+        );
+        let policy = PrunePolicy {
+            max_size: None,
+            older_than: Some(Duration::from_secs(7 * 86_400)),
+        };
+        let report = prune(tmp.path(), &policy).unwrap();
+        let removed: Vec<&str> = report.removed.iter().map(|i| i.name.as_str()).collect();
+        assert_eq!(removed, ["debian/refs/plan-old", "debian/refs/verified-v"]);
+        assert!(!refs.join("plan-old").exists() && !old_plan.exists());
+        assert!(!refs.join("verified-v").exists() && !verified.exists());
+        assert!(refs.join("plan-new").exists() && new_plan.exists());
+        assert!(refs.join("inrelease-i").exists() && index.exists());
+        assert_eq!(report.remaining_bytes, 2000 + ref_bytes);
     }
 
     #[test]

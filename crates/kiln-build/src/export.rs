@@ -8,6 +8,7 @@ use crate::events::{BuildEvent, Events};
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
+use std::sync::{Mutex, PoisonError};
 
 use kiln_buildpack::plan::{Plan, APP_DIR, LAYERS_DIR};
 use kiln_oci::image::{self, Image};
@@ -40,8 +41,9 @@ pub struct ExportInput<'a> {
     pub cache: &'a BuildCache,
     pub plan: &'a Plan,
     /// The app's entries under `/workspace`: from the working copy after the steps, or straight
-    /// from the source when no step ran.
-    pub app: Vec<Entry>,
+    /// from the source when no step ran. [`export`] takes them (leaving it empty) for the app
+    /// layer, so a listing of 200k entries is never held twice.
+    pub app: Mutex<Vec<Entry>>,
     pub layer_dirs: &'a LayerDirs,
     /// Runtimes provided for buildpacks: each becomes the first launch layer of its buildpack.
     pub runtimes: &'a [Provided],
@@ -377,15 +379,14 @@ pub(crate) fn platform_name(p: &Platform) -> String {
 /// (with the process launchers).
 fn planned_layers(input: &ExportInput<'_>) -> Result<Vec<PlannedLayer>> {
     let app_prefix = APP_DIR.trim_start_matches('/');
-    let mut app: Vec<Entry> = input
-        .app
-        .iter()
+    let listed = std::mem::take(&mut *input.app.lock().unwrap_or_else(PoisonError::into_inner));
+    let mut app: Vec<Entry> = listed
+        .into_iter()
         .filter(|e| {
             input
                 .plan
                 .ships(e.path.strip_prefix(app_prefix).unwrap_or(&e.path))
         })
-        .cloned()
         .collect();
     let mut layers = Vec::new();
     for bp in &input.plan.buildpacks {

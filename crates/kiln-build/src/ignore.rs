@@ -89,6 +89,14 @@ impl ExcludeRules {
         }
         excluded
     }
+
+    /// [`ExcludeRules::is_excluded`] for rules without `!` exceptions and a path none of whose
+    /// parents is excluded (what a walk that skips excluded directories reaches): then only
+    /// the path itself needs matching.
+    pub fn is_excluded_below_kept_parent(&self, rel: &str) -> bool {
+        debug_assert!(!self.has_exceptions());
+        self.rules.iter().any(|rule| rule.matcher.is_match(rel))
+    }
 }
 
 fn matches_or_parent_matches(matcher: &GlobMatcher, rel: &str) -> bool {

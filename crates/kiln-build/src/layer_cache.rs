@@ -24,10 +24,10 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 use kiln_oci::digest::Digest;
-use kiln_oci::layer::{self, Entry, EntryKind, EntryPrint, LayerOptions};
+use kiln_oci::layer::{self, Entry, EntryKind, EntryPrint, Fingerprint, LayerOptions};
 use kiln_oci::spec::LayerRecord;
 
-use crate::cache::{write_atomic, BuildCache};
+use crate::cache::{write_atomic, write_atomic_with, BuildCache};
 use crate::error::{IoContext, Result};
 
 /// Bump when the stat key's description changes.
@@ -85,11 +85,30 @@ impl fmt::Display for LayerDecision {
 }
 
 /// The last build of a layer with a given name: what it contained and how it was written.
-#[derive(Serialize, Deserialize)]
+#[derive(Deserialize)]
 struct Snapshot {
     options: String,
-    content_key: Digest,
     prints: Vec<EntryPrint>,
+}
+
+/// A [`Snapshot`] as written (with its content key, for people reading the cache): the prints
+/// made one at a time from the fingerprint.
+#[derive(Serialize)]
+struct SnapshotOut<'a> {
+    options: String,
+    content_key: &'a Digest,
+    prints: Prints<'a>,
+}
+
+struct Prints<'a>(&'a Fingerprint<'a>);
+
+impl Serialize for Prints<'_> {
+    fn serialize<S: serde::Serializer>(
+        &self,
+        serializer: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0.prints())
+    }
 }
 
 /// Looks up or builds the layer called `name` made of `entries` (normalized). Warnings (a corrupt
@@ -114,8 +133,8 @@ pub fn layer(
             }
         }
     }
-    let prints = layer::fingerprint(entries)?;
-    let content_key = layer::content_key_of(&prints, opts);
+    let fingerprint = Fingerprint::of(entries)?;
+    let content_key = layer::content_key_of(fingerprint.prints(), opts);
     if !no_cache {
         if let Some(record) = reusable(cache, &content_key, ev)? {
             write_atomic(&stat_path, content_key.as_str().as_bytes())?;
@@ -127,19 +146,22 @@ pub fn layer(
     } else if cache.read_record(&content_key).is_some() {
         LayerDecision::BlobCorrupt
     } else {
-        what_changed(cache, name, &prints, opts)
+        what_changed(cache, name, &fingerprint, opts)
     };
 
     let record = layer::write_layer(&cache.store, entries, opts)?;
     cache.record_layer(&content_key, &record)?;
     write_atomic(&stat_path, content_key.as_str().as_bytes())?;
-    let snapshot = Snapshot {
+    let snapshot = SnapshotOut {
         options: options_tag(opts),
-        content_key,
-        prints,
+        content_key: &content_key,
+        prints: Prints(&fingerprint),
     };
-    let bytes = serde_json::to_vec(&snapshot).expect("snapshots serialize");
-    write_atomic(&snapshot_path(cache, name), &bytes)?;
+    // Streamed, print by print: the JSON of a 200k-entry layer is tens of MiB that need not be
+    // held at once.
+    write_atomic_with(&snapshot_path(cache, name), |w| {
+        serde_json::to_writer(w, &snapshot).map_err(std::io::Error::other)
+    })?;
     Ok((record, decision))
 }
 
@@ -197,7 +219,7 @@ fn snapshot_path(cache: &BuildCache, name: &str) -> PathBuf {
 fn what_changed(
     cache: &BuildCache,
     name: &str,
-    prints: &[EntryPrint],
+    fingerprint: &Fingerprint<'_>,
     opts: &LayerOptions,
 ) -> LayerDecision {
     let previous: Option<Snapshot> = fs::read(snapshot_path(cache, name))
@@ -206,6 +228,7 @@ fn what_changed(
     let Some(previous) = previous else {
         return LayerDecision::NoCache;
     };
+    let prints: Vec<EntryPrint> = fingerprint.prints().collect();
     if previous.prints == prints {
         let now = options_tag(opts);
         if previous.options == now {
@@ -216,7 +239,7 @@ fn what_changed(
             to: now,
         };
     }
-    LayerDecision::ContentChanged(describe_changes(&previous.prints, prints))
+    LayerDecision::ContentChanged(describe_changes(&previous.prints, &prints))
 }
 
 /// "3 files changed under workspace/src/", "1 added, 2 removed, 1 changed under layers/go/bin/".
@@ -278,11 +301,23 @@ fn common_dir(paths: &[&str]) -> String {
 /// The stat key: the listing's `lstat` of each file (one more only for files not found by a
 /// walk), no content read.
 fn stat_key(entries: &[Entry], opts: &LayerOptions) -> Result<Digest> {
+    use std::fmt::Write as _;
     let mut key = Sha256::new();
     key.update(format!("{STAT_KEY_VERSION}\0{}\n", options_tag(opts)));
+    // One line per entry, `path\0kind\0mode (octal)\0detail\n`, formatted into one reused
+    // buffer.
+    let mut line = String::new();
     for entry in entries {
-        let (kind, detail) = match &entry.kind {
-            EntryKind::Dir => ("dir", String::new()),
+        line.clear();
+        let kind = match &entry.kind {
+            EntryKind::Dir => "dir",
+            EntryKind::File { .. } => "file",
+            EntryKind::Symlink { .. } => "symlink",
+            EntryKind::Hardlink { .. } => "hardlink",
+        };
+        let _ = write!(line, "{}\0{kind}\0{:o}\0", entry.path, entry.mode);
+        match &entry.kind {
+            EntryKind::Dir => {}
             EntryKind::File {
                 source,
                 size,
@@ -297,15 +332,12 @@ fn stat_key(entries: &[Entry], opts: &LayerOptions) -> Result<Digest> {
                         (meta.mtime(), meta.mtime_nsec())
                     }
                 };
-                ("file", format!("{size}\0{secs}.{nanos}"))
+                let _ = write!(line, "{size}\0{secs}.{nanos}");
             }
-            EntryKind::Symlink { target } => ("symlink", target.clone()),
-            EntryKind::Hardlink { target } => ("hardlink", target.clone()),
-        };
-        key.update(format!(
-            "{}\0{kind}\0{:o}\0{detail}\n",
-            entry.path, entry.mode
-        ));
+            EntryKind::Symlink { target } | EntryKind::Hardlink { target } => line.push_str(target),
+        }
+        line.push('\n');
+        key.update(line.as_bytes());
     }
     Ok(Digest::from_sha256(key.finalize().into()))
 }

@@ -700,7 +700,7 @@ fn build_layers(
                 base: cx.base,
                 cache,
                 plan,
-                app,
+                app: std::sync::Mutex::new(app),
                 layer_dirs,
                 runtimes: cx.runtimes,
                 sbom_dir: sbom_dir.as_deref(),

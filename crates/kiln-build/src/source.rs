@@ -100,8 +100,11 @@ pub fn source_entries(src: &Path, rules: &ExcludeRules, image_dir: &str) -> Resu
         .min_depth(1)
         .into_iter()
         .filter_entry(|entry| {
-            // With no `!` exceptions an excluded directory can be skipped whole.
-            !(prune && relative(src, entry.path()).is_ok_and(|rel| rules.is_excluded(&rel)))
+            // With no `!` exceptions an excluded directory can be skipped whole, and an entry
+            // reached has no excluded parent.
+            !(prune
+                && relative(src, entry.path())
+                    .is_ok_and(|rel| rules.is_excluded_below_kept_parent(&rel)))
         });
     for entry in walker {
         let entry = entry.map_err(|e| Error::Source {
@@ -109,7 +112,8 @@ pub fn source_entries(src: &Path, rules: &ExcludeRules, image_dir: &str) -> Resu
             why: format!("cannot read it: {e}"),
         })?;
         let rel = relative(src, entry.path())?;
-        if rules.is_excluded(&rel) {
+        // Pruning already dropped whatever the rules exclude.
+        if !prune && rules.is_excluded(&rel) {
             continue;
         }
         let bad = |why: String| Error::Source {
@@ -330,7 +334,18 @@ pub fn materialize(entries: &[Entry], image_dir: &str, dest: &Path) -> Result<us
 /// `path` (below `root`) relative to `root`, `/`-separated. Non-UTF-8 names are an error: image
 /// paths are UTF-8, and silently dropping a file would ship an incomplete app.
 fn relative(root: &Path, path: &Path) -> Result<String> {
-    let rel = path.strip_prefix(root).unwrap_or(path);
+    use std::os::unix::ffi::OsStrExt;
+    // A walk's paths are `root`, `/`, then the rest: strip those bytes when they are there
+    // (component-wise `strip_prefix` costs more than the rest of a listed entry), else compare
+    // components.
+    let fast = path
+        .as_os_str()
+        .as_bytes()
+        .strip_prefix(root.as_os_str().as_bytes())
+        .and_then(|rest| rest.strip_prefix(b"/"))
+        .filter(|_| !root.as_os_str().as_bytes().ends_with(b"/"))
+        .map(|rest| Path::new(std::ffi::OsStr::from_bytes(rest)));
+    let rel = fast.unwrap_or_else(|| path.strip_prefix(root).unwrap_or(path));
     rel.to_str()
         .map(str::to_owned)
         .ok_or_else(|| Error::Source {

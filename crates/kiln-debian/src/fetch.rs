@@ -6,8 +6,14 @@
 //! - `refs/inrelease-<key>`: the digest of the last InRelease fetched from one URL; the file's
 //!   mtime is when it was fetched. Younger than [`Source::max_index_age`] it is used as is;
 //!   older, it is refreshed when the mirror answers, else used with a note. A cached InRelease
-//!   is verified again each time it is read (its signature and `Valid-Until`).
+//!   is verified again each time it is read (its blob by the store, its signature as recorded
+//!   under `refs/verified-*`, its suite and `Valid-Until` against the clock).
 //!
+//! - `refs/verified-<key>`: a blob holding the signed text of an InRelease whose signature
+//!   verified and the key that made it, the key hashing [`VERIFICATION_VERSION`], the
+//!   InRelease's digest and [`Keyring::digest`]: a signature is checked once per InRelease and
+//!   keyring, not on every build (the Release it signed is still parsed and its suite and
+//!   `Valid-Until` checked on every use; the InRelease blob itself is verified by the store);
 //! - `refs/packages-<index sha256>`: the digest of the fields Kiln reads from that index;
 //! - `refs/plan-<key>`: the digest of a resolved [`crate::lock::Lock`] (TOML), the key hashing
 //!   the suites' InRelease digests, the request and [`crate::stack::RESOLVER_VERSION`], so a
@@ -64,6 +70,14 @@ impl Cache {
         let text = fs::read_to_string(path).ok()?;
         let digest = Digest::parse(text.trim()).ok()?;
         self.store.contains(&digest).then_some(digest)
+    }
+
+    /// Marks the ref file `path` as used now (its mtime), for `kiln cache prune`'s least recently
+    /// used order. Best effort: a ref that cannot be touched only looks older.
+    pub(crate) fn touch_ref(&self, path: &Path) {
+        if let Ok(file) = fs::File::options().write(true).open(path) {
+            let _ = file.set_modified(SystemTime::now());
+        }
     }
 
     /// Points the ref file `path` at `digest` (temp file and rename).
@@ -149,9 +163,7 @@ pub fn release(
             // A cached copy that no longer verifies (another keyring, past Valid-Until) is
             // fetched again rather than trusted.
             let bytes = cache.store.read_verified(digest)?;
-            if let Ok(release) =
-                release::verify_inrelease(&bytes, &source.keyring, &url, suite, now)
-            {
+            if let Ok(release) = verify_release(source, cache, &bytes, &url, suite, now) {
                 return Ok(release);
             }
         }
@@ -160,7 +172,7 @@ pub fn release(
     match http::get_bytes(&url, 16 << 20) {
         Ok(bytes) => {
             // Verified before it is stored: a bad signature is refused, not cached.
-            let release = release::verify_inrelease(&bytes, &source.keyring, &url, suite, now)?;
+            let release = verify_release(source, cache, &bytes, &url, suite, now)?;
             let digest = cache.store.put_bytes(&bytes)?;
             cache.write_ref(&ref_path, &digest)?;
             Ok(release)
@@ -170,7 +182,7 @@ pub fn release(
                 return Err(failure.error);
             };
             let bytes = cache.store.read_verified(&digest)?;
-            let release = release::verify_inrelease(&bytes, &source.keyring, &url, suite, now)?;
+            let release = verify_release(source, cache, &bytes, &url, suite, now)?;
             notes.push(format!(
                 "using the cached {suite} index from {} ({} h old): {}",
                 release.date,
@@ -180,6 +192,73 @@ pub fn release(
             Ok(release)
         }
     }
+}
+
+/// Bump when what [`release::verify_signature`] accepts changes: signatures recorded as
+/// verified by an older version are then checked again.
+pub const VERIFICATION_VERSION: u32 = 1;
+
+/// What a `refs/verified-*` blob starts with.
+const VERIFIED_MAGIC: &str = "kiln-verified-inrelease/v1\n";
+
+/// The Release of the InRelease `bytes` from `url`: its signature checked with the source's
+/// keyring — or found recorded as checked, for these exact bytes and keys (`refs/verified-*`) —,
+/// then its suite and `Valid-Until` checked against `now` (seconds since the epoch).
+pub fn verify_release(
+    source: &Source,
+    cache: &Cache,
+    bytes: &[u8],
+    url: &str,
+    suite: &str,
+    now: i64,
+) -> Result<Release> {
+    let inrelease = hex::encode(Sha256::digest(bytes));
+    let ref_path = cache.root.join("refs").join(format!(
+        "verified-{}",
+        verification_key(&inrelease, source.keyring.digest())
+    ));
+    let signed = match recorded_signature(cache, &ref_path) {
+        Some(signed) => {
+            cache.touch_ref(&ref_path);
+            signed
+        }
+        None => {
+            let signed = release::verify_signature(bytes, &source.keyring, url, now)?;
+            let record = format!("{VERIFIED_MAGIC}{}\n{}", signed.signed_by, signed.text);
+            let digest = cache.store.put_bytes(record.as_bytes())?;
+            cache.write_ref(&ref_path, &digest)?;
+            signed
+        }
+    };
+    release::release_of(&signed, &inrelease, url, suite, now)
+}
+
+/// What a verification is recorded under: the version of the rules, the InRelease's sha256 and
+/// the keyring's, each length-prefixed.
+fn verification_key(inrelease_sha256: &str, keyring_digest: &str) -> String {
+    let mut key = Sha256::new();
+    for field in [
+        &VERIFICATION_VERSION.to_le_bytes()[..],
+        inrelease_sha256.as_bytes(),
+        keyring_digest.as_bytes(),
+    ] {
+        key.update((field.len() as u64).to_le_bytes());
+        key.update(field);
+    }
+    hex::encode(key.finalize())
+}
+
+/// The signature `ref_path` records as verified, if its blob verifies and parses; anything else
+/// reads as none (and the signature is checked again).
+fn recorded_signature(cache: &Cache, ref_path: &Path) -> Option<release::Signed> {
+    let digest = cache.read_ref(ref_path)?;
+    let bytes = cache.store.read_verified(&digest).ok()?;
+    let record = String::from_utf8(bytes).ok()?;
+    let (signed_by, text) = record.strip_prefix(VERIFIED_MAGIC)?.split_once('\n')?;
+    Some(release::Signed {
+        text: text.to_owned(),
+        signed_by: signed_by.to_owned(),
+    })
 }
 
 fn cached_ref(path: &Path, cache: &Cache) -> Option<(Digest, Duration)> {

@@ -53,18 +53,27 @@ pub struct Keyring {
     keys: Vec<SignedPublicKey>,
     /// Where the keys came from, for messages.
     pub origin: String,
+    /// sha256 (hex) of the key material as read: what a recorded verification is keyed by.
+    digest: String,
 }
 
 impl Keyring {
     /// The keys built into Kiln.
     pub fn embedded() -> Result<Keyring> {
         let mut keys = Vec::new();
+        let mut digest = Sha256::new();
         for (name, bytes) in EMBEDDED_KEYS {
             keys.extend(parse_keys(bytes, name)?);
+            // Length-prefixed, so no two different key sets hash the same bytes.
+            for field in [name.as_bytes(), bytes] {
+                digest.update((field.len() as u64).to_le_bytes());
+                digest.update(field);
+            }
         }
         Ok(Keyring {
             keys,
             origin: "Kiln's embedded Debian archive keys".to_owned(),
+            digest: hex::encode(digest.finalize()),
         })
     }
 
@@ -88,7 +97,16 @@ impl Keyring {
                 why: "contains no public keys".to_owned(),
             });
         }
-        Ok(Keyring { keys, origin: what })
+        Ok(Keyring {
+            keys,
+            origin: what,
+            digest: hex::encode(Sha256::digest(&bytes)),
+        })
+    }
+
+    /// sha256 (hex) of the keys as read (the embedded set, or the keyring file's bytes).
+    pub fn digest(&self) -> &str {
+        &self.digest
     }
 }
 
@@ -144,6 +162,15 @@ impl Release {
     }
 }
 
+/// What a good signature on an InRelease vouches for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Signed {
+    /// The signed text with LF line ends: the Release file.
+    pub text: String,
+    /// Fingerprint of the key whose signature verified.
+    pub signed_by: String,
+}
+
 /// Verifies `bytes` (an InRelease fetched from `url` for `suite`) with `keyring` and parses the
 /// signed text. `now` is seconds since the epoch (a parameter so tests can pin it).
 pub fn verify_inrelease(
@@ -153,6 +180,22 @@ pub fn verify_inrelease(
     suite: &str,
     now: i64,
 ) -> Result<Release> {
+    let signed = verify_signature(bytes, keyring, url, now)?;
+    release_of(
+        &signed,
+        &hex::encode(Sha256::digest(bytes)),
+        url,
+        suite,
+        now,
+    )
+}
+
+/// The signature half of [`verify_inrelease`]: whether a signature in `bytes` verifies with a
+/// key of `keyring` that was valid when it signed, and what it signed. The answer depends on
+/// nothing but `bytes` and the keys (and on `now` only to refuse signatures from more than a
+/// day in the future, which a later `now` refuses no more), so a caller may record it per
+/// InRelease digest and keyring digest; [`release_of`] must still run on every use.
+pub fn verify_signature(bytes: &[u8], keyring: &Keyring, url: &str, now: i64) -> Result<Signed> {
     let refuse = |why: String| Error::Release {
         url: url.to_owned(),
         why,
@@ -174,8 +217,27 @@ pub fn verify_inrelease(
             ))
         })?;
     // What was hashed uses CRLF line ends (RFC 9580 §7.1); the Release itself uses LF.
-    let release_text = signed.replace("\r\n", "\n");
-    let mut release = parse_release(&release_text, url, suite)?;
+    Ok(Signed {
+        text: signed.replace("\r\n", "\n"),
+        signed_by,
+    })
+}
+
+/// The Release of `signed` (the verified text of the InRelease whose sha256 is
+/// `inrelease_sha256`), checked against what is asked now: that it is `suite`'s, and not past
+/// its `Valid-Until` at `now`.
+pub fn release_of(
+    signed: &Signed,
+    inrelease_sha256: &str,
+    url: &str,
+    suite: &str,
+    now: i64,
+) -> Result<Release> {
+    let refuse = |why: String| Error::Release {
+        url: url.to_owned(),
+        why,
+    };
+    let mut release = parse_release(&signed.text, url, suite)?;
     // A mirror serving another suite's (validly signed) Release under this name is a
     // downgrade or mix-up, not this suite.
     if release.codename != suite && release.archive != suite {
@@ -192,8 +254,8 @@ pub fn verify_inrelease(
             )));
         }
     }
-    release.inrelease_sha256 = hex::encode(Sha256::digest(bytes));
-    release.signed_by = signed_by;
+    inrelease_sha256.clone_into(&mut release.inrelease_sha256);
+    signed.signed_by.clone_into(&mut release.signed_by);
     Ok(release)
 }
 

@@ -206,9 +206,10 @@ pub(crate) fn followed_layer(name: &str, relations: &[String]) -> LayerRequest {
 pub const RESOLVER_VERSION: u32 = 1;
 
 /// Resolves `request` against the mirror's current indexes. The InRelease files are fetched
-/// (or refreshed) and verified every time; the resolution over them is cached under a key of
-/// their digests and the request (`refs/plan-<key>`), so while no index changes a build reads
-/// no `Packages` index.
+/// (or refreshed) and verified every time (a signature once per InRelease and keyring: see
+/// [`fetch::verify_release`]); the resolution over them is cached under a key of their digests
+/// and the request (`refs/plan-<key>`, touched on every use), so while no index changes a build
+/// reads no `Packages` index.
 pub fn resolve_fresh(
     source: &Source,
     cache: &Cache,
@@ -229,6 +230,7 @@ pub fn resolve_fresh(
         .join("refs")
         .join(format!("plan-{}", plan_key(&suites, request, &source.arch)));
     if let Some(lock) = cached_plan(cache, &ref_path, &suites, request, &source.arch) {
+        cache.touch_ref(&ref_path);
         return Ok(lock);
     }
     let universe = fetch::universe_of(source, cache, &releases)?;

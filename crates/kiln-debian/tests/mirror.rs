@@ -64,6 +64,16 @@ fn trixie_and_bookworm_releases_verify_with_the_embedded_keys() {
     }
 }
 
+/// `err` refuses the Release from `url` as expired an hour before.
+fn assert_expired_an_hour_ago(err: &str, url: &str) {
+    assert!(
+        err.starts_with(&format!(
+            "{url}: refused: expired: Valid-Until is 3600 seconds in the past"
+        )),
+        "{err}"
+    );
+}
+
 #[test]
 fn an_expired_release_is_refused() {
     let Some(source) = host_source() else { return };
@@ -89,17 +99,73 @@ fn an_expired_release_is_refused() {
     )
     .unwrap_err()
     .to_string();
-    assert!(
-        err.starts_with(&format!(
-            "{url}: refused: expired: Valid-Until is 3600 seconds in the past"
-        )),
-        "{err}"
-    );
+    assert_expired_an_hour_ago(&err, url);
     // Asked for as another suite, the same signed bytes are refused too.
     let err = kiln_debian::release::verify_inrelease(&bytes, &source.keyring, url, "trixie", until)
         .unwrap_err()
         .to_string();
     assert!(err.contains("not of \"trixie\""), "{err}");
+}
+
+#[test]
+fn a_verified_signature_is_recorded_per_inrelease_and_keyring_and_valid_until_still_checked() {
+    let Some(source) = host_source() else { return };
+    let release =
+        fetch::release(&source, &shared_cache(), "trixie-security", &mut Vec::new()).unwrap();
+    let until = release
+        .valid_until_unix
+        .expect("security Releases carry Valid-Until");
+    let digest = kiln_oci::Digest::parse(&format!("sha256:{}", release.inrelease_sha256)).unwrap();
+    let bytes = shared_cache().store().read_verified(&digest).unwrap();
+    let url = "http://mirror/dists/trixie-security/InRelease";
+    let dir = tempfile::tempdir().unwrap();
+    let cache = Cache::open(dir.path()).unwrap();
+    let verify = |source: &Source, bytes: &[u8], now: i64| {
+        fetch::verify_release(source, &cache, bytes, url, "trixie-security", now)
+    };
+    let first = verify(&source, &bytes, until).unwrap();
+    assert_eq!(first.signed_by, release.signed_by);
+    let records: Vec<PathBuf> = std::fs::read_dir(dir.path().join("refs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    let [record] = &records[..] else {
+        panic!("expected one record: {records:?}")
+    };
+    let name = record.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(name.starts_with("verified-"), "{name}");
+
+    // The record is what a second use reads: one naming another key is believed...
+    let recorded = std::fs::read_to_string(record).unwrap();
+    let blob = kiln_oci::Digest::parse(recorded.trim()).unwrap();
+    let text = String::from_utf8(cache.store().read_verified(&blob).unwrap()).unwrap();
+    let forged = text.replacen(&release.signed_by, "recorded-key", 1);
+    let forged = cache.store().put_bytes(forged.as_bytes()).unwrap();
+    std::fs::write(record, forged.as_str()).unwrap();
+    assert_eq!(
+        verify(&source, &bytes, until).unwrap().signed_by,
+        "recorded-key"
+    );
+    // ...but Valid-Until is checked on every use, recorded or not.
+    let err = verify(&source, &bytes, until + 3600)
+        .unwrap_err()
+        .to_string();
+    assert_expired_an_hour_ago(&err, url);
+
+    // Other bytes (a changed signed text) have no record and fail the signature check.
+    let text = std::str::from_utf8(&bytes).unwrap();
+    let changed = text.replacen("Suite: ", "Suite:  ", 1);
+    assert_ne!(changed, text);
+    let err = verify(&source, changed.as_bytes(), until)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("no signature verifies"), "{err}");
+    // Another keyring is another key: the record for the embedded keys does not count for it.
+    let keys = Path::new(env!("CARGO_MANIFEST_DIR")).join("keys");
+    let mut other = source.clone();
+    other.keyring = Keyring::from_file(&keys.join("debian-archive-trixie-stable.gpg")).unwrap();
+    let err = verify(&other, &bytes, until).unwrap_err().to_string();
+    assert!(err.contains("no signature verifies"), "{err}");
 }
 
 #[test]

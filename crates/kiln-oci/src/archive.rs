@@ -60,6 +60,18 @@ pub fn write_oci_archive_named(
 ) -> Result<()> {
     let (parent, name) = split_out_path(out)?;
     let ctx = || format!("writing {}", out.display());
+    let blobs = blob_sizes(image);
+    let files = [
+        ("index.json", to_canonical_vec(&index(image, tags))),
+        ("manifest.json", docker_manifest(image, tags)),
+        ("oci-layout", OCI_LAYOUT.to_vec()),
+    ];
+    // The archive's bytes follow from these alone; an output still holding exactly them (by
+    // its recorded file identity) is left as it is.
+    let key = archive_key(&blobs, &files);
+    if store.output_is_current(out, &key) {
+        return Ok(());
+    }
     remove_dead_temporaries(parent, &name)?;
     let tmp = tempfile::Builder::new()
         .prefix(&format!(".{name}."))
@@ -76,16 +88,12 @@ pub fn write_oci_archive_named(
         .ctx(ctx)?;
     tar.header(&header("blobs/sha256/", EntryType::Directory, 0o755, 0))
         .ctx(ctx)?;
-    for (digest, size) in blob_sizes(image) {
+    for (digest, &size) in &blobs {
         let path = format!("blobs/sha256/{}", digest.hex());
         tar.header(&file_header(&path, size)).ctx(ctx)?;
-        tar.blob(store, &digest, size)?;
+        tar.blob(store, digest, size)?;
     }
-    for (path, bytes) in [
-        ("index.json", to_canonical_vec(&index(image, tags))),
-        ("manifest.json", docker_manifest(image, tags)),
-        ("oci-layout", OCI_LAYOUT.to_vec()),
-    ] {
+    for (path, bytes) in files {
         tar.header(&file_header(path, bytes.len() as u64))
             .ctx(ctx)?;
         tar.out.write_all(&bytes).ctx(ctx)?;
@@ -98,7 +106,32 @@ pub fn write_oci_archive_named(
         .ctx(ctx)?;
     tmp.as_file().sync_all().ctx(ctx)?;
     tmp.persist(out).map_err(|e| e.error).ctx(ctx)?;
+    store.record_output(out, &key);
     Ok(())
+}
+
+/// Bump when the archive's layout changes for the same blobs and files.
+const ARCHIVE_KEY_VERSION: &str = "kiln-oci-archive/v1";
+
+/// What an archive's bytes are made of: its blobs (each named by its digest) and its other
+/// files' bytes, length-prefixed.
+fn archive_key(blobs: &BTreeMap<Digest, u64>, files: &[(&str, Vec<u8>)]) -> Digest {
+    use sha2::{Digest as _, Sha256};
+    let mut key = Sha256::new();
+    let mut field = |bytes: &[u8]| {
+        key.update((bytes.len() as u64).to_le_bytes());
+        key.update(bytes);
+    };
+    field(ARCHIVE_KEY_VERSION.as_bytes());
+    for (digest, size) in blobs {
+        field(digest.as_str().as_bytes());
+        field(&size.to_le_bytes());
+    }
+    for (path, bytes) in files {
+        field(path.as_bytes());
+        field(bytes);
+    }
+    Digest::from_sha256(key.finalize().into())
 }
 
 /// Writes `image` as an OCI image layout directory at `out` (replacing an existing layout there
@@ -604,6 +637,35 @@ mod tests {
         let c = g.root.join("c.tar");
         write_oci_archive(&g.store, &g.image, Some(&tag), &c).unwrap();
         assert_eq!(fs::read(&a).unwrap(), fs::read(&c).unwrap());
+    }
+
+    #[test]
+    fn an_unchanged_archive_is_left_in_place_and_a_touched_one_written_again() {
+        use std::os::unix::fs::MetadataExt;
+        let f = fixture();
+        let tag = Reference::parse("app:v1").unwrap();
+        let out = f.root.join("image.tar");
+        write_oci_archive(&f.store, &f.image, Some(&tag), &out).unwrap();
+        let bytes = fs::read(&out).unwrap();
+        let inode = || fs::metadata(&out).unwrap().ino();
+        let first = inode();
+        // Same image, same names: the file already holds these bytes, so it is not replaced.
+        write_oci_archive(&f.store, &f.image, Some(&tag), &out).unwrap();
+        assert_eq!(inode(), first);
+        // Another name is other bytes.
+        write_oci_archive(&f.store, &f.image, None, &out).unwrap();
+        assert_ne!(inode(), first);
+        write_oci_archive(&f.store, &f.image, Some(&tag), &out).unwrap();
+        assert_eq!(fs::read(&out).unwrap(), bytes);
+        // Changed in place (same inode, new ctime): written again, whole.
+        let again = inode();
+        let mut damaged = bytes.clone();
+        damaged[600] ^= 0xff;
+        fs::write(&out, &damaged).unwrap();
+        assert_eq!(inode(), again);
+        write_oci_archive(&f.store, &f.image, Some(&tag), &out).unwrap();
+        assert_ne!(inode(), again);
+        assert_eq!(fs::read(&out).unwrap(), bytes);
     }
 
     #[test]

@@ -358,11 +358,15 @@ pub fn normalize(mut entries: Vec<Entry>) -> Result<Vec<Entry>> {
     let present: HashSet<&str> = entries.iter().map(|e| e.path.as_str()).collect();
     let mut missing = BTreeSet::new();
     for entry in &entries {
-        for (slash, _) in entry.path.match_indices('/') {
-            let parent = &entry.path[..slash];
-            if !present.contains(parent) {
-                missing.insert(parent.to_owned());
+        // Up to the first ancestor that is present or already found missing: its own
+        // ancestors were (or will be) looked at from its entry.
+        let mut path = entry.path.as_str();
+        while let Some((parent, _)) = path.rsplit_once('/') {
+            if present.contains(parent) || missing.contains(parent) {
+                break;
             }
+            missing.insert(parent.to_owned());
+            path = parent;
         }
     }
     if !missing.is_empty() {
@@ -372,8 +376,9 @@ pub fn normalize(mut entries: Vec<Entry>) -> Result<Vec<Entry>> {
             mode: 0o755,
         }));
         entries.sort_by(|a, b| a.path.cmp(&b.path));
+        // The parents added are prefixes of valid paths, so valid themselves.
     }
-    check_normalized(&entries)?;
+    check_structure(&entries)?;
     Ok(entries)
 }
 
@@ -390,40 +395,65 @@ pub struct EntryPrint {
     pub size: u64,
 }
 
-/// Fingerprints normalized `entries`, hashing file contents in parallel.
-pub fn fingerprint(entries: &[Entry]) -> Result<Vec<EntryPrint>> {
-    use rayon::prelude::*;
-    check_normalized(entries)?;
-    entries
-        .par_iter()
-        .map(|entry| {
-            let (kind, content, size) = match &entry.kind {
-                EntryKind::Dir => ("dir", String::new(), 0),
+/// The fingerprint of normalized entries, held compactly: the entries themselves (borrowed) and
+/// the sha256 of each file's content, 32 bytes a file; [`Fingerprint::prints`] makes the
+/// [`EntryPrint`]s one at a time, so a 200k-entry layer is never held twice over.
+pub struct Fingerprint<'a> {
+    entries: &'a [Entry],
+    /// One per [`EntryKind::File`] entry, in entry order.
+    file_digests: Vec<[u8; 32]>,
+}
+
+impl<'a> Fingerprint<'a> {
+    /// Fingerprints normalized `entries`, hashing file contents in parallel.
+    pub fn of(entries: &'a [Entry]) -> Result<Fingerprint<'a>> {
+        use rayon::prelude::*;
+        check_normalized(entries)?;
+        let file_digests = entries
+            .par_iter()
+            .filter_map(|entry| match &entry.kind {
                 EntryKind::File {
                     source,
                     size,
                     listed,
-                } => {
-                    let digest = hash_file(source, *size, listed.as_ref(), &entry.path)?;
-                    ("file", digest.hex().to_owned(), *size)
+                } => Some(hash_file(source, *size, listed.as_ref(), &entry.path)),
+                _ => None,
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Fingerprint {
+            entries,
+            file_digests,
+        })
+    }
+
+    /// The entries' prints, in entry order.
+    pub fn prints(&self) -> impl Iterator<Item = EntryPrint> + '_ {
+        let mut digests = self.file_digests.iter();
+        self.entries.iter().map(move |entry| {
+            let (kind, content, size) = match &entry.kind {
+                EntryKind::Dir => ("dir", String::new(), 0),
+                EntryKind::File { size, .. } => {
+                    let digest = digests.next().map(hex::encode).unwrap_or_default();
+                    ("file", digest, *size)
                 }
                 EntryKind::Symlink { target } => ("symlink", target.clone(), 0),
                 EntryKind::Hardlink { target } => ("hardlink", target.clone(), 0),
             };
-            Ok(EntryPrint {
+            EntryPrint {
                 path: entry.path.clone(),
                 kind: kind.to_owned(),
                 mode: entry.mode & 0o7777,
                 content,
                 size,
-            })
+            }
         })
-        .collect()
+    }
 }
 
-/// A cache key for a layer with this fingerprint written with `opts`: sha256 over a versioned,
+/// A cache key for a layer with these prints written with `opts`: sha256 over a versioned,
 /// canonical description of every entry plus mtime/uid/gid and [`Compression::cache_tag`].
-pub fn content_key_of(prints: &[EntryPrint], opts: &LayerOptions) -> Digest {
+pub fn content_key_of(prints: impl IntoIterator<Item = EntryPrint>, opts: &LayerOptions) -> Digest {
+    use std::fmt::Write as _;
     let mut key = Sha256::new();
     // Fields are NUL-separated and paths/targets cannot contain NUL (checked when normalizing),
     // so the description parses one way only.
@@ -438,18 +468,22 @@ pub fn content_key_of(prints: &[EntryPrint], opts: &LayerOptions) -> Digest {
     if let Some(o) = &opts.owned {
         key.update(format!("owned={}\0{}\0{}\n", o.prefix, o.uid, o.gid));
     }
+    let mut line = String::new();
     for p in prints {
-        key.update(format!(
-            "{}\0{}\0{:o}\0{}\0{}\n",
+        line.clear();
+        let _ = writeln!(
+            line,
+            "{}\0{}\0{:o}\0{}\0{}",
             p.path, p.kind, p.mode, p.content, p.size
-        ));
+        );
+        key.update(line.as_bytes());
     }
     Digest::from_sha256(key.finalize().into())
 }
 
-/// [`fingerprint`] then [`content_key_of`]: independent of host paths and host mtimes.
+/// [`Fingerprint::of`] then [`content_key_of`]: independent of host paths and host mtimes.
 pub fn content_key(entries: &[Entry], opts: &LayerOptions) -> Result<Digest> {
-    Ok(content_key_of(&fingerprint(entries)?, opts))
+    Ok(content_key_of(Fingerprint::of(entries)?.prints(), opts))
 }
 
 /// Writes `entries` (normalized) as a layer blob into `store` in one streaming pass and returns
@@ -723,14 +757,14 @@ fn hash_file(
     size: u64,
     listed: Option<&Listed>,
     entry_path: &str,
-) -> Result<Digest> {
+) -> Result<[u8; 32]> {
     let ctx = || format!("hashing {}", source.display());
     let file = open_file(source, listed, entry_path)?;
     let mut reader = ExactReader::new(file, size, source.display().to_string());
     let mut hasher = Sha256::new();
     io::copy(&mut reader, &mut hasher).ctx(ctx)?;
     reader.check_end().ctx(ctx)?;
-    Ok(Digest::from_sha256(hasher.finalize().into()))
+    Ok(hasher.finalize().into())
 }
 
 fn invalid(path: &str, why: &str) -> Error {
@@ -772,12 +806,23 @@ fn validate_path(path: &str) -> Result<()> {
 /// What [`normalize`] guarantees: valid paths, strictly sorted (so no duplicates), every parent
 /// present as a directory, hardlinks pointing at an earlier regular file, sane link targets.
 fn check_normalized(entries: &[Entry]) -> Result<()> {
+    for entry in entries {
+        validate_path(&entry.path)?;
+    }
+    check_structure(entries)
+}
+
+/// [`check_normalized`] for entries whose paths are known to be valid.
+fn check_structure(entries: &[Entry]) -> Result<()> {
     let mut dirs: HashSet<&str> = HashSet::new();
+    // Only hardlink targets are looked up among the files.
+    let has_hardlinks = entries
+        .iter()
+        .any(|e| matches!(e.kind, EntryKind::Hardlink { .. }));
     let mut files: HashSet<&str> = HashSet::new();
     let mut previous: Option<&str> = None;
     for entry in entries {
         let path = entry.path.as_str();
-        validate_path(path)?;
         if let Some(previous) = previous {
             if previous == path {
                 return Err(invalid(path, "duplicate path"));
@@ -801,9 +846,10 @@ fn check_normalized(entries: &[Entry]) -> Result<()> {
             EntryKind::Dir => {
                 dirs.insert(path);
             }
-            EntryKind::File { .. } => {
+            EntryKind::File { .. } if has_hardlinks => {
                 files.insert(path);
             }
+            EntryKind::File { .. } => {}
             EntryKind::Symlink { target } => {
                 if target.is_empty() || target.contains('\0') {
                     return Err(invalid(path, "symlink target is empty or contains NUL"));

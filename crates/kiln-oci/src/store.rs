@@ -248,6 +248,56 @@ impl BlobStore {
         let _ = fs::remove_file(self.identity_path(digest));
     }
 
+    /// `ROOT/verified/outputs/<sha256 of the path>`: what was last written to an output path.
+    fn output_record_path(&self, out: &Path) -> PathBuf {
+        let name = Digest::of(out.as_os_str().as_encoded_bytes());
+        self.root.join("verified/outputs").join(name.hex())
+    }
+
+    /// Whether the regular file at `out` is the one [`BlobStore::record_output`] recorded for
+    /// content `key`, untouched since (same identity: see the module docs): then writing that
+    /// content there again would change nothing.
+    pub fn output_is_current(&self, out: &Path, key: &Digest) -> bool {
+        let Ok(meta) = fs::symlink_metadata(out) else {
+            return false;
+        };
+        let Ok(record) = fs::read_to_string(self.output_record_path(out)) else {
+            return false;
+        };
+        let Some((recorded_key, identity)) = record.split_once(' ') else {
+            return false;
+        };
+        meta.is_file()
+            && recorded_key == key.as_str()
+            && FileIdentity::parse(identity) == Some(FileIdentity::of(&meta))
+    }
+
+    /// Records that the file just renamed into place at `out` holds content `key`. Best
+    /// effort, and only once the filesystem clock is past the file's ctime (as for blobs);
+    /// without a record the output is simply written again next time.
+    pub fn record_output(&self, out: &Path, key: &Digest) {
+        let path = self.output_record_path(out);
+        let _ = fs::remove_file(&path);
+        let Ok(meta) = fs::symlink_metadata(out) else {
+            return;
+        };
+        if !meta.is_file() || !wait_past(ctime_of(&meta)) {
+            return;
+        }
+        let Some(dir) = path.parent() else { return };
+        let write = || -> io::Result<()> {
+            fs::create_dir_all(dir)?;
+            let mut tmp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(dir)?;
+            let line = format!("{key} {}", FileIdentity::of(&meta).to_line());
+            tmp.write_all(line.as_bytes())?;
+            tmp.persist(&path).map_err(|e| e.error)?;
+            Ok(())
+        };
+        if write().is_err() {
+            let _ = fs::remove_file(&path);
+        }
+    }
+
     /// Stores `bytes`, returning their digest (a no-op when an intact copy is present).
     pub fn put_bytes(&self, bytes: &[u8]) -> Result<Digest> {
         let digest = Digest::of(bytes);
