@@ -1,7 +1,8 @@
 //! `kiln`: the command line. A thin shell over `kiln-build`: parse arguments, call the library,
 //! print human text (stderr for logs) or one JSON object (stdout, `--json`).
 //!
-//! Exit codes: 0 success, 1 build or I/O failure, 2 usage error, 3 nothing detected.
+//! Exit codes: 0 success, 1 build or I/O failure, 2 usage error, 3 nothing detected, 130
+//! cancelled (Ctrl-C, SIGTERM).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -23,6 +24,8 @@ use progress::{ProgressMode, Renderer, Verbosity};
 
 const EXIT_FAILED: u8 = 1;
 const EXIT_NOTHING_DETECTED: u8 = 3;
+/// A build stopped by Ctrl-C or SIGTERM, as shells report a process SIGINT ended.
+const EXIT_CANCELLED: u8 = 130;
 
 #[derive(Parser)]
 #[command(
@@ -30,7 +33,9 @@ const EXIT_NOTHING_DETECTED: u8 = 3;
     version,
     about = "Build OCI images from source, without Docker"
 )]
-#[command(after_help = "Exit codes: 0 ok, 1 build failed, 2 usage error, 3 nothing detected")]
+#[command(
+    after_help = "Exit codes: 0 ok, 1 build failed, 2 usage error, 3 nothing detected, 130 cancelled"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -416,6 +421,7 @@ fn main() -> ExitCode {
             }
             let code = match err.downcast_ref::<Error>() {
                 Some(Error::NothingDetected { .. }) => EXIT_NOTHING_DETECTED,
+                Some(Error::Cancelled) => EXIT_CANCELLED,
                 _ => EXIT_FAILED,
             };
             ExitCode::from(code)
