@@ -24,7 +24,8 @@ fn main() -> ExitCode {
         eprintln!("SECONDS: expected a number");
         return ExitCode::from(2);
     };
-    let mut opts = kiln_build::BuildOptions::new(src, output);
+    // Library code reads no process environment: the build gets ours explicitly.
+    let mut opts = kiln_build::BuildOptions::from_env(src, output, std::env::vars().collect());
     opts.cancel = Cancel::new();
     let cancel = opts.cancel.clone();
     std::thread::spawn(move || {

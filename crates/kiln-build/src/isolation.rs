@@ -80,9 +80,14 @@ pub(crate) fn probe(opts: &BuildOptions, plan: &Plan, ev: Events<'_>) -> Result<
         return Ok(None);
     }
     let sandbox = Sandbox::new(opts.sandbox_helper.clone());
-    match (sandbox.probe(), opts.isolation) {
+    let forced = opts.kiln_env.get(PROBE_FAIL_VAR).filter(|v| !v.is_empty());
+    let probed = match forced {
+        Some(reason) => Err(reason.clone()),
+        None => sandbox.probe().map_err(|e| e.to_string()),
+    };
+    match (probed, opts.isolation) {
         (Ok(()), _) => Ok(Some(sandbox)),
-        (Err(why), Isolation::Sandbox) => Err(Error::SandboxUnavailable(why.to_string())),
+        (Err(why), Isolation::Sandbox) => Err(Error::SandboxUnavailable(why)),
         (Err(why), _) => {
             ev.note(format!(
                 "build steps run on the host, not sandboxed (--isolation auto): {why}"
@@ -172,7 +177,8 @@ pub(crate) struct BuildDirs<'a> {
     /// Buildpack id → layer name → host directory.
     pub layers: &'a BTreeMap<String, BTreeMap<String, PathBuf>>,
     pub runtimes: &'a [Provided],
-    /// Host directories steps must not see even where the root shows them (cache, source).
+    /// Host directories steps must not see even where the root shows them (cache, source, the
+    /// caller's home).
     pub private: &'a [&'a Path],
     /// The caller's step environment: where the host toolchains it names are.
     pub env: &'a BTreeMap<String, String>,
@@ -213,6 +219,10 @@ fn host_trust_bundle(env: &BTreeMap<String, String>) -> Option<PathBuf> {
 
 /// `PATH` of steps in a build root (Debian's default), before runtimes and layers.
 const ROOT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Tests set this `KILN_*` variable to make the sandbox probe fail with its value as the
+/// reason, as if user namespaces were unavailable.
+pub const PROBE_FAIL_VAR: &str = "KILN_SANDBOX_PROBE_FAIL";
 
 /// Why a step could not start.
 pub(crate) enum StartError {
@@ -343,8 +353,8 @@ fn writable(host: &Path, inside: &Path) -> Mount {
     }
 }
 
-/// What the host root must not show: its non-system top-level directories, `/run/user`, the
-/// caller's `HOME` and `private`; outermost only, and nothing the sandbox's own `/tmp` covers.
+/// What the host root must not show: its non-system top-level directories, `/run/user` and
+/// `private` (which holds the caller's `HOME`); outermost only, and nothing the sandbox's own `/tmp` covers.
 fn hidden_dirs(private: &[&Path]) -> Vec<PathBuf> {
     let top_level = std::fs::read_dir("/")
         .into_iter()
@@ -353,11 +363,9 @@ fn hidden_dirs(private: &[&Path]) -> Vec<PathBuf> {
         .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
         .filter(|e| !SYSTEM_DIRS.iter().any(|s| e.file_name() == *s))
         .map(|e| e.path());
-    let home = std::env::var_os("HOME").map(PathBuf::from);
     let named = private
         .iter()
         .map(|p| p.to_path_buf())
-        .chain(home)
         .chain([PathBuf::from("/run/user")])
         .filter_map(|p| std::fs::canonicalize(p).ok())
         .filter(|p| p.is_dir());

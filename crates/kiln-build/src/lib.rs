@@ -66,7 +66,10 @@ pub enum OutputFormat {
     OciDir,
 }
 
-/// Everything a build needs to know. [`BuildOptions::new`] gives the defaults.
+/// Everything a build needs to know. [`BuildOptions::from_env`] gives the defaults for a
+/// caller's environment, [`BuildOptions::new`] those of an empty one. Library code reads no
+/// process environment: every variable it consults is in [`BuildOptions::host_env`], `env`,
+/// `kiln_env` or `registry.env`.
 #[derive(Debug, Clone)]
 pub struct BuildOptions {
     pub source: PathBuf,
@@ -110,8 +113,12 @@ pub struct BuildOptions {
     /// (`kiln_verify`); `false` skips the check (`--no-verify`).
     pub verify: bool,
     /// `KILN_*` overrides of detection and planning (`KILN_BUILDPACKS`, `KILN_NODE_VERSION`, …);
-    /// [`BuildOptions::new`] takes them from the process environment.
+    /// [`BuildOptions::from_env`] takes them from the caller's environment.
     pub kiln_env: BTreeMap<String, String>,
+    /// The build machine's environment, as the caller gives it: where npm's and pip's own
+    /// configuration (`npm_config_*`, `PIP_INDEX_URL`, `HOME`'s config files) and the home
+    /// directory the sandbox hides are found. Steps never see it (they see `env`).
+    pub host_env: BTreeMap<String, String>,
     /// Run on Kiln's own stack (assembled from Debian packages) instead of `run_image`.
     pub stack: Option<stack::StackSelection>,
     /// Where build steps run: sandboxed, on the host, or sandboxed when possible (the default).
@@ -131,17 +138,31 @@ pub struct BuildOptions {
 }
 
 impl BuildOptions {
+    /// The defaults of a build in an empty environment: no `KILN_*` overrides, steps on a
+    /// standard `PATH`, the cache under the system's temporary directory.
     pub fn new(source: impl Into<PathBuf>, output: impl Into<PathBuf>) -> BuildOptions {
+        BuildOptions::from_env(source, output, BTreeMap::new())
+    }
+
+    /// The defaults for a caller whose environment is `host_env` (the `kiln` CLI passes its
+    /// own, `std::env::vars()`): its `KILN_*` overrides, its `PATH` and toolchain locators for
+    /// steps ([`default_step_env`]), its cache directory ([`default_cache_dir`]) and registry
+    /// credentials.
+    pub fn from_env(
+        source: impl Into<PathBuf>,
+        output: impl Into<PathBuf>,
+        host_env: BTreeMap<String, String>,
+    ) -> BuildOptions {
         BuildOptions {
             source: source.into(),
             output: Some(output.into()),
             format: OutputFormat::OciArchive,
             tags: Vec::new(),
             run_image: ImageSource::Scratch,
-            cache_dir: default_cache_dir(),
+            cache_dir: default_cache_dir(&host_env),
             project: None,
             buildpacks: None,
-            env: default_step_env(),
+            env: default_step_env(&host_env),
             source_date_epoch: kiln_oci::layer::DEFAULT_MTIME,
             creation_time: CreationTime::Reproducible,
             labels: BTreeMap::new(),
@@ -149,10 +170,14 @@ impl BuildOptions {
             publish: Vec::new(),
             sbom_dir: None,
             cache_image: None,
-            registry: kiln_registry::ClientOptions::default(),
+            registry: kiln_registry::ClientOptions {
+                env: host_env.clone(),
+                ..kiln_registry::ClientOptions::default()
+            },
             no_cache: false,
             verify: true,
-            kiln_env: kiln_buildpack::settings::kiln_env(),
+            kiln_env: kiln_buildpack::settings::kiln_env(&host_env),
+            host_env,
             stack: None,
             isolation: Isolation::default(),
             build_root: build_root::BuildRootMode::default(),
@@ -200,13 +225,10 @@ impl CreationTime {
     }
 }
 
-/// `$XDG_CACHE_HOME/kiln`, else `$HOME/.cache/kiln`, else a directory under the system temp dir.
-pub fn default_cache_dir() -> PathBuf {
-    let from_env = |key: &str| {
-        std::env::var_os(key)
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-    };
+/// `$XDG_CACHE_HOME/kiln`, else `$HOME/.cache/kiln` (of `env`), else a directory under the
+/// system temp dir.
+pub fn default_cache_dir(env: &BTreeMap<String, String>) -> PathBuf {
+    let from_env = |key: &str| env.get(key).filter(|v| !v.is_empty()).map(PathBuf::from);
     from_env("XDG_CACHE_HOME")
         .or_else(|| from_env("HOME").map(|h| h.join(".cache")))
         .unwrap_or_else(std::env::temp_dir)
@@ -226,23 +248,27 @@ const TOOLCHAIN_VARS: &[&str] = &[
     "NODE_EXTRA_CA_CERTS",
 ];
 
-/// The default step environment: the caller's `PATH` (so host toolchains are found), the
-/// toolchain-locating [`TOOLCHAIN_VARS`], and `LANG=C.UTF-8`. Steps get a private `HOME`, so a
-/// rustup install's default `RUSTUP_HOME` (`~/.rustup`) is made explicit here.
-pub fn default_step_env() -> BTreeMap<String, String> {
-    let path = std::env::var("PATH")
-        .unwrap_or_else(|_| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+/// The default step environment: the caller's (`host_env`'s) `PATH` (so host toolchains are
+/// found), the toolchain-locating [`TOOLCHAIN_VARS`], and `LANG=C.UTF-8`. Steps get a private
+/// `HOME`, so a rustup install's default `RUSTUP_HOME` (`~/.rustup`) is made explicit here.
+pub fn default_step_env(host_env: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    let path = host_env
+        .get("PATH")
+        .cloned()
+        .unwrap_or_else(|| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
     let mut env = BTreeMap::from([
         ("PATH".to_owned(), path),
         ("LANG".to_owned(), "C.UTF-8".to_owned()),
     ]);
     for key in TOOLCHAIN_VARS {
-        if let Ok(value) = std::env::var(key) {
-            env.insert((*key).to_owned(), value);
+        if let Some(value) = host_env.get(*key) {
+            env.insert((*key).to_owned(), value.clone());
         }
     }
     if !env.contains_key("RUSTUP_HOME") {
-        let rustup = std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".rustup"));
+        let rustup = host_env
+            .get("HOME")
+            .map(|home| PathBuf::from(home).join(".rustup"));
         if let Some(rustup) = rustup.filter(|p| p.is_dir()) {
             env.insert("RUSTUP_HOME".into(), rustup.display().to_string());
         }
@@ -328,27 +354,34 @@ pub struct Timings {
     pub total_ms: u64,
 }
 
-/// Detects which buildpacks apply to `source`, with the caller's `KILN_*` overrides.
-pub fn detect(source: &Path, buildpacks: Option<&BuildpackSet>) -> Result<Detection> {
+/// Detects which buildpacks apply to `source`, with the caller's `KILN_*` overrides
+/// (`kiln_env`).
+pub fn detect(
+    source: &Path,
+    buildpacks: Option<&BuildpackSet>,
+    kiln_env: &BTreeMap<String, String>,
+) -> Result<Detection> {
     let src = source::resolve_source(source)?;
     let set = buildpack_set(buildpacks)?;
-    let env = kiln_buildpack::settings::kiln_env();
-    Ok(kiln_buildpack::detect::detect_with(&set, &src, &env)?)
+    Ok(kiln_buildpack::detect::detect_with(&set, &src, kiln_env)?)
 }
 
-/// Detects and plans `source` (what `kiln plan` prints), with the caller's `KILN_*` overrides.
-/// Nothing detected is [`Error::NothingDetected`].
-pub fn plan(source: &Path, buildpacks: Option<&BuildpackSet>) -> Result<Plan> {
+/// Detects and plans `source` (what `kiln plan` prints), with the caller's `KILN_*` overrides
+/// (`kiln_env`). Nothing detected is [`Error::NothingDetected`].
+pub fn plan(
+    source: &Path,
+    buildpacks: Option<&BuildpackSet>,
+    env: &BTreeMap<String, String>,
+) -> Result<Plan> {
     let src = source::resolve_source(source)?;
     let set = buildpack_set(buildpacks)?;
-    let env = kiln_buildpack::settings::kiln_env();
-    let detection = kiln_buildpack::detect::detect_with(&set, &src, &env)?;
+    let detection = kiln_buildpack::detect::detect_with(&set, &src, env)?;
     if !detection.detected {
         return Err(nothing_detected(source, &detection));
     }
     let project = ProjectConfig::load(&src)?;
     Ok(kiln_buildpack::plan::plan_with(
-        &set, &detection, &project, &src, &env,
+        &set, &detection, &project, &src, env,
     )?)
 }
 
@@ -1060,7 +1093,10 @@ fn run_steps(
                 tmp: &tmp,
                 layers: &layers.dirs,
                 runtimes,
-                private: &[src, cache.root()],
+                private: &[src, cache.root()]
+                    .into_iter()
+                    .chain(opts.host_env.get("HOME").map(Path::new))
+                    .collect::<Vec<_>>(),
                 env: &opts.env,
             },
         )?),
@@ -1180,4 +1216,45 @@ fn make_dir(dir: &Path) -> Result<PathBuf> {
 
 fn elapsed_ms(since: Instant) -> u64 {
     since.elapsed().as_millis() as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_take_the_environment_they_are_given_and_nothing_else() {
+        std::env::set_var("KILN_NODE_VERSION", "from-the-process");
+        let host = BTreeMap::from([
+            ("PATH".to_owned(), "/given/bin".to_owned()),
+            ("HOME".to_owned(), "/given/home".to_owned()),
+            ("KILN_PYTHON_VERSION".to_owned(), "3.12".to_owned()),
+            ("KILN_REGISTRY_USER".to_owned(), "ci".to_owned()),
+            ("JAVA_HOME".to_owned(), "/given/jdk".to_owned()),
+            ("AWS_SECRET_ACCESS_KEY".to_owned(), "secret".to_owned()),
+        ]);
+        let opts = BuildOptions::from_env("src", "out.tar", host.clone());
+        assert_eq!(
+            opts.kiln_env,
+            BTreeMap::from([
+                ("KILN_PYTHON_VERSION".to_owned(), "3.12".to_owned()),
+                ("KILN_REGISTRY_USER".to_owned(), "ci".to_owned()),
+            ])
+        );
+        assert_eq!(opts.env["PATH"], "/given/bin");
+        assert_eq!(opts.env["JAVA_HOME"], "/given/jdk");
+        assert!(!opts.env.contains_key("AWS_SECRET_ACCESS_KEY"));
+        assert_eq!(opts.cache_dir, Path::new("/given/home/.cache/kiln"));
+        assert_eq!(opts.registry.env, host);
+        assert_eq!(opts.host_env, host);
+
+        let empty = BuildOptions::new("src", "out.tar");
+        assert!(empty.kiln_env.is_empty(), "{:?}", empty.kiln_env);
+        assert!(empty.host_env.is_empty());
+        assert_eq!(
+            empty.env["PATH"],
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+        );
+        std::env::remove_var("KILN_NODE_VERSION");
+    }
 }

@@ -288,7 +288,7 @@ pub fn provide(
 /// `pip.conf`, `PIP_INDEX_URL`), not the steps' environment; `KILN_*` overrides from the
 /// options win.
 fn machine_env(opts: &BuildOptions) -> BTreeMap<String, String> {
-    let mut env: BTreeMap<String, String> = std::env::vars().collect();
+    let mut env = opts.host_env.clone();
     env.extend(opts.kiln_env.clone());
     env
 }
@@ -361,9 +361,9 @@ fn providers(
             )))),
             // Decided before the others ([`from_distro`]).
             "debian" => Ok(None),
-            "host" => Ok(Some(Provider::Host {
-                path: opts.env.get("PATH").cloned().unwrap_or_default().into(),
-            })),
+            "host" => Ok(Some(Provider::host(
+                opts.env.get("PATH").cloned().unwrap_or_default(),
+            ))),
             other => Err(Error::Source {
                 path: opts.source.clone(),
                 why: format!(

@@ -464,7 +464,7 @@ pub fn lock(opts: &BuildOptions, update: bool, observer: &dyn Observer) -> Resul
 }
 
 fn lock_with(opts: &BuildOptions, update: bool, ev: Events<'_>) -> Result<LockReport> {
-    let plan = crate::plan(&opts.source, opts.buildpacks.as_ref())?;
+    let plan = crate::plan(&opts.source, opts.buildpacks.as_ref(), &opts.kiln_env)?;
     let src = crate::source::resolve_source(&opts.source)?;
     let project = ProjectConfig::load(&src)?;
     let selection = opts.stack.clone().unwrap_or_default();
@@ -707,7 +707,7 @@ mod tests {
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
-        let plan = crate::plan(&opts.source, None)?;
+        let plan = crate::plan(&opts.source, None, &opts.kiln_env)?;
         request(&opts, &StackSelection::default(), &plan, project)
     }
 

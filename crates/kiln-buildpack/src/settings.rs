@@ -19,10 +19,11 @@ use std::collections::BTreeMap;
 use crate::analyze::Sourced;
 use crate::project::ProjectConfig;
 
-/// The caller's `KILN_*` variables.
-pub fn kiln_env() -> BTreeMap<String, String> {
-    std::env::vars()
+/// The `KILN_*` variables of `env` (a caller's environment).
+pub fn kiln_env(env: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    env.iter()
         .filter(|(k, _)| k.starts_with("KILN_"))
+        .map(|(k, v)| (k.clone(), v.clone()))
         .collect()
 }
 

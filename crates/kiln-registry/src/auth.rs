@@ -73,11 +73,18 @@ struct HelperAnswer {
 }
 
 /// Credentials for `registry` (`ghcr.io`, `localhost:5000`), if any are configured.
-pub fn lookup(registry: &str) -> Result<Option<Credentials>> {
-    if let (Ok(username), Ok(password)) = (std::env::var(ENV_USER), std::env::var(ENV_PASSWORD)) {
-        return Ok(Some(Credentials { username, password }));
+/// `env` is the caller's environment (`KILN_REGISTRY_*`, `DOCKER_CONFIG`, `HOME`).
+pub fn lookup(
+    registry: &str,
+    env: &std::collections::BTreeMap<String, String>,
+) -> Result<Option<Credentials>> {
+    if let (Some(username), Some(password)) = (env.get(ENV_USER), env.get(ENV_PASSWORD)) {
+        return Ok(Some(Credentials {
+            username: username.clone(),
+            password: password.clone(),
+        }));
     }
-    let Some(path) = docker_config_path() else {
+    let Some(path) = docker_config_path(env) else {
         return Ok(None);
     };
     let bytes = match std::fs::read(&path) {
@@ -98,11 +105,12 @@ pub fn lookup(registry: &str) -> Result<Option<Credentials>> {
     from_config(registry, &config)
 }
 
-fn docker_config_path() -> Option<PathBuf> {
-    if let Some(dir) = std::env::var_os("DOCKER_CONFIG").filter(|d| !d.is_empty()) {
+fn docker_config_path(env: &std::collections::BTreeMap<String, String>) -> Option<PathBuf> {
+    if let Some(dir) = env.get("DOCKER_CONFIG").filter(|d| !d.is_empty()) {
         return Some(PathBuf::from(dir).join("config.json"));
     }
-    std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".docker/config.json"))
+    env.get("HOME")
+        .map(|home| PathBuf::from(home).join(".docker/config.json"))
 }
 
 /// The names Docker may have stored `registry` under.

@@ -45,6 +45,9 @@ pub struct ClientOptions {
     pub low_speed_time: Duration,
     /// While a blob is transferred, a progress line (bytes so far) goes to the log this often.
     pub progress_interval: Duration,
+    /// The caller's environment, where credentials are looked up (`KILN_REGISTRY_USER` and
+    /// `KILN_REGISTRY_PASSWORD`, `DOCKER_CONFIG`, `HOME`); the client reads no other.
+    pub env: std::collections::BTreeMap<String, String>,
 }
 
 impl Default for ClientOptions {
@@ -60,6 +63,7 @@ impl Default for ClientOptions {
             low_speed_limit: 1024,
             low_speed_time: Duration::from_secs(30),
             progress_interval: Duration::from_secs(10),
+            env: Default::default(),
         }
     }
 }
@@ -189,7 +193,7 @@ impl Client {
         if let Some(found) = cache.get(registry) {
             return Ok(found.clone());
         }
-        let found = auth::lookup(registry)?;
+        let found = auth::lookup(registry, &self.opts.env)?;
         cache.insert(registry.to_owned(), found.clone());
         Ok(found)
     }

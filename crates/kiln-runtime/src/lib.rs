@@ -267,11 +267,9 @@ impl Provider {
         }
     }
 
-    /// The host toolchain on the caller's own `PATH`.
-    pub fn host_from_env() -> Provider {
-        Provider::Host {
-            path: std::env::var_os("PATH").unwrap_or_default(),
-        }
+    /// The host toolchain on `path` (a `PATH` value: the caller's, or the steps').
+    pub fn host(path: impl Into<std::ffi::OsString>) -> Provider {
+        Provider::Host { path: path.into() }
     }
 
     pub fn kind(&self) -> &'static str {

@@ -136,7 +136,10 @@ fn checksum_mismatch_fails_and_keeps_nothing() {
     let server = mirror.serve();
     let cache = tempfile::tempdir().unwrap();
     // A host provider after it must not be reached: a tampered download is not papered over.
-    let providers = [Provider::download(&server.base), Provider::host_from_env()];
+    let providers = [
+        Provider::download(&server.base),
+        Provider::host(std::env::var_os("PATH").unwrap_or_default()),
+    ];
     let err = resolve(Runtime::Node, &req("24"), &providers, cache.path()).unwrap_err();
     let Error::Checksum {
         url,
@@ -288,7 +291,7 @@ fn host_node_through_a_local_mirror() {
     let host = resolve(
         Runtime::Node,
         &req("*"),
-        &[Provider::host_from_env()],
+        &[Provider::host(std::env::var_os("PATH").unwrap_or_default())],
         Path::new("/nonexistent"),
     )
     .unwrap();
@@ -342,7 +345,7 @@ fn host_provider_reports_versions() {
         let got = resolve(
             runtime,
             &req("*"),
-            &[Provider::host_from_env()],
+            &[Provider::host(std::env::var_os("PATH").unwrap_or_default())],
             Path::new("/nonexistent"),
         )
         .unwrap();
@@ -382,7 +385,7 @@ fn unsatisfiable_requirement_lists_what_each_provider_found() {
     };
     let mut providers = vec![Provider::download(&server.base), no_node_path];
     if require_tool("node") {
-        providers.push(Provider::host_from_env());
+        providers.push(Provider::host(std::env::var_os("PATH").unwrap_or_default()));
     }
     let err = resolve(Runtime::Node, &req(">=99"), &providers, cache.path()).unwrap_err();
     let msg = err.to_string();
@@ -451,7 +454,7 @@ fn layer_entries_place_and_prune() {
         let host = resolve(
             runtime,
             &req("*"),
-            &[Provider::host_from_env()],
+            &[Provider::host(std::env::var_os("PATH").unwrap_or_default())],
             cache.path(),
         )
         .unwrap();
@@ -589,7 +592,10 @@ fn dotnet_sdk_from_release_metadata() {
 fn dotnet_sha512_mismatch_fails_and_keeps_nothing() {
     let server = dotnet_mirror(&[("8.0", &["8.0.404"])], &["8.0.404"]);
     let cache = tempfile::tempdir().unwrap();
-    let providers = [Provider::download(&server.base), Provider::host_from_env()];
+    let providers = [
+        Provider::download(&server.base),
+        Provider::host(std::env::var_os("PATH").unwrap_or_default()),
+    ];
     let err = resolve(Runtime::Dotnet, &req("8.0"), &providers, cache.path()).unwrap_err();
     let Error::Checksum {
         url,
@@ -680,7 +686,10 @@ fn unreachable_dotnet_and_gleam_sources_name_url_provider_and_mirror_variable() 
             format!("{closed}/v1.11.1/gleam-v1.11.1-{GLEAM_TRIPLE}.tar.gz.sha256"),
         ),
     ] {
-        let providers = [Provider::download(closed), Provider::host_from_env()];
+        let providers = [
+            Provider::download(closed),
+            Provider::host(std::env::var_os("PATH").unwrap_or_default()),
+        ];
         let err = resolve(runtime, &req("*"), &providers, cache.path()).unwrap_err();
         assert!(matches!(err, Error::Unsatisfied { .. }), "{err}");
         let msg = err.to_string();

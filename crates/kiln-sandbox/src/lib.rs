@@ -53,10 +53,6 @@ pub const BUILD_GID: u32 = 1000;
 /// Version of the caller ↔ helper messages; a helper of another version refuses the request.
 const PROTOCOL: u32 = 1;
 
-/// Tests set this to make [`Sandbox::probe`] fail with the variable's value as the reason, as if
-/// user namespaces were unavailable.
-pub const PROBE_FAIL_VAR: &str = "KILN_SANDBOX_PROBE_FAIL";
-
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("invalid sandbox: {0}")]
@@ -190,12 +186,8 @@ impl Sandbox {
     /// Whether sandboxes work here: tried once per helper and process (a sandbox that mounts a
     /// root, `/proc` and `/dev`, then exits). The reason names what forbids user namespaces when
     /// a setting is known to (`kernel.unprivileged_userns_clone=0`, `user.max_user_namespaces=0`,
-    /// AppArmor's restriction, a seccomp filter as in Docker's default profile). Setting
-    /// [`PROBE_FAIL_VAR`] makes it fail with that text (for tests).
+    /// AppArmor's restriction, a seccomp filter as in Docker's default profile).
     pub fn probe(&self) -> Result<(), Unavailable> {
-        if let Some(reason) = std::env::var_os(PROBE_FAIL_VAR).filter(|v| !v.is_empty()) {
-            return Err(Unavailable(reason.to_string_lossy().into_owned()));
-        }
         static PROBED: Mutex<BTreeMap<Helper, Result<(), Unavailable>>> =
             Mutex::new(BTreeMap::new());
         let mut probed = PROBED.lock().unwrap_or_else(|e| e.into_inner());

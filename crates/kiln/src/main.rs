@@ -168,6 +168,7 @@ impl RegistryArgs {
     fn options(self) -> kiln_registry::ClientOptions {
         let mut opts = kiln_registry::ClientOptions {
             insecure_registries: self.insecure_registry,
+            env: host_env(),
             ..Default::default()
         };
         if let Some(platform) = self.platform {
@@ -496,12 +497,17 @@ fn print_json_error(err: &anyhow::Error) {
     let _ = serde_json::to_string_pretty(&object).map(|text| println!("{text}"));
 }
 
+/// This process's environment: the only place the CLI hands the library variables from.
+fn host_env() -> std::collections::BTreeMap<String, String> {
+    std::env::vars().collect()
+}
+
 fn load_buildpacks(dir: Option<&Path>) -> anyhow::Result<Option<BuildpackSet>> {
     Ok(dir.map(BuildpackSet::load_dir).transpose()?)
 }
 
 fn build(args: BuildArgs) -> anyhow::Result<ExitCode> {
-    let mut opts = BuildOptions::new(&args.src, PathBuf::new());
+    let mut opts = BuildOptions::from_env(&args.src, PathBuf::new(), host_env());
     opts.output = args.output;
     opts.publish = args.publish;
     opts.sbom_dir = args.sbom_dir;
@@ -578,7 +584,7 @@ fn build(args: BuildArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn lock(args: LockArgs) -> anyhow::Result<ExitCode> {
-    let mut opts = BuildOptions::new(&args.src, PathBuf::new());
+    let mut opts = BuildOptions::from_env(&args.src, PathBuf::new(), host_env());
     if let Some(dir) = args.cache_dir {
         opts.cache_dir = dir;
     }
@@ -610,12 +616,14 @@ fn rebase(args: RebaseArgs) -> anyhow::Result<ExitCode> {
         image: image_source_or_path(&args.image)?,
         run_image: args.run_image,
         lock: args.lock,
-        kiln_env: kiln_buildpack::settings::kiln_env(),
+        kiln_env: kiln_buildpack::settings::kiln_env(&host_env()),
         output: args.output,
         format: args.format.into(),
         tag: args.tag,
         publish: args.publish,
-        cache_dir: args.cache_dir.unwrap_or_else(kiln_build::default_cache_dir),
+        cache_dir: args
+            .cache_dir
+            .unwrap_or_else(|| kiln_build::default_cache_dir(&host_env())),
         registry: args.registry.options(),
         cancel: kiln_build::events::Cancel::new(),
     };
@@ -756,7 +764,11 @@ fn completions(args: CompletionsArgs) -> anyhow::Result<ExitCode> {
 
 fn detect(args: DetectArgs) -> anyhow::Result<ExitCode> {
     let set = load_buildpacks(args.buildpacks.as_deref())?;
-    let detection = kiln_build::detect(&args.src, set.as_ref())?;
+    let detection = kiln_build::detect(
+        &args.src,
+        set.as_ref(),
+        &kiln_buildpack::settings::kiln_env(&host_env()),
+    )?;
     if args.json {
         print_json(&detection)?;
     } else {
@@ -788,7 +800,11 @@ fn detect(args: DetectArgs) -> anyhow::Result<ExitCode> {
 
 fn plan(args: DetectArgs) -> anyhow::Result<ExitCode> {
     let set = load_buildpacks(args.buildpacks.as_deref())?;
-    let plan = kiln_build::plan(&args.src, set.as_ref())?;
+    let plan = kiln_build::plan(
+        &args.src,
+        set.as_ref(),
+        &kiln_buildpack::settings::kiln_env(&host_env()),
+    )?;
     if args.json {
         print_json(&plan)?;
         return Ok(ExitCode::SUCCESS);
@@ -957,7 +973,9 @@ fn image_source_or_path(s: &str) -> anyhow::Result<ImageSource> {
 
 fn cache_ls(args: CacheLsArgs) -> anyhow::Result<ExitCode> {
     use kiln_build::cache_admin::{human_size, totals_by_kind};
-    let dir = args.cache_dir.unwrap_or_else(kiln_build::default_cache_dir);
+    let dir = args
+        .cache_dir
+        .unwrap_or_else(|| kiln_build::default_cache_dir(&host_env()));
     let listing = kiln_build::cache_admin::list(&dir)?;
     if args.json {
         print_json(&listing)?;
@@ -988,7 +1006,9 @@ fn cache_ls(args: CacheLsArgs) -> anyhow::Result<ExitCode> {
 
 fn cache_prune(args: CachePruneArgs) -> anyhow::Result<ExitCode> {
     use kiln_build::cache_admin::{human_size, prune, PrunePolicy};
-    let dir = args.cache_dir.unwrap_or_else(kiln_build::default_cache_dir);
+    let dir = args
+        .cache_dir
+        .unwrap_or_else(|| kiln_build::default_cache_dir(&host_env()));
     let policy = PrunePolicy {
         max_size: args.max_size,
         older_than: args.older_than,
