@@ -30,7 +30,7 @@
 //! let providers = [
 //!     Provider::download(mirror_for(Runtime::Node, &kiln_toml_mirrors, &env)),
 //!     Provider::npm(NpmRegistry::discover(&kiln_toml_mirrors, &env)),
-//!     Provider::host_from_env(),
+//!     Provider::host(std::env::var_os("PATH").unwrap_or_default()),
 //! ];
 //! let node = resolve(Runtime::Node, &req, &providers, "/var/cache/kiln".as_ref())?;
 //! let entries = node.layer_entries("/layers/node/runtime")?; // then write_layer
