@@ -43,10 +43,15 @@ pub struct InspectedLayer {
 }
 
 /// Inspects an image; its blobs are read into a temporary store that is removed afterwards.
-pub fn inspect(source: &ImageSource) -> Result<InspectReport> {
+/// `registry` says how a registry image is reached (and `registry.env` where its credentials
+/// are).
+pub fn inspect(
+    source: &ImageSource,
+    registry: kiln_registry::ClientOptions,
+) -> Result<InspectReport> {
     let scratch = tempfile::tempdir().ctx(|| "creating a temporary directory")?;
     let store = BlobStore::open(scratch.path())?;
-    let client = kiln_registry::Client::new(kiln_registry::ClientOptions::default());
+    let client = kiln_registry::Client::new(registry);
     let (image, _) =
         crate::registry::load_any(source, &store, &client, crate::events::Events::silent())?;
     let runtime = &image.config.config;

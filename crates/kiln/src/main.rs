@@ -869,7 +869,11 @@ fn plan(args: DetectArgs) -> anyhow::Result<ExitCode> {
 
 fn inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {
     let source = image_source_or_path(&args.image)?;
-    let report = kiln_build::inspect::inspect(&source)?;
+    let registry = kiln_registry::ClientOptions {
+        env: host_env(),
+        ..Default::default()
+    };
+    let report = kiln_build::inspect::inspect(&source, registry)?;
     if args.json {
         print_json(&report)?;
         return Ok(ExitCode::SUCCESS);
