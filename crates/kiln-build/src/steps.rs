@@ -556,45 +556,12 @@ mod tests {
         }
     }
 
-    #[test]
-    fn cancelling_kills_the_running_step_and_its_background_processes() {
-        let mut base = BTreeMap::from([("PATH".to_owned(), "/usr/bin:/bin".to_owned())]);
-        let (_dir, pids) = with_pid_file(&mut base);
-        let script = "echo $$ > \"$PIDS\"; sleep 300 >/dev/null 2>&1 & echo $! >> \"$PIDS\"; \
-                      echo go; wait";
-        let app = tempfile::tempdir().unwrap();
-        let layers = BTreeMap::new();
-        let ctx = StepContext {
-            buildpack: "bp",
-            app_dir: app.path(),
-            layer_dirs: &layers,
-            base_env: &base,
-            sandbox: None,
-        };
-        let cancel = crate::events::Cancel::new();
-        // The observer cancels once the step is under way, as a Ctrl-C would.
-        let observer = |event: &BuildEvent| {
-            if let BuildEvent::StepOutput { line, .. } = event {
-                if line == "go" {
-                    cancel.cancel();
-                }
-            }
-        };
-        let started = std::time::Instant::now();
-        let result = run_step(
-            &step("sh", &["-c", script]),
-            &ctx,
-            Events::new(&observer, &cancel),
-        );
-        assert!(matches!(result, Err(Error::Cancelled)), "{result:?}");
-        assert!(started.elapsed() < std::time::Duration::from_secs(30));
-        for pid in fs::read_to_string(&pids).unwrap().lines() {
-            assert!(!still_alive(pid), "process {pid} outlived the cancel");
-        }
-    }
-
-    #[test]
-    fn a_panic_while_a_step_runs_kills_its_whole_group() {
+    /// Runs a step that starts a background `sleep`, prints `go` and waits, under `observer`
+    /// and `cancel`; then checks that none of its processes outlived it.
+    fn run_go_step(
+        observer: &dyn crate::events::Observer,
+        cancel: &crate::events::Cancel,
+    ) -> Result<()> {
         let mut base = BTreeMap::from([("PATH".to_owned(), "/usr/bin:/bin".to_owned())]);
         let (_dir, pids) = with_pid_file(&mut base);
         let script = "echo $$ > \"$PIDS\"; sleep 300 >/dev/null 2>&1 & echo $! >> \"$PIDS\"; \
@@ -609,20 +576,41 @@ mod tests {
             sandbox: None,
         };
         let sh = step("sh", &["-c", script]);
-        let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let cancel = crate::events::Cancel::new();
-            run_step(&sh, &ctx, Events::new(&panicking_observer, &cancel))
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            run_step(&sh, &ctx, Events::new(observer, cancel))
         }));
+        for pid in fs::read_to_string(&pids).unwrap().lines() {
+            assert!(!still_alive(pid), "process {pid} of the step outlived it");
+        }
+        result.unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    }
+
+    #[test]
+    fn cancelling_kills_the_running_step_and_its_background_processes() {
+        let cancel = crate::events::Cancel::new();
+        // The observer cancels once the step is under way, as a Ctrl-C would.
+        let observer = |event: &BuildEvent| {
+            if let BuildEvent::StepOutput { line, .. } = event {
+                if line == "go" {
+                    cancel.cancel();
+                }
+            }
+        };
+        let started = std::time::Instant::now();
+        let result = run_go_step(&observer, &cancel);
+        assert!(matches!(result, Err(Error::Cancelled)), "{result:?}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(30));
+    }
+
+    #[test]
+    fn a_panic_while_a_step_runs_kills_its_whole_group() {
+        let unwound = std::panic::catch_unwind(|| {
+            run_go_step(&panicking_observer, &crate::events::Cancel::new())
+        });
         assert!(
             unwound.is_err(),
             "the observer's panic must reach the caller"
         );
-        for pid in fs::read_to_string(&pids).unwrap().lines() {
-            assert!(
-                !still_alive(pid),
-                "process {pid} of the step outlived the panic"
-            );
-        }
     }
 
     #[test]
