@@ -10,6 +10,7 @@ use std::time::Duration;
 use console::style;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+use kiln_build::cache_admin::human_size as human;
 use kiln_build::events::{seconds, BuildEvent, LogLines, Observer, Phase};
 use kiln_build::BuildReport;
 
@@ -270,21 +271,6 @@ fn step_key(name: &str) -> String {
     format!("step:{name}")
 }
 
-/// `1.2 MB`, `340 B`: decimal units, as registries and `docker images` show sizes.
-pub fn human(bytes: u64) -> String {
-    const UNITS: [&str; 4] = ["KB", "MB", "GB", "TB"];
-    if bytes < 1000 {
-        return format!("{bytes} B");
-    }
-    let mut value = bytes as f64 / 1000.0;
-    let mut unit = 0;
-    while value >= 1000.0 && unit < UNITS.len() - 1 {
-        value /= 1000.0;
-        unit += 1;
-    }
-    format!("{value:.1} {}", UNITS[unit])
-}
-
 /// The table printed after a build: every layer (size, reused or why rebuilt), every step
 /// (ran or skipped, time, why), and the total.
 pub fn summary(report: &BuildReport) -> String {
@@ -354,18 +340,5 @@ pub fn cancel_on_signals(cancel: &kiln_build::events::Cancel) {
         // Registered before the flag: it fires only when the flag is already set.
         let _ = signal_hook::flag::register_conditional_shutdown(signal, 130, flag.clone());
         let _ = signal_hook::flag::register(signal, flag.clone());
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sizes_read_as_registries_show_them() {
-        assert_eq!(human(0), "0 B");
-        assert_eq!(human(999), "999 B");
-        assert_eq!(human(1_500), "1.5 KB");
-        assert_eq!(human(52_000_000), "52.0 MB");
     }
 }
