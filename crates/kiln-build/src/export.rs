@@ -596,6 +596,12 @@ pub(crate) fn app_config(
 ) -> ImageConfig {
     let mut config = base.config.clone();
     config.created = Some(created.clone());
+    if matches!(base.source, ImageSource::Stack(_)) {
+        // Kiln assembled the stack for this image: its layers are as new as the image's own.
+        for entry in &mut config.history {
+            entry.created = Some(created.clone());
+        }
+    }
     let runtime = &mut config.config;
     if runtime.env_var("PATH").is_none() {
         runtime.set_env_var("PATH", DEFAULT_PATH);

@@ -299,10 +299,11 @@ pub struct BuildReport {
     pub stack: Option<stack::StackReport>,
     /// The push of the first `--publish`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub push: Option<kiln_registry::PushReport>,
-    /// Every `--publish` push, in the order given (the first is also `push`).
+    pub push: Option<registry::Published>,
+    /// Every `--publish` push, in the order given (the first is also `push`), with the SBOMs
+    /// attached to each.
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub pushes: Vec<kiln_registry::PushReport>,
+    pub pushes: Vec<registry::Published>,
     /// What `--cache-image` brought in and sent out.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cache_image: Option<registry_cache::CacheImageReport>,
@@ -509,15 +510,20 @@ pub fn build(opts: &BuildOptions, observer: &dyn events::Observer) -> Result<Bui
         ));
     }
     let export_ms = elapsed_ms(export_started);
+    let artifacts = match (&sbom, opts.publish.is_empty()) {
+        (Some(sbom), false) => registry::sbom_artifacts(&cache.store, &exported.image, sbom)?,
+        _ => Vec::new(),
+    };
     let mut pushes = Vec::with_capacity(opts.publish.len());
     for target in &opts.publish {
         pushes.push(ev.phase(Phase::Push, || {
-            registry::publish(
+            registry::publish_with(
                 &client,
                 &cache.store,
                 &exported.image,
                 target,
                 Some(&opts.run_image),
+                &artifacts,
                 ev,
             )
         })?);

@@ -234,9 +234,12 @@ pub fn export(
             size: config.len() as u64,
             annotations: BTreeMap::new(),
             platform: None,
+            artifact_type: None,
         },
         layers: blobs,
         annotations: BTreeMap::new(),
+        artifact_type: None,
+        subject: None,
     };
     let bytes = kiln_oci::json::to_canonical_vec(&manifest);
     store.put_bytes(&bytes)?;
@@ -294,6 +297,7 @@ fn annotated(media_type: &str, digest: Digest, size: u64, key: &str, value: &str
         size,
         annotations: BTreeMap::from([(key.to_owned(), value.to_owned())]),
         platform: None,
+        artifact_type: None,
     }
 }
 

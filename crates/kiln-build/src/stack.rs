@@ -34,7 +34,7 @@ use kiln_debian::release::Keyring;
 use kiln_debian::stack::{self as dstack, Distro, Flavour, Request};
 use kiln_oci::layer::{write_layer, LayerOptions};
 use kiln_oci::source::{ImageSource, LoadedImage};
-use kiln_oci::spec::{ImageConfig, LayerRecord};
+use kiln_oci::spec::{History, ImageConfig, LayerRecord};
 use kiln_oci::store::BlobStore;
 
 use crate::error::{Error, IoContext, Result};
@@ -399,6 +399,18 @@ pub(crate) fn stack_image(
         String::from_utf8(kiln_oci::json::to_canonical_vec(&labelled)).expect("JSON is UTF-8"),
     );
     config.created = Some(kiln_oci::spec::rfc3339(kiln_oci::layer::DEFAULT_MTIME));
+    // One entry per layer, so `docker history` names them; an image built on the stack gives
+    // them its own `created` (`export::app_config`).
+    config.history = lock
+        .layer
+        .iter()
+        .map(|layer| History {
+            created: config.created.clone(),
+            created_by: Some(format!("kiln: stack {name}, layer {}", layer.name)),
+            comment: None,
+            empty_layer: false,
+        })
+        .collect();
     let image = kiln_oci::image::assemble(store, config.clone(), &layers, BTreeMap::new())?;
     let base = LoadedImage {
         source: ImageSource::Stack(name),

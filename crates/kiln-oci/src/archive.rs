@@ -408,6 +408,7 @@ fn index(image: &Image, tags: &[Reference]) -> ImageIndex {
         size: image.manifest_size,
         annotations,
         platform: None,
+        artifact_type: None,
     };
     let mut manifests: Vec<Descriptor> = tags
         .iter()

@@ -61,6 +61,7 @@ pub fn assemble(
             size: config_bytes.len() as u64,
             annotations: BTreeMap::new(),
             platform: None,
+            artifact_type: None,
         },
         layers: layers
             .iter()
@@ -70,6 +71,8 @@ pub fn assemble(
             })
             .collect(),
         annotations: manifest_annotations,
+        artifact_type: None,
+        subject: None,
     };
     let manifest_bytes = json::to_canonical_vec(&manifest);
     let manifest_digest = store.put_bytes(&manifest_bytes)?;
@@ -106,6 +109,7 @@ mod tests {
                 size: bytes.len() as u64,
                 annotations: BTreeMap::new(),
                 platform: None,
+                artifact_type: None,
             },
             diff_id: Digest::of(b"uncompressed"),
         }

@@ -532,6 +532,7 @@ pub fn write_layer(
             size,
             annotations: Default::default(),
             platform: None,
+            artifact_type: None,
         },
         diff_id,
     })

@@ -971,6 +971,7 @@ fn load_docker_archive(
                 size: *size,
                 annotations: Default::default(),
                 platform: None,
+                artifact_type: None,
             },
             diff_id: diff_id.clone(),
         });
@@ -1213,6 +1214,7 @@ mod tests {
             size: image.manifest_size,
             annotations: BTreeMap::new(),
             platform: Some(platform),
+            artifact_type: None,
         };
         // The other platform points at a manifest that does not exist: selecting it would fail.
         let mut decoy = manifest_desc(other);
@@ -1234,6 +1236,7 @@ mod tests {
                 size: nested_bytes.len() as u64,
                 annotations: BTreeMap::new(),
                 platform: None,
+                artifact_type: None,
             }],
             annotations: BTreeMap::new(),
         };

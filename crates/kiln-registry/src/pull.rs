@@ -132,6 +132,7 @@ fn fetch_root(
         size: bytes.len() as u64,
         annotations: Default::default(),
         platform: None,
+        artifact_type: None,
     })
 }
 
@@ -151,6 +152,7 @@ fn stored_manifest(
         size: bytes.len() as u64,
         annotations: Default::default(),
         platform: None,
+        artifact_type: None,
     }))
 }
 
@@ -166,8 +168,19 @@ fn is_manifest_type(media_type: &str) -> bool {
 
 /// GETs a manifest (by tag or digest): its bytes and media type.
 pub(crate) fn get_manifest(repo: &Repo<'_>, name: &str, what: &str) -> Result<(Vec<u8>, String)> {
+    get_document(repo, &format!("manifests/{name}"), ACCEPT, what)
+}
+
+/// GETs a small JSON document under the repository (`manifests/…`, `referrers/…`): its bytes,
+/// at most [`MAX_MANIFEST_SIZE`], and media type.
+pub(crate) fn get_document(
+    repo: &Repo<'_>,
+    rest: &str,
+    accept: &str,
+    what: &str,
+) -> Result<(Vec<u8>, String)> {
     let response = repo.send(
-        &Req::new("GET", repo.url(&format!("manifests/{name}"))).header("Accept", ACCEPT),
+        &Req::new("GET", repo.url(rest)).header("Accept", accept),
         what,
     )?;
     let media_type = response.content_type().to_owned();

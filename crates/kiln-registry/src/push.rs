@@ -53,6 +53,23 @@ pub fn push_manifest(
     blobs: &[Descriptor],
     mount_from: Option<&str>,
 ) -> Result<PushReport> {
+    push_answered(
+        client, store, target, manifest, media_type, blobs, mount_from,
+    )
+    .map(|(report, _)| report)
+}
+
+/// [`push_manifest`], also giving the registry's `OCI-Subject` answer: the subject digest a
+/// registry with the referrers API indexed the manifest under.
+pub(crate) fn push_answered(
+    client: &Client,
+    store: &BlobStore,
+    target: &Reference,
+    manifest: &[u8],
+    media_type: &str,
+    blobs: &[Descriptor],
+    mount_from: Option<&str>,
+) -> Result<(PushReport, Option<String>)> {
     let also_pull: Vec<&str> = mount_from.into_iter().collect();
     let repo = client.repo(target, "pull,push", &also_pull);
     let manifest_digest = Digest::of(manifest);
@@ -131,12 +148,14 @@ pub fn push_manifest(
             )));
         }
     }
+    let subject = response.header("oci-subject").map(str::to_owned);
     let stats = stats.into_inner().unwrap_or_else(|e| e.into_inner());
-    Ok(PushReport {
+    let report = PushReport {
         reference: target.to_string(),
         manifest_digest,
         stats,
-    })
+    };
+    Ok((report, subject))
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

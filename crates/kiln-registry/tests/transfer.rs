@@ -272,6 +272,7 @@ fn an_upload_the_registry_stops_reading_fails_naming_registry_and_blob() {
             size,
             annotations: Default::default(),
             platform: None,
+            artifact_type: None,
         };
         kiln_registry::push_manifest(
             &Client::new(options()),

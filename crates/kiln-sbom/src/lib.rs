@@ -207,17 +207,43 @@ impl Inventory {
     }
 }
 
+/// One serialized SBOM: the file it is written to, its media type (an OCI artifact's
+/// `artifactType`) and its bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Document {
+    pub file: &'static str,
+    pub media_type: &'static str,
+    pub bytes: Vec<u8>,
+}
+
+pub const SPDX_MEDIA_TYPE: &str = "application/spdx+json";
+pub const CYCLONEDX_MEDIA_TYPE: &str = "application/vnd.cyclonedx+json";
+
+/// Both documents of `inventory`, SPDX first: what [`write_dir`] writes and what a registry gets
+/// as referrers of the image.
+pub fn documents(inventory: &Inventory) -> [Document; 2] {
+    [
+        Document {
+            file: SPDX_FILE,
+            media_type: SPDX_MEDIA_TYPE,
+            bytes: spdx::to_bytes(inventory),
+        },
+        Document {
+            file: CYCLONEDX_FILE,
+            media_type: CYCLONEDX_MEDIA_TYPE,
+            bytes: cyclonedx::to_bytes(inventory),
+        },
+    ]
+}
+
 /// Writes [`SPDX_FILE`] and [`CYCLONEDX_FILE`] into `dir` (created if missing), each through a
 /// temporary file renamed into place, so a reader never sees half a document.
 pub fn write_dir(dir: &std::path::Path, inventory: &Inventory) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
-    for (name, bytes) in [
-        (SPDX_FILE, spdx::to_bytes(inventory)),
-        (CYCLONEDX_FILE, cyclonedx::to_bytes(inventory)),
-    ] {
+    for document in documents(inventory) {
         let mut temp = tempfile::NamedTempFile::new_in(dir)?;
-        std::io::Write::write_all(&mut temp, &bytes)?;
-        temp.persist(dir.join(name)).map_err(|e| e.error)?;
+        std::io::Write::write_all(&mut temp, &document.bytes)?;
+        temp.persist(dir.join(document.file)).map_err(|e| e.error)?;
     }
     Ok(())
 }

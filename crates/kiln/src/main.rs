@@ -576,8 +576,12 @@ fn build(args: BuildArgs) -> anyhow::Result<ExitCode> {
             report.timings.total_ms,
             report.manifest_digest
         );
-        for push in &report.pushes {
+        for published in &report.pushes {
+            let push = &published.push;
             println!("pushed {}@{}", push.reference, push.manifest_digest);
+            for referrer in &published.referrers {
+                println!("attached {} {}", referrer.artifact_type, referrer.reference);
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -173,6 +173,108 @@ fn several_publish_references_each_get_the_same_image() {
 }
 
 #[test]
+fn sboms_are_attached_to_each_published_image_as_referrers() {
+    if !require_tools(TOOLS) {
+        return;
+    }
+    let registry = Registry::start();
+    let host = registry.host();
+    let tmp = tempfile::tempdir().unwrap();
+    let busybox = tmp.path().join("busybox.tar");
+    busybox_base_image(&busybox);
+    let sbom_dir = tmp.path().join("sbom");
+    let targets = [
+        format!("{host}/team/app:1.2"),
+        format!("{host}/other/app:1"),
+    ];
+    let build = |cache: &str| {
+        json_of(&kiln_ok(&[
+            "build",
+            "--json",
+            fixture("procfile-static").to_str().unwrap(),
+            "--run-image",
+            &format!("oci-archive:{}", busybox.display()),
+            "--publish",
+            &targets[0],
+            "--publish",
+            &targets[1],
+            "--sbom-dir",
+            sbom_dir.to_str().unwrap(),
+            "--cache-dir",
+            tmp.path().join(cache).to_str().unwrap(),
+            "--no-verify",
+        ]))
+    };
+    let report = build("cache");
+    let image = report["manifest_digest"].as_str().unwrap();
+    let client = kiln_registry::Client::new(kiln_registry::ClientOptions::default());
+    let documents = [
+        ("application/spdx+json", "sbom.spdx.json"),
+        ("application/vnd.cyclonedx+json", "sbom.cdx.json"),
+    ];
+    let pushes = report["pushes"].as_array().unwrap();
+    for (push, target) in pushes.iter().zip(&targets) {
+        // distribution 2.8 has no referrers API: the fallback tag lists the artifacts.
+        let referrers = push["referrers"].as_array().unwrap();
+        assert_eq!(referrers.len(), 2, "{push}");
+        for (referrer, (artifact_type, _)) in referrers.iter().zip(&documents) {
+            assert_eq!(referrer["artifact_type"], *artifact_type, "{push}");
+            assert_eq!(referrer["subject"], image, "{push}");
+            assert_eq!(referrer["via"], "fallback-tag", "{push}");
+            assert_eq!(
+                referrer["tag"],
+                format!("sha256-{}", image.trim_start_matches("sha256:"))
+            );
+        }
+        let reference = kiln_oci::reference::Reference::parse(target).unwrap();
+        let subject = kiln_oci::digest::Digest::parse(image).unwrap();
+        for (artifact_type, file) in documents {
+            let listed =
+                kiln_registry::referrers(&client, &reference, &subject, Some(artifact_type))
+                    .unwrap();
+            assert_eq!(listed.len(), 1, "{target} {artifact_type}: {listed:?}");
+            let artifact = format!(
+                "docker://{}@{}",
+                target.rsplit_once(':').unwrap().0,
+                listed[0].digest
+            );
+            let manifest = json_of(&run_ok(Command::new("skopeo").args([
+                "inspect",
+                "--raw",
+                "--tls-verify=false",
+                &artifact,
+            ])));
+            assert_eq!(manifest["artifactType"], artifact_type, "{manifest}");
+            assert_eq!(manifest["subject"]["digest"], image, "{manifest}");
+            assert_eq!(
+                manifest["config"]["mediaType"],
+                "application/vnd.oci.empty.v1+json"
+            );
+            // The attached document is the very one written to --sbom-dir.
+            let layer = &manifest["layers"][0];
+            let written = std::fs::read(sbom_dir.join(file)).unwrap();
+            assert_eq!(layer["mediaType"], artifact_type);
+            assert_eq!(
+                layer["digest"],
+                format!(
+                    "sha256:{}",
+                    hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&written))
+                )
+            );
+            assert_eq!(layer["size"], written.len());
+        }
+    }
+    // The same build from a fresh cache attaches the same artifacts: each listed once still.
+    let again = build("cache2");
+    assert_eq!(again["manifest_digest"], image);
+    assert_eq!(again["pushes"][0]["referrers"], pushes[0]["referrers"]);
+    let reference = kiln_oci::reference::Reference::parse(&targets[0]).unwrap();
+    let subject = kiln_oci::digest::Digest::parse(image).unwrap();
+    let all = kiln_registry::referrers(&client, &reference, &subject, None).unwrap();
+    assert_eq!(all.len(), 2, "{all:?}");
+}
+
+#[test]
 fn basic_auth_credentials_from_env_docker_config_and_helpers() {
     if !require_tools(&[TOOLS, &["htpasswd"]].concat()) {
         return;

@@ -422,3 +422,80 @@ fn a_tampered_deb_from_the_mirror_fails_the_build_naming_the_package_and_writes_
     assert!(stderr.contains("but Packages lists sha256:"), "{stderr}");
     assert!(!out.exists(), "no image is written");
 }
+
+/// The config of the oci-archive at `archive`.
+fn archive_config(archive: &Path) -> kiln_oci::spec::ImageConfig {
+    let store_dir = tempfile::tempdir().unwrap();
+    let store = BlobStore::open(store_dir.path()).unwrap();
+    let source = ImageSource::OciArchive {
+        path: archive.to_owned(),
+        reference: None,
+    };
+    load_image(&source, &store).unwrap().config
+}
+
+#[test]
+fn a_node_app_on_the_glibc_stack_carries_its_version_and_one_creation_time_throughout() {
+    if !require_tools(&["node", "npm"]) || !require_debian_mirror() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let app = copy_fixture("node-hello", tmp.path());
+    let build_at = |creation_time: Option<&str>| {
+        let out = tmp.path().join("image.tar");
+        let mut cmd = kiln_on_stack();
+        cmd.args(["build", app.to_str().unwrap(), "--output"])
+            .arg(&out)
+            .arg("--cache-dir")
+            .arg(&cache)
+            .arg("--no-verify");
+        if let Some(time) = creation_time {
+            cmd.args(["--creation-time", time]);
+        }
+        let output = cmd.output().unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        archive_config(&out)
+    };
+    // Every history entry — the stack's layers, made in this build, and Kiln's — carries the
+    // image's `created`, whichever way it is chosen.
+    let check = |config: &kiln_oci::spec::ImageConfig, created: &str| {
+        assert_eq!(config.created.as_deref(), Some(created));
+        let labels = &config.config.labels;
+        assert_eq!(labels["org.opencontainers.image.created"], created);
+        assert_eq!(labels["org.opencontainers.image.version"], "1.0.0");
+        assert_eq!(
+            config.history.len(),
+            config.rootfs.diff_ids.len(),
+            "{:?}",
+            config.history
+        );
+        for entry in &config.history {
+            assert_eq!(entry.created.as_deref(), Some(created), "{entry:?}");
+        }
+        let made_by: Vec<&str> = config
+            .history
+            .iter()
+            .filter_map(|h| h.created_by.as_deref())
+            .collect();
+        assert!(
+            made_by[0].starts_with("kiln: stack debian-13/glibc, layer "),
+            "{made_by:?}"
+        );
+        assert_eq!(made_by.last(), Some(&"kiln: layer app"), "{made_by:?}");
+    };
+    let reproducible = build_at(None);
+    check(&reproducible, "1980-01-01T00:00:01Z");
+    let explicit = build_at(Some("1700000000"));
+    check(&explicit, "2023-11-14T22:13:20Z");
+    let now = build_at(Some("now"));
+    let created = now.created.clone().unwrap();
+    assert!(created.as_str() > "2026-01-01", "{created}");
+    check(&now, &created);
+    // Only the times differ: the same layers under all three.
+    assert_eq!(reproducible.rootfs, now.rootfs);
+}
