@@ -210,13 +210,24 @@ impl Inventory {
 /// Writes [`SPDX_FILE`] and [`CYCLONEDX_FILE`] into `dir` (created if missing), each through a
 /// temporary file renamed into place, so a reader never sees half a document.
 pub fn write_dir(dir: &std::path::Path, inventory: &Inventory) -> std::io::Result<()> {
+    write_documents(
+        dir,
+        &spdx::to_bytes(inventory),
+        &cyclonedx::to_bytes(inventory),
+    )
+}
+
+/// [`write_dir`] for documents already serialized (an image's own, copied out of its SBOM
+/// layer as they are).
+pub fn write_documents(
+    dir: &std::path::Path,
+    spdx: &[u8],
+    cyclonedx: &[u8],
+) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
-    for (name, bytes) in [
-        (SPDX_FILE, spdx::to_bytes(inventory)),
-        (CYCLONEDX_FILE, cyclonedx::to_bytes(inventory)),
-    ] {
+    for (name, bytes) in [(SPDX_FILE, spdx), (CYCLONEDX_FILE, cyclonedx)] {
         let mut temp = tempfile::NamedTempFile::new_in(dir)?;
-        std::io::Write::write_all(&mut temp, &bytes)?;
+        std::io::Write::write_all(&mut temp, bytes)?;
         temp.persist(dir.join(name)).map_err(|e| e.error)?;
     }
     Ok(())
