@@ -591,7 +591,7 @@ fn rebase_swaps_base_layers_and_keeps_app_layers() {
         .contains(&Value::from("BASE_VERSION=2")));
     assert_eq!(after["processes"], before["processes"]);
 
-    // Registry image in, registry image out: same result.
+    // Registry image in, registry images out (each --publish, in order): same result.
     let pushed = json_of(&kiln_ok(&[
         "rebase",
         "--json",
@@ -600,10 +600,46 @@ fn rebase_swaps_base_layers_and_keeps_app_layers() {
         &format!("oci-archive:{}", v2.display()),
         "--publish",
         &format!("{host}/team/app:v2"),
+        "--publish",
+        &format!("{host}/team/copy:v2"),
         "--cache-dir",
         cache,
     ]));
     assert_eq!(pushed["push"]["blobs_uploaded"], 1 + 1, "{pushed}");
+    let pushes = pushed["pushes"].as_array().unwrap();
+    assert_eq!(pushes.len(), 2, "{pushed}");
+    assert_eq!(pushes[0], pushed["push"]);
+    assert_eq!(pushes[1]["reference"], format!("{host}/team/copy:v2"));
+    assert_eq!(pushes[1]["manifest_digest"], pushed["manifest_digest"]);
+    let copy = json_of(&kiln_ok(&[
+        "inspect",
+        "--json",
+        &format!("{host}/team/copy:v2"),
+    ]));
+    assert_eq!(copy["manifest_digest"], pushed["manifest_digest"]);
+    // Without --json: one line per push.
+    let text = kiln_ok(&[
+        "rebase",
+        &format!("{host}/team/app:v1"),
+        "--run-image",
+        &format!("oci-archive:{}", v2.display()),
+        "--publish",
+        &format!("{host}/team/app:v2"),
+        "--publish",
+        &format!("{host}/team/copy:v2"),
+        "--cache-dir",
+        cache,
+    ]);
+    let digest = pushed["manifest_digest"].as_str().unwrap();
+    let lines: Vec<&str> = text.lines().filter(|l| l.starts_with("pushed ")).collect();
+    assert_eq!(
+        lines,
+        [
+            format!("pushed {host}/team/app:v2@{digest}"),
+            format!("pushed {host}/team/copy:v2@{digest}"),
+        ],
+        "{text}"
+    );
 
     // The rebased image runs on the new base.
     let container = serve_procfile_static(&rebased);

@@ -272,8 +272,10 @@ fn decompress(blob: &[u8], compression: Compression) -> std::io::Result<Vec<u8>>
 
 /// The compression level the build used (`kiln build --compression`), found by compressing the
 /// layer's tar at each level until one gives the layer's digest: the image does not record it,
-/// and a refreshed layer compressed otherwise would differ from the one a build makes. A layer
-/// no level reproduces (another compressor made it) gets the default level of its kind.
+/// and a refreshed layer compressed otherwise would differ from the one a build makes. The
+/// default level is tried first; when several levels give the same bytes for this tar, the
+/// first is taken. A layer no level reproduces (another compressor made it) gets the default
+/// level of its kind.
 fn build_compression(kind: Compression, tar: &[u8], digest: &Digest) -> Compression {
     let candidates: Vec<Compression> = match kind {
         Compression::None => return kind,
@@ -299,4 +301,70 @@ fn build_compression(kind: Compression, tar: &[u8], digest: &Digest) -> Compress
         .into_iter()
         .find(|&c| compress(c).is_ok_and(|bytes| &Digest::of(&bytes) == digest))
         .unwrap_or(kind)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kiln_oci::layer::{normalize, write_layer, Entry, EntryKind};
+
+    /// A layer of one file made with `compression`: its digest and tar.
+    fn layer(
+        store: &BlobStore,
+        dir: &std::path::Path,
+        compression: Compression,
+    ) -> (Digest, Vec<u8>) {
+        let file = dir.join("doc.json");
+        let text: String = (0..2000)
+            .map(|i| format!("{{\"n\": {}}}\n", i * 7919 % 1000))
+            .collect();
+        std::fs::write(&file, &text).unwrap();
+        let entries = vec![Entry {
+            path: "layers/kiln/sbom/doc.json".into(),
+            kind: EntryKind::file(&file, text.len() as u64),
+            mode: 0o644,
+        }];
+        let opts = LayerOptions {
+            compression,
+            ..LayerOptions::default()
+        };
+        let record = write_layer(store, &normalize(entries).unwrap(), &opts).unwrap();
+        let blob = store.read_verified(&record.descriptor.digest).unwrap();
+        let kind = compression_of(&record.descriptor.media_type).unwrap();
+        let tar = decompress(&blob, kind).unwrap();
+        (record.descriptor.digest, tar)
+    }
+
+    #[test]
+    fn build_compression_finds_a_level_that_makes_the_layer_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path().join("store")).unwrap();
+        for made in [
+            Compression::Gzip { level: 9 },
+            Compression::Gzip { level: 1 },
+            Compression::DEFAULT,
+            Compression::Zstd { level: 12 },
+            Compression::None,
+        ] {
+            let (digest, tar) = layer(&store, dir.path(), made);
+            let kind = compression_of(made.media_type()).unwrap();
+            let found = build_compression(kind, &tar, &digest);
+            // Levels that give the same bytes are as good as the one used.
+            assert_eq!(
+                layer(&store, dir.path(), found).0,
+                digest,
+                "{made:?}: {found:?}"
+            );
+            if made != Compression::DEFAULT {
+                assert_ne!(found, Compression::DEFAULT, "{made:?}");
+            }
+        }
+        // No level reproduces it: the default of its kind.
+        let (_, tar) = layer(&store, dir.path(), Compression::Gzip { level: 9 });
+        let other = Digest::of(b"another compressor's bytes");
+        assert_eq!(
+            build_compression(Compression::DEFAULT, &tar, &other),
+            Compression::DEFAULT
+        );
+    }
 }
