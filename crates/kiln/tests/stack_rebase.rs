@@ -173,6 +173,14 @@ fn json_file(files: &BTreeMap<String, Vec<u8>>, path: &str) -> Value {
 /// The CycloneDX document the image in `archive` carries (found by path in its layers, which
 /// must hold exactly one) and the digest of the layer holding it.
 fn image_cyclonedx(archive: &Path) -> (Vec<u8>, String) {
+    let mut found = image_cyclonedx_all(archive);
+    assert_eq!(found.len(), 1, "one SBOM layer in {}", archive.display());
+    found.pop().unwrap()
+}
+
+/// Every CycloneDX document in the layers of the image in `archive`, bottom to top, with the
+/// digest of its layer.
+fn image_cyclonedx_all(archive: &Path) -> Vec<(Vec<u8>, String)> {
     let files = archive_files(archive);
     let blob = |digest: &Value| {
         let digest = digest.as_str().unwrap();
@@ -192,8 +200,7 @@ fn image_cyclonedx(archive: &Path) -> (Vec<u8>, String) {
             }
         }
     }
-    assert_eq!(found.len(), 1, "one SBOM layer in {}", archive.display());
-    found.pop().unwrap()
+    found
 }
 
 /// The versions of `name` an SBOM lists, and whether it lists [`GO_DEPENDENCY`].
@@ -400,6 +407,23 @@ fn rebase_onto_a_newer_stack_keeps_app_layers_and_gives_what_a_fresh_build_gives
     );
     assert_eq!(e["stack"]["changed"], true);
     assert_eq!(e["manifest_digest"], a["manifest_digest"]);
+
+    // Onto a run image that carries the stack label (here today's build, as an image built on
+    // a Kiln-built image would be): the label's packages.
+    let g_tar = tmp.path().join("g.tar");
+    let g = rebase(
+        &a_tar,
+        &g_tar,
+        &cache,
+        &["--run-image", &format!("oci-archive:{}", c_tar.display())],
+    );
+    assert_eq!(g["sbom"]["base_packages_known"], true, "{g}");
+    // The base's own SBOM layer is under the image's: the top one is the image's.
+    let mut g_sboms = image_cyclonedx_all(&g_tar);
+    assert_eq!(g_sboms.len(), 2);
+    let (g_cdx, g_layer) = g_sboms.pop().unwrap();
+    assert_eq!(g["sbom"]["layer"], g_layer.as_str());
+    assert_eq!(sbom_lists(&g_cdx, &name), (vec![new_version.clone()], true));
 
     // Onto a run image Kiln did not assemble: its packages are unknown, so the SBOM lists no
     // Debian package (and says so), the app's dependency still.
