@@ -442,11 +442,8 @@ fn planned_layers(input: &ExportInput<'_>) -> Result<Vec<PlannedLayer>> {
     }
     if let Some(dir) = input.sbom_dir {
         layers.push(PlannedLayer {
-            name: "kiln/sbom".into(),
-            entries: layer::normalize(layer::tree_entries(
-                dir,
-                &format!("/{}", kiln_sbom::IMAGE_DIR),
-            )?)?,
+            name: SBOM_LAYER.into(),
+            entries: sbom_layer_entries(dir)?,
         });
     }
     app.extend(process_launchers(input.plan, &input.cache.store)?);
@@ -455,6 +452,19 @@ fn planned_layers(input: &ExportInput<'_>) -> Result<Vec<PlannedLayer>> {
         entries: layer::normalize(app)?,
     });
     Ok(layers)
+}
+
+/// The name of the layer holding the image's SBOM documents (recorded in the metadata label).
+pub(crate) const SBOM_LAYER: &str = "kiln/sbom";
+
+/// The [`SBOM_LAYER`]'s entries: the documents in `dir` (as [`kiln_sbom::write_dir`] writes
+/// them) at [`kiln_sbom::IMAGE_DIR`]. A rebase that refreshes the SBOM makes the layer this same
+/// way, so it is what a build would have made.
+pub(crate) fn sbom_layer_entries(dir: &Path) -> Result<Vec<Entry>> {
+    Ok(layer::normalize(layer::tree_entries(
+        dir,
+        &format!("/{}", kiln_sbom::IMAGE_DIR),
+    )?)?)
 }
 
 fn is_empty_dir(dir: &Path) -> Result<bool> {

@@ -511,7 +511,12 @@ pub fn build(opts: &BuildOptions, observer: &dyn events::Observer) -> Result<Bui
     }
     let export_ms = elapsed_ms(export_started);
     let artifacts = match (&sbom, opts.publish.is_empty()) {
-        (Some(sbom), false) => registry::sbom_artifacts(&cache.store, &exported.image, sbom)?,
+        (Some(sbom), false) => registry::sbom_artifacts(
+            &cache.store,
+            &exported.image,
+            &kiln_sbom::documents(sbom),
+            &sbom.created,
+        )?,
         _ => Vec::new(),
     };
     let mut pushes = Vec::with_capacity(opts.publish.len());

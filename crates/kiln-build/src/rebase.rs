@@ -12,6 +12,12 @@
 //! stack would have made. When no package changed the image is kept as it is (same digest). An
 //! image that does not run on Kiln's stack is refused. A stack rebase verifies, as a build does,
 //! that the default process can start before anything is written.
+//!
+//! An image built with `--sbom-dir` carries its SBOM in the `kiln/sbom` layer, which lists the
+//! base's Debian packages: that one layer is made again ([`sbom`]) with the new base's packages,
+//! so the SBOM never describes the base the image left.
+
+mod sbom;
 
 use crate::events::{Cancel, Events, Observer, Phase};
 use std::collections::BTreeMap;
@@ -32,9 +38,11 @@ use crate::export::{
     write_output,
 };
 use crate::metadata::{ImageMetadata, LABEL};
-use crate::registry::{load_any, publish};
+use crate::registry::{load_any, publish_with, sbom_artifacts, Published};
 use crate::stack::{self, RestackReport, StackReport};
 use crate::OutputFormat;
+
+pub use sbom::SbomReport;
 
 #[derive(Debug, Clone)]
 pub struct RebaseOptions {
@@ -49,8 +57,14 @@ pub struct RebaseOptions {
     pub kiln_env: BTreeMap<String, String>,
     pub output: Option<PathBuf>,
     pub format: OutputFormat,
-    pub tag: Option<Reference>,
-    pub publish: Option<Reference>,
+    /// Names recorded in the written archive: one `index.json` entry per name, all in
+    /// `RepoTags`.
+    pub tags: Vec<Reference>,
+    /// Push the rebased image to each, in order.
+    pub publish: Vec<Reference>,
+    /// Write the rebased image's SBOM documents here (as `kiln build --sbom-dir`); the image
+    /// must carry an SBOM.
+    pub sbom_dir: Option<PathBuf>,
     pub cache_dir: PathBuf,
     pub registry: kiln_registry::ClientOptions,
     /// Stops the rebase at its next checkpoint ([`crate::events::Cancel`]).
@@ -65,13 +79,20 @@ pub struct RebaseReport {
     /// diff_ids of the base layers taken out and put in.
     pub old_base_layers: Vec<Digest>,
     pub new_base_layers: Vec<Digest>,
-    /// Kiln's layers, kept verbatim (compressed digests).
+    /// Kiln's layers (compressed digests), kept verbatim but for a refreshed `kiln/sbom`.
     pub app_layers: Vec<Digest>,
     /// A rebase onto a newer build of the image's stack: which packages changed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stack: Option<RestackReport>,
+    /// The image's SBOM (its `kiln/sbom` layer), when it carries one.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub push: Option<kiln_registry::PushReport>,
+    pub sbom: Option<SbomReport>,
+    /// The push of the first `--publish`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub push: Option<Published>,
+    /// Every `--publish` push, in the order given (the first is also `push`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub pushes: Vec<Published>,
 }
 
 /// Moves the image onto a new base, telling `observer` what happens; stops with
@@ -86,6 +107,17 @@ fn rebase_with(opts: &RebaseOptions, ev: Events<'_>) -> Result<RebaseReport> {
     let client = kiln_registry::Client::new(opts.registry.clone());
     let (image, _) = load_any(&opts.image, &cache.store, &client, ev)?;
     let (metadata, base_count) = kiln_layers(&image)?;
+    let image_sbom = sbom::find(&image, &metadata, base_count, &cache.store)?;
+    if let (Some(dir), None) = (&opts.sbom_dir, &image_sbom) {
+        return Err(refused(
+            &image,
+            format!(
+                "--sbom-dir {}: the image carries no SBOM (no {} layer): build it with --sbom-dir",
+                dir.display(),
+                crate::export::SBOM_LAYER
+            ),
+        ));
+    }
     let (new_base, restacked) = match &opts.run_image {
         Some(run_image) => (load_any(run_image, &cache.store, &client, ev)?.0, None),
         None => {
@@ -100,7 +132,15 @@ fn rebase_with(opts: &RebaseOptions, ev: Events<'_>) -> Result<RebaseReport> {
             )?;
             match new_base {
                 Some(new_base) => (new_base, Some(report)),
-                None => return unchanged(opts, &cache, &client, &image, base_count, report, ev),
+                None => {
+                    let kept = UpToDate {
+                        image: &image,
+                        base_count,
+                        report,
+                        sbom: image_sbom.as_ref(),
+                    };
+                    return unchanged(opts, &cache, &client, kept, ev);
+                }
             }
         }
     };
@@ -119,15 +159,26 @@ fn rebase_with(opts: &RebaseOptions, ev: Events<'_>) -> Result<RebaseReport> {
             ),
         }));
     }
-    let app_layers: Vec<LayerRecord> = image.layers[base_count..].to_vec();
+    let mut app_layers: Vec<LayerRecord> = image.layers[base_count..].to_vec();
 
-    let created = image
-        .config
-        .created
-        .clone()
-        .or_else(|| image.annotations.get(ANNOTATION_CREATED).cloned())
-        .unwrap_or_else(|| kiln_oci::spec::rfc3339(kiln_oci::layer::DEFAULT_MTIME));
+    let created = created_of(&image);
     let mut metadata = metadata;
+    let sbom = match &image_sbom {
+        Some(found) => {
+            // The new base's packages: the stack it was restacked onto, else what a run image
+            // Kiln assembled says of itself.
+            let base_stack = match &restacked {
+                Some(report) => Some(report.stack.clone()),
+                None => stack::from_config(&new_base.config),
+            };
+            let refreshed = found.refresh(&image, base_stack.as_ref(), &created, &cache, ev)?;
+            // The label records the new layer, so the next rebase finds the image consistent.
+            metadata.layers[found.index].diff_id = refreshed.layer.diff_id.clone();
+            app_layers[found.index] = refreshed.layer.clone();
+            Some(refreshed)
+        }
+        None => None,
+    };
     if metadata.launch_env.is_none() {
         // Images from before launch env was recorded: keep what the old image set that the new
         // base does not already say.
@@ -171,9 +222,14 @@ fn rebase_with(opts: &RebaseOptions, ev: Events<'_>) -> Result<RebaseReport> {
         &cache.store,
         config,
         &records,
-        image_annotations(created, &new_base),
+        image_annotations(created.clone(), &new_base),
     )?;
-    let push = write_and_publish(opts, &cache, &client, &rebased, ev)?;
+    if let (Some(dir), Some(refreshed)) = (&opts.sbom_dir, &sbom) {
+        refreshed.write(dir, ev)?;
+    }
+    let documents = sbom.as_ref().map(|refreshed| refreshed.documents());
+    let sbom_documents = documents.as_ref().map(|d| (&d[..], created.as_str()));
+    let pushes = write_and_publish(opts, &cache, &client, &rebased, sbom_documents, ev)?;
     Ok(RebaseReport {
         output: opts.output.clone(),
         manifest_digest: rebased.manifest_digest,
@@ -188,35 +244,55 @@ fn rebase_with(opts: &RebaseOptions, ev: Events<'_>) -> Result<RebaseReport> {
             .map(|l| l.descriptor.digest.clone())
             .collect(),
         stack: restacked,
-        push,
+        sbom: sbom.map(|refreshed| refreshed.report),
+        push: pushes.first().cloned(),
+        pushes,
     })
 }
 
-/// Writes `image` to `--output` and pushes it to `--publish`, as asked.
+/// Writes `image` to `--output` (named by every `--tag`) and pushes it to each `--publish`, in
+/// order, as asked.
 fn write_and_publish(
     opts: &RebaseOptions,
     cache: &BuildCache,
     client: &kiln_registry::Client,
     image: &image::Image,
+    sbom: Option<(&[kiln_sbom::Document], &str)>,
     ev: Events<'_>,
-) -> Result<Option<kiln_registry::PushReport>> {
+) -> Result<Vec<Published>> {
     if let Some(output) = &opts.output {
-        let tags = opts.tag.as_slice();
-        write_output(&cache.store, image, opts.format, tags, output, ev)?;
+        write_output(&cache.store, image, opts.format, &opts.tags, output, ev)?;
     }
+    let artifacts = match sbom {
+        Some((documents, created)) if !opts.publish.is_empty() => {
+            sbom_artifacts(&cache.store, image, documents, created)?
+        }
+        _ => Vec::new(),
+    };
     opts.publish
-        .as_ref()
+        .iter()
         .map(|target| {
-            publish(
+            publish_with(
                 client,
                 &cache.store,
                 image,
                 target,
                 opts.run_image.as_ref(),
+                &artifacts,
                 ev,
             )
         })
-        .transpose()
+        .collect()
+}
+
+/// The image's creation time, which a rebase keeps.
+fn created_of(image: &LoadedImage) -> String {
+    image
+        .config
+        .created
+        .clone()
+        .or_else(|| image.annotations.get(ANNOTATION_CREATED).cloned())
+        .unwrap_or_else(|| kiln_oci::spec::rfc3339(kiln_oci::layer::DEFAULT_MTIME))
 }
 
 /// The stack an image runs on, from its label, after checking that its base layers are that
@@ -254,16 +330,29 @@ fn stack_label(
     Ok(label)
 }
 
-/// No package changed: the image as it is (same digest), written and pushed as asked.
+/// An image whose stack is up to date, and what is known of it.
+struct UpToDate<'a> {
+    image: &'a LoadedImage,
+    base_count: usize,
+    report: RestackReport,
+    sbom: Option<&'a sbom::ImageSbom>,
+}
+
+/// No package changed: the image as it is (same digest, SBOM layer included), written and
+/// pushed as asked.
 fn unchanged(
     opts: &RebaseOptions,
     cache: &BuildCache,
     client: &kiln_registry::Client,
-    image: &LoadedImage,
-    base_count: usize,
-    report: RestackReport,
+    kept: UpToDate<'_>,
     ev: Events<'_>,
 ) -> Result<RebaseReport> {
+    let UpToDate {
+        image,
+        base_count,
+        report,
+        sbom,
+    } = kept;
     let same = image::assemble(
         &cache.store,
         image.config.clone(),
@@ -281,7 +370,14 @@ fn unchanged(
             ),
         ));
     }
-    let push = write_and_publish(opts, cache, client, &same, ev)?;
+    let found = sbom;
+    let sbom = found
+        .map(|found| found.kept(image, opts.sbom_dir.as_deref(), ev))
+        .transpose()?;
+    let documents = found.map(sbom::ImageSbom::documents);
+    let created = created_of(image);
+    let sbom_documents = documents.as_ref().map(|d| (&d[..], created.as_str()));
+    let pushes = write_and_publish(opts, cache, client, &same, sbom_documents, ev)?;
     let base: Vec<Digest> = image.layers[..base_count]
         .iter()
         .map(|l| l.diff_id.clone())
@@ -297,7 +393,9 @@ fn unchanged(
             .map(|l| l.descriptor.digest.clone())
             .collect(),
         stack: Some(report),
-        push,
+        sbom,
+        push: pushes.first().cloned(),
+        pushes,
     })
 }
 

@@ -71,13 +71,14 @@ pub struct Artifact {
     pub bytes: Vec<u8>,
 }
 
-/// The SBOM documents of `image` as OCI artifacts (image-spec 1.1: empty config, the document
+/// The SBOM `documents` of `image` as OCI artifacts (image-spec 1.1: empty config, the document
 /// as the one layer, `artifactType` its media type, `subject` the image), stored in `store`.
-/// Deterministic: the created annotation is the image's.
+/// Deterministic: the created annotation is `created`, the SBOM's (the image's).
 pub fn sbom_artifacts(
     store: &BlobStore,
     image: &Image,
-    inventory: &kiln_sbom::Inventory,
+    documents: &[kiln_sbom::Document],
+    created: &str,
 ) -> Result<Vec<Artifact>> {
     let blob = |media_type: &str, bytes: &[u8]| -> Result<Descriptor> {
         Ok(Descriptor {
@@ -97,18 +98,15 @@ pub fn sbom_artifacts(
         platform: None,
         artifact_type: None,
     };
-    kiln_sbom::documents(inventory)
-        .into_iter()
+    documents
+        .iter()
         .map(|document| {
             let manifest = ImageManifest {
                 schema_version: 2,
                 media_type: MEDIA_TYPE_MANIFEST.to_owned(),
                 config: blob(MEDIA_TYPE_EMPTY, EMPTY_JSON)?,
                 layers: vec![blob(document.media_type, &document.bytes)?],
-                annotations: BTreeMap::from([(
-                    ANNOTATION_CREATED.to_owned(),
-                    inventory.created.clone(),
-                )]),
+                annotations: BTreeMap::from([(ANNOTATION_CREATED.to_owned(), created.to_owned())]),
                 artifact_type: Some(document.media_type.to_owned()),
                 subject: Some(subject.clone()),
             };

@@ -22,12 +22,7 @@ pub fn inventory(
     runtimes: &[RuntimeReport],
     app_src: &Path,
 ) -> Result<Inventory> {
-    let mut components = Vec::new();
-    for package in stack.map(|s| s.packages.as_slice()).unwrap_or_default() {
-        let mut deb = Component::new(Ecosystem::Debian, &package.name, &package.version);
-        deb.arch = Some(package.architecture.clone());
-        components.push(deb);
-    }
+    let mut components: Vec<Component> = stack.map(debian_components).unwrap_or_default();
     // Runtimes from the distro are among the stack's packages already.
     for runtime in runtimes
         .iter()
@@ -59,4 +54,17 @@ pub fn inventory(
         components.extend(found);
     }
     Ok(Inventory::new(subject, created, components))
+}
+
+/// The stack's Debian packages as SBOM components: a build's, and a rebase's for the new stack.
+pub(crate) fn debian_components(stack: &StackReport) -> Vec<Component> {
+    stack
+        .packages
+        .iter()
+        .map(|package| {
+            let mut deb = Component::new(Ecosystem::Debian, &package.name, &package.version);
+            deb.arch = Some(package.architecture.clone());
+            deb
+        })
+        .collect()
 }

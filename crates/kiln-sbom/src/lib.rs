@@ -222,16 +222,21 @@ pub const CYCLONEDX_MEDIA_TYPE: &str = "application/vnd.cyclonedx+json";
 /// Both documents of `inventory`, SPDX first: what [`write_dir`] writes and what a registry gets
 /// as referrers of the image.
 pub fn documents(inventory: &Inventory) -> [Document; 2] {
+    serialized(spdx::to_bytes(inventory), cyclonedx::to_bytes(inventory))
+}
+
+/// The two documents from their bytes (an image's own, read out of its SBOM layer).
+pub fn serialized(spdx: Vec<u8>, cyclonedx: Vec<u8>) -> [Document; 2] {
     [
         Document {
             file: SPDX_FILE,
             media_type: SPDX_MEDIA_TYPE,
-            bytes: spdx::to_bytes(inventory),
+            bytes: spdx,
         },
         Document {
             file: CYCLONEDX_FILE,
             media_type: CYCLONEDX_MEDIA_TYPE,
-            bytes: cyclonedx::to_bytes(inventory),
+            bytes: cyclonedx,
         },
     ]
 }
@@ -239,11 +244,22 @@ pub fn documents(inventory: &Inventory) -> [Document; 2] {
 /// Writes [`SPDX_FILE`] and [`CYCLONEDX_FILE`] into `dir` (created if missing), each through a
 /// temporary file renamed into place, so a reader never sees half a document.
 pub fn write_dir(dir: &std::path::Path, inventory: &Inventory) -> std::io::Result<()> {
+    let [spdx, cyclonedx] = documents(inventory);
+    write_documents(dir, &spdx.bytes, &cyclonedx.bytes)
+}
+
+/// [`write_dir`] for documents already serialized (an image's own, copied out of its SBOM
+/// layer as they are).
+pub fn write_documents(
+    dir: &std::path::Path,
+    spdx: &[u8],
+    cyclonedx: &[u8],
+) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
-    for document in documents(inventory) {
+    for (name, bytes) in [(SPDX_FILE, spdx), (CYCLONEDX_FILE, cyclonedx)] {
         let mut temp = tempfile::NamedTempFile::new_in(dir)?;
-        std::io::Write::write_all(&mut temp, &document.bytes)?;
-        temp.persist(dir.join(document.file)).map_err(|e| e.error)?;
+        std::io::Write::write_all(&mut temp, bytes)?;
+        temp.persist(dir.join(name)).map_err(|e| e.error)?;
     }
     Ok(())
 }

@@ -370,12 +370,19 @@ struct RebaseArgs {
     /// Output format: an oci-archive file or an OCI layout directory.
     #[arg(long, value_enum, default_value_t = Format::OciArchive)]
     format: Format,
-    /// Image name recorded in the written archive.
+    /// Image name recorded in the written archive (annotations and RepoTags). Repeatable: one
+    /// index.json entry per name, all in RepoTags.
     #[arg(short, long, value_parser = parse_reference)]
-    tag: Option<Reference>,
-    /// Push the rebased image to this registry reference.
+    tag: Vec<Reference>,
+    /// Push the rebased image to this registry reference and print its manifest digest.
+    /// Repeatable: the same image goes to each, in order.
     #[arg(long, value_name = "REF", value_parser = parse_reference)]
-    publish: Option<Reference>,
+    publish: Vec<Reference>,
+    /// Write the rebased image's SBOMs into DIR (sbom.spdx.json, sbom.cdx.json), as build
+    /// --sbom-dir does. The image's own SBOM layer is refreshed on every rebase: its Debian
+    /// packages become the new base's. Needs an image built with --sbom-dir.
+    #[arg(long, value_name = "DIR")]
+    sbom_dir: Option<PathBuf>,
     /// Build cache. Default: $XDG_CACHE_HOME/kiln.
     #[arg(long)]
     cache_dir: Option<PathBuf>,
@@ -576,13 +583,7 @@ fn build(args: BuildArgs) -> anyhow::Result<ExitCode> {
             report.timings.total_ms,
             report.manifest_digest
         );
-        for published in &report.pushes {
-            let push = &published.push;
-            println!("pushed {}@{}", push.reference, push.manifest_digest);
-            for referrer in &published.referrers {
-                println!("attached {} {}", referrer.artifact_type, referrer.reference);
-            }
-        }
+        print_pushes(&report.pushes);
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -623,8 +624,9 @@ fn rebase(args: RebaseArgs) -> anyhow::Result<ExitCode> {
         kiln_env: kiln_buildpack::settings::kiln_env(&host_env()),
         output: args.output,
         format: args.format.into(),
-        tag: args.tag,
+        tags: args.tag,
         publish: args.publish,
+        sbom_dir: args.sbom_dir,
         cache_dir: args
             .cache_dir
             .unwrap_or_else(|| kiln_build::default_cache_dir(&host_env())),
@@ -663,11 +665,26 @@ fn rebase(args: RebaseArgs) -> anyhow::Result<ExitCode> {
             change.layer
         );
     }
-    println!("manifest {}", report.manifest_digest);
-    if let Some(push) = &report.push {
-        println!("pushed {}@{}", push.reference, push.manifest_digest);
+    if let Some(sbom) = report.sbom.as_ref().filter(|s| s.refreshed) {
+        println!(
+            "sbom refreshed: {} components, {} Debian packages",
+            sbom.components, sbom.debian_packages
+        );
     }
+    println!("manifest {}", report.manifest_digest);
+    print_pushes(&report.pushes);
     Ok(ExitCode::SUCCESS)
+}
+
+/// One `pushed REF@DIGEST` line per `--publish`, each followed by the SBOMs attached to it.
+fn print_pushes(pushes: &[kiln_build::registry::Published]) {
+    for published in pushes {
+        let push = &published.push;
+        println!("pushed {}@{}", push.reference, push.manifest_digest);
+        for referrer in &published.referrers {
+            println!("attached {} {}", referrer.artifact_type, referrer.reference);
+        }
+    }
 }
 
 impl From<Format> for OutputFormat {

@@ -272,6 +272,56 @@ fn sboms_are_attached_to_each_published_image_as_referrers() {
     let subject = kiln_oci::digest::Digest::parse(image).unwrap();
     let all = kiln_registry::referrers(&client, &reference, &subject, None).unwrap();
     assert_eq!(all.len(), 2, "{all:?}");
+
+    // A rebase refreshes the SBOM and attaches the refreshed documents to the rebased image.
+    let v2 = tmp.path().join("v2.tar");
+    busybox_v2(&v2);
+    let rebased_sbom = tmp.path().join("rebased-sbom");
+    let rebased = json_of(&kiln_ok(&[
+        "rebase",
+        "--json",
+        &targets[0],
+        "--run-image",
+        &format!("oci-archive:{}", v2.display()),
+        "--publish",
+        &format!("{host}/team/app:1.3"),
+        "--sbom-dir",
+        rebased_sbom.to_str().unwrap(),
+        "--cache-dir",
+        tmp.path().join("cache").to_str().unwrap(),
+    ]));
+    let new_image = rebased["manifest_digest"].as_str().unwrap();
+    assert_ne!(new_image, image);
+    let referrers = rebased["push"]["referrers"].as_array().unwrap();
+    assert_eq!(referrers.len(), 2, "{rebased}");
+    let new_reference = kiln_oci::reference::Reference::parse(&format!("{host}/team/app:1.3"));
+    let new_subject = kiln_oci::digest::Digest::parse(new_image).unwrap();
+    for (referrer, (artifact_type, file)) in referrers.iter().zip(&documents) {
+        assert_eq!(referrer["subject"], new_image, "{rebased}");
+        let listed = kiln_registry::referrers(
+            &client,
+            new_reference.as_ref().unwrap(),
+            &new_subject,
+            Some(artifact_type),
+        )
+        .unwrap();
+        assert_eq!(listed.len(), 1, "{listed:?}");
+        assert_eq!(listed[0].digest.as_str(), referrer["manifest_digest"]);
+        let manifest = json_of(&run_ok(Command::new("skopeo").args([
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            &format!("docker://{host}/team/app@{}", listed[0].digest),
+        ])));
+        let written = std::fs::read(rebased_sbom.join(file)).unwrap();
+        assert_eq!(
+            manifest["layers"][0]["digest"],
+            format!(
+                "sha256:{}",
+                hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&written))
+            )
+        );
+    }
 }
 
 #[test]
@@ -693,7 +743,7 @@ fn rebase_swaps_base_layers_and_keeps_app_layers() {
         .contains(&Value::from("BASE_VERSION=2")));
     assert_eq!(after["processes"], before["processes"]);
 
-    // Registry image in, registry image out: same result.
+    // Registry image in, registry images out (each --publish, in order): same result.
     let pushed = json_of(&kiln_ok(&[
         "rebase",
         "--json",
@@ -702,10 +752,46 @@ fn rebase_swaps_base_layers_and_keeps_app_layers() {
         &format!("oci-archive:{}", v2.display()),
         "--publish",
         &format!("{host}/team/app:v2"),
+        "--publish",
+        &format!("{host}/team/copy:v2"),
         "--cache-dir",
         cache,
     ]));
     assert_eq!(pushed["push"]["blobs_uploaded"], 1 + 1, "{pushed}");
+    let pushes = pushed["pushes"].as_array().unwrap();
+    assert_eq!(pushes.len(), 2, "{pushed}");
+    assert_eq!(pushes[0], pushed["push"]);
+    assert_eq!(pushes[1]["reference"], format!("{host}/team/copy:v2"));
+    assert_eq!(pushes[1]["manifest_digest"], pushed["manifest_digest"]);
+    let copy = json_of(&kiln_ok(&[
+        "inspect",
+        "--json",
+        &format!("{host}/team/copy:v2"),
+    ]));
+    assert_eq!(copy["manifest_digest"], pushed["manifest_digest"]);
+    // Without --json: one line per push.
+    let text = kiln_ok(&[
+        "rebase",
+        &format!("{host}/team/app:v1"),
+        "--run-image",
+        &format!("oci-archive:{}", v2.display()),
+        "--publish",
+        &format!("{host}/team/app:v2"),
+        "--publish",
+        &format!("{host}/team/copy:v2"),
+        "--cache-dir",
+        cache,
+    ]);
+    let digest = pushed["manifest_digest"].as_str().unwrap();
+    let lines: Vec<&str> = text.lines().filter(|l| l.starts_with("pushed ")).collect();
+    assert_eq!(
+        lines,
+        [
+            format!("pushed {host}/team/app:v2@{digest}"),
+            format!("pushed {host}/team/copy:v2@{digest}"),
+        ],
+        "{text}"
+    );
 
     // The rebased image runs on the new base.
     let container = serve_procfile_static(&rebased);
