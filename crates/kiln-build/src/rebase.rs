@@ -227,8 +227,9 @@ fn rebase_with(opts: &RebaseOptions, ev: Events<'_>) -> Result<RebaseReport> {
     if let (Some(dir), Some(refreshed)) = (&opts.sbom_dir, &sbom) {
         refreshed.write(dir, ev)?;
     }
-    let documents = sbom.as_ref().map(|refreshed| refreshed.documents());
-    let sbom_documents = documents.as_ref().map(|d| (&d[..], created.as_str()));
+    let sbom_documents = sbom
+        .as_ref()
+        .map(|refreshed| (&refreshed.documents[..], created.as_str()));
     let pushes = write_and_publish(opts, &cache, &client, &rebased, sbom_documents, ev)?;
     Ok(RebaseReport {
         output: opts.output.clone(),
@@ -351,7 +352,7 @@ fn unchanged(
         image,
         base_count,
         report,
-        sbom,
+        sbom: found,
     } = kept;
     let same = image::assemble(
         &cache.store,
@@ -370,7 +371,6 @@ fn unchanged(
             ),
         ));
     }
-    let found = sbom;
     let sbom = found
         .map(|found| found.kept(image, opts.sbom_dir.as_deref(), ev))
         .transpose()?;

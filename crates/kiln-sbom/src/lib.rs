@@ -244,22 +244,17 @@ pub fn serialized(spdx: Vec<u8>, cyclonedx: Vec<u8>) -> [Document; 2] {
 /// Writes [`SPDX_FILE`] and [`CYCLONEDX_FILE`] into `dir` (created if missing), each through a
 /// temporary file renamed into place, so a reader never sees half a document.
 pub fn write_dir(dir: &std::path::Path, inventory: &Inventory) -> std::io::Result<()> {
-    let [spdx, cyclonedx] = documents(inventory);
-    write_documents(dir, &spdx.bytes, &cyclonedx.bytes)
+    write_documents(dir, &documents(inventory))
 }
 
 /// [`write_dir`] for documents already serialized (an image's own, copied out of its SBOM
-/// layer as they are).
-pub fn write_documents(
-    dir: &std::path::Path,
-    spdx: &[u8],
-    cyclonedx: &[u8],
-) -> std::io::Result<()> {
+/// layer as they are): each into `dir` under its file name.
+pub fn write_documents(dir: &std::path::Path, documents: &[Document]) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
-    for (name, bytes) in [(SPDX_FILE, spdx), (CYCLONEDX_FILE, cyclonedx)] {
+    for document in documents {
         let mut temp = tempfile::NamedTempFile::new_in(dir)?;
-        std::io::Write::write_all(&mut temp, bytes)?;
-        temp.persist(dir.join(name)).map_err(|e| e.error)?;
+        std::io::Write::write_all(&mut temp, &document.bytes)?;
+        temp.persist(dir.join(document.file)).map_err(|e| e.error)?;
     }
     Ok(())
 }

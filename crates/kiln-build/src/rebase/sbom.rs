@@ -65,8 +65,11 @@ pub(super) struct ImageSbom {
     layer: LayerRecord,
     spdx: Vec<u8>,
     cyclonedx: Vec<u8>,
-    /// How the build made the layer, so a refreshed one is made the same way.
-    options: LayerOptions,
+    /// The layer's tar, its compression kind (level unknown) and its entries' mtime: what a
+    /// refresh needs to make the new layer as the build made this one.
+    tar: Vec<u8>,
+    kind: Compression,
+    mtime: u64,
 }
 
 /// The `kiln/sbom` layer of `image` (whose Kiln layers start at `base_count`), when the label
@@ -126,17 +129,14 @@ pub(super) fn find(
     let missing = |name: &str| fail(format!("no {}/{name} in it", kiln_sbom::IMAGE_DIR));
     let (spdx, _) = spdx.ok_or_else(|| missing(kiln_sbom::SPDX_FILE))?;
     let (cyclonedx, mtime) = cdx.ok_or_else(|| missing(kiln_sbom::CYCLONEDX_FILE))?;
-    let options = LayerOptions {
-        mtime,
-        compression: build_compression(compression, &tar, &layer.descriptor.digest),
-        ..LayerOptions::default()
-    };
     Ok(Some(ImageSbom {
         index,
         layer,
         spdx,
         cyclonedx,
-        options,
+        tar,
+        kind: compression,
+        mtime,
     }))
 }
 
@@ -169,7 +169,7 @@ impl ImageSbom {
     ) -> Result<SbomReport> {
         let inventory = self.inventory(image)?;
         if let Some(dir) = dir {
-            kiln_sbom::write_documents(dir, &self.spdx, &self.cyclonedx)
+            kiln_sbom::write_documents(dir, &self.documents())
                 .ctx(|| format!("writing the SBOMs into {}", dir.display()))?;
             ev.note(format!(
                 "sbom: {} components in {}",
@@ -208,11 +208,19 @@ impl ImageSbom {
             )),
         }
         let inventory = Inventory::new(old.subject.clone(), created, components);
+        let documents = kiln_sbom::documents(&inventory);
         let scratch = cache.scratch_dir()?;
         let docs = scratch.path().join("sbom");
-        kiln_sbom::write_dir(&docs, &inventory).ctx(|| format!("writing {}", docs.display()))?;
+        kiln_sbom::write_documents(&docs, &documents)
+            .ctx(|| format!("writing {}", docs.display()))?;
         let entries = sbom_layer_entries(&docs)?;
-        let (layer, _) = layer_cache::layer(cache, SBOM_LAYER, &entries, &self.options, false, ev)?;
+        // Only a refresh needs the build's compression level, which takes recompressing to find.
+        let options = LayerOptions {
+            mtime: self.mtime,
+            compression: build_compression(self.kind, &self.tar, &self.layer.descriptor.digest),
+            ..LayerOptions::default()
+        };
+        let (layer, _) = layer_cache::layer(cache, SBOM_LAYER, &entries, &options, false, ev)?;
         let report = SbomReport::of(&inventory, true, base.is_some(), &layer);
         ev.note(format!(
             "sbom: refreshed: {} components, {} of them Debian packages",
@@ -221,7 +229,7 @@ impl ImageSbom {
         Ok(Refreshed {
             layer,
             report,
-            inventory,
+            documents,
         })
     }
 }
@@ -230,18 +238,14 @@ impl ImageSbom {
 pub(super) struct Refreshed {
     pub layer: LayerRecord,
     pub report: SbomReport,
-    inventory: Inventory,
+    /// Serialized once: the layer's, `--sbom-dir`'s and the referrers' bytes.
+    pub documents: [Document; 2],
 }
 
 impl Refreshed {
-    /// The refreshed documents, to attach to the rebased image on `--publish`.
-    pub(super) fn documents(&self) -> [Document; 2] {
-        kiln_sbom::documents(&self.inventory)
-    }
-
     /// Writes the documents into `dir` (`--sbom-dir`), as a build does.
     pub(super) fn write(&self, dir: &std::path::Path, ev: Events<'_>) -> Result<()> {
-        kiln_sbom::write_dir(dir, &self.inventory)
+        kiln_sbom::write_documents(dir, &self.documents)
             .ctx(|| format!("writing the SBOMs into {}", dir.display()))?;
         ev.note(format!(
             "sbom: {} components in {}",
